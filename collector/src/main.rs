@@ -1,1 +1,203 @@
-fn main() {}
+//! `invigilator-collector`: see `--help`, and DESIGN.md for the contract these commands keep.
+#![forbid(unsafe_code)]
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use invigilator_collector::{cli, init, policy, serve};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(name = "invigilator-collector", version, about = "Invigilator collector: enrolment, mTLS ingest, policy, alerts")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args)]
+struct DataDir {
+    /// The collector's data directory (database, PKI, configuration, policy).
+    #[arg(long, env = "INVIGILATOR_DATA_DIR")]
+    data_dir: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a data directory: CA, server certificate, database, default config and policy.
+    Init {
+        #[command(flatten)]
+        dir: DataDir,
+        /// DNS name or IP address agents will use to reach this collector (repeatable).
+        /// Default: localhost, 127.0.0.1, ::1 and this machine's host name.
+        #[arg(long = "server-name")]
+        server_names: Vec<String>,
+    },
+    /// Run the collector: gRPC ingest for agents and the HTTP console.
+    Serve {
+        #[command(flatten)]
+        dir: DataDir,
+        /// gRPC listen address (default from collector.toml: 0.0.0.0:50051).
+        #[arg(long)]
+        grpc_listen: Option<SocketAddr>,
+        /// HTTP listen address (default from collector.toml: 127.0.0.1:8080).
+        #[arg(long)]
+        http_listen: Option<SocketAddr>,
+    },
+    /// Enrolment tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Alerts raised by the policy.
+    Alerts {
+        #[command(subcommand)]
+        command: ListCommand,
+    },
+    /// Stored events.
+    Events {
+        #[command(subcommand)]
+        command: EventsCommand,
+    },
+    /// Enrolled agents.
+    Agents {
+        #[command(subcommand)]
+        command: AgentsCommand,
+    },
+    /// The Acceptable Use Policy file.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create an enrolment token; prints the token alone on stdout.
+    Create {
+        #[command(flatten)]
+        dir: DataDir,
+        /// Group the enrolled devices join (e.g. pupils-ks2, staff, shared-ict-suite).
+        #[arg(long)]
+        group: String,
+        /// How long the token can be used, e.g. 1h, 7d.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+        /// How many devices may enrol with it.
+        #[arg(long, default_value_t = 1)]
+        uses: u32,
+    },
+}
+
+#[derive(Subcommand)]
+enum ListCommand {
+    /// List as JSON (all rows unless limited).
+    List {
+        #[command(flatten)]
+        dir: DataDir,
+        /// Print JSON (the only format for now; kept for the contract).
+        #[arg(long)]
+        json: bool,
+        /// Only rows observed at or after this RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        limit: Option<u64>,
+    },
+}
+
+#[derive(Subcommand)]
+enum EventsCommand {
+    /// List as JSON (all rows unless limited).
+    List {
+        #[command(flatten)]
+        dir: DataDir,
+        #[arg(long)]
+        json: bool,
+        /// process, usb, session, browsing or gap.
+        #[arg(long)]
+        kind: Option<String>,
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        limit: Option<u64>,
+    },
+}
+
+#[derive(Subcommand)]
+enum AgentsCommand {
+    /// List enrolled agents with their health, as JSON.
+    List {
+        #[command(flatten)]
+        dir: DataDir,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Refuse this agent from now on (open streams are cut within seconds).
+    Revoke {
+        #[command(flatten)]
+        dir: DataDir,
+        agent_id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Validate a policy file; errors name the line and the field.
+    Check { file: PathBuf },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("INVIGILATOR_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Init { dir, server_names } => {
+            let done = init::run(&dir.data_dir, &server_names)?;
+            println!("initialised {}", dir.data_dir.display());
+            println!("CA fingerprint (SHA-256): {}", done.ca_fingerprint);
+            println!("server certificate names: {}", done.server_names.join(", "));
+            println!("next: edit policy.toml and collector.toml there, then `invigilator-collector serve --data-dir {}`", dir.data_dir.display());
+            Ok(())
+        }
+        Command::Serve { dir, grpc_listen, http_listen } => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?
+            .block_on(serve::run(&dir.data_dir, serve::ServeOptions { grpc_listen, http_listen })),
+        Command::Token { command: TokenCommand::Create { dir, group, ttl, uses } } => {
+            println!("{}", cli::token_create(&dir.data_dir, &group, ttl, uses)?);
+            Ok(())
+        }
+        Command::Alerts { command: ListCommand::List { dir, json: _, since, limit } } => {
+            cli::alerts_list(&dir.data_dir, since.as_deref(), limit)
+        }
+        Command::Events { command: EventsCommand::List { dir, json: _, kind, since, limit } } => {
+            cli::events_list(&dir.data_dir, kind.as_deref(), since.as_deref(), limit)
+        }
+        Command::Agents { command: AgentsCommand::List { dir, json: _ } } => cli::agents_list(&dir.data_dir),
+        Command::Agents { command: AgentsCommand::Revoke { dir, agent_id } } => {
+            cli::agents_revoke(&dir.data_dir, &agent_id)
+        }
+        Command::Policy { command: PolicyCommand::Check { file } } => {
+            let p = policy::Policy::load(&file)?;
+            println!("{}: valid, version {}", file.display(), p.version);
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,58 @@
+//! Alerts the collector raises on its own, not from an event: agents that have gone silent.
+
+use crate::state::Shared;
+use crate::store::{self, NewAlert};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub const SILENT_RULE: &str = "agent.silent";
+
+/// Every `check_interval`, raises one alert per agent that has not been heard from for
+/// `silent_after`. The agent's next contact clears the flag so a later silence alerts again.
+pub async fn watch_silent_agents(shared: Arc<Shared>) {
+    let cfg = shared.config.agents.clone();
+    let mut tick = tokio::time::interval(cfg.silent_check_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let policy_version = shared.policy.load().version.clone();
+        let silent_after = cfg.silent_after;
+        let result = shared
+            .db(move |c| {
+                let cutoff = store::now_us() - silent_after.as_micros() as i64;
+                let silent = store::agents::take_newly_silent(c, cutoff)?;
+                for a in &silent {
+                    store::alerts::insert(c, &silent_alert(a, silent_after, &policy_version))?;
+                }
+                Ok(silent.len())
+            })
+            .await;
+        match result {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(agents = n, "agents have gone silent"),
+            Err(e) => tracing::error!(error = %e.message(), "silent-agent check failed"),
+        }
+    }
+}
+
+fn silent_alert(a: &store::AgentRow, silent_after: Duration, policy_version: &str) -> NewAlert {
+    NewAlert {
+        agent_id: a.agent_id.clone(),
+        hostname: a.hostname.clone(),
+        user: String::new(),
+        kind: "agent".into(),
+        rule: SILENT_RULE.into(),
+        category: "monitoring".into(),
+        severity: "serious".into(),
+        summary: format!(
+            "agent on {} has not reported for over {} (last seen {}): monitoring may have been stopped",
+            a.hostname,
+            humantime::format_duration(silent_after),
+            a.last_seen.as_deref().unwrap_or("never")
+        ),
+        matched: format!("no contact for {}", humantime::format_duration(silent_after)),
+        observed_at_us: store::now_us(),
+        policy_version: policy_version.to_owned(),
+        event_seq: None,
+    }
+}

@@ -1,0 +1,101 @@
+//! Group commit. One thread owns the write connection; batches from every connected agent queue
+//! here and are written together in one transaction, with the alerts they raise, and only then
+//! acknowledged. An acknowledgement therefore always means "on disk, with its alerts".
+
+use crate::policy::{AgentContext, Policy};
+use crate::store::{self, StoredBatch};
+use arc_swap::ArcSwap;
+use invigilator_proto::v1::Event;
+use rusqlite::Connection;
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+
+/// Everything a stream asks the committer to store.
+pub struct Job {
+    pub agent_id: Arc<str>,
+    pub group: Arc<str>,
+    pub events: Vec<Event>,
+    pub reply: oneshot::Sender<Result<StoredBatch, String>>,
+}
+
+#[derive(Clone)]
+pub struct Committer {
+    tx: mpsc::Sender<Job>,
+}
+
+impl Committer {
+    /// Starts the committer thread. It stops when every `Committer` handle is dropped.
+    pub fn spawn(
+        conn: Connection,
+        policy: Arc<ArcSwap<Policy>>,
+        max_events: usize,
+    ) -> std::io::Result<(Self, std::thread::JoinHandle<()>)> {
+        let (tx, rx) = mpsc::channel(1024);
+        let handle = std::thread::Builder::new()
+            .name("committer".into())
+            .spawn(move || run(conn, rx, policy, max_events))?;
+        Ok((Self { tx }, handle))
+    }
+
+    /// Queues a job; the reply arrives on the job's channel after the commit.
+    pub async fn submit(&self, job: Job) -> Result<(), Job> {
+        self.tx.send(job).await.map_err(|e| e.0)
+    }
+}
+
+fn run(mut conn: Connection, mut rx: mpsc::Receiver<Job>, policy: Arc<ArcSwap<Policy>>, max_events: usize) {
+    let mut jobs: Vec<Job> = Vec::new();
+    while let Some(first) = rx.blocking_recv() {
+        let mut total = first.events.len();
+        jobs.push(first);
+        // Take whatever else is already waiting: the more agents, the bigger each commit.
+        while total < max_events {
+            match rx.try_recv() {
+                Ok(job) => {
+                    total += job.events.len();
+                    jobs.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        let policy = policy.load();
+        match commit(&mut conn, &jobs, &policy) {
+            Ok(results) => {
+                for (job, result) in jobs.drain(..).zip(results) {
+                    let _ = job.reply.send(Ok(result));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, events = total, "commit failed; batches will be resent by their agents");
+                for job in jobs.drain(..) {
+                    let _ = job.reply.send(Err(e.to_string()));
+                }
+            }
+        }
+    }
+}
+
+fn commit(conn: &mut Connection, jobs: &[Job], policy: &Policy) -> store::Result<Vec<StoredBatch>> {
+    let received_at = store::now_us();
+    let tx = conn.transaction()?;
+    let mut results = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let ctx = AgentContext { agent_id: &job.agent_id, group: &job.group };
+        let mut r = StoredBatch::default();
+        for event in &job.events {
+            if store::events::insert(&tx, &job.agent_id, event, received_at)? {
+                r.stored += 1;
+                // Only a first sighting raises alerts, so alerts are exactly-once too.
+                for alert in policy.evaluate(&ctx, event) {
+                    store::alerts::insert(&tx, &alert)?;
+                    r.alerts += 1;
+                }
+            } else {
+                r.duplicates += 1;
+            }
+        }
+        results.push(r);
+    }
+    tx.commit()?;
+    Ok(results)
+}

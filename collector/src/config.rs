@@ -1,0 +1,164 @@
+//! `collector.toml`: the collector's settings, serde-typed, with documented defaults.
+//! `init` writes [`DEFAULT_CONFIG`], which explains every setting; a missing key takes the
+//! default shown there.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The file `init` writes. Kept in step with the `Default` impls below by a test.
+pub const DEFAULT_CONFIG: &str = include_str!("default_collector.toml");
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct CollectorConfig {
+    pub grpc: GrpcConfig,
+    pub http: HttpConfig,
+    pub agents: AgentsConfig,
+    pub ingest: IngestConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct GrpcConfig {
+    pub listen: SocketAddr,
+    /// A TLS handshake that takes longer than this is dropped (slowloris protection).
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AgentsConfig {
+    /// Lifetime of the client certificates issued to agents. Agents renew when a third is left.
+    #[serde(with = "humantime_serde")]
+    pub cert_validity: Duration,
+    /// An agent not heard from for this long raises an "agent silent" alert.
+    #[serde(with = "humantime_serde")]
+    pub silent_after: Duration,
+    /// How often the collector looks for silent agents.
+    #[serde(with = "humantime_serde")]
+    pub silent_check_interval: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestConfig {
+    /// Most events committed in one database transaction (group commit across agents).
+    pub max_commit_events: usize,
+    /// How often agents' health (last seen, spool depth) is written to the database.
+    #[serde(with = "humantime_serde")]
+    pub health_flush_interval: Duration,
+}
+
+impl Default for CollectorConfig {
+    fn default() -> Self {
+        Self {
+            grpc: GrpcConfig::default(),
+            http: HttpConfig::default(),
+            agents: AgentsConfig::default(),
+            ingest: IngestConfig::default(),
+        }
+    }
+}
+
+impl Default for GrpcConfig {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:50051".parse().expect("valid address"),
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self { listen: "127.0.0.1:8080".parse().expect("valid address") }
+    }
+}
+
+impl Default for AgentsConfig {
+    fn default() -> Self {
+        Self {
+            cert_validity: Duration::from_secs(30 * 24 * 3600),
+            silent_after: Duration::from_secs(15 * 60),
+            silent_check_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self { max_commit_events: 20_000, health_flush_interval: Duration::from_secs(5) }
+    }
+}
+
+impl CollectorConfig {
+    pub fn path(data_dir: &Path) -> PathBuf {
+        data_dir.join("collector.toml")
+    }
+
+    /// Loads `collector.toml` from the data directory; a missing file means all defaults.
+    pub fn load(data_dir: &Path) -> Result<Self, ConfigError> {
+        let path = Self::path(data_dir);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
+            Err(source) => return Err(ConfigError::Read { path, source }),
+        };
+        let cfg: Self = toml::from_str(&text)
+            .map_err(|e| ConfigError::Invalid { path: path.clone(), message: e.to_string() })?;
+        cfg.validate().map_err(|message| ConfigError::Invalid { path, message })?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.agents.cert_validity < Duration::from_secs(10) {
+            return Err("agents.cert_validity must be at least 10s".into());
+        }
+        if self.agents.silent_after.is_zero() || self.agents.silent_check_interval.is_zero() {
+            return Err("agents.silent_after and agents.silent_check_interval must be above zero".into());
+        }
+        if !(1..=1_000_000).contains(&self.ingest.max_commit_events) {
+            return Err("ingest.max_commit_events must be between 1 and 1000000".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_written_default_file_says_what_the_code_defaults_to() {
+        let parsed: CollectorConfig = toml::from_str(DEFAULT_CONFIG).unwrap();
+        assert_eq!(parsed, CollectorConfig::default());
+    }
+
+    #[test]
+    fn errors_name_the_file_and_the_field() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(CollectorConfig::path(dir.path()), "[agents]\nsilent_after = \"soon\"\n").unwrap();
+        let err = CollectorConfig::load(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("collector.toml") && err.contains("silent_after"), "{err}");
+        std::fs::write(CollectorConfig::path(dir.path()), "[agentz]\n").unwrap();
+        let err = CollectorConfig::load(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("agentz"), "{err}");
+    }
+}

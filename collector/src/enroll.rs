@@ -1,0 +1,94 @@
+//! The `Enrollment` gRPC service: a one-time token and a CSR in, a client certificate out.
+//! Served over server-authenticated TLS; the only call that needs no client certificate.
+
+use crate::state::Shared;
+use crate::store::{self, tokens::TokenRejection};
+use invigilator_proto::EnrollmentToken;
+use invigilator_proto::v1::{EnrollRequest, EnrollResponse, enrollment_server::Enrollment};
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+pub struct EnrollmentService {
+    shared: Arc<Shared>,
+}
+
+impl EnrollmentService {
+    pub fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+}
+
+/// Device-supplied text is shown to staff later: keep it short and free of control characters.
+fn clean(s: &str, what: &str) -> Result<String, Status> {
+    let s: String = s.chars().filter(|c| !c.is_control()).collect();
+    if s.trim().is_empty() || s.len() > 255 {
+        return Err(Status::invalid_argument(format!("{what} must be 1 to 255 characters")));
+    }
+    Ok(s)
+}
+
+#[tonic::async_trait]
+impl Enrollment for EnrollmentService {
+    async fn enroll(&self, req: Request<EnrollRequest>) -> Result<Response<EnrollResponse>, Status> {
+        let peer = req.remote_addr();
+        let r = req.into_inner();
+        let token = EnrollmentToken::parse(&r.token).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if token.ca_fingerprint != self.shared.ca.fingerprint {
+            return Err(Status::failed_precondition(
+                "the enrolment token was issued by a different collector (CA fingerprint does not match)",
+            ));
+        }
+        let hostname = clean(&r.hostname, "hostname")?;
+        let os = clean(&r.os, "os")?;
+        let version = clean(&r.agent_version, "agent_version")?;
+
+        // Check the CSR before spending a use of the token on it.
+        let agent_id = uuid::Uuid::new_v4().hyphenated().to_string();
+        let issued = self
+            .shared
+            .ca
+            .issue_agent_cert(&r.csr_pem, &agent_id, self.shared.config.agents.cert_validity)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+
+        let (id, serial, not_after) = (agent_id.clone(), issued.serial.clone(), issued.not_after.timestamp_micros());
+        let (host, os_, ver) = (hostname.clone(), os.clone(), version.clone());
+        let group = self
+            .shared
+            .db(move |c| {
+                let group = match store::tokens::consume_token(c, &token)? {
+                    Ok(g) => g,
+                    Err(rejection) => return Ok(Err(rejection)),
+                };
+                store::agents::insert_agent(
+                    c,
+                    &store::NewAgent {
+                        agent_id: &id,
+                        group: &group,
+                        hostname: &host,
+                        os: &os_,
+                        agent_version: &ver,
+                        cert_serial: &serial,
+                        cert_not_after_us: not_after,
+                    },
+                )?;
+                Ok(Ok(group))
+            })
+            .await?
+            .map_err(|rejection| {
+                tracing::warn!(?peer, %hostname, reason = %rejection, "enrolment refused");
+                match rejection {
+                    TokenRejection::Unknown => Status::unauthenticated(rejection.to_string()),
+                    TokenRejection::Expired | TokenRejection::UsedUp => {
+                        Status::permission_denied(rejection.to_string())
+                    }
+                }
+            })?;
+        tracing::info!(%agent_id, %group, %hostname, "agent enrolled");
+        Ok(Response::new(EnrollResponse {
+            agent_id,
+            certificate_pem: issued.pem,
+            ca_certificate_pem: self.shared.ca.cert_pem.clone(),
+            group,
+        }))
+    }
+}

@@ -1,0 +1,46 @@
+//! `init`: a new data directory with a CA, a server certificate, an empty database and the
+//! default configuration and policy, each explained by its comments.
+
+use crate::config::{CollectorConfig, DEFAULT_CONFIG};
+use crate::pki::{self, PkiPaths};
+use crate::policy::{DEFAULT_POLICY, Policy};
+use crate::store;
+use anyhow::{Context, bail};
+use std::os::unix::fs::DirBuilderExt;
+use std::path::Path;
+
+pub struct Initialised {
+    pub ca_fingerprint: String,
+    pub server_names: Vec<String>,
+}
+
+pub fn run(data_dir: &Path, server_names: &[String]) -> anyhow::Result<Initialised> {
+    if store::db_path(data_dir).exists() || PkiPaths::new(data_dir).ca_key().exists() {
+        bail!("{} is already initialised; use another --data-dir or remove it first", data_dir.display());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(data_dir)
+        .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+    let mut names: Vec<String> = server_names.to_vec();
+    if names.is_empty() {
+        names = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
+        if let Ok(h) = nix::unistd::gethostname() {
+            if let Some(h) = h.to_str().filter(|h| !h.is_empty() && *h != "localhost") {
+                names.push(h.to_owned());
+            }
+        }
+    }
+    let ca = pki::init(&PkiPaths::new(data_dir), &names).context("creating the certificate authority")?;
+    store::create(data_dir).context("creating the database")?;
+    for (path, text) in [
+        (CollectorConfig::path(data_dir), DEFAULT_CONFIG),
+        (Policy::path(data_dir), DEFAULT_POLICY),
+    ] {
+        if !path.exists() {
+            pki::write_file(&path, text, true)?;
+        }
+    }
+    Ok(Initialised { ca_fingerprint: ca.fingerprint, server_names: names })
+}

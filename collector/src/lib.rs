@@ -1,0 +1,18 @@
+//! Invigilator collector: the certificate authority agents enrol with, the mTLS gRPC ingest,
+//! the store, the Acceptable Use Policy engine and the alerts it raises.
+#![forbid(unsafe_code)]
+
+pub mod alerts;
+pub mod cli;
+pub mod committer;
+pub mod config;
+pub mod enroll;
+pub mod identity;
+pub mod ingest;
+pub mod housekeeping;
+pub mod init;
+pub mod pki;
+pub mod policy;
+pub mod serve;
+pub mod state;
+pub mod store;

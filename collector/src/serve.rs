@@ -1,0 +1,119 @@
+//! `serve`: the gRPC ingest (mTLS) and the HTTP endpoint, with their background tasks.
+
+use crate::committer::Committer;
+use crate::config::CollectorConfig;
+use crate::enroll::EnrollmentService;
+use crate::identity::Revocations;
+use crate::ingest::TelemetryService;
+use crate::pki::{CertificateAuthority, PkiPaths};
+use crate::policy::Policy;
+use crate::state::Shared;
+use crate::{alerts, housekeeping, store};
+use anyhow::Context;
+use arc_swap::ArcSwap;
+use invigilator_proto::MAX_MESSAGE_BYTES;
+use invigilator_proto::v1::{enrollment_server::EnrollmentServer, telemetry_server::TelemetryServer};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+
+pub struct ServeOptions {
+    pub grpc_listen: Option<SocketAddr>,
+    pub http_listen: Option<SocketAddr>,
+}
+
+pub async fn run(data_dir: &Path, opts: ServeOptions) -> anyhow::Result<()> {
+    let mut config = CollectorConfig::load(data_dir)?;
+    if let Some(a) = opts.grpc_listen {
+        config.grpc.listen = a;
+    }
+    if let Some(a) = opts.http_listen {
+        config.http.listen = a;
+    }
+    let paths = PkiPaths::new(data_dir);
+    let ca = CertificateAuthority::load(&paths).context("loading the certificate authority")?;
+    let policy = Policy::load(&Policy::path(data_dir))?;
+    tracing::info!(version = %policy.version, "policy loaded");
+    let policy = Arc::new(ArcSwap::from_pointee(policy));
+
+    let write_conn = store::open(data_dir, store::Durability::Full)?;
+    let admin_conn = store::open(data_dir, store::Durability::Normal)?;
+    let revocations = Revocations::default();
+    revocations.replace(store::agents::revoked_ids(&admin_conn)?);
+    // Pending commits need no draining on shutdown: nothing unacknowledged is lost, agents resend it.
+    let (committer, _committer_thread) =
+        Committer::spawn(write_conn, Arc::clone(&policy), config.ingest.max_commit_events)?;
+
+    let read = |p: std::path::PathBuf| std::fs::read(&p).with_context(|| format!("reading {}", p.display()));
+    let tls = ServerTlsConfig::new()
+        .identity(Identity::from_pem(read(paths.server_cert())?, read(paths.server_key())?))
+        .client_ca_root(Certificate::from_pem(ca.cert_pem.as_bytes()))
+        // Enrolment happens before the agent has a certificate; every other call checks one.
+        .client_auth_optional(true)
+        .timeout(config.grpc.handshake_timeout);
+
+    let shared = Arc::new(Shared {
+        config: config.clone(),
+        ca,
+        admin_db: Mutex::new(admin_conn),
+        committer,
+        policy,
+        revocations,
+        health: Mutex::new(Default::default()),
+    });
+
+    tokio::spawn(alerts::watch_silent_agents(Arc::clone(&shared)));
+    tokio::spawn(housekeeping::flush_health(Arc::clone(&shared), config.ingest.health_flush_interval));
+    tokio::spawn(housekeeping::refresh_revocations(Arc::clone(&shared), Duration::from_secs(2)));
+
+    let http = tokio::net::TcpListener::bind(config.http.listen)
+        .await
+        .with_context(|| format!("cannot listen for HTTP on {}", config.http.listen))?;
+    let http_addr = http.local_addr()?;
+    let app = axum::Router::new().route("/healthz", axum::routing::get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }));
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(http, app).await {
+            tracing::error!(error = %e, "HTTP server stopped");
+        }
+    });
+
+    let grpc = tokio::net::TcpListener::bind(config.grpc.listen)
+        .await
+        .with_context(|| format!("cannot listen for gRPC on {}", config.grpc.listen))?;
+    let grpc_addr = grpc.local_addr()?;
+    tracing::info!(grpc = %grpc_addr, http = %http_addr, data_dir = %data_dir.display(), "collector serving");
+    // Tests and scripts wait for this line.
+    eprintln!("invigilator-collector listening: grpc={grpc_addr} http={http_addr}");
+
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc);
+    Server::builder()
+        .tls_config(tls)?
+        .http2_keepalive_interval(Some(Duration::from_secs(60)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .tcp_nodelay(true)
+        .add_service(
+            EnrollmentServer::new(EnrollmentService::new(Arc::clone(&shared)))
+                .max_decoding_message_size(64 * 1024),
+        )
+        .add_service(
+            TelemetryServer::new(TelemetryService::new(Arc::clone(&shared)))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .serve_with_incoming_shutdown(incoming, shutdown_signal())
+        .await
+        .context("gRPC server failed")?;
+
+    tracing::info!("collector stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+}

@@ -1,0 +1,53 @@
+//! What the running collector's services share.
+
+use crate::committer::Committer;
+use crate::config::CollectorConfig;
+use crate::identity::Revocations;
+use crate::pki::CertificateAuthority;
+use crate::policy::Policy;
+use crate::store::AgentHealth;
+use arc_swap::ArcSwap;
+use rusqlite::Connection;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tonic::Status;
+
+pub struct Shared {
+    pub config: CollectorConfig,
+    pub ca: CertificateAuthority,
+    /// Short administrative writes (enrolment, renewal, health); the committer has its own.
+    pub admin_db: Mutex<Connection>,
+    pub committer: Committer,
+    pub policy: Arc<ArcSwap<Policy>>,
+    pub revocations: Revocations,
+    /// Latest heartbeat per agent, written to the database every few seconds in one go.
+    pub health: Mutex<HashMap<String, AgentHealth>>,
+}
+
+impl Shared {
+    /// Runs a database call off the async threads.
+    pub async fn db<R: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&mut Connection) -> crate::store::Result<R> + Send + 'static,
+    ) -> Result<R, Status> {
+        let me = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            let mut conn = me.admin_db.lock().map_err(|_| Status::internal("database lock poisoned"))?;
+            f(&mut conn).map_err(|e| {
+                tracing::error!(error = %e, "database call failed");
+                Status::unavailable(format!("collector storage error: {e}"))
+            })
+        })
+        .await
+        .map_err(|e| Status::internal(format!("database task failed: {e}")))?
+    }
+
+    /// Records that an agent was heard from.
+    pub fn touch(&self, agent_id: &str, update: impl FnOnce(&mut AgentHealth)) {
+        if let Ok(mut map) = self.health.lock() {
+            let h = map.entry(agent_id.to_owned()).or_default();
+            h.last_seen_us = crate::store::now_us();
+            update(h);
+        }
+    }
+}

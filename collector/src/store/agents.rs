@@ -1,0 +1,208 @@
+//! Enrolled agents: identity, certificate, revocation and health.
+
+use super::{Result, now_us, rfc3339};
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+
+pub struct NewAgent<'a> {
+    pub agent_id: &'a str,
+    pub group: &'a str,
+    pub hostname: &'a str,
+    pub os: &'a str,
+    pub agent_version: &'a str,
+    pub cert_serial: &'a str,
+    pub cert_not_after_us: i64,
+}
+
+/// What a heartbeat says about an agent; written in bulk by the health flusher.
+#[derive(Debug, Clone, Default)]
+pub struct AgentHealth {
+    pub last_seen_us: i64,
+    pub hostname: String,
+    pub os: String,
+    pub agent_version: String,
+    pub spool_depth: u64,
+    pub dropped_total: u64,
+    pub last_seq: u64,
+    pub process_source: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentRow {
+    pub agent_id: String,
+    pub group: String,
+    pub hostname: String,
+    pub os: String,
+    pub agent_version: String,
+    pub enrolled_at: String,
+    pub cert_serial: String,
+    pub cert_not_after: String,
+    pub last_seen: Option<String>,
+    pub revoked: bool,
+    pub revoked_at: Option<String>,
+    pub spool_depth: u64,
+    pub dropped_total: u64,
+    pub last_seq: u64,
+    pub process_source: String,
+    pub silent: bool,
+}
+
+pub fn insert_agent(conn: &Connection, a: &NewAgent<'_>) -> Result<()> {
+    let now = now_us();
+    conn.execute(
+        "INSERT INTO agents(agent_id, grp, hostname, os, agent_version, enrolled_at, cert_serial,
+                            cert_not_after, last_seen)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?6)",
+        params![
+            a.agent_id,
+            a.group,
+            a.hostname,
+            a.os,
+            a.agent_version,
+            now,
+            a.cert_serial,
+            a.cert_not_after_us
+        ],
+    )?;
+    Ok(())
+}
+
+pub fn record_renewal(conn: &Connection, agent_id: &str, serial: &str, not_after_us: i64) -> Result<()> {
+    conn.execute(
+        "UPDATE agents SET cert_serial = ?2, cert_not_after = ?3 WHERE agent_id = ?1",
+        params![agent_id, serial, not_after_us],
+    )?;
+    Ok(())
+}
+
+/// Marks an agent revoked. Returns false if there is no such agent.
+pub fn revoke(conn: &Connection, agent_id: &str) -> Result<bool> {
+    let n = conn.execute(
+        "UPDATE agents SET revoked_at = COALESCE(revoked_at, ?2) WHERE agent_id = ?1",
+        params![agent_id, now_us()],
+    )?;
+    Ok(n == 1)
+}
+
+/// The agent's group if it is enrolled and not revoked.
+pub fn active_group(conn: &Connection, agent_id: &str) -> Result<Option<String>> {
+    Ok(conn
+        .query_row(
+            "SELECT grp FROM agents WHERE agent_id = ?1 AND revoked_at IS NULL",
+            [agent_id],
+            |r| r.get(0),
+        )
+        .optional()?)
+}
+
+/// Every agent id that is not allowed in: revoked ones.
+pub fn revoked_ids(conn: &Connection) -> Result<Vec<String>> {
+    let mut stmt = conn.prepare_cached("SELECT agent_id FROM agents WHERE revoked_at IS NOT NULL")?;
+    let ids = stmt.query_map([], |r| r.get(0))?.collect::<Result<Vec<String>, _>>()?;
+    Ok(ids)
+}
+
+pub fn write_health<'a>(
+    conn: &mut Connection,
+    health: impl IntoIterator<Item = (&'a String, &'a AgentHealth)>,
+) -> Result<()> {
+    let tx = conn.transaction()?;
+    {
+        let mut stmt = tx.prepare_cached(
+            "UPDATE agents SET last_seen = MAX(COALESCE(last_seen, 0), ?2), hostname = ?3, os = ?4,
+                    agent_version = ?5, spool_depth = ?6, dropped_total = ?7, last_seq = ?8,
+                    process_source = ?9, silent_alerted = 0
+             WHERE agent_id = ?1",
+        )?;
+        for (id, h) in health {
+            stmt.execute(params![
+                id,
+                h.last_seen_us,
+                h.hostname,
+                h.os,
+                h.agent_version,
+                h.spool_depth as i64,
+                h.dropped_total as i64,
+                h.last_seq as i64,
+                h.process_source
+            ])?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// Agents last seen before `cutoff_us` that have not been alerted on yet; marks them alerted.
+pub fn take_newly_silent(conn: &mut Connection, cutoff_us: i64) -> Result<Vec<AgentRow>> {
+    let tx = conn.transaction()?;
+    let rows = {
+        let mut stmt = tx.prepare(&format!(
+            "{SELECT} WHERE revoked_at IS NULL AND silent_alerted = 0 AND last_seen < ?1"
+        ))?;
+        stmt.query_map([cutoff_us], row)?.collect::<Result<Vec<_>, _>>()?
+    };
+    for r in &rows {
+        tx.execute("UPDATE agents SET silent_alerted = 1 WHERE agent_id = ?1", [&r.agent_id])?;
+    }
+    tx.commit()?;
+    Ok(rows)
+}
+
+pub fn list(conn: &Connection) -> Result<Vec<AgentRow>> {
+    let mut stmt = conn.prepare(&format!("{SELECT} ORDER BY enrolled_at, agent_id"))?;
+    let rows = stmt.query_map([], row)?.collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+const SELECT: &str = "SELECT agent_id, grp, hostname, os, agent_version, enrolled_at, cert_serial,
+    cert_not_after, last_seen, revoked_at, spool_depth, dropped_total, last_seq, process_source,
+    silent_alerted FROM agents";
+
+fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AgentRow> {
+    let revoked_at: Option<i64> = r.get(9)?;
+    Ok(AgentRow {
+        agent_id: r.get(0)?,
+        group: r.get(1)?,
+        hostname: r.get(2)?,
+        os: r.get(3)?,
+        agent_version: r.get(4)?,
+        enrolled_at: rfc3339(r.get(5)?),
+        cert_serial: r.get(6)?,
+        cert_not_after: rfc3339(r.get(7)?),
+        last_seen: r.get::<_, Option<i64>>(8)?.map(rfc3339),
+        revoked: revoked_at.is_some(),
+        revoked_at: revoked_at.map(rfc3339),
+        spool_depth: r.get::<_, i64>(10)? as u64,
+        dropped_total: r.get::<_, i64>(11)? as u64,
+        last_seq: r.get::<_, i64>(12)? as u64,
+        process_source: r.get(13)?,
+        silent: r.get::<_, i64>(14)? != 0,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enrol_revoke_list() {
+        let (_d, conn) = crate::store::test_db();
+        let a = NewAgent {
+            agent_id: "a1",
+            group: "staff",
+            hostname: "h",
+            os: "linux",
+            agent_version: "0.1.0",
+            cert_serial: "01",
+            cert_not_after_us: 0,
+        };
+        insert_agent(&conn, &a).unwrap();
+        assert_eq!(active_group(&conn, "a1").unwrap().as_deref(), Some("staff"));
+        assert!(revoke(&conn, "a1").unwrap());
+        assert!(!revoke(&conn, "nobody").unwrap());
+        assert_eq!(active_group(&conn, "a1").unwrap(), None);
+        assert_eq!(revoked_ids(&conn).unwrap(), vec!["a1".to_string()]);
+        let listed = list(&conn).unwrap();
+        assert!(listed[0].revoked && listed[0].group == "staff");
+    }
+}

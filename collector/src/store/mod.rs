@@ -1,0 +1,130 @@
+//! The collector's store: one SQLite file in the data directory.
+//!
+//! Writers: the ingest committer (events and the alerts they raise, one transaction per group of
+//! batches) and short administrative writes (tokens, enrolment, revocation, health). Readers:
+//! the CLI and the console, on their own connections; WAL mode lets them read while ingest
+//! writes.
+
+use rusqlite::{Connection, OpenFlags};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub mod agents;
+pub mod alerts;
+pub mod events;
+pub mod tokens;
+
+pub use agents::{AgentHealth, AgentRow, NewAgent};
+pub use alerts::{AlertFilter, AlertRow, NewAlert};
+pub use events::{EventFilter, EventRow, StoredBatch};
+pub use tokens::{TokenRejection, create_token};
+
+const SCHEMA: &str = include_str!("schema.sql");
+const SCHEMA_VERSION: &str = "1";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database {path}: {source}")]
+    Open { path: PathBuf, source: rusqlite::Error },
+    #[error("no collector data in {0}: run `invigilator-collector init --data-dir {0}` first")]
+    NotInitialised(PathBuf),
+    #[error("database error: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("stored event {agent_id}/{seq} cannot be decoded: {message}")]
+    Corrupt { agent_id: String, seq: u64, message: String },
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+pub fn db_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("invigilator.db")
+}
+
+/// How a connection will be used, which decides its durability settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// fsync on every commit: what an acknowledgement to an agent promises.
+    Full,
+    /// Health and bookkeeping, which the next heartbeat rewrites anyway.
+    Normal,
+}
+
+/// Opens the database of an initialised data directory.
+pub fn open(data_dir: &Path, durability: Durability) -> Result<Connection> {
+    let path = db_path(data_dir);
+    if !path.exists() {
+        return Err(StoreError::NotInitialised(data_dir.to_path_buf()));
+    }
+    open_path(&path, durability, false)
+}
+
+/// Creates the database (for `init`).
+pub fn create(data_dir: &Path) -> Result<Connection> {
+    open_path(&db_path(data_dir), Durability::Full, true)
+}
+
+fn open_path(path: &Path, durability: Durability, create: bool) -> Result<Connection> {
+    let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    if create {
+        flags |= OpenFlags::SQLITE_OPEN_CREATE;
+    }
+    let err = |source| StoreError::Open { path: path.to_path_buf(), source };
+    let conn = Connection::open_with_flags(path, flags).map_err(err)?;
+    conn.busy_timeout(Duration::from_secs(15)).map_err(err)?;
+    conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
+    conn.pragma_update(None, "foreign_keys", "ON").map_err(err)?;
+    let sync = match durability {
+        Durability::Full => "FULL",
+        Durability::Normal => "NORMAL",
+    };
+    conn.pragma_update(None, "synchronous", sync).map_err(err)?;
+    // Checks the file really is a database before anything relies on it.
+    conn.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(())).map_err(err)?;
+    if create {
+        conn.execute_batch(SCHEMA).map_err(err)?;
+        conn.execute(
+            "INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?1)",
+            [SCHEMA_VERSION],
+        )
+        .map_err(err)?;
+    }
+    Ok(conn)
+}
+
+pub fn now_us() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
+
+/// RFC 3339 (UTC, microseconds) for a stored time.
+pub fn rfc3339(us: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(us)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+#[cfg(test)]
+pub(crate) fn test_db() -> (tempfile::TempDir, Connection) {
+    let dir = tempfile::tempdir().unwrap();
+    let conn = create(dir.path()).unwrap();
+    (dir, conn)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_uninitialised_dir_says_to_run_init() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = open(dir.path(), Durability::Full).unwrap_err().to_string();
+        assert!(err.contains("init"), "{err}");
+    }
+
+    #[test]
+    fn a_corrupt_file_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(db_path(dir.path()), vec![0x42u8; 8192]).unwrap();
+        let err = open(dir.path(), Durability::Full).unwrap_err().to_string();
+        assert!(err.contains("invigilator.db"), "{err}");
+    }
+}
