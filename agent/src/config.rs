@@ -1,0 +1,154 @@
+//! `agent.toml` in the state directory: written by `enroll`, read by `run`.
+//! The `[agent]` table is the identity enrolment produced; the other tables are settings with
+//! documented defaults that an administrator may override.
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path} not found: enrol this device first with `invigilator-agent enroll`")]
+    NotEnrolled { path: PathBuf },
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    pub agent: Enrolment,
+    #[serde(default)]
+    pub spool: SpoolConfig,
+    #[serde(default)]
+    pub uplink: UplinkConfig,
+    #[serde(default)]
+    pub process: ProcessConfig,
+}
+
+/// Who this agent is and where it reports. Written once by `enroll`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Enrolment {
+    /// https://HOST:PORT of the collector; HOST must be a name in its server certificate.
+    pub collector: String,
+    pub agent_id: String,
+    pub group: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SpoolConfig {
+    /// Largest total size of undelivered events kept on disk. When full, the oldest are dropped
+    /// and the count is reported to the collector.
+    pub max_bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct UplinkConfig {
+    /// Most events in one batch sent to the collector.
+    pub max_batch: usize,
+    /// Batches sent but not yet acknowledged, at most.
+    pub window: usize,
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    /// Longest wait between reconnection attempts (the wait grows to this, with jitter).
+    #[serde(with = "humantime_serde")]
+    pub reconnect_max: Duration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProcessConfig {
+    /// Poll /proc instead of using the kernel's proc connector (which needs root).
+    pub force_poll: bool,
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+}
+
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        Self { max_bytes: 256 * 1024 * 1024 }
+    }
+}
+
+impl Default for UplinkConfig {
+    fn default() -> Self {
+        Self {
+            max_batch: 500,
+            window: 4,
+            heartbeat_interval: Duration::from_secs(30),
+            reconnect_max: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Default for ProcessConfig {
+    fn default() -> Self {
+        Self { force_poll: false, poll_interval: Duration::from_secs(1) }
+    }
+}
+
+impl AgentConfig {
+    pub fn path(state_dir: &Path) -> PathBuf {
+        state_dir.join("agent.toml")
+    }
+
+    pub fn load(state_dir: &Path) -> Result<Self, ConfigError> {
+        let path = Self::path(state_dir);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(ConfigError::NotEnrolled { path }),
+            Err(source) => return Err(ConfigError::Read { path, source }),
+        };
+        let cfg: Self =
+            toml::from_str(&text).map_err(|e| ConfigError::Invalid { path: path.clone(), message: e.to_string() })?;
+        let invalid = |message: &str| ConfigError::Invalid { path: path.clone(), message: message.into() };
+        if !(1..=invigilator_proto::MAX_BATCH_EVENTS).contains(&cfg.uplink.max_batch) {
+            return Err(invalid("uplink.max_batch must be between 1 and 2000"));
+        }
+        if cfg.uplink.window == 0 || cfg.uplink.heartbeat_interval.is_zero() {
+            return Err(invalid("uplink.window and uplink.heartbeat_interval must be above zero"));
+        }
+        if cfg.spool.max_bytes < 64 * 1024 {
+            return Err(invalid("spool.max_bytes must be at least 65536"));
+        }
+        Ok(cfg)
+    }
+
+    /// The file `enroll` writes: identity plus every default, commented.
+    pub fn render(&self) -> String {
+        format!(
+            "# Invigilator agent state. Written by `invigilator-agent enroll`.\n\
+             # [agent] is this device's identity: do not edit it. The other tables are settings;\n\
+             # the values shown are the defaults.\n\n{}",
+            toml::to_string(self).expect("config serialises")
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn render_then_load_round_trips_and_bad_values_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = AgentConfig {
+            agent: Enrolment { collector: "https://localhost:50051".into(), agent_id: "a".into(), group: "g".into() },
+            spool: SpoolConfig::default(),
+            uplink: UplinkConfig::default(),
+            process: ProcessConfig::default(),
+        };
+        std::fs::write(AgentConfig::path(dir.path()), cfg.render()).unwrap();
+        assert_eq!(AgentConfig::load(dir.path()).unwrap(), cfg);
+        std::fs::write(AgentConfig::path(dir.path()), cfg.render().replace("max_batch = 500", "max_batch = 0")).unwrap();
+        let err = AgentConfig::load(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("max_batch"), "{err}");
+        let empty = tempfile::tempdir().unwrap();
+        assert!(AgentConfig::load(empty.path()).unwrap_err().to_string().contains("enrol"));
+    }
+}

@@ -1,0 +1,88 @@
+//! Heartbeats (the collector's proof that monitoring is running on this device, with the
+//! spool's health) and certificate renewal before expiry.
+
+use crate::identity::{self, StatePaths};
+use crate::spool::Spool;
+use crate::tls;
+use invigilator_proto::v1::{HeartbeatRequest, RenewRequest, telemetry_client::TelemetryClient};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tonic::transport::Channel;
+
+pub struct Heartbeat {
+    pub interval: Duration,
+    pub spool: Arc<Spool>,
+    pub paths: StatePaths,
+    pub collector: String,
+    pub process_source: String,
+    pub channel: watch::Sender<Channel>,
+}
+
+impl Heartbeat {
+    pub async fn run(self) {
+        let mut tick = tokio::time::interval(self.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = self.beat().await {
+                tracing::warn!(error = %e.message(), "heartbeat not delivered");
+                continue;
+            }
+            match self.renew_if_due().await {
+                Ok(true) => tracing::info!("client certificate renewed"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "certificate renewal failed; will retry"),
+            }
+        }
+    }
+
+    fn client(&self) -> TelemetryClient<Channel> {
+        TelemetryClient::new(self.channel.borrow().clone())
+    }
+
+    async fn beat(&self) -> Result<(), tonic::Status> {
+        let s = self.spool.stats();
+        let mut req = tonic::Request::new(HeartbeatRequest {
+            agent_version: env!("CARGO_PKG_VERSION").into(),
+            os: crate::os_description(),
+            hostname: crate::hostname(),
+            spool_depth: s.depth,
+            spool_bytes: s.bytes,
+            dropped_total: s.dropped_total,
+            last_seq: s.last_seq,
+            process_source: self.process_source.clone(),
+        });
+        req.set_timeout(Duration::from_secs(15));
+        self.client().heartbeat(req).await?;
+        Ok(())
+    }
+
+    /// Renews when less than a third of the certificate's lifetime is left. The key stays the
+    /// same, so only the certificate file changes, atomically.
+    async fn renew_if_due(&self) -> anyhow::Result<bool> {
+        let (not_before, not_after) = identity::cert_validity(&self.paths)?;
+        let now = chrono_now();
+        if not_after - now > (not_after - not_before) / 3 {
+            return Ok(false);
+        }
+        let key = identity::load_key(&self.paths)?;
+        let mut req = tonic::Request::new(RenewRequest { csr_pem: identity::csr_pem(&key)? });
+        req.set_timeout(Duration::from_secs(30));
+        let pem = self.client().renew(req).await?.into_inner().certificate_pem;
+        if identity::certs_from_pem(pem.as_bytes()).is_empty() {
+            anyhow::bail!("the collector's renewal response holds no certificate");
+        }
+        identity::write_atomic(&self.paths.cert(), pem.as_bytes(), 0o644)?;
+        let channel = tls::channel(&self.collector, tls::mtls_config(&self.paths)?)?;
+        self.channel.send_replace(channel);
+        Ok(true)
+    }
+}
+
+fn chrono_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}

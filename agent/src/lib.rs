@@ -1,0 +1,31 @@
+//! Invigilator agent: sources observe the device, the spool keeps what they saw on disk, the
+//! uplink delivers it to the collector over mutual TLS.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod enroll;
+pub mod heartbeat;
+pub mod identity;
+pub mod platform;
+pub mod run;
+pub mod sources;
+pub mod spool;
+pub mod tls;
+pub mod uplink;
+
+/// This device's host name, as reported with every event.
+pub fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// e.g. "Linux (Debian GNU/Linux 12) 6.1.0".
+pub fn os_description() -> String {
+    let name = sysinfo::System::long_os_version().unwrap_or_else(|_| std::env::consts::OS.into());
+    match sysinfo::System::kernel_version() {
+        Ok(k) => format!("{name} {k}"),
+        Err(_) => name,
+    }
+}

@@ -1,0 +1,87 @@
+//! `run`: starts the sources, the spool writer, the uplink and the heartbeat, and keeps them
+//! running until SIGTERM or Ctrl-C.
+
+use crate::config::AgentConfig;
+use crate::heartbeat::Heartbeat;
+use crate::identity::StatePaths;
+use crate::sources::process::{self, Mode, ProcessSourceConfig};
+use crate::spool::{self, Spool};
+use crate::tls;
+use crate::uplink::Uplink;
+use anyhow::Context;
+use std::path::Path;
+use std::sync::Arc;
+use tokio::sync::{mpsc, watch};
+use tracing::Instrument;
+
+/// Events waiting between the sources and the spool writer.
+const SOURCE_QUEUE: usize = 16 * 1024;
+
+pub async fn run(state_dir: &Path) -> anyhow::Result<()> {
+    let cfg = AgentConfig::load(state_dir)?;
+    let span = tracing::info_span!("agent", agent_id = %cfg.agent.agent_id);
+    async move {
+        let paths = StatePaths::new(state_dir);
+        let spool = Arc::new(Spool::open(&paths.spool(), cfg.spool.max_bytes)?);
+        let stats = spool.stats();
+        tracing::info!(collector = %cfg.agent.collector, group = %cfg.agent.group, spooled = stats.depth, "agent starting");
+
+        let (events_tx, events_rx) = mpsc::channel(SOURCE_QUEUE);
+        let (seq_tx, seq_rx) = watch::channel(stats.last_seq);
+        let writer_spool = Arc::clone(&spool);
+        std::thread::Builder::new()
+            .name("spool-writer".into())
+            .spawn(move || spool::run_writer(events_rx, writer_spool, seq_tx))
+            .context("starting the spool writer")?;
+
+        let mode = process::spawn(
+            ProcessSourceConfig {
+                hostname: crate::hostname(),
+                poll_interval: cfg.process.poll_interval,
+                force_poll: cfg.process.force_poll,
+            },
+            events_tx,
+        )
+        .context("starting the process source")?;
+        let process_source = match mode {
+            Mode::Netlink => "netlink",
+            Mode::Poll => "poll",
+        };
+        tracing::info!(process_source, "process source running");
+
+        let channel = tls::channel(&cfg.agent.collector, tls::mtls_config(&paths)?)?;
+        let (channel_tx, channel_rx) = watch::channel(channel);
+        let uplink = Uplink { cfg: cfg.uplink.clone(), spool: Arc::clone(&spool), last_seq: seq_rx, channel: channel_rx };
+        tokio::spawn(uplink.run().in_current_span());
+        let heartbeat = Heartbeat {
+            interval: cfg.uplink.heartbeat_interval,
+            spool,
+            paths,
+            collector: cfg.agent.collector.clone(),
+            process_source: process_source.into(),
+            channel: channel_tx,
+        };
+        tokio::spawn(heartbeat.run().in_current_span());
+
+        shutdown_signal().await;
+        tracing::info!("stopping; undelivered events stay in the spool");
+        Ok(())
+    }
+    .instrument(span)
+    .await
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {},
+                _ = term.recv() => {},
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! TLS to the collector, with rustls and the ring provider.
+//!
+//! Before enrolment the agent has no CA to trust, only the fingerprint in its token: the
+//! [`PinnedCa`] verifier accepts the collector only if its chain carries a certificate with that
+//! fingerprint and the server certificate verifies against it. After enrolment, the CA saved
+//! in the state directory is the only root, and the device certificate is presented (mTLS).
+
+use crate::identity::{self, IdentityError, StatePaths};
+use invigilator_proto::ca_fingerprint;
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use std::sync::Arc;
+use std::time::Duration;
+use tonic::transport::{Channel, Endpoint};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("collector address {0:?} is not https://HOST:PORT")]
+    BadUrl(String),
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    #[error("TLS configuration: {0}")]
+    Rustls(#[from] rustls::Error),
+    #[error("cannot connect to the collector: {0}")]
+    Connect(#[from] tonic::transport::Error),
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Host, port and TLS server name of `https://HOST:PORT`.
+pub fn parse_collector_url(url: &str) -> Result<(String, u16, ServerName<'static>), TlsError> {
+    let bad = || TlsError::BadUrl(url.to_owned());
+    let uri: http::Uri = url.parse().map_err(|_| bad())?;
+    if uri.scheme_str() != Some("https") {
+        return Err(bad());
+    }
+    let host = uri.host().ok_or_else(bad)?.trim_start_matches('[').trim_end_matches(']').to_owned();
+    let port = uri.port_u16().unwrap_or(50051);
+    let name = ServerName::try_from(host.clone()).map_err(|_| bad())?;
+    Ok((host, port, name))
+}
+
+/// Verifies the collector against the CA whose fingerprint the enrolment token carries.
+#[derive(Debug)]
+pub struct PinnedCa {
+    fingerprint: String,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for PinnedCa {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let ca = intermediates
+            .iter()
+            .find(|c| ca_fingerprint(c) == self.fingerprint)
+            .ok_or_else(|| {
+                rustls::Error::General(
+                    "the collector's certificate chain does not contain the CA pinned by the enrolment token".into(),
+                )
+            })?;
+        let mut roots = RootCertStore::empty();
+        roots.add(ca.clone().into_owned())?;
+        let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
+            .build()
+            .map_err(|e| rustls::Error::General(e.to_string()))?;
+        inner.verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+fn finish(mut cfg: ClientConfig) -> Arc<ClientConfig> {
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    Arc::new(cfg)
+}
+
+/// Server-authenticated TLS for enrolment, pinned by CA fingerprint.
+pub fn enrolment_config(ca_fingerprint: &str) -> Result<Arc<ClientConfig>, TlsError> {
+    let provider = provider();
+    let cfg = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(PinnedCa { fingerprint: ca_fingerprint.to_owned(), provider }))
+        .with_no_client_auth();
+    Ok(finish(cfg))
+}
+
+/// Mutual TLS with the saved CA and the device certificate.
+pub fn mtls_config(paths: &StatePaths) -> Result<Arc<ClientConfig>, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for ca in identity::read_certs(&paths.ca())? {
+        roots.add(ca)?;
+    }
+    let chain = identity::read_certs(&paths.cert())?;
+    let key = identity::read_private_key(&paths.key())?;
+    let cfg = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)?;
+    Ok(finish(cfg))
+}
+
+/// A gRPC channel to the collector over `tls`. It connects lazily and reconnects by itself.
+pub fn channel(collector: &str, tls: Arc<ClientConfig>) -> Result<Channel, TlsError> {
+    let (host, port, server_name) = parse_collector_url(collector)?;
+    let connector = tower::service_fn(move |_: http::Uri| {
+        let (tls, host, server_name) = (tls.clone(), host.clone(), server_name.clone());
+        async move {
+            let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+            tcp.set_nodelay(true)?;
+            let stream = tokio_rustls::TlsConnector::from(tls).connect(server_name, tcp).await?;
+            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+        }
+    });
+    // The URI only names the HTTP/2 authority; the connector above does the real dialling.
+    let endpoint = Endpoint::from_shared(format!("http://{}", authority(collector)?))?
+        .connect_timeout(Duration::from_secs(10))
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(20))
+        .keep_alive_while_idle(true);
+    Ok(endpoint.connect_with_connector_lazy(connector))
+}
+
+fn authority(url: &str) -> Result<String, TlsError> {
+    let uri: http::Uri = url.parse().map_err(|_| TlsError::BadUrl(url.to_owned()))?;
+    uri.authority().map(|a| a.to_string()).ok_or_else(|| TlsError::BadUrl(url.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn collector_urls() {
+        let (h, p, _) = parse_collector_url("https://collector.school.internal:50051").unwrap();
+        assert_eq!((h.as_str(), p), ("collector.school.internal", 50051));
+        let (h, p, _) = parse_collector_url("https://[::1]:9").unwrap();
+        assert_eq!((h.as_str(), p), ("::1", 9));
+        for bad in ["http://x:1", "collector:50051", "https://", ""] {
+            assert!(parse_collector_url(bad).is_err(), "{bad}");
+        }
+    }
+}
