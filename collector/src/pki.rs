@@ -12,8 +12,9 @@ use rcgen::{
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// Certificates are back-dated by this much so a device whose clock runs a little slow still
-/// accepts them.
+/// Certificates are back-dated by up to this much (a tenth of their lifetime at most, so that
+/// agents can still tell when a third of it is left) so that a device whose clock runs a little
+/// slow still accepts them.
 const CLOCK_SKEW: Duration = Duration::from_secs(300);
 const CA_VALIDITY: Duration = Duration::from_secs(20 * 365 * 24 * 3600);
 const SERVER_VALIDITY: Duration = Duration::from_secs(2 * 365 * 24 * 3600);
@@ -93,7 +94,7 @@ pub fn write_file(path: &Path, contents: &str, private: bool) -> Result<(), PkiE
 
 fn validity(params: &mut CertificateParams, lifetime: Duration) {
     let now = time::OffsetDateTime::now_utc();
-    params.not_before = now - CLOCK_SKEW;
+    params.not_before = now - CLOCK_SKEW.min(lifetime / 10);
     params.not_after = now + lifetime;
 }
 

@@ -1,1 +1,304 @@
+//! Harness for whole-system tests: starts real `invigilator-collector` and `invigilator-agent`
+//! processes (built by `cargo build --workspace --bins`) in temporary directories, and reads
+//! the results back through the contract's CLI, as an operator would.
+#![forbid(unsafe_code)]
 
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// target/<profile>/ beside the running test executable.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let mut dir = exe.parent().expect("exe dir").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let path = dir.join(name);
+    assert!(path.exists(), "{} is missing: run `cargo build --workspace --bins` first", path.display());
+    path
+}
+
+/// Polls `f` until it returns Some, or panics with `what` after `timeout`.
+pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `text` with each TOML table that `overrides` defines replaced by the one in `overrides`.
+fn override_tables(text: &str, overrides: &str) -> String {
+    let mut text = text.to_owned();
+    let tables = overrides.lines().filter_map(|l| l.trim().strip_prefix('[')?.strip_suffix(']'));
+    for table in tables {
+        if let Some(i) = text.find(&format!("\n[{table}]")) {
+            let end = text[i + 1..].find("\n[").map(|j| i + 1 + j).unwrap_or(text.len());
+            text.replace_range(i..end, "");
+        }
+    }
+    text.push('\n');
+    text.push_str(overrides);
+    text
+}
+
+fn run_ok(cmd: &mut Command) -> String {
+    let out = output(cmd);
+    assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}
+
+pub fn output(cmd: &mut Command) -> Output {
+    cmd.stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+}
+
+/// Kills a child with SIGKILL and reaps it.
+pub fn kill9(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+pub struct Collector {
+    pub dir: tempfile::TempDir,
+    pub grpc: String,
+    pub http: String,
+    child: Option<Child>,
+}
+
+impl Collector {
+    /// `init` and `serve` on loopback ports chosen by the OS. `config` is appended to
+    /// collector.toml (e.g. shorter silent-agent timings).
+    pub fn start(config: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        run_ok(Command::new(bin("invigilator-collector")).arg("init").arg("--data-dir").arg(dir.path().join("data")));
+        if !config.is_empty() {
+            let path = dir.path().join("data/collector.toml");
+            let text = std::fs::read_to_string(&path).unwrap();
+            std::fs::write(&path, override_tables(&text, config)).unwrap();
+        }
+        let mut c = Self { dir, grpc: "127.0.0.1:0".into(), http: "127.0.0.1:0".into(), child: None };
+        c.spawn();
+        c
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("collector.log")
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).unwrap();
+        let start_len = log.metadata().unwrap().len() as usize;
+        let child = Command::new(bin("invigilator-collector"))
+            .args(["serve", "--grpc-listen", &self.grpc, "--http-listen", &self.http, "--data-dir"])
+            .arg(self.data_dir())
+            .env("INVIGILATOR_LOG", "info,invigilator_collector=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn collector");
+        self.child = Some(child);
+        let line = wait_for(Duration::from_secs(30), "the collector to listen", || {
+            let text = std::fs::read_to_string(self.log_path()).ok()?;
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!("collector exited with {status}:\n{text}");
+            }
+            text[start_len.min(text.len())..]
+                .lines()
+                .find(|l| l.starts_with("invigilator-collector listening:"))
+                .map(str::to_owned)
+        });
+        let field = |k: &str| line.split_whitespace().find_map(|w| w.strip_prefix(k)).unwrap().to_owned();
+        self.grpc = field("grpc=");
+        self.http = field("http=");
+    }
+
+    /// https://localhost:PORT, a name the server certificate carries.
+    pub fn url(&self) -> String {
+        format!("https://localhost:{}", self.grpc.rsplit(':').next().unwrap())
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            kill9(&mut c);
+        }
+    }
+
+    /// Starts again on the same ports, as after a crash.
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    pub fn cli(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(bin("invigilator-collector"));
+        let (sub, rest) = args.split_at(args.len().min(2));
+        cmd.args(sub).arg("--data-dir").arg(self.data_dir()).args(rest);
+        cmd
+    }
+
+    pub fn token(&self, group: &str, ttl: &str, uses: u32) -> String {
+        run_ok(&mut self.cli(&["token", "create", "--group", group, "--ttl", ttl, "--uses", &uses.to_string()]))
+            .trim()
+            .to_owned()
+    }
+
+    fn json(&self, args: &[&str]) -> Vec<Value> {
+        let out = run_ok(&mut self.cli(args));
+        serde_json::from_str::<Vec<Value>>(&out).unwrap_or_else(|e| panic!("{args:?}: bad JSON ({e}): {out}"))
+    }
+
+    pub fn alerts(&self) -> Vec<Value> {
+        self.json(&["alerts", "list", "--json"])
+    }
+
+    pub fn events(&self, kind: &str) -> Vec<Value> {
+        self.json(&["events", "list", "--json", "--kind", kind])
+    }
+
+    pub fn agents(&self) -> Vec<Value> {
+        self.json(&["agents", "list", "--json"])
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// Sequence numbers stored for one agent, read from the database directly.
+    pub fn stored_seqs(&self, agent_id: &str) -> Vec<u64> {
+        let db = rusqlite::Connection::open(self.data_dir().join("invigilator.db")).unwrap();
+        let mut stmt = db.prepare("SELECT seq FROM events WHERE agent_id = ?1 ORDER BY seq").unwrap();
+        stmt.query_map([agent_id], |r| r.get::<_, i64>(0)).unwrap().map(|s| s.unwrap() as u64).collect()
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub struct Agent {
+    pub dir: tempfile::TempDir,
+    pub agent_id: String,
+    child: Option<Child>,
+}
+
+impl Agent {
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// Runs `enroll`; returns its output without asserting success.
+    pub fn try_enroll(collector_url: &str, token: &str, state_dir: &Path) -> Output {
+        output(
+            Command::new(bin("invigilator-agent"))
+                .args(["enroll", "--collector", collector_url, "--token", token, "--state-dir"])
+                .arg(state_dir),
+        )
+    }
+
+    /// Enrols with a fresh token of group "staff"; `settings` is appended to agent.toml.
+    pub fn enroll(collector: &Collector, settings: &str) -> Self {
+        Self::enroll_with(collector, &collector.token("staff", "1h", 1), settings)
+    }
+
+    pub fn enroll_with(collector: &Collector, token: &str, settings: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = dir.path().join("state");
+        let out = Self::try_enroll(&collector.url(), token, &state);
+        assert!(out.status.success(), "enroll failed: {}", String::from_utf8_lossy(&out.stderr));
+        let cfg = std::fs::read_to_string(state.join("agent.toml")).unwrap();
+        let agent_id = cfg
+            .lines()
+            .find_map(|l| l.strip_prefix("agent_id = "))
+            .map(|v| v.trim_matches('"').to_owned())
+            .expect("agent_id in agent.toml");
+        if !settings.is_empty() {
+            std::fs::write(state.join("agent.toml"), override_tables(&cfg, settings)).unwrap();
+        }
+        Self { dir, agent_id, child: None }
+    }
+
+    pub fn start(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("agent.log")).unwrap();
+        let child = Command::new(bin("invigilator-agent"))
+            .arg("run")
+            .arg("--state-dir")
+            .arg(self.state_dir())
+            .env("INVIGILATOR_LOG", "info,invigilator_agent=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn agent");
+        self.child = Some(child);
+    }
+
+    /// Waits until the agent's process source is running (it logs which one).
+    pub fn wait_ready(&self) {
+        wait_for(Duration::from_secs(30), "the agent's process source", || {
+            self.log().contains("process source running").then_some(())
+        });
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            kill9(&mut c);
+        }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
+    }
+
+    /// The last sequence number this agent's spool has assigned.
+    pub fn spool_last_seq(&self) -> u64 {
+        let db = rusqlite::Connection::open(self.state_dir().join("spool.db")).unwrap();
+        db.query_row("SELECT value FROM meta WHERE key = 'next_seq'", [], |r| r.get::<_, i64>(0))
+            .map(|n| n as u64 - 1)
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Asserts `seqs` is exactly 1..=last: nothing missing, nothing twice.
+pub fn assert_exactly_once(seqs: &[u64], last: u64) {
+    let mut dups = 0;
+    let mut missing = Vec::new();
+    let mut expect = 1;
+    for &s in seqs {
+        if s < expect {
+            dups += 1;
+            continue;
+        }
+        missing.extend(expect..s);
+        expect = s + 1;
+    }
+    missing.extend(expect..=last);
+    assert!(
+        dups == 0 && missing.is_empty(),
+        "{} stored, {dups} duplicates, {} missing (first: {:?})",
+        seqs.len(),
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
+}
