@@ -17,8 +17,11 @@ pub async fn watch_silent_agents(shared: Arc<Shared>) {
         tick.tick().await;
         let policy_version = shared.policy.load().version.clone();
         let silent_after = cfg.silent_after;
+        // Heartbeats not yet flushed count: without them a live agent could look silent.
+        let pending = shared.take_health();
         let result = shared
             .db(move |c| {
+                store::agents::write_health(c, &pending)?;
                 let cutoff = store::now_us() - silent_after.as_micros() as i64;
                 let silent = store::agents::take_newly_silent(c, cutoff)?;
                 for a in &silent {

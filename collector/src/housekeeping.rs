@@ -11,10 +11,10 @@ pub async fn flush_health(shared: Arc<Shared>, interval: Duration) {
     let mut tick = tokio::time::interval(interval);
     loop {
         tick.tick().await;
-        let batch = match shared.health.lock() {
-            Ok(mut m) if !m.is_empty() => std::mem::take(&mut *m),
-            _ => continue,
-        };
+        let batch = shared.take_health();
+        if batch.is_empty() {
+            continue;
+        }
         if let Err(e) = shared.db(move |c| store::agents::write_health(c, &batch)).await {
             tracing::error!(error = %e.message(), "could not record agents' health");
         }

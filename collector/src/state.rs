@@ -42,6 +42,11 @@ impl Shared {
         .map_err(|e| Status::internal(format!("database task failed: {e}")))?
     }
 
+    /// The heartbeats received since the last call, for writing to the database.
+    pub fn take_health(&self) -> HashMap<String, AgentHealth> {
+        self.health.lock().map(|mut m| std::mem::take(&mut *m)).unwrap_or_default()
+    }
+
     /// Records that an agent was heard from.
     pub fn touch(&self, agent_id: &str, update: impl FnOnce(&mut AgentHealth)) {
         if let Ok(mut map) = self.health.lock() {

@@ -1,9 +1,10 @@
 //! The process source: one event per program started (exec).
 //!
 //! On Linux it listens to the kernel's proc connector, which announces every exec as it happens,
-//! and reads /proc for the details at once, before the process can exit. Without the privileges
-//! for that (or inside a container) it falls back to polling the process table, which misses
-//! programs that start and finish between two polls; the heartbeat says which mode runs.
+//! and reads /proc for the details at once, before the process can exit. Where the kernel will
+//! not serve it (before Linux 6.6 it needs root or CAP_NET_ADMIN; inside a container it stays
+//! silent) the source falls back to polling the process table, which misses programs that start
+//! and finish between two polls; the heartbeat says which mode runs.
 
 use std::collections::HashMap;
 use std::io;
@@ -72,10 +73,9 @@ pub fn spawn(cfg: ProcessSourceConfig, tx: EventTx) -> io::Result<Mode> {
                 return Ok(Mode::Netlink);
             }
             Err(err) => tracing::warn!(
-                error = %err,
-                interval = ?cfg.poll_interval,
-                "process source: the netlink proc connector is unavailable; falling back to \
-                 polling the process table, which misses programs shorter than the interval"
+                "process source: netlink proc connector unavailable: {err}. Falling back to \
+                 polling the process table every {:?}, which misses shorter-lived programs",
+                cfg.poll_interval
             ),
         }
     }
