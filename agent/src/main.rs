@@ -40,6 +40,8 @@ fn main() -> std::process::ExitCode {
             tracing_subscriber::EnvFilter::try_from_env("INVIGILATOR_LOG").unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        // Colour only for a person at a terminal; journald and log files get plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     // One small thread pool: the heavy lifting (netlink, spool writes) has threads of its own.
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();

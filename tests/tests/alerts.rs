@@ -15,8 +15,8 @@ fn running_a_program_named_tor_raises_a_circumvention_alert() {
     a.wait_ready();
     let dir = tempfile::tempdir().unwrap();
     let tor = dir.path().join("tor");
-    std::fs::copy("/bin/true", &tor).unwrap();
-    Command::new(&tor).status().unwrap();
+    std::fs::copy("/bin/sleep", &tor).unwrap();
+    Command::new(&tor).arg("0.05").status().unwrap();
     let alert = wait_for(Duration::from_secs(30), "the tor alert", || {
         c.alerts().into_iter().find(|x| x["rule"] == "circumvention.tor")
     });
@@ -73,8 +73,8 @@ fn certificates_renew_before_expiry_and_the_agent_keeps_reporting_past_the_old_e
     std::thread::sleep(first_expiry.saturating_duration_since(std::time::Instant::now()) + Duration::from_secs(2));
     let dir = tempfile::tempdir().unwrap();
     let prog = dir.path().join("after-expiry-marker");
-    std::fs::copy("/bin/true", &prog).unwrap();
-    Command::new(&prog).status().unwrap();
+    std::fs::copy("/bin/sleep", &prog).unwrap();
+    Command::new(&prog).arg("0.05").status().unwrap();
     wait_for(Duration::from_secs(30), "an event after the first certificate expired", || {
         c.events("process").iter().any(|e| e["exe"].as_str() == prog.to_str()).then_some(())
     });

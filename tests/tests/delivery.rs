@@ -106,9 +106,10 @@ fn events_spooled_while_the_collector_is_down_arrive_when_it_returns() {
     c.kill9();
     let dir = tempfile::tempdir().unwrap();
     let prog = dir.path().join("outage-marker-prog");
-    std::fs::copy("/bin/true", &prog).unwrap();
+    // Long enough for /proc to be read, so the event names the program.
+    std::fs::copy("/bin/sleep", &prog).unwrap();
     for _ in 0..25 {
-        Command::new(&prog).status().unwrap();
+        Command::new(&prog).arg("0.05").status().unwrap();
     }
     std::thread::sleep(Duration::from_secs(3));
     let start = Instant::now();

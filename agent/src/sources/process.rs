@@ -263,7 +263,11 @@ mod netlink {
                     Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
                     Err(err) => {
                         failures += 1;
-                        tracing::warn!(error = %err, failures, "process source: netlink receive failed");
+                        tracing::warn!(
+                            error = %err,
+                            failures,
+                            "process source: netlink receive failed"
+                        );
                         if failures >= MAX_RECV_FAILURES {
                             self.resubscribe(&err, tx)?;
                             failures = 0;
@@ -286,7 +290,11 @@ mod netlink {
                 match ProcConnector::subscribe() {
                     Ok(conn) => break conn,
                     Err(err) => {
-                        tracing::warn!(error = %err, retry_in = ?delay, "process source: cannot re-create the netlink socket");
+                        tracing::warn!(
+                            error = %err,
+                            retry_in = ?delay,
+                            "process source: cannot re-create the netlink socket"
+                        );
                         if tx.is_closed() {
                             return Err(ReceiverGone);
                         }
@@ -308,23 +316,21 @@ mod netlink {
     pub(super) struct Reporter {
         hostname: String,
         users: UserNames,
-        /// pid → start time of the live processes already reported, or running when the source
-        /// started: what a rescan must not report again. Exits remove entries and every rescan
-        /// rebuilds it from /proc, so it stays the size of the process table.
-        known: HashMap<u32, u64>,
+        /// The live processes already reported, or running when the source started: what a
+        /// rescan must not report again. Exits remove entries and every rescan rebuilds it from
+        /// /proc, so it stays the size of the process table.
+        known: HashMap<u32, Identity>,
         clock: BootClock,
     }
 
     impl Reporter {
         pub(super) fn new(hostname: String) -> Self {
-            let mut reporter = Self {
+            Self {
                 hostname,
                 users: UserNames::default(),
-                known: HashMap::new(),
+                known: live_processes(|_, _| {}),
                 clock: BootClock::default(),
-            };
-            reporter.known = reporter.live_processes(|_| {});
-            reporter
+            }
         }
 
         fn handle_datagram(&mut self, datagram: &[u8], tx: &EventTx) -> Result<(), ReceiverGone> {
@@ -345,7 +351,10 @@ mod netlink {
                     }
                     Ok(_) => {}
                     Err(err) => {
-                        tracing::warn!(error = %err, "process source: malformed proc connector datagram");
+                        tracing::warn!(
+                            error = %err,
+                            "process source: malformed proc connector datagram"
+                        );
                     }
                 }
             }
@@ -365,8 +374,8 @@ mod netlink {
                 );
                 info = ProcessInfo::default();
             }
-            if let Some(start) = info.start_ticks {
-                self.known.insert(pid, start);
+            if let Some(identity) = Identity::of(&info) {
+                self.known.insert(pid, identity);
             }
             self.report(pid, info, "netlink", tx)
         }
@@ -380,41 +389,27 @@ mod netlink {
             self.rescan(tx)
         }
 
-        /// Reports, with source "rescan", live processes not already known. Includes processes
-        /// that forked without exec: /proc cannot tell them apart, and reporting too much beats
+        /// Reports, with source "rescan", live processes not already known, or known but since
+        /// running another program. Includes processes that forked without exec and programs
+        /// that renamed themselves: /proc cannot tell them apart, and reporting too much beats
         /// missing an exec.
         pub(super) fn rescan(&mut self, tx: &EventTx) -> Result<(), ReceiverGone> {
             let mut new = Vec::new();
             let known = std::mem::take(&mut self.known);
-            let mut live = self.live_processes(|(pid, start)| {
-                if known.get(&pid) != Some(&start) {
+            let mut live = live_processes(|pid, identity| {
+                if known.get(&pid) != Some(identity) {
                     new.push(pid);
                 }
             });
             for pid in new {
                 let info = procfs::read_process(pid);
-                if let Some(start) = info.start_ticks {
-                    live.insert(pid, start);
+                if let Some(identity) = Identity::of(&info) {
+                    live.insert(pid, identity);
                 }
                 self.report(pid, info, "rescan", tx)?;
             }
             self.known = live;
             Ok(())
-        }
-
-        /// pid → start time of every live process except kernel threads (which never exec).
-        fn live_processes(&self, mut each: impl FnMut((u32, u64))) -> HashMap<u32, u64> {
-            let pids = procfs::list_pids().unwrap_or_else(|err| {
-                tracing::warn!(error = %err, "process source: cannot list /proc");
-                Vec::new()
-            });
-            pids.into_iter()
-                .filter_map(|pid| {
-                    let stat = procfs::read_stat(pid)?;
-                    (!stat.kernel_thread).then_some((pid, stat.start_ticks))
-                })
-                .inspect(|&entry| each(entry))
-                .collect()
         }
 
         fn report(
@@ -435,6 +430,42 @@ mod netlink {
             let event = details.into_event(pid, source, &self.hostname, &mut self.users);
             send(tx, event)
         }
+    }
+
+    /// One process running one program: the start time tells a reused PID apart, the name a
+    /// later exec in the same process (exec renames it).
+    #[derive(Debug, PartialEq, Eq)]
+    struct Identity {
+        start_ticks: u64,
+        comm: String,
+    }
+
+    impl Identity {
+        fn of(info: &ProcessInfo) -> Option<Self> {
+            Some(Self {
+                start_ticks: info.start_ticks?,
+                comm: info.name.clone()?,
+            })
+        }
+    }
+
+    /// Every live process except kernel threads (which never exec), each also shown to `each`.
+    fn live_processes(mut each: impl FnMut(u32, &Identity)) -> HashMap<u32, Identity> {
+        let pids = procfs::list_pids().unwrap_or_else(|err| {
+            tracing::warn!(error = %err, "process source: cannot list /proc");
+            Vec::new()
+        });
+        pids.into_iter()
+            .filter_map(|pid| {
+                let stat = procfs::read_stat(pid).filter(|stat| !stat.kernel_thread)?;
+                let identity = Identity {
+                    start_ticks: stat.start_ticks,
+                    comm: stat.comm,
+                };
+                each(pid, &identity);
+                Some((pid, identity))
+            })
+            .collect()
     }
 
     /// Tells whether the process now at /proc/PID started after an exec was announced for that
@@ -540,6 +571,23 @@ mod netlink {
                     assert_ne!(p.pid, pid, "reported twice");
                 }
             }
+        }
+
+        #[test]
+        fn process_rescan_reports_a_known_process_now_running_another_program() {
+            let mut reporter = Reporter::new("host-a".into());
+            let me = std::process::id();
+            // As if this process had exec'd (renaming it) during an overrun.
+            reporter.known.get_mut(&me).unwrap().comm = "previous".into();
+            let (tx, mut rx) = mpsc::channel(65536);
+            reporter.rescan(&tx).unwrap();
+            let mut reported = Vec::new();
+            while let Ok(event) = rx.try_recv() {
+                if let Some(Kind::Process(p)) = event.kind {
+                    reported.push(p.pid);
+                }
+            }
+            assert!(reported.contains(&me));
         }
 
         #[test]

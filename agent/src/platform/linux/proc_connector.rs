@@ -30,9 +30,9 @@ const PROC_EVENT_NONE: u32 = 0;
 const PROC_EVENT_EXEC: u32 = 0x0000_0002;
 const PROC_EVENT_EXIT: u32 = 0x8000_0000;
 
-/// Receive buffer asked for, in bytes. A burst of short-lived processes queues a fork, an exec and an exit
-/// (each under 1 KiB of kernel memory) per process while we are busy reading /proc for earlier
-/// ones; a few MiB absorbs thousands of processes before the kernel starts dropping.
+/// Receive buffer asked for, in bytes. A burst of short-lived processes queues a fork, an exec
+/// and an exit (each under 1 KiB of kernel memory) per process while we are busy reading /proc
+/// for earlier ones; a few MiB absorbs thousands of processes before the kernel starts dropping.
 pub const RCVBUF_BYTES: usize = 8 << 20;
 
 /// How long to wait for the kernel to acknowledge the subscription. It answers synchronously,

@@ -24,8 +24,10 @@ pub struct ProcessInfo {
 }
 
 /// `/proc/PID/stat` fields the process source needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stat {
+    /// As in /proc/PID/comm: exec sets it to the new program's name.
+    pub comm: String,
     /// Start time in clock ticks since boot (`CLOCK_BOOTTIME`).
     pub start_ticks: u64,
     pub kernel_thread: bool,
@@ -150,10 +152,12 @@ fn parse_status(status: &str) -> (Option<u32>, Option<u32>) {
 /// `pid (comm) state ppid ...`: comm may contain spaces and parentheses, so fields are counted
 /// from the last `)`. After it, field 3 (state) is index 0.
 fn parse_stat(stat: &str) -> Option<Stat> {
-    let (_, after_comm) = stat.rsplit_once(')')?;
+    let (before, after_comm) = stat.rsplit_once(')')?;
+    let (_, comm) = before.split_once('(')?;
     let fields: Vec<&str> = after_comm.split_whitespace().collect();
     let field = |n: usize| fields.get(n - 3)?.parse::<u64>().ok();
     Some(Stat {
+        comm: comm.to_owned(),
         start_ticks: field(22)?,
         kernel_thread: field(9)? & PF_KTHREAD != 0,
     })
@@ -221,6 +225,7 @@ mod tests {
         assert_eq!(
             parse_stat(stat),
             Some(Stat {
+                comm: "a) b (c)".into(),
                 start_ticks: 98765,
                 kernel_thread: false
             })
