@@ -11,7 +11,10 @@ pub enum ConfigError {
     #[error("{path} not found: enrol this device first with `invigilator-agent enroll`")]
     NotEnrolled { path: PathBuf },
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: {message}")]
     Invalid { path: PathBuf, message: String },
 }
@@ -71,7 +74,9 @@ pub struct ProcessConfig {
 
 impl Default for SpoolConfig {
     fn default() -> Self {
-        Self { max_bytes: 256 * 1024 * 1024 }
+        Self {
+            max_bytes: 256 * 1024 * 1024,
+        }
     }
 }
 
@@ -88,7 +93,10 @@ impl Default for UplinkConfig {
 
 impl Default for ProcessConfig {
     fn default() -> Self {
-        Self { force_poll: false, poll_interval: Duration::from_secs(1) }
+        Self {
+            force_poll: false,
+            poll_interval: Duration::from_secs(1),
+        }
     }
 }
 
@@ -101,17 +109,26 @@ impl AgentConfig {
         let path = Self::path(state_dir);
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(ConfigError::NotEnrolled { path }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(ConfigError::NotEnrolled { path });
+            }
             Err(source) => return Err(ConfigError::Read { path, source }),
         };
-        let cfg: Self =
-            toml::from_str(&text).map_err(|e| ConfigError::Invalid { path: path.clone(), message: e.to_string() })?;
-        let invalid = |message: &str| ConfigError::Invalid { path: path.clone(), message: message.into() };
+        let cfg: Self = toml::from_str(&text).map_err(|e| ConfigError::Invalid {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        let invalid = |message: &str| ConfigError::Invalid {
+            path: path.clone(),
+            message: message.into(),
+        };
         if !(1..=invigilator_proto::MAX_BATCH_EVENTS).contains(&cfg.uplink.max_batch) {
             return Err(invalid("uplink.max_batch must be between 1 and 2000"));
         }
         if cfg.uplink.window == 0 || cfg.uplink.heartbeat_interval.is_zero() {
-            return Err(invalid("uplink.window and uplink.heartbeat_interval must be above zero"));
+            return Err(invalid(
+                "uplink.window and uplink.heartbeat_interval must be above zero",
+            ));
         }
         if cfg.spool.max_bytes < 64 * 1024 {
             return Err(invalid("spool.max_bytes must be at least 65536"));
@@ -138,17 +155,30 @@ mod tests {
     fn render_then_load_round_trips_and_bad_values_are_named() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = AgentConfig {
-            agent: Enrolment { collector: "https://localhost:50051".into(), agent_id: "a".into(), group: "g".into() },
+            agent: Enrolment {
+                collector: "https://localhost:50051".into(),
+                agent_id: "a".into(),
+                group: "g".into(),
+            },
             spool: SpoolConfig::default(),
             uplink: UplinkConfig::default(),
             process: ProcessConfig::default(),
         };
         std::fs::write(AgentConfig::path(dir.path()), cfg.render()).unwrap();
         assert_eq!(AgentConfig::load(dir.path()).unwrap(), cfg);
-        std::fs::write(AgentConfig::path(dir.path()), cfg.render().replace("max_batch = 500", "max_batch = 0")).unwrap();
+        std::fs::write(
+            AgentConfig::path(dir.path()),
+            cfg.render().replace("max_batch = 500", "max_batch = 0"),
+        )
+        .unwrap();
         let err = AgentConfig::load(dir.path()).unwrap_err().to_string();
         assert!(err.contains("max_batch"), "{err}");
         let empty = tempfile::tempdir().unwrap();
-        assert!(AgentConfig::load(empty.path()).unwrap_err().to_string().contains("enrol"));
+        assert!(
+            AgentConfig::load(empty.path())
+                .unwrap_err()
+                .to_string()
+                .contains("enrol")
+        );
     }
 }

@@ -56,17 +56,30 @@ pub async fn run(collector: &str, token: &str, state_dir: &Path) -> anyhow::Resu
         .next()
         .context("the collector sent no CA certificate")?;
     if ca_fingerprint(&ca_der) != token.ca_fingerprint {
-        bail!("the CA certificate the collector sent does not match the enrolment token's fingerprint");
+        bail!(
+            "the CA certificate the collector sent does not match the enrolment token's fingerprint"
+        );
     }
     identity::write_atomic(&paths.ca(), resp.ca_certificate_pem.as_bytes(), 0o644)?;
     identity::write_atomic(&paths.cert(), resp.certificate_pem.as_bytes(), 0o644)?;
     let cfg = AgentConfig {
-        agent: Enrolment { collector: collector.to_owned(), agent_id: resp.agent_id.clone(), group: resp.group.clone() },
+        agent: Enrolment {
+            collector: collector.to_owned(),
+            agent_id: resp.agent_id.clone(),
+            group: resp.group.clone(),
+        },
         spool: SpoolConfig::default(),
         uplink: UplinkConfig::default(),
         process: ProcessConfig::default(),
     };
     // Written last: its presence means enrolment is complete.
-    identity::write_atomic(&AgentConfig::path(state_dir), cfg.render().as_bytes(), 0o600)?;
-    Ok(Enrolled { agent_id: resp.agent_id, group: resp.group })
+    identity::write_atomic(
+        &AgentConfig::path(state_dir),
+        cfg.render().as_bytes(),
+        0o600,
+    )?;
+    Ok(Enrolled {
+        agent_id: resp.agent_id,
+        group: resp.group,
+    })
 }

@@ -67,7 +67,9 @@ impl Heartbeat {
             return Ok(false);
         }
         let key = identity::load_key(&self.paths)?;
-        let mut req = tonic::Request::new(RenewRequest { csr_pem: identity::csr_pem(&key)? });
+        let mut req = tonic::Request::new(RenewRequest {
+            csr_pem: identity::csr_pem(&key)?,
+        });
         req.set_timeout(Duration::from_secs(30));
         let pem = self.client().renew(req).await?.into_inner().certificate_pem;
         if identity::certs_from_pem(pem.as_bytes()).is_empty() {

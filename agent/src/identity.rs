@@ -10,9 +10,15 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot write {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path} holds no usable {what}")]
     Parse { path: PathBuf, what: &'static str },
     #[error("key generation failed: {0}")]
@@ -25,7 +31,9 @@ pub struct StatePaths {
 
 impl StatePaths {
     pub fn new(dir: &Path) -> Self {
-        Self { dir: dir.to_path_buf() }
+        Self {
+            dir: dir.to_path_buf(),
+        }
     }
     pub fn key(&self) -> PathBuf {
         self.dir.join("agent.key")
@@ -44,7 +52,10 @@ impl StatePaths {
 /// Writes a file atomically (temporary file, fsync, rename), so a crash leaves the old or the
 /// new content, never half of one.
 pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), IdentityError> {
-    let err = |source| IdentityError::Write { path: path.into(), source };
+    let err = |source| IdentityError::Write {
+        path: path.into(),
+        source,
+    };
     let tmp = path.with_extension("tmp");
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -57,7 +68,9 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), Ident
     f.sync_all().map_err(err)?;
     std::fs::rename(&tmp, path).map_err(err)?;
     if let Some(dir) = path.parent() {
-        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(err)?;
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(err)?;
     }
     Ok(())
 }
@@ -71,8 +84,14 @@ pub fn generate_key(paths: &StatePaths) -> Result<KeyPair, IdentityError> {
 
 pub fn load_key(paths: &StatePaths) -> Result<KeyPair, IdentityError> {
     let path = paths.key();
-    let pem = std::fs::read_to_string(&path).map_err(|source| IdentityError::Read { path: path.clone(), source })?;
-    KeyPair::from_pem(&pem).map_err(|_| IdentityError::Parse { path, what: "private key" })
+    let pem = std::fs::read_to_string(&path).map_err(|source| IdentityError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    KeyPair::from_pem(&pem).map_err(|_| IdentityError::Parse {
+        path,
+        what: "private key",
+    })
 }
 
 /// A CSR for the device key. The subject is left empty: the collector decides the identity.
@@ -81,27 +100,41 @@ pub fn csr_pem(key: &KeyPair) -> Result<String, IdentityError> {
 }
 
 pub fn certs_from_pem(pem: &[u8]) -> Vec<CertificateDer<'static>> {
-    CertificateDer::pem_slice_iter(pem).filter_map(Result::ok).collect()
+    CertificateDer::pem_slice_iter(pem)
+        .filter_map(Result::ok)
+        .collect()
 }
 
 pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, IdentityError> {
-    let bytes = std::fs::read(path).map_err(|source| IdentityError::Read { path: path.into(), source })?;
+    let bytes = std::fs::read(path).map_err(|source| IdentityError::Read {
+        path: path.into(),
+        source,
+    })?;
     let certs = certs_from_pem(&bytes);
     if certs.is_empty() {
-        return Err(IdentityError::Parse { path: path.into(), what: "certificate" });
+        return Err(IdentityError::Parse {
+            path: path.into(),
+            what: "certificate",
+        });
     }
     Ok(certs)
 }
 
 pub fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, IdentityError> {
-    PrivateKeyDer::from_pem_file(path).map_err(|_| IdentityError::Parse { path: path.into(), what: "private key" })
+    PrivateKeyDer::from_pem_file(path).map_err(|_| IdentityError::Parse {
+        path: path.into(),
+        what: "private key",
+    })
 }
 
 /// (not_before, not_after) of the device certificate, as Unix seconds.
 pub fn cert_validity(paths: &StatePaths) -> Result<(i64, i64), IdentityError> {
     let certs = read_certs(&paths.cert())?;
-    let (_, cert) = x509_parser::parse_x509_certificate(&certs[0])
-        .map_err(|_| IdentityError::Parse { path: paths.cert(), what: "certificate" })?;
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(&certs[0]).map_err(|_| IdentityError::Parse {
+            path: paths.cert(),
+            what: "certificate",
+        })?;
     let v = cert.validity();
     Ok((v.not_before.timestamp(), v.not_after.timestamp()))
 }
@@ -118,9 +151,17 @@ mod tests {
         let key = generate_key(&paths).unwrap();
         let mode = std::fs::metadata(paths.key()).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        assert_eq!(load_key(&paths).unwrap().public_key_pem(), key.public_key_pem());
+        assert_eq!(
+            load_key(&paths).unwrap().public_key_pem(),
+            key.public_key_pem()
+        );
         assert!(csr_pem(&key).unwrap().contains("CERTIFICATE REQUEST"));
         std::fs::write(paths.cert(), "not a cert").unwrap();
-        assert!(read_certs(&paths.cert()).unwrap_err().to_string().contains("agent.pem"));
+        assert!(
+            read_certs(&paths.cert())
+                .unwrap_err()
+                .to_string()
+                .contains("agent.pem")
+        );
     }
 }

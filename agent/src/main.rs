@@ -6,7 +6,11 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "invigilator-agent", version, about = "Invigilator endpoint agent")]
+#[command(
+    name = "invigilator-agent",
+    version,
+    about = "Invigilator endpoint agent"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -37,26 +41,36 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("INVIGILATOR_LOG").unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_env("INVIGILATOR_LOG")
+                .unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         // Colour only for a person at a terminal; journald and log files get plain text.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     // One small thread pool: the heavy lifting (netlink, spool writes) has threads of its own.
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
-    let result = runtime.context("starting the async runtime").and_then(|rt| {
-        rt.block_on(async {
-            match cli.command {
-                Command::Enroll { collector, token, state_dir } => {
-                    let e = invigilator_agent::enroll::run(&collector, &token, &state_dir).await?;
-                    println!("enrolled as agent {} in group {}", e.agent_id, e.group);
-                    Ok(())
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build();
+    let result = runtime
+        .context("starting the async runtime")
+        .and_then(|rt| {
+            rt.block_on(async {
+                match cli.command {
+                    Command::Enroll {
+                        collector,
+                        token,
+                        state_dir,
+                    } => {
+                        let e =
+                            invigilator_agent::enroll::run(&collector, &token, &state_dir).await?;
+                        println!("enrolled as agent {} in group {}", e.agent_id, e.group);
+                        Ok(())
+                    }
+                    Command::Run { state_dir } => invigilator_agent::run::run(&state_dir).await,
                 }
-                Command::Run { state_dir } => invigilator_agent::run::run(&state_dir).await,
-            }
-        })
-    });
+            })
+        });
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

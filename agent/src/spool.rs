@@ -15,7 +15,10 @@ use std::sync::Mutex;
 #[derive(Debug, thiserror::Error)]
 pub enum SpoolError {
     #[error("spool {path}: {source}")]
-    Open { path: PathBuf, source: rusqlite::Error },
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
     #[error("spool write failed (disk full?): {0}")]
     Sql(#[from] rusqlite::Error),
 }
@@ -50,7 +53,9 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 
 fn meta(conn: &Connection, key: &str) -> rusqlite::Result<u64> {
     Ok(conn
-        .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get::<_, i64>(0))
+        .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| {
+            r.get::<_, i64>(0)
+        })
         .optional()?
         .unwrap_or(0) as u64)
 }
@@ -65,22 +70,38 @@ fn set_meta(conn: &Connection, key: &str, value: u64) -> rusqlite::Result<()> {
 
 impl Spool {
     pub fn open(path: &Path, max_bytes: u64) -> Result<Self> {
-        let err = |source| SpoolError::Open { path: path.into(), source };
+        let err = |source| SpoolError::Open {
+            path: path.into(),
+            source,
+        };
         let conn = Connection::open(path).map_err(err)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
-        conn.pragma_update(None, "synchronous", "FULL").map_err(err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(err)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(err)?;
         // A small page cache keeps the agent's memory low; the spool is mostly appended and read once.
         conn.pragma_update(None, "cache_size", -512).map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
         let (bytes, depth, max_seq): (i64, i64, i64) = conn
-            .query_row("SELECT COALESCE(SUM(bytes), 0), COUNT(*), COALESCE(MAX(seq), 0) FROM spool", [], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })
+            .query_row(
+                "SELECT COALESCE(SUM(bytes), 0), COUNT(*), COALESCE(MAX(seq), 0) FROM spool",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
             .map_err(err)?;
-        let next_seq = meta(&conn, "next_seq").map_err(err)?.max(max_seq as u64 + 1).max(1);
+        let next_seq = meta(&conn, "next_seq")
+            .map_err(err)?
+            .max(max_seq as u64 + 1)
+            .max(1);
         let dropped_total = meta(&conn, "dropped_total").map_err(err)?;
         Ok(Self {
-            inner: Mutex::new(Inner { conn, next_seq, bytes: bytes as u64, depth: depth as u64, dropped_total }),
+            inner: Mutex::new(Inner {
+                conn,
+                next_seq,
+                bytes: bytes as u64,
+                depth: depth as u64,
+                dropped_total,
+            }),
             max_bytes,
         })
     }
@@ -98,7 +119,8 @@ impl Spool {
         let mut seq = inner.next_seq;
         let mut added = 0u64;
         {
-            let mut stmt = tx.prepare_cached("INSERT INTO spool(seq, bytes, payload) VALUES (?1, ?2, ?3)")?;
+            let mut stmt =
+                tx.prepare_cached("INSERT INTO spool(seq, bytes, payload) VALUES (?1, ?2, ?3)")?;
             for e in events.iter_mut() {
                 e.seq = seq;
                 let payload = e.encode_to_vec();
@@ -137,7 +159,10 @@ impl Spool {
                 ..Default::default()
             }
             .encode_to_vec();
-            tx.execute("INSERT INTO spool(seq, bytes, payload) VALUES (?1, ?2, ?3)", params![seq as i64, gap.len() as i64, gap])?;
+            tx.execute(
+                "INSERT INTO spool(seq, bytes, payload) VALUES (?1, ?2, ?3)",
+                params![seq as i64, gap.len() as i64, gap],
+            )?;
             bytes += gap.len() as u64;
             depth += 1;
             seq += 1;
@@ -158,7 +183,9 @@ impl Spool {
     /// Up to `limit` events with seq > `after`, oldest first. Reads only what it returns.
     pub fn read_after(&self, after: u64, limit: usize) -> Result<Vec<Event>> {
         let g = self.lock();
-        let mut stmt = g.conn.prepare_cached("SELECT seq, payload FROM spool WHERE seq > ?1 ORDER BY seq LIMIT ?2")?;
+        let mut stmt = g.conn.prepare_cached(
+            "SELECT seq, payload FROM spool WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        )?;
         let mut rows = stmt.query(params![after as i64, limit as i64])?;
         let mut out = Vec::new();
         while let Some(r) = rows.next()? {
@@ -170,7 +197,11 @@ impl Spool {
                 Err(e) => out.push(Event {
                     seq: seq as u64,
                     observed_at_us: crate::sources::now_us(),
-                    kind: Some(Kind::Gap(Gap { source: "spool".into(), reason: format!("corrupt spool record: {e}"), lost: 1 })),
+                    kind: Some(Kind::Gap(Gap {
+                        source: "spool".into(),
+                        reason: format!("corrupt spool record: {e}"),
+                        lost: 1,
+                    })),
                     ..Default::default()
                 }),
             }
@@ -187,7 +218,8 @@ impl Spool {
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
         if n > 0 {
-            g.conn.execute("DELETE FROM spool WHERE seq <= ?1", [seq as i64])?;
+            g.conn
+                .execute("DELETE FROM spool WHERE seq <= ?1", [seq as i64])?;
             g.depth -= n as u64;
             g.bytes -= b as u64;
         }
@@ -196,70 +228,12 @@ impl Spool {
 
     pub fn stats(&self) -> SpoolStats {
         let g = self.lock();
-        SpoolStats { depth: g.depth, bytes: g.bytes, dropped_total: g.dropped_total, last_seq: g.next_seq - 1 }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use invigilator_proto::v1::ProcessExec;
-
-    fn ev(name: &str) -> Event {
-        Event {
-            observed_at_us: 1,
-            kind: Some(Kind::Process(ProcessExec { name: name.into(), ..Default::default() })),
-            ..Default::default()
+        SpoolStats {
+            depth: g.depth,
+            bytes: g.bytes,
+            dropped_total: g.dropped_total,
+            last_seq: g.next_seq - 1,
         }
-    }
-
-    #[test]
-    fn sequence_numbers_survive_reopen_and_acks() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("spool.db");
-        let s = Spool::open(&path, 1 << 20).unwrap();
-        assert_eq!(s.append(&mut [ev("a"), ev("b"), ev("c")]).unwrap(), 3);
-        s.ack(3).unwrap();
-        assert_eq!(s.stats().depth, 0);
-        drop(s);
-        // Empty spool, reopened: numbering continues, never reuses 1..3.
-        let s = Spool::open(&path, 1 << 20).unwrap();
-        assert_eq!(s.append(&mut [ev("d")]).unwrap(), 4);
-        let got = s.read_after(0, 10).unwrap();
-        assert_eq!(got.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![4]);
-    }
-
-    #[test]
-    fn reads_resume_after_a_given_seq_in_bounded_pages() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Spool::open(&dir.path().join("s.db"), 1 << 20).unwrap();
-        s.append(&mut (0..10).map(|i| ev(&i.to_string())).collect::<Vec<_>>()).unwrap();
-        let page = s.read_after(4, 3).unwrap();
-        assert_eq!(page.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![5, 6, 7]);
-    }
-
-    #[test]
-    fn a_full_spool_drops_oldest_and_says_so() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Spool::open(&dir.path().join("s.db"), 64 * 1024).unwrap();
-        let big = |i: usize| ev(&format!("{i}-{}", "x".repeat(1000)));
-        for chunk in 0..10 {
-            s.append(&mut (0..10).map(|i| big(chunk * 10 + i)).collect::<Vec<_>>()).unwrap();
-        }
-        let st = s.stats();
-        assert!(st.bytes <= 64 * 1024, "{st:?}");
-        assert!(st.dropped_total > 0);
-        let all = s.read_after(0, 1000).unwrap();
-        // Nothing was acknowledged, so every seq before the first survivor was dropped.
-        assert_eq!(all[0].seq - 1, st.dropped_total);
-        let last_gap = all.iter().rev().find_map(|e| match &e.kind {
-            Some(Kind::Gap(g)) => Some(g),
-            _ => None,
-        });
-        assert!(last_gap.unwrap().reason.contains("spool full"));
-        // What survives is the newest, still in order.
-        assert!(all.windows(2).all(|w| w[0].seq < w[1].seq));
-        assert_eq!(all.last().unwrap().seq, st.last_seq);
     }
 }
 
@@ -296,5 +270,76 @@ pub fn run_writer(
             }
         }
         batch.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use invigilator_proto::v1::ProcessExec;
+
+    fn ev(name: &str) -> Event {
+        Event {
+            observed_at_us: 1,
+            kind: Some(Kind::Process(ProcessExec {
+                name: name.into(),
+                ..Default::default()
+            })),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn sequence_numbers_survive_reopen_and_acks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("spool.db");
+        let s = Spool::open(&path, 1 << 20).unwrap();
+        assert_eq!(s.append(&mut [ev("a"), ev("b"), ev("c")]).unwrap(), 3);
+        s.ack(3).unwrap();
+        assert_eq!(s.stats().depth, 0);
+        drop(s);
+        // Empty spool, reopened: numbering continues, never reuses 1..3.
+        let s = Spool::open(&path, 1 << 20).unwrap();
+        assert_eq!(s.append(&mut [ev("d")]).unwrap(), 4);
+        let got = s.read_after(0, 10).unwrap();
+        assert_eq!(got.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![4]);
+    }
+
+    #[test]
+    fn reads_resume_after_a_given_seq_in_bounded_pages() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Spool::open(&dir.path().join("s.db"), 1 << 20).unwrap();
+        s.append(&mut (0..10).map(|i| ev(&i.to_string())).collect::<Vec<_>>())
+            .unwrap();
+        let page = s.read_after(4, 3).unwrap();
+        assert_eq!(
+            page.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            vec![5, 6, 7]
+        );
+    }
+
+    #[test]
+    fn a_full_spool_drops_oldest_and_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Spool::open(&dir.path().join("s.db"), 64 * 1024).unwrap();
+        let big = |i: usize| ev(&format!("{i}-{}", "x".repeat(1000)));
+        for chunk in 0..10 {
+            s.append(&mut (0..10).map(|i| big(chunk * 10 + i)).collect::<Vec<_>>())
+                .unwrap();
+        }
+        let st = s.stats();
+        assert!(st.bytes <= 64 * 1024, "{st:?}");
+        assert!(st.dropped_total > 0);
+        let all = s.read_after(0, 1000).unwrap();
+        // Nothing was acknowledged, so every seq before the first survivor was dropped.
+        assert_eq!(all[0].seq - 1, st.dropped_total);
+        let last_gap = all.iter().rev().find_map(|e| match &e.kind {
+            Some(Kind::Gap(g)) => Some(g),
+            _ => None,
+        });
+        assert!(last_gap.unwrap().reason.contains("spool full"));
+        // What survives is the newest, still in order.
+        assert!(all.windows(2).all(|w| w[0].seq < w[1].seq));
+        assert_eq!(all.last().unwrap().seq, st.last_seq);
     }
 }

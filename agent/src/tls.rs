@@ -39,7 +39,12 @@ pub fn parse_collector_url(url: &str) -> Result<(String, u16, ServerName<'static
     if uri.scheme_str() != Some("https") {
         return Err(bad());
     }
-    let host = uri.host().ok_or_else(bad)?.trim_start_matches('[').trim_end_matches(']').to_owned();
+    let host = uri
+        .host()
+        .ok_or_else(bad)?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
     let port = uri.port_u16().unwrap_or(50051);
     let name = ServerName::try_from(host.clone()).map_err(|_| bad())?;
     Ok((host, port, name))
@@ -71,9 +76,10 @@ impl ServerCertVerifier for PinnedCa {
             })?;
         let mut roots = RootCertStore::empty();
         roots.add(ca.clone().into_owned())?;
-        let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
-            .build()
-            .map_err(|e| rustls::Error::General(e.to_string()))?;
+        let inner =
+            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
+                .build()
+                .map_err(|e| rustls::Error::General(e.to_string()))?;
         inner.verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
     }
 
@@ -83,7 +89,12 @@ impl ServerCertVerifier for PinnedCa {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -92,11 +103,18 @@ impl ServerCertVerifier for PinnedCa {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
@@ -111,7 +129,10 @@ pub fn enrolment_config(ca_fingerprint: &str) -> Result<Arc<ClientConfig>, TlsEr
     let cfg = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(PinnedCa { fingerprint: ca_fingerprint.to_owned(), provider }))
+        .with_custom_certificate_verifier(Arc::new(PinnedCa {
+            fingerprint: ca_fingerprint.to_owned(),
+            provider,
+        }))
         .with_no_client_auth();
     Ok(finish(cfg))
 }
@@ -139,7 +160,9 @@ pub fn channel(collector: &str, tls: Arc<ClientConfig>) -> Result<Channel, TlsEr
         async move {
             let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
             tcp.set_nodelay(true)?;
-            let stream = tokio_rustls::TlsConnector::from(tls).connect(server_name, tcp).await?;
+            let stream = tokio_rustls::TlsConnector::from(tls)
+                .connect(server_name, tcp)
+                .await?;
             Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
         }
     });
@@ -154,7 +177,9 @@ pub fn channel(collector: &str, tls: Arc<ClientConfig>) -> Result<Channel, TlsEr
 
 fn authority(url: &str) -> Result<String, TlsError> {
     let uri: http::Uri = url.parse().map_err(|_| TlsError::BadUrl(url.to_owned()))?;
-    uri.authority().map(|a| a.to_string()).ok_or_else(|| TlsError::BadUrl(url.to_owned()))
+    uri.authority()
+        .map(|a| a.to_string())
+        .ok_or_else(|| TlsError::BadUrl(url.to_owned()))
 }
 
 #[cfg(test)]

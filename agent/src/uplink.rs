@@ -61,7 +61,10 @@ impl Uplink {
             .max_encoding_message_size(MAX_MESSAGE_BYTES)
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
         let (tx, rx) = mpsc::channel::<EventBatch>(self.cfg.window);
-        let mut acks = client.stream(tokio_stream::wrappers::ReceiverStream::new(rx)).await?.into_inner();
+        let mut acks = client
+            .stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await?
+            .into_inner();
         tracing::info!("connected to the collector");
 
         let mut sent_up_to = 0u64; // everything still spooled is unacknowledged: start from the oldest
@@ -70,7 +73,9 @@ impl Uplink {
         loop {
             while in_flight < self.cfg.window {
                 let events = self.spool.read_after(sent_up_to, self.cfg.max_batch)?;
-                let Some(last) = events.last().map(|e| e.seq) else { break };
+                let Some(last) = events.last().map(|e| e.seq) else {
+                    break;
+                };
                 if tx.send(EventBatch { events }).await.is_err() {
                     return Err(UplinkError::Closed);
                 }
@@ -107,7 +112,9 @@ pub fn backoff(failures: u32, max: Duration) -> Duration {
     if failures == 0 {
         return Duration::from_millis(200);
     }
-    let base = Duration::from_millis(500).saturating_mul(1 << failures.min(16)).min(max);
+    let base = Duration::from_millis(500)
+        .saturating_mul(1 << failures.min(16))
+        .min(max);
     base.mul_f64(rand::rng().random_range(0.5..=1.0))
 }
 

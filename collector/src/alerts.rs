@@ -53,7 +53,10 @@ fn silent_alert(a: &store::AgentRow, silent_after: Duration, policy_version: &st
             humantime::format_duration(silent_after),
             a.last_seen.as_deref().unwrap_or("never")
         ),
-        matched: format!("no contact for {}", humantime::format_duration(silent_after)),
+        matched: format!(
+            "no contact for {}",
+            humantime::format_duration(silent_after)
+        ),
         observed_at_us: store::now_us(),
         policy_version: policy_version.to_owned(),
         event_seq: None,

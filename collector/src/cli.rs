@@ -14,7 +14,9 @@ pub const EVENT_KINDS: &[&str] = &["process", "usb", "session", "browsing", "gap
 pub fn parse_since(s: &str) -> anyhow::Result<i64> {
     chrono::DateTime::parse_from_rfc3339(s)
         .map(|t| t.timestamp_micros())
-        .with_context(|| format!("--since {s:?} is not an RFC 3339 time such as 2026-11-22T09:00:00Z"))
+        .with_context(|| {
+            format!("--since {s:?} is not an RFC 3339 time such as 2026-11-22T09:00:00Z")
+        })
 }
 
 fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
@@ -24,30 +26,47 @@ fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn token_create(data_dir: &Path, group: &str, ttl: Duration, uses: u32) -> anyhow::Result<String> {
-    if group.is_empty() || group.len() > 64 || !group.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+pub fn token_create(
+    data_dir: &Path,
+    group: &str,
+    ttl: Duration,
+    uses: u32,
+) -> anyhow::Result<String> {
+    if group.is_empty()
+        || group.len() > 64
+        || !group
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
         bail!("--group {group:?} must be 1 to 64 letters, digits, '-', '_' or '.'");
     }
     if uses == 0 {
         bail!("--uses must be at least 1");
     }
-    let ca = CertificateAuthority::load(&PkiPaths::new(data_dir)).context("loading the CA (has `init` been run?)")?;
+    let ca = CertificateAuthority::load(&PkiPaths::new(data_dir))
+        .context("loading the CA (has `init` been run?)")?;
     let conn = store::open(data_dir, Durability::Full)?;
     let token = store::create_token(&conn, group, ttl, uses, &ca.fingerprint)?;
     Ok(token.to_string())
 }
 
 pub fn alerts_list(data_dir: &Path, since: Option<&str>, limit: Option<u64>) -> anyhow::Result<()> {
-    let filter = AlertFilter { since_us: since.map(parse_since).transpose()?, limit };
+    let filter = AlertFilter {
+        since_us: since.map(parse_since).transpose()?,
+        limit,
+    };
     let conn = store::open(data_dir, Durability::Normal)?;
     print_json(&store::alerts::list(&conn, &filter)?)
 }
 
-pub fn events_list(data_dir: &Path, kind: Option<&str>, since: Option<&str>, limit: Option<u64>) -> anyhow::Result<()> {
-    if let Some(k) = kind {
-        if !EVENT_KINDS.contains(&k) {
-            bail!("--kind {k:?} is not one of {}", EVENT_KINDS.join(", "));
-        }
+pub fn events_list(
+    data_dir: &Path,
+    kind: Option<&str>,
+    since: Option<&str>,
+    limit: Option<u64>,
+) -> anyhow::Result<()> {
+    if let Some(k) = kind.filter(|k| !EVENT_KINDS.contains(k)) {
+        bail!("--kind {k:?} is not one of {}", EVENT_KINDS.join(", "));
     }
     let filter = EventFilter {
         kind: kind.map(str::to_owned),

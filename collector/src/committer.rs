@@ -43,7 +43,12 @@ impl Committer {
     }
 }
 
-fn run(mut conn: Connection, mut rx: mpsc::Receiver<Job>, policy: Arc<ArcSwap<Policy>>, max_events: usize) {
+fn run(
+    mut conn: Connection,
+    mut rx: mpsc::Receiver<Job>,
+    policy: Arc<ArcSwap<Policy>>,
+    max_events: usize,
+) {
     let mut jobs: Vec<Job> = Vec::new();
     while let Some(first) = rx.blocking_recv() {
         let mut total = first.events.len();
@@ -80,7 +85,10 @@ fn commit(conn: &mut Connection, jobs: &[Job], policy: &Policy) -> store::Result
     let tx = conn.transaction()?;
     let mut results = Vec::with_capacity(jobs.len());
     for job in jobs {
-        let ctx = AgentContext { agent_id: &job.agent_id, group: &job.group };
+        let ctx = AgentContext {
+            agent_id: &job.agent_id,
+            group: &job.group,
+        };
         let mut r = StoredBatch::default();
         for event in &job.events {
             if store::events::insert(&tx, &job.agent_id, event, received_at)? {

@@ -13,12 +13,15 @@ pub const DEFAULT_CONFIG: &str = include_str!("default_collector.toml");
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: {message}")]
     Invalid { path: PathBuf, message: String },
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct CollectorConfig {
     pub grpc: GrpcConfig,
@@ -66,17 +69,6 @@ pub struct IngestConfig {
     pub health_flush_interval: Duration,
 }
 
-impl Default for CollectorConfig {
-    fn default() -> Self {
-        Self {
-            grpc: GrpcConfig::default(),
-            http: HttpConfig::default(),
-            agents: AgentsConfig::default(),
-            ingest: IngestConfig::default(),
-        }
-    }
-}
-
 impl Default for GrpcConfig {
     fn default() -> Self {
         Self {
@@ -88,7 +80,9 @@ impl Default for GrpcConfig {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        Self { listen: "127.0.0.1:8080".parse().expect("valid address") }
+        Self {
+            listen: "127.0.0.1:8080".parse().expect("valid address"),
+        }
     }
 }
 
@@ -104,7 +98,10 @@ impl Default for AgentsConfig {
 
 impl Default for IngestConfig {
     fn default() -> Self {
-        Self { max_commit_events: 20_000, health_flush_interval: Duration::from_secs(5) }
+        Self {
+            max_commit_events: 20_000,
+            health_flush_interval: Duration::from_secs(5),
+        }
     }
 }
 
@@ -121,9 +118,12 @@ impl CollectorConfig {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
             Err(source) => return Err(ConfigError::Read { path, source }),
         };
-        let cfg: Self = toml::from_str(&text)
-            .map_err(|e| ConfigError::Invalid { path: path.clone(), message: e.to_string() })?;
-        cfg.validate().map_err(|message| ConfigError::Invalid { path, message })?;
+        let cfg: Self = toml::from_str(&text).map_err(|e| ConfigError::Invalid {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        cfg.validate()
+            .map_err(|message| ConfigError::Invalid { path, message })?;
         Ok(cfg)
     }
 
@@ -132,7 +132,9 @@ impl CollectorConfig {
             return Err("agents.cert_validity must be at least 10s".into());
         }
         if self.agents.silent_after.is_zero() || self.agents.silent_check_interval.is_zero() {
-            return Err("agents.silent_after and agents.silent_check_interval must be above zero".into());
+            return Err(
+                "agents.silent_after and agents.silent_check_interval must be above zero".into(),
+            );
         }
         if !(1..=1_000_000).contains(&self.ingest.max_commit_events) {
             return Err("ingest.max_commit_events must be between 1 and 1000000".into());
@@ -154,9 +156,16 @@ mod tests {
     #[test]
     fn errors_name_the_file_and_the_field() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(CollectorConfig::path(dir.path()), "[agents]\nsilent_after = \"soon\"\n").unwrap();
+        std::fs::write(
+            CollectorConfig::path(dir.path()),
+            "[agents]\nsilent_after = \"soon\"\n",
+        )
+        .unwrap();
         let err = CollectorConfig::load(dir.path()).unwrap_err().to_string();
-        assert!(err.contains("collector.toml") && err.contains("silent_after"), "{err}");
+        assert!(
+            err.contains("collector.toml") && err.contains("silent_after"),
+            "{err}"
+        );
         std::fs::write(CollectorConfig::path(dir.path()), "[agentz]\n").unwrap();
         let err = CollectorConfig::load(dir.path()).unwrap_err().to_string();
         assert!(err.contains("agentz"), "{err}");

@@ -22,17 +22,23 @@ impl EnrollmentService {
 fn clean(s: &str, what: &str) -> Result<String, Status> {
     let s: String = s.chars().filter(|c| !c.is_control()).collect();
     if s.trim().is_empty() || s.len() > 255 {
-        return Err(Status::invalid_argument(format!("{what} must be 1 to 255 characters")));
+        return Err(Status::invalid_argument(format!(
+            "{what} must be 1 to 255 characters"
+        )));
     }
     Ok(s)
 }
 
 #[tonic::async_trait]
 impl Enrollment for EnrollmentService {
-    async fn enroll(&self, req: Request<EnrollRequest>) -> Result<Response<EnrollResponse>, Status> {
+    async fn enroll(
+        &self,
+        req: Request<EnrollRequest>,
+    ) -> Result<Response<EnrollResponse>, Status> {
         let peer = req.remote_addr();
         let r = req.into_inner();
-        let token = EnrollmentToken::parse(&r.token).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let token = EnrollmentToken::parse(&r.token)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         if token.ca_fingerprint != self.shared.ca.fingerprint {
             return Err(Status::failed_precondition(
                 "the enrolment token was issued by a different collector (CA fingerprint does not match)",
@@ -47,10 +53,18 @@ impl Enrollment for EnrollmentService {
         let issued = self
             .shared
             .ca
-            .issue_agent_cert(&r.csr_pem, &agent_id, self.shared.config.agents.cert_validity)
+            .issue_agent_cert(
+                &r.csr_pem,
+                &agent_id,
+                self.shared.config.agents.cert_validity,
+            )
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
 
-        let (id, serial, not_after) = (agent_id.clone(), issued.serial.clone(), issued.not_after.timestamp_micros());
+        let (id, serial, not_after) = (
+            agent_id.clone(),
+            issued.serial.clone(),
+            issued.not_after.timestamp_micros(),
+        );
         let (host, os_, ver) = (hostname.clone(), os.clone(), version.clone());
         let group = self
             .shared

@@ -15,7 +15,10 @@ pub async fn flush_health(shared: Arc<Shared>, interval: Duration) {
         if batch.is_empty() {
             continue;
         }
-        if let Err(e) = shared.db(move |c| store::agents::write_health(c, &batch)).await {
+        if let Err(e) = shared
+            .db(move |c| store::agents::write_health(c, &batch))
+            .await
+        {
             tracing::error!(error = %e.message(), "could not record agents' health");
         }
     }

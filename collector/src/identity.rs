@@ -52,7 +52,9 @@ impl Revocations {
 
     pub fn check(&self, agent_id: &str) -> Result<(), Status> {
         if self.is_revoked(agent_id) {
-            Err(Status::permission_denied(format!("agent {agent_id} has been revoked")))
+            Err(Status::permission_denied(format!(
+                "agent {agent_id} has been revoked"
+            )))
         } else {
             Ok(())
         }

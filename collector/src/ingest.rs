@@ -34,7 +34,10 @@ impl TelemetryService {
         let agent_id = identity::agent_id(req)?;
         self.shared.revocations.check(&agent_id)?;
         let id = agent_id.clone();
-        let group = self.shared.db(move |c| store::agents::active_group(c, &id)).await?;
+        let group = self
+            .shared
+            .db(move |c| store::agents::active_group(c, &id))
+            .await?;
         match group {
             Some(g) => Ok((agent_id, g)),
             None => Err(Status::permission_denied(format!(
@@ -55,7 +58,10 @@ pub fn validate(batch: &EventBatch) -> Result<u64, Status> {
     let mut last = 0u64;
     for (i, e) in batch.events.iter().enumerate() {
         if e.seq == 0 || e.seq > i64::MAX as u64 {
-            return Err(Status::invalid_argument(format!("event {i}: seq {} is out of range", e.seq)));
+            return Err(Status::invalid_argument(format!(
+                "event {i}: seq {} is out of range",
+                e.seq
+            )));
         }
         if e.seq <= last {
             return Err(Status::invalid_argument(format!(
@@ -65,10 +71,16 @@ pub fn validate(batch: &EventBatch) -> Result<u64, Status> {
         }
         last = e.seq;
         if e.kind.is_none() {
-            return Err(Status::invalid_argument(format!("event seq {}: no event kind", e.seq)));
+            return Err(Status::invalid_argument(format!(
+                "event seq {}: no event kind",
+                e.seq
+            )));
         }
         if e.observed_at_us <= 0 {
-            return Err(Status::invalid_argument(format!("event seq {}: observed_at_us is not set", e.seq)));
+            return Err(Status::invalid_argument(format!(
+                "event seq {}: observed_at_us is not set",
+                e.seq
+            )));
         }
     }
     Ok(last)
@@ -80,14 +92,19 @@ type AckStream = Pin<Box<dyn Stream<Item = Result<Ack, Status>> + Send>>;
 impl Telemetry for TelemetryService {
     type StreamStream = AckStream;
 
-    async fn stream(&self, req: Request<Streaming<EventBatch>>) -> Result<Response<AckStream>, Status> {
+    async fn stream(
+        &self,
+        req: Request<Streaming<EventBatch>>,
+    ) -> Result<Response<AckStream>, Status> {
         let (agent_id, group) = self.authorise(&req).await?;
         let span = tracing::info_span!("stream", agent_id = %agent_id);
         span.in_scope(|| tracing::debug!("event stream opened"));
         let mut inbound = req.into_inner();
         let (out_tx, out_rx) = mpsc::channel::<Result<Ack, Status>>(IN_FLIGHT_PER_STREAM);
-        let (pending_tx, mut pending_rx) =
-            mpsc::channel::<(u64, oneshot::Receiver<Result<store::StoredBatch, String>>)>(IN_FLIGHT_PER_STREAM);
+        let (pending_tx, mut pending_rx) = mpsc::channel::<(
+            u64,
+            oneshot::Receiver<Result<store::StoredBatch, String>>,
+        )>(IN_FLIGHT_PER_STREAM);
         let shared = Arc::clone(&self.shared);
         let agent: Arc<str> = agent_id.into();
         let group: Arc<str> = group.into();
@@ -123,8 +140,15 @@ impl Telemetry for TelemetryService {
                         continue;
                     }
                     let (reply, rx) = oneshot::channel();
-                    let job = Job { agent_id: agent.clone(), group: group.clone(), events: batch.events, reply };
-                    if shared.committer.submit(job).await.is_err() || pending_tx.send((up_to, rx)).await.is_err() {
+                    let job = Job {
+                        agent_id: agent.clone(),
+                        group: group.clone(),
+                        events: batch.events,
+                        reply,
+                    };
+                    if shared.committer.submit(job).await.is_err()
+                        || pending_tx.send((up_to, rx)).await.is_err()
+                    {
                         break;
                     }
                 }
@@ -137,8 +161,14 @@ impl Telemetry for TelemetryService {
             async move {
                 while let Some((up_to, rx)) = pending_rx.recv().await {
                     let ack = match rx.await {
-                        Ok(Ok(r)) => Ok(Ack { up_to_seq: up_to, stored: r.stored, duplicates: r.duplicates }),
-                        Ok(Err(e)) => Err(Status::unavailable(format!("collector could not store the batch: {e}"))),
+                        Ok(Ok(r)) => Ok(Ack {
+                            up_to_seq: up_to,
+                            stored: r.stored,
+                            duplicates: r.duplicates,
+                        }),
+                        Ok(Err(e)) => Err(Status::unavailable(format!(
+                            "collector could not store the batch: {e}"
+                        ))),
                         Err(_) => Err(Status::unavailable("collector is shutting down")),
                     };
                     let failed = ack.is_err();
@@ -153,10 +183,18 @@ impl Telemetry for TelemetryService {
         Ok(Response::new(Box::pin(ReceiverStream::new(out_rx))))
     }
 
-    async fn heartbeat(&self, req: Request<HeartbeatRequest>) -> Result<Response<HeartbeatResponse>, Status> {
+    async fn heartbeat(
+        &self,
+        req: Request<HeartbeatRequest>,
+    ) -> Result<Response<HeartbeatResponse>, Status> {
         let (agent_id, _) = self.authorise(&req).await?;
         let hb = req.into_inner();
-        let clip = |s: &str| s.chars().filter(|c| !c.is_control()).take(255).collect::<String>();
+        let clip = |s: &str| {
+            s.chars()
+                .filter(|c| !c.is_control())
+                .take(255)
+                .collect::<String>()
+        };
         self.shared.touch(&agent_id, |h| {
             h.hostname = clip(&hb.hostname);
             h.os = clip(&hb.os);
@@ -166,7 +204,9 @@ impl Telemetry for TelemetryService {
             h.last_seq = hb.last_seq;
             h.process_source = clip(&hb.process_source);
         });
-        Ok(Response::new(HeartbeatResponse { server_time_us: store::now_us() }))
+        Ok(Response::new(HeartbeatResponse {
+            server_time_us: store::now_us(),
+        }))
     }
 
     async fn renew(&self, req: Request<RenewRequest>) -> Result<Response<RenewResponse>, Status> {
@@ -177,10 +217,18 @@ impl Telemetry for TelemetryService {
             .ca
             .issue_agent_cert(&csr, &agent_id, self.shared.config.agents.cert_validity)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let (id, serial, not_after) = (agent_id.clone(), issued.serial.clone(), issued.not_after.timestamp_micros());
-        self.shared.db(move |c| store::agents::record_renewal(c, &id, &serial, not_after)).await?;
+        let (id, serial, not_after) = (
+            agent_id.clone(),
+            issued.serial.clone(),
+            issued.not_after.timestamp_micros(),
+        );
+        self.shared
+            .db(move |c| store::agents::record_renewal(c, &id, &serial, not_after))
+            .await?;
         tracing::info!(agent_id = %agent_id, serial = %issued.serial, "certificate renewed");
-        Ok(Response::new(RenewResponse { certificate_pem: issued.pem }))
+        Ok(Response::new(RenewResponse {
+            certificate_pem: issued.pem,
+        }))
     }
 }
 
@@ -190,19 +238,41 @@ mod tests {
     use invigilator_proto::v1::{Event, Gap, event::Kind};
 
     fn ev(seq: u64) -> Event {
-        Event { seq, observed_at_us: 1, kind: Some(Kind::Gap(Gap::default())), ..Default::default() }
+        Event {
+            seq,
+            observed_at_us: 1,
+            kind: Some(Kind::Gap(Gap::default())),
+            ..Default::default()
+        }
     }
 
     #[test]
     fn validation_names_the_problem() {
-        let ok = EventBatch { events: vec![ev(1), ev(2), ev(5)] };
+        let ok = EventBatch {
+            events: vec![ev(1), ev(2), ev(5)],
+        };
         assert_eq!(validate(&ok).unwrap(), 5);
         let cases = [
             (vec![ev(0)], "out of range"),
             (vec![ev(3), ev(3)], "does not increase"),
-            (vec![Event { kind: None, ..ev(1) }], "no event kind"),
-            (vec![Event { observed_at_us: 0, ..ev(1) }], "observed_at_us"),
-            ((1..=MAX_BATCH_EVENTS as u64 + 1).map(ev).collect(), "exceeds the limit"),
+            (
+                vec![Event {
+                    kind: None,
+                    ..ev(1)
+                }],
+                "no event kind",
+            ),
+            (
+                vec![Event {
+                    observed_at_us: 0,
+                    ..ev(1)
+                }],
+                "observed_at_us",
+            ),
+            (
+                (1..=MAX_BATCH_EVENTS as u64 + 1).map(ev).collect(),
+                "exceeds the limit",
+            ),
         ];
         for (events, want) in cases {
             let err = validate(&EventBatch { events }).unwrap_err();

@@ -16,7 +16,10 @@ pub struct Initialised {
 
 pub fn run(data_dir: &Path, server_names: &[String]) -> anyhow::Result<Initialised> {
     if store::db_path(data_dir).exists() || PkiPaths::new(data_dir).ca_key().exists() {
-        bail!("{} is already initialised; use another --data-dir or remove it first", data_dir.display());
+        bail!(
+            "{} is already initialised; use another --data-dir or remove it first",
+            data_dir.display()
+        );
     }
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -26,13 +29,14 @@ pub fn run(data_dir: &Path, server_names: &[String]) -> anyhow::Result<Initialis
     let mut names: Vec<String> = server_names.to_vec();
     if names.is_empty() {
         names = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
-        if let Ok(h) = nix::unistd::gethostname() {
-            if let Some(h) = h.to_str().filter(|h| !h.is_empty() && *h != "localhost") {
-                names.push(h.to_owned());
-            }
+        if let Ok(h) = nix::unistd::gethostname()
+            && let Some(h) = h.to_str().filter(|h| !h.is_empty() && *h != "localhost")
+        {
+            names.push(h.to_owned());
         }
     }
-    let ca = pki::init(&PkiPaths::new(data_dir), &names).context("creating the certificate authority")?;
+    let ca = pki::init(&PkiPaths::new(data_dir), &names)
+        .context("creating the certificate authority")?;
     store::create(data_dir).context("creating the database")?;
     for (path, text) in [
         (CollectorConfig::path(data_dir), DEFAULT_CONFIG),
@@ -42,5 +46,8 @@ pub fn run(data_dir: &Path, server_names: &[String]) -> anyhow::Result<Initialis
             pki::write_file(&path, text, true)?;
         }
     }
-    Ok(Initialised { ca_fingerprint: ca.fingerprint, server_names: names })
+    Ok(Initialised {
+        ca_fingerprint: ca.fingerprint,
+        server_names: names,
+    })
 }

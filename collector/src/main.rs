@@ -9,7 +9,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Parser)]
-#[command(name = "invigilator-collector", version, about = "Invigilator collector: enrolment, mTLS ingest, policy, alerts")]
+#[command(
+    name = "invigilator-collector",
+    version,
+    about = "Invigilator collector: enrolment, mTLS ingest, policy, alerts"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -174,29 +178,67 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("initialised {}", dir.data_dir.display());
             println!("CA fingerprint (SHA-256): {}", done.ca_fingerprint);
             println!("server certificate names: {}", done.server_names.join(", "));
-            println!("next: edit policy.toml and collector.toml there, then `invigilator-collector serve --data-dir {}`", dir.data_dir.display());
+            println!(
+                "next: edit policy.toml and collector.toml there, then `invigilator-collector serve --data-dir {}`",
+                dir.data_dir.display()
+            );
             Ok(())
         }
-        Command::Serve { dir, grpc_listen, http_listen } => tokio::runtime::Builder::new_multi_thread()
+        Command::Serve {
+            dir,
+            grpc_listen,
+            http_listen,
+        } => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
             .context("starting the async runtime")?
-            .block_on(serve::run(&dir.data_dir, serve::ServeOptions { grpc_listen, http_listen })),
-        Command::Token { command: TokenCommand::Create { dir, group, ttl, uses } } => {
+            .block_on(serve::run(
+                &dir.data_dir,
+                serve::ServeOptions {
+                    grpc_listen,
+                    http_listen,
+                },
+            )),
+        Command::Token {
+            command:
+                TokenCommand::Create {
+                    dir,
+                    group,
+                    ttl,
+                    uses,
+                },
+        } => {
             println!("{}", cli::token_create(&dir.data_dir, &group, ttl, uses)?);
             Ok(())
         }
-        Command::Alerts { command: ListCommand::List { dir, json: _, since, limit } } => {
-            cli::alerts_list(&dir.data_dir, since.as_deref(), limit)
-        }
-        Command::Events { command: EventsCommand::List { dir, json: _, kind, since, limit } } => {
-            cli::events_list(&dir.data_dir, kind.as_deref(), since.as_deref(), limit)
-        }
-        Command::Agents { command: AgentsCommand::List { dir, json: _ } } => cli::agents_list(&dir.data_dir),
-        Command::Agents { command: AgentsCommand::Revoke { dir, agent_id } } => {
-            cli::agents_revoke(&dir.data_dir, &agent_id)
-        }
-        Command::Policy { command: PolicyCommand::Check { file } } => {
+        Command::Alerts {
+            command:
+                ListCommand::List {
+                    dir,
+                    json: _,
+                    since,
+                    limit,
+                },
+        } => cli::alerts_list(&dir.data_dir, since.as_deref(), limit),
+        Command::Events {
+            command:
+                EventsCommand::List {
+                    dir,
+                    json: _,
+                    kind,
+                    since,
+                    limit,
+                },
+        } => cli::events_list(&dir.data_dir, kind.as_deref(), since.as_deref(), limit),
+        Command::Agents {
+            command: AgentsCommand::List { dir, json: _ },
+        } => cli::agents_list(&dir.data_dir),
+        Command::Agents {
+            command: AgentsCommand::Revoke { dir, agent_id },
+        } => cli::agents_revoke(&dir.data_dir, &agent_id),
+        Command::Policy {
+            command: PolicyCommand::Check { file },
+        } => {
             let p = policy::Policy::load(&file)?;
             println!("{}: valid, version {}", file.display(), p.version);
             Ok(())

@@ -6,8 +6,7 @@
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
-    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
-    SerialNumber,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -22,9 +21,15 @@ const SERVER_VALIDITY: Duration = Duration::from_secs(2 * 365 * 24 * 3600);
 #[derive(Debug, thiserror::Error)]
 pub enum PkiError {
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot write {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path} already exists; refusing to overwrite an existing CA")]
     Exists { path: PathBuf },
     #[error("certificate signing request rejected: {0}")]
@@ -41,7 +46,9 @@ pub struct PkiPaths {
 
 impl PkiPaths {
     pub fn new(data_dir: &Path) -> Self {
-        Self { dir: data_dir.join("pki") }
+        Self {
+            dir: data_dir.join("pki"),
+        }
     }
     pub fn ca_cert(&self) -> PathBuf {
         self.dir.join("ca.pem")
@@ -73,14 +80,20 @@ pub struct IssuedCert {
 }
 
 fn read(path: &Path) -> Result<String, PkiError> {
-    std::fs::read_to_string(path).map_err(|source| PkiError::Read { path: path.into(), source })
+    std::fs::read_to_string(path).map_err(|source| PkiError::Read {
+        path: path.into(),
+        source,
+    })
 }
 
 /// Writes a file readable only by its owner (keys) or by everyone (certificates).
 pub fn write_file(path: &Path, contents: &str, private: bool) -> Result<(), PkiError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let err = |source| PkiError::Write { path: path.into(), source };
+    let err = |source| PkiError::Write {
+        path: path.into(),
+        source,
+    };
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -107,10 +120,14 @@ fn random_serial() -> SerialNumber {
 /// Creates the CA and the server certificate in `paths.dir`. Refuses to overwrite.
 pub fn init(paths: &PkiPaths, server_names: &[String]) -> Result<CertificateAuthority, PkiError> {
     if paths.ca_key().exists() {
-        return Err(PkiError::Exists { path: paths.ca_key() });
+        return Err(PkiError::Exists {
+            path: paths.ca_key(),
+        });
     }
-    std::fs::create_dir_all(&paths.dir)
-        .map_err(|source| PkiError::Write { path: paths.dir.clone(), source })?;
+    std::fs::create_dir_all(&paths.dir).map_err(|source| PkiError::Write {
+        path: paths.dir.clone(),
+        source,
+    })?;
 
     let ca_key = KeyPair::generate()?;
     let mut ca_params = CertificateParams::default();
@@ -127,7 +144,8 @@ pub fn init(paths: &PkiPaths, server_names: &[String]) -> Result<CertificateAuth
     let server_key = KeyPair::generate()?;
     let mut sp = CertificateParams::new(server_names.to_vec())?;
     sp.distinguished_name = DistinguishedName::new();
-    sp.distinguished_name.push(DnType::CommonName, "Invigilator collector");
+    sp.distinguished_name
+        .push(DnType::CommonName, "Invigilator collector");
     sp.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     sp.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     sp.serial_number = Some(random_serial());
@@ -139,7 +157,11 @@ pub fn init(paths: &PkiPaths, server_names: &[String]) -> Result<CertificateAuth
     write_file(&paths.ca_cert(), &ca_cert.pem(), false)?;
     write_file(&paths.server_key(), &server_key.serialize_pem(), true)?;
     // The chain carries the CA so a new agent can find the certificate it pins by fingerprint.
-    write_file(&paths.server_cert(), &format!("{}{}", server_cert.pem(), ca_cert.pem()), false)?;
+    write_file(
+        &paths.server_cert(),
+        &format!("{}{}", server_cert.pem(), ca_cert.pem()),
+        false,
+    )?;
 
     CertificateAuthority::load(paths)
 }
@@ -149,9 +171,17 @@ impl CertificateAuthority {
         let cert_pem = read(&paths.ca_cert())?;
         let key = KeyPair::from_pem(&read(&paths.ca_key())?)?;
         let issuer = Issuer::from_ca_cert_pem(&cert_pem, key)?;
-        let fingerprint = fingerprint_pem(&cert_pem)
-            .ok_or_else(|| PkiError::BadCsr(format!("{} holds no certificate", paths.ca_cert().display())))?;
-        Ok(Self { issuer, cert_pem, fingerprint })
+        let fingerprint = fingerprint_pem(&cert_pem).ok_or_else(|| {
+            PkiError::BadCsr(format!(
+                "{} holds no certificate",
+                paths.ca_cert().display()
+            ))
+        })?;
+        Ok(Self {
+            issuer,
+            cert_pem,
+            fingerprint,
+        })
     }
 
     /// Signs an agent's CSR. Only the public key is taken from the request: the subject, the
@@ -169,10 +199,11 @@ impl CertificateAuthority {
             .map_err(|e| PkiError::BadCsr(format!("not a valid, self-signed PKCS#10 CSR ({e})")))?;
         let mut params = CertificateParams::default();
         params.distinguished_name = DistinguishedName::new();
-        params.distinguished_name.push(DnType::OrganizationName, "Invigilator agents");
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, "Invigilator agents");
         params.distinguished_name.push(DnType::CommonName, agent_id);
-        params.subject_alt_names =
-            vec![SanType::URI(format!("urn:uuid:{agent_id}").try_into()?)];
+        params.subject_alt_names = vec![SanType::URI(format!("urn:uuid:{agent_id}").try_into()?)];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         let serial = random_serial();
@@ -182,14 +213,20 @@ impl CertificateAuthority {
         let not_after = chrono::DateTime::from_timestamp(params.not_after.unix_timestamp(), 0)
             .unwrap_or_default();
         let cert = params.signed_by(&csr.public_key, &self.issuer)?;
-        Ok(IssuedCert { pem: cert.pem(), serial: serial_hex, not_after })
+        Ok(IssuedCert {
+            pem: cert.pem(),
+            serial: serial_hex,
+            not_after,
+        })
     }
 }
 
 /// SHA-256 fingerprint (hex) of the first certificate in a PEM string.
 pub fn fingerprint_pem(pem: &str) -> Option<String> {
     use rustls_pki_types::{CertificateDer, pem::PemObject};
-    let der = CertificateDer::pem_slice_iter(pem.as_bytes()).next()?.ok()?;
+    let der = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .next()?
+        .ok()?;
     Some(invigilator_proto::ca_fingerprint(&der))
 }
 
@@ -207,26 +244,51 @@ mod tests {
 
         let key = KeyPair::generate().unwrap();
         let mut req = CertificateParams::new(vec!["evil.example".to_string()]).unwrap();
-        req.distinguished_name.push(DnType::CommonName, "i-want-to-be-someone-else");
+        req.distinguished_name
+            .push(DnType::CommonName, "i-want-to-be-someone-else");
         let csr = req.serialize_request(&key).unwrap().pem().unwrap();
-        let issued = ca.issue_agent_cert(&csr, "0b5e2c1e-0000-4000-8000-000000000001", Duration::from_secs(3600)).unwrap();
+        let issued = ca
+            .issue_agent_cert(
+                &csr,
+                "0b5e2c1e-0000-4000-8000-000000000001",
+                Duration::from_secs(3600),
+            )
+            .unwrap();
 
         let der = rustls_pki_types::CertificateDer::from(
-            x509_parser::pem::parse_x509_pem(issued.pem.as_bytes()).unwrap().1.contents,
+            x509_parser::pem::parse_x509_pem(issued.pem.as_bytes())
+                .unwrap()
+                .1
+                .contents,
         );
         let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
-        let cn = cert.subject().iter_common_name().next().unwrap().as_str().unwrap();
+        let cn = cert
+            .subject()
+            .iter_common_name()
+            .next()
+            .unwrap()
+            .as_str()
+            .unwrap();
         assert_eq!(cn, "0b5e2c1e-0000-4000-8000-000000000001");
         assert!(!issued.pem.is_empty() && issued.serial.len() == 32);
         let key_mode = std::fs::metadata(paths.ca_key()).unwrap();
-        assert_eq!(std::os::unix::fs::PermissionsExt::mode(&key_mode.permissions()) & 0o777, 0o600);
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&key_mode.permissions()) & 0o777,
+            0o600
+        );
     }
 
     #[test]
     fn garbage_csr_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
         let ca = init(&PkiPaths::new(dir.path()), &["localhost".into()]).unwrap();
-        let err = ca.issue_agent_cert("-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n", "x", Duration::from_secs(60)).unwrap_err();
+        let err = ca
+            .issue_agent_cert(
+                "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n",
+                "x",
+                Duration::from_secs(60),
+            )
+            .unwrap_err();
         assert!(err.to_string().contains("CSR"), "{err}");
     }
 }

@@ -12,7 +12,9 @@ use crate::{alerts, housekeeping, store};
 use anyhow::Context;
 use arc_swap::ArcSwap;
 use invigilator_proto::MAX_MESSAGE_BYTES;
-use invigilator_proto::v1::{enrollment_server::EnrollmentServer, telemetry_server::TelemetryServer};
+use invigilator_proto::v1::{
+    enrollment_server::EnrollmentServer, telemetry_server::TelemetryServer,
+};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -43,12 +45,20 @@ pub async fn run(data_dir: &Path, opts: ServeOptions) -> anyhow::Result<()> {
     let revocations = Revocations::default();
     revocations.replace(store::agents::revoked_ids(&admin_conn)?);
     // Pending commits need no draining on shutdown: nothing unacknowledged is lost, agents resend it.
-    let (committer, _committer_thread) =
-        Committer::spawn(write_conn, Arc::clone(&policy), config.ingest.max_commit_events)?;
+    let (committer, _committer_thread) = Committer::spawn(
+        write_conn,
+        Arc::clone(&policy),
+        config.ingest.max_commit_events,
+    )?;
 
-    let read = |p: std::path::PathBuf| std::fs::read(&p).with_context(|| format!("reading {}", p.display()));
+    let read = |p: std::path::PathBuf| {
+        std::fs::read(&p).with_context(|| format!("reading {}", p.display()))
+    };
     let tls = ServerTlsConfig::new()
-        .identity(Identity::from_pem(read(paths.server_cert())?, read(paths.server_key())?))
+        .identity(Identity::from_pem(
+            read(paths.server_cert())?,
+            read(paths.server_key())?,
+        ))
         .client_ca_root(Certificate::from_pem(ca.cert_pem.as_bytes()))
         // Enrolment happens before the agent has a certificate; every other call checks one.
         .client_auth_optional(true)
@@ -65,14 +75,23 @@ pub async fn run(data_dir: &Path, opts: ServeOptions) -> anyhow::Result<()> {
     });
 
     tokio::spawn(alerts::watch_silent_agents(Arc::clone(&shared)));
-    tokio::spawn(housekeeping::flush_health(Arc::clone(&shared), config.ingest.health_flush_interval));
-    tokio::spawn(housekeeping::refresh_revocations(Arc::clone(&shared), Duration::from_secs(2)));
+    tokio::spawn(housekeeping::flush_health(
+        Arc::clone(&shared),
+        config.ingest.health_flush_interval,
+    ));
+    tokio::spawn(housekeeping::refresh_revocations(
+        Arc::clone(&shared),
+        Duration::from_secs(2),
+    ));
 
     let http = tokio::net::TcpListener::bind(config.http.listen)
         .await
         .with_context(|| format!("cannot listen for HTTP on {}", config.http.listen))?;
     let http_addr = http.local_addr()?;
-    let app = axum::Router::new().route("/healthz", axum::routing::get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }));
+    let app = axum::Router::new().route(
+        "/healthz",
+        axum::routing::get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
+    );
     tokio::spawn(async move {
         if let Err(e) = axum::serve(http, app).await {
             tracing::error!(error = %e, "HTTP server stopped");

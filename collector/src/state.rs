@@ -32,7 +32,10 @@ impl Shared {
     ) -> Result<R, Status> {
         let me = Arc::clone(self);
         tokio::task::spawn_blocking(move || {
-            let mut conn = me.admin_db.lock().map_err(|_| Status::internal("database lock poisoned"))?;
+            let mut conn = me
+                .admin_db
+                .lock()
+                .map_err(|_| Status::internal("database lock poisoned"))?;
             f(&mut conn).map_err(|e| {
                 tracing::error!(error = %e, "database call failed");
                 Status::unavailable(format!("collector storage error: {e}"))
@@ -44,7 +47,10 @@ impl Shared {
 
     /// The heartbeats received since the last call, for writing to the database.
     pub fn take_health(&self) -> HashMap<String, AgentHealth> {
-        self.health.lock().map(|mut m| std::mem::take(&mut *m)).unwrap_or_default()
+        self.health
+            .lock()
+            .map(|mut m| std::mem::take(&mut *m))
+            .unwrap_or_default()
     }
 
     /// Records that an agent was heard from.

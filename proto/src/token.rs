@@ -30,8 +30,12 @@ impl EnrollmentToken {
         if parts.next() != Some(PREFIX) {
             return Err(TokenError::Malformed("it does not start with 'inv1.'"));
         }
-        let id = parts.next().ok_or(TokenError::Malformed("the id is missing"))?;
-        let secret = parts.next().ok_or(TokenError::Malformed("the secret is missing"))?;
+        let id = parts
+            .next()
+            .ok_or(TokenError::Malformed("the id is missing"))?;
+        let secret = parts
+            .next()
+            .ok_or(TokenError::Malformed("the secret is missing"))?;
         let fp = parts
             .next()
             .ok_or(TokenError::Malformed("the CA fingerprint is missing"))?;
@@ -41,16 +45,21 @@ impl EnrollmentToken {
         let is_word = |v: &str| {
             !v.is_empty()
                 && v.len() <= 64
-                && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         };
         if !is_word(id) {
             return Err(TokenError::Malformed("the id is not a short url-safe word"));
         }
         if !is_word(secret) || secret.len() < 16 {
-            return Err(TokenError::Malformed("the secret is too short or has bad characters"));
+            return Err(TokenError::Malformed(
+                "the secret is too short or has bad characters",
+            ));
         }
         if fp.len() != 64 || !fp.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(TokenError::Malformed("the CA fingerprint is not 64 hex digits"));
+            return Err(TokenError::Malformed(
+                "the CA fingerprint is not 64 hex digits",
+            ));
         }
         Ok(Self {
             id: id.to_owned(),
@@ -67,7 +76,11 @@ impl EnrollmentToken {
 
 impl fmt::Display for EnrollmentToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{PREFIX}.{}.{}.{}", self.id, self.secret, self.ca_fingerprint)
+        write!(
+            f,
+            "{PREFIX}.{}.{}.{}",
+            self.id, self.secret, self.ca_fingerprint
+        )
     }
 }
 
@@ -112,7 +125,10 @@ mod tests {
             ("inv2.a.abcdefghijklmnopq.x", "inv1"),
             ("inv1.id", "secret is missing"),
             ("inv1.id.short.", "too short"),
-            (&*format!("inv1.id.abcdefghijklmnopqrs.{}", &fp[..10]), "64 hex"),
+            (
+                &*format!("inv1.id.abcdefghijklmnopqrs.{}", &fp[..10]),
+                "64 hex",
+            ),
             (&*format!("inv1.id.abcdefghijklmnopqrs.{fp}.x"), "too many"),
             (&*format!("inv1.i d.abcdefghijklmnopqrs.{fp}"), "id is not"),
         ];

@@ -16,7 +16,11 @@ pub fn bin(name: &str) -> PathBuf {
         dir.pop();
     }
     let path = dir.join(name);
-    assert!(path.exists(), "{} is missing: run `cargo build --workspace --bins` first", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace --bins` first",
+        path.display()
+    );
     path
 }
 
@@ -27,7 +31,10 @@ pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<
         if let Some(v) = f() {
             return v;
         }
-        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -35,10 +42,15 @@ pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<
 /// `text` with each TOML table that `overrides` defines replaced by the one in `overrides`.
 fn override_tables(text: &str, overrides: &str) -> String {
     let mut text = text.to_owned();
-    let tables = overrides.lines().filter_map(|l| l.trim().strip_prefix('[')?.strip_suffix(']'));
+    let tables = overrides
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix('[')?.strip_suffix(']'));
     for table in tables {
         if let Some(i) = text.find(&format!("\n[{table}]")) {
-            let end = text[i + 1..].find("\n[").map(|j| i + 1 + j).unwrap_or(text.len());
+            let end = text[i + 1..]
+                .find("\n[")
+                .map(|j| i + 1 + j)
+                .unwrap_or(text.len());
             text.replace_range(i..end, "");
         }
     }
@@ -49,12 +61,18 @@ fn override_tables(text: &str, overrides: &str) -> String {
 
 fn run_ok(cmd: &mut Command) -> String {
     let out = output(cmd);
-    assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).expect("utf-8 output")
 }
 
 pub fn output(cmd: &mut Command) -> Output {
-    cmd.stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+    cmd.stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
 }
 
 /// Kills a child with SIGKILL and reaps it.
@@ -75,13 +93,23 @@ impl Collector {
     /// collector.toml (e.g. shorter silent-agent timings).
     pub fn start(config: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        run_ok(Command::new(bin("invigilator-collector")).arg("init").arg("--data-dir").arg(dir.path().join("data")));
+        run_ok(
+            Command::new(bin("invigilator-collector"))
+                .arg("init")
+                .arg("--data-dir")
+                .arg(dir.path().join("data")),
+        );
         if !config.is_empty() {
             let path = dir.path().join("data/collector.toml");
             let text = std::fs::read_to_string(&path).unwrap();
             std::fs::write(&path, override_tables(&text, config)).unwrap();
         }
-        let mut c = Self { dir, grpc: "127.0.0.1:0".into(), http: "127.0.0.1:0".into(), child: None };
+        let mut c = Self {
+            dir,
+            grpc: "127.0.0.1:0".into(),
+            http: "127.0.0.1:0".into(),
+            child: None,
+        };
         c.spawn();
         c
     }
@@ -95,10 +123,21 @@ impl Collector {
     }
 
     fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .unwrap();
         let start_len = log.metadata().unwrap().len() as usize;
         let child = Command::new(bin("invigilator-collector"))
-            .args(["serve", "--grpc-listen", &self.grpc, "--http-listen", &self.http, "--data-dir"])
+            .args([
+                "serve",
+                "--grpc-listen",
+                &self.grpc,
+                "--http-listen",
+                &self.http,
+                "--data-dir",
+            ])
             .arg(self.data_dir())
             .env("INVIGILATOR_LOG", "info,invigilator_collector=debug")
             .stdin(Stdio::null())
@@ -117,14 +156,22 @@ impl Collector {
                 .find(|l| l.starts_with("invigilator-collector listening:"))
                 .map(str::to_owned)
         });
-        let field = |k: &str| line.split_whitespace().find_map(|w| w.strip_prefix(k)).unwrap().to_owned();
+        let field = |k: &str| {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(k))
+                .unwrap()
+                .to_owned()
+        };
         self.grpc = field("grpc=");
         self.http = field("http=");
     }
 
     /// https://localhost:PORT, a name the server certificate carries.
     pub fn url(&self) -> String {
-        format!("https://localhost:{}", self.grpc.rsplit(':').next().unwrap())
+        format!(
+            "https://localhost:{}",
+            self.grpc.rsplit(':').next().unwrap()
+        )
     }
 
     pub fn kill9(&mut self) {
@@ -142,19 +189,32 @@ impl Collector {
     pub fn cli(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(bin("invigilator-collector"));
         let (sub, rest) = args.split_at(args.len().min(2));
-        cmd.args(sub).arg("--data-dir").arg(self.data_dir()).args(rest);
+        cmd.args(sub)
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .args(rest);
         cmd
     }
 
     pub fn token(&self, group: &str, ttl: &str, uses: u32) -> String {
-        run_ok(&mut self.cli(&["token", "create", "--group", group, "--ttl", ttl, "--uses", &uses.to_string()]))
-            .trim()
-            .to_owned()
+        run_ok(&mut self.cli(&[
+            "token",
+            "create",
+            "--group",
+            group,
+            "--ttl",
+            ttl,
+            "--uses",
+            &uses.to_string(),
+        ]))
+        .trim()
+        .to_owned()
     }
 
     fn json(&self, args: &[&str]) -> Vec<Value> {
         let out = run_ok(&mut self.cli(args));
-        serde_json::from_str::<Vec<Value>>(&out).unwrap_or_else(|e| panic!("{args:?}: bad JSON ({e}): {out}"))
+        serde_json::from_str::<Vec<Value>>(&out)
+            .unwrap_or_else(|e| panic!("{args:?}: bad JSON ({e}): {out}"))
     }
 
     pub fn alerts(&self) -> Vec<Value> {
@@ -176,8 +236,13 @@ impl Collector {
     /// Sequence numbers stored for one agent, read from the database directly.
     pub fn stored_seqs(&self, agent_id: &str) -> Vec<u64> {
         let db = rusqlite::Connection::open(self.data_dir().join("invigilator.db")).unwrap();
-        let mut stmt = db.prepare("SELECT seq FROM events WHERE agent_id = ?1 ORDER BY seq").unwrap();
-        stmt.query_map([agent_id], |r| r.get::<_, i64>(0)).unwrap().map(|s| s.unwrap() as u64).collect()
+        let mut stmt = db
+            .prepare("SELECT seq FROM events WHERE agent_id = ?1 ORDER BY seq")
+            .unwrap();
+        stmt.query_map([agent_id], |r| r.get::<_, i64>(0))
+            .unwrap()
+            .map(|s| s.unwrap() as u64)
+            .collect()
     }
 }
 
@@ -202,7 +267,14 @@ impl Agent {
     pub fn try_enroll(collector_url: &str, token: &str, state_dir: &Path) -> Output {
         output(
             Command::new(bin("invigilator-agent"))
-                .args(["enroll", "--collector", collector_url, "--token", token, "--state-dir"])
+                .args([
+                    "enroll",
+                    "--collector",
+                    collector_url,
+                    "--token",
+                    token,
+                    "--state-dir",
+                ])
                 .arg(state_dir),
         )
     }
@@ -216,7 +288,11 @@ impl Agent {
         let dir = tempfile::tempdir().expect("tempdir");
         let state = dir.path().join("state");
         let out = Self::try_enroll(&collector.url(), token, &state);
-        assert!(out.status.success(), "enroll failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "enroll failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let cfg = std::fs::read_to_string(state.join("agent.toml")).unwrap();
         let agent_id = cfg
             .lines()
@@ -226,11 +302,19 @@ impl Agent {
         if !settings.is_empty() {
             std::fs::write(state.join("agent.toml"), override_tables(&cfg, settings)).unwrap();
         }
-        Self { dir, agent_id, child: None }
+        Self {
+            dir,
+            agent_id,
+            child: None,
+        }
     }
 
     pub fn start(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("agent.log")).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("agent.log"))
+            .unwrap();
         let child = Command::new(bin("invigilator-agent"))
             .arg("run")
             .arg("--state-dir")
@@ -246,9 +330,11 @@ impl Agent {
 
     /// Waits until the agent's process source is running (it logs which one).
     pub fn wait_ready(&self) {
-        wait_for(Duration::from_secs(30), "the agent's process source", || {
-            self.log().contains("process source running").then_some(())
-        });
+        wait_for(
+            Duration::from_secs(30),
+            "the agent's process source",
+            || self.log().contains("process source running").then_some(()),
+        );
     }
 
     pub fn kill9(&mut self) {
@@ -268,9 +354,11 @@ impl Agent {
     /// The last sequence number this agent's spool has assigned.
     pub fn spool_last_seq(&self) -> u64 {
         let db = rusqlite::Connection::open(self.state_dir().join("spool.db")).unwrap();
-        db.query_row("SELECT value FROM meta WHERE key = 'next_seq'", [], |r| r.get::<_, i64>(0))
-            .map(|n| n as u64 - 1)
-            .unwrap_or(0)
+        db.query_row("SELECT value FROM meta WHERE key = 'next_seq'", [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .map(|n| n as u64 - 1)
+        .unwrap_or(0)
     }
 }
 

@@ -6,7 +6,8 @@ use std::collections::HashSet;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const FAST: &str = "[uplink]\nmax_batch = 500\nwindow = 4\nheartbeat_interval = \"1s\"\nreconnect_max = \"2s\"\n";
+const FAST: &str =
+    "[uplink]\nmax_batch = 500\nwindow = 4\nheartbeat_interval = \"1s\"\nreconnect_max = \"2s\"\n";
 
 fn started_agent(c: &Collector) -> Agent {
     let mut a = Agent::enroll(c, FAST);
@@ -32,11 +33,15 @@ fn exec_storm(n: u32) -> Child {
 
 /// Waits until the collector has everything the agent's spool ever numbered.
 fn drained(c: &Collector, a: &Agent) -> (Vec<u64>, u64) {
-    wait_for(Duration::from_secs(120), "the spool to drain into the collector", || {
-        let last = a.spool_last_seq();
-        let seqs = c.stored_seqs(&a.agent_id);
-        (last > 0 && seqs.last() == Some(&last)).then_some((seqs, last))
-    })
+    wait_for(
+        Duration::from_secs(120),
+        "the spool to drain into the collector",
+        || {
+            let last = a.spool_last_seq();
+            let seqs = c.stored_seqs(&a.agent_id);
+            (last > 0 && seqs.last() == Some(&last)).then_some((seqs, last))
+        },
+    )
 }
 
 #[test]
@@ -49,12 +54,18 @@ fn short_lived_processes_started_as_fast_as_a_script_can_are_all_captured() {
         .arg("for i in $(seq 2000); do /bin/true & echo $!; done; wait")
         .output()
         .unwrap();
-    let pids: HashSet<u64> = String::from_utf8_lossy(&out.stdout).lines().map(|l| l.parse().unwrap()).collect();
+    let pids: HashSet<u64> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
     assert_eq!(pids.len(), 2000);
     let need = 1998; // 99.9%
     let (seen, with_exe) = wait_for(Duration::from_secs(60), "the process events", || {
         let events = c.events("process");
-        let mine: Vec<_> = events.iter().filter(|e| pids.contains(&e["pid"].as_u64().unwrap_or(0))).collect();
+        let mine: Vec<_> = events
+            .iter()
+            .filter(|e| pids.contains(&e["pid"].as_u64().unwrap_or(0)))
+            .collect();
         let seen: HashSet<u64> = mine.iter().map(|e| e["pid"].as_u64().unwrap()).collect();
         let with_exe = mine.iter().filter(|e| e["exe"] == "/usr/bin/true").count();
         (seen.len() >= need).then_some((seen.len(), with_exe))
@@ -80,7 +91,11 @@ fn kill_9_of_the_agent_twenty_times_during_a_storm_loses_and_duplicates_nothing(
     storm.wait().unwrap();
     let (seqs, last) = drained(&c, &a);
     eprintln!("{} events stored across 20 agent kills", seqs.len());
-    assert!(seqs.len() > 1000, "the storm produced too few events to mean anything: {}", seqs.len());
+    assert!(
+        seqs.len() > 1000,
+        "the storm produced too few events to mean anything: {}",
+        seqs.len()
+    );
     assert_exactly_once(&seqs, last);
 }
 
@@ -114,11 +129,22 @@ fn events_spooled_while_the_collector_is_down_arrive_when_it_returns() {
     std::thread::sleep(Duration::from_secs(3));
     let start = Instant::now();
     c.restart();
-    let n = wait_for(Duration::from_secs(60), "spooled events after the outage", || {
-        let n = c.events("process").iter().filter(|e| e["exe"].as_str() == prog.to_str()).count();
-        (n == 25).then_some(n)
-    });
-    eprintln!("{n} spooled events delivered {:?} after the collector came back", start.elapsed());
+    let n = wait_for(
+        Duration::from_secs(60),
+        "spooled events after the outage",
+        || {
+            let n = c
+                .events("process")
+                .iter()
+                .filter(|e| e["exe"].as_str() == prog.to_str())
+                .count();
+            (n == 25).then_some(n)
+        },
+    );
+    eprintln!(
+        "{n} spooled events delivered {:?} after the collector came back",
+        start.elapsed()
+    );
     let (seqs, last) = drained(&c, &a);
     assert_exactly_once(&seqs, last);
 }

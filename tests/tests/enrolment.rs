@@ -14,13 +14,18 @@ fn an_agent_enrols_and_the_collector_lists_it_in_the_token_group() {
     assert!(uuid_like(&a.agent_id), "{}", a.agent_id);
     // The key never leaves the device and is readable by its owner only.
     let mode = std::os::unix::fs::PermissionsExt::mode(
-        &std::fs::metadata(a.state_dir().join("agent.key")).unwrap().permissions(),
+        &std::fs::metadata(a.state_dir().join("agent.key"))
+            .unwrap()
+            .permissions(),
     );
     assert_eq!(mode & 0o777, 0o600);
     let key = std::fs::read_to_string(a.state_dir().join("agent.key")).unwrap();
     let body: String = key.lines().filter(|l| !l.starts_with("-----")).collect();
     let db = std::fs::read(c.data_dir().join("invigilator.db")).unwrap();
-    assert!(!db.windows(body.len().min(40)).any(|w| w == &body.as_bytes()[..body.len().min(40)]));
+    assert!(
+        !db.windows(body.len().min(40))
+            .any(|w| w == &body.as_bytes()[..body.len().min(40)])
+    );
 }
 
 fn uuid_like(s: &str) -> bool {
@@ -33,24 +38,40 @@ fn used_up_expired_and_forged_tokens_are_refused_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
     let once = c.token("staff", "1h", 1);
     let ok = Agent::try_enroll(&c.url(), &once, &dir.path().join("a"));
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
     let again = Agent::try_enroll(&c.url(), &once, &dir.path().join("b"));
     assert!(!again.status.success());
-    assert!(String::from_utf8_lossy(&again.stderr).contains("no uses left"), "{again:?}");
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("no uses left"),
+        "{again:?}"
+    );
 
     let expired = c.token("staff", "1ms", 5);
     std::thread::sleep(std::time::Duration::from_millis(20));
     let out = Agent::try_enroll(&c.url(), &expired, &dir.path().join("c"));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("expired"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("expired"),
+        "{out:?}"
+    );
 
     // Right CA fingerprint, made-up id and secret.
     let fp = once.rsplit('.').next().unwrap();
     let forged = format!("inv1.abcdefghijkl.{}.{fp}", "s".repeat(32));
     let out = Agent::try_enroll(&c.url(), &forged, &dir.path().join("d"));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown enrolment token"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("unknown enrolment token"),
+        "{out:?}"
+    );
 
     let out = Agent::try_enroll(&c.url(), "not-a-token", &dir.path().join("e"));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("malformed"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("malformed"),
+        "{out:?}"
+    );
     assert_eq!(c.agents().len(), 1, "no refused attempt created an agent");
 }
 
@@ -63,7 +84,10 @@ fn an_agent_will_not_enrol_with_a_collector_other_than_the_one_its_token_pins() 
     let out = Agent::try_enroll(&impostor.url(), &token, &dir.path().join("s"));
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("pinned") || err.contains("refused enrolment"), "{err}");
+    assert!(
+        err.contains("pinned") || err.contains("refused enrolment"),
+        "{err}"
+    );
     assert!(impostor.agents().is_empty());
     assert!(!dir.path().join("s/agent.toml").exists());
 }

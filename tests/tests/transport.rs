@@ -3,7 +3,8 @@
 use invigilator_agent::identity::StatePaths;
 use invigilator_agent::tls;
 use invigilator_proto::v1::{
-    Event, EventBatch, HeartbeatRequest, ProcessExec, event::Kind, telemetry_client::TelemetryClient,
+    Event, EventBatch, HeartbeatRequest, ProcessExec, event::Kind,
+    telemetry_client::TelemetryClient,
 };
 use invigilator_tests::{Agent, Collector};
 use std::time::Duration;
@@ -11,7 +12,10 @@ use tonic::Code;
 use tonic::transport::Channel;
 
 fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 fn mtls(c: &Collector, state: &std::path::Path) -> TelemetryClient<Channel> {
@@ -20,7 +24,10 @@ fn mtls(c: &Collector, state: &std::path::Path) -> TelemetryClient<Channel> {
 }
 
 fn heartbeat() -> HeartbeatRequest {
-    HeartbeatRequest { hostname: "h".into(), ..Default::default() }
+    HeartbeatRequest {
+        hostname: "h".into(),
+        ..Default::default()
+    }
 }
 
 fn event(seq: u64, argv: Vec<String>) -> Event {
@@ -29,7 +36,12 @@ fn event(seq: u64, argv: Vec<String>) -> Event {
         observed_at_us: 1_700_000_000_000_000,
         hostname: "h".into(),
         user: "u".into(),
-        kind: Some(Kind::Process(ProcessExec { pid: 1, name: "x".into(), argv, ..Default::default() })),
+        kind: Some(Kind::Process(ProcessExec {
+            pid: 1,
+            name: "x".into(),
+            argv,
+            ..Default::default()
+        })),
     }
 }
 
@@ -37,15 +49,30 @@ fn event(seq: u64, argv: Vec<String>) -> Event {
 fn no_client_certificate_is_refused_and_a_valid_one_is_accepted() {
     let c = Collector::start("");
     let a = Agent::enroll(&c, "");
-    let fp = c.token("staff", "1h", 1).rsplit('.').next().unwrap().to_owned();
+    let fp = c
+        .token("staff", "1h", 1)
+        .rsplit('.')
+        .next()
+        .unwrap()
+        .to_owned();
     rt().block_on(async {
         // Server-authenticated TLS only, as during enrolment.
         let anon = tls::channel(&c.url(), tls::enrolment_config(&fp).unwrap()).unwrap();
-        let err = TelemetryClient::new(anon).heartbeat(heartbeat()).await.unwrap_err();
+        let err = TelemetryClient::new(anon)
+            .heartbeat(heartbeat())
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
-        assert!(err.message().contains("client certificate"), "{}", err.message());
+        assert!(
+            err.message().contains("client certificate"),
+            "{}",
+            err.message()
+        );
 
-        mtls(&c, &a.state_dir()).heartbeat(heartbeat()).await.expect("a valid agent certificate is accepted");
+        mtls(&c, &a.state_dir())
+            .heartbeat(heartbeat())
+            .await
+            .expect("a valid agent certificate is accepted");
     });
 }
 
@@ -62,12 +89,21 @@ fn a_certificate_from_another_ca_fails_the_handshake() {
         std::fs::copy(theirs.state_dir().join(f), mixed.path().join(f)).unwrap();
     }
     rt().block_on(async {
-        let err = mtls(&c, mixed.path()).heartbeat(heartbeat()).await.unwrap_err();
+        let err = mtls(&c, mixed.path())
+            .heartbeat(heartbeat())
+            .await
+            .unwrap_err();
         // Refused by the TLS layer before any handler ran: a fatal alert, not a gRPC status.
         let text = format!("{err:?}");
-        assert!(text.contains("transport error") && text.contains("alert"), "{text}");
+        assert!(
+            text.contains("transport error") && text.contains("alert"),
+            "{text}"
+        );
         // Same connection set-up with our own certificate works.
-        mtls(&c, &ours.state_dir()).heartbeat(heartbeat()).await.unwrap();
+        mtls(&c, &ours.state_dir())
+            .heartbeat(heartbeat())
+            .await
+            .unwrap();
     });
 }
 
@@ -78,8 +114,16 @@ fn a_revoked_agent_is_refused_and_its_open_stream_is_cut() {
     rt().block_on(async {
         let mut client = mtls(&c, &a.state_dir());
         let (tx, rx) = tokio::sync::mpsc::channel(4);
-        let mut acks = client.stream(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap().into_inner();
-        tx.send(EventBatch { events: vec![event(1, vec![])] }).await.unwrap();
+        let mut acks = client
+            .stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .unwrap()
+            .into_inner();
+        tx.send(EventBatch {
+            events: vec![event(1, vec![])],
+        })
+        .await
+        .unwrap();
         assert_eq!(acks.message().await.unwrap().unwrap().up_to_seq, 1);
 
         let out = invigilator_tests::output(&mut c.cli(&["agents", "revoke", &a.agent_id]));
@@ -89,11 +133,19 @@ fn a_revoked_agent_is_refused_and_its_open_stream_is_cut() {
 
         // The open stream learns of it within the refresh interval.
         tokio::time::sleep(Duration::from_secs(3)).await;
-        let _ = tx.send(EventBatch { events: vec![event(2, vec![])] }).await;
+        let _ = tx
+            .send(EventBatch {
+                events: vec![event(2, vec![])],
+            })
+            .await;
         let err = acks.message().await.unwrap_err();
         assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
     });
-    assert_eq!(c.stored_seqs(&a.agent_id), vec![1], "nothing stored after revocation");
+    assert_eq!(
+        c.stored_seqs(&a.agent_id),
+        vec![1],
+        "nothing stored after revocation"
+    );
     let out = invigilator_tests::output(&mut c.cli(&["agents", "revoke", "no-such-agent"]));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no agent with id"));
 }
@@ -109,23 +161,53 @@ fn malformed_and_oversized_messages_are_rejected_with_a_clear_error() {
                 let (tx, rx) = tokio::sync::mpsc::channel(1);
                 tx.send(batch).await.unwrap();
                 drop(tx);
-                match client.stream(tokio_stream::wrappers::ReceiverStream::new(rx)).await {
+                match client
+                    .stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+                    .await
+                {
                     Ok(r) => r.into_inner().message().await.map(|_| ()),
                     Err(e) => Err(e),
                 }
             }
         };
-        let err = send(EventBatch { events: vec![event(0, vec![])] }).await.unwrap_err();
+        let err = send(EventBatch {
+            events: vec![event(0, vec![])],
+        })
+        .await
+        .unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument);
-        assert!(err.message().contains("seq 0 is out of range"), "{}", err.message());
+        assert!(
+            err.message().contains("seq 0 is out of range"),
+            "{}",
+            err.message()
+        );
 
-        let err = send(EventBatch { events: vec![event(2, vec![]), event(1, vec![])] }).await.unwrap_err();
-        assert!(err.message().contains("does not increase"), "{}", err.message());
+        let err = send(EventBatch {
+            events: vec![event(2, vec![]), event(1, vec![])],
+        })
+        .await
+        .unwrap_err();
+        assert!(
+            err.message().contains("does not increase"),
+            "{}",
+            err.message()
+        );
 
         let huge = vec!["A".repeat(5 * 1024 * 1024)];
-        let err = send(EventBatch { events: vec![event(1, huge)] }).await.unwrap_err();
-        assert!(matches!(err.code(), Code::OutOfRange | Code::ResourceExhausted), "{err:?}");
-        assert!(err.message().contains("too large") || err.message().contains("length"), "{}", err.message());
+        let err = send(EventBatch {
+            events: vec![event(1, huge)],
+        })
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(err.code(), Code::OutOfRange | Code::ResourceExhausted),
+            "{err:?}"
+        );
+        assert!(
+            err.message().contains("too large") || err.message().contains("length"),
+            "{}",
+            err.message()
+        );
 
         // Bytes that are not a protobuf message at all.
         let err = raw_heartbeat(&c, &a, vec![0xff; 64]).await.unwrap_err();
@@ -140,9 +222,13 @@ fn malformed_and_oversized_messages_are_rejected_with_a_clear_error() {
 async fn raw_heartbeat(c: &Collector, a: &Agent, body: Vec<u8>) -> Result<(), tonic::Status> {
     let cfg = tls::mtls_config(&StatePaths::new(&a.state_dir())).unwrap();
     let mut grpc = tonic::client::Grpc::new(tls::channel(&c.url(), cfg).unwrap());
-    grpc.ready().await.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
     let path = http::uri::PathAndQuery::from_static("/invigilator.v1.Telemetry/Heartbeat");
-    grpc.unary(tonic::Request::new(body), path, raw::RawCodec).await.map(|_| ())
+    grpc.unary(tonic::Request::new(body), path, raw::RawCodec)
+        .await
+        .map(|_| ())
 }
 
 mod raw {

@@ -17,7 +17,10 @@ pub const DEFAULT_POLICY: &str = include_str!("default_policy.toml");
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
     #[error("cannot read policy {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("policy {path}: {message}")]
     Invalid { path: PathBuf, message: String },
 }
@@ -73,10 +76,14 @@ impl Policy {
     }
 
     pub fn load(path: &Path) -> Result<Self, PolicyError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| PolicyError::Read { path: path.into(), source })?;
-        Self::parse(&text)
-            .map_err(|message| PolicyError::Invalid { path: path.into(), message })
+        let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
+            path: path.into(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|message| PolicyError::Invalid {
+            path: path.into(),
+            message,
+        })
     }
 
     pub fn parse(text: &str) -> Result<Self, String> {
@@ -141,23 +148,66 @@ mod tests {
         }
     }
 
-    const CTX: AgentContext<'static> = AgentContext { agent_id: "a", group: "pupils" };
+    const CTX: AgentContext<'static> = AgentContext {
+        agent_id: "a",
+        group: "pupils",
+    };
 
     #[test]
     fn the_default_policy_catches_circumvention_p2p_and_games_and_not_ordinary_programs() {
         let p = Policy::parse(DEFAULT_POLICY).unwrap();
-        let fired = |e: Event| p.evaluate(&CTX, &e).into_iter().map(|a| a.rule).collect::<Vec<_>>();
-        assert_eq!(fired(exec("/usr/bin/tor", "tor", &["tor"])), ["circumvention.tor"]);
-        assert_eq!(fired(exec("", "tor", &[])), ["circumvention.tor"], "comm alone is enough");
-        assert_eq!(fired(exec("C:\\Users\\p\\Desktop\\Psiphon3.exe", "Psiphon3.exe", &[])), ["circumvention.psiphon"]);
-        assert_eq!(fired(exec("/usr/sbin/openvpn", "openvpn", &["openvpn", "--config", "x"])), ["circumvention.vpn"]);
-        assert_eq!(fired(exec("/usr/bin/qbittorrent", "qbittorrent", &[])), ["filesharing.p2p"]);
-        assert_eq!(fired(exec("/usr/games/steam", "steam", &[])), ["games.non_educational"]);
+        let fired = |e: Event| {
+            p.evaluate(&CTX, &e)
+                .into_iter()
+                .map(|a| a.rule)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            fired(exec("/usr/bin/tor", "tor", &["tor"])),
+            ["circumvention.tor"]
+        );
+        assert_eq!(
+            fired(exec("", "tor", &[])),
+            ["circumvention.tor"],
+            "comm alone is enough"
+        );
+        assert_eq!(
+            fired(exec(
+                "C:\\Users\\p\\Desktop\\Psiphon3.exe",
+                "Psiphon3.exe",
+                &[]
+            )),
+            ["circumvention.psiphon"]
+        );
+        assert_eq!(
+            fired(exec(
+                "/usr/sbin/openvpn",
+                "openvpn",
+                &["openvpn", "--config", "x"]
+            )),
+            ["circumvention.vpn"]
+        );
+        assert_eq!(
+            fired(exec("/usr/bin/qbittorrent", "qbittorrent", &[])),
+            ["filesharing.p2p"]
+        );
+        assert_eq!(
+            fired(exec("/usr/games/steam", "steam", &[])),
+            ["games.non_educational"]
+        );
         for benign in [
             exec("/usr/bin/bash", "bash", &["bash"]),
             exec("/usr/bin/torsocks-docs-viewer", "torsocks-docs-v", &[]),
-            exec("/usr/bin/python3", "python3", &["python3", "history_of_tortoises.py"]),
-            exec("/opt/minecraft-education/Minecraft.Education", "Minecraft.Educat", &[]),
+            exec(
+                "/usr/bin/python3",
+                "python3",
+                &["python3", "history_of_tortoises.py"],
+            ),
+            exec(
+                "/opt/minecraft-education/Minecraft.Education",
+                "Minecraft.Educat",
+                &[],
+            ),
         ] {
             assert!(fired(benign.clone()).is_empty(), "{benign:?}");
         }
@@ -166,10 +216,20 @@ mod tests {
     #[test]
     fn an_alert_says_which_rule_what_matched_and_which_policy() {
         let p = Policy::parse(DEFAULT_POLICY).unwrap();
-        let a = &p.evaluate(&CTX, &exec("/home/p/tor-browser/Browser/firefox.real", "firefox.real", &[]))[0];
+        let a = &p.evaluate(
+            &CTX,
+            &exec(
+                "/home/p/tor-browser/Browser/firefox.real",
+                "firefox.real",
+                &[],
+            ),
+        )[0];
         assert_eq!(a.rule, "circumvention.tor");
         assert!(a.matched.contains("path"), "{}", a.matched);
-        assert!(a.policy_version.starts_with(p.version.split('#').next().unwrap()));
+        assert!(
+            a.policy_version
+                .starts_with(p.version.split('#').next().unwrap())
+        );
         assert_eq!(a.severity, "serious");
         assert_eq!(a.event_seq, Some(7));
     }
@@ -178,11 +238,21 @@ mod tests {
     fn errors_point_at_the_line_and_field() {
         let bad = "version = \"1\"\n\n[[process]]\nid = \"x\"\ncategory = \"c\"\nseverity = \"catastrophic\"\nsummary = \"s\"\nnames = [\"a\"]\n";
         let err = Policy::parse(bad).unwrap_err();
-        assert!(err.contains("line 6") && err.contains("catastrophic"), "{err}");
+        assert!(
+            err.contains("line 6") && err.contains("catastrophic"),
+            "{err}"
+        );
         let bad_regex = "version = \"1\"\n[[process]]\nid = \"x\"\ncategory = \"c\"\nseverity = \"serious\"\nsummary = \"s\"\ncmdline = [\"(\"]\n";
         let err = Policy::parse(bad_regex).unwrap_err();
-        assert!(err.contains("rule \"x\"") && err.contains("cmdline"), "{err}");
+        assert!(
+            err.contains("rule \"x\"") && err.contains("cmdline"),
+            "{err}"
+        );
         let empty = "version = \"1\"\n[[process]]\nid = \"x\"\ncategory = \"c\"\nseverity = \"serious\"\nsummary = \"s\"\n";
-        assert!(Policy::parse(empty).unwrap_err().contains("matches nothing"));
+        assert!(
+            Policy::parse(empty)
+                .unwrap_err()
+                .contains("matches nothing")
+        );
     }
 }

@@ -58,7 +58,10 @@ impl ProcessRules {
                 return Err(format!("rule id {:?} is used twice", r.id));
             }
             if r.names.is_empty() && r.paths.is_empty() && r.cmdline.is_empty() {
-                return Err(format!("rule {:?} matches nothing: give names, paths or cmdline", r.id));
+                return Err(format!(
+                    "rule {:?} matches nothing: give names, paths or cmdline",
+                    r.id
+                ));
             }
             for p in &r.names {
                 names.add(glob(&r.id, "names", p)?);

@@ -67,7 +67,12 @@ pub fn insert_agent(conn: &Connection, a: &NewAgent<'_>) -> Result<()> {
     Ok(())
 }
 
-pub fn record_renewal(conn: &Connection, agent_id: &str, serial: &str, not_after_us: i64) -> Result<()> {
+pub fn record_renewal(
+    conn: &Connection,
+    agent_id: &str,
+    serial: &str,
+    not_after_us: i64,
+) -> Result<()> {
     conn.execute(
         "UPDATE agents SET cert_serial = ?2, cert_not_after = ?3 WHERE agent_id = ?1",
         params![agent_id, serial, not_after_us],
@@ -97,8 +102,11 @@ pub fn active_group(conn: &Connection, agent_id: &str) -> Result<Option<String>>
 
 /// Every agent id that is not allowed in: revoked ones.
 pub fn revoked_ids(conn: &Connection) -> Result<Vec<String>> {
-    let mut stmt = conn.prepare_cached("SELECT agent_id FROM agents WHERE revoked_at IS NOT NULL")?;
-    let ids = stmt.query_map([], |r| r.get(0))?.collect::<Result<Vec<String>, _>>()?;
+    let mut stmt =
+        conn.prepare_cached("SELECT agent_id FROM agents WHERE revoked_at IS NOT NULL")?;
+    let ids = stmt
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<Vec<String>, _>>()?;
     Ok(ids)
 }
 
@@ -139,10 +147,14 @@ pub fn take_newly_silent(conn: &mut Connection, cutoff_us: i64) -> Result<Vec<Ag
         let mut stmt = tx.prepare(&format!(
             "{SELECT} WHERE revoked_at IS NULL AND silent_alerted = 0 AND last_seen < ?1"
         ))?;
-        stmt.query_map([cutoff_us], row)?.collect::<Result<Vec<_>, _>>()?
+        stmt.query_map([cutoff_us], row)?
+            .collect::<Result<Vec<_>, _>>()?
     };
     for r in &rows {
-        tx.execute("UPDATE agents SET silent_alerted = 1 WHERE agent_id = ?1", [&r.agent_id])?;
+        tx.execute(
+            "UPDATE agents SET silent_alerted = 1 WHERE agent_id = ?1",
+            [&r.agent_id],
+        )?;
     }
     tx.commit()?;
     Ok(rows)

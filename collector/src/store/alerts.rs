@@ -125,9 +125,27 @@ mod tests {
         a.observed_at_us = 5_000_000;
         insert(&conn, &a).unwrap();
         assert_eq!(list(&conn, &AlertFilter::default()).unwrap().len(), 2);
-        let since = list(&conn, &AlertFilter { since_us: Some(2_000_000), limit: None }).unwrap();
+        let since = list(
+            &conn,
+            &AlertFilter {
+                since_us: Some(2_000_000),
+                limit: None,
+            },
+        )
+        .unwrap();
         assert_eq!(since.len(), 1);
         assert_eq!(since[0].observed_at, "1970-01-01T00:00:05.000000Z");
-        assert_eq!(list(&conn, &AlertFilter { since_us: None, limit: Some(1) }).unwrap().len(), 1);
+        assert_eq!(
+            list(
+                &conn,
+                &AlertFilter {
+                    since_us: None,
+                    limit: Some(1)
+                }
+            )
+            .unwrap()
+            .len(),
+            1
+        );
     }
 }

@@ -147,15 +147,36 @@ mod tests {
         assert!(insert(&tx, "a", &ev(2), 7).unwrap());
         tx.commit().unwrap();
         assert_eq!(seqs_for(&conn, "a").unwrap(), vec![1, 2]);
-        let all = list(&conn, &EventFilter { kind: Some("process".into()), ..Default::default() }).unwrap();
+        let all = list(
+            &conn,
+            &EventFilter {
+                kind: Some("process".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
         assert_eq!(all.len(), 3);
         let json = serde_json::to_value(&all[0]).unwrap();
         assert_eq!(json["exe"], "/usr/bin/tor");
         assert_eq!(json["seq"], 1);
         assert_eq!(json["argv"][1], "<script>");
-        let limited = list(&conn, &EventFilter { limit: Some(1), ..Default::default() }).unwrap();
+        let limited = list(
+            &conn,
+            &EventFilter {
+                limit: Some(1),
+                ..Default::default()
+            },
+        )
+        .unwrap();
         assert_eq!(limited.len(), 1);
-        let none = list(&conn, &EventFilter { kind: Some("usb".into()), ..Default::default() }).unwrap();
+        let none = list(
+            &conn,
+            &EventFilter {
+                kind: Some("usb".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
         assert!(none.is_empty());
     }
 }

@@ -25,13 +25,20 @@ const SCHEMA_VERSION: &str = "1";
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database {path}: {source}")]
-    Open { path: PathBuf, source: rusqlite::Error },
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
     #[error("no collector data in {0}: run `invigilator-collector init --data-dir {0}` first")]
     NotInitialised(PathBuf),
     #[error("database error: {0}")]
     Sql(#[from] rusqlite::Error),
     #[error("stored event {agent_id}/{seq} cannot be decoded: {message}")]
-    Corrupt { agent_id: String, seq: u64, message: String },
+    Corrupt {
+        agent_id: String,
+        seq: u64,
+        message: String,
+    },
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -68,18 +75,24 @@ fn open_path(path: &Path, durability: Durability, create: bool) -> Result<Connec
     if create {
         flags |= OpenFlags::SQLITE_OPEN_CREATE;
     }
-    let err = |source| StoreError::Open { path: path.to_path_buf(), source };
+    let err = |source| StoreError::Open {
+        path: path.to_path_buf(),
+        source,
+    };
     let conn = Connection::open_with_flags(path, flags).map_err(err)?;
     conn.busy_timeout(Duration::from_secs(15)).map_err(err)?;
-    conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
-    conn.pragma_update(None, "foreign_keys", "ON").map_err(err)?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(err)?;
+    conn.pragma_update(None, "foreign_keys", "ON")
+        .map_err(err)?;
     let sync = match durability {
         Durability::Full => "FULL",
         Durability::Normal => "NORMAL",
     };
     conn.pragma_update(None, "synchronous", sync).map_err(err)?;
     // Checks the file really is a database before anything relies on it.
-    conn.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(())).map_err(err)?;
+    conn.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(()))
+        .map_err(err)?;
     if create {
         conn.execute_batch(SCHEMA).map_err(err)?;
         conn.execute(

@@ -94,7 +94,10 @@ mod tests {
         let t = create_token(&conn, "staff", Duration::from_secs(60), 2, FP).unwrap();
         assert_eq!(consume_token(&mut conn, &t).unwrap(), Ok("staff".into()));
         assert_eq!(consume_token(&mut conn, &t).unwrap(), Ok("staff".into()));
-        assert_eq!(consume_token(&mut conn, &t).unwrap(), Err(TokenRejection::UsedUp));
+        assert_eq!(
+            consume_token(&mut conn, &t).unwrap(),
+            Err(TokenRejection::UsedUp)
+        );
     }
 
     #[test]
@@ -103,10 +106,16 @@ mod tests {
         let mut t = create_token(&conn, "staff", Duration::from_secs(60), 1, FP).unwrap();
         let good = t.secret.clone();
         t.secret = "x".repeat(32);
-        assert_eq!(consume_token(&mut conn, &t).unwrap(), Err(TokenRejection::Unknown));
+        assert_eq!(
+            consume_token(&mut conn, &t).unwrap(),
+            Err(TokenRejection::Unknown)
+        );
         t.secret = good;
         let expired = create_token(&conn, "staff", Duration::ZERO, 1, FP).unwrap();
-        assert_eq!(consume_token(&mut conn, &expired).unwrap(), Err(TokenRejection::Expired));
+        assert_eq!(
+            consume_token(&mut conn, &expired).unwrap(),
+            Err(TokenRejection::Expired)
+        );
         assert_eq!(consume_token(&mut conn, &t).unwrap(), Ok("staff".into()));
     }
 }

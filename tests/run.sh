@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Runs every check and test of the project: formatting, lints, unit tests next to the code and
+# the whole-system tests in tests/ (real processes, real TLS, real netlink). Installs what the
+# tests need first. Must run as root: the process-capture tests use the kernel's proc connector.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+
+if [ "$(id -u)" != 0 ]; then
+  echo "tests/run.sh: the whole-system tests need root (CAP_NET_ADMIN for the proc connector)" >&2
+  exit 2
+fi
+"$root/tests/setup.sh"
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo build --workspace --bins --locked
+# Test binaries run one after another; the tests inside one run in parallel.
+cargo test --workspace --locked
