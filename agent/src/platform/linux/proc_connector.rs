@@ -180,8 +180,17 @@ impl Drop for ProcConnector {
 fn enlarge_receive_buffer(socket: &Socket) -> usize {
     // The kernel doubles the value for bookkeeping; ask for half so the total is RCVBUF_BYTES.
     let request = (RCVBUF_BYTES / 2) as i32;
-    if let Err(err) = socket.set_rx_buf_sz(request) {
-        tracing::debug!(%err, "could not enlarge the proc connector receive buffer");
+    // As root, SO_RCVBUFFORCE goes past net.core.rmem_max (about 208 KiB on a stock system,
+    // too little for an exec storm); otherwise SO_RCVBUF, capped by rmem_max.
+    let forced = nix::sys::socket::setsockopt(
+        socket,
+        nix::sys::socket::sockopt::RcvBufForce,
+        &(request as usize),
+    );
+    if forced.is_err() {
+        if let Err(err) = socket.set_rx_buf_sz(request) {
+            tracing::debug!(%err, "could not enlarge the proc connector receive buffer");
+        }
     }
     socket.get_rx_buf_sz().unwrap_or(0)
 }
