@@ -187,10 +187,10 @@ fn enlarge_receive_buffer(socket: &Socket) -> usize {
         nix::sys::socket::sockopt::RcvBufForce,
         &(request as usize),
     );
-    if forced.is_err() {
-        if let Err(err) = socket.set_rx_buf_sz(request) {
-            tracing::debug!(%err, "could not enlarge the proc connector receive buffer");
-        }
+    if forced.is_err()
+        && let Err(err) = socket.set_rx_buf_sz(request)
+    {
+        tracing::debug!(%err, "could not enlarge the proc connector receive buffer");
     }
     socket.get_rx_buf_sz().unwrap_or(0)
 }
