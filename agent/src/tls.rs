@@ -154,11 +154,37 @@ pub fn mtls_config(paths: &StatePaths) -> Result<Arc<ClientConfig>, TlsError> {
 
 /// A gRPC channel to the collector over `tls`. It connects lazily and reconnects by itself.
 pub fn channel(collector: &str, tls: Arc<ClientConfig>) -> Result<Channel, TlsError> {
+    channel_from(collector, tls, None)
+}
+
+/// As [`channel`], with the local address to connect from (multi-homed devices, load tests).
+pub fn channel_from(
+    collector: &str,
+    tls: Arc<ClientConfig>,
+    local: Option<std::net::IpAddr>,
+) -> Result<Channel, TlsError> {
     let (host, port, server_name) = parse_collector_url(collector)?;
     let connector = tower::service_fn(move |_: http::Uri| {
         let (tls, host, server_name) = (tls.clone(), host.clone(), server_name.clone());
         async move {
-            let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+            let tcp = match local {
+                None => tokio::net::TcpStream::connect((host.as_str(), port)).await?,
+                Some(ip) => {
+                    let remote = tokio::net::lookup_host((host.as_str(), port))
+                        .await?
+                        .find(|a| a.is_ipv4() == ip.is_ipv4())
+                        .ok_or_else(|| {
+                            std::io::Error::other(format!("{host} has no address like {ip}"))
+                        })?;
+                    let socket = if ip.is_ipv4() {
+                        tokio::net::TcpSocket::new_v4()?
+                    } else {
+                        tokio::net::TcpSocket::new_v6()?
+                    };
+                    socket.bind(std::net::SocketAddr::new(ip, 0))?;
+                    socket.connect(remote).await?
+                }
+            };
             tcp.set_nodelay(true)?;
             let stream = tokio_rustls::TlsConnector::from(tls)
                 .connect(server_name, tcp)

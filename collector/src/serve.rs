@@ -27,6 +27,7 @@ pub struct ServeOptions {
 }
 
 pub async fn run(data_dir: &Path, opts: ServeOptions) -> anyhow::Result<()> {
+    raise_fd_limit();
     let mut config = CollectorConfig::load(data_dir)?;
     if let Some(a) = opts.grpc_listen {
         config.grpc.listen = a;
@@ -126,6 +127,19 @@ pub async fn run(data_dir: &Path, opts: ServeOptions) -> anyhow::Result<()> {
 
     tracing::info!("collector stopped");
     Ok(())
+}
+
+/// Every connected agent holds a socket: take the whole allowance the system grants.
+fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!(error = %e, soft, "could not raise the open-files limit");
+            }
+        }
+        _ => {}
+    }
 }
 
 async fn shutdown_signal() {
