@@ -239,7 +239,7 @@ async fn ingest(
                 while sent < events {
                     let n = (events - sent).min(batch as u64);
                     let evs = (sent..sent + n)
-                        .map(|i| event(base + i, i, i % 100 == 0))
+                        .map(|i| event(base + i, i, i.is_multiple_of(100)))
                         .collect();
                     if tx.send(EventBatch { events: evs }).await.is_err() {
                         break;
@@ -312,7 +312,7 @@ async fn latency(
                 while Instant::now() < end {
                     tick.tick().await;
                     // One event in a hundred matches a policy rule and raises an alert.
-                    let alerting = (next / per_batch) % 10 == 0;
+                    let alerting = (next / per_batch).is_multiple_of(10);
                     let evs: Vec<Event> = (next..next + per_batch)
                         .map(|i| event(base + i, i, alerting && i == next))
                         .collect();
