@@ -6,7 +6,12 @@ use invigilator_tests::{Agent, Collector, output};
 use std::path::PathBuf;
 use std::process::Command;
 
-fn python(c: &Collector, case: &str, cert_dir: Option<&std::path::Path>, ca: &std::path::Path) -> String {
+fn python(
+    c: &Collector,
+    case: &str,
+    cert_dir: Option<&std::path::Path>,
+    ca: &std::path::Path,
+) -> String {
     let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let mut cmd = Command::new("python3");
     cmd.arg(here.join("interop/python_client.py"))
@@ -18,7 +23,11 @@ fn python(c: &Collector, case: &str, cert_dir: Option<&std::path::Path>, ca: &st
         cmd.arg(d.join("agent.pem")).arg(d.join("agent.key"));
     }
     let out = output(&mut cmd);
-    assert!(out.status.success(), "python client failed (tests/setup.sh installs grpcio): {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "python client failed (tests/setup.sh installs grpcio): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
