@@ -1,0 +1,109 @@
+//! The fallback: periodic scans of the process table (sysinfo). Programs that start and finish
+//! between two scans are missed; the heartbeat tells the collector this mode runs.
+
+use std::collections::HashMap;
+use std::io;
+use std::thread;
+use std::time::Duration;
+
+use sysinfo::{Pid, Process, ProcessRefreshKind, ProcessesToUpdate, System, UpdateKind};
+
+use super::{Details, EventTx, ProcessSourceConfig, ReceiverGone, UserNames, send};
+
+pub(super) struct PollSource {
+    system: System,
+    /// pid → start time (seconds since the epoch) at the last scan.
+    seen: HashMap<Pid, u64>,
+    hostname: String,
+    interval: Duration,
+    users: UserNames,
+}
+
+impl PollSource {
+    /// Takes the baseline scan. Processes already running are not reported: the source
+    /// reports programs being started, and those started before the agent we did not see
+    /// start (an inventory of running processes would be a different kind of event).
+    pub(super) fn start(cfg: ProcessSourceConfig) -> io::Result<Self> {
+        let mut system = System::new().map_err(io::Error::other)?;
+        refresh(&mut system);
+        let seen = start_times(&system);
+        Ok(Self {
+            system,
+            seen,
+            hostname: cfg.hostname,
+            interval: cfg.poll_interval,
+            users: UserNames::default(),
+        })
+    }
+
+    pub(super) fn run(mut self, tx: &EventTx) {
+        while !tx.is_closed() {
+            thread::sleep(self.interval);
+            if let Err(ReceiverGone) = self.scan(tx) {
+                break;
+            }
+        }
+        tracing::debug!("process source stopping: the event receiver is gone");
+    }
+
+    fn scan(&mut self, tx: &EventTx) -> Result<(), ReceiverGone> {
+        refresh(&mut self.system);
+        let processes = self.system.processes();
+        let mut new: Vec<&Process> = processes
+            .values()
+            .filter(|p| is_process(p) && self.seen.get(&p.pid()) != Some(&p.start_time()))
+            .collect();
+        new.sort_by_key(|p| (p.start_time(), p.pid()));
+        for process in new {
+            let parent_name = process
+                .parent()
+                .and_then(|ppid| processes.get(&ppid))
+                .map(|parent| parent.name().to_string_lossy().into_owned());
+            let details = Details {
+                exe: process.exe().map(|exe| exe.to_string_lossy().into_owned()),
+                argv: Some(process.cmd())
+                    .filter(|cmd| !cmd.is_empty())
+                    .map(|cmd| {
+                        cmd.iter()
+                            .map(|a| a.to_string_lossy().into_owned())
+                            .collect()
+                    }),
+                uid: process.user_id().map(|uid| **uid),
+                ppid: process.parent().map(Pid::as_u32),
+                name: Some(process.name().to_string_lossy().into_owned())
+                    .filter(|name| !name.is_empty()),
+                parent_name,
+            };
+            let pid = process.pid().as_u32();
+            send(
+                tx,
+                details.into_event(pid, "poll", &self.hostname, &mut self.users),
+            )?;
+        }
+        self.seen = start_times(&self.system);
+        Ok(())
+    }
+}
+
+fn refresh(system: &mut System) {
+    let what = ProcessRefreshKind::nothing()
+        .without_tasks()
+        .with_exe(UpdateKind::OnlyIfNotSet)
+        .with_cmd(UpdateKind::OnlyIfNotSet)
+        .with_user(UpdateKind::OnlyIfNotSet);
+    system.refresh_processes_specifics(ProcessesToUpdate::All, true, what);
+}
+
+/// Kernel threads never exec; threads are listed only as part of their process.
+fn is_process(process: &Process) -> bool {
+    process.thread_kind().is_none()
+}
+
+fn start_times(system: &System) -> HashMap<Pid, u64> {
+    system
+        .processes()
+        .values()
+        .filter(|p| is_process(p))
+        .map(|p| (p.pid(), p.start_time()))
+        .collect()
+}
