@@ -10,6 +10,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Event payloads are shown as JSON by the collector's CLI and API.
         .type_attribute("invigilator.v1.ProcessExec", "#[derive(serde::Serialize)]")
         .type_attribute("invigilator.v1.Gap", "#[derive(serde::Serialize)]")
+        .type_attribute("invigilator.v1.UsbDevice", "#[derive(serde::Serialize)]")
+        .type_attribute("invigilator.v1.SessionChange", "#[derive(serde::Serialize)]")
+        .type_attribute("invigilator.v1.BrowsingVisit", "#[derive(serde::Serialize)]")
         .compile_fds(fds)?;
     Ok(())
 }

@@ -25,6 +25,9 @@ impl v1::event::Kind {
         match self {
             v1::event::Kind::Process(_) => "process",
             v1::event::Kind::Gap(_) => "gap",
+            v1::event::Kind::Usb(_) => "usb",
+            v1::event::Kind::Session(_) => "session",
+            v1::event::Kind::Browsing(_) => "browsing",
         }
     }
 }

@@ -99,6 +99,9 @@ fn details(event: &Event) -> serde_json::Map<String, serde_json::Value> {
     let value = match &event.kind {
         Some(Kind::Process(p)) => serde_json::to_value(p),
         Some(Kind::Gap(g)) => serde_json::to_value(g),
+        Some(Kind::Usb(u)) => serde_json::to_value(u),
+        Some(Kind::Session(s)) => serde_json::to_value(s),
+        Some(Kind::Browsing(b)) => serde_json::to_value(b),
         None => Ok(serde_json::Value::Null),
     };
     match value {
