@@ -11,8 +11,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .type_attribute("invigilator.v1.ProcessExec", "#[derive(serde::Serialize)]")
         .type_attribute("invigilator.v1.Gap", "#[derive(serde::Serialize)]")
         .type_attribute("invigilator.v1.UsbDevice", "#[derive(serde::Serialize)]")
-        .type_attribute("invigilator.v1.SessionChange", "#[derive(serde::Serialize)]")
-        .type_attribute("invigilator.v1.BrowsingVisit", "#[derive(serde::Serialize)]")
+        .type_attribute(
+            "invigilator.v1.SessionChange",
+            "#[derive(serde::Serialize)]",
+        )
+        .type_attribute(
+            "invigilator.v1.BrowsingVisit",
+            "#[derive(serde::Serialize)]",
+        )
         .compile_fds(fds)?;
     Ok(())
 }

@@ -11,7 +11,7 @@ use crate::uplink::Uplink;
 use anyhow::Context;
 use std::path::Path;
 use std::sync::Arc;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tracing::Instrument;
 
 /// Events waiting between the sources and the spool writer.
@@ -26,7 +26,7 @@ pub async fn run(state_dir: &Path) -> anyhow::Result<()> {
         let stats = spool.stats();
         tracing::info!(collector = %cfg.agent.collector, group = %cfg.agent.group, spooled = stats.depth, "agent starting");
 
-        let (events_tx, events_rx) = mpsc::channel(SOURCE_QUEUE);
+        let (events_tx, events_rx) = crate::sources::channel(SOURCE_QUEUE);
         let (seq_tx, seq_rx) = watch::channel(stats.last_seq);
         let writer_spool = Arc::clone(&spool);
         std::thread::Builder::new()

@@ -6,6 +6,7 @@
 //! acknowledges them. When the spool is over its size limit the oldest events are dropped, and a
 //! `Gap` event saying how many takes their place, so the collector knows.
 
+use crate::sources::{Checkpoint, EventRx};
 use invigilator_proto::v1::{Event, Gap, event::Kind};
 use prost::Message;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -49,6 +50,7 @@ pub struct Spool {
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS spool (seq INTEGER PRIMARY KEY, bytes INTEGER NOT NULL, payload BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS checkpoints (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 ";
 
 fn meta(conn: &Connection, key: &str) -> rusqlite::Result<u64> {
@@ -111,8 +113,9 @@ impl Spool {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Stores events durably, giving each the next sequence number. Returns the last one.
-    pub fn append(&self, events: &mut [Event]) -> Result<u64> {
+    /// Stores events durably, giving each the next sequence number, together with the sources'
+    /// checkpoints (in one transaction). Returns the last sequence number assigned.
+    pub fn append(&self, events: &mut [Event], checkpoints: &[Checkpoint]) -> Result<u64> {
         let mut g = self.lock();
         let inner = &mut *g;
         let tx = inner.conn.transaction()?;
@@ -169,6 +172,13 @@ impl Spool {
             set_meta(&tx, "dropped_total", inner.dropped_total + dropped_now)?;
         }
         set_meta(&tx, "next_seq", seq)?;
+        for c in checkpoints {
+            tx.execute(
+                "INSERT INTO checkpoints(key, value) VALUES (?1, ?2)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                params![c.key, c.value],
+            )?;
+        }
         tx.commit()?;
         if dropped_now > 0 {
             tracing::warn!(dropped = dropped_now, "spool full: oldest events dropped");
@@ -226,6 +236,16 @@ impl Spool {
         Ok(())
     }
 
+    /// A source's last stored checkpoint.
+    pub fn checkpoint(&self, key: &str) -> Result<Option<String>> {
+        let g = self.lock();
+        Ok(g.conn
+            .query_row("SELECT value FROM checkpoints WHERE key = ?1", [key], |r| {
+                r.get(0)
+            })
+            .optional()?)
+    }
+
     pub fn stats(&self) -> SpoolStats {
         let g = self.lock();
         SpoolStats {
@@ -241,26 +261,30 @@ impl Spool {
 /// stored seq so the uplink knows there is something to send. Runs on its own thread because
 /// every commit waits for the disk.
 pub fn run_writer(
-    mut rx: tokio::sync::mpsc::Receiver<Event>,
+    mut rx: EventRx,
     spool: std::sync::Arc<Spool>,
     last_seq: tokio::sync::watch::Sender<u64>,
 ) {
     const MAX_PER_COMMIT: usize = 1000;
     let mut batch = Vec::with_capacity(MAX_PER_COMMIT);
+    let mut checkpoints: Vec<Checkpoint> = Vec::new();
     while let Some(first) = rx.blocking_recv() {
-        batch.push(first);
-        while batch.len() < MAX_PER_COMMIT {
-            match rx.try_recv() {
-                Ok(e) => batch.push(e),
-                Err(_) => break,
+        let mut next = Some(first);
+        while let Some(obs) = next.take() {
+            batch.extend(obs.event);
+            checkpoints.extend(obs.checkpoint);
+            if batch.len() < MAX_PER_COMMIT {
+                next = rx.try_recv().ok();
             }
         }
         // If the disk is full, keep the events in memory and retry: the sources block behind
         // the bounded channel meanwhile, and report their own overruns as gaps.
         loop {
-            match spool.append(&mut batch) {
+            match spool.append(&mut batch, &checkpoints) {
                 Ok(last) => {
-                    last_seq.send_replace(last);
+                    if !batch.is_empty() {
+                        last_seq.send_replace(last);
+                    }
                     break;
                 }
                 Err(e) => {
@@ -270,6 +294,7 @@ pub fn run_writer(
             }
         }
         batch.clear();
+        checkpoints.clear();
     }
 }
 
@@ -294,23 +319,48 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("spool.db");
         let s = Spool::open(&path, 1 << 20).unwrap();
-        assert_eq!(s.append(&mut [ev("a"), ev("b"), ev("c")]).unwrap(), 3);
+        assert_eq!(s.append(&mut [ev("a"), ev("b"), ev("c")], &[]).unwrap(), 3);
         s.ack(3).unwrap();
         assert_eq!(s.stats().depth, 0);
         drop(s);
         // Empty spool, reopened: numbering continues, never reuses 1..3.
         let s = Spool::open(&path, 1 << 20).unwrap();
-        assert_eq!(s.append(&mut [ev("d")]).unwrap(), 4);
+        assert_eq!(s.append(&mut [ev("d")], &[]).unwrap(), 4);
         let got = s.read_after(0, 10).unwrap();
         assert_eq!(got.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![4]);
+    }
+
+    #[test]
+    fn checkpoints_commit_with_their_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let s = Spool::open(&path, 1 << 20).unwrap();
+        let cp = |v: &str| Checkpoint {
+            key: "browsing:p".into(),
+            value: v.into(),
+        };
+        s.append(&mut [ev("a")], &[cp("10")]).unwrap();
+        s.append(&mut [], &[cp("11")]).unwrap();
+        drop(s);
+        let s = Spool::open(&path, 1 << 20).unwrap();
+        assert_eq!(s.checkpoint("browsing:p").unwrap().as_deref(), Some("11"));
+        assert_eq!(s.checkpoint("other").unwrap(), None);
+        assert_eq!(
+            s.stats().last_seq,
+            1,
+            "a checkpoint alone takes no sequence number"
+        );
     }
 
     #[test]
     fn reads_resume_after_a_given_seq_in_bounded_pages() {
         let dir = tempfile::tempdir().unwrap();
         let s = Spool::open(&dir.path().join("s.db"), 1 << 20).unwrap();
-        s.append(&mut (0..10).map(|i| ev(&i.to_string())).collect::<Vec<_>>())
-            .unwrap();
+        s.append(
+            &mut (0..10).map(|i| ev(&i.to_string())).collect::<Vec<_>>(),
+            &[],
+        )
+        .unwrap();
         let page = s.read_after(4, 3).unwrap();
         assert_eq!(
             page.iter().map(|e| e.seq).collect::<Vec<_>>(),
@@ -324,8 +374,11 @@ mod tests {
         let s = Spool::open(&dir.path().join("s.db"), 64 * 1024).unwrap();
         let big = |i: usize| ev(&format!("{i}-{}", "x".repeat(1000)));
         for chunk in 0..10 {
-            s.append(&mut (0..10).map(|i| big(chunk * 10 + i)).collect::<Vec<_>>())
-                .unwrap();
+            s.append(
+                &mut (0..10).map(|i| big(chunk * 10 + i)).collect::<Vec<_>>(),
+                &[],
+            )
+            .unwrap();
         }
         let st = s.stats();
         assert!(st.bytes <= 64 * 1024, "{st:?}");

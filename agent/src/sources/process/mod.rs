@@ -209,7 +209,7 @@ mod tests {
 
     /// Process events for the given PIDs, until all are seen or `within` has passed.
     fn collect(
-        rx: &mut mpsc::Receiver<Event>,
+        rx: &mut crate::sources::EventRx,
         pids: &HashSet<u32>,
         within: Duration,
     ) -> (HashMap<u32, (Event, ProcessExec)>, usize) {
@@ -218,13 +218,16 @@ mod tests {
         let mut gaps = 0;
         while found.len() < pids.len() && Instant::now() < deadline {
             match rx.try_recv() {
-                Ok(event) => match event.kind.clone() {
+                Ok(crate::sources::Observation {
+                    event: Some(event), ..
+                }) => match event.kind.clone() {
                     Some(Kind::Process(p)) if pids.contains(&p.pid) => {
                         found.entry(p.pid).or_insert((event, p));
                     }
                     Some(Kind::Gap(_)) => gaps += 1,
                     _ => {}
                 },
+                Ok(_) => {}
                 Err(mpsc::error::TryRecvError::Empty) => thread::sleep(Duration::from_millis(5)),
                 Err(mpsc::error::TryRecvError::Disconnected) => panic!("process source stopped"),
             }
@@ -265,7 +268,7 @@ mod tests {
             "this test needs root (CAP_NET_ADMIN) to subscribe to the netlink proc connector; \
              run it as root"
         );
-        let (tx, mut rx) = mpsc::channel(65536);
+        let (tx, mut rx) = crate::sources::channel(65536);
         let cfg = ProcessSourceConfig {
             hostname: "test-host".into(),
             ..ProcessSourceConfig::default()
@@ -309,7 +312,7 @@ mod tests {
 
     #[test]
     fn process_poll_sees_a_process_started_after_the_baseline() {
-        let (tx, mut rx) = mpsc::channel(4096);
+        let (tx, mut rx) = crate::sources::channel(4096);
         let cfg = ProcessSourceConfig {
             hostname: "test-host".into(),
             poll_interval: Duration::from_millis(200),

@@ -315,7 +315,6 @@ mod tests {
     use std::process::Command;
 
     use invigilator_proto::v1::event::Kind;
-    use tokio::sync::mpsc;
 
     use super::*;
 
@@ -335,14 +334,14 @@ mod tests {
         let mut reporter = Reporter::new("host-a".into());
         let mut child = Command::new("sleep").arg("5").spawn().unwrap();
         let pid = child.id();
-        let (tx, mut rx) = mpsc::channel(65536);
+        let (tx, mut rx) = crate::sources::channel(65536);
 
         let result = reporter.overrun(&tx);
         child.kill().unwrap();
         child.wait().unwrap();
         assert!(result.is_ok());
 
-        let gap = rx.try_recv().unwrap();
+        let gap = rx.try_recv().unwrap().event.unwrap();
         assert_eq!(gap.hostname, "host-a");
         let Some(Kind::Gap(gap)) = gap.kind else {
             panic!("first event is not a gap: {gap:?}")
@@ -354,7 +353,10 @@ mod tests {
         );
 
         let mut rescanned = Vec::new();
-        while let Ok(event) = rx.try_recv() {
+        while let Ok(crate::sources::Observation {
+            event: Some(event), ..
+        }) = rx.try_recv()
+        {
             match event.kind {
                 Some(Kind::Process(p)) => rescanned.push(p),
                 other => panic!("unexpected event {other:?}"),
@@ -373,7 +375,10 @@ mod tests {
 
         // A second rescan reports nothing already reported.
         reporter.rescan(&tx).unwrap();
-        while let Ok(event) = rx.try_recv() {
+        while let Ok(crate::sources::Observation {
+            event: Some(event), ..
+        }) = rx.try_recv()
+        {
             if let Some(Kind::Process(p)) = event.kind {
                 assert_ne!(p.pid, pid, "reported twice");
             }
@@ -386,10 +391,13 @@ mod tests {
         let me = std::process::id();
         // As if this process had exec'd (renaming it) during an overrun.
         reporter.known.get_mut(&me).unwrap().comm = "previous".into();
-        let (tx, mut rx) = mpsc::channel(65536);
+        let (tx, mut rx) = crate::sources::channel(65536);
         reporter.rescan(&tx).unwrap();
         let mut reported = Vec::new();
-        while let Ok(event) = rx.try_recv() {
+        while let Ok(crate::sources::Observation {
+            event: Some(event), ..
+        }) = rx.try_recv()
+        {
             if let Some(Kind::Process(p)) = event.kind {
                 reported.push(p.pid);
             }
@@ -400,9 +408,9 @@ mod tests {
     #[test]
     fn process_exec_of_a_vanished_pid_is_still_reported() {
         let mut reporter = Reporter::new("host-a".into());
-        let (tx, mut rx) = mpsc::channel(16);
+        let (tx, mut rx) = crate::sources::channel(16);
         reporter.exec(u32::MAX, 0, &tx).unwrap();
-        let event = rx.try_recv().unwrap();
+        let event = rx.try_recv().unwrap().event.unwrap();
         assert_eq!(event.user, "");
         let Some(Kind::Process(p)) = event.kind else {
             panic!("not a process event")
@@ -420,7 +428,7 @@ mod tests {
         let mut reporter = Reporter::new("host-a".into());
         let me = std::process::id();
         assert!(reporter.known.contains_key(&me));
-        let (tx, _rx) = mpsc::channel(16);
+        let (tx, _rx) = crate::sources::channel(16);
         // An exit message as the kernel lays it out: nlmsghdr, cn_msg, proc_event.
         let exit = |pid: u32, tgid: u32| {
             let mut out = Vec::new();
