@@ -62,3 +62,57 @@ fn silent_alert(a: &store::AgentRow, silent_after: Duration, policy_version: &st
         event_seq: None,
     }
 }
+
+/// Every `check_interval`, raises one alert per staff session left unlocked and idle for
+/// longer than the policy's `session.unattended_after` ("screens are locked when they are left
+/// unattended"). Pupil sessions are left to classroom supervision.
+pub async fn watch_unattended_sessions(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(shared.config.agents.silent_check_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let policy = shared.policy.load_full();
+        if policy.session.unattended.severity().is_none() {
+            continue;
+        }
+        let result = shared
+            .db(move |c| {
+                let now = store::now_us();
+                let cutoff = now - policy.session.unattended_after.as_micros() as i64;
+                let mut raised = 0;
+                for s in store::sessions::take_unattended(c, cutoff)? {
+                    let staff = policy.groups.user(&s.user) == crate::policy::Class::Staff
+                        || policy.groups.device(&s.group) == crate::policy::Class::Staff;
+                    if !staff {
+                        continue;
+                    }
+                    let idle_for = Duration::from_micros((now - s.idle_since_us).max(0) as u64);
+                    let Some(verdict) = policy.session.unattended_verdict(&s.user, idle_for) else {
+                        continue;
+                    };
+                    let mut alert = NewAlert {
+                        agent_id: s.agent_id.clone(),
+                        hostname: s.hostname.clone(),
+                        user: s.user.clone(),
+                        kind: "session".into(),
+                        rule: verdict.rule,
+                        category: verdict.category,
+                        severity: verdict.severity.as_str().into(),
+                        summary: format!("{} on {}", verdict.summary, s.hostname),
+                        matched: verdict.matched,
+                        observed_at_us: now,
+                        policy_version: policy.version.clone(),
+                        event_seq: None,
+                    };
+                    alert.matched = format!("{} (session {})", alert.matched, s.session_id);
+                    store::alerts::insert(c, &alert)?;
+                    raised += 1;
+                }
+                Ok(raised)
+            })
+            .await;
+        if let Err(e) = result {
+            tracing::error!(error = %e.message(), "unattended-session check failed");
+        }
+    }
+}

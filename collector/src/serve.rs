@@ -76,6 +76,7 @@ pub async fn run(data_dir: &Path, opts: ServeOptions) -> anyhow::Result<()> {
     });
 
     tokio::spawn(alerts::watch_silent_agents(Arc::clone(&shared)));
+    tokio::spawn(alerts::watch_unattended_sessions(Arc::clone(&shared)));
     tokio::spawn(housekeeping::flush_health(
         Arc::clone(&shared),
         config.ingest.health_flush_interval,

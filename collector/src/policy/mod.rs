@@ -7,9 +7,17 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
+pub mod groups;
 mod process;
+pub mod session;
+mod setting;
+pub mod usb;
 
+pub use groups::{Class, Groups, GroupsSpec};
 pub use process::ProcessRuleSpec;
+pub use session::SessionSpec;
+pub use setting::Setting;
+pub use usb::UsbSpec;
 
 /// The policy `init` writes; it encodes the schools' restricted-activity classes.
 pub const DEFAULT_POLICY: &str = include_str!("default_policy.toml");
@@ -51,14 +59,51 @@ impl Severity {
 struct PolicyFile {
     version: String,
     #[serde(default)]
+    groups: GroupsSpec,
+    #[serde(default)]
     process: Vec<ProcessRuleSpec>,
+    #[serde(default)]
+    usb: UsbSpec,
+    #[serde(default)]
+    session: SessionSpec,
 }
 
 /// Who an event came from, as far as the policy cares.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct AgentContext<'a> {
     pub agent_id: &'a str,
     pub group: &'a str,
+    /// For a session logon: host names where the same user already has a session open.
+    pub user_logged_on_elsewhere: Vec<String>,
+}
+
+/// Why a rule fired, before it becomes an alert about a particular event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    pub rule: String,
+    pub category: String,
+    pub severity: Severity,
+    pub summary: String,
+    pub matched: String,
+}
+
+impl Verdict {
+    /// None when the setting is off.
+    pub fn new(
+        rule: &str,
+        category: &str,
+        setting: Setting,
+        summary: String,
+        matched: String,
+    ) -> Option<Self> {
+        Some(Self {
+            rule: rule.into(),
+            category: category.into(),
+            severity: setting.severity()?,
+            summary,
+            matched,
+        })
+    }
 }
 
 /// A compiled policy. Cheap to evaluate; swapped whole on reload.
@@ -67,7 +112,10 @@ pub struct Policy {
     /// The file's declared version and a hash of its content, so an edit without a version
     /// bump is still told apart.
     pub version: String,
+    pub groups: Groups,
     process: process::ProcessRules,
+    pub usb: UsbSpec,
+    pub session: SessionSpec,
 }
 
 impl Policy {
@@ -92,34 +140,62 @@ impl Policy {
             return Err("`version` must not be empty".into());
         }
         let hash = hex::encode(&Sha256::digest(text.as_bytes())[..4]);
+        file.usb.validate()?;
         Ok(Self {
             version: format!("{}#{hash}", file.version.trim()),
+            groups: Groups::compile(&file.groups)?,
             process: process::ProcessRules::compile(file.process)?,
+            usb: file.usb,
+            session: file.session,
         })
     }
 
     /// The alerts an event raises under this policy (usually none).
     pub fn evaluate(&self, agent: &AgentContext<'_>, event: &Event) -> Vec<NewAlert> {
-        let Some(Kind::Process(p)) = &event.kind else {
-            return Vec::new();
+        let verdicts = match &event.kind {
+            Some(Kind::Process(p)) => self
+                .process
+                .matches(p)
+                .map(|(rule, matched)| Verdict {
+                    rule: rule.id.clone(),
+                    category: rule.category.clone(),
+                    severity: rule.severity,
+                    summary: format!("{}: {}", rule.summary, display_program(p)),
+                    matched,
+                })
+                .collect(),
+            Some(Kind::Usb(u)) => self.usb.evaluate(self.groups.device(agent.group), u),
+            Some(Kind::Session(s)) => self.session.evaluate(
+                self.groups.device(agent.group),
+                self.groups.user(&s.user),
+                s,
+                &agent.user_logged_on_elsewhere,
+            ),
+            _ => Vec::new(),
         };
-        self.process
-            .matches(p)
-            .map(|(rule, matched)| NewAlert {
-                agent_id: agent.agent_id.to_owned(),
-                hostname: event.hostname.clone(),
-                user: event.user.clone(),
-                kind: "process".into(),
-                rule: rule.id.clone(),
-                category: rule.category.clone(),
-                severity: rule.severity.as_str().into(),
-                summary: format!("{}: {}", rule.summary, display_program(p)),
-                matched,
-                observed_at_us: event.observed_at_us,
-                policy_version: self.version.clone(),
-                event_seq: Some(event.seq),
-            })
+        let kind = event.kind.as_ref().map(Kind::name).unwrap_or("unknown");
+        verdicts
+            .into_iter()
+            .map(|v| self.alert(agent.agent_id, event, kind, v))
             .collect()
+    }
+
+    /// An alert for `verdict` about `event`.
+    pub fn alert(&self, agent_id: &str, event: &Event, kind: &str, v: Verdict) -> NewAlert {
+        NewAlert {
+            agent_id: agent_id.to_owned(),
+            hostname: event.hostname.clone(),
+            user: event.user.clone(),
+            kind: kind.into(),
+            rule: v.rule,
+            category: v.category,
+            severity: v.severity.as_str().into(),
+            summary: v.summary,
+            matched: v.matched,
+            observed_at_us: event.observed_at_us,
+            policy_version: self.version.clone(),
+            event_seq: Some(event.seq),
+        }
     }
 }
 
@@ -151,6 +227,7 @@ mod tests {
     const CTX: AgentContext<'static> = AgentContext {
         agent_id: "a",
         group: "pupils",
+        user_logged_on_elsewhere: Vec::new(),
     };
 
     #[test]
@@ -232,6 +309,119 @@ mod tests {
         );
         assert_eq!(a.severity, "serious");
         assert_eq!(a.event_seq, Some(7));
+    }
+
+    fn usb(action: &str, classes: &[&str], keyboard: bool) -> Event {
+        Event {
+            seq: 9,
+            observed_at_us: 1,
+            hostname: "pc".into(),
+            kind: Some(Kind::Usb(invigilator_proto::v1::UsbDevice {
+                action: action.into(),
+                vendor_id: "0781".into(),
+                product_id: "5581".into(),
+                product: "Ultra".into(),
+                serial: "4C53".into(),
+                interface_classes: classes.iter().map(|c| c.to_string()).collect(),
+                keyboard,
+                ..Default::default()
+            })),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn usb_rules_depend_on_the_device_group_and_the_approved_list() {
+        let p = Policy::parse(DEFAULT_POLICY).unwrap();
+        let on = |group: &str, e: Event| {
+            let ctx = AgentContext {
+                agent_id: "a",
+                group,
+                user_logged_on_elsewhere: vec![],
+            };
+            p.evaluate(&ctx, &e)
+                .into_iter()
+                .map(|a| a.rule)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            on("pupils-ks2", usb("attach", &["mass-storage"], false)),
+            ["usb.storage_on_pupil_device"]
+        );
+        assert_eq!(
+            on("staff", usb("attach", &["mass-storage"], false)),
+            ["usb.unapproved_storage"]
+        );
+        assert!(on("staff", usb("detach", &["mass-storage"], false)).is_empty());
+        assert_eq!(
+            on("staff", usb("attach", &["hid"], true)),
+            ["usb.keyboard_attached"]
+        );
+        assert!(
+            on("staff", usb("present", &["hid"], true)).is_empty(),
+            "keyboards there at start-up are not mid-session"
+        );
+        let approved = DEFAULT_POLICY.replace(
+            "approved_storage = []",
+            "approved_storage = [\"0781:5581\"]",
+        );
+        let p2 = Policy::parse(&approved).unwrap();
+        let ctx = AgentContext {
+            agent_id: "a",
+            group: "staff",
+            user_logged_on_elsewhere: vec![],
+        };
+        assert!(
+            p2.evaluate(&ctx, &usb("attach", &["mass-storage"], false))
+                .is_empty()
+        );
+        let bad =
+            DEFAULT_POLICY.replace("approved_storage = []", "approved_storage = [\"sandisk\"]");
+        assert!(
+            Policy::parse(&bad)
+                .unwrap_err()
+                .contains("approved_storage")
+        );
+    }
+
+    #[test]
+    fn session_rules_catch_a_pupil_on_a_staff_laptop_and_double_logons() {
+        let p = Policy::parse(DEFAULT_POLICY).unwrap();
+        let logon = |user: &str| Event {
+            seq: 1,
+            observed_at_us: 1,
+            user: user.into(),
+            kind: Some(Kind::Session(invigilator_proto::v1::SessionChange {
+                action: "logon".into(),
+                user: user.into(),
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        let rules = |group: &str, elsewhere: Vec<String>, user: &str| {
+            let ctx = AgentContext {
+                agent_id: "a",
+                group,
+                user_logged_on_elsewhere: elsewhere,
+            };
+            p.evaluate(&ctx, &logon(user))
+                .into_iter()
+                .map(|a| a.rule)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            rules("staff-laptops", vec![], "pupil042"),
+            ["session.pupil_on_staff_device"]
+        );
+        assert!(rules("pupils-ks2", vec![], "pupil042").is_empty());
+        assert!(
+            rules("pupils-ks2", vec![], "staff.jones").is_empty(),
+            "teachers help at pupils' desks"
+        );
+        assert_eq!(
+            rules("pupils-ks2", vec!["lab-1".into()], "pupil042"),
+            ["session.concurrent_logon"]
+        );
     }
 
     #[test]

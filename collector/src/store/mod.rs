@@ -12,6 +12,7 @@ use std::time::Duration;
 pub mod agents;
 pub mod alerts;
 pub mod events;
+pub mod sessions;
 pub mod tokens;
 
 pub use agents::{AgentHealth, AgentRow, NewAgent};
@@ -93,8 +94,9 @@ fn open_path(path: &Path, durability: Durability, create: bool) -> Result<Connec
     // Checks the file really is a database before anything relies on it.
     conn.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(()))
         .map_err(err)?;
+    // Every statement is IF NOT EXISTS: opening also brings an older file up to date.
+    conn.execute_batch(SCHEMA).map_err(err)?;
     if create {
-        conn.execute_batch(SCHEMA).map_err(err)?;
         conn.execute(
             "INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?1)",
             [SCHEMA_VERSION],

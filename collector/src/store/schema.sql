@@ -65,3 +65,20 @@ CREATE TABLE IF NOT EXISTS alerts (
     status          TEXT NOT NULL DEFAULT 'new'
 );
 CREATE INDEX IF NOT EXISTS alerts_by_time ON alerts (observed_at);
+
+-- Login sessions as the agents last reported them: what the session rules need to know across
+-- events and devices (who is logged on where, what is unlocked and idle).
+CREATE TABLE IF NOT EXISTS sessions (
+    agent_id           TEXT NOT NULL,
+    session_id         TEXT NOT NULL,
+    user               TEXT NOT NULL,
+    hostname           TEXT NOT NULL,
+    grp                TEXT NOT NULL,
+    locked             INTEGER NOT NULL DEFAULT 0,
+    idle_since         INTEGER,              -- NULL when not idle
+    opened_at          INTEGER NOT NULL,
+    updated_at         INTEGER NOT NULL,
+    unattended_alerted INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (agent_id, session_id)
+);
+CREATE INDEX IF NOT EXISTS sessions_by_user ON sessions (user);
