@@ -180,6 +180,14 @@ impl Collector {
         }
     }
 
+    /// Rewrites policy.toml and restarts the collector so it takes effect.
+    pub fn edit_policy(&mut self, edit: impl FnOnce(String) -> String) {
+        let path = self.data_dir().join("policy.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, edit(text)).unwrap();
+        self.restart();
+    }
+
     /// Starts again on the same ports, as after a crash.
     pub fn restart(&mut self) {
         self.kill9();

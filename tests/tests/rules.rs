@@ -1,0 +1,234 @@
+//! The USB and session rules, end to end through the real collector: events are sent over mTLS
+//! with enrolled identities, exactly as agents send them, and the alerts read back with the CLI.
+
+use invigilator_agent::identity::StatePaths;
+use invigilator_agent::tls;
+use invigilator_proto::v1::{
+    Event, EventBatch, SessionChange, UsbDevice, event::Kind, telemetry_client::TelemetryClient,
+};
+use invigilator_tests::{Agent, Collector, wait_for};
+use std::time::Duration;
+
+fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as i64
+}
+
+/// Sends `kinds` as one batch from `agent`'s identity; waits for the acknowledgement.
+fn send(c: &Collector, agent: &Agent, first_seq: u64, host: &str, kinds: Vec<Kind>) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let cfg = tls::mtls_config(&StatePaths::new(&agent.state_dir())).unwrap();
+        let mut client = TelemetryClient::new(tls::channel(&c.url(), cfg).unwrap());
+        let events: Vec<Event> = kinds
+            .into_iter()
+            .enumerate()
+            .map(|(i, k)| {
+                let user = match &k {
+                    Kind::Session(s) => s.user.clone(),
+                    _ => String::new(),
+                };
+                Event {
+                    seq: first_seq + i as u64,
+                    observed_at_us: now_us(),
+                    hostname: host.into(),
+                    user,
+                    kind: Some(k),
+                }
+            })
+            .collect();
+        let last = events.last().unwrap().seq;
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        tx.send(EventBatch { events }).await.unwrap();
+        let mut acks = client
+            .stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(acks.message().await.unwrap().unwrap().up_to_seq, last);
+    });
+}
+
+fn session(action: &str, id: &str, user: &str) -> Kind {
+    Kind::Session(SessionChange {
+        action: action.into(),
+        session_id: id.into(),
+        user: user.into(),
+        idle: action == "idle",
+        locked: action == "lock",
+        idle_since_us: if action == "idle" { now_us() } else { 0 },
+        ..Default::default()
+    })
+}
+
+fn rules(c: &Collector) -> Vec<String> {
+    c.alerts()
+        .iter()
+        .map(|a| a["rule"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn usb_storage_on_a_pupil_device_and_a_keyboard_mid_session_raise_alerts() {
+    let c = Collector::start("");
+    let pupil_pc = Agent::enroll_with(&c, &c.token("pupils-ks2", "1h", 1), "");
+    let stick = |action: &str| {
+        Kind::Usb(UsbDevice {
+            action: action.into(),
+            vendor_id: "0781".into(),
+            product_id: "5581".into(),
+            manufacturer: "SanDisk".into(),
+            product: "Ultra <b>USB</b>".into(),
+            serial: "4C530001".into(),
+            interface_classes: vec!["mass-storage".into()],
+            ..Default::default()
+        })
+    };
+    let keyboard = Kind::Usb(UsbDevice {
+        action: "attach".into(),
+        vendor_id: "05ac".into(),
+        product_id: "0227".into(),
+        interface_classes: vec!["hid".into()],
+        keyboard: true,
+        ..Default::default()
+    });
+    send(
+        &c,
+        &pupil_pc,
+        1,
+        "ks2-pc-07",
+        vec![stick("attach"), stick("detach"), keyboard],
+    );
+    let got = rules(&c);
+    assert_eq!(
+        got,
+        ["usb.storage_on_pupil_device", "usb.keyboard_attached"],
+        "{got:?}"
+    );
+    let a = &c.alerts()[0];
+    assert_eq!(a["kind"], "usb");
+    assert_eq!(a["category"], "removable-media");
+    assert!(
+        a["summary"]
+            .as_str()
+            .unwrap()
+            .contains("SanDisk Ultra <b>USB</b>"),
+        "stored as sent; escaping is the viewer's job"
+    );
+    assert_eq!(c.events("usb").len(), 3);
+}
+
+#[test]
+fn a_pupil_on_a_staff_laptop_and_one_account_on_two_devices_raise_alerts() {
+    let c = Collector::start("");
+    let laptop = Agent::enroll_with(&c, &c.token("staff-laptops", "1h", 1), "");
+    let lab = Agent::enroll_with(&c, &c.token("pupils-ks2", "1h", 1), "");
+    send(
+        &c,
+        &laptop,
+        1,
+        "staff-laptop-3",
+        vec![session("logon", "c1", "pupil042")],
+    );
+    assert_eq!(rules(&c), ["session.pupil_on_staff_device"]);
+    send(
+        &c,
+        &lab,
+        1,
+        "lab-pc-12",
+        vec![session("logon", "4", "pupil042")],
+    );
+    assert_eq!(
+        rules(&c),
+        ["session.pupil_on_staff_device", "session.concurrent_logon"]
+    );
+    let a = &c.alerts()[1];
+    assert!(
+        a["matched"].as_str().unwrap().contains("staff-laptop-3"),
+        "{a}"
+    );
+    // After logging off the laptop, logging on in the lab again is fine.
+    send(
+        &c,
+        &laptop,
+        2,
+        "staff-laptop-3",
+        vec![session("logoff", "c1", "pupil042")],
+    );
+    send(
+        &c,
+        &lab,
+        2,
+        "lab-pc-12",
+        vec![
+            session("logoff", "4", "pupil042"),
+            session("logon", "5", "pupil042"),
+        ],
+    );
+    assert_eq!(rules(&c).len(), 2);
+    assert_eq!(c.events("session").len(), 5);
+}
+
+#[test]
+fn a_staff_screen_left_unlocked_and_idle_raises_one_alert_and_locking_it_clears_it() {
+    let mut c = Collector::start(
+        "[agents]\ncert_validity = \"30d\"\nsilent_after = \"15m\"\nsilent_check_interval = \"1s\"\n",
+    );
+    c.edit_policy(|p| p.replace("unattended_after = \"10m\"", "unattended_after = \"2s\""));
+    let staff = Agent::enroll_with(&c, &c.token("staff", "1h", 1), "");
+    let pupil = Agent::enroll_with(&c, &c.token("pupils-ks2", "1h", 1), "");
+    send(
+        &c,
+        &staff,
+        1,
+        "office-1",
+        vec![
+            session("logon", "2", "staff.jones"),
+            session("idle", "2", "staff.jones"),
+        ],
+    );
+    send(
+        &c,
+        &pupil,
+        1,
+        "lab-1",
+        vec![
+            session("logon", "3", "pupil042"),
+            session("idle", "3", "pupil042"),
+        ],
+    );
+    let alert = wait_for(
+        Duration::from_secs(15),
+        "the unattended-screen alert",
+        || {
+            c.alerts()
+                .into_iter()
+                .find(|a| a["rule"] == "session.unattended")
+        },
+    );
+    assert_eq!(alert["user"], "staff.jones");
+    assert_eq!(alert["hostname"], "office-1");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        rules(&c)
+            .iter()
+            .filter(|r| *r == "session.unattended")
+            .count(),
+        1,
+        "one alert per idle spell, none for pupils"
+    );
+    send(
+        &c,
+        &staff,
+        3,
+        "office-1",
+        vec![session("lock", "2", "staff.jones")],
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(rules(&c).len(), 1);
+}
