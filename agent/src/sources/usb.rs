@@ -334,14 +334,28 @@ impl Tracker {
             .get("DEVNAME")
             .unwrap_or_else(|| ev.devpath.rsplit('/').next().unwrap_or_default());
         let name = sysfs_usb::sanitize(name);
-        let owner = |devpath: &String| ev.devpath.starts_with(&format!("{devpath}/"));
-        if let Some(devpath) = self.pending.keys().find(|d| owner(d)).cloned() {
+        // The deepest USB device above the disk: a hub's devpath is a prefix of its children's.
+        let owner = |devpath: &&String| ev.devpath.starts_with(&format!("{devpath}/"));
+        let deepest = |paths: &mut dyn Iterator<Item = &String>| {
+            paths.filter(owner).max_by_key(|d| d.len()).cloned()
+        };
+        let pending = deepest(&mut self.pending.keys());
+        let known = deepest(&mut self.known.keys());
+        // A pending device deeper than a known one (a new stick in a hub reported earlier).
+        let pending_wins = match (&pending, &known) {
+            (Some(p), Some(k)) => p.len() > k.len(),
+            (Some(_), None) => true,
+            _ => false,
+        };
+        if pending_wins {
+            let devpath = pending.expect("some");
             let info = &mut self.pending.get_mut(&devpath).expect("found").info;
             if !info.block_devices.contains(&name) {
                 info.block_devices.push(name);
             }
             self.check(devpath, out);
-        } else if let Some((devpath, info)) = self.known.iter_mut().find(|(d, _)| owner(d)) {
+        } else if let Some(devpath) = known {
+            let info = self.known.get_mut(&devpath).expect("found");
             tracing::info!(
                 devpath,
                 disk = name,
@@ -937,6 +951,50 @@ mod tests {
             .map(|e| (usb(e).action.clone(), usb(e).devnum))
             .collect();
         assert_eq!(summary, [("detach".into(), 5), ("attach".into(), 9)]);
+    }
+
+    #[test]
+    fn a_disk_belongs_to_the_stick_not_to_the_hub_it_is_plugged_into() {
+        let fake = FakeSysfs::new();
+        let mut t = tracker(&fake);
+        let now = Instant::now();
+        let hub = format!("{XHCI}/usb1/1-2");
+        let stick = format!("{hub}/1-2.1");
+        let add = |devpath: &str, devnum: &str| {
+            uevent::parse(&crate::platform::linux::uevent::tests::kernel_datagram(
+                "add",
+                devpath,
+                &[
+                    ("SUBSYSTEM", "usb"),
+                    ("DEVTYPE", "usb_device"),
+                    ("BUSNUM", "001"),
+                    ("DEVNUM", devnum),
+                ],
+            ))
+            .unwrap()
+        };
+        // Both still waiting: the hub's configuration is not set yet either.
+        assert!(t.handle(&add(&hub, "004"), now).is_empty());
+        assert!(t.handle(&add(&stick, "005"), now).is_empty());
+        let disk = format!("{stick}/1-2.1:1.0/host3/target3:0:0/3:0:0:0/block/sdc");
+        let disk_add = uevent::parse(&crate::platform::linux::uevent::tests::kernel_datagram(
+            "add",
+            &disk,
+            &[
+                ("SUBSYSTEM", "block"),
+                ("DEVTYPE", "disk"),
+                ("DEVNAME", "sdc"),
+            ],
+        ))
+        .unwrap();
+        assert!(t.handle(&disk_add, now).is_empty());
+        let mut events = t.tick(now + ATTACH_SETTLE);
+        events.sort_by_key(|e| usb(e).devpath.len());
+        let disks: Vec<_> = events
+            .iter()
+            .map(|e| (usb(e).devpath.clone(), usb(e).block_devices.clone()))
+            .collect();
+        assert_eq!(disks, [(hub, vec![]), (stick, vec!["sdc".to_owned()])]);
     }
 
     #[test]
