@@ -303,12 +303,18 @@ pub fn is_usb_device_name(name: &str) -> bool {
 }
 
 /// A device-supplied string made safe to store and display: control characters (newlines,
-/// escape sequences, NULs) removed, at most [`MAX_STRING_CHARS`] characters.
+/// escape sequences, NULs) and the invisible bidirectional/zero-width formatting characters that
+/// can make one name display as another removed, at most [`MAX_STRING_CHARS`] characters.
 pub fn sanitize(s: &str) -> String {
     s.chars()
-        .filter(|c| !c.is_control())
+        .filter(|c| !c.is_control() && !is_invisible_format(*c))
         .take(MAX_STRING_CHARS)
         .collect()
+}
+
+/// Zero-width characters, bidi embeddings/overrides/isolates, and the BOM.
+fn is_invisible_format(c: char) -> bool {
+    matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
 }
 
 /// The name the contract uses for an interface class.
@@ -590,6 +596,8 @@ pub(crate) mod tests {
         assert_eq!(info.manufacturer.as_deref(), Some("Evil[31mCorp"));
         assert_eq!(info.product.unwrap().chars().count(), MAX_STRING_CHARS);
         assert_eq!(info.serial.as_deref(), Some("Ünïcødé 🔑"));
+        // A right-to-left override and a zero-width space, which make a name display as another.
+        assert_eq!(sanitize("Kingston\u{202E}kcipS\u{200B}"), "KingstonkcipS");
     }
 
     #[test]
