@@ -29,6 +29,8 @@ pub struct AgentConfig {
     pub uplink: UplinkConfig,
     #[serde(default)]
     pub process: ProcessConfig,
+    #[serde(default)]
+    pub usb: UsbConfig,
 }
 
 /// Who this agent is and where it reports. Written once by `enroll`.
@@ -70,6 +72,24 @@ pub struct ProcessConfig {
     pub force_poll: bool,
     #[serde(with = "humantime_serde")]
     pub poll_interval: Duration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct UsbConfig {
+    /// Report USB devices attached, detached and present at start.
+    pub enabled: bool,
+    /// Where sysfs is mounted. Only tests change it (to a fake tree).
+    pub sysfs_root: PathBuf,
+}
+
+impl Default for UsbConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            sysfs_root: PathBuf::from("/sys"),
+        }
+    }
 }
 
 impl Default for SpoolConfig {
@@ -163,6 +183,7 @@ mod tests {
             spool: SpoolConfig::default(),
             uplink: UplinkConfig::default(),
             process: ProcessConfig::default(),
+            usb: UsbConfig::default(),
         };
         std::fs::write(AgentConfig::path(dir.path()), cfg.render()).unwrap();
         assert_eq!(AgentConfig::load(dir.path()).unwrap(), cfg);

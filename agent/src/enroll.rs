@@ -2,7 +2,7 @@
 //! one-time token over TLS pinned to the token's CA fingerprint, and saves the certificate, the
 //! CA and `agent.toml` in the state directory.
 
-use crate::config::{AgentConfig, Enrolment, ProcessConfig, SpoolConfig, UplinkConfig};
+use crate::config::{AgentConfig, Enrolment, ProcessConfig, SpoolConfig, UplinkConfig, UsbConfig};
 use crate::identity::{self, StatePaths};
 use crate::tls;
 use anyhow::{Context, bail};
@@ -71,6 +71,7 @@ pub async fn run(collector: &str, token: &str, state_dir: &Path) -> anyhow::Resu
         spool: SpoolConfig::default(),
         uplink: UplinkConfig::default(),
         process: ProcessConfig::default(),
+        usb: UsbConfig::default(),
     };
     // Written last: its presence means enrolment is complete.
     identity::write_atomic(

@@ -40,7 +40,7 @@ pub async fn run(state_dir: &Path) -> anyhow::Result<()> {
                 poll_interval: cfg.process.poll_interval,
                 force_poll: cfg.process.force_poll,
             },
-            events_tx,
+            events_tx.clone(),
         )
         .context("starting the process source")?;
         let process_source = match mode {
@@ -48,6 +48,18 @@ pub async fn run(state_dir: &Path) -> anyhow::Result<()> {
             Mode::Poll => "poll",
         };
         tracing::info!(process_source, "process source running");
+
+        // USB monitoring failing must not stop the agent reporting everything else.
+        #[cfg(target_os = "linux")]
+        if cfg.usb.enabled {
+            let usb = crate::sources::usb::UsbSourceConfig {
+                hostname: crate::hostname(),
+                sysfs_root: cfg.usb.sysfs_root.clone(),
+            };
+            if let Err(err) = crate::sources::usb::spawn(usb, events_tx.clone()) {
+                tracing::warn!(%err, "usb source not started");
+            }
+        }
 
         let channel = tls::channel(&cfg.agent.collector, tls::mtls_config(&paths)?)?;
         let (channel_tx, channel_rx) = watch::channel(channel);
