@@ -29,6 +29,8 @@ pub struct AgentConfig {
     pub uplink: UplinkConfig,
     #[serde(default)]
     pub process: ProcessConfig,
+    #[serde(default)]
+    pub session: SessionConfig,
 }
 
 /// Who this agent is and where it reports. Written once by `enroll`.
@@ -70,6 +72,26 @@ pub struct ProcessConfig {
     pub force_poll: bool,
     #[serde(with = "humantime_serde")]
     pub poll_interval: Duration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionConfig {
+    /// Report logons, logoffs, screen locks and idleness from systemd-logind.
+    pub enabled: bool,
+    /// D-Bus address where logind is found (e.g. "unix:path=/run/dbus/system_bus_socket");
+    /// unset means the system bus.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bus_address: Option<String>,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            bus_address: None,
+        }
+    }
 }
 
 impl Default for SpoolConfig {
@@ -133,6 +155,14 @@ impl AgentConfig {
         if cfg.spool.max_bytes < 64 * 1024 {
             return Err(invalid("spool.max_bytes must be at least 65536"));
         }
+        if let Some(address) = &cfg.session.bus_address {
+            // Caught here rather than as a warning every minute from a source that cannot start.
+            if let Err(e) = address.parse::<zbus::Address>() {
+                return Err(invalid(&format!(
+                    "session.bus_address {address:?} is not a D-Bus address: {e}"
+                )));
+            }
+        }
         Ok(cfg)
     }
 
@@ -163,6 +193,7 @@ mod tests {
             spool: SpoolConfig::default(),
             uplink: UplinkConfig::default(),
             process: ProcessConfig::default(),
+            session: SessionConfig::default(),
         };
         std::fs::write(AgentConfig::path(dir.path()), cfg.render()).unwrap();
         assert_eq!(AgentConfig::load(dir.path()).unwrap(), cfg);
@@ -179,6 +210,17 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("enrol")
+        );
+        std::fs::write(
+            AgentConfig::path(dir.path()),
+            cfg.render()
+                .replace("[session]\n", "[session]\nbus_address = \"nonsense\"\n"),
+        )
+        .unwrap();
+        let err = AgentConfig::load(dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("session.bus_address \"nonsense\" is not a D-Bus address"),
+            "{err}"
         );
     }
 }

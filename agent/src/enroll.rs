@@ -2,7 +2,9 @@
 //! one-time token over TLS pinned to the token's CA fingerprint, and saves the certificate, the
 //! CA and `agent.toml` in the state directory.
 
-use crate::config::{AgentConfig, Enrolment, ProcessConfig, SpoolConfig, UplinkConfig};
+use crate::config::{
+    AgentConfig, Enrolment, ProcessConfig, SessionConfig, SpoolConfig, UplinkConfig,
+};
 use crate::identity::{self, StatePaths};
 use crate::tls;
 use anyhow::{Context, bail};
@@ -71,6 +73,7 @@ pub async fn run(collector: &str, token: &str, state_dir: &Path) -> anyhow::Resu
         spool: SpoolConfig::default(),
         uplink: UplinkConfig::default(),
         process: ProcessConfig::default(),
+        session: SessionConfig::default(),
     };
     // Written last: its presence means enrolment is complete.
     identity::write_atomic(

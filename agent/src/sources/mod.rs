@@ -10,6 +10,7 @@ use invigilator_proto::v1::Event;
 use tokio::sync::mpsc;
 
 pub mod process;
+pub mod session;
 
 /// A source's position in what it reads, stored by the spool with the events it covers.
 #[derive(Debug, Clone, PartialEq, Eq)]
