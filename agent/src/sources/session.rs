@@ -165,20 +165,18 @@ impl SessionInfo {
     /// order (logind never changes both in one signal, but the map has no order of its own).
     fn apply(&mut self, changed: &HashMap<String, OwnedValue>) -> Vec<&'static str> {
         let mut actions = Vec::new();
-        if let Some(locked) = prop::<bool>(changed, LOCKED_HINT) {
-            if let Some(action) = self.set_locked(locked) {
-                actions.push(action);
-            }
+        if let Some(action) =
+            prop::<bool>(changed, LOCKED_HINT).and_then(|locked| self.set_locked(locked))
+        {
+            actions.push(action);
         }
         // Before IdleHint, so the "idle" event carries the time that came with it.
         if let Some(since) = prop::<u64>(changed, IDLE_SINCE_HINT) {
             self.idle_since_us = since;
         }
-        if let Some(idle) = prop::<bool>(changed, IDLE_HINT) {
-            if idle != self.idle {
-                self.idle = idle;
-                actions.push(if idle { "idle" } else { "active" });
-            }
+        if let Some(idle) = prop::<bool>(changed, IDLE_HINT).filter(|&idle| idle != self.idle) {
+            self.idle = idle;
+            actions.push(if idle { "idle" } else { "active" });
         }
         actions
     }
