@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests need on a fresh Debian machine (idempotent): the Rust lint components
-# and, for the cross-language interop test, Python's grpcio and grpcio-tools.
+# and, for the cross-language interop test, Python's grpcio and grpcio-tools; dbus-daemon for the
+# session tests.
 set -euo pipefail
 if command -v rustup >/dev/null; then
   rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
@@ -10,6 +11,8 @@ if ! python3 -c 'import grpc, grpc_tools' 2>/dev/null; then
   python3 -m pip install --quiet --root-user-action=ignore grpcio grpcio-tools 2>/dev/null \
     || python3 -m pip install --quiet --break-system-packages grpcio grpcio-tools
 fi
+# The session tests run a private bus and a stand-in for systemd-logind on it.
+command -v dbus-daemon >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dbus-daemon; }
 for cmd in pgrep bash; do
   command -v "$cmd" >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq procps bash; }
 done

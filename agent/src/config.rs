@@ -31,6 +31,7 @@ pub struct AgentConfig {
     pub process: ProcessConfig,
     #[serde(default)]
     pub usb: UsbConfig,
+    pub session: SessionConfig,
 }
 
 /// Who this agent is and where it reports. Written once by `enroll`.
@@ -92,6 +93,26 @@ impl Default for UsbConfig {
     }
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionConfig {
+    /// Report logons, logoffs, screen locks and idleness from systemd-logind.
+    pub enabled: bool,
+    /// D-Bus address where logind is found (e.g. "unix:path=/run/dbus/system_bus_socket");
+    /// unset means the system bus.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bus_address: Option<String>,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            bus_address: None,
+        }
+    }
+}
+
 impl Default for SpoolConfig {
     fn default() -> Self {
         Self {
@@ -121,6 +142,18 @@ impl Default for ProcessConfig {
 }
 
 impl AgentConfig {
+    /// A freshly enrolled agent's configuration: every setting at its default.
+    pub fn new(agent: Enrolment) -> Self {
+        Self {
+            agent,
+            spool: SpoolConfig::default(),
+            uplink: UplinkConfig::default(),
+            process: ProcessConfig::default(),
+            usb: UsbConfig::default(),
+            session: SessionConfig::default(),
+        }
+    }
+
     pub fn path(state_dir: &Path) -> PathBuf {
         state_dir.join("agent.toml")
     }
@@ -153,6 +186,14 @@ impl AgentConfig {
         if cfg.spool.max_bytes < 64 * 1024 {
             return Err(invalid("spool.max_bytes must be at least 65536"));
         }
+        if let Some(address) = &cfg.session.bus_address {
+            // Caught here rather than as a warning every minute from a source that cannot start.
+            if let Err(e) = address.parse::<zbus::Address>() {
+                return Err(invalid(&format!(
+                    "session.bus_address {address:?} is not a D-Bus address: {e}"
+                )));
+            }
+        }
         Ok(cfg)
     }
 
@@ -184,6 +225,7 @@ mod tests {
             uplink: UplinkConfig::default(),
             process: ProcessConfig::default(),
             usb: UsbConfig::default(),
+            session: SessionConfig::default(),
         };
         std::fs::write(AgentConfig::path(dir.path()), cfg.render()).unwrap();
         assert_eq!(AgentConfig::load(dir.path()).unwrap(), cfg);
@@ -200,6 +242,17 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("enrol")
+        );
+        std::fs::write(
+            AgentConfig::path(dir.path()),
+            cfg.render()
+                .replace("[session]\n", "[session]\nbus_address = \"nonsense\"\n"),
+        )
+        .unwrap();
+        let err = AgentConfig::load(dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("session.bus_address \"nonsense\" is not a D-Bus address"),
+            "{err}"
         );
     }
 }

@@ -2,7 +2,7 @@
 //! one-time token over TLS pinned to the token's CA fingerprint, and saves the certificate, the
 //! CA and `agent.toml` in the state directory.
 
-use crate::config::{AgentConfig, Enrolment, ProcessConfig, SpoolConfig, UplinkConfig, UsbConfig};
+use crate::config::{AgentConfig, Enrolment};
 use crate::identity::{self, StatePaths};
 use crate::tls;
 use anyhow::{Context, bail};
@@ -62,17 +62,11 @@ pub async fn run(collector: &str, token: &str, state_dir: &Path) -> anyhow::Resu
     }
     identity::write_atomic(&paths.ca(), resp.ca_certificate_pem.as_bytes(), 0o644)?;
     identity::write_atomic(&paths.cert(), resp.certificate_pem.as_bytes(), 0o644)?;
-    let cfg = AgentConfig {
-        agent: Enrolment {
-            collector: collector.to_owned(),
-            agent_id: resp.agent_id.clone(),
-            group: resp.group.clone(),
-        },
-        spool: SpoolConfig::default(),
-        uplink: UplinkConfig::default(),
-        process: ProcessConfig::default(),
-        usb: UsbConfig::default(),
-    };
+    let cfg = AgentConfig::new(Enrolment {
+        collector: collector.to_owned(),
+        agent_id: resp.agent_id.clone(),
+        group: resp.group.clone(),
+    });
     // Written last: its presence means enrolment is complete.
     identity::write_atomic(
         &AgentConfig::path(state_dir),

@@ -5,6 +5,7 @@ use crate::config::AgentConfig;
 use crate::heartbeat::Heartbeat;
 use crate::identity::StatePaths;
 use crate::sources::process::{self, Mode, ProcessSourceConfig};
+use crate::sources::session::{self, SessionSourceConfig};
 use crate::spool::{self, Spool};
 use crate::tls;
 use crate::uplink::Uplink;
@@ -34,6 +35,13 @@ pub async fn run(state_dir: &Path) -> anyhow::Result<()> {
             .spawn(move || spool::run_writer(events_rx, writer_spool, seq_tx))
             .context("starting the spool writer")?;
 
+        if cfg.session.enabled {
+            let session_cfg = SessionSourceConfig {
+                hostname: crate::hostname(),
+                bus_address: cfg.session.bus_address.clone(),
+            };
+            tokio::spawn(session::run(session_cfg, events_tx.clone()).in_current_span());
+        }
         let mode = process::spawn(
             ProcessSourceConfig {
                 hostname: crate::hostname(),

@@ -10,6 +10,7 @@ use invigilator_proto::v1::Event;
 use tokio::sync::mpsc;
 
 pub mod process;
+pub mod session;
 #[cfg(target_os = "linux")]
 pub mod usb;
 
