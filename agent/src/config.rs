@@ -29,6 +29,8 @@ pub struct AgentConfig {
     pub uplink: UplinkConfig,
     #[serde(default)]
     pub process: ProcessConfig,
+    #[serde(default)]
+    pub browsing: BrowsingConfig,
 }
 
 /// Who this agent is and where it reports. Written once by `enroll`.
@@ -70,6 +72,44 @@ pub struct ProcessConfig {
     pub force_poll: bool,
     #[serde(with = "humantime_serde")]
     pub poll_interval: Duration,
+}
+
+/// The browsing source (see `sources::browsing`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrowsingConfig {
+    pub enabled: bool,
+    /// Look for profiles in every user's home directory.
+    pub scan_homes: bool,
+    /// Quiet time after a history change before it is read.
+    #[serde(with = "humantime_serde")]
+    pub debounce: Duration,
+    /// Safety-net check of every profile, in case a change notification was lost.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// How often to look for new profiles.
+    #[serde(with = "humantime_serde")]
+    pub rediscover_interval: Duration,
+    /// How much existing history of a newly found profile is reported.
+    #[serde(with = "humantime_serde")]
+    pub backfill: Duration,
+    /// More profile locations, e.g. `[{ browser = "chromium", path = "/srv/kiosk/chromium" }]`.
+    pub extra_roots: Vec<crate::sources::browsing::Root>,
+}
+
+impl Default for BrowsingConfig {
+    fn default() -> Self {
+        let d = crate::sources::browsing::BrowsingSourceConfig::default();
+        Self {
+            enabled: true,
+            scan_homes: d.scan_homes,
+            debounce: d.debounce,
+            poll_interval: d.poll_interval,
+            rediscover_interval: d.rediscover_interval,
+            backfill: d.backfill,
+            extra_roots: Vec::new(),
+        }
+    }
 }
 
 impl Default for SpoolConfig {
@@ -163,6 +203,7 @@ mod tests {
             spool: SpoolConfig::default(),
             uplink: UplinkConfig::default(),
             process: ProcessConfig::default(),
+            browsing: BrowsingConfig::default(),
         };
         std::fs::write(AgentConfig::path(dir.path()), cfg.render()).unwrap();
         assert_eq!(AgentConfig::load(dir.path()).unwrap(), cfg);

@@ -71,6 +71,7 @@ pub async fn run(collector: &str, token: &str, state_dir: &Path) -> anyhow::Resu
         spool: SpoolConfig::default(),
         uplink: UplinkConfig::default(),
         process: ProcessConfig::default(),
+        browsing: Default::default(),
     };
     // Written last: its presence means enrolment is complete.
     identity::write_atomic(

@@ -9,6 +9,7 @@
 use invigilator_proto::v1::Event;
 use tokio::sync::mpsc;
 
+pub mod browsing;
 pub mod process;
 
 /// A source's position in what it reads, stored by the spool with the events it covers.
