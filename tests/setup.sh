@@ -13,3 +13,5 @@ fi
 for cmd in pgrep bash; do
   command -v "$cmd" >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq procps bash; }
 done
+# The browsing test drives Debian's Chromium, headless, with a profile of its own.
+command -v chromium >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
