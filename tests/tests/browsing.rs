@@ -10,6 +10,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// The page titles the site serves, as HTML (so the browser has to unescape them).
@@ -21,6 +22,15 @@ fn title_html(path: &str) -> String {
     } else {
         format!("Page {}", path.trim_start_matches('/'))
     }
+}
+
+static FIREFOX_GO: AtomicBool = AtomicBool::new(false);
+
+/// A page that goes on to `next` by script, as a pupil's click would.
+fn navigate(title: &str, next: &str) -> String {
+    format!(
+        "<html><head><title>{title}</title></head><body><script>setTimeout(function() {{ location.href = '{next}' }}, 300)</script></body></html>"
+    )
 }
 
 /// A tiny HTTP/1.1 server on loopback; every `*.test` name resolves to it.
@@ -48,6 +58,19 @@ fn serve(mut stream: TcpStream) {
     let path = request.split_whitespace().nth(1).unwrap_or("/").to_owned();
     let (status, body) = if path == "/favicon.ico" {
         ("404 Not Found", String::new())
+    } else if path == "/ff-wait" {
+        // Holds Firefox's first page until the agent watches its profile.
+        while !FIREFOX_GO.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        ("200 OK", navigate("Wait", "/ff-start"))
+    } else if path == "/ff-start" {
+        (
+            "200 OK",
+            navigate("Start", "/search?q=p%C3%A2te+%2B+fractions&ff=1"),
+        )
+    } else if path.starts_with("/search") && path.ends_with("&ff=1") {
+        ("200 OK", navigate("Google Search", "/maths?ff"))
     } else if path == "/go" {
         // Navigates on by script: Chromium records the next page as a "link" transition.
         (
@@ -160,31 +183,37 @@ impl Chromium {
         assert!(self.child.try_wait().unwrap().is_none(), "chromium exited");
     }
 
-    /// (url, raw transition) of every visit Chromium has committed, read from a copy of
-    /// History and its journal so the test never takes a lock the browser could trip on either.
     fn committed(&self, scratch: &Path) -> Vec<(String, i64)> {
-        let src = self.user_data.join("Default/History");
-        let copy = scratch.join("History");
-        let _ = std::fs::remove_file(scratch.join("History-journal"));
-        if std::fs::copy(&src, &copy).is_err() {
+        committed(
+            &self.user_data.join("Default/History"),
+            scratch,
+            "SELECT u.url, v.transition FROM visits v JOIN urls u ON u.id = v.url ORDER BY v.id",
+        )
+    }
+}
+
+/// (url, raw transition) of every visit a browser has committed, read from a copy of its
+/// database with the -wal / -journal, so the test never takes a lock the browser could trip on.
+fn committed(db: &Path, scratch: &Path, sql: &str) -> Vec<(String, i64)> {
+    let name = db.file_name().unwrap().to_str().unwrap();
+    for sfx in ["", "-wal", "-journal", "-shm"] {
+        let _ = std::fs::remove_file(scratch.join(format!("{name}{sfx}")));
+    }
+    for sfx in ["", "-wal", "-journal"] {
+        let src = PathBuf::from(format!("{}{sfx}", db.display()));
+        if std::fs::copy(&src, scratch.join(format!("{name}{sfx}"))).is_err() && sfx.is_empty() {
             return Vec::new();
         }
-        let _ = std::fs::copy(
-            self.user_data.join("Default/History-journal"),
-            scratch.join("History-journal"),
-        );
-        let Ok(db) = rusqlite::Connection::open(&copy) else {
-            return Vec::new();
-        };
-        let Ok(mut stmt) = db.prepare(
-            "SELECT u.url, v.transition FROM visits v JOIN urls u ON u.id = v.url ORDER BY v.id",
-        ) else {
-            return Vec::new();
-        };
-        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .map(|rows| rows.flatten().collect())
-            .unwrap_or_default()
     }
+    let Ok(conn) = rusqlite::Connection::open(scratch.join(name)) else {
+        return Vec::new();
+    };
+    let Ok(mut stmt) = conn.prepare(sql) else {
+        return Vec::new();
+    };
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .map(|rows| rows.flatten().collect())
+        .unwrap_or_default()
 }
 
 impl Drop for Chromium {
@@ -201,21 +230,39 @@ fn visits(c: &Collector) -> Vec<Value> {
         .collect()
 }
 
-/// CPU seconds (user + system) a process has used so far.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let after_comm = &stat[stat.rfind(')').unwrap() + 2..];
-    let f: Vec<&str> = after_comm.split_whitespace().collect();
-    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
-    ticks
-        / nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+/// CPU seconds (user + system) used so far by a process, and by its "browsing" thread.
+fn cpu_seconds(pid: u32) -> (f64, f64) {
+    let read = |path: PathBuf| {
+        let stat = std::fs::read_to_string(path).unwrap_or_default();
+        let Some(close) = stat.rfind(')') else {
+            return (String::new(), 0.0);
+        };
+        let comm = stat[stat.find('(').unwrap() + 1..close].to_owned();
+        let f: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+        let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+        let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
             .unwrap()
-            .unwrap() as f64
+            .unwrap();
+        (comm, ticks / hz as f64)
+    };
+    let total = read(PathBuf::from(format!("/proc/{pid}/stat"))).1;
+    let browsing = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+        .map(|t| read(t.path().join("stat")))
+        .filter(|(comm, _)| comm == "browsing")
+        .map(|(_, s)| s)
+        .sum();
+    (total, browsing)
 }
 
 /// Waits until every URL in `urls` is both committed to History and at the collector; returns
 /// the worst delay between the two, as measured by polling both.
-fn wait_delivered(c: &Collector, b: &Chromium, scratch: &Path, urls: &[String]) -> Duration {
+fn wait_delivered(
+    c: &Collector,
+    read_history: impl Fn() -> Vec<(String, i64)>,
+    urls: &[String],
+) -> Duration {
     let mut committed: BTreeMap<String, Instant> = BTreeMap::new();
     let mut arrived: BTreeMap<String, Instant> = BTreeMap::new();
     let start = Instant::now();
@@ -227,7 +274,7 @@ fn wait_delivered(c: &Collector, b: &Chromium, scratch: &Path, urls: &[String]) 
             c.events("browsing")
         );
         let now = Instant::now();
-        for (url, _) in b.committed(scratch) {
+        for (url, _) in read_history() {
             committed.entry(url).or_insert(now);
         }
         if now - last_collector_check >= Duration::from_millis(250) {
@@ -284,16 +331,23 @@ fn chromium_visits_reach_the_collector_once_each_with_the_browser_open() {
     }
     let worst = wait_delivered(
         &c,
-        &browser,
-        &scratch,
+        || browser.committed(&scratch),
         &[search.clone(), maths.clone(), go.clone(), landed.clone()],
     );
-    let cpu = (cpu_seconds(a.pid().unwrap()) - cpu_start.1) / cpu_start.0.elapsed().as_secs_f64();
-    eprintln!(
-        "browsing: worst History-commit-to-collector delay {worst:?}; agent CPU {:.2}% of a core over {:?}",
-        cpu * 100.0,
-        cpu_start.0.elapsed()
+    let (total, thread) = cpu_seconds(a.pid().unwrap());
+    let secs = cpu_start.0.elapsed().as_secs_f64();
+    let (total, thread) = (
+        (total - cpu_start.1.0) / secs,
+        (thread - cpu_start.1.1) / secs,
     );
+    eprintln!(
+        "browsing: worst History-commit-to-collector delay {worst:?}; over {secs:.1} s of browsing \
+         the agent used {:.2}% of a core, its browsing thread {:.2}% (debug build)",
+        total * 100.0,
+        thread * 100.0
+    );
+    // The requirement is under 1%; the bound here leaves room for a loaded test machine.
+    assert!(thread < 0.02, "browsing thread CPU {:.2}%", thread * 100.0);
     assert!(
         worst < Duration::from_secs(5),
         "delivered {worst:?} after the commit"
@@ -356,7 +410,11 @@ fn chromium_visits_reach_the_collector_once_each_with_the_browser_open() {
     a.start();
     let after = "http://school.test/after-restart".to_owned();
     browser.open(&after);
-    wait_delivered(&c, &browser, &scratch, &[while_down.clone(), after.clone()]);
+    wait_delivered(
+        &c,
+        || browser.committed(&scratch),
+        &[while_down.clone(), after.clone()],
+    );
     // Let any re-sent duplicate arrive before counting.
     std::thread::sleep(Duration::from_secs(3));
     browser.assert_running();
@@ -390,5 +448,140 @@ fn chromium_visits_reach_the_collector_once_each_with_the_browser_open() {
     assert!(
         c.events("browsing").iter().all(|e| e["action"] == "visit"),
         "no spurious history-reset"
+    );
+}
+
+/// Firefox ESR, headless, with its own profile; its first page waits for the agent, then the
+/// pages navigate on by script (Firefox has no DevTools HTTP endpoint to open tabs with).
+#[test]
+fn firefox_visits_reach_the_collector_with_the_browser_open() {
+    let Some(exe) = ["firefox-esr", "firefox"].into_iter().find(|c| {
+        Command::new(c)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }) else {
+        eprintln!("SKIPPED: Firefox is not installed (tests/setup.sh installs firefox-esr)");
+        return;
+    };
+    let port = start_site();
+    let tmp = tempfile::tempdir().unwrap();
+    let scratch = tmp.path().join("scratch");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let profile = tmp.path().join("firefox-profile");
+    std::fs::create_dir_all(&profile).unwrap();
+    // Every host name resolves to the test site; no first-run pages or background traffic.
+    std::fs::write(
+        profile.join("user.js"),
+        [
+            r#"user_pref("network.dns.forceResolve", "127.0.0.1");"#,
+            r#"user_pref("browser.shell.checkDefaultBrowser", false);"#,
+            r#"user_pref("datareporting.policy.dataSubmissionEnabled", false);"#,
+            r#"user_pref("toolkit.telemetry.reportingpolicy.firstRun", false);"#,
+            r#"user_pref("browser.aboutwelcome.enabled", false);"#,
+            r#"user_pref("app.normandy.enabled", false);"#,
+            r#"user_pref("browser.safebrowsing.update.enabled", false);"#,
+            r#"user_pref("network.captive-portal-service.enabled", false);"#,
+        ]
+        .join("\n"),
+    )
+    .unwrap();
+    let log = std::fs::File::create(tmp.path().join("firefox.log")).unwrap();
+    let base = format!("http://www.google.test:{port}");
+    let mut firefox = Command::new(exe)
+        .args(["--headless", "--no-remote", "--profile"])
+        .arg(&profile)
+        .arg(format!("{base}/ff-wait"))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("spawn firefox");
+    struct KillOnDrop<'a>(&'a mut Child);
+    impl Drop for KillOnDrop<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let firefox = KillOnDrop(&mut firefox);
+    let places = profile.join("places.sqlite");
+    wait_for(
+        Duration::from_secs(60),
+        "firefox to create places.sqlite",
+        || places.exists().then_some(()),
+    );
+
+    let c = Collector::start("");
+    let settings = format!(
+        "[browsing]\nscan_homes = false\ndebounce = \"200ms\"\nrediscover_interval = \"1s\"\n\
+         extra_roots = [{{ browser = \"firefox\", path = \"{}\" }}]\n",
+        profile.display()
+    );
+    let mut a = Agent::enroll(&c, &settings);
+    a.start();
+    a.wait_ready();
+    wait_for(
+        Duration::from_secs(30),
+        "the agent to watch the profile",
+        || a.log().contains("browsing: watching profile").then_some(()),
+    );
+    FIREFOX_GO.store(true, Ordering::SeqCst);
+
+    let sql = "SELECT p.url, v.visit_type FROM moz_historyvisits v JOIN moz_places p ON p.id = v.place_id ORDER BY v.id";
+    let search = format!("{base}/search?q=p%C3%A2te+%2B+fractions&ff=1");
+    let maths = format!("{base}/maths?ff");
+    let urls = [
+        format!("{base}/ff-wait"),
+        format!("{base}/ff-start"),
+        search.clone(),
+        maths.clone(),
+    ];
+    let worst = wait_delivered(&c, || committed(&places, &scratch, sql), &urls);
+    eprintln!("browsing: firefox, worst places.sqlite-commit-to-collector delay {worst:?}");
+    assert!(
+        worst < Duration::from_secs(5),
+        "delivered {worst:?} after the commit"
+    );
+    assert!(firefox.0.try_wait().unwrap().is_none(), "firefox exited");
+
+    let events = visits(&c);
+    let by_url = |u: &str| {
+        events
+            .iter()
+            .find(|e| e["url"] == u)
+            .unwrap_or_else(|| panic!("{u} missing in {events:?}"))
+            .clone()
+    };
+    let s = by_url(&search);
+    assert_eq!(
+        (s["search_engine"].as_str(), s["search_terms"].as_str()),
+        (Some("google"), Some("pâte + fractions"))
+    );
+    assert_eq!(
+        (s["browser"].as_str(), s["transition"].as_str()),
+        (Some("firefox"), Some("link"))
+    );
+    assert_eq!(s["profile"], profile.to_str().unwrap());
+    assert_eq!(
+        by_url(&maths)["title"],
+        "<b>Maths</b> <script>alert(1)</script>"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for e in visits(&c) {
+        *counts
+            .entry(e["url"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+    }
+    let mut want: BTreeMap<String, usize> = BTreeMap::new();
+    for (u, _) in committed(&places, &scratch, sql) {
+        *want.entry(u).or_default() += 1;
+    }
+    assert_eq!(
+        counts, want,
+        "every committed visit exactly once at the collector"
     );
 }

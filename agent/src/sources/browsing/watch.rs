@@ -150,10 +150,10 @@ fn on_change(watched: &mut BTreeMap<PathBuf, Watched>, ev: notify::Event, now: I
         let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
             continue;
         };
-        if let Some(w) = watched.get_mut(dir) {
-            if relevant(&w.tracker.profile, name) {
-                w.mark(now);
-            }
+        if let Some(w) = watched.get_mut(dir)
+            && relevant(&w.tracker.profile, name)
+        {
+            w.mark(now);
         }
     }
 }
@@ -179,10 +179,10 @@ fn rediscover(
         if watched.contains_key(&dir) {
             continue;
         }
-        if let Some(w) = watcher.as_mut() {
-            if let Err(e) = w.watch(&dir, RecursiveMode::NonRecursive) {
-                tracing::warn!(profile = %dir.display(), error = %e, "browsing: cannot watch; the poll covers it");
-            }
+        if let Some(w) = watcher.as_mut()
+            && let Err(e) = w.watch(&dir, RecursiveMode::NonRecursive)
+        {
+            tracing::warn!(profile = %dir.display(), error = %e, "browsing: cannot watch; the poll covers it");
         }
         tracing::info!(profile = %dir.display(), browser = profile.browser.as_str(), user = %profile.user, "browsing: watching profile");
         let mut w = Watched {
