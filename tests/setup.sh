@@ -16,3 +16,6 @@ command -v dbus-daemon >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=nonin
 for cmd in pgrep bash; do
   command -v "$cmd" >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq procps bash; }
 done
+# The browsing tests drive Debian's Chromium and Firefox ESR, headless, with profiles of their own.
+command -v chromium >/dev/null && command -v firefox-esr >/dev/null \
+  || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium firefox-esr; }

@@ -32,6 +32,7 @@ pub struct AgentConfig {
     #[serde(default)]
     pub usb: UsbConfig,
     pub session: SessionConfig,
+    pub browsing: BrowsingConfig,
 }
 
 /// Who this agent is and where it reports. Written once by `enroll`.
@@ -113,6 +114,44 @@ impl Default for SessionConfig {
     }
 }
 
+/// The browsing source (see `sources::browsing`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrowsingConfig {
+    pub enabled: bool,
+    /// Look for profiles in every user's home directory.
+    pub scan_homes: bool,
+    /// Quiet time after a history change before it is read.
+    #[serde(with = "humantime_serde")]
+    pub debounce: Duration,
+    /// Safety-net check of every profile, in case a change notification was lost.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// How often to look for new profiles.
+    #[serde(with = "humantime_serde")]
+    pub rediscover_interval: Duration,
+    /// How much existing history of a newly found profile is reported.
+    #[serde(with = "humantime_serde")]
+    pub backfill: Duration,
+    /// More profile locations, e.g. `[{ browser = "chromium", path = "/srv/kiosk/chromium" }]`.
+    pub extra_roots: Vec<crate::sources::browsing::Root>,
+}
+
+impl Default for BrowsingConfig {
+    fn default() -> Self {
+        let d = crate::sources::browsing::BrowsingSourceConfig::default();
+        Self {
+            enabled: true,
+            scan_homes: d.scan_homes,
+            debounce: d.debounce,
+            poll_interval: d.poll_interval,
+            rediscover_interval: d.rediscover_interval,
+            backfill: d.backfill,
+            extra_roots: Vec::new(),
+        }
+    }
+}
+
 impl Default for SpoolConfig {
     fn default() -> Self {
         Self {
@@ -151,6 +190,7 @@ impl AgentConfig {
             process: ProcessConfig::default(),
             usb: UsbConfig::default(),
             session: SessionConfig::default(),
+            browsing: BrowsingConfig::default(),
         }
     }
 
@@ -226,6 +266,7 @@ mod tests {
             process: ProcessConfig::default(),
             usb: UsbConfig::default(),
             session: SessionConfig::default(),
+            browsing: BrowsingConfig::default(),
         };
         std::fs::write(AgentConfig::path(dir.path()), cfg.render()).unwrap();
         assert_eq!(AgentConfig::load(dir.path()).unwrap(), cfg);

@@ -42,6 +42,25 @@ pub async fn run(state_dir: &Path) -> anyhow::Result<()> {
             };
             tokio::spawn(session::run(session_cfg, events_tx.clone()).in_current_span());
         }
+
+        if cfg.browsing.enabled {
+            let b = &cfg.browsing;
+            let source = crate::sources::browsing::BrowsingSourceConfig {
+                hostname: crate::hostname(),
+                scan_homes: b.scan_homes,
+                extra_roots: b.extra_roots.clone(),
+                work_dir: state_dir.join("browsing"),
+                debounce: b.debounce,
+                poll_interval: b.poll_interval,
+                rediscover_interval: b.rediscover_interval,
+                backfill: b.backfill,
+                ..Default::default()
+            };
+            let cursors = Arc::clone(&spool);
+            crate::sources::browsing::spawn(source, Box::new(move |key| cursors.checkpoint(key)), events_tx.clone())
+                .context("starting the browsing source")?;
+        }
+
         let mode = process::spawn(
             ProcessSourceConfig {
                 hostname: crate::hostname(),

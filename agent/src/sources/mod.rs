@@ -9,6 +9,7 @@
 use invigilator_proto::v1::Event;
 use tokio::sync::mpsc;
 
+pub mod browsing;
 pub mod process;
 pub mod session;
 #[cfg(target_os = "linux")]

@@ -1,0 +1,72 @@
+//! Reading visits from a history database, the same way for every browser: each browser module
+//! supplies its SQL and its conversions in a [`Queries`].
+
+use rusqlite::{Connection, OptionalExtension};
+
+/// One browser's queries and conversions.
+pub struct Queries {
+    /// (id, url, title, raw time, raw transition) of visits with id > ?1, by id, at most ?2.
+    pub visits_after: &'static str,
+    /// Largest visit id, 0 when there are none.
+    pub max_id: &'static str,
+    /// Raw time of visit ?1.
+    pub time_of: &'static str,
+    /// Smallest id of a visit with raw time > ?1 (NULL when none).
+    pub first_id_after: &'static str,
+    /// Browser time to microseconds since the Unix epoch, and back.
+    pub to_unix_us: fn(i64) -> i64,
+    pub from_unix_us: fn(i64) -> i64,
+    pub transition: fn(i64) -> &'static str,
+}
+
+/// A visit as stored, before cleaning.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawVisit {
+    pub id: i64,
+    /// None when the visit's URL row is missing (a database being cleared mid-read).
+    pub url: Option<String>,
+    pub title: Option<String>,
+    /// In the browser's epoch.
+    pub time: i64,
+    pub transition: i64,
+}
+
+pub fn visits_after(
+    conn: &Connection,
+    q: &Queries,
+    after: i64,
+    limit: usize,
+) -> rusqlite::Result<Vec<RawVisit>> {
+    let mut stmt = conn.prepare_cached(q.visits_after)?;
+    let rows = stmt.query_map([after, limit as i64], |r| {
+        Ok(RawVisit {
+            id: r.get(0)?,
+            url: r.get(1)?,
+            title: r.get(2)?,
+            time: r.get::<_, Option<i64>>(3)?.unwrap_or(0),
+            transition: r.get::<_, Option<i64>>(4)?.unwrap_or(-1),
+        })
+    })?;
+    rows.collect()
+}
+
+pub fn max_id(conn: &Connection, q: &Queries) -> rusqlite::Result<i64> {
+    conn.query_row(q.max_id, [], |r| r.get(0))
+}
+
+/// Raw time of visit `id`, None when there is no such visit.
+pub fn time_of(conn: &Connection, q: &Queries, id: i64) -> rusqlite::Result<Option<i64>> {
+    conn.query_row(q.time_of, [id], |r| r.get::<_, Option<i64>>(0))
+        .optional()
+        .map(|t| t.map(|t| t.unwrap_or(0)))
+}
+
+/// The id just before the first visit later than `time` (raw), or the largest id when none is:
+/// reading on from it yields exactly the visits after `time`, assuming ids grow with time.
+pub fn base_after_time(conn: &Connection, q: &Queries, time: i64) -> rusqlite::Result<i64> {
+    let first: Option<i64> = conn.query_row(q.first_id_after, [time], |r| r.get(0))?;
+    match first {
+        Some(id) => Ok(id - 1),
+        None => max_id(conn, q),
+    }
+}

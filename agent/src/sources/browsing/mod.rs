@@ -1,0 +1,99 @@
+//! The browsing source: one event per page visit, read from the browsers' own history databases
+//! (Chrome, Chromium, Edge, Brave: `History`; Firefox: `places.sqlite`).
+//!
+//! - [`profiles`] finds every user's profiles; new ones are picked up by periodic rediscovery.
+//! - [`watch`] wakes on file changes (inotify through `notify`), waits for the browser's commit
+//!   to settle (debounce), and polls slowly as a safety net in case a change notification is
+//!   lost. Between changes the thread sleeps: no busy polling.
+//! - [`snapshot`] copies a database with its WAL / journal to the agent's own directory, so the
+//!   browser is never locked out; [`history`] with [`chromium`] / [`firefox`] reads the copy
+//!   incrementally by visit id; [`cursor`] detects a cleared or replaced history.
+//! - [`search`] extracts search terms; [`url_clean`] strips credentials and bounds fields.
+//!
+//! Exactly-once across restarts: each visit event carries the profile's cursor as a checkpoint,
+//! which the spool stores in the same transaction as the event; on start the cursor is read back.
+
+pub mod chromium;
+pub mod cursor;
+pub mod firefox;
+pub mod history;
+pub mod profiles;
+pub mod search;
+pub mod snapshot;
+pub mod tracker;
+pub mod url_clean;
+pub mod watch;
+
+pub use profiles::{Browser, Root};
+pub use tracker::CheckpointReader;
+
+use super::EventTx;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct BrowsingSourceConfig {
+    /// Put on every event.
+    pub hostname: String,
+    /// Look in every user's home directory (off only in tests).
+    pub scan_homes: bool,
+    /// More places holding profiles (or profile directories themselves).
+    pub extra_roots: Vec<Root>,
+    /// The agent's private directory for database copies (created 0700).
+    pub work_dir: PathBuf,
+    /// Quiet time after a change before reading: a commit is many writes.
+    pub debounce: Duration,
+    /// Longest a profile that keeps changing waits for its read.
+    pub max_delay: Duration,
+    /// Safety-net poll of every profile's files (reads only if they changed).
+    pub poll_interval: Duration,
+    /// How often to look for new or removed profiles.
+    pub rediscover_interval: Duration,
+    /// How much history of a profile seen for the first time is reported.
+    pub backfill: Duration,
+}
+
+impl Default for BrowsingSourceConfig {
+    fn default() -> Self {
+        Self {
+            hostname: String::new(),
+            scan_homes: true,
+            extra_roots: Vec::new(),
+            work_dir: std::env::temp_dir().join("invigilator-browsing"),
+            debounce: Duration::from_millis(300),
+            max_delay: Duration::from_secs(2),
+            poll_interval: Duration::from_secs(30),
+            rediscover_interval: Duration::from_secs(30),
+            backfill: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// Starts the source on its own OS thread ("browsing"), which ends when the spool writer stops.
+/// `checkpoints` reads back the cursors the spool stored.
+pub fn spawn(
+    cfg: BrowsingSourceConfig,
+    checkpoints: CheckpointReader,
+    tx: EventTx,
+) -> std::io::Result<()> {
+    create_private_dir(&cfg.work_dir)?;
+    std::thread::Builder::new()
+        .name("browsing".into())
+        .spawn(move || watch::run(&cfg, &checkpoints, &tx))?;
+    Ok(())
+}
+
+/// The copies hold users' whole histories: only the agent may read them.
+fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
+#[cfg(test)]
+mod fixtures;
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,216 @@
+//! Finding browser profiles: every user's home directory, each browser's usual location (native
+//! packages, snaps, flatpaks), and extra roots from the configuration.
+
+use nix::unistd::{Uid, User};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Browser {
+    Chrome,
+    Chromium,
+    Edge,
+    Brave,
+    Firefox,
+}
+
+impl Browser {
+    /// The name events carry.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Browser::Chrome => "chrome",
+            Browser::Chromium => "chromium",
+            Browser::Edge => "edge",
+            Browser::Brave => "brave",
+            Browser::Firefox => "firefox",
+        }
+    }
+
+    /// The history database's file name inside a profile directory.
+    pub fn db_name(self) -> &'static str {
+        match self {
+            Browser::Firefox => "places.sqlite",
+            _ => "History",
+        }
+    }
+}
+
+/// A directory holding profiles (or itself one), e.g. a test's `--user-data-dir`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Root {
+    pub browser: Browser,
+    pub path: PathBuf,
+}
+
+/// One browser profile with a history database.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Profile {
+    pub browser: Browser,
+    /// The profile directory, e.g. /home/pupil/.config/chromium/Default.
+    pub dir: PathBuf,
+    /// The OS user the history belongs to (owner of the home directory, or of the profile
+    /// directory for extra roots); empty when the owner has no account name.
+    pub user: String,
+}
+
+impl Profile {
+    pub fn db(&self) -> PathBuf {
+        self.dir.join(self.browser.db_name())
+    }
+
+    /// The spool checkpoint key of this profile's cursor.
+    pub fn checkpoint_key(&self) -> String {
+        format!("browsing:{}", self.dir.display())
+    }
+}
+
+/// Where each browser keeps its profiles, relative to a home directory.
+const HOME_ROOTS: &[(Browser, &str)] = &[
+    (Browser::Chrome, ".config/google-chrome"),
+    (Browser::Chrome, ".config/google-chrome-beta"),
+    (Browser::Chromium, ".config/chromium"),
+    (Browser::Chromium, "snap/chromium/common/chromium"),
+    (Browser::Edge, ".config/microsoft-edge"),
+    (Browser::Brave, ".config/BraveSoftware/Brave-Browser"),
+    (Browser::Firefox, ".mozilla/firefox"),
+    (Browser::Firefox, "snap/firefox/common/.mozilla/firefox"),
+    (
+        Browser::Firefox,
+        ".var/app/org.mozilla.firefox/.mozilla/firefox",
+    ),
+];
+
+/// Home directories of every account in /etc/passwd, plus /home/* and /root (accounts from a
+/// directory service are not in /etc/passwd but their homes are usually under /home).
+pub fn home_dirs() -> Vec<PathBuf> {
+    let mut homes = BTreeSet::new();
+    if let Ok(passwd) = std::fs::read_to_string("/etc/passwd") {
+        for line in passwd.lines() {
+            if let Some(home) = line.split(':').nth(5) {
+                // System accounts have "/" or /nonexistent; neither can hold a profile.
+                if home.len() > 1 {
+                    homes.insert(PathBuf::from(home));
+                }
+            }
+        }
+    }
+    if let Ok(entries) = std::fs::read_dir("/home") {
+        homes.extend(entries.flatten().map(|e| e.path()));
+    }
+    homes.insert(PathBuf::from("/root"));
+    homes.into_iter().filter(|h| h.is_dir()).collect()
+}
+
+/// Every profile under `homes` and `extra`, sorted, without duplicates.
+pub fn discover(homes: &[PathBuf], extra: &[Root]) -> Vec<Profile> {
+    let mut found = BTreeSet::new();
+    for home in homes {
+        let user = owner_name(home);
+        for (browser, rel) in HOME_ROOTS {
+            scan_root(*browser, &home.join(rel), user.as_deref(), &mut found);
+        }
+    }
+    for root in extra {
+        scan_root(root.browser, &root.path, None, &mut found);
+    }
+    found.into_iter().collect()
+}
+
+/// Profiles directly in `root` (Default, Profile 1, abcd.default-esr ...), or `root` itself.
+fn scan_root(browser: Browser, root: &Path, user: Option<&str>, out: &mut BTreeSet<Profile>) {
+    let mut add = |dir: PathBuf| {
+        if dir.join(browser.db_name()).is_file() {
+            let user = match user {
+                Some(u) => u.to_owned(),
+                None => owner_name(&dir).unwrap_or_default(),
+            };
+            out.insert(Profile { browser, dir, user });
+        }
+    };
+    add(root.to_path_buf());
+    if let Ok(entries) = std::fs::read_dir(root) {
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                add(entry.path());
+            }
+        }
+    }
+}
+
+/// Account name of the owner of `path`.
+fn owner_name(path: &Path) -> Option<String> {
+    let uid = std::fs::metadata(path).ok()?.uid();
+    User::from_uid(Uid::from_raw(uid))
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_chromium_family_and_firefox_profiles_with_a_database() {
+        let home = tempfile::tempdir().unwrap();
+        let h = home.path();
+        let mk = |rel: &str, file: &str| {
+            std::fs::create_dir_all(h.join(rel)).unwrap();
+            std::fs::write(h.join(rel).join(file), b"").unwrap();
+        };
+        mk(".config/google-chrome/Default", "History");
+        mk(".config/google-chrome/Profile 2", "History");
+        mk(".config/chromium/Default", "History");
+        mk(".config/BraveSoftware/Brave-Browser/Default", "History");
+        mk(".config/microsoft-edge/Default", "History");
+        mk(".mozilla/firefox/ab12cd.default-esr", "places.sqlite");
+        // Not profiles: no history database, or the wrong one.
+        mk(".config/google-chrome/System Profile", "Preferences");
+        mk(".mozilla/firefox/Crash Reports", "History");
+        let extra_dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(extra_dir.path().join("Default")).unwrap();
+        std::fs::write(extra_dir.path().join("Default/History"), b"").unwrap();
+        let extra = [Root {
+            browser: Browser::Chromium,
+            path: extra_dir.path().into(),
+        }];
+
+        let found = discover(&[h.to_path_buf()], &extra);
+        let got: Vec<(&str, PathBuf)> = found
+            .iter()
+            .map(|p| (p.browser.as_str(), p.dir.clone()))
+            .collect();
+        let me = owner_name(h).unwrap();
+        assert!(found.iter().all(|p| p.user == me), "{found:?}");
+        let want = [
+            ("chrome", h.join(".config/google-chrome/Default")),
+            ("chrome", h.join(".config/google-chrome/Profile 2")),
+            ("chromium", h.join(".config/chromium/Default")),
+            ("edge", h.join(".config/microsoft-edge/Default")),
+            (
+                "brave",
+                h.join(".config/BraveSoftware/Brave-Browser/Default"),
+            ),
+            ("firefox", h.join(".mozilla/firefox/ab12cd.default-esr")),
+            ("chromium", extra_dir.path().join("Default")),
+        ];
+        for w in &want {
+            assert!(got.contains(w), "missing {w:?} in {got:?}");
+        }
+        assert_eq!(got.len(), want.len(), "{got:?}");
+        assert_eq!(
+            found[0].checkpoint_key(),
+            format!("browsing:{}", found[0].dir.display())
+        );
+    }
+
+    #[test]
+    fn homes_include_root_and_passwd_accounts() {
+        let homes = home_dirs();
+        assert!(homes.contains(&PathBuf::from("/root")) || !Path::new("/root").is_dir());
+    }
+}

@@ -1,0 +1,225 @@
+//! The source's thread: file-change notifications, debounce, safety-net poll, rediscovery.
+
+use super::BrowsingSourceConfig;
+use super::profiles::{self, Profile};
+use super::snapshot;
+use super::tracker::{CheckpointReader, Context, SyncError, Tracker};
+use crate::sources::EventTx;
+use notify::{EventKind, RecursiveMode, Watcher};
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+struct Watched {
+    tracker: Tracker,
+    /// Set while a change waits to be read: (first change, latest change).
+    dirty: Option<(Instant, Instant)>,
+    last_read: Option<Instant>,
+}
+
+impl Watched {
+    fn mark(&mut self, now: Instant) {
+        let first = self.dirty.map_or(now, |(first, _)| first);
+        self.dirty = Some((first, now));
+    }
+
+    /// When this profile should be read, if it has changed.
+    fn due(&self, cfg: &BrowsingSourceConfig) -> Option<Instant> {
+        let (first, latest) = self.dirty?;
+        let settled = (latest + cfg.debounce).min(first + cfg.max_delay);
+        // A failing read (a browser mid-commit for long) is retried, but not in a tight loop.
+        let spaced = self.last_read.map_or(settled, |t| t + cfg.debounce);
+        Some(settled.max(spaced))
+    }
+}
+
+/// Is `name` one of the files whose change means new history?
+fn relevant(profile: &Profile, name: &OsStr) -> bool {
+    let db = profile.browser.db_name();
+    let name = name.to_string_lossy();
+    name.strip_prefix(db)
+        .is_some_and(|rest| matches!(rest, "" | "-wal" | "-journal"))
+}
+
+pub fn run(cfg: &BrowsingSourceConfig, checkpoints: &CheckpointReader, tx: &EventTx) {
+    let ctx = Context {
+        hostname: &cfg.hostname,
+        work_dir: &cfg.work_dir,
+        backfill: cfg.backfill,
+        checkpoints,
+        tx,
+    };
+    let (ntx, nrx) = mpsc::channel();
+    let mut watcher = match notify::recommended_watcher(ntx) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(error = %e, poll = ?cfg.poll_interval, "browsing: cannot watch files; polling only");
+            None
+        }
+    };
+    let mut watched: BTreeMap<PathBuf, Watched> = BTreeMap::new();
+    let mut next_rediscover = Instant::now();
+    let mut next_poll = Instant::now() + cfg.poll_interval;
+    loop {
+        if tx.is_closed() {
+            return;
+        }
+        let now = Instant::now();
+        if now >= next_rediscover {
+            // Homes are listed again each time: accounts are added during the school year.
+            let homes = if cfg.scan_homes {
+                profiles::home_dirs()
+            } else {
+                Vec::new()
+            };
+            rediscover(
+                &mut watched,
+                &mut watcher,
+                profiles::discover(&homes, &cfg.extra_roots),
+                now,
+            );
+            next_rediscover = now + cfg.rediscover_interval;
+        }
+        if now >= next_poll {
+            // The safety net: a stat per profile, a read only where something changed.
+            for w in watched.values_mut() {
+                if w.tracker.last_stamp != Some(snapshot::stamp(&w.tracker.profile.db())) {
+                    w.mark(now);
+                }
+            }
+            next_poll = now + cfg.poll_interval;
+        }
+        for w in watched.values_mut() {
+            if w.due(cfg).is_some_and(|t| t <= now) {
+                w.dirty = None;
+                w.last_read = Some(now);
+                match w.tracker.sync(&ctx) {
+                    Ok(n) if n > 0 => {
+                        tracing::debug!(profile = %w.tracker.profile.dir.display(), visits = n, "browsing: sent")
+                    }
+                    Ok(_) => {}
+                    Err(SyncError::Closed(_)) => return,
+                    Err(e) => {
+                        tracing::warn!(profile = %w.tracker.profile.dir.display(), error = %e, "browsing: read failed; retrying");
+                        w.mark(now);
+                    }
+                }
+            }
+        }
+
+        let wake = watched
+            .values()
+            .filter_map(|w| w.due(cfg))
+            .chain([next_poll, next_rediscover])
+            .min()
+            .unwrap_or(next_poll);
+        // Shutdown is noticed at least this often even when nothing happens.
+        let timeout = wake
+            .saturating_duration_since(Instant::now())
+            .min(Duration::from_secs(5));
+        match nrx.recv_timeout(timeout) {
+            Ok(first) => {
+                let now = Instant::now();
+                // Drain what queued up meanwhile: one pass per burst, not per write.
+                for res in std::iter::once(first).chain(nrx.try_iter()) {
+                    match res {
+                        Ok(ev) => on_change(&mut watched, ev, now),
+                        Err(e) => tracing::debug!(error = %e, "browsing: watch error"),
+                    }
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                tracing::warn!("browsing: file watcher stopped; polling only");
+                watcher = None;
+                std::thread::sleep(timeout);
+            }
+        }
+    }
+}
+
+fn on_change(watched: &mut BTreeMap<PathBuf, Watched>, ev: notify::Event, now: Instant) {
+    // Opening and reading (our own copies included) change nothing: only writes count.
+    if matches!(ev.kind, EventKind::Access(a) if a != notify::event::AccessKind::Close(notify::event::AccessMode::Write))
+    {
+        return;
+    }
+    for path in &ev.paths {
+        let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+            continue;
+        };
+        if let Some(w) = watched.get_mut(dir)
+            && relevant(&w.tracker.profile, name)
+        {
+            w.mark(now);
+        }
+    }
+}
+
+fn rediscover(
+    watched: &mut BTreeMap<PathBuf, Watched>,
+    watcher: &mut Option<notify::RecommendedWatcher>,
+    found: Vec<Profile>,
+    now: Instant,
+) {
+    let found: BTreeMap<PathBuf, Profile> = found.into_iter().map(|p| (p.dir.clone(), p)).collect();
+    watched.retain(|dir, _| {
+        let keep = found.contains_key(dir);
+        if !keep {
+            tracing::info!(profile = %dir.display(), "browsing: profile gone");
+            if let Some(w) = watcher.as_mut() {
+                let _ = w.unwatch(dir);
+            }
+        }
+        keep
+    });
+    for (dir, profile) in found {
+        if watched.contains_key(&dir) {
+            continue;
+        }
+        if let Some(w) = watcher.as_mut()
+            && let Err(e) = w.watch(&dir, RecursiveMode::NonRecursive)
+        {
+            tracing::warn!(profile = %dir.display(), error = %e, "browsing: cannot watch; the poll covers it");
+        }
+        tracing::info!(profile = %dir.display(), browser = profile.browser.as_str(), user = %profile.user, "browsing: watching profile");
+        let mut w = Watched {
+            tracker: Tracker::new(profile),
+            dirty: None,
+            last_read: None,
+        };
+        // Read at once: catch up on what happened while the agent was not running.
+        w.mark(now);
+        watched.insert(dir, w);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sources::browsing::Browser;
+
+    #[test]
+    fn only_the_history_files_matter() {
+        let p = |browser| Profile {
+            browser,
+            dir: "/p".into(),
+            user: String::new(),
+        };
+        let c = p(Browser::Chromium);
+        for (name, want) in [
+            ("History", true),
+            ("History-journal", true),
+            ("History-wal", true),
+            ("Cookies", false),
+            ("History Provider Cache", false),
+        ] {
+            assert_eq!(relevant(&c, OsStr::new(name)), want, "{name}");
+        }
+        let f = p(Browser::Firefox);
+        assert!(relevant(&f, OsStr::new("places.sqlite-wal")));
+        assert!(!relevant(&f, OsStr::new("favicons.sqlite-wal")));
+    }
+}
