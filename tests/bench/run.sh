@@ -47,6 +47,14 @@ echo
 start_collector exec 50071
 token=$("$bin/invigilator-collector" token create --data-dir "$work/exec" --group staff)
 "$bin/invigilator-agent" enroll --collector https://localhost:50071 --token "$token" --state-dir "$work/agent" >/dev/null
+# The browser used in section 2b keeps its profile here; the agent watches it like a home's.
+python3 - "$work/agent/agent.toml" "$work/chromium" <<'PY'
+import sys
+p, root = sys.argv[1:]
+s = open(p).read()
+s = s.replace("extra_roots = []", f'extra_roots = [{{ browser = "chromium", path = "{root}" }}]', 1)
+open(p, "w").write(s)
+PY
 "$bin/invigilator-agent" run --state-dir "$work/agent" >"$work/agent.log" 2>&1 &
 apid=$!; pids+=("$apid")
 for _ in $(seq 100); do grep -q "process source running" "$work/agent.log" && break; sleep 0.1; done
@@ -101,6 +109,36 @@ print(f'| steady RSS, mean over {secs} s | {$rss_sum/$n/1024:.1f} MiB |')
 print(f'| steady RSS, max | {$rss_max/1024:.1f} MiB |')
 print(f'| CPU over {secs} s | {100*ticks/hz/secs:.3f}% of one core ({ticks} ticks of 1/{hz} s) |')
 print(f'| binary size | {__import__(\"os\").path.getsize(\"$bin/invigilator-agent\")/1048576:.1f} MiB |')
+print()
+"
+
+log "agent while a browser is used: a page every 3 s for ${idle_secs}s"
+mkdir -p "$work/site"
+for i in $(seq 40); do echo "<html><head><title>Lesson page $i</title></head><body>page $i</body></html>" >"$work/site/p$i.html"; done
+python3 -m http.server 18765 --bind 127.0.0.1 --directory "$work/site" >/dev/null 2>&1 &
+pids+=($!)
+chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run --disable-background-networking \
+  --disable-component-update --disable-sync --remote-debugging-port=0 --user-data-dir="$work/chromium" \
+  --host-resolver-rules="MAP *.test 127.0.0.1:18765" about:blank >/dev/null 2>&1 &
+pids+=($!)
+for _ in $(seq 300); do [ -s "$work/chromium/DevToolsActivePort" ] && break; sleep 0.1; done
+devtools=$(head -1 "$work/chromium/DevToolsActivePort")
+sleep 35 # the agent finds new profiles within rediscover_interval (30 s)
+t0=$(cpu_ticks "$apid"); opened=0; start=$(date +%s)
+while [ $(( $(date +%s) - start )) -lt "$idle_secs" ]; do
+  opened=$((opened + 1))
+  python3 -c "import urllib.request as u; u.urlopen(u.Request('http://127.0.0.1:$devtools/json/new?http://lesson.test/p$(( (opened % 40) + 1 )).html', method='PUT')).read()" >/dev/null
+  sleep 3
+done
+t1=$(cpu_ticks "$apid")
+sleep 15 # headless Chromium commits history about 10 s after a visit
+visits=$("$bin/invigilator-collector" events list --data-dir "$work/exec" --json --kind browsing | python3 -c "import json,sys; print(sum(1 for e in json.load(sys.stdin) if 'lesson.test' in e.get('url','')))")
+python3 -c "
+ticks=$t1-$t0; secs=$idle_secs; hz=$hz
+print('### Agent while a browser is used (headless Chromium, a new page every 3 s)\n')
+print('| measure | value |'); print('|---|---|')
+print(f'| agent CPU over {secs} s, all sources (Chromium starts processes for each tab) | {100*ticks/hz/secs:.3f}% of one core |')
+print(f'| pages opened / browsing events at the collector 15 s later | $opened / $visits |')
 print()
 "
 kill "$apid" "$cpid" 2>/dev/null || true
