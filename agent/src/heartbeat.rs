@@ -62,7 +62,7 @@ impl Heartbeat {
     /// same, so only the certificate file changes, atomically.
     async fn renew_if_due(&self) -> anyhow::Result<bool> {
         let (not_before, not_after) = identity::cert_validity(&self.paths)?;
-        let now = chrono_now();
+        let now = crate::sources::now_us() / 1_000_000;
         if not_after - now > (not_after - not_before) / 3 {
             return Ok(false);
         }
@@ -80,11 +80,4 @@ impl Heartbeat {
         self.channel.send_replace(channel);
         Ok(true)
     }
-}
-
-fn chrono_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }

@@ -4,7 +4,7 @@
 use crate::config::AgentConfig;
 use crate::heartbeat::Heartbeat;
 use crate::identity::StatePaths;
-use crate::sources::process::{self, Mode, ProcessSourceConfig};
+use crate::sources::process::{self, ProcessSourceConfig};
 use crate::sources::session::{self, SessionSourceConfig};
 use crate::spool::{self, Spool};
 use crate::tls;
@@ -70,10 +70,7 @@ pub async fn run(state_dir: &Path) -> anyhow::Result<()> {
             events_tx.clone(),
         )
         .context("starting the process source")?;
-        let process_source = match mode {
-            Mode::Netlink => "netlink",
-            Mode::Poll => "poll",
-        };
+        let process_source = mode.as_str();
         tracing::info!(process_source, "process source running");
 
         // USB monitoring failing must not stop the agent reporting everything else.
