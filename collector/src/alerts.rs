@@ -87,24 +87,23 @@ pub async fn watch_unattended_sessions(shared: Arc<Shared>) {
                         continue;
                     }
                     let idle_for = Duration::from_micros((now - s.idle_since_us).max(0) as u64);
-                    let Some(verdict) = policy.session.unattended_verdict(&s.user, idle_for) else {
+                    let Some(verdict) = policy.session.unattended_verdict(
+                        &s.user,
+                        &s.hostname,
+                        &s.session_id,
+                        idle_for,
+                    ) else {
                         continue;
                     };
-                    let mut alert = NewAlert {
-                        agent_id: s.agent_id.clone(),
-                        hostname: s.hostname.clone(),
-                        user: s.user.clone(),
-                        kind: "session".into(),
-                        rule: verdict.rule,
-                        category: verdict.category,
-                        severity: verdict.severity.as_str().into(),
-                        summary: format!("{} on {}", verdict.summary, s.hostname),
-                        matched: verdict.matched,
+                    let subject = crate::policy::Subject {
+                        agent_id: &s.agent_id,
+                        hostname: &s.hostname,
+                        user: &s.user,
+                        kind: "session",
                         observed_at_us: now,
-                        policy_version: policy.version.clone(),
                         event_seq: None,
                     };
-                    alert.matched = format!("{} (session {})", alert.matched, s.session_id);
+                    let alert = policy.raise(subject, verdict);
                     store::alerts::insert(c, &alert)?;
                     raised += 1;
                 }

@@ -85,19 +85,21 @@ fn commit(conn: &mut Connection, jobs: &[Job], policy: &Policy) -> store::Result
     let tx = conn.transaction()?;
     let mut results = Vec::with_capacity(jobs.len());
     for job in jobs {
-        let mut ctx = AgentContext {
-            agent_id: &job.agent_id,
-            group: &job.group,
-            user_logged_on_elsewhere: Vec::new(),
-        };
         let mut r = StoredBatch::default();
         for event in &job.events {
             if store::events::insert(&tx, &job.agent_id, event, received_at)? {
                 r.stored += 1;
-                if let Some(Kind::Session(s)) = &event.kind {
-                    ctx.user_logged_on_elsewhere =
-                        store::sessions::apply(&tx, &job.agent_id, &job.group, event, s)?;
-                }
+                let user_logged_on_elsewhere = match &event.kind {
+                    Some(Kind::Session(s)) => {
+                        store::sessions::apply(&tx, &job.agent_id, &job.group, event, s)?
+                    }
+                    _ => Vec::new(),
+                };
+                let ctx = AgentContext {
+                    agent_id: &job.agent_id,
+                    group: &job.group,
+                    user_logged_on_elsewhere,
+                };
                 // Only a first sighting raises alerts, so alerts are exactly-once too.
                 for alert in policy.evaluate(&ctx, event) {
                     store::alerts::insert(&tx, &alert)?;

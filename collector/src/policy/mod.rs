@@ -77,6 +77,18 @@ pub struct AgentContext<'a> {
     pub user_logged_on_elsewhere: Vec<String>,
 }
 
+/// What an alert is about: the device, the user, the time, and the event when there is one
+/// (conditions found on a timer, such as an unattended screen, have none).
+#[derive(Debug, Clone, Copy)]
+pub struct Subject<'a> {
+    pub agent_id: &'a str,
+    pub hostname: &'a str,
+    pub user: &'a str,
+    pub kind: &'a str,
+    pub observed_at_us: i64,
+    pub event_seq: Option<u64>,
+}
+
 /// Why a rule fired, before it becomes an alert about a particular event.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Verdict {
@@ -182,19 +194,32 @@ impl Policy {
 
     /// An alert for `verdict` about `event`.
     pub fn alert(&self, agent_id: &str, event: &Event, kind: &str, v: Verdict) -> NewAlert {
+        let subject = Subject {
+            agent_id,
+            hostname: &event.hostname,
+            user: &event.user,
+            kind,
+            observed_at_us: event.observed_at_us,
+            event_seq: Some(event.seq),
+        };
+        self.raise(subject, v)
+    }
+
+    /// An alert for `verdict` about `subject`, under this policy's version.
+    pub fn raise(&self, subject: Subject<'_>, v: Verdict) -> NewAlert {
         NewAlert {
-            agent_id: agent_id.to_owned(),
-            hostname: event.hostname.clone(),
-            user: event.user.clone(),
-            kind: kind.into(),
+            agent_id: subject.agent_id.to_owned(),
+            hostname: subject.hostname.to_owned(),
+            user: subject.user.to_owned(),
+            kind: subject.kind.to_owned(),
             rule: v.rule,
             category: v.category,
             severity: v.severity.as_str().into(),
             summary: v.summary,
             matched: v.matched,
-            observed_at_us: event.observed_at_us,
+            observed_at_us: subject.observed_at_us,
             policy_version: self.version.clone(),
-            event_seq: Some(event.seq),
+            event_seq: subject.event_seq,
         }
     }
 }

@@ -72,17 +72,23 @@ impl SessionSpec {
     }
 
     /// The alert for a session found unlocked and idle too long.
-    pub fn unattended_verdict(&self, user: &str, idle_for: Duration) -> Option<Verdict> {
+    pub fn unattended_verdict(
+        &self,
+        user: &str,
+        hostname: &str,
+        session_id: &str,
+        idle_for: Duration,
+    ) -> Option<Verdict> {
         Verdict::new(
             "session.unattended",
             "unattended-screen",
             self.unattended,
             format!(
-                "staff session of {user:?} left unlocked and unattended for {}",
+                "staff session of {user:?} left unlocked and unattended for {} on {hostname}",
                 humantime::format_duration(Duration::from_secs(idle_for.as_secs()))
             ),
             format!(
-                "idle for more than {}",
+                "idle for more than {} (session {session_id})",
                 humantime::format_duration(self.unattended_after)
             ),
         )
