@@ -8,12 +8,14 @@ use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
 pub mod groups;
+mod located;
 mod process;
 pub mod session;
 mod setting;
 pub mod usb;
 
 pub use groups::{Class, Groups, GroupsSpec};
+pub use located::{SpecError, line_of};
 pub use process::ProcessRuleSpec;
 pub use session::SessionSpec;
 pub use setting::Setting;
