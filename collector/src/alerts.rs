@@ -60,6 +60,11 @@ fn silent_alert(a: &store::AgentRow, silent_after: Duration, policy_version: &st
         observed_at_us: store::now_us(),
         policy_version: policy_version.to_owned(),
         event_seq: None,
+        response: "Technical staff: check the device is powered and the agent running; \
+            an agent stopped on purpose is an attempt to avoid monitoring."
+            .into(),
+        // Raised once per silent spell already.
+        aggregate_key: None,
     }
 }
 
@@ -81,8 +86,10 @@ pub async fn watch_unattended_sessions(shared: Arc<Shared>) {
                 let cutoff = now - policy.session.unattended_after.as_micros() as i64;
                 let mut raised = 0;
                 for s in store::sessions::take_unattended(c, cutoff)? {
-                    let staff = policy.groups.user(&s.user) == crate::policy::Class::Staff
-                        || policy.groups.device(&s.group) == crate::policy::Class::Staff;
+                    let device = policy.groups.device(&s.group);
+                    let person = policy.groups.person(&s.user, &device);
+                    let staff = person.class == crate::policy::Class::Staff
+                        || device.owner == crate::policy::Class::Staff;
                     if !staff {
                         continue;
                     }
@@ -99,6 +106,7 @@ pub async fn watch_unattended_sessions(shared: Arc<Shared>) {
                         agent_id: &s.agent_id,
                         hostname: &s.hostname,
                         user: &s.user,
+                        class: person.class,
                         kind: "session",
                         observed_at_us: now,
                         event_seq: None,

@@ -101,8 +101,9 @@ fn commit(conn: &mut Connection, jobs: &[Job], policy: &Policy) -> store::Result
                     user_logged_on_elsewhere,
                 };
                 // Only a first sighting raises alerts, so alerts are exactly-once too.
+                let window = policy.alerts.aggregate_window.as_micros() as i64;
                 for alert in policy.evaluate(&ctx, event) {
-                    store::alerts::insert(&tx, &alert)?;
+                    store::alerts::record(&tx, &alert, window)?;
                     r.alerts += 1;
                 }
             } else {

@@ -10,13 +10,15 @@ use std::path::{Path, PathBuf};
 pub mod groups;
 mod located;
 mod process;
+pub mod responses;
 pub mod session;
 mod setting;
 pub mod usb;
 
-pub use groups::{Class, Groups, GroupsSpec};
+pub use groups::{Class, Device, DeviceClass, Groups, GroupsSpec, Person};
 pub use located::{SpecError, line_of};
 pub use process::ProcessRuleSpec;
+pub use responses::ResponsesSpec;
 pub use session::SessionSpec;
 pub use setting::Setting;
 pub use usb::UsbSpec;
@@ -61,13 +63,35 @@ impl Severity {
 struct PolicyFile {
     version: String,
     #[serde(default)]
+    alerts: AlertsSpec,
+    #[serde(default)]
     groups: GroupsSpec,
+    #[serde(default)]
+    responses: ResponsesSpec,
     #[serde(default)]
     process: Vec<ProcessRuleSpec>,
     #[serde(default)]
     usb: UsbSpec,
     #[serde(default)]
     session: SessionSpec,
+}
+
+/// `[alerts]`: how alerts are raised, whatever the rule.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AlertsSpec {
+    /// Repeats of one breach (same user, rule and site) within this long of the last one add
+    /// to that alert's count instead of raising another. "0s" turns aggregation off.
+    #[serde(with = "humantime_serde")]
+    pub aggregate_window: std::time::Duration,
+}
+
+impl Default for AlertsSpec {
+    fn default() -> Self {
+        Self {
+            aggregate_window: std::time::Duration::from_secs(60 * 60),
+        }
+    }
 }
 
 /// Who an event came from, as far as the policy cares.
@@ -79,13 +103,14 @@ pub struct AgentContext<'a> {
     pub user_logged_on_elsewhere: Vec<String>,
 }
 
-/// What an alert is about: the device, the user, the time, and the event when there is one
-/// (conditions found on a timer, such as an unattended screen, have none).
+/// What an alert is about: the device, the user and their class, the time, and the event when
+/// there is one (conditions found on a timer, such as an unattended screen, have none).
 #[derive(Debug, Clone, Copy)]
 pub struct Subject<'a> {
     pub agent_id: &'a str,
     pub hostname: &'a str,
     pub user: &'a str,
+    pub class: Class,
     pub kind: &'a str,
     pub observed_at_us: i64,
     pub event_seq: Option<u64>,
@@ -99,6 +124,9 @@ pub struct Verdict {
     pub severity: Severity,
     pub summary: String,
     pub matched: String,
+    /// What makes a repeat "the same breach" besides user and rule: the site for browsing;
+    /// when None, what matched.
+    pub site: Option<String>,
 }
 
 impl Verdict {
@@ -116,6 +144,7 @@ impl Verdict {
             severity: setting.severity()?,
             summary,
             matched,
+            site: None,
         })
     }
 }
@@ -127,6 +156,8 @@ pub struct Policy {
     /// bump is still told apart.
     pub version: String,
     pub groups: Groups,
+    pub responses: ResponsesSpec,
+    pub alerts: AlertsSpec,
     process: process::ProcessRules,
     pub usb: UsbSpec,
     pub session: SessionSpec,
@@ -142,22 +173,39 @@ impl Policy {
             path: path.into(),
             source,
         })?;
-        Self::parse(&text).map_err(|message| PolicyError::Invalid {
+        Self::parse_in(&text, path.parent()).map_err(|message| PolicyError::Invalid {
             path: path.into(),
             message,
         })
     }
 
+    /// A policy from its text alone (files it names, such as a roster, are looked for in the
+    /// current directory).
     pub fn parse(text: &str) -> Result<Self, String> {
-        let file: PolicyFile = toml::from_str(text).map_err(|e| e.to_string())?;
+        Self::parse_in(text, None)
+    }
+
+    /// A policy whose relative file names are relative to `base`. Errors start "line N:" when
+    /// they are about one place in the text.
+    pub fn parse_in(text: &str, base: Option<&Path>) -> Result<Self, String> {
+        Self::compile(text, base).map_err(|e| e.render(text))
+    }
+
+    fn compile(text: &str, base: Option<&Path>) -> Result<Self, SpecError> {
+        let file: PolicyFile = toml::from_str(text).map_err(|e| match e.span() {
+            Some(span) => SpecError::at(span, e.message().to_owned()),
+            None => SpecError::new(e.to_string()),
+        })?;
         if file.version.trim().is_empty() {
-            return Err("`version` must not be empty".into());
+            return Err(SpecError::new("`version` must not be empty"));
         }
         let hash = hex::encode(&Sha256::digest(text.as_bytes())[..4]);
         file.usb.validate()?;
         Ok(Self {
             version: format!("{}#{hash}", file.version.trim()),
-            groups: Groups::compile(&file.groups)?,
+            groups: Groups::compile(&file.groups, base)?,
+            responses: file.responses,
+            alerts: file.alerts,
             process: process::ProcessRules::compile(file.process)?,
             usb: file.usb,
             session: file.session,
@@ -166,6 +214,8 @@ impl Policy {
 
     /// The alerts an event raises under this policy (usually none).
     pub fn evaluate(&self, agent: &AgentContext<'_>, event: &Event) -> Vec<NewAlert> {
+        let device = self.groups.device(agent.group);
+        let person = self.groups.person(&event.user, &device);
         let verdicts = match &event.kind {
             Some(Kind::Process(p)) => self
                 .process
@@ -176,40 +226,49 @@ impl Policy {
                     severity: rule.severity,
                     summary: format!("{}: {}", rule.summary, display_program(p)),
                     matched,
+                    site: None,
                 })
                 .collect(),
-            Some(Kind::Usb(u)) => self.usb.evaluate(self.groups.device(agent.group), u),
+            Some(Kind::Usb(u)) => self.usb.evaluate(device.owner, u),
             Some(Kind::Session(s)) => self.session.evaluate(
-                self.groups.device(agent.group),
-                self.groups.user(&s.user),
+                device.owner,
+                self.groups.person(&s.user, &device).class,
                 s,
                 &agent.user_logged_on_elsewhere,
             ),
             _ => Vec::new(),
         };
-        let kind = event.kind.as_ref().map(Kind::name).unwrap_or("unknown");
-        verdicts
-            .into_iter()
-            .map(|v| self.alert(agent.agent_id, event, kind, v))
-            .collect()
-    }
-
-    /// An alert for `verdict` about `event`.
-    pub fn alert(&self, agent_id: &str, event: &Event, kind: &str, v: Verdict) -> NewAlert {
         let subject = Subject {
-            agent_id,
+            agent_id: agent.agent_id,
             hostname: &event.hostname,
             user: &event.user,
-            kind,
+            class: person.class,
+            kind: event.kind.as_ref().map(Kind::name).unwrap_or("unknown"),
             observed_at_us: event.observed_at_us,
             event_seq: Some(event.seq),
         };
-        self.raise(subject, v)
+        verdicts
+            .into_iter()
+            .map(|v| self.raise(subject, v))
+            .collect()
     }
 
     /// An alert for `verdict` about `subject`, under this policy's version.
     pub fn raise(&self, subject: Subject<'_>, v: Verdict) -> NewAlert {
+        // The same person (or, with nobody logged on, the same device), rule and site.
+        let who = if subject.user.is_empty() {
+            format!("device:{}", subject.agent_id)
+        } else {
+            format!("user:{}", subject.user.to_lowercase())
+        };
+        let site = v.site.as_deref().unwrap_or(&v.matched);
+        let aggregate_key = format!("{who}|{}|{site}", v.rule);
         NewAlert {
+            response: self
+                .responses
+                .for_alert(v.severity, subject.class)
+                .to_owned(),
+            aggregate_key: Some(aggregate_key),
             agent_id: subject.agent_id.to_owned(),
             hostname: subject.hostname.to_owned(),
             user: subject.user.to_owned(),
@@ -232,244 +291,4 @@ fn display_program(p: &invigilator_proto::v1::ProcessExec) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use invigilator_proto::v1::ProcessExec;
-
-    fn exec(exe: &str, name: &str, argv: &[&str]) -> Event {
-        Event {
-            seq: 7,
-            observed_at_us: 1,
-            hostname: "ict-01".into(),
-            user: "pupil".into(),
-            kind: Some(Kind::Process(ProcessExec {
-                exe: exe.into(),
-                name: name.into(),
-                argv: argv.iter().map(|s| s.to_string()).collect(),
-                ..Default::default()
-            })),
-        }
-    }
-
-    const CTX: AgentContext<'static> = AgentContext {
-        agent_id: "a",
-        group: "pupils",
-        user_logged_on_elsewhere: Vec::new(),
-    };
-
-    #[test]
-    fn the_default_policy_catches_circumvention_p2p_and_games_and_not_ordinary_programs() {
-        let p = Policy::parse(DEFAULT_POLICY).unwrap();
-        let fired = |e: Event| {
-            p.evaluate(&CTX, &e)
-                .into_iter()
-                .map(|a| a.rule)
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(
-            fired(exec("/usr/bin/tor", "tor", &["tor"])),
-            ["circumvention.tor"]
-        );
-        assert_eq!(
-            fired(exec("", "tor", &[])),
-            ["circumvention.tor"],
-            "comm alone is enough"
-        );
-        assert_eq!(
-            fired(exec(
-                "C:\\Users\\p\\Desktop\\Psiphon3.exe",
-                "Psiphon3.exe",
-                &[]
-            )),
-            ["circumvention.psiphon"]
-        );
-        assert_eq!(
-            fired(exec(
-                "/usr/sbin/openvpn",
-                "openvpn",
-                &["openvpn", "--config", "x"]
-            )),
-            ["circumvention.vpn"]
-        );
-        assert_eq!(
-            fired(exec("/usr/bin/qbittorrent", "qbittorrent", &[])),
-            ["filesharing.p2p"]
-        );
-        assert_eq!(
-            fired(exec("/usr/games/steam", "steam", &[])),
-            ["games.non_educational"]
-        );
-        for benign in [
-            exec("/usr/bin/bash", "bash", &["bash"]),
-            exec("/usr/bin/torsocks-docs-viewer", "torsocks-docs-v", &[]),
-            exec(
-                "/usr/bin/python3",
-                "python3",
-                &["python3", "history_of_tortoises.py"],
-            ),
-            exec(
-                "/opt/minecraft-education/Minecraft.Education",
-                "Minecraft.Educat",
-                &[],
-            ),
-        ] {
-            assert!(fired(benign.clone()).is_empty(), "{benign:?}");
-        }
-    }
-
-    #[test]
-    fn an_alert_says_which_rule_what_matched_and_which_policy() {
-        let p = Policy::parse(DEFAULT_POLICY).unwrap();
-        let a = &p.evaluate(
-            &CTX,
-            &exec(
-                "/home/p/tor-browser/Browser/firefox.real",
-                "firefox.real",
-                &[],
-            ),
-        )[0];
-        assert_eq!(a.rule, "circumvention.tor");
-        assert!(a.matched.contains("path"), "{}", a.matched);
-        assert!(
-            a.policy_version
-                .starts_with(p.version.split('#').next().unwrap())
-        );
-        assert_eq!(a.severity, "serious");
-        assert_eq!(a.event_seq, Some(7));
-    }
-
-    fn usb(action: &str, classes: &[&str], keyboard: bool) -> Event {
-        Event {
-            seq: 9,
-            observed_at_us: 1,
-            hostname: "pc".into(),
-            kind: Some(Kind::Usb(invigilator_proto::v1::UsbDevice {
-                action: action.into(),
-                vendor_id: "0781".into(),
-                product_id: "5581".into(),
-                product: "Ultra".into(),
-                serial: "4C53".into(),
-                interface_classes: classes.iter().map(|c| c.to_string()).collect(),
-                keyboard,
-                ..Default::default()
-            })),
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn usb_rules_depend_on_the_device_group_and_the_approved_list() {
-        let p = Policy::parse(DEFAULT_POLICY).unwrap();
-        let on = |group: &str, e: Event| {
-            let ctx = AgentContext {
-                agent_id: "a",
-                group,
-                user_logged_on_elsewhere: vec![],
-            };
-            p.evaluate(&ctx, &e)
-                .into_iter()
-                .map(|a| a.rule)
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(
-            on("pupils-ks2", usb("attach", &["mass-storage"], false)),
-            ["usb.storage_on_pupil_device"]
-        );
-        assert_eq!(
-            on("staff", usb("attach", &["mass-storage"], false)),
-            ["usb.unapproved_storage"]
-        );
-        assert!(on("staff", usb("detach", &["mass-storage"], false)).is_empty());
-        assert_eq!(
-            on("staff", usb("attach", &["hid"], true)),
-            ["usb.keyboard_attached"]
-        );
-        assert!(
-            on("staff", usb("present", &["hid"], true)).is_empty(),
-            "keyboards there at start-up are not mid-session"
-        );
-        let approved = DEFAULT_POLICY.replace(
-            "approved_storage = []",
-            "approved_storage = [\"0781:5581\"]",
-        );
-        let p2 = Policy::parse(&approved).unwrap();
-        let ctx = AgentContext {
-            agent_id: "a",
-            group: "staff",
-            user_logged_on_elsewhere: vec![],
-        };
-        assert!(
-            p2.evaluate(&ctx, &usb("attach", &["mass-storage"], false))
-                .is_empty()
-        );
-        let bad =
-            DEFAULT_POLICY.replace("approved_storage = []", "approved_storage = [\"sandisk\"]");
-        assert!(
-            Policy::parse(&bad)
-                .unwrap_err()
-                .contains("approved_storage")
-        );
-    }
-
-    #[test]
-    fn session_rules_catch_a_pupil_on_a_staff_laptop_and_double_logons() {
-        let p = Policy::parse(DEFAULT_POLICY).unwrap();
-        let logon = |user: &str| Event {
-            seq: 1,
-            observed_at_us: 1,
-            user: user.into(),
-            kind: Some(Kind::Session(invigilator_proto::v1::SessionChange {
-                action: "logon".into(),
-                user: user.into(),
-                ..Default::default()
-            })),
-            ..Default::default()
-        };
-        let rules = |group: &str, elsewhere: Vec<String>, user: &str| {
-            let ctx = AgentContext {
-                agent_id: "a",
-                group,
-                user_logged_on_elsewhere: elsewhere,
-            };
-            p.evaluate(&ctx, &logon(user))
-                .into_iter()
-                .map(|a| a.rule)
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(
-            rules("staff-laptops", vec![], "pupil042"),
-            ["session.pupil_on_staff_device"]
-        );
-        assert!(rules("pupils-ks2", vec![], "pupil042").is_empty());
-        assert!(
-            rules("pupils-ks2", vec![], "staff.jones").is_empty(),
-            "teachers help at pupils' desks"
-        );
-        assert_eq!(
-            rules("pupils-ks2", vec!["lab-1".into()], "pupil042"),
-            ["session.concurrent_logon"]
-        );
-    }
-
-    #[test]
-    fn errors_point_at_the_line_and_field() {
-        let bad = "version = \"1\"\n\n[[process]]\nid = \"x\"\ncategory = \"c\"\nseverity = \"catastrophic\"\nsummary = \"s\"\nnames = [\"a\"]\n";
-        let err = Policy::parse(bad).unwrap_err();
-        assert!(
-            err.contains("line 6") && err.contains("catastrophic"),
-            "{err}"
-        );
-        let bad_regex = "version = \"1\"\n[[process]]\nid = \"x\"\ncategory = \"c\"\nseverity = \"serious\"\nsummary = \"s\"\ncmdline = [\"(\"]\n";
-        let err = Policy::parse(bad_regex).unwrap_err();
-        assert!(
-            err.contains("rule \"x\"") && err.contains("cmdline"),
-            "{err}"
-        );
-        let empty = "version = \"1\"\n[[process]]\nid = \"x\"\ncategory = \"c\"\nseverity = \"serious\"\nsummary = \"s\"\n";
-        assert!(
-            Policy::parse(empty)
-                .unwrap_err()
-                .contains("matches nothing")
-        );
-    }
-}
+mod tests;

@@ -1,7 +1,9 @@
-//! Alerts: what the policy engine raised, with the reason it fired.
+//! Alerts: what the policy engine raised, with the reason it fired. Repeats of the same breach
+//! (same aggregation key, within the policy's window, while the alert is still new) add to one
+//! alert's count instead of making hundreds.
 
 use super::{Result, now_us, rfc3339};
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -18,6 +20,11 @@ pub struct NewAlert {
     pub observed_at_us: i64,
     pub policy_version: String,
     pub event_seq: Option<u64>,
+    /// The recommended response from the policy's sanctions table.
+    pub response: String,
+    /// Alerts with the same key within the aggregation window are one alert; None never
+    /// aggregates (conditions such as a silent agent are raised once anyway).
+    pub aggregate_key: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -37,13 +44,65 @@ pub struct AlertRow {
     pub policy_version: String,
     pub event_seq: Option<u64>,
     pub status: String,
+    /// How many occurrences this alert stands for.
+    pub count: u64,
+    /// The latest occurrence (equal to `observed_at` when `count` is 1).
+    pub last_observed_at: String,
+    pub response: String,
 }
 
+/// What `record` did with an alert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    New(i64),
+    /// Counted into an existing alert.
+    Repeat(i64),
+}
+
+/// Stores a new alert, or counts it into an open alert with the same aggregation key whose last
+/// occurrence is no more than `window_us` before this one.
+pub fn record(conn: &Connection, a: &NewAlert, window_us: i64) -> Result<Recorded> {
+    if let Some(key) = &a.aggregate_key
+        && window_us > 0
+    {
+        let open: Option<i64> = conn
+            .prepare_cached(
+                "SELECT id FROM alerts
+                 WHERE aggregate_key = ?1 AND status = 'new'
+                   AND last_observed_at >= ?2 AND observed_at <= ?3 + ?4
+                 ORDER BY last_observed_at DESC LIMIT 1",
+            )?
+            .query_row(
+                params![
+                    key,
+                    a.observed_at_us - window_us,
+                    a.observed_at_us,
+                    window_us
+                ],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(id) = open {
+            conn.prepare_cached(
+                "UPDATE alerts SET count = count + 1,
+                        last_observed_at = max(last_observed_at, ?2),
+                        observed_at = min(observed_at, ?2)
+                 WHERE id = ?1",
+            )?
+            .execute(params![id, a.observed_at_us])?;
+            return Ok(Recorded::Repeat(id));
+        }
+    }
+    insert(conn, a).map(Recorded::New)
+}
+
+/// Stores an alert on its own, whatever its key.
 pub fn insert(conn: &Connection, a: &NewAlert) -> Result<i64> {
     let mut stmt = conn.prepare_cached(
         "INSERT INTO alerts(agent_id, hostname, user, kind, rule, category, severity, summary,
-                            matched, observed_at, created_at, policy_version, event_seq)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                            matched, observed_at, created_at, policy_version, event_seq,
+                            count, last_observed_at, aggregate_key, response)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, 1, ?10, ?14, ?15)",
     )?;
     stmt.execute(params![
         a.agent_id,
@@ -58,7 +117,9 @@ pub fn insert(conn: &Connection, a: &NewAlert) -> Result<i64> {
         a.observed_at_us,
         now_us(),
         a.policy_version,
-        a.event_seq.map(|s| s as i64)
+        a.event_seq.map(|s| s as i64),
+        a.aggregate_key,
+        a.response,
     ])?;
     Ok(conn.last_insert_rowid())
 }
@@ -72,7 +133,8 @@ pub struct AlertFilter {
 pub fn list(conn: &Connection, f: &AlertFilter) -> Result<Vec<AlertRow>> {
     let mut stmt = conn.prepare(
         "SELECT id, agent_id, hostname, user, kind, rule, category, severity, summary, matched,
-                observed_at, created_at, policy_version, event_seq, status
+                observed_at, created_at, policy_version, event_seq, status,
+                count, coalesce(last_observed_at, observed_at), response
          FROM alerts WHERE (?1 IS NULL OR observed_at >= ?1) ORDER BY id LIMIT ?2",
     )?;
     let limit = f.limit.map(|l| l.min(i64::MAX as u64) as i64).unwrap_or(-1);
@@ -94,6 +156,9 @@ pub fn list(conn: &Connection, f: &AlertFilter) -> Result<Vec<AlertRow>> {
                 policy_version: r.get(12)?,
                 event_seq: r.get::<_, Option<i64>>(13)?.map(|s| s as u64),
                 status: r.get(14)?,
+                count: r.get::<_, i64>(15)?.max(0) as u64,
+                last_observed_at: rfc3339(r.get(16)?),
+                response: r.get(17)?,
             })
         })?
         .collect::<Result<Vec<_>, _>>()?;
@@ -104,10 +169,8 @@ pub fn list(conn: &Connection, f: &AlertFilter) -> Result<Vec<AlertRow>> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn inserted_alerts_list_in_order_with_since_and_limit() {
-        let (_d, conn) = crate::store::test_db();
-        let mut a = NewAlert {
+    fn alert(at_s: i64) -> NewAlert {
+        NewAlert {
             agent_id: "a".into(),
             hostname: "h".into(),
             user: "u".into(),
@@ -117,13 +180,19 @@ mod tests {
             severity: "serious".into(),
             summary: "s".into(),
             matched: "name=tor".into(),
-            observed_at_us: 1_000_000,
+            observed_at_us: at_s * 1_000_000,
             policy_version: "1".into(),
             event_seq: Some(3),
-        };
-        insert(&conn, &a).unwrap();
-        a.observed_at_us = 5_000_000;
-        insert(&conn, &a).unwrap();
+            response: "talk to them".into(),
+            aggregate_key: None,
+        }
+    }
+
+    #[test]
+    fn inserted_alerts_list_in_order_with_since_and_limit() {
+        let (_d, conn) = crate::store::test_db();
+        insert(&conn, &alert(1)).unwrap();
+        insert(&conn, &alert(5)).unwrap();
         assert_eq!(list(&conn, &AlertFilter::default()).unwrap().len(), 2);
         let since = list(
             &conn,
@@ -135,17 +204,70 @@ mod tests {
         .unwrap();
         assert_eq!(since.len(), 1);
         assert_eq!(since[0].observed_at, "1970-01-01T00:00:05.000000Z");
+        assert_eq!(since[0].count, 1);
+        assert_eq!(since[0].last_observed_at, since[0].observed_at);
+        let limited = AlertFilter {
+            since_us: None,
+            limit: Some(1),
+        };
+        assert_eq!(list(&conn, &limited).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn repeats_within_the_window_count_into_one_open_alert() {
+        let (_d, conn) = crate::store::test_db();
+        let keyed = |at_s, key: &str| NewAlert {
+            aggregate_key: Some(key.into()),
+            ..alert(at_s)
+        };
+        let window = 600 * 1_000_000;
+        let first = record(&conn, &keyed(100, "u|tor"), window).unwrap();
+        let Recorded::New(id) = first else {
+            panic!("{first:?}")
+        };
         assert_eq!(
-            list(
-                &conn,
-                &AlertFilter {
-                    since_us: None,
-                    limit: Some(1)
-                }
-            )
-            .unwrap()
-            .len(),
-            1
+            record(&conn, &keyed(400, "u|tor"), window).unwrap(),
+            Recorded::Repeat(id)
         );
+        // The window runs from the latest occurrence, so a steady trickle stays one alert.
+        assert_eq!(
+            record(&conn, &keyed(950, "u|tor"), window).unwrap(),
+            Recorded::Repeat(id)
+        );
+        // Events arrive out of order from agents that were offline: still the same breach.
+        assert_eq!(
+            record(&conn, &keyed(50, "u|tor"), window).unwrap(),
+            Recorded::Repeat(id)
+        );
+        assert!(matches!(
+            record(&conn, &keyed(960, "other|tor"), window).unwrap(),
+            Recorded::New(_)
+        ));
+        assert!(matches!(
+            record(&conn, &keyed(2000, "u|tor"), window).unwrap(),
+            Recorded::New(_)
+        ));
+        let rows = list(&conn, &AlertFilter::default()).unwrap();
+        assert_eq!(rows.len(), 3);
+        assert_eq!(rows[0].count, 4);
+        assert_eq!(rows[0].observed_at, rfc3339(50_000_000));
+        assert_eq!(rows[0].last_observed_at, rfc3339(950_000_000));
+
+        // Once someone has triaged it, a repeat is news again.
+        conn.execute("UPDATE alerts SET status = 'triaged' WHERE id = ?1", [id])
+            .unwrap();
+        assert!(matches!(
+            record(&conn, &keyed(960, "u|tor"), window).unwrap(),
+            Recorded::New(_)
+        ));
+        // No key, or no window: never aggregated.
+        assert!(matches!(
+            record(&conn, &alert(961), window).unwrap(),
+            Recorded::New(_)
+        ));
+        assert!(matches!(
+            record(&conn, &keyed(962, "u|tor"), 0).unwrap(),
+            Recorded::New(_)
+        ));
     }
 }

@@ -96,6 +96,7 @@ fn open_path(path: &Path, durability: Durability, create: bool) -> Result<Connec
         .map_err(err)?;
     // Every statement is IF NOT EXISTS: opening also brings an older file up to date.
     conn.execute_batch(SCHEMA).map_err(err)?;
+    migrate(&conn).map_err(err)?;
     if create {
         conn.execute(
             "INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?1)",
@@ -104,6 +105,41 @@ fn open_path(path: &Path, durability: Durability, create: bool) -> Result<Connec
         .map_err(err)?;
     }
     Ok(conn)
+}
+
+/// Columns added after a table was first released, with what they need. SQLite has no
+/// `ADD COLUMN IF NOT EXISTS`, so each is added only when `table_info` lacks it.
+const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
+    // Aggregation: repeats of one breach update a single alert.
+    ("alerts", "count", "INTEGER NOT NULL DEFAULT 1"),
+    ("alerts", "last_observed_at", "INTEGER"),
+    ("alerts", "aggregate_key", "TEXT"),
+    // The sanctions table's recommended response for this user.
+    ("alerts", "response", "TEXT NOT NULL DEFAULT ''"),
+];
+
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    // Several connections open at start-up; the write lock makes one of them do the work.
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let result = add_columns(conn);
+    conn.execute_batch(if result.is_ok() { "COMMIT" } else { "ROLLBACK" })?;
+    result
+}
+
+fn add_columns(conn: &Connection) -> rusqlite::Result<()> {
+    for (table, column, decl) in ADDED_COLUMNS {
+        let exists: bool = conn.query_row(
+            &format!("SELECT count(*) FROM pragma_table_info('{table}') WHERE name = ?1"),
+            [column],
+            |r| r.get::<_, i64>(0).map(|n| n > 0),
+        )?;
+        if !exists {
+            conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
+        }
+    }
+    conn.execute_batch(
+        "CREATE INDEX IF NOT EXISTS alerts_by_aggregate ON alerts (aggregate_key, last_observed_at)",
+    )
 }
 
 pub fn now_us() -> i64 {

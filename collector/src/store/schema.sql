@@ -63,6 +63,7 @@ CREATE TABLE IF NOT EXISTS alerts (
     policy_version  TEXT NOT NULL,
     event_seq       INTEGER,
     status          TEXT NOT NULL DEFAULT 'new'
+    -- later columns are added by store::migrate, so older files gain them too
 );
 CREATE INDEX IF NOT EXISTS alerts_by_time ON alerts (observed_at);
 
