@@ -13,6 +13,7 @@ pub mod ingest;
 pub mod init;
 pub mod pki;
 pub mod policy;
+pub mod reload;
 pub mod serve;
 pub mod state;
 pub mod store;

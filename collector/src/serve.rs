@@ -37,9 +37,17 @@ pub async fn run(data_dir: &Path, opts: ServeOptions) -> anyhow::Result<()> {
     }
     let paths = PkiPaths::new(data_dir);
     let ca = CertificateAuthority::load(&paths).context("loading the certificate authority")?;
-    let policy = Policy::load(&Policy::path(data_dir))?;
+    let policy_path = Policy::path(data_dir);
+    let policy = Policy::load(&policy_path)?;
     tracing::info!(version = %policy.version, "policy loaded");
     let policy = Arc::new(ArcSwap::from_pointee(policy));
+    let inputs_path = policy_path.clone();
+    crate::reload::spawn(
+        vec![data_dir.to_path_buf()],
+        move |p| std::iter::once(inputs_path.clone()).chain(p.inputs()).collect(),
+        Box::new(move || Ok(Policy::load(&policy_path)?)),
+        Arc::clone(&policy),
+    )?;
 
     let write_conn = store::open(data_dir, store::Durability::Full)?;
     let admin_conn = store::open(data_dir, store::Durability::Normal)?;

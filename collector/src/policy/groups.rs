@@ -7,7 +7,7 @@ use super::located::SpecError;
 use globset::{GlobBuilder, GlobMatcher};
 use serde::Deserialize;
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use toml::Spanned;
 
 /// The class of person a group holds; the sanctions table differs between them.
@@ -121,6 +121,8 @@ pub struct Groups {
     user_patterns: Vec<(GlobMatcher, usize)>,
     /// Lower-cased user name -> group index.
     roster: HashMap<String, usize>,
+    /// Where the roster was read from, so a change to it reloads the policy.
+    pub roster_file: Option<PathBuf>,
 }
 
 fn glob(field: &str, p: &Spanned<String>) -> Result<GlobMatcher, SpecError> {
@@ -201,18 +203,22 @@ impl Groups {
                 user_patterns.push((glob("users.names", p)?, i));
             }
         }
-        let roster = match (&spec.roster, base) {
-            (Some(file), base) => {
-                let path = base.unwrap_or(Path::new(".")).join(file.get_ref());
-                load_roster(&path, &index).map_err(|e| SpecError::at(file.span(), e))?
+        let roster_file = spec
+            .roster
+            .as_ref()
+            .map(|f| base.unwrap_or(Path::new(".")).join(f.get_ref()));
+        let roster = match (&spec.roster, &roster_file) {
+            (Some(file), Some(path)) => {
+                load_roster(path, &index).map_err(|e| SpecError::at(file.span(), e))?
             }
-            (None, _) => HashMap::new(),
+            _ => HashMap::new(),
         };
         Ok(Self {
             groups,
             devices,
             user_patterns,
             roster,
+            roster_file,
         })
     }
 

@@ -168,6 +168,11 @@ impl Policy {
         data_dir.join("policy.toml")
     }
 
+    /// The files besides the policy file that this policy was built from.
+    pub fn inputs(&self) -> Vec<PathBuf> {
+        self.groups.roster_file.iter().cloned().collect()
+    }
+
     pub fn load(path: &Path) -> Result<Self, PolicyError> {
         let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
             path: path.into(),
