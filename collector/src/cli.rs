@@ -90,3 +90,22 @@ pub fn agents_revoke(data_dir: &Path, agent_id: &str) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+pub fn policy_test(
+    data_dir: &Path,
+    candidate: &Path,
+    since: Option<&str>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let since_us = since.map(parse_since).transpose()?;
+    let candidate = crate::policy::Policy::load(candidate)?;
+    let current = crate::policy::Policy::load(&crate::policy::Policy::path(data_dir))?;
+    let conn = store::open(data_dir, Durability::Normal)?;
+    let report = crate::dryrun::compare(&conn, &current, &candidate, since_us)?;
+    if json {
+        print_json(&report)
+    } else {
+        report.render(&mut std::io::stdout().lock())?;
+        Ok(())
+    }
+}

@@ -6,6 +6,7 @@ pub mod alerts;
 pub mod cli;
 pub mod committer;
 pub mod config;
+pub mod dryrun;
 pub mod enroll;
 pub mod housekeeping;
 pub mod identity;

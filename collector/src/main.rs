@@ -149,6 +149,20 @@ enum AgentsCommand {
 enum PolicyCommand {
     /// Validate a policy file; errors name the line and the field.
     Check { file: PathBuf },
+    /// Dry run: replay stored events against a candidate policy and show which alerts it would
+    /// add, remove or change compared with the current one. Nothing is written.
+    Test {
+        #[command(flatten)]
+        dir: DataDir,
+        /// The candidate policy file.
+        file: PathBuf,
+        /// Replay only events observed since this RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -243,5 +257,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}: valid, version {}", file.display(), p.version);
             Ok(())
         }
+        Command::Policy {
+            command:
+                PolicyCommand::Test {
+                    dir,
+                    file,
+                    since,
+                    json,
+                },
+        } => cli::policy_test(&dir.data_dir, &file, since.as_deref(), json),
     }
 }

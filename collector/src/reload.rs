@@ -163,7 +163,11 @@ mod tests {
         let good = target.load().version.clone();
         std::fs::write(&path, "version = \"broken\"\n[[process]]\nid = 1\n").unwrap();
         std::thread::sleep(SETTLE * 4);
-        assert_eq!(target.load().version, good, "a broken file must not replace the policy");
+        assert_eq!(
+            target.load().version,
+            good,
+            "a broken file must not replace the policy"
+        );
         // Fixing it is picked up again.
         std::fs::write(&path, edited.replacen("edited-", "fixed-", 1)).unwrap();
         wait_for("the fix", || target.load().version.starts_with("fixed-"));

@@ -44,7 +44,11 @@ pub async fn run(data_dir: &Path, opts: ServeOptions) -> anyhow::Result<()> {
     let inputs_path = policy_path.clone();
     crate::reload::spawn(
         vec![data_dir.to_path_buf()],
-        move |p| std::iter::once(inputs_path.clone()).chain(p.inputs()).collect(),
+        move |p| {
+            std::iter::once(inputs_path.clone())
+                .chain(p.inputs())
+                .collect()
+        },
         Box::new(move || Ok(Policy::load(&policy_path)?)),
         Arc::clone(&policy),
     )?;

@@ -110,6 +110,37 @@ fn details(event: &Event) -> serde_json::Map<String, serde_json::Value> {
     }
 }
 
+/// Every stored event since `since_us` (all when None), in the order it was stored, with the
+/// enrolment group of its agent; `f` returns false to stop.
+pub fn replay(
+    conn: &Connection,
+    since_us: Option<i64>,
+    mut f: impl FnMut(&str, &str, Event) -> bool,
+) -> Result<u64> {
+    let mut stmt = conn.prepare(
+        "SELECT e.agent_id, coalesce(a.grp, ''), e.seq, e.payload
+         FROM events e LEFT JOIN agents a ON a.agent_id = e.agent_id
+         WHERE (?1 IS NULL OR e.observed_at >= ?1) ORDER BY e.id",
+    )?;
+    let mut rows = stmt.query(params![since_us])?;
+    let mut n = 0;
+    while let Some(r) = rows.next()? {
+        let agent_id: String = r.get(0)?;
+        let group: String = r.get(1)?;
+        let payload: Vec<u8> = r.get(3)?;
+        let event = Event::decode(payload.as_slice()).map_err(|e| StoreError::Corrupt {
+            agent_id: agent_id.clone(),
+            seq: r.get::<_, i64>(2).unwrap_or_default() as u64,
+            message: e.to_string(),
+        })?;
+        n += 1;
+        if !f(&agent_id, &group, event) {
+            break;
+        }
+    }
+    Ok(n)
+}
+
 /// Sequence numbers stored for one agent, in order (used by tests and the loss report).
 pub fn seqs_for(conn: &Connection, agent_id: &str) -> Result<Vec<u64>> {
     let mut stmt = conn.prepare("SELECT seq FROM events WHERE agent_id = ?1 ORDER BY seq")?;
