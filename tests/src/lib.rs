@@ -10,6 +10,55 @@ use std::time::{Duration, Instant};
 
 pub mod fake_logind;
 
+/// Streams `batches` from `agent`'s enrolled identity over one Telemetry stream, exactly as the
+/// agent sends them, and waits until the last batch is acknowledged.
+pub fn stream_batches(
+    c: &Collector,
+    agent: &Agent,
+    batches: Vec<Vec<invigilator_proto::v1::Event>>,
+) {
+    use invigilator_agent::{identity::StatePaths, tls};
+    use invigilator_proto::v1::{EventBatch, telemetry_client::TelemetryClient};
+    let Some(last) = batches.iter().flatten().map(|e| e.seq).max() else {
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let cfg = tls::mtls_config(&StatePaths::new(&agent.state_dir())).unwrap();
+        let mut client = TelemetryClient::new(tls::channel(&c.url(), cfg).unwrap());
+        let (tx, rx) = tokio::sync::mpsc::channel(batches.len().max(1));
+        for events in batches {
+            tx.send(EventBatch { events }).await.unwrap();
+        }
+        let mut acks = client
+            .stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .unwrap()
+            .into_inner();
+        loop {
+            let ack = acks
+                .message()
+                .await
+                .unwrap()
+                .expect("stream ended before the last ack");
+            if ack.up_to_seq >= last {
+                break;
+            }
+        }
+    });
+}
+
+/// Microseconds since the Unix epoch, as events carry them.
+pub fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as i64
+}
+
 /// target/<profile>/ beside the running test executable.
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");

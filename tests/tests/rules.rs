@@ -1,57 +1,30 @@
 //! The USB and session rules, end to end through the real collector: events are sent over mTLS
 //! with enrolled identities, exactly as agents send them, and the alerts read back with the CLI.
 
-use invigilator_agent::identity::StatePaths;
-use invigilator_agent::tls;
-use invigilator_proto::v1::{
-    Event, EventBatch, SessionChange, UsbDevice, event::Kind, telemetry_client::TelemetryClient,
-};
-use invigilator_tests::{Agent, Collector, wait_for};
+use invigilator_proto::v1::{Event, SessionChange, UsbDevice, event::Kind};
+use invigilator_tests::{Agent, Collector, now_us, stream_batches, wait_for};
 use std::time::Duration;
-
-fn now_us() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_micros() as i64
-}
 
 /// Sends `kinds` as one batch from `agent`'s identity; waits for the acknowledgement.
 fn send(c: &Collector, agent: &Agent, first_seq: u64, host: &str, kinds: Vec<Kind>) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let cfg = tls::mtls_config(&StatePaths::new(&agent.state_dir())).unwrap();
-        let mut client = TelemetryClient::new(tls::channel(&c.url(), cfg).unwrap());
-        let events: Vec<Event> = kinds
-            .into_iter()
-            .enumerate()
-            .map(|(i, k)| {
-                let user = match &k {
-                    Kind::Session(s) => s.user.clone(),
-                    _ => String::new(),
-                };
-                Event {
-                    seq: first_seq + i as u64,
-                    observed_at_us: now_us(),
-                    hostname: host.into(),
-                    user,
-                    kind: Some(k),
-                }
-            })
-            .collect();
-        let last = events.last().unwrap().seq;
-        let (tx, rx) = tokio::sync::mpsc::channel(1);
-        tx.send(EventBatch { events }).await.unwrap();
-        let mut acks = client
-            .stream(tokio_stream::wrappers::ReceiverStream::new(rx))
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(acks.message().await.unwrap().unwrap().up_to_seq, last);
-    });
+    let events: Vec<Event> = kinds
+        .into_iter()
+        .enumerate()
+        .map(|(i, k)| {
+            let user = match &k {
+                Kind::Session(s) => s.user.clone(),
+                _ => String::new(),
+            };
+            Event {
+                seq: first_seq + i as u64,
+                observed_at_us: now_us(),
+                hostname: host.into(),
+                user,
+                kind: Some(k),
+            }
+        })
+        .collect();
+    stream_batches(c, agent, vec![events]);
 }
 
 fn session(action: &str, id: &str, user: &str) -> Kind {
