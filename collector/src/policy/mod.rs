@@ -8,8 +8,10 @@ use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
 pub mod groups;
+pub mod keywords;
 mod located;
 mod process;
+pub mod schedule;
 pub mod session;
 mod setting;
 pub mod usb;
