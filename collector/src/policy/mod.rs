@@ -8,9 +8,11 @@ use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
 pub mod groups;
+pub mod keywords;
 mod located;
 mod process;
 pub mod responses;
+pub mod schedule;
 pub mod session;
 mod setting;
 pub mod usb;

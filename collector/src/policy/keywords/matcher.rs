@@ -1,0 +1,279 @@
+//! The compiled libraries: every term, innocent phrase and schoolwork word of every library in
+//! one automaton, so a text is read once whatever the number of libraries.
+
+use super::normalise::normalise;
+use super::{KeywordExclusionsSpec, KeywordHit, KeywordLibrarySpec};
+use crate::policy::{Severity, SpecError};
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use std::collections::{HashMap, HashSet};
+use toml::Spanned;
+
+/// What a pattern of the automaton stands for; one pattern can have several roles (the same
+/// word in two libraries).
+#[derive(Debug, Clone, Copy)]
+enum Role {
+    Term {
+        library: usize,
+        topic: bool,
+        written: usize,
+    },
+    /// An innocent phrase, for one library or (None) all.
+    Phrase(Option<usize>),
+    Schoolwork(Option<usize>),
+}
+
+#[derive(Debug)]
+struct Library {
+    id: String,
+    concern: String,
+    severity: Severity,
+}
+
+/// Compiled keyword libraries; cheap to share, `scan` takes `&self`.
+#[derive(Debug, Default)]
+pub struct Keywords {
+    libraries: Vec<Library>,
+    /// None when no library is on.
+    automaton: Option<AhoCorasick>,
+    /// By pattern id.
+    roles: Vec<Vec<Role>>,
+    /// Terms as written, for hits.
+    written: Vec<String>,
+}
+
+/// The automaton being built: patterns by text, each with its roles.
+#[derive(Default)]
+struct Patterns {
+    index: HashMap<String, usize>,
+    texts: Vec<String>,
+    roles: Vec<Vec<Role>>,
+}
+
+impl Patterns {
+    fn add(&mut self, pattern: String, role: Role) {
+        let id = *self.index.entry(pattern.clone()).or_insert_with(|| {
+            self.texts.push(pattern);
+            self.roles.push(Vec::new());
+            self.texts.len() - 1
+        });
+        self.roles[id].push(role);
+    }
+}
+
+/// A term or phrase as an automaton pattern: normalised, with the spaces around it that make it
+/// match whole words; a trailing `*` leaves the last word open.
+fn pattern(owner: &str, field: &str, raw: &Spanned<String>) -> Result<String, SpecError> {
+    let text = raw.get_ref().trim();
+    let fail = |why: &str| SpecError::at(raw.span(), format!("{owner}: {field} {text:?}: {why}"));
+    let (body, prefix) = match text.strip_suffix('*') {
+        Some(body) => (body, true),
+        None => (text, false),
+    };
+    if body.contains('*') {
+        return Err(fail("`*` is only allowed once, at the end"));
+    }
+    let mut norm = normalise(body);
+    let last_word = norm.trim_end().rsplit(' ').next().unwrap_or("");
+    if last_word.is_empty() {
+        return Err(fail("has no letters or digits"));
+    }
+    if prefix {
+        // "a*" would match half the dictionary; three characters is the least that means much.
+        if last_word.chars().count() < 3 {
+            return Err(fail("needs at least 3 letters before `*`"));
+        }
+        if body.ends_with(|c: char| !c.is_alphanumeric()) {
+            return Err(fail("`*` must follow a letter or digit"));
+        }
+        norm.pop();
+    }
+    Ok(norm)
+}
+
+impl Keywords {
+    pub fn compile(
+        libs: &[KeywordLibrarySpec],
+        exclusions: &KeywordExclusionsSpec,
+    ) -> Result<Self, SpecError> {
+        let mut pats = Patterns::default();
+        let mut libraries = Vec::new();
+        let mut written = Vec::new();
+        let mut ids = HashSet::new();
+        for lib in libs {
+            let id = lib.id.get_ref();
+            if id.trim().is_empty() {
+                return Err(SpecError::at(
+                    lib.id.span(),
+                    "keywords: `id` must not be empty",
+                ));
+            }
+            if !ids.insert(id.as_str()) {
+                return Err(SpecError::at(
+                    lib.id.span(),
+                    format!("keywords {id:?}: id is used twice"),
+                ));
+            }
+            let owner = format!("keywords {id:?}");
+            if lib.terms.is_empty() && lib.topic_terms.is_empty() {
+                return Err(SpecError::at(
+                    lib.id.span(),
+                    format!("{owner}: matches nothing: give terms or topic_terms"),
+                ));
+            }
+            // Check every pattern even in a library that is off, so switching it on later
+            // cannot reveal an old mistake.
+            let severity = lib.severity.severity();
+            let n = libraries.len();
+            let add = |pats: &mut Patterns, pattern: String, role: Role| {
+                if severity.is_some() {
+                    pats.add(pattern, role);
+                }
+            };
+            for (field, list, topic) in [
+                ("term", &lib.terms, false),
+                ("topic term", &lib.topic_terms, true),
+            ] {
+                for raw in list {
+                    let p = pattern(&owner, field, raw)?;
+                    written.push(raw.get_ref().trim().to_owned());
+                    let written = written.len() - 1;
+                    add(
+                        &mut pats,
+                        p,
+                        Role::Term {
+                            library: n,
+                            topic,
+                            written,
+                        },
+                    );
+                }
+            }
+            for raw in &lib.exclusions {
+                add(
+                    &mut pats,
+                    pattern(&owner, "exclusion", raw)?,
+                    Role::Phrase(Some(n)),
+                );
+            }
+            for raw in &lib.schoolwork {
+                add(
+                    &mut pats,
+                    pattern(&owner, "schoolwork", raw)?,
+                    Role::Schoolwork(Some(n)),
+                );
+            }
+            if let Some(severity) = severity {
+                libraries.push(Library {
+                    id: id.clone(),
+                    concern: lib.concern.clone(),
+                    severity,
+                });
+            }
+        }
+        let owner = "keyword_exclusions";
+        for raw in &exclusions.phrases {
+            pats.add(pattern(owner, "phrase", raw)?, Role::Phrase(None));
+        }
+        for raw in &exclusions.schoolwork {
+            pats.add(pattern(owner, "schoolwork", raw)?, Role::Schoolwork(None));
+        }
+        let automaton = if libraries.is_empty() {
+            None
+        } else {
+            // Standard semantics for overlapping search: every occurrence of every pattern is
+            // seen, so a longer term that fails to match at a place cannot hide a shorter one,
+            // and neighbouring words can share the space between them.
+            let ac = AhoCorasickBuilder::new()
+                .match_kind(MatchKind::Standard)
+                .build(&pats.texts)
+                .map_err(|e| SpecError::new(format!("keywords: cannot build the matcher: {e}")))?;
+            Some(ac)
+        };
+        Ok(Self {
+            libraries,
+            automaton,
+            roles: pats.roles,
+            written,
+        })
+    }
+
+    /// True when no library is on.
+    pub fn is_empty(&self) -> bool {
+        self.libraries.is_empty()
+    }
+
+    /// The ids of the libraries that are on, in policy order.
+    pub fn libraries(&self) -> impl Iterator<Item = &str> {
+        self.libraries.iter().map(|l| l.id.as_str())
+    }
+
+    /// The libraries that match `text` (a search query or a page title), in policy order, each
+    /// with the best term: a plain term before a topic term, then the longest, then the first.
+    pub fn scan(&self, text: &str) -> Vec<KeywordHit> {
+        let Some(ac) = &self.automaton else {
+            return Vec::new();
+        };
+        let text = normalise(text);
+        let n = self.libraries.len();
+        // (library, topic, written, start, end) of each term occurrence.
+        let mut terms = Vec::new();
+        let mut phrases: Vec<(Option<usize>, usize, usize)> = Vec::new();
+        let mut schoolwork_all = false;
+        let mut schoolwork = vec![false; n];
+        for m in ac.find_overlapping_iter(&text) {
+            for role in &self.roles[m.pattern().as_usize()] {
+                match *role {
+                    Role::Term {
+                        library,
+                        topic,
+                        written,
+                    } => terms.push((library, topic, written, m.start(), m.end())),
+                    Role::Phrase(lib) => phrases.push((lib, m.start(), m.end())),
+                    Role::Schoolwork(None) => schoolwork_all = true,
+                    Role::Schoolwork(Some(lib)) => schoolwork[lib] = true,
+                }
+            }
+        }
+        // Per library: the rank (plain before topic, longer, earlier) and the occurrence.
+        type Rank = (bool, usize, std::cmp::Reverse<usize>);
+        let mut best: Vec<Option<(Rank, usize, usize, usize)>> = vec![None; n];
+        for (lib, topic, written, start, end) in terms {
+            // Spans include the spaces around words, so sharing a word means overlapping by more
+            // than the one space between neighbouring words.
+            let innocent = phrases.iter().any(|&(owner, s, e)| {
+                owner.is_none_or(|o| o == lib) && s.max(start) + 1 < e.min(end)
+            });
+            if innocent || (topic && (schoolwork_all || schoolwork[lib])) {
+                continue;
+            }
+            let rank = (!topic, end - start, std::cmp::Reverse(start));
+            if best[lib].is_none_or(|(r, ..)| rank > r) {
+                best[lib] = Some((rank, written, start, end));
+            }
+        }
+        best.into_iter()
+            .enumerate()
+            .filter_map(|(i, b)| {
+                let (_, written, start, end) = b?;
+                let lib = &self.libraries[i];
+                Some(KeywordHit {
+                    library: lib.id.clone(),
+                    concern: lib.concern.clone(),
+                    severity: lib.severity,
+                    term: self.written[written].clone(),
+                    found: found(&text, start, end),
+                })
+            })
+            .collect()
+    }
+}
+
+/// The words of `text` from `start` to `end`, with a prefix term's last word completed.
+fn found(text: &str, start: usize, end: usize) -> String {
+    let end = if text[..end].ends_with(' ') {
+        end
+    } else {
+        text[end..].find(' ').map_or(text.len(), |i| end + i)
+    };
+    text[start..end].trim().to_owned()
+}

@@ -1,0 +1,88 @@
+//! Keyword libraries for search terms and page titles: a library per concern (self-harm,
+//! extremism, ...), each a list of words and phrases, matched as whole words in normalised text
+//! with one Aho-Corasick automaton for every library at once.
+//!
+//! False positives are the first complaint about every product in this field, so a term can be
+//! switched off by its surroundings in two ways:
+//! - an innocent *phrase* sharing a word with it where it occurs ("kill myself laughing",
+//!   "want to die" in "die laughing", "suicide squad"): that occurrence does not count, another
+//!   occurrence elsewhere in the text still does;
+//! - a *topic term* ("cocaine", "suicide") names a subject pupils also study; it only counts when
+//!   the text has no *schoolwork* word ("homework", "GCSE", "Macbeth"). Plain `terms` are intent
+//!   ("kill myself", "buy weed") and count whatever the text says about homework.
+
+mod matcher;
+mod normalise;
+#[cfg(test)]
+mod tests;
+
+pub use matcher::Keywords;
+pub use normalise::normalise;
+
+use super::{Setting, Severity};
+use serde::Deserialize;
+use toml::Spanned;
+
+/// Default libraries, for the default policy: a `[[keywords]]` table per concern and a
+/// `[keyword_exclusions]` table.
+pub const DEFAULT_KEYWORDS: &str = include_str!("../default_keywords.toml");
+
+/// One `[[keywords]]` table: the library of one concern.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeywordLibrarySpec {
+    pub id: Spanned<String>,
+    /// Shown to staff: what the library is about ("self-harm and suicide").
+    pub concern: String,
+    /// `"off"` keeps the library in the file but never raises it.
+    pub severity: Setting,
+    /// Words and phrases that count wherever they appear. A trailing `*` matches any word that
+    /// begins with the rest (`suicid*`: suicide, suicidal).
+    #[serde(default)]
+    pub terms: Vec<Spanned<String>>,
+    /// Terms naming a subject also studied at school: they count only when the text has no
+    /// schoolwork word (global `keyword_exclusions.schoolwork` or this library's `schoolwork`).
+    #[serde(default)]
+    pub topic_terms: Vec<Spanned<String>>,
+    /// Innocent phrases for this library only, like `keyword_exclusions.phrases`.
+    #[serde(default)]
+    pub exclusions: Vec<Spanned<String>>,
+    /// Schoolwork words for this library only.
+    #[serde(default)]
+    pub schoolwork: Vec<Spanned<String>>,
+}
+
+/// The `[keyword_exclusions]` table, for every library.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeywordExclusionsSpec {
+    /// Known innocent phrases: an occurrence of a term that shares a word with one of them does
+    /// not count.
+    #[serde(default)]
+    pub phrases: Vec<Spanned<String>>,
+    /// Words that mark a text as schoolwork, which silences topic terms.
+    #[serde(default)]
+    pub schoolwork: Vec<Spanned<String>>,
+}
+
+/// A library that matched a text: at most one per library and text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeywordHit {
+    pub library: String,
+    pub concern: String,
+    pub severity: Severity,
+    /// The term as written in the policy (`suicid*`).
+    pub term: String,
+    /// The words of the text that matched it, normalised (`suicidal`).
+    pub found: String,
+}
+
+impl KeywordHit {
+    /// For an alert's `matched` field: the term and the words, never the whole text.
+    pub fn matched(&self) -> String {
+        format!(
+            "keyword {:?} ({:?}) in {:?}",
+            self.term, self.found, self.library
+        )
+    }
+}
