@@ -173,7 +173,21 @@ fn parse(token: &str) -> Result<NormalUrl, NormaliseError> {
 }
 
 fn build(host: &str, path: &str, query: Option<&str>) -> NormalUrl {
-    let host = host.trim_end_matches('.');
+    let trimmed = host.trim_end_matches('.');
+    // Without its trailing dots a name can turn out to be an address (`0..`): parse it again
+    // so that the normal form normalises to itself.
+    let reparsed;
+    let host = if trimmed.len() == host.len() {
+        host
+    } else {
+        match url::Host::parse(trimmed) {
+            Ok(h) => {
+                reparsed = h.to_string();
+                &reparsed
+            }
+            Err(_) => trimmed,
+        }
+    };
     let mut text = String::with_capacity(host.len() + path.len() + query.map_or(0, |q| q.len() + 1));
     // Hosts from the url crate are already lower case; opaque ones were lowered by the caller.
     text.push_str(host);
