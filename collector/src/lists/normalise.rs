@@ -402,6 +402,8 @@ mod tests {
 
         #[test]
         fn case_port_userinfo_dot_and_scheme_do_not_matter((plain, varied) in variants()) {
+            // Random `xn--` labels are (rightly) invalid punycode.
+            prop_assume!(!plain.contains("xn--"));
             let a = normalise(&plain);
             let b = normalise(&varied);
             prop_assert!(a.is_ok(), "{} {:?}", plain, a);
