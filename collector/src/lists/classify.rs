@@ -39,7 +39,12 @@ fn classify_block(lists: &Lists, block: &[u8], out: &mut Vec<u8>) -> Stats {
 
 /// Classifies every line of `input`, writing one answer per line to `output`. `threads` 0
 /// means one per core. A last line without a newline still gets its answer.
-pub fn run(lists: &Lists, mut input: impl Read, mut output: impl Write, threads: usize) -> io::Result<Stats> {
+pub fn run(
+    lists: &Lists,
+    mut input: impl Read,
+    mut output: impl Write,
+    threads: usize,
+) -> io::Result<Stats> {
     let threads = if threads == 0 {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     } else {
@@ -206,7 +211,13 @@ mod tests {
     fn last_line_without_newline_blank_lines_and_bad_bytes() {
         let (_d, lists) = fixture();
         let mut out = Vec::new();
-        run(&lists, &b"http://games.example\n\n\xff\xfe\nadult.example"[..], &mut out, 2).unwrap();
+        run(
+            &lists,
+            &b"http://games.example\n\n\xff\xfe\nadult.example"[..],
+            &mut out,
+            2,
+        )
+        .unwrap();
         assert_eq!(out, b"games\n-\n-\nadult\n");
         let mut out = Vec::new();
         run(&lists, &b""[..], &mut out, 2).unwrap();

@@ -83,8 +83,7 @@ pub(crate) fn domain_key(entry: &str) -> Result<std::borrow::Cow<'_, str>, Strin
     // Fast path: lower-case LDH names the url crate would return unchanged.
     let b = e.as_bytes();
     let last_label = e.rsplit('.').next().unwrap_or("");
-    if b
-        .iter()
+    if b.iter()
         .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"-_.".contains(c))
         && !e.ends_with('.')
         && !e.contains("..")
@@ -139,10 +138,15 @@ pub(crate) fn from_ut1(
         let id16 = id as u16;
         let folder = dir.join(&cat.name);
         let before = report.entries;
-        ut1::read_file(&folder.join("domains"), EntryKind::Domain, &mut report, |e, _| {
-            let host = domain_key(e)?;
-            domains.push(host.bytes().rev(), id16)
-        })?;
+        ut1::read_file(
+            &folder.join("domains"),
+            EntryKind::Domain,
+            &mut report,
+            |e, _| {
+                let host = domain_key(e)?;
+                domains.push(host.bytes().rev(), id16)
+            },
+        )?;
         infos[id].domains = report.entries - before;
         let before = report.entries;
         ut1::read_file(&folder.join("urls"), EntryKind::Url, &mut report, |e, _| {
@@ -155,11 +159,16 @@ pub(crate) fn from_ut1(
         })?;
         infos[id].urls = report.entries - before;
         let before = report.entries;
-        ut1::read_file(&folder.join("expressions"), EntryKind::Expression, &mut report, |e, _| {
-            check_regex(e)?;
-            exprs.push((id16, e.to_owned()));
-            Ok(())
-        })?;
+        ut1::read_file(
+            &folder.join("expressions"),
+            EntryKind::Expression,
+            &mut report,
+            |e, _| {
+                check_regex(e)?;
+                exprs.push((id16, e.to_owned()));
+                Ok(())
+            },
+        )?;
         infos[id].expressions = report.entries - before;
     }
     // Aliases share their target's counts, for the report.
@@ -285,7 +294,10 @@ mod tests {
         }
         assert_eq!(domain_key(".afshin.ir").unwrap(), "afshin.ir");
         assert_eq!(domain_key("Example.COM.").unwrap(), "example.com");
-        assert_eq!(domain_key("BÜCHER.example").unwrap(), "xn--bcher-kva.example");
+        assert_eq!(
+            domain_key("BÜCHER.example").unwrap(),
+            "xn--bcher-kva.example"
+        );
         assert_eq!(domain_key("0x7f.1").unwrap(), "127.0.0.1");
         for bad in ["a.com/x", "", ".", "u@a.com", "a b"] {
             assert!(domain_key(bad).is_err(), "{bad}");

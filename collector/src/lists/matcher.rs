@@ -228,7 +228,9 @@ impl Matcher {
     /// The first matching category of this class, in byte order of name.
     pub fn first(&self, url: &NormalUrl) -> Option<&str> {
         let id = self.first_id(url)?;
-        self.categories.get(usize::from(id)).map(|c| c.name.as_str())
+        self.categories
+            .get(usize::from(id))
+            .map(|c| c.name.as_str())
     }
 
     /// Appends every match, sorted by category then kind of entry.
@@ -256,7 +258,9 @@ impl Matcher {
         });
         if !url.www_prefix().is_empty() {
             let full = url.as_str();
-            self.walk_urls(full.as_bytes(), |len, set| push(set, EntryKind::Url, &full[..len]));
+            self.walk_urls(full.as_bytes(), |len, set| {
+                push(set, EntryKind::Url, &full[..len])
+            });
         }
         if let Some(re) = &self.exprs {
             for i in re.matches(&url.decoded()).iter() {

@@ -33,7 +33,9 @@ pub use store::{ImportReport, import};
 use std::path::{Path, PathBuf};
 
 /// Which kind of list entry matched.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum EntryKind {
     Domain,
@@ -53,7 +55,9 @@ impl EntryKind {
 
 /// Ordinary lists are chosen by the policy; illegal lists (licensed feeds) are always on and
 /// their alerts never show the URL.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum ListClass {
     Illegal,
@@ -100,7 +104,9 @@ pub enum ListsError {
         line: usize,
         message: String,
     },
-    #[error("{path}: no categories found (expected a folder per category holding domains, urls or expressions files)")]
+    #[error(
+        "{path}: no categories found (expected a folder per category holding domains, urls or expressions files)"
+    )]
     Empty { path: PathBuf },
     #[error("{path}: not usable compiled lists: {message}")]
     BadCompiled { path: PathBuf, message: String },
@@ -149,15 +155,19 @@ impl Lists {
         if path.is_file() {
             return Ok(Self::from_matchers(vec![store::load_file(path)?]));
         }
-        let has_compiled =
-            |d: &Path| [ListClass::Illegal, ListClass::Ordinary].iter().any(|c| d.join(c.file_name()).is_file());
+        let has_compiled = |d: &Path| {
+            [ListClass::Illegal, ListClass::Ordinary]
+                .iter()
+                .any(|c| d.join(c.file_name()).is_file())
+        };
         if has_compiled(path) {
             return Self::load_compiled_dir(path);
         }
         if has_compiled(&store::lists_dir(path)) {
             return Self::load(path);
         }
-        let (matcher, _) = compile::from_ut1(path, ListClass::Ordinary, &path.display().to_string())?;
+        let (matcher, _) =
+            compile::from_ut1(path, ListClass::Ordinary, &path.display().to_string())?;
         Ok(Self::from_matchers(vec![matcher]))
     }
 

@@ -147,10 +147,12 @@ fn parse(token: &str) -> Result<NormalUrl, NormaliseError> {
         // address (`www.10.1.2.3`); squidGuard matches it as a name, and lists are full of IPs
         // that sample generators put subdomains on. Parse it again with an opaque host.
         Err(url::ParseError::InvalidIpv4Address) => {
-            let rest = text.strip_prefix("http://").unwrap_or(text);
+            let rest = after_scheme(text);
             let u = url::Url::parse(&format!("x-opaque://{rest}"))?;
             let raw = u.host_str().ok_or(NormaliseError::NoHost)?;
-            let host = percent_decode_str(raw).decode_utf8_lossy().to_ascii_lowercase();
+            let host = percent_decode_str(raw)
+                .decode_utf8_lossy()
+                .to_ascii_lowercase();
             if host.is_empty()
                 || !host
                     .bytes()
@@ -188,7 +190,8 @@ fn build(host: &str, path: &str, query: Option<&str>) -> NormalUrl {
             Err(_) => trimmed,
         }
     };
-    let mut text = String::with_capacity(host.len() + path.len() + query.map_or(0, |q| q.len() + 1));
+    let mut text =
+        String::with_capacity(host.len() + path.len() + query.map_or(0, |q| q.len() + 1));
     // Hosts from the url crate are already lower case; opaque ones were lowered by the caller.
     text.push_str(host);
     let host_len = text.len();
@@ -262,13 +265,7 @@ fn push_canonical(out: &mut String, s: &str, is_path: bool) {
         }
         last_slash = false;
         let c = c.to_ascii_lowercase();
-        if encoded_slash
-            || c <= b' '
-            || c >= 0x7f
-            || c == b'%'
-            || c == b'#'
-            || c == b'\\'
-        {
+        if encoded_slash || c <= b' ' || c >= 0x7f || c == b'%' || c == b'#' || c == b'\\' {
             out.push('%');
             out.push(HEX[usize::from(c >> 4)] as char);
             out.push(HEX[usize::from(c & 15)] as char);
@@ -284,7 +281,9 @@ mod tests {
     use proptest::prelude::*;
 
     fn n(s: &str) -> String {
-        normalise(s).map(|n| n.to_string()).unwrap_or_else(|e| format!("ERR {e}"))
+        normalise(s)
+            .map(|n| n.to_string())
+            .unwrap_or_else(|e| format!("ERR {e}"))
     }
 
     #[test]
@@ -294,7 +293,10 @@ mod tests {
             ("example.com", "example.com/"),
             ("ftp://user:pw@Example.com:2121/x", "example.com/x"),
             ("https://example.com.:8443/", "example.com/"),
-            ("http://example.com./a//b///c?x=//y", "example.com/a/b/c?x=//y"),
+            (
+                "http://example.com./a//b///c?x=//y",
+                "example.com/a/b/c?x=//y",
+            ),
             ("http://exa%6dple.com/%70orn", "example.com/porn"),
             ("http://example.com/a%2541", "example.com/a%2541"),
             ("http://example.com/%2F%2f", "example.com/%2F%2F"),
@@ -307,7 +309,11 @@ mod tests {
             ("http://0xC0.0250.1.1/", "192.168.1.1/"),
             ("http://[2001:DB8:0::1]:80/", "[2001:db8::1]/"),
             ("http://www.10.1.2.3/x", "www.10.1.2.3/x"),
-            ("HTTP://WWW.Example.com/ GET 10.0.0.1/- -", "www.example.com/"),
+            ("https://WWW.10.1.2.3:443/x", "www.10.1.2.3/x"),
+            (
+                "HTTP://WWW.Example.com/ GET 10.0.0.1/- -",
+                "www.example.com/",
+            ),
             ("example.com%2Fpath/x", "example.com/path/x"),
             ("mailto:someone@example.com", "example.com/"),
             ("foo://Example.com/A", "example.com/a"),
@@ -315,7 +321,14 @@ mod tests {
         ] {
             assert_eq!(n(input), want, "{input}");
         }
-        for bad in ["", "   ", "http://", "http:///", "http://[::1/", "http://%zz/"] {
+        for bad in [
+            "",
+            "   ",
+            "http://",
+            "http:///",
+            "http://[::1/",
+            "http://%zz/",
+        ] {
             assert!(normalise(bad).is_err(), "{bad:?} gave {}", n(bad));
         }
     }

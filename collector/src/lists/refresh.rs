@@ -72,7 +72,10 @@ pub fn refresh_once(data_dir: &Path, cfg: &ListsConfig) -> Result<Option<Lists>,
                 changed = true;
             }
             Err(e) => {
-                tracing::warn!(class = class.as_str(), "lists refresh failed, keeping the previous lists: {e}");
+                tracing::warn!(
+                    class = class.as_str(),
+                    "lists refresh failed, keeping the previous lists: {e}"
+                );
             }
         }
     }

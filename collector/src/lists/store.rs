@@ -92,7 +92,9 @@ pub(crate) fn from_bytes(buf: Vec<u8>) -> Result<Matcher, String> {
     }
     let version = le_u32(&buf, 8);
     if version != VERSION {
-        return Err(format!("format version {version}, this collector reads {VERSION}: import the lists again"));
+        return Err(format!(
+            "format version {version}, this collector reads {VERSION}: import the lists again"
+        ));
     }
     let h = le_u32(&buf, 12) as usize;
     let d = usize::try_from(le_u64(&buf, 16)).map_err(|_| "bad length")?;
@@ -107,8 +109,8 @@ pub(crate) fn from_bytes(buf: Vec<u8>) -> Result<Matcher, String> {
     if Sha256::digest(&buf[PREFIX..]).as_slice() != &buf[32..PREFIX] {
         return Err("checksum mismatch (the file is damaged)".into());
     }
-    let header: Header = serde_json::from_slice(&buf[PREFIX..PREFIX + h])
-        .map_err(|e| format!("header: {e}"))?;
+    let header: Header =
+        serde_json::from_slice(&buf[PREFIX..PREFIX + h]).map_err(|e| format!("header: {e}"))?;
     let buf = Arc::new(buf);
     let ds = PREFIX + h;
     let domains = Shared::new(buf.clone(), ds, ds + d);
@@ -152,7 +154,11 @@ pub struct ImportReport {
 
 impl std::fmt::Display for ImportReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let aliases = self.categories.iter().filter(|c| c.alias_of.is_some()).count();
+        let aliases = self
+            .categories
+            .iter()
+            .filter(|c| c.alias_of.is_some())
+            .count();
         writeln!(
             f,
             "imported {} {} categories ({} aliases): {} entries, {} lines skipped, into {} ({} bytes)",
@@ -253,7 +259,11 @@ fn is_archive(p: &Path) -> bool {
 
 /// `lists import --format ut1 [--illegal] SOURCE`: compiles a UT1 directory (or `.tar.gz`)
 /// into `<data-dir>/lists/<class>.lists`, replacing the previous file atomically.
-pub fn import(data_dir: &Path, source: &Path, class: ListClass) -> Result<ImportReport, ListsError> {
+pub fn import(
+    data_dir: &Path,
+    source: &Path,
+    class: ListClass,
+) -> Result<ImportReport, ListsError> {
     let dir = lists_dir(data_dir);
     std::fs::create_dir_all(&dir).map_err(io(&dir))?;
     let suffix = unique_suffix();

@@ -11,11 +11,23 @@ fn write(dir: &Path, rel: &str, text: &str) {
 
 /// A small UT1 tree with the shapes the real one has.
 fn fixture(dir: &Path) {
-    write(dir, "games/domains", "games.example\nplay.example.org\n118.123.4.224\n.dotted.example\n");
-    write(dir, "games/urls", "host.example/games/\nwww.exact.example/only\n");
+    write(
+        dir,
+        "games/domains",
+        "games.example\nplay.example.org\n118.123.4.224\n.dotted.example\n",
+    );
+    write(
+        dir,
+        "games/urls",
+        "host.example/games/\nwww.exact.example/only\n",
+    );
     write(dir, "adult/domains", "adult.example\nshared.example\n");
     write(dir, "adult/urls", "host.example/Adult\n");
-    write(dir, "adult/expressions", "(^|[-/_])(porn|xxx)s?([-./_]|$)\n");
+    write(
+        dir,
+        "adult/expressions",
+        "(^|[-/_])(porn|xxx)s?([-./_]|$)\n",
+    );
     write(dir, "shopping/domains", "shared.example\nshop.example\n");
     write(dir, "porn", "adult\n");
     write(dir, "README", "UT1 lists, see the NOTICE\nline two\n");
@@ -78,7 +90,15 @@ fn hits_say_what_matched() {
     let got: Vec<String> = l
         .lookup("http://www.shared.example/xxx")
         .iter()
-        .map(|h| format!("{} {} {} {}", h.class.as_str(), h.category, h.kind.as_str(), h.entry))
+        .map(|h| {
+            format!(
+                "{} {} {} {}",
+                h.class.as_str(),
+                h.category,
+                h.kind.as_str(),
+                h.entry
+            )
+        })
         .collect();
     assert_eq!(
         got,
@@ -103,25 +123,49 @@ fn compiled_lists_match_like_raw_ones_and_illegal_comes_first() {
     let d = tempfile::tempdir().unwrap();
     let src = d.path().join("ut1");
     fixture(&src);
-    write(d.path(), "iwf/zz-abuse/domains", "bad.example\nshared.example\n");
+    write(
+        d.path(),
+        "iwf/zz-abuse/domains",
+        "bad.example\nshared.example\n",
+    );
     let data = d.path().join("data");
     let r = import(&data, &src, ListClass::Ordinary).unwrap();
     assert_eq!(r.categories.len(), 4);
-    assert!(r.to_string().contains("imported 4 ordinary categories (1 aliases)"), "{r}");
+    assert!(
+        r.to_string()
+            .contains("imported 4 ordinary categories (1 aliases)"),
+        "{r}"
+    );
     import(&data, &d.path().join("iwf"), ListClass::Illegal).unwrap();
 
     let raw = Lists::open(&src).unwrap();
     let compiled = Lists::load(&data).unwrap();
-    for url in ["games.example", "http://host.example/Adult/x", "http://a.example/porn", "http://shop.example"] {
+    for url in [
+        "games.example",
+        "http://host.example/Adult/x",
+        "http://a.example/porn",
+        "http://shop.example",
+    ] {
         assert_eq!(raw.first(url), compiled.first(url), "{url}");
     }
     assert_eq!(compiled.first("http://shared.example/"), Some("zz-abuse"));
     let hits = compiled.lookup("http://bad.example/");
     assert_eq!(hits.len(), 1);
-    assert_eq!((hits[0].class, hits[0].category), (ListClass::Illegal, "zz-abuse"));
+    assert_eq!(
+        (hits[0].class, hits[0].category),
+        (ListClass::Illegal, "zz-abuse")
+    );
     // `--lists` takes the data directory, its lists folder, or one file.
-    for p in [data.clone(), data.join("lists"), data.join("lists/illegal.lists")] {
-        assert_eq!(Lists::open(&p).unwrap().first("http://bad.example/"), Some("zz-abuse"), "{p:?}");
+    for p in [
+        data.clone(),
+        data.join("lists"),
+        data.join("lists/illegal.lists"),
+    ] {
+        assert_eq!(
+            Lists::open(&p).unwrap().first("http://bad.example/"),
+            Some("zz-abuse"),
+            "{p:?}"
+        );
     }
 }
 
@@ -135,17 +179,34 @@ fn a_failed_import_leaves_the_previous_lists() {
     let before = std::fs::read(data.join("lists/ordinary.lists")).unwrap();
 
     write(&src, "games/domains", "ok.example\n\0\0\0");
-    let err = import(&data, &src, ListClass::Ordinary).unwrap_err().to_string();
+    let err = import(&data, &src, ListClass::Ordinary)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("games/domains:2"), "{err}");
     let empty = d.path().join("empty");
     std::fs::create_dir_all(&empty).unwrap();
-    let err = import(&data, &empty, ListClass::Ordinary).unwrap_err().to_string();
+    let err = import(&data, &empty, ListClass::Ordinary)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("no categories"), "{err}");
 
-    assert_eq!(std::fs::read(data.join("lists/ordinary.lists")).unwrap(), before);
-    let names: Vec<_> = std::fs::read_dir(data.join("lists")).unwrap().map(|e| e.unwrap().file_name()).collect();
-    assert_eq!(names, ["ordinary.lists"], "no temporary files are left behind");
-    assert_eq!(Lists::load(&data).unwrap().first("games.example"), Some("games"));
+    assert_eq!(
+        std::fs::read(data.join("lists/ordinary.lists")).unwrap(),
+        before
+    );
+    let names: Vec<_> = std::fs::read_dir(data.join("lists"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        names,
+        ["ordinary.lists"],
+        "no temporary files are left behind"
+    );
+    assert_eq!(
+        Lists::load(&data).unwrap().first("games.example"),
+        Some("games")
+    );
 }
 
 #[test]
@@ -157,7 +218,10 @@ fn damaged_compiled_files_are_errors_not_panics() {
     import(&data, &src, ListClass::Ordinary).unwrap();
     let path = data.join("lists/ordinary.lists");
     let good = std::fs::read(&path).unwrap();
-    for (i, cut) in [0, 8, 63, 64, good.len() / 2, good.len() - 1].into_iter().enumerate() {
+    for (i, cut) in [0, 8, 63, 64, good.len() / 2, good.len() - 1]
+        .into_iter()
+        .enumerate()
+    {
         std::fs::write(&path, &good[..cut]).unwrap();
         assert!(Lists::load(&data).is_err(), "truncated at {cut} ({i})");
     }
@@ -187,8 +251,14 @@ fn tar_gz_sources_are_unpacked() {
     let data = d.path().join("data");
     let r = import(&data, &archive, ListClass::Ordinary).unwrap();
     assert_eq!(r.categories.len(), 4);
-    assert_eq!(Lists::load(&data).unwrap().first("games.example"), Some("games"));
-    let names: Vec<_> = std::fs::read_dir(data.join("lists")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(
+        Lists::load(&data).unwrap().first("games.example"),
+        Some("games")
+    );
+    let names: Vec<_> = std::fs::read_dir(data.join("lists"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(names, ["ordinary.lists"]);
 }
 
@@ -200,5 +270,8 @@ fn bad_expressions_are_skipped_and_reported() {
     let r = import(&data, d.path(), ListClass::Ordinary).unwrap();
     assert_eq!(r.read.skipped_total, 1);
     let s = r.read.skipped[0].to_string();
-    assert!(s.contains("c/expressions:2") && s.contains("does not compile"), "{s}");
+    assert!(
+        s.contains("c/expressions:2") && s.contains("does not compile"),
+        "{s}"
+    );
 }

@@ -276,7 +276,16 @@ mod tests {
         let cats = categories(d.path()).unwrap();
         let got: Vec<_> = cats
             .iter()
-            .map(|c| format!("{}{}", c.name, c.alias_of.as_ref().map(|t| format!("->{t}")).unwrap_or_default()))
+            .map(|c| {
+                format!(
+                    "{}{}",
+                    c.name,
+                    c.alias_of
+                        .as_ref()
+                        .map(|t| format!("->{t}"))
+                        .unwrap_or_default()
+                )
+            })
             .collect();
         assert_eq!(got, ["Z-link->a", "a", "b", "chain->b", "porn->b"]);
     }
@@ -291,32 +300,55 @@ mod tests {
         );
         let mut report = ReadReport::default();
         let mut seen = Vec::new();
-        read_file(&d.path().join("c/domains"), EntryKind::Domain, &mut report, |e, line| {
-            if e.contains('/') {
-                return Err(format!("{e:?} is not a domain"));
-            }
-            seen.push((e.to_owned(), line));
-            Ok(())
-        })
+        read_file(
+            &d.path().join("c/domains"),
+            EntryKind::Domain,
+            &mut report,
+            |e, line| {
+                if e.contains('/') {
+                    return Err(format!("{e:?} is not a domain"));
+                }
+                seen.push((e.to_owned(), line));
+                Ok(())
+            },
+        )
         .unwrap();
         assert_eq!(
             seen,
-            [("A.com".into(), 3), ("b.com".into(), 4), ("c.com".into(), 5), ("d.com".into(), 6)]
+            [
+                ("A.com".into(), 3),
+                ("b.com".into(), 4),
+                ("c.com".into(), 5),
+                ("d.com".into(), 6)
+            ]
         );
         assert_eq!(report.entries, 4);
         assert_eq!(report.skipped_total, 2);
         assert_eq!(report.skipped[0].line, 7);
         assert_eq!(report.skipped[1].reason, "not UTF-8");
-        assert!(report.skipped[0].to_string().ends_with("c/domains:7: \"bad/one\" is not a domain"));
+        assert!(
+            report.skipped[0]
+                .to_string()
+                .ends_with("c/domains:7: \"bad/one\" is not a domain")
+        );
     }
 
     #[test]
     fn binary_and_mostly_bad_files_are_corrupt_with_file_and_line() {
         let d = tempfile::tempdir().unwrap();
-        write(d.path(), "c/domains", b"a.com\nb.com\n\x1f\x8b\x00\x08gzip\n");
-        let err = read_file(&d.path().join("c/domains"), EntryKind::Domain, &mut ReadReport::default(), |_, _| Ok(()))
-            .unwrap_err()
-            .to_string();
+        write(
+            d.path(),
+            "c/domains",
+            b"a.com\nb.com\n\x1f\x8b\x00\x08gzip\n",
+        );
+        let err = read_file(
+            &d.path().join("c/domains"),
+            EntryKind::Domain,
+            &mut ReadReport::default(),
+            |_, _| Ok(()),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("c/domains:3") && err.contains("NUL"), "{err}");
 
         let mut text = String::from("ok.com\n");
@@ -324,11 +356,23 @@ mod tests {
             text.push_str(&format!("<html {i}>\n"));
         }
         write(d.path(), "c/urls", text.as_bytes());
-        let err = read_file(&d.path().join("c/urls"), EntryKind::Url, &mut ReadReport::default(), |e, _| {
-            if e.starts_with('<') { Err("not a URL".into()) } else { Ok(()) }
-        })
+        let err = read_file(
+            &d.path().join("c/urls"),
+            EntryKind::Url,
+            &mut ReadReport::default(),
+            |e, _| {
+                if e.starts_with('<') {
+                    Err("not a URL".into())
+                } else {
+                    Ok(())
+                }
+            },
+        )
         .unwrap_err()
         .to_string();
-        assert!(err.contains("c/urls:2") && err.contains("20 of 21"), "{err}");
+        assert!(
+            err.contains("c/urls:2") && err.contains("20 of 21"),
+            "{err}"
+        );
     }
 }
