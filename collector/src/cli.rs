@@ -98,8 +98,8 @@ pub fn policy_test(
     json: bool,
 ) -> anyhow::Result<()> {
     let since_us = since.map(parse_since).transpose()?;
-    let candidate = crate::policy::Policy::load(candidate)?;
-    let current = crate::policy::Policy::load(&crate::policy::Policy::path(data_dir))?;
+    let current = crate::policy::Policy::load_in(data_dir)?;
+    let candidate = crate::policy::Policy::load(candidate)?.with_lists(current.lists.clone());
     let conn = store::open(data_dir, Durability::Normal)?;
     let report = crate::dryrun::compare(&conn, &current, &candidate, since_us)?;
     if json {

@@ -87,7 +87,9 @@ fn commit(conn: &mut Connection, jobs: &[Job], policy: &Policy) -> store::Result
     for job in jobs {
         let mut r = StoredBatch::default();
         for event in &job.events {
-            if store::events::insert(&tx, &job.agent_id, event, received_at)? {
+            // Evaluated as received; stored without what nobody may see (illegal-class visits).
+            let stored = policy.redacted(event);
+            if store::events::insert(&tx, &job.agent_id, &stored, received_at)? {
                 r.stored += 1;
                 let user_logged_on_elsewhere = match &event.kind {
                     Some(Kind::Session(s)) => {

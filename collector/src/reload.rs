@@ -99,13 +99,10 @@ fn run(
         seen = now;
         match build() {
             Ok(policy) => {
-                let old = target.load();
-                if policy.version != old.version {
-                    tracing::info!(from = %old.version, to = %policy.version, "policy reloaded");
-                    target.store(Arc::new(policy));
-                    // The new policy may read other files (a roster named by the edit).
-                    seen = fingerprint(&inputs(&target.load()));
-                }
+                tracing::info!(from = %target.load().version, to = %policy.version, "policy reloaded");
+                target.store(Arc::new(policy));
+                // The new policy may read other files (a roster named by the edit).
+                seen = fingerprint(&inputs(&target.load()));
             }
             Err(e) => {
                 tracing::error!(error = format!("{e:#}"), version = %target.load().version, "policy change not applied; the running policy stays");

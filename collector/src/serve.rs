@@ -37,21 +37,21 @@ pub async fn run(data_dir: &Path, opts: ServeOptions) -> anyhow::Result<()> {
     }
     let paths = PkiPaths::new(data_dir);
     let ca = CertificateAuthority::load(&paths).context("loading the certificate authority")?;
-    let policy_path = Policy::path(data_dir);
-    let policy = Policy::load(&policy_path)?;
+    let policy = Policy::load_in(data_dir)?;
     tracing::info!(version = %policy.version, "policy loaded");
     let policy = Arc::new(ArcSwap::from_pointee(policy));
-    let inputs_path = policy_path.clone();
+    let (d1, d2) = (data_dir.to_path_buf(), data_dir.to_path_buf());
     crate::reload::spawn(
         vec![data_dir.to_path_buf()],
-        move |p| {
-            std::iter::once(inputs_path.clone())
-                .chain(p.inputs())
-                .collect()
-        },
-        Box::new(move || Ok(Policy::load(&policy_path)?)),
+        move |p| p.inputs_in(&d1),
+        Box::new(move || Ok(Policy::load_in(&d2)?)),
         Arc::clone(&policy),
     )?;
+    // New lists land as files; the reload above picks them up like a policy edit.
+    tokio::spawn(crate::lists::refresh::run(
+        data_dir.to_path_buf(),
+        config.lists.clone(),
+    ));
 
     let write_conn = store::open(data_dir, store::Durability::Full)?;
     let admin_conn = store::open(data_dir, store::Durability::Normal)?;

@@ -7,10 +7,8 @@
 //! out on purpose: the collector would need an HTTP client and a trust decision on the server.
 
 use super::{ListClass, Lists, ListsError, import};
-use arc_swap::ArcSwap;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -86,9 +84,10 @@ pub fn refresh_once(data_dir: &Path, cfg: &ListsConfig) -> Result<Option<Lists>,
     }
 }
 
-/// Runs the schedule until the task is dropped: spawn it from `serve` with the shared lists.
-/// Imports at once if a configured class has never been imported, then every `refresh_every`.
-pub async fn run(data_dir: PathBuf, cfg: ListsConfig, lists: Arc<ArcSwap<Lists>>) {
+/// Runs the schedule until the task is dropped: spawn it from `serve`. Imports at once if a
+/// configured class has never been imported, then every `refresh_every`. The running policy
+/// picks up the new files itself (`crate::reload`).
+pub async fn run(data_dir: PathBuf, cfg: ListsConfig) {
     let sources = cfg.sources(&data_dir);
     if sources.is_empty() {
         return;
@@ -104,8 +103,7 @@ pub async fn run(data_dir: PathBuf, cfg: ListsConfig, lists: Arc<ArcSwap<Lists>>
         wait = true;
         let (d, c) = (data_dir.clone(), cfg.clone());
         match tokio::task::spawn_blocking(move || refresh_once(&d, &c)).await {
-            Ok(Ok(Some(new))) => lists.store(Arc::new(new)),
-            Ok(Ok(None)) => {}
+            Ok(Ok(_)) => {}
             Ok(Err(e)) => tracing::warn!("reloading lists after a refresh failed: {e}"),
             Err(e) => tracing::warn!("lists refresh task failed: {e}"),
         }
@@ -145,15 +143,16 @@ mod tests {
             source: Some(src),
             ..ListsConfig::default()
         };
-        let shared = Arc::new(ArcSwap::from_pointee(Lists::empty()));
-        let task = tokio::spawn(run(data.path().to_owned(), cfg, shared.clone()));
+        let task = tokio::spawn(run(data.path().to_owned(), cfg));
+        let imported = || Lists::load(data.path()).ok().filter(|l| !l.is_empty());
         for _ in 0..200 {
-            if !shared.load().is_empty() {
+            if imported().is_some() {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         task.abort();
-        assert_eq!(shared.load().first("games.example"), Some("games"));
+        let lists = imported().expect("imported within 10 s");
+        assert_eq!(lists.first("games.example"), Some("games"));
     }
 }

@@ -1,32 +1,48 @@
 //! The Acceptable Use Policy, as code: a TOML file compiled into matchers that turn events into
 //! alerts. Every alert records the rule that fired, what matched, and the policy version.
 
+use crate::lists::Lists;
 use crate::store::NewAlert;
 use invigilator_proto::v1::{Event, event::Kind};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+pub mod browsing;
 pub mod groups;
 pub mod keywords;
 mod located;
 mod process;
 pub mod responses;
 pub mod schedule;
+mod scope;
 pub mod session;
 mod setting;
 pub mod usb;
 
+pub use browsing::WebRuleSpec;
 pub use groups::{Class, Device, DeviceClass, Groups, GroupsSpec, Person};
+pub use keywords::{KeywordExclusionsSpec, KeywordLibrarySpec, Keywords};
 pub use located::{SpecError, line_of};
 pub use process::ProcessRuleSpec;
 pub use responses::ResponsesSpec;
+pub use schedule::{Schedule, ScheduleSpec, When};
 pub use session::SessionSpec;
 pub use setting::Setting;
 pub use usb::UsbSpec;
 
-/// The policy `init` writes; it encodes the schools' restricted-activity classes.
-pub const DEFAULT_POLICY: &str = include_str!("default_policy.toml");
+/// The policy `init` writes; it encodes the schools' restricted-activity classes. Kept in
+/// parts by topic; written out as one file.
+pub const DEFAULT_POLICY: &str = concat!(
+    include_str!("default_policy.toml"),
+    "\n",
+    include_str!("default_web.toml"),
+    "\n",
+    include_str!("default_schedule.toml"),
+    "\n",
+    include_str!("default_keywords.toml"),
+);
 
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
@@ -37,6 +53,8 @@ pub enum PolicyError {
     },
     #[error("policy {path}: {message}")]
     Invalid { path: PathBuf, message: String },
+    #[error("category lists: {0}")]
+    Lists(#[from] crate::lists::ListsError),
 }
 
 /// How serious a breach is; decides who is told and the recommended response.
@@ -76,6 +94,14 @@ struct PolicyFile {
     usb: UsbSpec,
     #[serde(default)]
     session: SessionSpec,
+    #[serde(default)]
+    web: Vec<WebRuleSpec>,
+    #[serde(default)]
+    school_times: ScheduleSpec,
+    #[serde(default)]
+    keywords: Vec<KeywordLibrarySpec>,
+    #[serde(default)]
+    keyword_exclusions: KeywordExclusionsSpec,
 }
 
 /// `[alerts]`: how alerts are raised, whatever the rule.
@@ -163,6 +189,11 @@ pub struct Policy {
     process: process::ProcessRules,
     pub usb: UsbSpec,
     pub session: SessionSpec,
+    web: browsing::WebRules,
+    keywords: Keywords,
+    pub schedule: Schedule,
+    /// The imported category lists (both classes); empty until `lists import`.
+    pub lists: Arc<Lists>,
 }
 
 impl Policy {
@@ -170,9 +201,67 @@ impl Policy {
         data_dir.join("policy.toml")
     }
 
-    /// The files besides the policy file that this policy was built from.
-    pub fn inputs(&self) -> Vec<PathBuf> {
-        self.groups.roster_file.iter().cloned().collect()
+    /// The policy of a data directory, with the category lists imported there.
+    pub fn load_in(data_dir: &Path) -> Result<Self, PolicyError> {
+        let lists = Lists::load(data_dir)?;
+        let policy = Self::load(&Self::path(data_dir))?.with_lists(Arc::new(lists));
+        for c in policy.missing_categories() {
+            tracing::warn!(
+                category = c,
+                "a [[web]] rule names a category no imported list has"
+            );
+        }
+        Ok(policy)
+    }
+
+    /// The files a data directory's policy is built from: the policy, its roster, the lists.
+    pub fn inputs_in(&self, data_dir: &Path) -> Vec<PathBuf> {
+        let lists = crate::lists::store::lists_dir(data_dir);
+        let mut v = vec![Self::path(data_dir)];
+        v.extend(self.groups.roster_file.iter().cloned());
+        v.extend(
+            [
+                crate::lists::ListClass::Ordinary,
+                crate::lists::ListClass::Illegal,
+            ]
+            .map(|c| lists.join(c.file_name())),
+        );
+        v
+    }
+
+    pub fn with_lists(self, lists: Arc<Lists>) -> Self {
+        Self { lists, ..self }
+    }
+
+    /// Categories named by `[[web]]` rules that no imported list provides.
+    pub fn missing_categories(&self) -> Vec<&str> {
+        let known: std::collections::HashSet<&str> = self
+            .lists
+            .matchers()
+            .iter()
+            .flat_map(|m| m.categories().iter().map(|c| c.name.as_str()))
+            .collect();
+        let mut missing: Vec<&str> = self
+            .web
+            .categories()
+            .filter(|c| !known.contains(c))
+            .collect();
+        missing.sort_unstable();
+        missing.dedup();
+        missing
+    }
+
+    /// The event as it may be stored; only visits to illegal-class addresses change.
+    pub fn redacted<'e>(&self, event: &'e Event) -> std::borrow::Cow<'e, Event> {
+        if let Some(Kind::Browsing(v)) = &event.kind
+            && let Some(clean) = browsing::redact(&self.lists, v)
+        {
+            return std::borrow::Cow::Owned(Event {
+                kind: Some(Kind::Browsing(clean)),
+                ..event.clone()
+            });
+        }
+        std::borrow::Cow::Borrowed(event)
     }
 
     pub fn load(path: &Path) -> Result<Self, PolicyError> {
@@ -208,14 +297,19 @@ impl Policy {
         }
         let hash = hex::encode(&Sha256::digest(text.as_bytes())[..4]);
         file.usb.validate()?;
+        let groups = Groups::compile(&file.groups, base)?;
         Ok(Self {
             version: format!("{}#{hash}", file.version.trim()),
-            groups: Groups::compile(&file.groups, base)?,
             responses: file.responses,
             alerts: file.alerts,
-            process: process::ProcessRules::compile(file.process)?,
+            process: process::ProcessRules::compile(file.process, &groups)?,
             usb: file.usb,
             session: file.session,
+            web: browsing::WebRules::compile(&file.web, &groups)?,
+            keywords: Keywords::compile(&file.keywords, &file.keyword_exclusions)?,
+            schedule: Schedule::compile(&file.school_times)?,
+            lists: Arc::new(Lists::empty()),
+            groups,
         })
     }
 
@@ -223,11 +317,17 @@ impl Policy {
     pub fn evaluate(&self, agent: &AgentContext<'_>, event: &Event) -> Vec<NewAlert> {
         let device = self.groups.device(agent.group);
         let person = self.groups.person(&event.user, &device);
+        let situation = scope::Situation {
+            person,
+            device,
+            at_us: event.observed_at_us,
+        };
         let verdicts = match &event.kind {
             Some(Kind::Process(p)) => self
                 .process
                 .matches(p)
-                .map(|(rule, matched)| Verdict {
+                .filter(|(_, scope, _)| scope.applies(&situation, &self.schedule))
+                .map(|(rule, _, matched)| Verdict {
                     rule: rule.id.clone(),
                     category: rule.category.clone(),
                     severity: rule.severity,
@@ -242,6 +342,16 @@ impl Policy {
                 self.groups.person(&s.user, &device).class,
                 s,
                 &agent.user_logged_on_elsewhere,
+            ),
+            Some(Kind::Browsing(v)) => browsing::evaluate(
+                &browsing::Context {
+                    lists: &self.lists,
+                    web: &self.web,
+                    keywords: &self.keywords,
+                    schedule: &self.schedule,
+                    situation,
+                },
+                v,
             ),
             _ => Vec::new(),
         };

@@ -1,6 +1,10 @@
 //! Process rules: executable name, path and command-line patterns.
 
 use super::Severity;
+use super::groups::{DeviceClass, Groups};
+use super::located::SpecError;
+use super::schedule::When;
+use super::scope::Scope;
 use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
 use invigilator_proto::v1::ProcessExec;
 use regex::RegexSet;
@@ -24,11 +28,21 @@ pub struct ProcessRuleSpec {
     /// Regular expressions matched against the command line, arguments joined by spaces.
     #[serde(default)]
     pub cmdline: Vec<String>,
+    /// Groups or classes (pupil, staff, visitor) the rule applies to; everyone when empty.
+    #[serde(default)]
+    pub users: Vec<toml::Spanned<String>>,
+    /// Device classes the rule applies to; all when empty.
+    #[serde(default)]
+    pub devices: Vec<DeviceClass>,
+    /// "lessons", "outside-lessons" or "always" (the default).
+    #[serde(default)]
+    pub when: When,
 }
 
 #[derive(Debug)]
 pub(super) struct ProcessRules {
     rules: Vec<ProcessRuleSpec>,
+    scopes: Vec<Scope>,
     names: GlobSet,
     name_owner: Vec<usize>,
     paths: GlobSet,
@@ -47,7 +61,24 @@ fn glob(rule: &str, field: &str, pattern: &str) -> Result<Glob, String> {
 }
 
 impl ProcessRules {
-    pub(super) fn compile(rules: Vec<ProcessRuleSpec>) -> Result<Self, String> {
+    pub(super) fn compile(rules: Vec<ProcessRuleSpec>, groups: &Groups) -> Result<Self, SpecError> {
+        if let Some(r) = rules.iter().find(|r| r.severity == Severity::Illegal) {
+            return Err(SpecError::new(format!(
+                "rule {:?}: severity \"illegal\" belongs to the licensed illegal-content lists; use \"serious\"",
+                r.id
+            )));
+        }
+        let scopes = rules
+            .iter()
+            .map(|r| Scope::compile(&r.id, &r.users, &r.devices, r.when, groups))
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            scopes,
+            ..Self::compile_patterns(rules)?
+        })
+    }
+
+    fn compile_patterns(rules: Vec<ProcessRuleSpec>) -> Result<Self, String> {
         let mut names = GlobSetBuilder::new();
         let mut paths = GlobSetBuilder::new();
         let (mut name_owner, mut path_owner, mut cmdline_owner) = (vec![], vec![], vec![]);
@@ -85,6 +116,7 @@ impl ProcessRules {
             paths: build(paths)?,
             cmdline: RegexSet::new(&regexes).map_err(|e| e.to_string())?,
             rules,
+            scopes: Vec::new(),
             name_owner,
             path_owner,
             cmdline_owner,
@@ -95,7 +127,7 @@ impl ProcessRules {
     pub(super) fn matches<'a>(
         &'a self,
         p: &ProcessExec,
-    ) -> impl Iterator<Item = (&'a ProcessRuleSpec, String)> + 'a {
+    ) -> impl Iterator<Item = (&'a ProcessRuleSpec, &'a Scope, String)> + 'a {
         let mut found: Vec<Option<String>> = vec![None; self.rules.len()];
         let exe = p.exe.replace('\\', "/");
         let mut candidates: Vec<&str> = vec![];
@@ -129,6 +161,6 @@ impl ProcessRules {
         found
             .into_iter()
             .enumerate()
-            .filter_map(move |(i, m)| m.map(|m| (&self.rules[i], m)))
+            .filter_map(move |(i, m)| m.map(|m| (&self.rules[i], &self.scopes[i], m)))
     }
 }

@@ -3,10 +3,15 @@
 use super::*;
 use invigilator_proto::v1::ProcessExec;
 
+/// Monday 23 November 2026, 10:00 in London: period 2 of the default school day.
+const LESSON_US: i64 = 1_795_428_000_000_000;
+/// The same day at 16:30, after school.
+const AFTER_SCHOOL_US: i64 = LESSON_US + 6 * 3600 * 1_000_000 + 30 * 60 * 1_000_000;
+
 fn exec(exe: &str, name: &str, argv: &[&str]) -> Event {
     Event {
         seq: 7,
-        observed_at_us: 1,
+        observed_at_us: LESSON_US,
         hostname: "ict-01".into(),
         user: "pupil".into(),
         kind: Some(Kind::Process(ProcessExec {
@@ -236,5 +241,212 @@ fn errors_point_at_the_line_and_field() {
         Policy::parse(empty)
             .unwrap_err()
             .contains("matches nothing")
+    );
+}
+
+#[test]
+fn a_game_launcher_is_only_a_breach_during_lessons() {
+    let p = Policy::parse(DEFAULT_POLICY).unwrap();
+    let steam = exec("/usr/games/steam", "steam", &[]);
+    assert_eq!(p.evaluate(&CTX, &steam).len(), 1);
+    let after = Event {
+        observed_at_us: AFTER_SCHOOL_US,
+        ..steam
+    };
+    assert!(p.evaluate(&CTX, &after).is_empty());
+}
+
+/// The default policy with small lists: ordinary UT1-style categories and one illegal feed.
+fn policy_with_lists() -> (tempfile::TempDir, Policy) {
+    let data = tempfile::tempdir().unwrap();
+    let write = |dir: &str, file: &str, text: &str| {
+        let d = data.path().join(dir);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join(file), text).unwrap();
+    };
+    write("ut1/gambling", "domains", "bet-example.com\n");
+    write("ut1/games", "domains", "games-example.net\n");
+    write("ut1/adult", "urls", "media-example.org/adult\n");
+    write("feed/iwf", "domains", "abuse-example.test\n");
+    crate::lists::import(
+        data.path(),
+        &data.path().join("ut1"),
+        crate::lists::ListClass::Ordinary,
+    )
+    .unwrap();
+    crate::lists::import(
+        data.path(),
+        &data.path().join("feed"),
+        crate::lists::ListClass::Illegal,
+    )
+    .unwrap();
+    std::fs::write(Policy::path(data.path()), DEFAULT_POLICY).unwrap();
+    let p = Policy::load_in(data.path()).unwrap();
+    (data, p)
+}
+
+fn visit(url: &str, title: &str, search: &str, at_us: i64) -> Event {
+    Event {
+        seq: 11,
+        observed_at_us: at_us,
+        hostname: "ict-01".into(),
+        user: "y5smith".into(),
+        kind: Some(Kind::Browsing(invigilator_proto::v1::BrowsingVisit {
+            action: "visit".into(),
+            url: url.into(),
+            title: title.into(),
+            search_terms: search.into(),
+            search_engine: if search.is_empty() { "" } else { "google" }.into(),
+            ..Default::default()
+        })),
+    }
+}
+
+#[test]
+fn listed_sites_raise_their_rule_by_group_and_time() {
+    let (_d, p) = policy_with_lists();
+    let a = p.evaluate(
+        &CTX,
+        &visit(
+            "https://WWW.Bet-Example.com:443/slots?x=1",
+            "",
+            "",
+            AFTER_SCHOOL_US,
+        ),
+    );
+    assert_eq!(a.len(), 1, "{a:?}");
+    assert_eq!(a[0].rule, "web.gambling");
+    assert_eq!(a[0].category, "gambling");
+    assert_eq!(
+        a[0].matched,
+        "domain \"bet-example.com\" in list \"gambling\""
+    );
+    assert!(
+        a[0].response.contains("parents"),
+        "pupil response: {}",
+        a[0].response
+    );
+    assert!(
+        a[0].aggregate_key
+            .as_deref()
+            .unwrap()
+            .ends_with("|web.gambling|www.bet-example.com")
+    );
+
+    let games = |at| p.evaluate(&CTX, &visit("http://play.games-example.net/", "", "", at));
+    assert_eq!(games(LESSON_US)[0].rule, "web.games_in_lessons");
+    assert!(
+        games(AFTER_SCHOOL_US).is_empty(),
+        "games are fine after school"
+    );
+    let staff = AgentContext {
+        group: "staff-laptops",
+        ..CTX
+    };
+    let teacher = Event {
+        user: "staff.jones".into(),
+        ..visit("http://games-example.net/", "", "", LESSON_US)
+    };
+    assert!(
+        p.evaluate(&staff, &teacher).is_empty(),
+        "the games rule is for pupils"
+    );
+    assert_eq!(
+        p.evaluate(
+            &CTX,
+            &visit("http://media-example.org/adult/x", "", "", LESSON_US)
+        )[0]
+        .rule,
+        "web.pornography"
+    );
+    assert!(
+        p.evaluate(
+            &CTX,
+            &visit("http://media-example.org/news", "", "", LESSON_US)
+        )
+        .is_empty()
+    );
+    assert!(p.missing_categories().contains(&"social_networks"));
+}
+
+#[test]
+fn searches_and_titles_raise_their_keyword_library_and_innocent_ones_do_not() {
+    let (_d, p) = policy_with_lists();
+    let a = p.evaluate(
+        &CTX,
+        &visit(
+            "https://www.google.com/search?q=how+to+kill+myself",
+            "how to kill myself - Google Search",
+            "how to kill myself",
+            LESSON_US,
+        ),
+    );
+    assert_eq!(a.len(), 1, "the title repeats the search: one alert, {a:?}");
+    assert_eq!(a[0].rule, "keywords.self_harm");
+    assert_eq!(a[0].severity, "serious");
+    assert!(a[0].matched.contains("search terms"), "{}", a[0].matched);
+    for innocent in [
+        "how to cut my hair",
+        "kill the process linux",
+        "macbeth essay on murder and guilt",
+    ] {
+        let url = format!(
+            "https://www.google.com/search?q={}",
+            innocent.replace(' ', "+")
+        );
+        assert!(
+            p.evaluate(&CTX, &visit(&url, innocent, innocent, LESSON_US))
+                .is_empty(),
+            "{innocent}"
+        );
+    }
+}
+
+#[test]
+fn an_illegal_list_address_raises_one_alert_that_hides_it_and_is_redacted_in_store() {
+    let (_d, p) = policy_with_lists();
+    let url = "https://cdn.abuse-example.test/img/123";
+    let event = visit(url, "some title", "", LESSON_US);
+    let a = p.evaluate(&CTX, &event);
+    assert_eq!(a.len(), 1, "{a:?}");
+    assert_eq!(a[0].severity, "illegal");
+    assert_eq!(a[0].rule, "illegal.iwf");
+    assert_eq!(a[0].response, responses::ILLEGAL_RESPONSE);
+    let shown = format!("{} {} {}", a[0].summary, a[0].matched, a[0].response);
+    assert!(
+        !shown.contains("abuse-example") && !shown.contains("some title"),
+        "{shown}"
+    );
+    assert_eq!(a[0].matched, browsing::address_hash(url));
+
+    let stored = p.redacted(&event);
+    let Some(Kind::Browsing(v)) = &stored.kind else {
+        panic!()
+    };
+    assert!(
+        !v.url.contains("abuse-example") && v.title.is_empty(),
+        "{v:?}"
+    );
+    assert!(v.url.ends_with(&browsing::address_hash(url)));
+    // Other events are stored as they came.
+    let ordinary = visit("http://bet-example.com/", "t", "", LESSON_US);
+    assert!(matches!(
+        p.redacted(&ordinary),
+        std::borrow::Cow::Borrowed(_)
+    ));
+
+    // No policy file can switch it off or lower it: there is nothing to write.
+    let text = DEFAULT_POLICY.to_owned()
+        + "\n[[web]]\nid = \"x\"\ncategories = [\"iwf\"]\nseverity = \"off\"\nsummary = \"s\"\n";
+    let quiet = Policy::parse(&text).unwrap().with_lists(p.lists.clone());
+    assert_eq!(quiet.evaluate(&CTX, &event)[0].severity, "illegal");
+    let illegal_rule = DEFAULT_POLICY.replace(
+        "id = \"circumvention.psiphon\"\ncategory = \"circumvention\"\nseverity = \"serious\"",
+        "id = \"circumvention.psiphon\"\ncategory = \"circumvention\"\nseverity = \"illegal\"",
+    );
+    assert!(
+        Policy::parse(&illegal_rule)
+            .unwrap_err()
+            .contains("illegal")
     );
 }

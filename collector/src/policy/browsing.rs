@@ -1,0 +1,225 @@
+//! Browsing rules: category lists (`[[web]]` rules), keyword libraries on search terms and page
+//! titles, and the illegal class, which no policy file can switch off.
+//!
+//! An address on an illegal-content list raises one alert and nothing else: the alert keeps a
+//! hash of the address, never the address, title or search, and the stored event is redacted
+//! the same way (`redact`), so nobody can open it by looking at the alert's event.
+
+use super::groups::DeviceClass;
+use super::keywords::{KeywordHit, Keywords};
+use super::located::SpecError;
+use super::schedule::{Schedule, When};
+use super::scope::{Scope, Situation};
+use super::setting::Setting;
+use super::{Groups, Severity, Verdict};
+use crate::lists::{ListClass, Lists, NormalUrl};
+use invigilator_proto::v1::BrowsingVisit;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use toml::Spanned;
+
+/// One `[[web]]` table: visits to sites in `categories`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebRuleSpec {
+    pub id: Spanned<String>,
+    /// Category names of the imported lists (UT1 folder names such as "gambling").
+    pub categories: Vec<Spanned<String>>,
+    pub severity: Setting,
+    pub summary: String,
+    #[serde(default)]
+    pub users: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub devices: Vec<DeviceClass>,
+    #[serde(default)]
+    pub when: When,
+}
+
+#[derive(Debug)]
+struct WebRule {
+    id: String,
+    categories: Vec<String>,
+    severity: Setting,
+    summary: String,
+    scope: Scope,
+}
+
+#[derive(Debug, Default)]
+pub struct WebRules {
+    rules: Vec<WebRule>,
+}
+
+impl WebRules {
+    pub fn compile(specs: &[WebRuleSpec], groups: &Groups) -> Result<Self, SpecError> {
+        let mut seen = std::collections::HashSet::new();
+        let mut rules = Vec::new();
+        for s in specs {
+            let id = s.id.get_ref();
+            if !seen.insert(id.clone()) {
+                return Err(SpecError::at(
+                    s.id.span(),
+                    format!("rule id {id:?} is used twice"),
+                ));
+            }
+            if s.categories.is_empty() {
+                return Err(SpecError::at(
+                    s.id.span(),
+                    format!("rule {id:?}: categories must name at least one list category"),
+                ));
+            }
+            rules.push(WebRule {
+                id: id.clone(),
+                categories: s.categories.iter().map(|c| c.get_ref().clone()).collect(),
+                severity: s.severity,
+                summary: s.summary.clone(),
+                scope: Scope::compile(id, &s.users, &s.devices, s.when, groups)?,
+            });
+        }
+        Ok(Self { rules })
+    }
+
+    /// Categories the rules name, for warning about ones no imported list provides.
+    pub fn categories(&self) -> impl Iterator<Item = &str> {
+        self.rules
+            .iter()
+            .flat_map(|r| r.categories.iter().map(String::as_str))
+    }
+}
+
+/// What the browsing rules need besides the visit itself.
+pub struct Context<'a> {
+    pub lists: &'a Lists,
+    pub web: &'a WebRules,
+    pub keywords: &'a Keywords,
+    pub schedule: &'a Schedule,
+    pub situation: Situation<'a>,
+}
+
+/// The hash an illegal-class alert keeps instead of the address: SHA-256 of the URL as visited.
+pub fn address_hash(url: &str) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(url.as_bytes())))
+}
+
+/// The first illegal-class category the address is listed in.
+pub fn illegal_category<'l>(lists: &'l Lists, url: &NormalUrl) -> Option<&'l str> {
+    lists
+        .lookup_normal(url)
+        .into_iter()
+        .find(|h| h.class == ListClass::Illegal)
+        .map(|h| h.category)
+}
+
+/// The event as it may be stored: a visit to an illegal-class address keeps only the hash of
+/// the address. None when nothing needs redacting.
+pub fn redact(lists: &Lists, v: &BrowsingVisit) -> Option<BrowsingVisit> {
+    if v.url.is_empty() {
+        return None;
+    }
+    let url = crate::lists::normalise(&v.url).ok()?;
+    let category = illegal_category(lists, &url)?;
+    Some(BrowsingVisit {
+        url: format!("redacted:{}", address_hash(&v.url)),
+        title: String::new(),
+        search_terms: String::new(),
+        detail: format!("redacted: listed in the illegal-content category {category:?}"),
+        ..v.clone()
+    })
+}
+
+pub fn evaluate(cx: &Context<'_>, v: &BrowsingVisit) -> Vec<Verdict> {
+    if v.action != "visit" || v.url.is_empty() {
+        return Vec::new();
+    }
+    let normal = crate::lists::normalise(&v.url).ok();
+    let hits = normal
+        .as_ref()
+        .map(|u| cx.lists.lookup_normal(u))
+        .unwrap_or_default();
+    if let Some(h) = hits.iter().find(|h| h.class == ListClass::Illegal) {
+        // Nothing else is raised: every other alert would show the address or the title.
+        return vec![Verdict {
+            rule: format!("illegal.{}", h.category),
+            category: h.category.to_owned(),
+            severity: Severity::Illegal,
+            summary: format!(
+                "Visit to an address on the illegal-content list {:?}. Do not view or investigate it: refer to the DSL and the police.",
+                h.category
+            ),
+            matched: address_hash(&v.url),
+            site: Some(address_hash(&v.url)),
+        }];
+    }
+    let host = normal.as_ref().map(|u| u.host()).unwrap_or_default();
+    let mut out = Vec::new();
+    for rule in &cx.web.rules {
+        let Some(hit) = hits
+            .iter()
+            .find(|h| rule.categories.iter().any(|c| c == h.category))
+        else {
+            continue;
+        };
+        if !rule.scope.applies(&cx.situation, cx.schedule) {
+            continue;
+        }
+        out.extend(
+            Verdict::new(
+                &rule.id,
+                hit.category,
+                rule.severity,
+                format!("{}: {host}", rule.summary),
+                format!(
+                    "{} {:?} in list {:?}",
+                    hit.kind.as_str(),
+                    hit.entry,
+                    hit.category
+                ),
+            )
+            .map(|verdict| Verdict {
+                site: Some(host.to_owned()),
+                ..verdict
+            }),
+        );
+    }
+    if !v.search_terms.is_empty() {
+        let engine = if v.search_engine.is_empty() {
+            host
+        } else {
+            &v.search_engine
+        };
+        for hit in cx.keywords.scan(&v.search_terms) {
+            out.push(keyword_verdict(
+                &hit,
+                format!("search on {engine}"),
+                "search terms",
+            ));
+        }
+    }
+    if !v.title.is_empty() {
+        for hit in cx.keywords.scan(&v.title) {
+            // A search results page repeats the search in its title: one alert is enough.
+            if out
+                .iter()
+                .any(|o| o.rule == format!("keywords.{}", hit.library))
+            {
+                continue;
+            }
+            out.push(keyword_verdict(
+                &hit,
+                format!("page on {host}"),
+                "page title",
+            ));
+        }
+    }
+    out
+}
+
+fn keyword_verdict(hit: &KeywordHit, where_: String, field: &str) -> Verdict {
+    Verdict {
+        rule: format!("keywords.{}", hit.library),
+        category: hit.library.clone(),
+        severity: hit.severity,
+        summary: format!("{} terms in a {where_}", hit.concern),
+        matched: format!("{} in the {field}", hit.matched()),
+        site: Some(hit.found.clone()),
+    }
+}

@@ -1,0 +1,61 @@
+//! Who, where and when a rule applies: user groups or classes, device classes, and school
+//! times ("during lessons", "outside lessons", always). Empty lists mean everyone, everywhere.
+
+use super::groups::{Device, DeviceClass, Groups, Person};
+use super::located::SpecError;
+use super::schedule::{Schedule, When};
+use toml::Spanned;
+
+#[derive(Debug, Clone, Default)]
+pub struct Scope {
+    users: Vec<String>,
+    devices: Vec<DeviceClass>,
+    pub when: When,
+}
+
+/// What a rule is being judged for: the person, their device, and the time of the event.
+#[derive(Debug, Clone, Copy)]
+pub struct Situation<'a> {
+    pub person: Person<'a>,
+    pub device: Device<'a>,
+    pub at_us: i64,
+}
+
+impl Scope {
+    /// `rule` names the rule in errors; `users` must name groups or classes the policy knows.
+    pub fn compile(
+        rule: &str,
+        users: &[Spanned<String>],
+        devices: &[DeviceClass],
+        when: When,
+        groups: &Groups,
+    ) -> Result<Self, SpecError> {
+        for u in users {
+            if !groups.knows(u.get_ref()) {
+                return Err(SpecError::at(
+                    u.span(),
+                    format!(
+                        "rule {rule:?}: users: {:?} is neither a [[groups.users]] group nor one of pupil, staff, visitor, unknown",
+                        u.get_ref()
+                    ),
+                ));
+            }
+        }
+        Ok(Self {
+            users: users.iter().map(|u| u.get_ref().clone()).collect(),
+            devices: devices.to_vec(),
+            when,
+        })
+    }
+
+    pub fn applies(&self, s: &Situation<'_>, schedule: &Schedule) -> bool {
+        let user_ok = self.users.is_empty()
+            || self
+                .users
+                .iter()
+                .any(|u| Some(u.as_str()) == s.person.group || u == s.person.class.as_str());
+        let device_ok =
+            self.devices.is_empty() || s.device.class.is_some_and(|c| self.devices.contains(&c));
+        user_ok && device_ok && self.when.applies(schedule, s.at_us)
+    }
+}
