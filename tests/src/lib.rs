@@ -9,6 +9,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod fake_logind;
+pub mod sgdiff;
 pub mod urlgen;
 
 /// target/<profile>/ beside the running test executable.
