@@ -43,12 +43,13 @@ fn percent_decode(s: &str) -> String {
     let mut i = 0;
     while i < b.len() {
         let hex = |c: u8| (c as char).to_digit(16);
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-                continue;
-            }
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2]))
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+            continue;
         }
         out.push(b[i]);
         i += 1;
@@ -159,33 +160,33 @@ impl Explainer {
             return "Q3 '?' or '#' right after the host: squidGuard takes it as part of the host"
                 .into();
         }
-        if cl != "-" {
-            if let Some(ix) = self.cats.get(cl) {
-                let mut s = domain.as_str();
-                loop {
-                    if ix.domains.contains(s) {
-                        if s != domain && ix.shadowed.contains(s) {
-                            return "Q1 listed domain that has listed subdomains: squidGuard's \
+        if cl != "-"
+            && let Some(ix) = self.cats.get(cl)
+        {
+            let mut s = domain.as_str();
+            loop {
+                if ix.domains.contains(s) {
+                    if s != domain && ix.shadowed.contains(s) {
+                        return "Q1 listed domain that has listed subdomains: squidGuard's \
                                     lookup misses its other subdomains"
-                                .into();
-                        }
-                        break;
+                            .into();
                     }
-                    match s.split_once('.') {
-                        Some((_, p)) => s = p,
-                        None => break,
-                    }
+                    break;
                 }
-                let hit = |u: &str| {
-                    ix.urls
-                        .iter()
-                        .any(|e| u.starts_with(e.as_str()) && ix.url_shadowed.contains(e))
-                };
-                if hit(&surl) || hit(&furl) {
-                    return "Q4 urls entry extended by another entry: squidGuard's lookup misses \
+                match s.split_once('.') {
+                    Some((_, p)) => s = p,
+                    None => break,
+                }
+            }
+            let hit = |u: &str| {
+                ix.urls
+                    .iter()
+                    .any(|e| u.starts_with(e.as_str()) && ix.url_shadowed.contains(e))
+            };
+            if hit(&surl) || hit(&furl) {
+                return "Q4 urls entry extended by another entry: squidGuard's lookup misses \
                             it"
-                    .into();
-                }
+                .into();
             }
         }
         let after_scheme = url.split_once("://").map_or(url, |(_, r)| r);

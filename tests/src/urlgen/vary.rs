@@ -61,7 +61,7 @@ fn random_path(rng: &mut Rng) -> String {
         p.push_str(&rng.label(1, 10));
     }
     if rng.chance(0.3) {
-        p.push_str(*rng.pick(&[".html", ".php", "/", ".jpg"]));
+        p.push_str(rng.pick::<&str>(&[".html", ".php", "/", ".jpg"]));
     }
     p
 }
@@ -130,7 +130,7 @@ fn assemble(rng: &mut Rng, host: &str, path: &str, tags: &mut Vec<&'static str>)
     if rng.chance(0.04) {
         tags.push("port");
         url.push(':');
-        url.push_str(*rng.pick(&["8080", "80", "443", "8443"]));
+        url.push_str(rng.pick::<&str>(&["8080", "80", "443", "8443"]));
     }
     url.push_str(path);
     url
@@ -171,11 +171,11 @@ fn vary_host(rng: &mut Rng, entry: &str, subs: f64, tags: &mut Vec<&'static str>
         tags.push("upper");
         host = uppercase_some(rng, &host);
     }
-    if rng.chance(0.015) {
-        if let Some(h) = percent_encode_one(rng, &host) {
-            tags.push("pct-host");
-            host = h;
-        }
+    if rng.chance(0.015)
+        && let Some(h) = percent_encode_one(rng, &host)
+    {
+        tags.push("pct-host");
+        host = h;
     }
     host
 }
@@ -195,11 +195,11 @@ fn vary_tail(rng: &mut Rng, host: String, mut path: String, tags: &mut Vec<&'sta
         tags.push("upper-path");
         path = uppercase_some(rng, &path);
     }
-    if rng.chance(0.03) {
-        if let Some(p) = percent_encode_one(rng, &path) {
-            tags.push("pct-path");
-            path = p;
-        }
+    if rng.chance(0.03)
+        && let Some(p) = percent_encode_one(rng, &path)
+    {
+        tags.push("pct-path");
+        path = p;
     }
     if rng.chance(0.2) {
         tags.push("query");
