@@ -28,6 +28,7 @@ pub struct CollectorConfig {
     pub http: HttpConfig,
     pub agents: AgentsConfig,
     pub ingest: IngestConfig,
+    pub lists: crate::lists::ListsConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -139,6 +140,7 @@ impl CollectorConfig {
         if !(1..=1_000_000).contains(&self.ingest.max_commit_events) {
             return Err("ingest.max_commit_events must be between 1 and 1000000".into());
         }
+        self.lists.validate()?;
         Ok(())
     }
 }

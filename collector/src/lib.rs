@@ -11,6 +11,7 @@ pub mod housekeeping;
 pub mod identity;
 pub mod ingest;
 pub mod init;
+pub mod lists;
 pub mod pki;
 pub mod policy;
 pub mod serve;

@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use invigilator_collector::{cli, init, policy, serve};
+use invigilator_collector::{cli, init, lists, policy, serve};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -72,6 +72,49 @@ enum Command {
     Policy {
         #[command(subcommand)]
         command: PolicyCommand,
+    },
+    /// Category lists (UT1 / squidGuard format).
+    Lists {
+        #[command(subcommand)]
+        command: ListsCommand,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ListFormat {
+    /// A folder per category holding `domains`, `urls` and `expressions` (UT1, squidGuard).
+    Ut1,
+}
+
+#[derive(Subcommand)]
+enum ListsCommand {
+    /// Validate and compile category lists into <data-dir>/lists/, replacing the previous lists
+    /// of that class atomically (a failed import leaves them as they were).
+    Import {
+        #[command(flatten)]
+        dir: DataDir,
+        #[arg(long, value_enum)]
+        format: ListFormat,
+        /// Licensed illegal-content feeds (IWF, CTIRU): stored apart, always on, and their
+        /// alerts never show the URL.
+        #[arg(long)]
+        illegal: bool,
+        /// The UT1 directory, or a .tar.gz of one.
+        source: PathBuf,
+    },
+    /// Read URLs on stdin, one per line; print one line per URL: its category, or `-`.
+    ///
+    /// When several categories match, illegal ones come first, then the first in byte order
+    /// of category name (squidGuard with its pass line in that order answers the same).
+    /// A line that is not a URL prints `-`. Output is written in blocks, not line by line.
+    Classify {
+        /// Raw UT1 directory (compiled in memory), or compiled lists: a data directory, its
+        /// `lists` folder, or one `.lists` file.
+        #[arg(long)]
+        lists: PathBuf,
+        /// Worker threads (0: one per core).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
     },
 }
 
@@ -241,6 +284,45 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let p = policy::Policy::load(&file)?;
             println!("{}: valid, version {}", file.display(), p.version);
+            Ok(())
+        }
+        Command::Lists { command } => lists_command(command),
+    }
+}
+
+fn lists_command(command: ListsCommand) -> anyhow::Result<()> {
+    match command {
+        ListsCommand::Import {
+            dir,
+            format: ListFormat::Ut1,
+            illegal,
+            source,
+        } => {
+            let class = if illegal {
+                lists::ListClass::Illegal
+            } else {
+                lists::ListClass::Ordinary
+            };
+            let report = lists::import(&dir.data_dir, &source, class).with_context(|| {
+                format!(
+                    "importing {} (the previous lists are unchanged)",
+                    source.display()
+                )
+            })?;
+            print!("{report}");
+            Ok(())
+        }
+        ListsCommand::Classify {
+            lists: path,
+            threads,
+        } => {
+            let loaded = lists::Lists::open(&path)
+                .with_context(|| format!("loading lists from {}", path.display()))?;
+            let stdin = std::io::stdin().lock();
+            let stdout = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
+            let stats = lists::classify::run(&loaded, stdin, stdout, threads)
+                .context("classifying stdin")?;
+            tracing::debug!(lines = stats.lines, matched = stats.matched, "classified");
             Ok(())
         }
     }

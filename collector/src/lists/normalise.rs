@@ -1,0 +1,427 @@
+//! URL normalisation before list matching.
+//!
+//! The goal is squidGuard 1.6's view of a URL (so `lists classify` agrees with it), minus its
+//! bypass bugs. What squidGuard does, read from its `parseLine` and confirmed against the
+//! installed binary:
+//! - the scheme is ignored (a URL without one is taken as is);
+//! - the whole URL is percent-decoded once, then lower-cased (ASCII only), path included;
+//! - userinfo (`user:pass@`) and the port are dropped before matching domains and `urls`;
+//! - runs of `/` before the query are collapsed to one;
+//! - for `urls` entries, a leading `www`, `web` or `ftp`, followed by any digits and a dot,
+//!   is stripped from the host (`www.`, `www2.`, `web.`, `ftp01.`), and the entry is also tried
+//!   against the unstripped host;
+//! - expressions see the host (with its `www.`) followed by the decoded path and query.
+//!
+//! Where squidGuard is wrong we follow the browser instead (the `url` crate, WHATWG rules):
+//! a trailing dot is dropped whatever follows it (squidGuard only handles `./`, not `.:`), `.`
+//! and `..` path segments are resolved, hosts are IDNA-mapped to punycode, and IPv4 written in
+//! decimal, hex or octal becomes dotted-quad. The note /work/notes/squidguard-semantics.md
+//! (and the report of issue 4) lists the cases where this makes us disagree with squidGuard.
+//!
+//! The normal form is `host` + `path[?query]`, ASCII only: the path is decoded once, lower-cased,
+//! then the few bytes that would change meaning if parsed again (`%`, `#`, `\`, controls, space,
+//! non-ASCII, and an encoded `/`) are re-encoded as `%XX`. That makes normalising a fixpoint, and
+//! list entries go through the same function, so comparing normal forms byte for byte is right.
+
+use percent_encoding::percent_decode_str;
+use std::borrow::Cow;
+
+/// A URL in normal form. Cheap accessors slice one string.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct NormalUrl {
+    text: String,
+    host_len: usize,
+    /// Length of the `www`-like prefix of the host (0 if none), as squidGuard strips it.
+    strip: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NormaliseError {
+    #[error("empty URL")]
+    Empty,
+    #[error("URL has no host")]
+    NoHost,
+    #[error("invalid URL: {0}")]
+    Invalid(#[from] url::ParseError),
+    #[error("invalid host {0:?}")]
+    BadHost(String),
+}
+
+impl NormalUrl {
+    /// The normal form: host, then path and query.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// Lower-case ASCII host without userinfo, port or trailing dot; IPv6 keeps its brackets.
+    pub fn host(&self) -> &str {
+        &self.text[..self.host_len]
+    }
+
+    /// Path and query in normal form; always starts with `/`.
+    pub fn path(&self) -> &str {
+        &self.text[self.host_len..]
+    }
+
+    /// The host's `www`-like prefix (`www.`, `web2.`, `ftp.`), as squidGuard strips it for
+    /// `urls` entries; empty if none.
+    pub fn www_prefix(&self) -> &str {
+        &self.text[..self.strip]
+    }
+
+    /// Host without its `www`-like prefix, then path: what `urls` entries are compared with.
+    pub fn stripped(&self) -> &str {
+        &self.text[self.strip..]
+    }
+
+    /// Host and fully decoded path: the subject of `expressions`, as squidGuard sees it.
+    pub fn decoded(&self) -> Cow<'_, [u8]> {
+        let path = self.path();
+        if !path.contains('%') {
+            return Cow::Borrowed(self.text.as_bytes());
+        }
+        let mut out = Vec::with_capacity(self.text.len());
+        out.extend_from_slice(self.host().as_bytes());
+        out.extend(percent_decode_str(path));
+        Cow::Owned(out)
+    }
+}
+
+impl std::fmt::Display for NormalUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+/// Normalises one URL (the first whitespace-separated token of `input`, as squidGuard reads
+/// its input line). Never panics; anything that is not a URL with a host is an error.
+pub fn normalise(input: &str) -> Result<NormalUrl, NormaliseError> {
+    let token = input
+        .split_ascii_whitespace()
+        .next()
+        .ok_or(NormaliseError::Empty)?;
+    match parse(token) {
+        Ok(n) => Ok(n),
+        // squidGuard decodes before it parses, so `host%2Fpath` is `host/path` to it.
+        Err(e) if token.contains('%') => {
+            let decoded = percent_decode_str(token).decode_utf8_lossy();
+            if decoded.split_ascii_whitespace().count() != 1 {
+                return Err(e);
+            }
+            parse(&decoded).map_err(|_| e)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Everything after the scheme (or the whole token when there is none).
+fn after_scheme(token: &str) -> &str {
+    if let Some(i) = token.find("://") {
+        let scheme = &token[..i];
+        let mut chars = scheme.chars();
+        if chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+            && chars.all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+        {
+            return &token[i + 3..];
+        }
+    }
+    token
+}
+
+fn parse(token: &str) -> Result<NormalUrl, NormaliseError> {
+    // Every URL is parsed as http: the scheme does not matter to the lists, and http's rules
+    // (case-folded hosts, IDNA, IPv4 forms) are the ones a browser applies to web hosts.
+    let owned;
+    let text = if token.starts_with("http://") || token.starts_with("https://") {
+        token
+    } else {
+        owned = format!("http://{}", after_scheme(token));
+        &owned
+    };
+    match url::Url::parse(text) {
+        Ok(u) => {
+            let host = u.host_str().ok_or(NormaliseError::NoHost)?;
+            Ok(build(host, u.path(), u.query()))
+        }
+        // WHATWG refuses a host whose last label is a number but which is not an IPv4
+        // address (`www.10.1.2.3`); squidGuard matches it as a name, and lists are full of IPs
+        // that sample generators put subdomains on. Parse it again with an opaque host.
+        Err(url::ParseError::InvalidIpv4Address) => {
+            let rest = after_scheme(text);
+            let u = url::Url::parse(&format!("x-opaque://{rest}"))?;
+            let raw = u.host_str().ok_or(NormaliseError::NoHost)?;
+            let host = percent_decode_str(raw)
+                .decode_utf8_lossy()
+                .to_ascii_lowercase();
+            if host.is_empty()
+                || !host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+            {
+                return Err(NormaliseError::BadHost(host));
+            }
+            let path = if u.path().is_empty() { "/" } else { u.path() };
+            Ok(build(&host, path, u.query()))
+        }
+        Err(e) => Err(e.into()),
+    }
+    .and_then(|n| {
+        if n.host_len == 0 {
+            Err(NormaliseError::NoHost)
+        } else {
+            Ok(n)
+        }
+    })
+}
+
+fn build(host: &str, path: &str, query: Option<&str>) -> NormalUrl {
+    let trimmed = host.trim_end_matches('.');
+    // Without its trailing dots a name can turn out to be an address (`0..`): parse it again
+    // so that the normal form normalises to itself.
+    let reparsed;
+    let host = if trimmed.len() == host.len() {
+        host
+    } else {
+        match url::Host::parse(trimmed) {
+            Ok(h) => {
+                reparsed = h.to_string();
+                &reparsed
+            }
+            Err(_) => trimmed,
+        }
+    };
+    let mut text =
+        String::with_capacity(host.len() + path.len() + query.map_or(0, |q| q.len() + 1));
+    // Hosts from the url crate are already lower case; opaque ones were lowered by the caller.
+    text.push_str(host);
+    let host_len = text.len();
+    push_canonical(&mut text, path, true);
+    if !path.starts_with('/') {
+        text.insert(host_len, '/');
+    }
+    if let Some(q) = query {
+        text.push('?');
+        push_canonical(&mut text, q, false);
+    }
+    NormalUrl {
+        strip: www_prefix_len(host),
+        text,
+        host_len,
+    }
+}
+
+/// squidGuard: `www`, `web` or `ftp`, then digits, then a dot.
+fn www_prefix_len(host: &str) -> usize {
+    let b = host.as_bytes();
+    if !(b.starts_with(b"www") || b.starts_with(b"web") || b.starts_with(b"ftp")) {
+        return 0;
+    }
+    let digits = b[3..].iter().take_while(|c| c.is_ascii_digit()).count();
+    if b.get(3 + digits) == Some(&b'.') {
+        4 + digits
+    } else {
+        0
+    }
+}
+
+fn hex_value(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Decodes `%XX` once, lower-cases, re-encodes what must stay encoded, and (in the path)
+/// collapses runs of `/`. An encoded `/` stays `%2F` in the path: decoding it would make new
+/// segments (`a%2F..%2Fb`) that a second parse resolves differently.
+fn push_canonical(out: &mut String, s: &str, is_path: bool) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let b = s.as_bytes();
+    let mut i = 0;
+    let mut last_slash = false;
+    while i < b.len() {
+        let mut c = b[i];
+        let mut encoded_slash = false;
+        if c == b'%' {
+            if let (Some(h), Some(l)) = (
+                b.get(i + 1).copied().and_then(hex_value),
+                b.get(i + 2).copied().and_then(hex_value),
+            ) {
+                c = h << 4 | l;
+                i += 2;
+                encoded_slash = is_path && c == b'/';
+            }
+        }
+        i += 1;
+        if c == b'/' && !encoded_slash {
+            if is_path && last_slash {
+                continue;
+            }
+            last_slash = true;
+            out.push('/');
+            continue;
+        }
+        last_slash = false;
+        let c = c.to_ascii_lowercase();
+        if encoded_slash || c <= b' ' || c >= 0x7f || c == b'%' || c == b'#' || c == b'\\' {
+            out.push('%');
+            out.push(HEX[usize::from(c >> 4)] as char);
+            out.push(HEX[usize::from(c & 15)] as char);
+        } else {
+            out.push(c as char);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn n(s: &str) -> String {
+        normalise(s)
+            .map(|n| n.to_string())
+            .unwrap_or_else(|e| format!("ERR {e}"))
+    }
+
+    #[test]
+    fn squidguard_style_normal_forms() {
+        for (input, want) in [
+            ("http://Example.COM/Path?Q=A", "example.com/path?q=a"),
+            ("example.com", "example.com/"),
+            ("ftp://user:pw@Example.com:2121/x", "example.com/x"),
+            ("https://example.com.:8443/", "example.com/"),
+            (
+                "http://example.com./a//b///c?x=//y",
+                "example.com/a/b/c?x=//y",
+            ),
+            ("http://exa%6dple.com/%70orn", "example.com/porn"),
+            ("http://example.com/a%2541", "example.com/a%2541"),
+            ("http://example.com/%2F%2f", "example.com/%2F%2F"),
+            ("http://example.com/a%20b#frag", "example.com/a%20b"),
+            ("http://example.com/a/./b/../c", "example.com/a/c"),
+            ("http://example.com\\a\\b", "example.com/a/b"),
+            // Only ASCII is lower-cased in paths, as squidGuard does (C locale `tolower`).
+            ("http://bücher.example/É", "xn--bcher-kva.example/%C3%89"),
+            ("http://3232235777/", "192.168.1.1/"),
+            ("http://0xC0.0250.1.1/", "192.168.1.1/"),
+            ("http://[2001:DB8:0::1]:80/", "[2001:db8::1]/"),
+            ("http://www.10.1.2.3/x", "www.10.1.2.3/x"),
+            ("https://WWW.10.1.2.3:443/x", "www.10.1.2.3/x"),
+            (
+                "HTTP://WWW.Example.com/ GET 10.0.0.1/- -",
+                "www.example.com/",
+            ),
+            ("example.com%2Fpath/x", "example.com/path/x"),
+            ("mailto:someone@example.com", "example.com/"),
+            ("foo://Example.com/A", "example.com/a"),
+            ("http://a.com/r?u=http://b.com/", "a.com/r?u=http://b.com/"),
+        ] {
+            assert_eq!(n(input), want, "{input}");
+        }
+        for bad in [
+            "",
+            "   ",
+            "http://",
+            "http:///",
+            "http://[::1/",
+            "http://%zz/",
+        ] {
+            assert!(normalise(bad).is_err(), "{bad:?} gave {}", n(bad));
+        }
+    }
+
+    #[test]
+    fn www_like_prefixes_are_squidguards() {
+        for (host, prefix) in [
+            ("www.a.com", "www."),
+            ("www2.a.com", "www2."),
+            ("web.a.com", "web."),
+            ("ftp01.a.com", "ftp01."),
+            ("wwwa.a.com", ""),
+            ("www-1.a.com", ""),
+            ("ww.a.com", ""),
+            ("www.www.a.com", "www."),
+        ] {
+            let u = normalise(&format!("http://{host}/p")).unwrap();
+            assert_eq!(u.www_prefix(), prefix, "{host}");
+            assert_eq!(u.stripped(), format!("{}/p", &host[prefix.len()..]));
+        }
+    }
+
+    #[test]
+    fn decoded_is_what_expressions_see() {
+        let u = normalise("http://www.a.com/x%2541/%C3%A9%2F?q=%23").unwrap();
+        assert_eq!(u.as_str(), "www.a.com/x%2541/%C3%A9%2F?q=%23");
+        assert_eq!(&*u.decoded(), "www.a.com/x%41/é/?q=#".as_bytes());
+    }
+
+    fn variants() -> impl Strategy<Value = (String, String)> {
+        let label = "[a-z0-9]([a-z0-9-]{0,8}[a-z0-9])?";
+        (
+            proptest::collection::vec(label, 1..4),
+            "(/[a-zA-Z0-9._~-]{0,6}){0,4}",
+            any::<bool>(),
+            proptest::option::of(1u16..),
+            proptest::option::of("[a-z]{1,5}(:[a-z]{0,5})?"),
+            any::<bool>(),
+            proptest::option::of("[a-z]{1,6}"),
+        )
+            .prop_map(|(labels, path, upper, port, userinfo, dot, scheme)| {
+                let host = labels.join(".");
+                let plain = format!("http://{host}{path}");
+                let mut h = if upper { host.to_uppercase() } else { host };
+                if dot {
+                    h.push('.');
+                }
+                let auth = match userinfo {
+                    Some(u) => format!("{u}@{h}"),
+                    None => h,
+                };
+                let auth = match port {
+                    Some(p) => format!("{auth}:{p}"),
+                    None => auth,
+                };
+                let varied = match scheme {
+                    Some(s) => format!("{s}://{auth}{path}"),
+                    None => format!("{auth}{path}"),
+                };
+                (plain, varied)
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn never_panics(s in any::<String>()) {
+            let _ = normalise(&s);
+        }
+
+        #[test]
+        fn never_panics_on_url_like_input(s in "[a-zA-Z]{0,5}(://)?[\\PC%@:./\\[\\]\\\\?#]{0,40}") {
+            let _ = normalise(&s);
+        }
+
+        #[test]
+        fn normalising_is_a_fixpoint(s in "(https?://)?[a-zA-Z0-9.%@:\\[\\]_-]{1,25}(/[\\PC%?#/\\\\. ]{0,30})?") {
+            if let Ok(once) = normalise(&s) {
+                let twice = normalise(once.as_str());
+                prop_assert_eq!(Ok(once.clone()), twice, "input {:?}", s);
+            }
+        }
+
+        #[test]
+        fn case_port_userinfo_dot_and_scheme_do_not_matter((plain, varied) in variants()) {
+            // Random `xn--` labels are (rightly) invalid punycode.
+            prop_assume!(!plain.contains("xn--"));
+            let a = normalise(&plain);
+            let b = normalise(&varied);
+            prop_assert!(a.is_ok(), "{} {:?}", plain, a);
+            // Paths keep their case in the input but are compared lower-cased.
+            prop_assert_eq!(a, b, "{} vs {}", plain, varied);
+        }
+    }
+}
