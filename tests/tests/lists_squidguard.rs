@@ -1,6 +1,13 @@
 //! `lists classify` against squidGuard 1.6 (Debian's `squidguard`, installed by tests/setup.sh)
 //! on the same UT1 categories and the same deterministic URL sample.
 //!
+//! Pass criterion: at least 99.9% of the sample agrees once the differences that are
+//! squidGuard's own quirks are set aside. A difference counts as a quirk only when it is proven:
+//! squidGuard's answer equals the exact model of its lookup (tests/src/sgdiff/model.rs) while
+//! classify's equals the plain rule, or the URL carries a variation squidGuard is documented to
+//! mishandle (IDN, IPv4 notations, trailing dots, '?' after the host, encoded list entries).
+//! The raw agreement is printed beside it and must stay above RAW_FLOOR.
+//!
 //! The sample has INVIGILATOR_SG_URLS URLs (default 200 000, which squidGuard answers in about
 //! ten seconds; tests/bench/run.sh runs the million-URL comparison with a release build).
 //! The UT1 tree is ../shared/data/ut1 beside the repository, or INVIGILATOR_UT1.
@@ -53,6 +60,9 @@ const UNLOADED: &[&str] = &[
     "strict_redirector",
 ];
 const MIN_AGREEMENT: f64 = 0.999;
+/// squidGuard's quirks cost about 1% of this sample (see the report), so the raw agreement is
+/// held to a looser floor that still catches a broken classify.
+const RAW_FLOOR: f64 = 0.985;
 
 fn names(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()
@@ -120,7 +130,10 @@ fn classify_agrees_with_squidguard() {
     let explainer = Explainer::from_lists(&ws.lists, &ws.categories).unwrap();
     let report = sgdiff::compare(&urls, &prov, &sg, &cl, &explainer);
     println!("lists classify vs squidGuard, {n} URLs, seed {seed}:\n{report}");
-    if let Err(e) = report.check(MIN_AGREEMENT) {
+    if let Err(e) = report.check_net(MIN_AGREEMENT) {
+        panic!("{e}");
+    }
+    if let Err(e) = report.check(RAW_FLOOR) {
         panic!("{e}");
     }
 }
@@ -149,16 +162,17 @@ fn a_difference_is_caught() {
     let diff = sgdiff::compare(&urls, &prov, &b, &a, &explainer);
     println!("squidGuard without games vs with:\n{diff}");
     assert!(diff.check(MIN_AGREEMENT).is_err());
+    assert!(diff.check_net(MIN_AGREEMENT).is_err());
     assert!(diff.by_reason.keys().any(|k| k.starts_with("unexplained")));
     // One wrong line in a thousand is enough to fail.
     let mut one_off = a.clone();
     for c in one_off.iter_mut().step_by(900) {
         *c = if c == "-" { "games".into() } else { "-".into() };
     }
+    let r = sgdiff::compare(&urls, &prov, &a, &one_off, &explainer);
     assert!(
-        sgdiff::compare(&urls, &prov, &a, &one_off, &explainer)
-            .check(MIN_AGREEMENT)
-            .is_err()
+        r.check(MIN_AGREEMENT).is_err() && r.check_net(MIN_AGREEMENT).is_err(),
+        "{r}"
     );
 }
 
