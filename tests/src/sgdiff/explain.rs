@@ -11,17 +11,25 @@ pub struct Explainer {
     model: Model,
 }
 
+/// libwww's HTUnEscape as squidGuard uses it: the two characters after every `%` are decoded
+/// without checking that they are hex digits (`%zz` becomes `S`). A `%` with fewer than two
+/// characters after it is kept here (squidGuard reads past the end of the URL).
 pub(super) fn percent_decode(s: &str) -> String {
+    let from_hex = |c: u8| -> i32 {
+        if c.is_ascii_digit() {
+            i32::from(c) - i32::from(b'0')
+        } else if c.is_ascii_uppercase() {
+            i32::from(c) - i32::from(b'A') + 10
+        } else {
+            i32::from(c) - i32::from(b'a') + 10
+        }
+    };
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        let hex = |c: u8| (c as char).to_digit(16);
-        if b[i] == b'%'
-            && i + 2 < b.len()
-            && let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2]))
-        {
-            out.push((h * 16 + l) as u8);
+        if b[i] == b'%' && i + 2 < b.len() {
+            out.push((from_hex(b[i + 1]) * 16 + from_hex(b[i + 2])) as u8);
             i += 3;
             continue;
         }
@@ -144,6 +152,12 @@ impl Explainer {
                  are), so such an entry never matches"
             );
         }
+        if cl != "-" && self.model.port_hides_prefixed_entry(cl, url) {
+            return format!(
+                "{QUIRK} Q11: with a port, an entry starting www./web./ftp. never matches (the \
+                 stripped URL loses the prefix, the full one keeps the port)"
+            );
+        }
         format!(
             "unexplained: classify {cl}, squidGuard {sg}, the plain rule on squidGuard's parse {}",
             name(plain)
@@ -171,6 +185,7 @@ mod tests {
         assert_eq!(squidguard_view("http://foo.com./x").0, "foo.com");
         assert_eq!(squidguard_view("foo.com./x").0, "foo.com.");
         assert_eq!(squidguard_view("http://foo.com?x=1").0, "foo.com?x=1");
+        assert_eq!(percent_decode("a%zzb%%320%41"), "aSb\u{fffd}20A");
     }
 
     #[test]

@@ -296,6 +296,22 @@ impl Model {
     }
 }
 
+impl Model {
+    /// Whether category `cat` has a `urls` entry that matches the full URL once its port is
+    /// dropped, while the request has a port and a `www`-like prefix that the stripped URL lost.
+    pub fn port_hides_prefixed_entry(&self, cat: &str, url: &str) -> bool {
+        let (domain, _, furl) = squidguard_view(url);
+        let Some(colon) = furl.find(':').filter(|&c| c == domain.len()) else {
+            return false;
+        };
+        let path_at = furl[colon..].find('/').map_or(furl.len(), |i| colon + i);
+        let without_port = format!("{}{}", &furl[..colon], &furl[path_at..]);
+        self.cats.iter().filter(|c| c.name == cat).any(|c| {
+            (1..=without_port.len()).any(|n| c.plain_urls.contains(&without_port.as_bytes()[..n]))
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
