@@ -11,7 +11,7 @@
 //! The sample has INVIGILATOR_SG_URLS URLs (default 200 000, which squidGuard answers in about
 //! ten seconds; tests/bench/run.sh runs the million-URL comparison with a release build).
 //! The UT1 tree is ../shared/data/ut1 beside the repository, or INVIGILATOR_UT1.
-//! squidGuard's rules and quirks: /work/notes/squidguard-semantics.md, pinned by
+//! squidGuard's rules and quirks: tests/squidguard-semantics.md, pinned by
 //! `squidguard_behaves_as_documented` below so a different squidGuard is noticed.
 
 use invigilator_tests::sgdiff::{self, Explainer, Workspace};

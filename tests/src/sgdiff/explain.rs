@@ -1,5 +1,5 @@
 //! Sorting a difference between squidGuard and `lists classify` by its cause: one of
-//! squidGuard's known quirks (Q1..Q8 in /work/notes/squidguard-semantics.md), recognised from
+//! squidGuard's known quirks (Q1..Q12 in tests/squidguard-semantics.md), recognised from
 //! the URL's variation tags and from the lists themselves, or "unexplained".
 
 use super::model::{Model, Via};

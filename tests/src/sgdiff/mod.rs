@@ -1,6 +1,6 @@
 //! squidGuard beside `invigilator-collector lists classify`: the same categories loaded into
 //! both, the same URLs fed to both, the answers compared line by line and every difference
-//! sorted by its explanation (see /work/notes/squidguard-semantics.md for squidGuard's rules).
+//! sorted by its explanation (see tests/squidguard-semantics.md for squidGuard's rules).
 
 mod explain;
 mod model;
