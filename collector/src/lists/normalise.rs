@@ -244,15 +244,15 @@ fn push_canonical(out: &mut String, s: &str, is_path: bool) {
     while i < b.len() {
         let mut c = b[i];
         let mut encoded_slash = false;
-        if c == b'%' {
-            if let (Some(h), Some(l)) = (
+        if c == b'%'
+            && let (Some(h), Some(l)) = (
                 b.get(i + 1).copied().and_then(hex_value),
                 b.get(i + 2).copied().and_then(hex_value),
-            ) {
-                c = h << 4 | l;
-                i += 2;
-                encoded_slash = is_path && c == b'/';
-            }
+            )
+        {
+            c = h << 4 | l;
+            i += 2;
+            encoded_slash = is_path && c == b'/';
         }
         i += 1;
         if c == b'/' && !encoded_slash {
