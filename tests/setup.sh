@@ -19,3 +19,6 @@ done
 # The browsing tests drive Debian's Chromium and Firefox ESR, headless, with profiles of their own.
 command -v chromium >/dev/null && command -v firefox-esr >/dev/null \
   || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium firefox-esr; }
+# The category-list differential test and benchmark compare `lists classify` with squidGuard
+# (not squid itself, which it recommends).
+command -v squidGuard >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends squidguard; }

@@ -9,6 +9,7 @@
 # 3. collector ingest rate with mTLS and durable (fsync) commit, load generator beside it
 # 4. event-to-alert latency at 5000 events/s
 # 5. concurrently connected agents on one collector, and its memory
+# 6. category lists: `lists classify` beside squidGuard on 1,000,000 URLs (tests/bench/lists.sh)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$root"
@@ -191,3 +192,7 @@ echo "|---|---|"
 echo "| RSS before connections (enrolled, idle) | $((base / 1024)) MiB |"
 echo "| RSS peak while all were connected | $((peak / 1024)) MiB |"
 echo "| open file descriptors, peak | $peak_fds |"
+
+# --- 6: category lists ---------------------------------------------------------------------------
+echo
+"$root/tests/bench/lists.sh" --built $([ $quick = 1 ] && echo --quick)

@@ -9,6 +9,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod fake_logind;
+pub mod sgdiff;
+pub mod urlgen;
 
 /// Streams `batches` from `agent`'s enrolled identity over one Telemetry stream, exactly as the
 /// agent sends them, and waits until the last batch is acknowledged.
