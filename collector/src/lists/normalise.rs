@@ -15,7 +15,7 @@
 //! Where squidGuard is wrong we follow the browser instead (the `url` crate, WHATWG rules):
 //! a trailing dot is dropped whatever follows it (squidGuard only handles `./`, not `.:`), `.`
 //! and `..` path segments are resolved, hosts are IDNA-mapped to punycode, and IPv4 written in
-//! decimal, hex or octal becomes dotted-quad. The note /work/notes/squidguard-semantics.md
+//! decimal, hex or octal becomes dotted-quad. The note tests/squidguard-semantics.md
 //! (and the report of issue 4) lists the cases where this makes us disagree with squidGuard.
 //!
 //! The normal form is `host` + `path[?query]`, ASCII only: the path is decoded once, lower-cased,
