@@ -189,10 +189,13 @@ mod tests {
     use crate::policy::DEFAULT_POLICY;
     use invigilator_proto::v1::{Event, ProcessExec, event::Kind};
 
+    /// Monday 23 November 2026, 10:00 in London (lesson time), plus `seq` seconds.
+    const LESSON_US: i64 = 1_795_428_000_000_000;
+
     fn exec(seq: u64, name: &str) -> Event {
         Event {
             seq,
-            observed_at_us: seq as i64 * 1_000_000,
+            observed_at_us: LESSON_US + seq as i64 * 1_000_000,
             hostname: "ict-01".into(),
             user: "y5smith".into(),
             kind: Some(Kind::Process(ProcessExec {
@@ -248,7 +251,7 @@ mod tests {
 
         let same = compare(&conn, &current, &current, None).unwrap();
         assert!(same.differences.is_empty());
-        let since = compare(&conn, &current, &candidate, Some(3_000_000)).unwrap();
+        let since = compare(&conn, &current, &candidate, Some(LESSON_US + 3_000_000)).unwrap();
         assert_eq!(since.events, 2);
     }
 }

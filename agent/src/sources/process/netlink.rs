@@ -334,6 +334,14 @@ mod tests {
         let mut reporter = Reporter::new("host-a".into());
         let mut child = Command::new("sleep").arg("5").spawn().unwrap();
         let pid = child.id();
+        // posix_spawn returns as soon as the child's exec has replaced its memory, before the
+        // kernel has written the new command line: wait for it, as a real rescan would see it.
+        for _ in 0..500 {
+            match std::fs::read(format!("/proc/{pid}/cmdline")) {
+                Ok(raw) if !raw.is_empty() => break,
+                _ => std::thread::sleep(std::time::Duration::from_millis(2)),
+            }
+        }
         let (tx, mut rx) = crate::sources::channel(65536);
 
         let result = reporter.overrun(&tx);
