@@ -91,6 +91,23 @@ pub fn agents_revoke(data_dir: &Path, agent_id: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+pub fn policy_check(file: &Path, data_dir: Option<&Path>) -> anyhow::Result<()> {
+    let mut p = crate::policy::Policy::load(file)?;
+    println!("{}: valid, version {}", file.display(), p.version);
+    if !p.schedule.has_lessons() {
+        println!(
+            "warning: [school_times] has no lesson periods: rules with when = \"lessons\" never apply"
+        );
+    }
+    if let Some(dir) = data_dir {
+        p = p.with_lists(std::sync::Arc::new(crate::lists::Lists::load(dir)?));
+        for c in p.missing_categories() {
+            println!("warning: no imported list has the category {c:?} named by a [[web]] rule");
+        }
+    }
+    Ok(())
+}
+
 pub fn policy_test(
     data_dir: &Path,
     candidate: &Path,

@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use invigilator_collector::{cli, init, lists, policy, serve};
+use invigilator_collector::{cli, init, lists, serve};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -190,8 +190,14 @@ enum AgentsCommand {
 
 #[derive(Subcommand)]
 enum PolicyCommand {
-    /// Validate a policy file; errors name the line and the field.
-    Check { file: PathBuf },
+    /// Validate a policy file; errors name the line and the field. With --data-dir, also warns
+    /// about categories no imported list provides.
+    Check {
+        file: PathBuf,
+        /// A data directory whose imported lists the policy will run with.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
     /// Dry run: replay stored events against a candidate policy and show which alerts it would
     /// add, remove or change compared with the current one. Nothing is written.
     Test {
@@ -294,12 +300,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             command: AgentsCommand::Revoke { dir, agent_id },
         } => cli::agents_revoke(&dir.data_dir, &agent_id),
         Command::Policy {
-            command: PolicyCommand::Check { file },
-        } => {
-            let p = policy::Policy::load(&file)?;
-            println!("{}: valid, version {}", file.display(), p.version);
-            Ok(())
-        }
+            command: PolicyCommand::Check { file, data_dir },
+        } => cli::policy_check(&file, data_dir.as_deref()),
         Command::Policy {
             command:
                 PolicyCommand::Test {
