@@ -10,7 +10,8 @@
 //! - for `urls` entries, a leading `www`, `web` or `ftp`, followed by any digits and a dot,
 //!   is stripped from the host (`www.`, `www2.`, `web.`, `ftp01.`), and the entry is also tried
 //!   against the unstripped host;
-//! - expressions see the host (with its `www.`) followed by the decoded path and query.
+//! - expressions see the host (with its `www.`) and the port when one was written (`:8080`,
+//!   also a default one such as `:443`), followed by the decoded path and query.
 //!
 //! Where squidGuard is wrong we follow the browser instead (the `url` crate, WHATWG rules):
 //! a trailing dot is dropped whatever follows it (squidGuard only handles `./`, not `.:`), `.`
@@ -33,6 +34,9 @@ pub struct NormalUrl {
     host_len: usize,
     /// Length of the `www`-like prefix of the host (0 if none), as squidGuard strips it.
     strip: usize,
+    /// The port written in the URL, if any (even the scheme's default): squidGuard matches
+    /// expressions against `host:port/path`, while domains and `urls` ignore the port.
+    port: Option<u16>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -74,14 +78,24 @@ impl NormalUrl {
         &self.text[self.strip..]
     }
 
-    /// Host and fully decoded path: the subject of `expressions`, as squidGuard sees it.
+    /// The port written in the URL (a default one included), if any.
+    pub fn port(&self) -> Option<u16> {
+        self.port
+    }
+
+    /// Host, `:port` when one was written, and fully decoded path: the subject of
+    /// `expressions`, as squidGuard sees it (its `host[:port]/path?query`).
     pub fn decoded(&self) -> Cow<'_, [u8]> {
         let path = self.path();
-        if !path.contains('%') {
+        if self.port.is_none() && !path.contains('%') {
             return Cow::Borrowed(self.text.as_bytes());
         }
-        let mut out = Vec::with_capacity(self.text.len());
+        let mut out = Vec::with_capacity(self.text.len() + 6);
         out.extend_from_slice(self.host().as_bytes());
+        if let Some(port) = self.port {
+            out.push(b':');
+            out.extend_from_slice(port.to_string().as_bytes());
+        }
         out.extend(percent_decode_str(path));
         Cow::Owned(out)
     }
@@ -141,7 +155,14 @@ fn parse(token: &str) -> Result<NormalUrl, NormaliseError> {
     match url::Url::parse(text) {
         Ok(u) => {
             let host = u.host_str().ok_or(NormaliseError::NoHost)?;
-            Ok(build(host, u.path(), u.query()))
+            // The url crate drops a default port (`:80`, `:443`), squidGuard keeps what was
+            // written: take the scheme's default back when the authority has a port.
+            let port = u.port().or_else(|| {
+                has_port(after_scheme(text))
+                    .then(|| u.port_or_known_default())
+                    .flatten()
+            });
+            Ok(build(host, u.path(), u.query(), port))
         }
         // WHATWG refuses a host whose last label is a number but which is not an IPv4
         // address (`www.10.1.2.3`); squidGuard matches it as a name, and lists are full of IPs
@@ -161,7 +182,7 @@ fn parse(token: &str) -> Result<NormalUrl, NormaliseError> {
                 return Err(NormaliseError::BadHost(host));
             }
             let path = if u.path().is_empty() { "/" } else { u.path() };
-            Ok(build(&host, path, u.query()))
+            Ok(build(&host, path, u.query(), u.port()))
         }
         Err(e) => Err(e.into()),
     }
@@ -174,7 +195,22 @@ fn parse(token: &str) -> Result<NormalUrl, NormaliseError> {
     })
 }
 
-fn build(host: &str, path: &str, query: Option<&str>) -> NormalUrl {
+/// Whether the authority at the start of `rest` (what follows `scheme://`) ends with `:digits`.
+fn has_port(rest: &str) -> bool {
+    let end = rest.find(['/', '?', '#', '\\']).unwrap_or(rest.len());
+    let authority = &rest[..end];
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    match host_port.rsplit_once(':') {
+        Some((host, port)) => {
+            !port.is_empty()
+                && port.bytes().all(|b| b.is_ascii_digit())
+                && (!host.starts_with('[') || host.ends_with(']'))
+        }
+        None => false,
+    }
+}
+
+fn build(host: &str, path: &str, query: Option<&str>, port: Option<u16>) -> NormalUrl {
     let trimmed = host.trim_end_matches('.');
     // Without its trailing dots a name can turn out to be an address (`0..`): parse it again
     // so that the normal form normalises to itself.
@@ -207,6 +243,7 @@ fn build(host: &str, path: &str, query: Option<&str>) -> NormalUrl {
         strip: www_prefix_len(host),
         text,
         host_len,
+        port,
     }
 }
 
@@ -358,6 +395,36 @@ mod tests {
         assert_eq!(&*u.decoded(), "www.a.com/x%41/é/?q=#".as_bytes());
     }
 
+    #[test]
+    fn expressions_see_the_written_port() {
+        for (input, port, subject) in [
+            (
+                "http://1.2.3.4:8080/search?q=1",
+                Some(8080),
+                "1.2.3.4:8080/search?q=1",
+            ),
+            (
+                "https://u:p@WWW.x.com:443/a%41",
+                Some(443),
+                "www.x.com:443/aa",
+            ),
+            ("http://x.com:80/", Some(80), "x.com:80/"),
+            ("ftp://x.com:21/f", Some(21), "x.com:21/f"),
+            ("http://[::1]:81/", Some(81), "[::1]:81/"),
+            ("http://www.10.1.2.3:81/x", Some(81), "www.10.1.2.3:81/x"),
+            ("http://[::1]/", None, "[::1]/"),
+            ("http://x.com/a:1", None, "x.com/a:1"),
+            ("http://a:b@x.com/", None, "x.com/"),
+            ("x.com:8080", Some(8080), "x.com:8080/"),
+        ] {
+            let u = normalise(input).unwrap();
+            assert_eq!(u.port(), port, "{input}");
+            assert_eq!(&*u.decoded(), subject.as_bytes(), "{input}");
+            // Domains and `urls` entries still ignore the port.
+            assert!(!u.as_str().contains(":8"), "{input}");
+        }
+    }
+
     fn variants() -> impl Strategy<Value = (String, String)> {
         let label = "[a-z0-9]([a-z0-9-]{0,8}[a-z0-9])?";
         (
@@ -408,8 +475,9 @@ mod tests {
         #[test]
         fn normalising_is_a_fixpoint(s in "(https?://)?[a-zA-Z0-9.%@:\\[\\]_-]{1,25}(/[\\PC%?#/\\\\. ]{0,30})?") {
             if let Ok(once) = normalise(&s) {
-                let twice = normalise(once.as_str());
-                prop_assert_eq!(Ok(once.clone()), twice, "input {:?}", s);
+                // The normal form has no port (only expressions see it, from the input).
+                let twice = normalise(once.as_str()).map(|t| (t.to_string(), t.strip));
+                prop_assert_eq!(Ok((once.to_string(), once.strip)), twice, "input {:?}", s);
             }
         }
 
@@ -418,7 +486,11 @@ mod tests {
             // Random `xn--` labels are (rightly) invalid punycode.
             prop_assume!(!plain.contains("xn--"));
             let a = normalise(&plain);
-            let b = normalise(&varied);
+            // The port is kept apart for expressions; the normal form must not depend on it.
+            let b = normalise(&varied).map(|mut b| {
+                b.port = None;
+                b
+            });
             prop_assert!(a.is_ok(), "{} {:?}", plain, a);
             // Paths keep their case in the input but are compared lower-cased.
             prop_assert_eq!(a, b, "{} vs {}", plain, varied);
