@@ -21,10 +21,13 @@ pub struct Stats {
 
 fn classify_block(lists: &Lists, block: &[u8], out: &mut Vec<u8>) -> Stats {
     let mut stats = Stats::default();
+    let mut scratch = super::NormalUrl::default();
     for line in block.split(|&b| b == b'\n') {
         stats.lines += 1;
         // Invalid UTF-8 is not a URL any browser sends: `-`, like any unparseable line.
-        let cat = std::str::from_utf8(line).ok().and_then(|l| lists.first(l));
+        let cat = std::str::from_utf8(line)
+            .ok()
+            .and_then(|l| lists.first_reusing(l, &mut scratch));
         match cat {
             Some(c) => {
                 stats.matched += 1;

@@ -28,7 +28,7 @@ use percent_encoding::percent_decode_str;
 use std::borrow::Cow;
 
 /// A URL in normal form. Cheap accessors slice one string.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct NormalUrl {
     text: String,
     host_len: usize,
@@ -110,22 +110,33 @@ impl std::fmt::Display for NormalUrl {
 /// Normalises one URL (the first whitespace-separated token of `input`, as squidGuard reads
 /// its input line). Never panics; anything that is not a URL with a host is an error.
 pub fn normalise(input: &str) -> Result<NormalUrl, NormaliseError> {
+    let mut n = NormalUrl::default();
+    normalise_into(input, &mut n).map(|()| n)
+}
+
+/// [`normalise`] into `out`, reusing its buffer: `lists classify` calls it once per line.
+/// On error `out` holds some other URL.
+pub fn normalise_into(input: &str, out: &mut NormalUrl) -> Result<(), NormaliseError> {
     let token = input
         .split_ascii_whitespace()
         .next()
         .ok_or(NormaliseError::Empty)?;
-    match parse(token) {
-        Ok(n) => Ok(n),
+    if fast_into(token, out) {
+        return Ok(());
+    }
+    *out = match slow(token) {
+        Ok(n) => n,
         // squidGuard decodes before it parses, so `host%2Fpath` is `host/path` to it.
         Err(e) if token.contains('%') => {
             let decoded = percent_decode_str(token).decode_utf8_lossy();
             if decoded.split_ascii_whitespace().count() != 1 {
                 return Err(e);
             }
-            parse(&decoded).map_err(|_| e)
+            parse(&decoded).map_err(|_| e)?
         }
-        Err(e) => Err(e),
-    }
+        Err(e) => return Err(e),
+    };
+    Ok(())
 }
 
 /// Everything after the scheme (or the whole token when there is none).
@@ -143,6 +154,83 @@ fn after_scheme(token: &str) -> &str {
 }
 
 fn parse(token: &str) -> Result<NormalUrl, NormaliseError> {
+    let mut n = NormalUrl::default();
+    if fast_into(token, &mut n) {
+        return Ok(n);
+    }
+    slow(token)
+}
+
+/// The common case without the url crate (which costs more than the list lookups): a plain
+/// ASCII host name and a path and query of printable ASCII. Returns `None` for anything where
+/// the url crate could give something else than the raw text, namely:
+/// - in the host: a port, userinfo, IPv4 forms (the last label starts with a digit), IDNA
+///   (`xn--` labels are validated), empty labels, a trailing dot, any byte but `[A-Za-z0-9.-]`;
+/// - in the path and query: `%` (decoding), `\` (a separator), dot segments (`/.` at all,
+///   to keep the test simple), controls, space and non-ASCII.
+///
+/// Everything else the url crate does to such input is percent-encoding bytes like `"` or `{`,
+/// which `push_canonical` decodes again, and dropping the fragment. The property test
+/// `fast_path_is_the_url_crates` checks this against `slow`.
+fn fast_into(token: &str, out: &mut NormalUrl) -> bool {
+    let rest = after_scheme(token);
+    // A fragment never matters, whatever it holds (it even ends the host: `a.com#x/y`).
+    let rest = rest.split_once('#').map_or(rest, |(r, _)| r);
+    let host_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (host, tail) = rest.split_at(host_end);
+    let h = host.as_bytes();
+    let last = host.rsplit('.').next().unwrap_or("").as_bytes();
+    if h.is_empty()
+        || h[0] == b'.'
+        || last.first().is_none_or(u8::is_ascii_digit)
+        || !h
+            .iter()
+            .all(|&c| c.is_ascii_alphanumeric() || c == b'-' || c == b'.')
+        || host.contains("..")
+        || host
+            .split('.')
+            .any(|l| l.len() >= 4 && l[..4].eq_ignore_ascii_case("xn--"))
+    {
+        return false;
+    }
+    let (path, query) = match tail.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (tail, None),
+    };
+    if !tail
+        .bytes()
+        .all(|c| (0x21..0x7f).contains(&c) && c != b'%' && c != b'\\')
+        || path.contains("/.")
+    {
+        return false;
+    }
+    let text = &mut out.text;
+    text.clear();
+    text.extend(host.bytes().map(|c| char::from(c.to_ascii_lowercase())));
+    let host_len = text.len();
+    if path.is_empty() {
+        text.push('/');
+    } else {
+        push_canonical(text, path, true);
+    }
+    if let Some(q) = query {
+        text.push('?');
+        push_canonical(text, q, false);
+    }
+    out.strip = www_prefix_len(&text[..host_len]);
+    out.host_len = host_len;
+    out.port = None;
+    true
+}
+
+#[cfg(test)]
+fn fast(token: &str) -> Option<NormalUrl> {
+    let mut n = NormalUrl::default();
+    fast_into(token, &mut n).then_some(n)
+}
+
+/// Any URL, through the url crate.
+fn slow(token: &str) -> Result<NormalUrl, NormaliseError> {
     // Every URL is parsed as http: the scheme does not matter to the lists, and http's rules
     // (case-folded hosts, IDNA, IPv4 forms) are the ones a browser applies to web hosts.
     let owned;
@@ -459,8 +547,100 @@ mod tests {
             })
     }
 
+    #[test]
+    fn common_urls_take_the_fast_path() {
+        for u in [
+            "http://0704-zpa.pages.dev/awards/#c5",
+            "https://chocolatefm.cl/be/cm-nl/nl/ys3xf?j1s=iq4ws",
+            "www.redir.is",
+            "HTTP://WWW.Example.COM/A/B?Q=\"x\"",
+            "example.com?q=a/./b",
+        ] {
+            let f = fast(u).unwrap_or_else(|| panic!("{u} is not fast"));
+            assert_eq!(Ok(f), slow(u), "{u}");
+        }
+        for u in [
+            "http://1.2.3.4/",
+            "http://a.b.0x1/",
+            "http://xn--bcher-kva.de/",
+            "http://a.com:80/",
+            "http://u@a.com/",
+            "http://a.com./",
+            "http://a.com/./x",
+            "http://a.com/%41",
+            "http://a.com/a\\b",
+            "http://a_b.com/",
+        ] {
+            assert!(fast(u).is_none(), "{u} should take the slow path");
+        }
+    }
+
+    /// Inputs close to the fast path's edges: hosts with digits, hyphens, dots, `xn--`, odd
+    /// bytes; paths with every punctuation the url crate encodes, dots and fragments.
+    fn near_fast() -> impl Strategy<Value = String> {
+        (
+            prop_oneof![
+                Just(""),
+                Just("http://"),
+                Just("https://"),
+                Just("HTTP://"),
+                Just("ftp://"),
+                Just("x:"),
+                Just("1a://"),
+            ],
+            proptest::collection::vec(
+                prop_oneof![
+                    8 => "[a-zA-Z0-9-]{1,6}",
+                    1 => Just(String::new()),
+                    1 => "[0-9]{1,3}",
+                    1 => Just("xn--".to_string()),
+                    1 => Just("0x1f".to_string()),
+                    1 => "[a-z0-9._@:\\[\\]%-]{1,3}",
+                ],
+                1..4,
+            ),
+            proptest::option::of(Just(".")),
+            proptest::collection::vec(
+                prop_oneof![
+                    // Mostly what the fast path takes, sometimes what it must refuse.
+                    4 => "[/?#][a-zA-Z0-9!\"#$&'()*+,/:;<=>?@\\[\\]^_`{|}~-]{0,8}",
+                    1 => "[/?#][a-zA-Z0-9 !\"#$&'()*+,./:;<=>?@\\[\\]^_`{|}~%\\\\\u{1}é-]{0,8}",
+                    1 => "/\\.{1,2}",
+                ],
+                0..5,
+            ),
+        )
+            .prop_map(|(scheme, labels, dot, tail)| {
+                format!(
+                    "{scheme}{}{}{}",
+                    labels.join("."),
+                    dot.unwrap_or(""),
+                    tail.concat()
+                )
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(10000))]
+
+        #[test]
+        fn fast_path_is_the_url_crates(s in near_fast()) {
+            if let Some(f) = fast(&s) {
+                prop_assert_eq!(Ok(f), slow(&s), "input {:?}", s);
+            }
+        }
+
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn fast_path_is_the_url_crates_on_anything(s in "[a-zA-Z0-9:/?#.%@ \\\\\"'<>{}\\[\\]-]{0,30}") {
+            if let Some(f) = fast(&s) {
+                prop_assert_eq!(Ok(f), slow(&s), "input {:?}", s);
+            }
+        }
 
         #[test]
         fn never_panics(s in any::<String>()) {
