@@ -173,37 +173,60 @@ fn parse(token: &str) -> Result<NormalUrl, NormaliseError> {
 /// which `push_canonical` decodes again, and dropping the fragment. The property test
 /// `fast_path_is_the_url_crates` checks this against `slow`.
 fn fast_into(token: &str, out: &mut NormalUrl) -> bool {
-    let rest = after_scheme(token);
-    // A fragment never matters, whatever it holds (it even ends the host: `a.com#x/y`).
-    let rest = rest.split_once('#').map_or(rest, |(r, _)| r);
-    let host_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (host, tail) = rest.split_at(host_end);
-    let h = host.as_bytes();
-    let last = host.rsplit('.').next().unwrap_or("").as_bytes();
-    if h.is_empty()
-        || h[0] == b'.'
-        || last.first().is_none_or(u8::is_ascii_digit)
-        || !h
-            .iter()
-            .all(|&c| c.is_ascii_alphanumeric() || c == b'-' || c == b'.')
-        || host.contains("..")
-        || host
-            .split('.')
-            .any(|l| l.len() >= 4 && l[..4].eq_ignore_ascii_case("xn--"))
+    let text_rest = after_scheme(token);
+    let rest = text_rest.as_bytes();
+    // One pass over the bytes (this runs for every URL): the host first.
+    let mut i = 0;
+    let mut label = 0;
+    while i < rest.len() {
+        let c = rest[i];
+        if c == b'.' {
+            // Empty labels (a leading dot, `..`) and `xn--` labels are the url crate's.
+            if i == label
+                || rest[label..i]
+                    .get(..4)
+                    .is_some_and(|l| l.eq_ignore_ascii_case(b"xn--"))
+            {
+                return false;
+            }
+            label = i + 1;
+        } else if c == b'/' || c == b'?' || c == b'#' {
+            break;
+        } else if !(c.is_ascii_alphanumeric() || c == b'-') {
+            return false;
+        }
+        i += 1;
+    }
+    let last = &rest[label..i];
+    // An empty last label is a trailing dot; one starting with a digit may be IPv4.
+    if last.first().is_none_or(u8::is_ascii_digit)
+        || last
+            .get(..4)
+            .is_some_and(|l| l.eq_ignore_ascii_case(b"xn--"))
     {
         return false;
     }
-    let (path, query) = match tail.split_once('?') {
-        Some((p, q)) => (p, Some(q)),
-        None => (tail, None),
+    let host_end = i;
+    // Then the path and query, up to a fragment, which never matters whatever it holds.
+    let mut query_at = None;
+    while i < rest.len() {
+        match rest[i] {
+            b'#' => break,
+            b'?' if query_at.is_none() => query_at = Some(i),
+            // Dot segments are resolved by the url crate (`/.` at all, to keep this simple).
+            b'.' if query_at.is_none() && rest[i - 1] == b'/' => return false,
+            c if !(0x21..0x7f).contains(&c) || c == b'%' || c == b'\\' => return false,
+            _ => {}
+        }
+        i += 1;
+    }
+    // Every byte up to `i` is ASCII, so this cuts at a char boundary.
+    let rest = &text_rest[..i];
+    let host = &rest[..host_end];
+    let (path, query) = match query_at {
+        Some(q) => (&rest[host_end..q], Some(&rest[q + 1..])),
+        None => (&rest[host_end..], None),
     };
-    if !tail
-        .bytes()
-        .all(|c| (0x21..0x7f).contains(&c) && c != b'%' && c != b'\\')
-        || path.contains("/.")
-    {
-        return false;
-    }
     let text = &mut out.text;
     text.clear();
     text.extend(host.bytes().map(|c| char::from(c.to_ascii_lowercase())));
