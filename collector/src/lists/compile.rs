@@ -268,6 +268,8 @@ pub(crate) fn assemble(
         expr_info,
         expr_min: u16::MAX,
         info,
+        domain_root: Vec::new(),
+        url_root: Vec::new(),
     };
     m.finish_sets();
     Ok(m)

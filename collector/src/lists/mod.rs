@@ -26,7 +26,7 @@ pub mod ut1;
 mod tests;
 
 pub use matcher::Matcher;
-pub use normalise::{NormalUrl, NormaliseError, normalise};
+pub use normalise::{NormalUrl, NormaliseError, normalise, normalise_into};
 pub use refresh::ListsConfig;
 pub use store::{ImportReport, import};
 
@@ -199,6 +199,12 @@ impl Lists {
     /// The first matching category (illegal ones first, then byte order of name).
     pub fn first(&self, url: &str) -> Option<&str> {
         self.first_normal(&normalise(url).ok()?)
+    }
+
+    /// [`Lists::first`] normalising into `scratch`, to spare an allocation per URL.
+    pub fn first_reusing(&self, url: &str, scratch: &mut NormalUrl) -> Option<&str> {
+        normalise_into(url, scratch).ok()?;
+        self.first_normal(scratch)
     }
 
     pub fn first_normal(&self, url: &NormalUrl) -> Option<&str> {

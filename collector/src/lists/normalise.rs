@@ -10,7 +10,8 @@
 //! - for `urls` entries, a leading `www`, `web` or `ftp`, followed by any digits and a dot,
 //!   is stripped from the host (`www.`, `www2.`, `web.`, `ftp01.`), and the entry is also tried
 //!   against the unstripped host;
-//! - expressions see the host (with its `www.`) followed by the decoded path and query.
+//! - expressions see the host (with its `www.`) and the port when one was written (`:8080`,
+//!   also a default one such as `:443`), followed by the decoded path and query.
 //!
 //! Where squidGuard is wrong we follow the browser instead (the `url` crate, WHATWG rules):
 //! a trailing dot is dropped whatever follows it (squidGuard only handles `./`, not `.:`), `.`
@@ -27,12 +28,15 @@ use percent_encoding::percent_decode_str;
 use std::borrow::Cow;
 
 /// A URL in normal form. Cheap accessors slice one string.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct NormalUrl {
     text: String,
     host_len: usize,
     /// Length of the `www`-like prefix of the host (0 if none), as squidGuard strips it.
     strip: usize,
+    /// The port written in the URL, if any (even the scheme's default): squidGuard matches
+    /// expressions against `host:port/path`, while domains and `urls` ignore the port.
+    port: Option<u16>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -74,14 +78,24 @@ impl NormalUrl {
         &self.text[self.strip..]
     }
 
-    /// Host and fully decoded path: the subject of `expressions`, as squidGuard sees it.
+    /// The port written in the URL (a default one included), if any.
+    pub fn port(&self) -> Option<u16> {
+        self.port
+    }
+
+    /// Host, `:port` when one was written, and fully decoded path: the subject of
+    /// `expressions`, as squidGuard sees it (its `host[:port]/path?query`).
     pub fn decoded(&self) -> Cow<'_, [u8]> {
         let path = self.path();
-        if !path.contains('%') {
+        if self.port.is_none() && !path.contains('%') {
             return Cow::Borrowed(self.text.as_bytes());
         }
-        let mut out = Vec::with_capacity(self.text.len());
+        let mut out = Vec::with_capacity(self.text.len() + 6);
         out.extend_from_slice(self.host().as_bytes());
+        if let Some(port) = self.port {
+            out.push(b':');
+            out.extend_from_slice(port.to_string().as_bytes());
+        }
         out.extend(percent_decode_str(path));
         Cow::Owned(out)
     }
@@ -96,22 +110,33 @@ impl std::fmt::Display for NormalUrl {
 /// Normalises one URL (the first whitespace-separated token of `input`, as squidGuard reads
 /// its input line). Never panics; anything that is not a URL with a host is an error.
 pub fn normalise(input: &str) -> Result<NormalUrl, NormaliseError> {
+    let mut n = NormalUrl::default();
+    normalise_into(input, &mut n).map(|()| n)
+}
+
+/// [`normalise`] into `out`, reusing its buffer: `lists classify` calls it once per line.
+/// On error `out` holds some other URL.
+pub fn normalise_into(input: &str, out: &mut NormalUrl) -> Result<(), NormaliseError> {
     let token = input
         .split_ascii_whitespace()
         .next()
         .ok_or(NormaliseError::Empty)?;
-    match parse(token) {
-        Ok(n) => Ok(n),
+    if fast_into(token, out) {
+        return Ok(());
+    }
+    *out = match slow(token) {
+        Ok(n) => n,
         // squidGuard decodes before it parses, so `host%2Fpath` is `host/path` to it.
         Err(e) if token.contains('%') => {
             let decoded = percent_decode_str(token).decode_utf8_lossy();
             if decoded.split_ascii_whitespace().count() != 1 {
                 return Err(e);
             }
-            parse(&decoded).map_err(|_| e)
+            parse(&decoded).map_err(|_| e)?
         }
-        Err(e) => Err(e),
-    }
+        Err(e) => return Err(e),
+    };
+    Ok(())
 }
 
 /// Everything after the scheme (or the whole token when there is none).
@@ -129,6 +154,152 @@ fn after_scheme(token: &str) -> &str {
 }
 
 fn parse(token: &str) -> Result<NormalUrl, NormaliseError> {
+    let mut n = NormalUrl::default();
+    if fast_into(token, &mut n) {
+        return Ok(n);
+    }
+    slow(token)
+}
+
+/// The common case without the url crate (which costs more than the list lookups): a plain
+/// ASCII host name and a path and query of printable ASCII. Returns `None` for anything where
+/// the url crate could give something else than the raw text, namely:
+/// - in the host: a port, userinfo, IPv4 forms (the last label starts with a digit), IDNA
+///   (`xn--` labels are validated), empty labels, a trailing dot, any byte but `[A-Za-z0-9.-]`;
+/// - in the path and query: `%` (decoding), `\` (a separator), dot segments (`/.` at all,
+///   to keep the test simple), controls, space and non-ASCII.
+///
+/// Everything else the url crate does to such input is percent-encoding bytes like `"` or `{`,
+/// which `push_canonical` decodes again, and dropping the fragment. The property test
+/// `fast_path_is_the_url_crates` checks this against `slow`.
+fn fast_into(token: &str, out: &mut NormalUrl) -> bool {
+    // Most URLs are http(s): spare them the search for `://` in `after_scheme`.
+    let text_rest = token
+        .strip_prefix("http://")
+        .or_else(|| token.strip_prefix("https://"))
+        .unwrap_or_else(|| after_scheme(token));
+    let rest = text_rest.as_bytes();
+    // One pass over the bytes (this runs for every URL): the host first.
+    let mut i = 0;
+    let mut label = 0;
+    while i < rest.len() {
+        let c = rest[i];
+        // A table lookup, then branches on the rare bytes only: a `match` on the byte
+        // compiled to a jump table per byte, which was most of the cost of this function.
+        if HOST_BYTE[usize::from(c)] {
+            i += 1;
+            continue;
+        }
+        if c == b'.' {
+            // Empty labels (a leading dot, `..`) and `xn--` labels are the url crate's.
+            if i == label
+                || rest[label..i]
+                    .get(..4)
+                    .is_some_and(|l| l.eq_ignore_ascii_case(b"xn--"))
+            {
+                return false;
+            }
+            label = i + 1;
+        } else if c == b'/' || c == b'?' || c == b'#' {
+            break;
+        } else {
+            return false;
+        }
+        i += 1;
+    }
+    let last = &rest[label..i];
+    // An empty last label is a trailing dot; one starting with a digit may be IPv4.
+    if last.first().is_none_or(u8::is_ascii_digit)
+        || last
+            .get(..4)
+            .is_some_and(|l| l.eq_ignore_ascii_case(b"xn--"))
+    {
+        return false;
+    }
+    let host_end = i;
+    // Then the path and query, up to a fragment, which never matters whatever it holds.
+    let mut query_at = None;
+    let mut double_slash = false;
+    while i < rest.len() {
+        let c = rest[i];
+        if PLAIN_BYTE[usize::from(c)] {
+            i += 1;
+            continue;
+        }
+        match c {
+            b'#' => break,
+            b'?' if query_at.is_none() => query_at = Some(i),
+            b'/' if query_at.is_none() && rest[i - 1] == b'/' => double_slash = true,
+            // Dot segments are resolved by the url crate (`/.` at all, to keep this simple).
+            b'.' if query_at.is_none() && rest[i - 1] == b'/' => return false,
+            b'?' | b'/' | b'.' => {}
+            _ => return false,
+        }
+        i += 1;
+    }
+    // Every byte up to `i` is ASCII, so this cuts at a char boundary.
+    let rest = &text_rest[..i];
+    let host = &rest[..host_end];
+    let (path, query) = match query_at {
+        Some(q) => (&rest[host_end..q], Some(&rest[q + 1..])),
+        None => (&rest[host_end..], None),
+    };
+    // With no `%`, `\\`, controls, space or non-ASCII, `push_canonical` only lower-cases
+    // (and collapses `//` in the path): copy and lower-case in place instead, it is cheaper.
+    let text = &mut out.text;
+    text.clear();
+    text.push_str(host);
+    let host_len = text.len();
+    if path.is_empty() {
+        text.push('/');
+    } else if double_slash {
+        push_canonical(text, path, true);
+    } else {
+        text.push_str(path);
+    }
+    if let Some(q) = query {
+        text.push('?');
+        text.push_str(q);
+    }
+    text.make_ascii_lowercase();
+    out.strip = www_prefix_len(&text[..host_len]);
+    out.host_len = host_len;
+    out.port = None;
+    true
+}
+
+/// Bytes of a host name the fast path takes without a second look: `[A-Za-z0-9-]`.
+const HOST_BYTE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        t[c] = b.is_ascii_alphanumeric() || b == b'-';
+        c += 1;
+    }
+    t
+};
+
+/// Bytes of a path or query the fast path copies as they are: printable ASCII except `%`
+/// and `\\` (refused), and `#`, `?`, `/`, `.` (looked at).
+const PLAIN_BYTE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0x21;
+    while c < 0x7f {
+        t[c] = !matches!(c as u8, b'%' | b'\\' | b'#' | b'?' | b'/' | b'.');
+        c += 1;
+    }
+    t
+};
+
+#[cfg(test)]
+fn fast(token: &str) -> Option<NormalUrl> {
+    let mut n = NormalUrl::default();
+    fast_into(token, &mut n).then_some(n)
+}
+
+/// Any URL, through the url crate.
+fn slow(token: &str) -> Result<NormalUrl, NormaliseError> {
     // Every URL is parsed as http: the scheme does not matter to the lists, and http's rules
     // (case-folded hosts, IDNA, IPv4 forms) are the ones a browser applies to web hosts.
     let owned;
@@ -141,7 +312,14 @@ fn parse(token: &str) -> Result<NormalUrl, NormaliseError> {
     match url::Url::parse(text) {
         Ok(u) => {
             let host = u.host_str().ok_or(NormaliseError::NoHost)?;
-            Ok(build(host, u.path(), u.query()))
+            // The url crate drops a default port (`:80`, `:443`), squidGuard keeps what was
+            // written: take the scheme's default back when the authority has a port.
+            let port = u.port().or_else(|| {
+                has_port(after_scheme(text))
+                    .then(|| u.port_or_known_default())
+                    .flatten()
+            });
+            Ok(build(host, u.path(), u.query(), port))
         }
         // WHATWG refuses a host whose last label is a number but which is not an IPv4
         // address (`www.10.1.2.3`); squidGuard matches it as a name, and lists are full of IPs
@@ -161,7 +339,7 @@ fn parse(token: &str) -> Result<NormalUrl, NormaliseError> {
                 return Err(NormaliseError::BadHost(host));
             }
             let path = if u.path().is_empty() { "/" } else { u.path() };
-            Ok(build(&host, path, u.query()))
+            Ok(build(&host, path, u.query(), u.port()))
         }
         Err(e) => Err(e.into()),
     }
@@ -174,7 +352,22 @@ fn parse(token: &str) -> Result<NormalUrl, NormaliseError> {
     })
 }
 
-fn build(host: &str, path: &str, query: Option<&str>) -> NormalUrl {
+/// Whether the authority at the start of `rest` (what follows `scheme://`) ends with `:digits`.
+fn has_port(rest: &str) -> bool {
+    let end = rest.find(['/', '?', '#', '\\']).unwrap_or(rest.len());
+    let authority = &rest[..end];
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    match host_port.rsplit_once(':') {
+        Some((host, port)) => {
+            !port.is_empty()
+                && port.bytes().all(|b| b.is_ascii_digit())
+                && (!host.starts_with('[') || host.ends_with(']'))
+        }
+        None => false,
+    }
+}
+
+fn build(host: &str, path: &str, query: Option<&str>, port: Option<u16>) -> NormalUrl {
     let trimmed = host.trim_end_matches('.');
     // Without its trailing dots a name can turn out to be an address (`0..`): parse it again
     // so that the normal form normalises to itself.
@@ -207,6 +400,7 @@ fn build(host: &str, path: &str, query: Option<&str>) -> NormalUrl {
         strip: www_prefix_len(host),
         text,
         host_len,
+        port,
     }
 }
 
@@ -358,6 +552,36 @@ mod tests {
         assert_eq!(&*u.decoded(), "www.a.com/x%41/é/?q=#".as_bytes());
     }
 
+    #[test]
+    fn expressions_see_the_written_port() {
+        for (input, port, subject) in [
+            (
+                "http://1.2.3.4:8080/search?q=1",
+                Some(8080),
+                "1.2.3.4:8080/search?q=1",
+            ),
+            (
+                "https://u:p@WWW.x.com:443/a%41",
+                Some(443),
+                "www.x.com:443/aa",
+            ),
+            ("http://x.com:80/", Some(80), "x.com:80/"),
+            ("ftp://x.com:21/f", Some(21), "x.com:21/f"),
+            ("http://[::1]:81/", Some(81), "[::1]:81/"),
+            ("http://www.10.1.2.3:81/x", Some(81), "www.10.1.2.3:81/x"),
+            ("http://[::1]/", None, "[::1]/"),
+            ("http://x.com/a:1", None, "x.com/a:1"),
+            ("http://a:b@x.com/", None, "x.com/"),
+            ("x.com:8080", Some(8080), "x.com:8080/"),
+        ] {
+            let u = normalise(input).unwrap();
+            assert_eq!(u.port(), port, "{input}");
+            assert_eq!(&*u.decoded(), subject.as_bytes(), "{input}");
+            // Domains and `urls` entries still ignore the port.
+            assert!(!u.as_str().contains(":8"), "{input}");
+        }
+    }
+
     fn variants() -> impl Strategy<Value = (String, String)> {
         let label = "[a-z0-9]([a-z0-9-]{0,8}[a-z0-9])?";
         (
@@ -392,8 +616,101 @@ mod tests {
             })
     }
 
+    #[test]
+    fn common_urls_take_the_fast_path() {
+        for u in [
+            "http://0704-zpa.pages.dev/awards/#c5",
+            "https://chocolatefm.cl/be/cm-nl/nl/ys3xf?j1s=iq4ws",
+            "www.redir.is",
+            "HTTP://WWW.Example.COM/A/B?Q=\"x\"",
+            "example.com?q=a/./b",
+            "https://a.com//X//y?Q=//Z",
+        ] {
+            let f = fast(u).unwrap_or_else(|| panic!("{u} is not fast"));
+            assert_eq!(Ok(f), slow(u), "{u}");
+        }
+        for u in [
+            "http://1.2.3.4/",
+            "http://a.b.0x1/",
+            "http://xn--bcher-kva.de/",
+            "http://a.com:80/",
+            "http://u@a.com/",
+            "http://a.com./",
+            "http://a.com/./x",
+            "http://a.com/%41",
+            "http://a.com/a\\b",
+            "http://a_b.com/",
+        ] {
+            assert!(fast(u).is_none(), "{u} should take the slow path");
+        }
+    }
+
+    /// Inputs close to the fast path's edges: hosts with digits, hyphens, dots, `xn--`, odd
+    /// bytes; paths with every punctuation the url crate encodes, dots and fragments.
+    fn near_fast() -> impl Strategy<Value = String> {
+        (
+            prop_oneof![
+                Just(""),
+                Just("http://"),
+                Just("https://"),
+                Just("HTTP://"),
+                Just("ftp://"),
+                Just("x:"),
+                Just("1a://"),
+            ],
+            proptest::collection::vec(
+                prop_oneof![
+                    8 => "[a-zA-Z0-9-]{1,6}",
+                    1 => Just(String::new()),
+                    1 => "[0-9]{1,3}",
+                    1 => Just("xn--".to_string()),
+                    1 => Just("0x1f".to_string()),
+                    1 => "[a-z0-9._@:\\[\\]%-]{1,3}",
+                ],
+                1..4,
+            ),
+            proptest::option::of(Just(".")),
+            proptest::collection::vec(
+                prop_oneof![
+                    // Mostly what the fast path takes, sometimes what it must refuse.
+                    4 => "[/?#][a-zA-Z0-9!\"#$&'()*+,/:;<=>?@\\[\\]^_`{|}~-]{0,8}",
+                    1 => "[/?#][a-zA-Z0-9 !\"#$&'()*+,./:;<=>?@\\[\\]^_`{|}~%\\\\\u{1}é-]{0,8}",
+                    1 => "/\\.{1,2}",
+                ],
+                0..5,
+            ),
+        )
+            .prop_map(|(scheme, labels, dot, tail)| {
+                format!(
+                    "{scheme}{}{}{}",
+                    labels.join("."),
+                    dot.unwrap_or(""),
+                    tail.concat()
+                )
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(10000))]
+
+        #[test]
+        fn fast_path_is_the_url_crates(s in near_fast()) {
+            if let Some(f) = fast(&s) {
+                prop_assert_eq!(Ok(f), slow(&s), "input {:?}", s);
+            }
+        }
+
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn fast_path_is_the_url_crates_on_anything(s in "[a-zA-Z0-9:/?#.%@ \\\\\"'<>{}\\[\\]-]{0,30}") {
+            if let Some(f) = fast(&s) {
+                prop_assert_eq!(Ok(f), slow(&s), "input {:?}", s);
+            }
+        }
 
         #[test]
         fn never_panics(s in any::<String>()) {
@@ -408,8 +725,9 @@ mod tests {
         #[test]
         fn normalising_is_a_fixpoint(s in "(https?://)?[a-zA-Z0-9.%@:\\[\\]_-]{1,25}(/[\\PC%?#/\\\\. ]{0,30})?") {
             if let Ok(once) = normalise(&s) {
-                let twice = normalise(once.as_str());
-                prop_assert_eq!(Ok(once.clone()), twice, "input {:?}", s);
+                // The normal form has no port (only expressions see it, from the input).
+                let twice = normalise(once.as_str()).map(|t| (t.to_string(), t.strip));
+                prop_assert_eq!(Ok((once.to_string(), once.strip)), twice, "input {:?}", s);
             }
         }
 
@@ -418,7 +736,11 @@ mod tests {
             // Random `xn--` labels are (rightly) invalid punycode.
             prop_assume!(!plain.contains("xn--"));
             let a = normalise(&plain);
-            let b = normalise(&varied);
+            // The port is kept apart for expressions; the normal form must not depend on it.
+            let b = normalise(&varied).map(|mut b| {
+                b.port = None;
+                b
+            });
             prop_assert!(a.is_ok(), "{} {:?}", plain, a);
             // Paths keep their case in the input but are compared lower-cased.
             prop_assert_eq!(a, b, "{} vs {}", plain, varied);

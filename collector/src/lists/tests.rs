@@ -275,3 +275,23 @@ fn bad_expressions_are_skipped_and_reported() {
         "{s}"
     );
 }
+
+#[test]
+fn expressions_are_matched_with_the_port_as_squidguard_does() {
+    let d = tempfile::tempdir().unwrap();
+    write(
+        d.path(),
+        "malware/expressions",
+        "^[0-9]+\\.[0-9]+\\.[0-9]+\\.[0-9]+/search\\?q=[0-9]+$\n:81/\n",
+    );
+    write(d.path(), "games/domains", "games.example\n");
+    let lists = Lists::open(d.path()).unwrap();
+    // squidGuard's subject is `host[:port]/path?query`: the port breaks the first expression
+    // and makes the second one match.
+    assert_eq!(lists.first("http://1.2.3.4:8080/search?q=1"), None);
+    assert_eq!(lists.first("http://1.2.3.4/search?q=1"), Some("malware"));
+    assert_eq!(lists.first("http://x.example:81/"), Some("malware"));
+    assert_eq!(lists.first("http://x.example/"), None);
+    // Domains still ignore the port.
+    assert_eq!(lists.first("http://games.example:8080/"), Some("games"));
+}
