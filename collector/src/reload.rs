@@ -81,9 +81,14 @@ fn run(
     loop {
         match rx.recv_timeout(POLL) {
             Ok(()) => {
-                // Let a burst of writes finish, then take them all as one change.
-                let quiet_until = Instant::now() + SETTLE;
-                while let Some(left) = quiet_until.checked_duration_since(Instant::now()) {
+                // Let a burst of writes finish, then take them all as one change; a file that
+                // never stops changing is still read every few settle periods.
+                let give_up = Instant::now() + SETTLE * 6;
+                loop {
+                    let quiet_until = (Instant::now() + SETTLE).min(give_up);
+                    let Some(left) = quiet_until.checked_duration_since(Instant::now()) else {
+                        break;
+                    };
                     if rx.recv_timeout(left).is_err() {
                         break;
                     }
