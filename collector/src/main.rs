@@ -344,7 +344,7 @@ fn lists_command(command: ListsCommand) -> anyhow::Result<()> {
             let loaded = lists::Lists::open(&path)
                 .with_context(|| format!("loading lists from {}", path.display()))?;
             let stdin = std::io::stdin().lock();
-            let stdout = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
+            let stdout = std::io::BufWriter::with_capacity(256 << 10, std::io::stdout().lock());
             let stats = lists::classify::run(&loaded, stdin, stdout, threads)
                 .context("classifying stdin")?;
             tracing::debug!(lines = stats.lines, matched = stats.matched, "classified");

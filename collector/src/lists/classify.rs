@@ -7,7 +7,7 @@ use super::Lists;
 use std::io::{self, Read, Write};
 
 /// Bytes per block handed to one thread.
-const BLOCK: usize = 1 << 20;
+const BLOCK: usize = 256 << 10;
 /// A line longer than this is not a URL (squidGuard stops at 4 KiB): it is answered `-` without
 /// being kept in memory.
 const MAX_LINE: usize = 1 << 20;
