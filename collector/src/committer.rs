@@ -82,6 +82,7 @@ fn run(
 
 fn commit(conn: &mut Connection, jobs: &[Job], policy: &Policy) -> store::Result<Vec<StoredBatch>> {
     let received_at = store::now_us();
+    let window = policy.alerts.aggregate_window.as_micros() as i64;
     let tx = conn.transaction()?;
     let mut results = Vec::with_capacity(jobs.len());
     for job in jobs {
@@ -103,7 +104,6 @@ fn commit(conn: &mut Connection, jobs: &[Job], policy: &Policy) -> store::Result
                     user_logged_on_elsewhere,
                 };
                 // Only a first sighting raises alerts, so alerts are exactly-once too.
-                let window = policy.alerts.aggregate_window.as_micros() as i64;
                 for alert in policy.evaluate(&ctx, event) {
                     store::alerts::record(&tx, &alert, window)?;
                     r.alerts += 1;

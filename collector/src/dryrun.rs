@@ -50,18 +50,9 @@ pub fn compare(
     candidate: &Policy,
     since_us: Option<i64>,
 ) -> store::Result<Report> {
-    let mut report = Report {
-        events: 0,
-        current_version: current.version.clone(),
-        candidate_version: candidate.version.clone(),
-        current_alerts: 0,
-        candidate_alerts: 0,
-        by_rule: BTreeMap::new(),
-        differences: Vec::new(),
-    };
     let mut by_rule = BTreeMap::<String, (u64, u64)>::new();
     let mut differences = Vec::new();
-    report.events = store::events::replay(conn, since_us, |agent_id, group, event| {
+    let events = store::events::replay(conn, since_us, |agent_id, group, event| {
         let ctx = AgentContext {
             agent_id,
             group,
@@ -91,11 +82,15 @@ pub fn compare(
         }
         true
     })?;
-    report.current_alerts = by_rule.values().map(|c| c.0).sum();
-    report.candidate_alerts = by_rule.values().map(|c| c.1).sum();
-    report.by_rule = by_rule;
-    report.differences = differences;
-    Ok(report)
+    Ok(Report {
+        events,
+        current_version: current.version.clone(),
+        candidate_version: candidate.version.clone(),
+        current_alerts: by_rule.values().map(|c| c.0).sum(),
+        candidate_alerts: by_rule.values().map(|c| c.1).sum(),
+        by_rule,
+        differences,
+    })
 }
 
 fn keyed(alerts: Vec<NewAlert>) -> BTreeMap<Key, NewAlert> {

@@ -12,7 +12,7 @@ use super::schedule::{Schedule, When};
 use super::scope::{Scope, Situation};
 use super::setting::Setting;
 use super::{Groups, Severity, Verdict};
-use crate::lists::{ListClass, Lists, NormalUrl};
+use crate::lists::{Hit, ListClass, Lists};
 use invigilator_proto::v1::BrowsingVisit;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -100,13 +100,9 @@ pub fn address_hash(url: &str) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(url.as_bytes())))
 }
 
-/// The first illegal-class category the address is listed in.
-pub fn illegal_category<'l>(lists: &'l Lists, url: &NormalUrl) -> Option<&'l str> {
-    lists
-        .lookup_normal(url)
-        .into_iter()
-        .find(|h| h.class == ListClass::Illegal)
-        .map(|h| h.category)
+/// The first match on an illegal-class list, if any: it overrides every other rule.
+fn illegal<'h, 'l>(hits: &'h [Hit<'l>]) -> Option<&'h Hit<'l>> {
+    hits.iter().find(|h| h.class == ListClass::Illegal)
 }
 
 /// The event as it may be stored: a visit to an illegal-class address keeps only the hash of
@@ -116,7 +112,8 @@ pub fn redact(lists: &Lists, v: &BrowsingVisit) -> Option<BrowsingVisit> {
         return None;
     }
     let url = crate::lists::normalise(&v.url).ok()?;
-    let category = illegal_category(lists, &url)?;
+    let hits = lists.lookup_normal(&url);
+    let category = illegal(&hits)?.category;
     Some(BrowsingVisit {
         url: format!("redacted:{}", address_hash(&v.url)),
         title: String::new(),
@@ -135,8 +132,9 @@ pub fn evaluate(cx: &Context<'_>, v: &BrowsingVisit) -> Vec<Verdict> {
         .as_ref()
         .map(|u| cx.lists.lookup_normal(u))
         .unwrap_or_default();
-    if let Some(h) = hits.iter().find(|h| h.class == ListClass::Illegal) {
+    if let Some(h) = illegal(&hits) {
         // Nothing else is raised: every other alert would show the address or the title.
+        let hash = address_hash(&v.url);
         return vec![Verdict {
             rule: format!("illegal.{}", h.category),
             category: h.category.to_owned(),
@@ -145,8 +143,8 @@ pub fn evaluate(cx: &Context<'_>, v: &BrowsingVisit) -> Vec<Verdict> {
                 "Visit to an address on the illegal-content list {:?}. Do not view or investigate it: refer to the DSL and the police.",
                 h.category
             ),
-            matched: address_hash(&v.url),
-            site: Some(address_hash(&v.url)),
+            site: Some(hash.clone()),
+            matched: hash,
         }];
     }
     let host = normal.as_ref().map(|u| u.host()).unwrap_or_default();

@@ -270,16 +270,6 @@ impl Groups {
             },
         }
     }
-
-    /// A person by user name alone, when the device does not matter.
-    pub fn user(&self, user: &str) -> Class {
-        let nowhere = Device {
-            class: None,
-            users: None,
-            owner: Class::Unknown,
-        };
-        self.person(user, &nowhere).class
-    }
 }
 
 /// `user,group` lines; a first line of `user,group` is a header. Errors name the line.

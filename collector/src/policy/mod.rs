@@ -24,7 +24,7 @@ pub mod usb;
 pub use browsing::WebRuleSpec;
 pub use groups::{Class, Device, DeviceClass, Groups, GroupsSpec, Person};
 pub use keywords::{KeywordExclusionsSpec, KeywordLibrarySpec, Keywords};
-pub use located::{SpecError, line_of};
+pub use located::SpecError;
 pub use process::ProcessRuleSpec;
 pub use responses::ResponsesSpec;
 pub use schedule::{Schedule, ScheduleSpec, When};
