@@ -80,7 +80,6 @@ pub fn compare(
                 differences.push(difference("removed", b, None));
             }
         }
-        true
     })?;
     Ok(Report {
         events,

@@ -111,11 +111,11 @@ fn details(event: &Event) -> serde_json::Map<String, serde_json::Value> {
 }
 
 /// Every stored event since `since_us` (all when None), in the order it was stored, with the
-/// enrolment group of its agent; `f` returns false to stop.
+/// enrolment group of its agent.
 pub fn replay(
     conn: &Connection,
     since_us: Option<i64>,
-    mut f: impl FnMut(&str, &str, Event) -> bool,
+    mut f: impl FnMut(&str, &str, Event),
 ) -> Result<u64> {
     let mut stmt = conn.prepare(
         "SELECT e.agent_id, coalesce(a.grp, ''), e.seq, e.payload
@@ -134,9 +134,7 @@ pub fn replay(
             message: e.to_string(),
         })?;
         n += 1;
-        if !f(&agent_id, &group, event) {
-            break;
-        }
+        f(&agent_id, &group, event);
     }
     Ok(n)
 }

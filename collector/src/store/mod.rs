@@ -119,23 +119,38 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
 ];
 
 fn migrate(conn: &Connection) -> rusqlite::Result<()> {
-    // Several connections open at start-up; the write lock makes one of them do the work.
+    // Most opens (every CLI read) find nothing to do: they must not queue for the write lock.
+    if missing_columns(conn)?.is_empty() {
+        return Ok(());
+    }
+    // Several connections open at start-up; the write lock makes one of them do the work, and
+    // the others find it done when they look again under the lock.
     conn.execute_batch("BEGIN IMMEDIATE")?;
     let result = add_columns(conn);
     conn.execute_batch(if result.is_ok() { "COMMIT" } else { "ROLLBACK" })?;
     result
 }
 
-fn add_columns(conn: &Connection) -> rusqlite::Result<()> {
-    for (table, column, decl) in ADDED_COLUMNS {
+fn missing_columns(
+    conn: &Connection,
+) -> rusqlite::Result<Vec<&'static (&'static str, &'static str, &'static str)>> {
+    let mut missing = Vec::new();
+    for added @ (table, column, _) in ADDED_COLUMNS {
         let exists: bool = conn.query_row(
             &format!("SELECT count(*) FROM pragma_table_info('{table}') WHERE name = ?1"),
             [column],
             |r| r.get::<_, i64>(0).map(|n| n > 0),
         )?;
         if !exists {
-            conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
+            missing.push(added);
         }
+    }
+    Ok(missing)
+}
+
+fn add_columns(conn: &Connection) -> rusqlite::Result<()> {
+    for (table, column, decl) in missing_columns(conn)? {
+        conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
     }
     conn.execute_batch(
         "CREATE INDEX IF NOT EXISTS alerts_by_aggregate ON alerts (aggregate_key, last_observed_at)",
@@ -169,6 +184,32 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let err = open(dir.path(), Durability::Full).unwrap_err().to_string();
         assert!(err.contains("init"), "{err}");
+    }
+
+    #[test]
+    fn an_older_file_gains_the_added_columns_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = create(dir.path()).unwrap();
+        conn.execute_batch(
+            "DROP INDEX alerts_by_aggregate;
+             ALTER TABLE alerts DROP COLUMN aggregate_key;
+             ALTER TABLE alerts DROP COLUMN response;",
+        )
+        .unwrap();
+        assert_eq!(missing_columns(&conn).unwrap().len(), 2);
+        drop(conn);
+        let conn = open(dir.path(), Durability::Normal).unwrap();
+        assert!(missing_columns(&conn).unwrap().is_empty());
+        // Opening again finds nothing to do.
+        drop(open(dir.path(), Durability::Normal).unwrap());
+        let index: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name = 'alerts_by_aggregate'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(index, 1);
     }
 
     #[test]
