@@ -17,8 +17,9 @@ for cmd in pgrep bash; do
   command -v "$cmd" >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq procps bash; }
 done
 # The browsing tests drive Debian's Chromium and Firefox ESR, headless, with profiles of their own.
-command -v chromium >/dev/null && command -v firefox-esr >/dev/null \
-  || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium firefox-esr; }
+# The console tests drive the same Chromium through chromedriver (WebDriver).
+command -v chromium >/dev/null && command -v firefox-esr >/dev/null && command -v chromedriver >/dev/null \
+  || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver firefox-esr; }
 # The category-list differential test and benchmark compare `lists classify` with squidGuard
 # (not squid itself, which it recommends).
 command -v squidGuard >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends squidguard; }

@@ -1,6 +1,8 @@
 //! The contract's read and admin commands, on the database directly (they work whether or not
 //! `serve` is running).
 
+use crate::accounts::{self, NewAccount, Role};
+use crate::audit::{self, Actor, Record};
 use crate::pki::{CertificateAuthority, PkiPaths};
 use crate::store::{self, AlertFilter, Durability, EventFilter};
 use anyhow::{Context, bail};
@@ -47,7 +49,27 @@ pub fn token_create(
         .context("loading the CA (has `init` been run?)")?;
     let conn = store::open(data_dir, Durability::Full)?;
     let token = store::create_token(&conn, group, ttl, uses, &ca.fingerprint)?;
+    audit(&conn, "token.create", &format!("group:{group}"))?;
     Ok(token.to_string())
+}
+
+/// Records a CLI read or change in the access audit trail before its result is shown.
+fn audit(conn: &rusqlite::Connection, action: &str, object: &str) -> anyhow::Result<()> {
+    let rec = Record {
+        action,
+        object,
+        ..Default::default()
+    };
+    audit::append(conn, &Actor::cli(), &rec).context("writing the access audit trail")?;
+    Ok(())
+}
+
+fn described(parts: &[(&str, Option<String>)]) -> String {
+    let given: Vec<String> = parts
+        .iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={v}")))
+        .collect();
+    given.join(" ")
 }
 
 pub fn alerts_list(data_dir: &Path, since: Option<&str>, limit: Option<u64>) -> anyhow::Result<()> {
@@ -56,7 +78,13 @@ pub fn alerts_list(data_dir: &Path, since: Option<&str>, limit: Option<u64>) -> 
         limit,
     };
     let conn = store::open(data_dir, Durability::Normal)?;
-    print_json(&store::alerts::list(&conn, &filter)?)
+    let rows = store::alerts::list(&conn, &filter)?;
+    let object = described(&[
+        ("since", since.map(str::to_owned)),
+        ("limit", limit.map(|l| l.to_string())),
+    ]);
+    audit(&conn, "alert.list", &format!("alerts {object}"))?;
+    print_json(&rows)
 }
 
 pub fn events_list(
@@ -75,12 +103,21 @@ pub fn events_list(
         limit,
     };
     let conn = store::open(data_dir, Durability::Normal)?;
-    print_json(&store::events::list(&conn, &filter)?)
+    let rows = store::events::list(&conn, &filter)?;
+    let object = described(&[
+        ("kind", kind.map(str::to_owned)),
+        ("since", since.map(str::to_owned)),
+        ("limit", limit.map(|l| l.to_string())),
+    ]);
+    audit(&conn, "event.list", &format!("events {object}"))?;
+    print_json(&rows)
 }
 
 pub fn agents_list(data_dir: &Path) -> anyhow::Result<()> {
     let conn = store::open(data_dir, Durability::Normal)?;
-    print_json(&store::agents::list(&conn)?)
+    let rows = store::agents::list(&conn)?;
+    audit(&conn, "agent.list", "agents")?;
+    print_json(&rows)
 }
 
 pub fn agents_revoke(data_dir: &Path, agent_id: &str) -> anyhow::Result<()> {
@@ -88,7 +125,92 @@ pub fn agents_revoke(data_dir: &Path, agent_id: &str) -> anyhow::Result<()> {
     if !store::agents::revoke(&conn, agent_id)? {
         bail!("no agent with id {agent_id:?} (see `agents list`)");
     }
-    Ok(())
+    audit(&conn, "agent.revoke", &format!("agent:{agent_id}"))
+}
+
+/// `audit verify`: Ok(entries) when the chain holds; an error naming the first bad entry.
+pub fn audit_verify(data_dir: &Path) -> anyhow::Result<u64> {
+    let conn = store::open(data_dir, Durability::Normal)?;
+    match audit::verify(&conn)? {
+        audit::Verdict::Intact { entries } => Ok(entries),
+        audit::Verdict::Broken { id, reason } => {
+            bail!("audit trail broken at entry {id}: {reason}")
+        }
+    }
+}
+
+/// `users add`: the password comes from stdin (first line), or is generated and printed.
+pub fn users_add(
+    data_dir: &Path,
+    username: &str,
+    role: &str,
+    admin: bool,
+    password_stdin: bool,
+) -> anyhow::Result<Option<String>> {
+    let role: Role = role.parse()?;
+    let (password, generated) = if password_stdin {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .context("reading the password from stdin")?;
+        (line.trim_end_matches(['\r', '\n']).to_owned(), false)
+    } else {
+        (accounts::generate_password(), true)
+    };
+    let conn = store::open(data_dir, Durability::Full)?;
+    accounts::create(
+        &conn,
+        &NewAccount {
+            username,
+            role,
+            is_admin: admin,
+            password: &password,
+            display_name: "",
+            email: "",
+            must_change_password: generated,
+        },
+    )?;
+    audit(&conn, "staff.create", &format!("staff:{username}"))?;
+    Ok(generated.then_some(password))
+}
+
+pub fn users_list(data_dir: &Path) -> anyhow::Result<()> {
+    let conn = store::open(data_dir, Durability::Normal)?;
+    let rows = accounts::list(&conn)?;
+    audit(&conn, "staff.list", "staff")?;
+    print_json(&rows)
+}
+
+/// `users reset-password`: a new generated password (printed), which unlocks the account.
+pub fn users_reset(data_dir: &Path, username: &str) -> anyhow::Result<String> {
+    let conn = store::open(data_dir, Durability::Full)?;
+    let password = accounts::generate_password();
+    accounts::set_password(&conn, username, &password, true)?;
+    audit(&conn, "staff.update", &format!("staff:{username}"))?;
+    Ok(password)
+}
+
+pub fn users_set(
+    data_dir: &Path,
+    username: &str,
+    role: Option<&str>,
+    admin: Option<bool>,
+    disabled: Option<bool>,
+) -> anyhow::Result<()> {
+    let conn = store::open(data_dir, Durability::Full)?;
+    let current = accounts::get(&conn, username)?
+        .with_context(|| format!("no account named {username:?} (see `users list`)"))?;
+    if role.is_some() || admin.is_some() {
+        let role = role
+            .map(str::parse::<Role>)
+            .transpose()?
+            .unwrap_or(current.role);
+        accounts::set_role(&conn, username, role, admin.unwrap_or(current.is_admin))?;
+    }
+    if let Some(d) = disabled {
+        accounts::set_disabled(&conn, username, d)?;
+    }
+    audit(&conn, "staff.update", &format!("staff:{username}"))
 }
 
 pub fn policy_check(file: &Path, data_dir: Option<&Path>) -> anyhow::Result<()> {
@@ -119,6 +241,8 @@ pub fn policy_test(
     let candidate = crate::policy::Policy::load(candidate)?.with_lists(current.lists.clone());
     let conn = store::open(data_dir, Durability::Normal)?;
     let report = crate::dryrun::compare(&conn, &current, &candidate, since_us)?;
+    let object = described(&[("since", since.map(str::to_owned))]);
+    audit(&conn, "event.replay", &format!("events {object}"))?;
     if json {
         print_json(&report)
     } else {

@@ -29,6 +29,39 @@ pub struct CollectorConfig {
     pub agents: AgentsConfig,
     pub ingest: IngestConfig,
     pub lists: crate::lists::ListsConfig,
+    pub console: ConsoleConfig,
+}
+
+/// The staff console's log-in rules.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConsoleConfig {
+    /// A log-in lasts at most this long.
+    #[serde(with = "humantime_serde")]
+    pub session_lifetime: Duration,
+    /// A session unused for this long ends.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// This many wrong passwords in a row lock the account ...
+    pub max_failed_logins: u32,
+    /// ... for this long (an administrator's password reset unlocks it sooner).
+    #[serde(with = "humantime_serde")]
+    pub lockout: Duration,
+    /// Mark the session cookie Secure: set it when the console is reached over HTTPS (a
+    /// reverse proxy); browsers then never send it over plain HTTP.
+    pub secure_cookies: bool,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        Self {
+            session_lifetime: Duration::from_secs(12 * 3600),
+            idle_timeout: Duration::from_secs(30 * 60),
+            max_failed_logins: 5,
+            lockout: Duration::from_secs(15 * 60),
+            secure_cookies: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -141,6 +174,14 @@ impl CollectorConfig {
             return Err("ingest.max_commit_events must be between 1 and 1000000".into());
         }
         self.lists.validate()?;
+        if self.console.max_failed_logins == 0 {
+            return Err("console.max_failed_logins must be at least 1".into());
+        }
+        if self.console.idle_timeout.is_zero() || self.console.session_lifetime.is_zero() {
+            return Err(
+                "console.idle_timeout and console.session_lifetime must be above zero".into(),
+            );
+        }
         Ok(())
     }
 }

@@ -1,6 +1,7 @@
 //! `init`: a new data directory with a CA, a server certificate, an empty database and the
 //! default configuration and policy, each explained by its comments.
 
+use crate::accounts::{self, NewAccount, Role};
 use crate::config::{CollectorConfig, DEFAULT_CONFIG};
 use crate::pki::{self, PkiPaths};
 use crate::policy::{DEFAULT_POLICY, Policy};
@@ -12,7 +13,15 @@ use std::path::Path;
 pub struct Initialised {
     pub ca_fingerprint: String,
     pub server_names: Vec<String>,
+    pub admin_username: String,
+    pub admin_role: Role,
+    /// Where the first administrator's generated password was written (mode 0600).
+    pub admin_password_file: std::path::PathBuf,
 }
+
+/// The first console account: it administers accounts and, as the technician who installs the
+/// system, sees alerts' metadata. It creates the DSL's and leadership's accounts.
+pub const FIRST_ADMIN: &str = "admin";
 
 pub fn run(data_dir: &Path, server_names: &[String]) -> anyhow::Result<Initialised> {
     if store::db_path(data_dir).exists() || PkiPaths::new(data_dir).ca_key().exists() {
@@ -37,7 +46,23 @@ pub fn run(data_dir: &Path, server_names: &[String]) -> anyhow::Result<Initialis
     }
     let ca = pki::init(&PkiPaths::new(data_dir), &names)
         .context("creating the certificate authority")?;
-    store::create(data_dir).context("creating the database")?;
+    let conn = store::create(data_dir).context("creating the database")?;
+    let password = accounts::generate_password();
+    accounts::create(
+        &conn,
+        &NewAccount {
+            username: FIRST_ADMIN,
+            role: Role::Technician,
+            is_admin: true,
+            password: &password,
+            display_name: "First administrator",
+            email: "",
+            must_change_password: true,
+        },
+    )
+    .context("creating the first console account")?;
+    let admin_password_file = data_dir.join("initial-admin-password");
+    pki::write_file(&admin_password_file, &format!("{password}\n"), true)?;
     for (path, text) in [
         (CollectorConfig::path(data_dir), DEFAULT_CONFIG),
         (Policy::path(data_dir), DEFAULT_POLICY),
@@ -49,5 +74,8 @@ pub fn run(data_dir: &Path, server_names: &[String]) -> anyhow::Result<Initialis
     Ok(Initialised {
         ca_fingerprint: ca.fingerprint,
         server_names: names,
+        admin_username: FIRST_ADMIN.into(),
+        admin_role: Role::Technician,
+        admin_password_file,
     })
 }

@@ -2,10 +2,13 @@
 //! the store, the Acceptable Use Policy engine and the alerts it raises.
 #![forbid(unsafe_code)]
 
+pub mod accounts;
 pub mod alerts;
+pub mod audit;
 pub mod cli;
 pub mod committer;
 pub mod config;
+pub mod console;
 pub mod dryrun;
 pub mod enroll;
 pub mod housekeeping;

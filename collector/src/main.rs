@@ -78,6 +78,16 @@ enum Command {
         #[command(subcommand)]
         command: ListsCommand,
     },
+    /// The access audit trail.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Staff accounts for the console.
+    Users {
+        #[command(subcommand)]
+        command: UsersCommand,
+    },
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -115,6 +125,60 @@ enum ListsCommand {
         /// Worker threads (0: one per core).
         #[arg(long, default_value_t = 0)]
         threads: usize,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the hash chain: exit 0 if intact, otherwise name the first bad entry and exit 1.
+    Verify {
+        #[command(flatten)]
+        dir: DataDir,
+    },
+}
+
+#[derive(Subcommand)]
+enum UsersCommand {
+    /// Create an account. Without --password-stdin a password is generated, printed once, and
+    /// must be changed at first log-in.
+    Add {
+        #[command(flatten)]
+        dir: DataDir,
+        username: String,
+        /// technician, dsl, leadership or governor.
+        #[arg(long)]
+        role: String,
+        /// May manage accounts in the console.
+        #[arg(long)]
+        admin: bool,
+        /// Read the password from the first line of stdin.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List accounts as JSON.
+    List {
+        #[command(flatten)]
+        dir: DataDir,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change an account's role, administrator right, or disable / enable it.
+    Set {
+        #[command(flatten)]
+        dir: DataDir,
+        username: String,
+        #[arg(long)]
+        role: Option<String>,
+        #[arg(long)]
+        admin: Option<bool>,
+        #[arg(long)]
+        disabled: Option<bool>,
+    },
+    /// Generate a new password (printed once; it unlocks a locked account).
+    ResetPassword {
+        #[command(flatten)]
+        dir: DataDir,
+        username: String,
     },
 }
 
@@ -242,6 +306,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("CA fingerprint (SHA-256): {}", done.ca_fingerprint);
             println!("server certificate names: {}", done.server_names.join(", "));
             println!(
+                "console administrator: {} (role {}), first password in {} (change it at first log-in)",
+                done.admin_username,
+                done.admin_role,
+                done.admin_password_file.display()
+            );
+            println!(
                 "next: edit policy.toml and collector.toml there, then `invigilator-collector serve --data-dir {}`",
                 dir.data_dir.display()
             );
@@ -312,6 +382,44 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 },
         } => cli::policy_test(&dir.data_dir, &file, since.as_deref(), json),
         Command::Lists { command } => lists_command(command),
+        Command::Audit {
+            command: AuditCommand::Verify { dir },
+        } => {
+            let entries = cli::audit_verify(&dir.data_dir)?;
+            println!("audit trail intact: {entries} entries");
+            Ok(())
+        }
+        Command::Users { command } => users_command(command),
+    }
+}
+
+fn users_command(command: UsersCommand) -> anyhow::Result<()> {
+    match command {
+        UsersCommand::Add {
+            dir,
+            username,
+            role,
+            admin,
+            password_stdin,
+        } => {
+            if let Some(p) = cli::users_add(&dir.data_dir, &username, &role, admin, password_stdin)?
+            {
+                println!("{p}");
+            }
+            Ok(())
+        }
+        UsersCommand::List { dir, json: _ } => cli::users_list(&dir.data_dir),
+        UsersCommand::Set {
+            dir,
+            username,
+            role,
+            admin,
+            disabled,
+        } => cli::users_set(&dir.data_dir, &username, role.as_deref(), admin, disabled),
+        UsersCommand::ResetPassword { dir, username } => {
+            println!("{}", cli::users_reset(&dir.data_dir, &username)?);
+            Ok(())
+        }
     }
 }
 

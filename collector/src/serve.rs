@@ -102,10 +102,12 @@ pub async fn run(data_dir: &Path, opts: ServeOptions) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen for HTTP on {}", config.http.listen))?;
     let http_addr = http.local_addr()?;
-    let app = axum::Router::new().route(
-        "/healthz",
-        axum::routing::get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
-    );
+    let console = crate::console::Console::new(
+        data_dir.to_path_buf(),
+        config.console.clone(),
+        Arc::clone(&shared.policy),
+    )?;
+    let app = crate::console::router(console).into_make_service_with_connect_info::<SocketAddr>();
     tokio::spawn(async move {
         if let Err(e) = axum::serve(http, app).await {
             tracing::error!(error = %e, "HTTP server stopped");

@@ -73,24 +73,7 @@ pub fn list(conn: &Connection, f: &EventFilter) -> Result<Vec<EventRow>> {
     let mut rows = stmt.query(params![f.kind, f.since_us, f.agent_id, limit])?;
     let mut out = Vec::new();
     while let Some(r) = rows.next()? {
-        let agent_id: String = r.get(0)?;
-        let seq = r.get::<_, i64>(1)? as u64;
-        let payload: Vec<u8> = r.get(7)?;
-        let event = Event::decode(payload.as_slice()).map_err(|e| StoreError::Corrupt {
-            agent_id: agent_id.clone(),
-            seq,
-            message: e.to_string(),
-        })?;
-        out.push(EventRow {
-            agent_id,
-            seq,
-            kind: r.get(2)?,
-            observed_at: rfc3339(r.get(3)?),
-            received_at: rfc3339(r.get(4)?),
-            hostname: r.get(5)?,
-            user: r.get(6)?,
-            details: details(&event),
-        });
+        out.push(row(r)?);
     }
     Ok(out)
 }
@@ -112,6 +95,50 @@ fn details(event: &Event) -> serde_json::Map<String, serde_json::Value> {
 
 /// Every stored event since `since_us` (all when None), in the order it was stored, with the
 /// enrolment group of its agent.
+/// An agent's events from `seq - before` to `seq + after` (what the device was doing around an
+/// alert), found through the (agent_id, seq) key.
+pub fn around(
+    conn: &Connection,
+    agent_id: &str,
+    seq: u64,
+    before: u64,
+    after: u64,
+) -> Result<Vec<EventRow>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT agent_id, seq, kind, observed_at, received_at, hostname, user, payload FROM events
+         WHERE agent_id = ?1 AND seq BETWEEN ?2 AND ?3 ORDER BY seq",
+    )?;
+    let lo = seq.saturating_sub(before) as i64;
+    let hi = seq.saturating_add(after).min(i64::MAX as u64) as i64;
+    let mut rows = stmt.query(params![agent_id, lo, hi])?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        out.push(row(r)?);
+    }
+    Ok(out)
+}
+
+fn row(r: &rusqlite::Row<'_>) -> Result<EventRow> {
+    let agent_id: String = r.get(0)?;
+    let seq = r.get::<_, i64>(1)? as u64;
+    let payload: Vec<u8> = r.get(7)?;
+    let event = Event::decode(payload.as_slice()).map_err(|e| StoreError::Corrupt {
+        agent_id: agent_id.clone(),
+        seq,
+        message: e.to_string(),
+    })?;
+    Ok(EventRow {
+        agent_id,
+        seq,
+        kind: r.get(2)?,
+        observed_at: rfc3339(r.get(3)?),
+        received_at: rfc3339(r.get(4)?),
+        hostname: r.get(5)?,
+        user: r.get(6)?,
+        details: details(&event),
+    })
+}
+
 pub fn replay(
     conn: &Connection,
     since_us: Option<i64>,

@@ -14,6 +14,7 @@ pub mod alerts;
 pub mod events;
 pub mod sessions;
 pub mod tokens;
+pub mod triage;
 
 pub use agents::{AgentHealth, AgentRow, NewAgent};
 pub use alerts::{AlertFilter, AlertRow, NewAlert};
@@ -116,6 +117,9 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("alerts", "aggregate_key", "TEXT"),
     // The sanctions table's recommended response for this user.
     ("alerts", "response", "TEXT NOT NULL DEFAULT ''"),
+    // Triage (console): who has it, and when its status last changed.
+    ("alerts", "assigned_to", "TEXT"),
+    ("alerts", "updated_at", "INTEGER"),
 ];
 
 fn migrate(conn: &Connection) -> rusqlite::Result<()> {

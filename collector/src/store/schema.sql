@@ -83,3 +83,135 @@ CREATE TABLE IF NOT EXISTS sessions (
     PRIMARY KEY (agent_id, session_id)
 );
 CREATE INDEX IF NOT EXISTS sessions_by_user ON sessions (user);
+
+-- ---------------------------------------------------------------------------------------------
+-- Staff console (issue 5)
+
+-- Staff accounts. Passwords are argon2id PHC strings; the TOTP secret is base32 and optional.
+CREATE TABLE IF NOT EXISTS staff (
+    username             TEXT PRIMARY KEY,
+    display_name         TEXT NOT NULL DEFAULT '',
+    email                TEXT NOT NULL DEFAULT '',
+    role                 TEXT NOT NULL,      -- technician | dsl | leadership | governor
+    is_admin             INTEGER NOT NULL DEFAULT 0,  -- may manage accounts
+    password_hash        TEXT NOT NULL,
+    must_change_password INTEGER NOT NULL DEFAULT 0,
+    totp_secret          TEXT,
+    totp_last_step       INTEGER,            -- a one-time code is accepted once
+    failed_logins        INTEGER NOT NULL DEFAULT 0,
+    locked_until         INTEGER,
+    disabled             INTEGER NOT NULL DEFAULT 0,
+    created_at           INTEGER NOT NULL
+);
+
+-- Console log-ins. Only the SHA-256 of the cookie's token is stored.
+CREATE TABLE IF NOT EXISTS console_sessions (
+    token_hash  BLOB PRIMARY KEY,
+    username    TEXT NOT NULL,
+    csrf_token  TEXT NOT NULL,
+    created_at  INTEGER NOT NULL,
+    expires_at  INTEGER NOT NULL,
+    last_seen   INTEGER NOT NULL,
+    source      TEXT NOT NULL
+);
+
+-- Every read and change of monitored data. Each entry's hash covers the previous entry's hash
+-- and its own fields (see audit::chain), so an edit, deletion or reordering breaks the chain.
+CREATE TABLE IF NOT EXISTS audit_log (
+    id        INTEGER PRIMARY KEY,
+    at        INTEGER NOT NULL,
+    actor     TEXT NOT NULL,
+    role      TEXT NOT NULL,
+    action    TEXT NOT NULL,
+    object    TEXT NOT NULL,
+    purpose   TEXT NOT NULL DEFAULT '',
+    source    TEXT NOT NULL,
+    detail    TEXT NOT NULL DEFAULT '',
+    prev_hash TEXT NOT NULL,
+    hash      TEXT NOT NULL
+);
+-- The application never edits the trail; these stop an accident, the chain catches the rest.
+CREATE TRIGGER IF NOT EXISTS audit_log_append_only_u BEFORE UPDATE ON audit_log
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_log_append_only_d BEFORE DELETE ON audit_log
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+
+-- Alert workflow: each status change, assignment or note, in order.
+CREATE TABLE IF NOT EXISTS alert_notes (
+    id          INTEGER PRIMARY KEY,
+    alert_id    INTEGER NOT NULL,
+    at          INTEGER NOT NULL,
+    author      TEXT NOT NULL,
+    status_from TEXT NOT NULL,
+    status_to   TEXT NOT NULL,
+    assigned_to TEXT,
+    note        TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS alert_notes_by_alert ON alert_notes (alert_id, id);
+
+-- The Online Safety incident log. An incident's fields live in versions: an edit appends one.
+CREATE TABLE IF NOT EXISTS incidents (
+    id          INTEGER PRIMARY KEY,
+    created_at  INTEGER NOT NULL,
+    created_by  TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS incident_versions (
+    incident_id INTEGER NOT NULL,
+    version     INTEGER NOT NULL,
+    at          INTEGER NOT NULL,
+    author      TEXT NOT NULL,
+    record      TEXT NOT NULL,        -- JSON: the incident's fields as of this version
+    PRIMARY KEY (incident_id, version)
+);
+CREATE TABLE IF NOT EXISTS incident_alerts (
+    incident_id INTEGER NOT NULL,
+    alert_id    INTEGER NOT NULL,
+    PRIMARY KEY (incident_id, alert_id)
+);
+CREATE TRIGGER IF NOT EXISTS incident_versions_append_only BEFORE UPDATE ON incident_versions
+BEGIN SELECT RAISE(ABORT, 'incident history is append-only'); END;
+
+-- Two-person rule: revealing a pupil's full addresses or searches for one alert.
+CREATE TABLE IF NOT EXISTS reveal_requests (
+    id           INTEGER PRIMARY KEY,
+    alert_id     INTEGER NOT NULL,
+    requested_by TEXT NOT NULL,
+    reason       TEXT NOT NULL,
+    requested_at INTEGER NOT NULL,
+    decided_by   TEXT,
+    decided_at   INTEGER,
+    decision     TEXT,                -- approved | refused
+    expires_at   INTEGER
+);
+
+-- Checks requested by leadership and run by a technician.
+CREATE TABLE IF NOT EXISTS checks (
+    id           INTEGER PRIMARY KEY,
+    requested_by TEXT NOT NULL,
+    requested_at INTEGER NOT NULL,
+    reason       TEXT NOT NULL,
+    scope        TEXT NOT NULL,       -- JSON: users, groups, devices, from, to, kinds, categories
+    status       TEXT NOT NULL DEFAULT 'requested',   -- requested | run
+    run_by       TEXT,
+    run_at       INTEGER,
+    result       TEXT                 -- JSON rows
+);
+
+-- Generated reports (the weekly report), kept as they were generated.
+CREATE TABLE IF NOT EXISTS reports (
+    id           INTEGER PRIMARY KEY,
+    kind         TEXT NOT NULL,
+    period_start INTEGER NOT NULL,
+    generated_at INTEGER NOT NULL,
+    generated_by TEXT NOT NULL,
+    body         TEXT NOT NULL
+);
+
+-- Console filters on the alerts list.
+CREATE INDEX IF NOT EXISTS alerts_by_severity ON alerts (severity, id);
+CREATE INDEX IF NOT EXISTS alerts_by_category ON alerts (category, id);
+CREATE INDEX IF NOT EXISTS alerts_by_user ON alerts (user, id);
+CREATE INDEX IF NOT EXISTS alerts_by_host ON alerts (hostname, id);
+CREATE INDEX IF NOT EXISTS alerts_by_status ON alerts (status, id);
+-- No new index on events: ingest pays for every one. The detail view finds an alert's
+-- neighbours through (agent_id, seq); checks and exports scan by time.

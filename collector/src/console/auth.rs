@@ -1,0 +1,597 @@
+//! Logging in and out, the session cookie, CSRF, and the access check every route passes.
+
+use super::layout::{csrf_field, page};
+use super::routes::{self, Access};
+use super::{Console, ConsoleError, Staff};
+use crate::accounts::{self, LoginRefused};
+use crate::audit::{self, Actor, Record};
+use axum::body::Body;
+use axum::extract::{ConnectInfo, MatchedPath, Query, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::{Extension, Form, Json};
+use maud::html;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use subtle::ConstantTimeEq;
+
+pub const SESSION_COOKIE: &str = "invigilator_session";
+/// The header API clients send the CSRF token in; forms send it as the `csrf` field.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+const MAX_FORM_BYTES: usize = 1 << 20;
+
+fn source_of(req: &Request) -> String {
+    req.extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(a)| a.ip().to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn session_token(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(cookie::Cookie::split_parse)
+        .filter_map(Result::ok)
+        .find(|c| c.name() == SESSION_COOKIE)
+        .map(|c| c.value().to_owned())
+}
+
+/// A request from another site's page carries that site's Origin: refuse it before anything
+/// else (SameSite cookies already keep the session out of such requests; this is the second
+/// lock on the door).
+fn foreign_origin(headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let origin_host = url::Url::parse(origin).ok().and_then(|u| {
+        u.host_str().map(|h| match u.port() {
+            Some(p) => format!("{h}:{p}"),
+            None => h.to_owned(),
+        })
+    });
+    origin_host.as_deref() != Some(host)
+}
+
+fn refuse(status: StatusCode, message: &str) -> Response {
+    let err = match status {
+        StatusCode::UNAUTHORIZED => ConsoleError::Unauthenticated,
+        _ => ConsoleError::Forbidden(message.to_owned()),
+    };
+    err.into_response()
+}
+
+/// Pages a user who must change their password may still open.
+const WHILE_PASSWORD_EXPIRED: &[&str] = &[
+    "/account",
+    "/account/password",
+    "/logout",
+    "/api/logout",
+    "/api/me",
+];
+
+/// The access check: finds the route in [`routes::ROUTES`] (a route missing there is refused,
+/// never served), the session from its cookie, the role's permission and, for anything that
+/// changes state, the CSRF token.
+pub async fn enforce(State(c): State<Arc<Console>>, req: Request, next: Next) -> Response {
+    let path = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_default();
+    let is_api = path.starts_with("/api/");
+    let Some(route) = routes::find(req.method().as_str(), &path) else {
+        tracing::error!(method = %req.method(), path, "route missing from the access table");
+        return refuse(StatusCode::FORBIDDEN, "this endpoint has no access rule");
+    };
+    let changes_state = req.method() != Method::GET && req.method() != Method::HEAD;
+    if changes_state && foreign_origin(req.headers()) {
+        return refuse(StatusCode::FORBIDDEN, "request from another site refused");
+    }
+    if route.access == Access::Public {
+        return next.run(req).await;
+    }
+    let source = source_of(&req);
+    let token = session_token(req.headers());
+    let idle = c.config.idle_timeout;
+    let session = match token {
+        Some(t) => c
+            .db(move |conn| Ok(accounts::find_session(conn, &t, idle)?))
+            .await
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, "session lookup failed");
+                None
+            }),
+        None => None,
+    };
+    let Some(session) = session else {
+        if is_api {
+            return refuse(StatusCode::UNAUTHORIZED, "not logged in");
+        }
+        let next_path = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        let target = format!(
+            "/login?next={}",
+            percent_encoding::utf8_percent_encode(next_path, percent_encoding::NON_ALPHANUMERIC)
+        );
+        return Redirect::to(&target).into_response();
+    };
+    let staff = Staff {
+        username: session.account.username.clone(),
+        role: session.account.role,
+        is_admin: session.account.is_admin,
+        csrf_token: session.csrf_token,
+        source,
+    };
+    if !route.access.allows(staff.role, staff.is_admin) {
+        let object = format!("{} {}", req.method(), req.uri().path());
+        let actor = staff.actor();
+        let _ = c
+            .db(move |conn| {
+                let rec = Record {
+                    action: "access.denied",
+                    object: &object,
+                    ..Default::default()
+                };
+                Ok(audit::append(conn, &actor, &rec)?)
+            })
+            .await;
+        let mut resp = refuse(
+            StatusCode::FORBIDDEN,
+            &format!("the {} role may not do this", staff.role.as_str()),
+        );
+        resp.extensions_mut().insert(staff);
+        return resp;
+    }
+    if session.account.must_change_password && !WHILE_PASSWORD_EXPIRED.contains(&path.as_str()) {
+        if is_api {
+            return refuse(StatusCode::FORBIDDEN, "the password must be changed first");
+        }
+        return Redirect::to("/account").into_response();
+    }
+    let mut req = req;
+    if changes_state {
+        let (ok, rebuilt) = csrf_ok(req, &staff.csrf_token).await;
+        let Some(rebuilt) = rebuilt else {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "the request body could not be read",
+            );
+        };
+        req = rebuilt;
+        if !ok {
+            return refuse(StatusCode::FORBIDDEN, "missing or wrong CSRF token");
+        }
+    }
+    req.extensions_mut().insert(staff.clone());
+    let mut resp = next.run(req).await;
+    resp.extensions_mut().insert(staff);
+    resp
+}
+
+/// Checks the CSRF token from the header or, for a form, its `csrf` field (reading the body
+/// and putting it back for the handler).
+async fn csrf_ok(req: Request, expected: &str) -> (bool, Option<Request>) {
+    let same = |given: &str| bool::from(given.as_bytes().ct_eq(expected.as_bytes()));
+    if let Some(given) = req.headers().get(CSRF_HEADER).and_then(|v| v.to_str().ok()) {
+        let ok = same(given);
+        return (ok, Some(req));
+    }
+    let is_form = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    if !is_form {
+        return (false, Some(req));
+    }
+    let (parts, body) = req.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_FORM_BYTES).await else {
+        return (false, None);
+    };
+    let ok = url::form_urlencoded::parse(&bytes).any(|(k, v)| k == "csrf" && same(&v));
+    (ok, Some(Request::from_parts(parts, Body::from(bytes))))
+}
+
+fn session_cookie(c: &Console, token: &str) -> String {
+    cookie::Cookie::build((SESSION_COOKIE, token.to_owned()))
+        .http_only(true)
+        .same_site(cookie::SameSite::Strict)
+        .secure(c.config.secure_cookies)
+        .path("/")
+        .max_age(cookie::time::Duration::seconds(
+            c.config.session_lifetime.as_secs() as i64,
+        ))
+        .build()
+        .to_string()
+}
+
+fn cleared_cookie() -> String {
+    cookie::Cookie::build((SESSION_COOKIE, ""))
+        .http_only(true)
+        .same_site(cookie::SameSite::Strict)
+        .path("/")
+        .max_age(cookie::time::Duration::ZERO)
+        .build()
+        .to_string()
+}
+
+#[derive(Deserialize)]
+pub struct LoginForm {
+    pub username: String,
+    pub password: String,
+    #[serde(default)]
+    pub totp: Option<String>,
+    #[serde(default)]
+    pub next: Option<String>,
+}
+
+/// Checks credentials, audits the attempt either way, and opens a session.
+async fn log_in(
+    c: &Arc<Console>,
+    form: LoginForm,
+    source: String,
+) -> Result<(accounts::Account, String, String), ConsoleError> {
+    let lockout = c.lockout();
+    let lifetime = c.config.session_lifetime;
+    c.db(move |conn| {
+        let checked = accounts::check_login(
+            conn,
+            &form.username,
+            &form.password,
+            form.totp.as_deref().filter(|t| !t.is_empty()),
+            lockout,
+        )?;
+        let actor = |role: &str| Actor {
+            name: form.username.clone(),
+            role: role.into(),
+            source: source.clone(),
+        };
+        match checked {
+            Ok(account) => {
+                let (token, csrf) =
+                    accounts::open_session(conn, &account.username, lifetime, &source)?;
+                audit::append(
+                    conn,
+                    &actor(account.role.as_str()),
+                    &Record {
+                        action: "login",
+                        object: &format!("staff:{}", account.username),
+                        ..Default::default()
+                    },
+                )?;
+                Ok((account, token, csrf))
+            }
+            Err(refused) => {
+                audit::append(
+                    conn,
+                    &actor("unknown"),
+                    &Record {
+                        action: "login.failed",
+                        object: &format!("staff:{}", form.username),
+                        detail: refused.reason(),
+                        ..Default::default()
+                    },
+                )?;
+                let message = match refused {
+                    LoginRefused::Locked | LoginRefused::BadPassword { now_locked: true } => {
+                        "Too many failed attempts: the account is locked for a while. \
+                         An administrator can unlock it."
+                    }
+                    _ => "Wrong user name, password or one-time code.",
+                };
+                Err(ConsoleError::Forbidden(message.into()))
+            }
+        }
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+pub struct NextQuery {
+    #[serde(default)]
+    next: Option<String>,
+}
+
+/// Only paths on this site: `next` must never send anyone elsewhere.
+fn safe_next(next: Option<&str>) -> String {
+    match next {
+        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.to_owned(),
+        _ => "/".into(),
+    }
+}
+
+fn login_markup(next: &str, message: Option<&str>) -> maud::Markup {
+    page(
+        None,
+        "Log in",
+        html! {
+            @if let Some(m) = message { p.error id="login-error" { (m) } }
+            form.stack method="post" action="/login" {
+                input type="hidden" name="next" value=(next);
+                label { "User name" input name="username" autocomplete="username" required autofocus; }
+                label { "Password" input type="password" name="password" autocomplete="current-password" required; }
+                label { "One-time code (if you use one)" input name="totp" inputmode="numeric" autocomplete="one-time-code"; }
+                button type="submit" { "Log in" }
+            }
+        },
+    )
+}
+
+pub async fn login_page(Query(q): Query<NextQuery>) -> maud::Markup {
+    login_markup(&safe_next(q.next.as_deref()), None)
+}
+
+pub async fn login_form(
+    State(c): State<Arc<Console>>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    let next = safe_next(form.next.as_deref());
+    match log_in(&c, form, addr.ip().to_string()).await {
+        Ok((_, token, _)) => (
+            [(header::SET_COOKIE, session_cookie(&c, &token))],
+            Redirect::to(&next),
+        )
+            .into_response(),
+        Err(e) => (e.status(), login_markup(&next, Some(&e.to_string()))).into_response(),
+    }
+}
+
+pub async fn login_api(
+    State(c): State<Arc<Console>>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    Json(form): Json<LoginForm>,
+) -> Result<Response, ConsoleError> {
+    let (account, token, csrf) = log_in(&c, form, addr.ip().to_string()).await?;
+    Ok((
+        [(header::SET_COOKIE, session_cookie(&c, &token))],
+        Json(serde_json::json!({
+            "username": account.username,
+            "role": account.role,
+            "is_admin": account.is_admin,
+            "must_change_password": account.must_change_password,
+            "csrf_token": csrf,
+        })),
+    )
+        .into_response())
+}
+
+async fn end_session(c: &Arc<Console>, staff: &Staff, headers: &HeaderMap) {
+    let token = session_token(headers);
+    let actor = staff.actor();
+    let _ = c
+        .db(move |conn| {
+            if let Some(t) = token {
+                accounts::close_session(conn, &t)?;
+            }
+            let object = format!("staff:{}", actor.name);
+            audit::append(
+                conn,
+                &actor,
+                &Record {
+                    action: "logout",
+                    object: &object,
+                    ..Default::default()
+                },
+            )?;
+            Ok(())
+        })
+        .await;
+}
+
+pub async fn logout(
+    State(c): State<Arc<Console>>,
+    Extension(staff): Extension<Staff>,
+    headers: HeaderMap,
+) -> Response {
+    end_session(&c, &staff, &headers).await;
+    (
+        [(header::SET_COOKIE, cleared_cookie())],
+        Redirect::to("/login"),
+    )
+        .into_response()
+}
+
+pub async fn logout_api(
+    State(c): State<Arc<Console>>,
+    Extension(staff): Extension<Staff>,
+    headers: HeaderMap,
+) -> Response {
+    end_session(&c, &staff, &headers).await;
+    (
+        [(header::SET_COOKIE, cleared_cookie())],
+        Json(serde_json::json!({"logged_out": true})),
+    )
+        .into_response()
+}
+
+pub async fn me(
+    State(c): State<Arc<Console>>,
+    Extension(staff): Extension<Staff>,
+) -> Result<Json<serde_json::Value>, ConsoleError> {
+    let name = staff.username.clone();
+    let account = c
+        .db(move |conn| Ok(accounts::get(conn, &name)?))
+        .await?
+        .ok_or_else(|| ConsoleError::NotFound("account".into()))?;
+    Ok(Json(serde_json::json!({
+        "username": account.username,
+        "role": account.role,
+        "is_admin": account.is_admin,
+        "totp_enabled": account.totp_enabled,
+        "must_change_password": account.must_change_password,
+        "csrf_token": staff.csrf_token,
+    })))
+}
+
+pub async fn account_page(
+    State(c): State<Arc<Console>>,
+    Extension(staff): Extension<Staff>,
+) -> Result<maud::Markup, ConsoleError> {
+    let name = staff.username.clone();
+    let account = c
+        .db(move |conn| Ok(accounts::get(conn, &name)?))
+        .await?
+        .ok_or_else(|| ConsoleError::NotFound("account".into()))?;
+    Ok(account_markup(&staff, &account, None))
+}
+
+fn account_markup(
+    staff: &Staff,
+    account: &accounts::Account,
+    notice: Option<maud::Markup>,
+) -> maud::Markup {
+    page(
+        Some(staff),
+        "Your account",
+        html! {
+            @if let Some(n) = notice { div.notice { (n) } }
+            @if account.must_change_password {
+                p.warning { "Choose a new password before going on." }
+            }
+            dl.facts {
+                dt { "User name" } dd { (account.username) }
+                dt { "Role" } dd { (account.role.title()) }
+                dt { "Account administrator" } dd { (if account.is_admin { "yes" } else { "no" }) }
+                dt { "One-time codes" } dd { (if account.totp_enabled { "on" } else { "off" }) }
+            }
+            h2 { "Change password" }
+            form.stack method="post" action="/account/password" {
+                (csrf_field(staff))
+                label { "Current password" input type="password" name="current" autocomplete="current-password" required; }
+                label { "New password (at least " (accounts::MIN_PASSWORD) " characters)"
+                    input type="password" name="new" autocomplete="new-password" required; }
+                button type="submit" { "Change password" }
+            }
+            h2 { "One-time codes (TOTP)" }
+            form.stack method="post" action="/account/totp" {
+                (csrf_field(staff))
+                label { "Current password" input type="password" name="current" autocomplete="current-password" required; }
+                input type="hidden" name="enable" value=(if account.totp_enabled { "false" } else { "true" });
+                button type="submit" { (if account.totp_enabled { "Turn off one-time codes" } else { "Turn on one-time codes" }) }
+            }
+        },
+    )
+}
+
+#[derive(Deserialize)]
+pub struct PasswordForm {
+    current: String,
+    new: String,
+}
+
+/// Checks the current password without counting towards lock-out twice.
+fn confirm_password(
+    conn: &rusqlite::Connection,
+    c: &Console,
+    username: &str,
+    current: &str,
+) -> Result<accounts::Account, ConsoleError> {
+    match accounts::check_login(conn, username, current, None, c.lockout())? {
+        Ok(a) => Ok(a),
+        // A TOTP user's password was right if the only complaint is the code.
+        Err(LoginRefused::BadTotp) => {
+            accounts::get(conn, username)?.ok_or_else(|| ConsoleError::NotFound("account".into()))
+        }
+        Err(_) => Err(ConsoleError::Forbidden(
+            "the current password is wrong".into(),
+        )),
+    }
+}
+
+pub async fn change_password(
+    State(c): State<Arc<Console>>,
+    Extension(staff): Extension<Staff>,
+    Form(form): Form<PasswordForm>,
+) -> Result<Response, ConsoleError> {
+    let name = staff.username.clone();
+    let actor = staff.actor();
+    let c2 = Arc::clone(&c);
+    let lifetime = c.config.session_lifetime;
+    let token = c
+        .db(move |conn| {
+            confirm_password(conn, &c2, &name, &form.current)?;
+            accounts::set_password(conn, &name, &form.new, false)?;
+            audit::append(
+                conn,
+                &actor,
+                &Record {
+                    action: "account.password",
+                    object: &format!("staff:{name}"),
+                    ..Default::default()
+                },
+            )?;
+            // The change ended every session, this one too: open a fresh one.
+            let (token, _) = accounts::open_session(conn, &name, lifetime, &actor.source)?;
+            Ok(token)
+        })
+        .await?;
+    Ok((
+        [(header::SET_COOKIE, session_cookie(&c, &token))],
+        Redirect::to("/account"),
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+pub struct TotpForm {
+    current: String,
+    enable: bool,
+}
+
+pub async fn set_totp(
+    State(c): State<Arc<Console>>,
+    Extension(staff): Extension<Staff>,
+    Form(form): Form<TotpForm>,
+) -> Result<maud::Markup, ConsoleError> {
+    let name = staff.username.clone();
+    let actor = staff.actor();
+    let c2 = Arc::clone(&c);
+    let (account, secret) = c
+        .db(move |conn| {
+            confirm_password(conn, &c2, &name, &form.current)?;
+            let secret = accounts::set_totp(conn, &name, form.enable)?;
+            audit::append(
+                conn,
+                &actor,
+                &Record {
+                    action: if form.enable {
+                        "account.totp.on"
+                    } else {
+                        "account.totp.off"
+                    },
+                    object: &format!("staff:{name}"),
+                    ..Default::default()
+                },
+            )?;
+            let account = accounts::get(conn, &name)?
+                .ok_or_else(|| ConsoleError::NotFound("account".into()))?;
+            Ok((account, secret))
+        })
+        .await?;
+    let notice = secret.map(|s| {
+        let account_name = percent_encoding::utf8_percent_encode(
+            &account.username,
+            percent_encoding::NON_ALPHANUMERIC,
+        );
+        let uri =
+            format!("otpauth://totp/Invigilator:{account_name}?secret={s}&issuer=Invigilator");
+        html! {
+            p { "Add this key to your authenticator app now; it is not shown again." }
+            p { "Key: " code id="totp-secret" { (s) } }
+            p.no-print { "Or as a link: " code { (uri) } }
+        }
+    });
+    Ok(account_markup(&staff, &account, notice))
+}

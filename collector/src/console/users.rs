@@ -1,0 +1,275 @@
+//! Staff accounts, for account administrators: create, change role, disable, reset password.
+
+use super::layout::{csrf_field, page};
+use super::{Audit, Console, ConsoleError, Staff};
+use crate::accounts::{self, Account, NewAccount, Role};
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Form, Json, Router};
+use maud::{Markup, html};
+use serde::Deserialize;
+use std::sync::Arc;
+
+pub fn routes() -> Router<Arc<Console>> {
+    Router::new()
+        .route("/users", get(page_view).post(create_form))
+        .route("/api/users", get(api).post(create_api))
+        .route("/users/{username}", post(update_form))
+        .route("/api/users/{username}", post(update_api))
+}
+
+async fn api(
+    State(c): State<Arc<Console>>,
+    Extension(staff): Extension<Staff>,
+) -> Result<Json<Vec<Account>>, ConsoleError> {
+    c.audited(&staff, Audit::new("staff.list", "staff"), |conn| {
+        Ok(accounts::list(conn)?)
+    })
+    .await
+    .map(Json)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CreateInput {
+    username: String,
+    role: String,
+    #[serde(default)]
+    is_admin: Option<String>,
+    #[serde(default)]
+    display_name: String,
+    #[serde(default)]
+    email: String,
+    /// Empty: a password is generated and shown once.
+    #[serde(default)]
+    password: String,
+}
+
+/// Creates the account; returns the password to hand over when one was generated.
+async fn create(
+    c: &Arc<Console>,
+    staff: &Staff,
+    input: CreateInput,
+) -> Result<Option<String>, ConsoleError> {
+    let role: Role = input.role.parse()?;
+    let generated = input.password.is_empty().then(accounts::generate_password);
+    let password = generated.clone().unwrap_or(input.password);
+    let object = format!("staff:{}", input.username);
+    c.audited(staff, Audit::new("staff.create", object), move |conn| {
+        accounts::create(
+            conn,
+            &NewAccount {
+                username: &input.username,
+                role,
+                is_admin: matches!(input.is_admin.as_deref(), Some("true" | "on" | "1")),
+                password: &password,
+                display_name: &input.display_name,
+                email: &input.email,
+                // Whoever set it, the person it belongs to chooses their own.
+                must_change_password: true,
+            },
+        )?;
+        Ok(())
+    })
+    .await?;
+    Ok(generated)
+}
+
+async fn create_api(
+    State(c): State<Arc<Console>>,
+    Extension(staff): Extension<Staff>,
+    Json(input): Json<CreateInput>,
+) -> Result<Json<serde_json::Value>, ConsoleError> {
+    let username = input.username.clone();
+    let generated = create(&c, &staff, input).await?;
+    Ok(Json(
+        serde_json::json!({"username": username, "password": generated}),
+    ))
+}
+
+async fn create_form(
+    State(c): State<Arc<Console>>,
+    Extension(staff): Extension<Staff>,
+    Form(input): Form<CreateInput>,
+) -> Result<Markup, ConsoleError> {
+    let username = input.username.clone();
+    let generated = create(&c, &staff, input).await?;
+    let notice = html! {
+        "Account " strong { (username) } " created."
+        @if let Some(p) = generated {
+            " Its first password is " code #new-password { (p) } "; it must be changed at first log-in."
+        }
+    };
+    list_markup(&c, &staff, Some(notice)).await
+}
+
+#[derive(Debug, Deserialize)]
+pub struct UpdateInput {
+    #[serde(default)]
+    role: Option<String>,
+    #[serde(default)]
+    is_admin: Option<String>,
+    /// "true" disables, "false" enables.
+    #[serde(default)]
+    disabled: Option<String>,
+    /// "true": a new password is generated and shown once.
+    #[serde(default)]
+    reset_password: Option<String>,
+}
+
+fn yes(s: &Option<String>) -> Option<bool> {
+    s.as_deref()
+        .filter(|s| !s.is_empty())
+        .map(|s| matches!(s, "true" | "on" | "1"))
+}
+
+async fn update(
+    c: &Arc<Console>,
+    staff: &Staff,
+    username: String,
+    input: UpdateInput,
+) -> Result<Option<String>, ConsoleError> {
+    let role = input
+        .role
+        .as_deref()
+        .filter(|r| !r.is_empty())
+        .map(str::parse::<Role>)
+        .transpose()?;
+    if username == staff.username
+        && (yes(&input.disabled) == Some(true) || yes(&input.is_admin) == Some(false))
+    {
+        return Err(ConsoleError::BadRequest(
+            "you cannot disable your own account or remove your own administrator right".into(),
+        ));
+    }
+    let object = format!("staff:{username}");
+    let detail = format!(
+        "role={:?} admin={:?} disabled={:?} reset={:?}",
+        role,
+        yes(&input.is_admin),
+        yes(&input.disabled),
+        yes(&input.reset_password)
+    );
+    let entry = Audit::new("staff.update", object).detail(detail);
+    c.audited(staff, entry, move |conn| {
+        let current = accounts::get(conn, &username)?
+            .ok_or_else(|| ConsoleError::NotFound(format!("account {username:?}")))?;
+        if role.is_some() || yes(&input.is_admin).is_some() {
+            accounts::set_role(
+                conn,
+                &username,
+                role.unwrap_or(current.role),
+                yes(&input.is_admin).unwrap_or(current.is_admin),
+            )?;
+        }
+        if let Some(d) = yes(&input.disabled) {
+            accounts::set_disabled(conn, &username, d)?;
+        }
+        if yes(&input.reset_password) == Some(true) {
+            let p = accounts::generate_password();
+            accounts::set_password(conn, &username, &p, true)?;
+            return Ok(Some(p));
+        }
+        Ok(None)
+    })
+    .await
+}
+
+async fn update_api(
+    State(c): State<Arc<Console>>,
+    Extension(staff): Extension<Staff>,
+    Path(username): Path<String>,
+    Json(input): Json<UpdateInput>,
+) -> Result<Json<serde_json::Value>, ConsoleError> {
+    let generated = update(&c, &staff, username.clone(), input).await?;
+    Ok(Json(
+        serde_json::json!({"username": username, "password": generated}),
+    ))
+}
+
+async fn update_form(
+    State(c): State<Arc<Console>>,
+    Extension(staff): Extension<Staff>,
+    Path(username): Path<String>,
+    Form(input): Form<UpdateInput>,
+) -> Result<Response, ConsoleError> {
+    match update(&c, &staff, username.clone(), input).await? {
+        Some(p) => {
+            let notice = html! {
+                "New password for " strong { (username) } ": " code #new-password { (p) }
+                " (shown once; it must be changed at first log-in)."
+            };
+            Ok(list_markup(&c, &staff, Some(notice)).await?.into_response())
+        }
+        None => Ok(Redirect::to("/users").into_response()),
+    }
+}
+
+async fn page_view(
+    State(c): State<Arc<Console>>,
+    Extension(staff): Extension<Staff>,
+) -> Result<Markup, ConsoleError> {
+    list_markup(&c, &staff, None).await
+}
+
+async fn list_markup(
+    c: &Arc<Console>,
+    staff: &Staff,
+    notice: Option<Markup>,
+) -> Result<Markup, ConsoleError> {
+    let accounts = c
+        .audited(staff, Audit::new("staff.list", "staff"), |conn| {
+            Ok(accounts::list(conn)?)
+        })
+        .await?;
+    Ok(page(
+        Some(staff),
+        "Staff accounts",
+        html! {
+            @if let Some(n) = notice { div.notice { (n) } }
+            table #users {
+                thead { tr { th { "User" } th { "Name" } th { "Role" } th { "Admin" } th { "One-time codes" } th { "State" } th { "" } } }
+                tbody { @for a in &accounts { tr {
+                    td { (a.username) } td { (a.display_name) } td { (a.role.title()) }
+                    td { (if a.is_admin { "yes" } else { "" }) }
+                    td { (if a.totp_enabled { "on" } else { "off" }) }
+                    td { (if a.disabled { "disabled" } else { "active" }) }
+                    td {
+                        form.inline method="post" action={"/users/" (a.username)} {
+                            (csrf_field(staff))
+                            select name="role" aria-label="role" {
+                                @for r in Role::ALL { option value=(r.as_str()) selected[r == a.role] { (r.title()) } }
+                            }
+                            button type="submit" { "Set role" }
+                        }
+                        " "
+                        form.inline method="post" action={"/users/" (a.username)} {
+                            (csrf_field(staff))
+                            input type="hidden" name="disabled" value=(if a.disabled { "false" } else { "true" });
+                            button type="submit" { (if a.disabled { "Enable" } else { "Disable" }) }
+                        }
+                        " "
+                        form.inline method="post" action={"/users/" (a.username)} {
+                            (csrf_field(staff))
+                            input type="hidden" name="reset_password" value="true";
+                            button type="submit" { "Reset password" }
+                        }
+                    }
+                } } }
+            }
+            h2 { "New account" }
+            form.stack method="post" action="/users" {
+                (csrf_field(staff))
+                label { "User name" input name="username" required; }
+                label { "Full name" input name="display_name"; }
+                label { "Email" input name="email" type="email"; }
+                label { "Role" select name="role" {
+                    @for r in Role::ALL { option value=(r.as_str()) { (r.title()) } }
+                } }
+                label { "Account administrator" input type="checkbox" name="is_admin" value="true"; }
+                p { "A first password is generated and shown once; it must be changed at first log-in." }
+                button type="submit" { "Create account" }
+            }
+        },
+    ))
+}
