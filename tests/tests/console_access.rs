@@ -230,7 +230,7 @@ fn reads_are_audited_and_audit_verify_catches_any_edit() {
     let alert_id = with_an_alert(&c);
     let pw = add_user(&c, "dsl", "dsl", false);
     let s = Session::login(&c, "dsl", &pw);
-    s.json(&format!("/api/alerts?user=y5smith"));
+    s.json("/api/alerts?user=y5smith");
     s.json(&format!("/api/alerts/{alert_id}"));
     c.alerts(); // the CLI reads are audited too
     let trail = s.json("/api/audit");

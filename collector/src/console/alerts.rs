@@ -526,7 +526,7 @@ fn event_details(e: &EventRow) -> Markup {
                 serde_json::Value::Array(a) if a.is_empty() => continue,
                 other => other.to_string(),
             };
-            span.field { b { (k) ": " } (text) } " "
+            span.field { strong { (k) ": " } (text) } " "
         }
     }
 }

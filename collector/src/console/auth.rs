@@ -40,24 +40,38 @@ fn session_token(headers: &HeaderMap) -> Option<String> {
         .map(|c| c.value().to_owned())
 }
 
-/// A request from another site's page carries that site's Origin: refuse it before anything
-/// else (SameSite cookies already keep the session out of such requests; this is the second
-/// lock on the door).
+/// A request started by another site's page is refused before anything else (SameSite cookies
+/// already keep the session out of such requests; this is the second lock on the door).
+/// Browsers say where a request comes from in `Sec-Fetch-Site`, which page scripts cannot set;
+/// without it (older browsers, API clients) the `Origin` header, when present, must be ours.
 fn foreign_origin(headers: &HeaderMap) -> bool {
-    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+    let text = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &header::HeaderValue| v.to_str().ok())
+    };
+    if let Some(site) = text(header::HeaderName::from_static("sec-fetch-site")) {
+        let foreign = !matches!(site, "same-origin" | "none");
+        if foreign {
+            tracing::warn!(site, "refused a state change started by another site");
+        }
+        return foreign;
+    }
+    let Some(origin) = text(header::ORIGIN) else {
         return false;
     };
-    let host = headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
+    let host = text(header::HOST).unwrap_or("");
     let origin_host = url::Url::parse(origin).ok().and_then(|u| {
         u.host_str().map(|h| match u.port() {
             Some(p) => format!("{h}:{p}"),
             None => h.to_owned(),
         })
     });
-    origin_host.as_deref() != Some(host)
+    let foreign = origin_host.as_deref() != Some(host);
+    if foreign {
+        tracing::warn!(origin, host, "refused a state change from another origin");
+    }
+    foreign
 }
 
 fn refuse(status: StatusCode, message: &str) -> Response {

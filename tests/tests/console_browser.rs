@@ -1,0 +1,133 @@
+//! The console in a real browser (Debian's Chromium, headless, through chromedriver): each role
+//! logs in through the form and does its job, and is refused what its role does not allow.
+//! The data shown was written by strangers: process paths, user and host names carrying HTML
+//! and script must appear as text and never run.
+
+use invigilator_proto::v1::{Event, ProcessExec, event::Kind};
+use invigilator_tests::browser::Browser;
+use invigilator_tests::console::{Session, add_user};
+use invigilator_tests::{Agent, Collector, now_us, stream_batches, wait_for};
+use std::sync::Arc;
+use std::time::Duration;
+
+const HOSTILE_USER: &str = "y5<b>smith</b><img src=x onerror=\"window.pwned=1\">";
+const HOSTILE_HOST: &str = "ict<script>window.pwned=2</script>07";
+const HOSTILE_EXE: &str = "/tmp/<svg onload=window.pwned=3>/tor";
+
+fn tor(seq: u64, user: &str) -> Event {
+    Event {
+        seq,
+        observed_at_us: now_us(),
+        hostname: HOSTILE_HOST.into(),
+        user: user.into(),
+        kind: Some(Kind::Process(ProcessExec {
+            pid: 31337,
+            name: "tor".into(),
+            exe: HOSTILE_EXE.into(),
+            argv: vec!["tor".into(), "<script>window.pwned=4</script>".into()],
+            ..Default::default()
+        })),
+    }
+}
+
+/// Nothing the strangers wrote became markup or ran.
+async fn assert_inert(b: &Browser, where_: &str) {
+    let injected = b
+        .eval(
+            "return [typeof window.pwned, document.querySelectorAll('main img, main svg, main script, main b, main i').length]",
+        )
+        .await;
+    assert_eq!(
+        injected,
+        serde_json::json!(["undefined", 0]),
+        "injected markup on {where_}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_role_does_its_job_in_a_real_browser() {
+    let c = Arc::new(Collector::start(""));
+    let base = format!("http://{}", c.http);
+    let agent = Arc::new(Agent::enroll_with(&c, &c.token("pupils-ks2", "1h", 1), ""));
+    send(&c, &agent, tor(1, HOSTILE_USER)).await;
+    wait_for(Duration::from_secs(20), "the first alert", || {
+        (!c.alerts().is_empty()).then_some(())
+    });
+    let tech_pw = add_user(&c, "tech", "technician", false);
+    let gov_pw = add_user(&c, "gov", "governor", false);
+
+    let b = Browser::start().await;
+
+    // The technician triages: the list shows the strangers' strings as text.
+    let log_in = |user, pw| {
+        let (b, base, c) = (&b, &base, &c);
+        async move {
+            b.log_in(base, user, pw)
+                .await
+                .unwrap_or_else(|e| panic!("{e}\ncollector log:\n{}", c.log()))
+        }
+    };
+    log_in("tech", &tech_pw).await;
+    assert!(
+        b.client
+            .current_url()
+            .await
+            .unwrap()
+            .path()
+            .starts_with("/alerts")
+    );
+    let row = b.text("#alerts-body tr").await;
+    assert!(row.contains(HOSTILE_USER), "{row}");
+    assert!(row.contains(HOSTILE_HOST), "{row}");
+    assert!(row.contains(HOSTILE_EXE), "{row}");
+    assert_inert(&b, "the alerts list").await;
+
+    // A new alert (another pupil, so not counted into the first) arrives while the page is
+    // open: live update, still inert.
+    send(&c, &agent, tor(2, "y6<i>jones</i>")).await;
+    b.wait_text("#alerts-body tr.fresh", "y6<i>jones</i>").await;
+    b.wait_text("#live-count", "1 new").await;
+    assert_inert(&b, "the live-updated list").await;
+
+    // Open the first alert, see why it fired, triage it.
+    b.click("#alerts-body tr:last-child a").await;
+    b.wait_text("#rule", "tor").await;
+    assert!(b.body_text().await.contains("Policy version"));
+    assert_inert(&b, "the alert detail").await;
+    let select = b.wait_for("select[name=status]").await;
+    select.select_by_value("triaged").await.unwrap();
+    b.fill("textarea[name=note]", "Spoke to <i>class teacher</i>")
+        .await;
+    b.click("form.stack button[type=submit]").await;
+    b.wait_text("#status", "triaged").await;
+    assert!(
+        b.body_text()
+            .await
+            .contains("Spoke to <i>class teacher</i>")
+    );
+    assert_inert(&b, "the triaged alert").await;
+    b.log_out().await;
+
+    // A governor reads no alerts: the page refuses, saying why.
+    log_in("gov", &gov_pw).await;
+    b.goto(&format!("{base}/alerts")).await;
+    b.wait_text("main", "may not").await;
+    b.goto(&format!("{base}/audit")).await;
+    b.wait_text("#audit", "alert.triage").await;
+    b.wait_text("#chain", "intact").await;
+    b.log_out().await;
+    b.close().await;
+
+    // What the browser did is what the store holds.
+    let tech = Session::login(&c, "tech", &tech_pw);
+    let alerts = tech.json("/api/alerts?status=triaged");
+    assert_eq!(alerts.as_array().unwrap().len(), 1, "{alerts}");
+}
+
+/// Sends one event as the agent would, off the async threads (the harness blocks).
+async fn send(c: &Arc<Collector>, agent: &Arc<Agent>, event: Event) {
+    let (c, agent) = (Arc::clone(c), Arc::clone(agent));
+    tokio::task::spawn_blocking(move || stream_batches(&c, &agent, vec![vec![event]]))
+        .await
+        .unwrap();
+}
