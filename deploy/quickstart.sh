@@ -64,7 +64,9 @@ pids+=($!)
 cat <<MSG
 
 Invigilator is running on this machine.
-  collector: gRPC 127.0.0.1:$grpc_port (mutual TLS), HTTP http://127.0.0.1:$http_port/healthz
+  collector: gRPC 127.0.0.1:$grpc_port (mutual TLS)
+  console:   http://127.0.0.1:$http_port/  user "admin", first password in
+             $data/initial-admin-password (you choose a new one at first log-in)
   data:      $data   (database, CA, collector.toml, policy.toml)
   agent:     $state  (key, certificates, spool)
   logs:      $home/collector.log, $home/agent.log

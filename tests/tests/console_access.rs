@@ -295,3 +295,48 @@ fn audit_verify_catches_deleted_and_reordered_entries() {
         assert!(err.contains(bad), "{sql}: {err}");
     }
 }
+
+#[test]
+fn the_first_administrator_chooses_a_password_before_anything_else() {
+    let c = Collector::start("");
+    let first = std::fs::read_to_string(c.data_dir().join("initial-admin-password")).unwrap();
+    let s = Session::login(&c, "admin", first.trim());
+    let r = s.get("/api/alerts");
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(r.body.contains("password must be changed"), "{}", r.body);
+    let weak = s.post_json(
+        "/api/account/password",
+        json!({"current": first.trim(), "new": "short"}),
+    );
+    assert_eq!(weak.status, 400, "{}", weak.body);
+    assert!(weak.body.contains("at least"), "{}", weak.body);
+    let ok = s.post_json(
+        "/api/account/password",
+        json!({"current": first.trim(), "new": "a much better password"}),
+    );
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    // The change ended the old session.
+    assert_eq!(s.get("/api/alerts").status, 401);
+    let s = Session::login(&c, "admin", "a much better password");
+    assert_eq!(s.get("/api/alerts").status, 200);
+    // The administrator manages accounts: a new account gets a one-time password.
+    let made = s.post_json(
+        "/api/users",
+        json!({"username": "dsl.jones", "role": "dsl"}),
+    );
+    assert_eq!(made.status, 200, "{}", made.body);
+    let pw = made.json()["password"].as_str().unwrap().to_owned();
+    let dsl = Session::login(&c, "dsl.jones", &pw);
+    assert_eq!(dsl.get("/api/alerts").status, 403, "must change first");
+    let dup = s.post_json(
+        "/api/users",
+        json!({"username": "dsl.jones", "role": "dsl"}),
+    );
+    assert_eq!(dup.status, 409, "{}", dup.body);
+    let bad = s.post_json(
+        "/api/users",
+        json!({"username": "x", "role": "headteacher"}),
+    );
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    assert!(bad.body.contains("not a role"), "{}", bad.body);
+}

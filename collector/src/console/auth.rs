@@ -86,6 +86,7 @@ fn refuse(status: StatusCode, message: &str) -> Response {
 const WHILE_PASSWORD_EXPIRED: &[&str] = &[
     "/account",
     "/account/password",
+    "/api/account/password",
     "/logout",
     "/api/logout",
     "/api/me",
@@ -524,36 +525,61 @@ fn confirm_password(
     }
 }
 
+/// Checks the current password, sets the new one and opens a fresh session (a password change
+/// ends every session, this one included). Returns the new cookie token and CSRF token.
+async fn replace_password(
+    c: &Arc<Console>,
+    staff: &Staff,
+    form: PasswordForm,
+) -> Result<(String, String), ConsoleError> {
+    let name = staff.username.clone();
+    let actor = staff.actor();
+    let c2 = Arc::clone(c);
+    let lifetime = c.config.session_lifetime;
+    c.db(move |conn| {
+        confirm_password(conn, &c2, &name, &form.current)?;
+        accounts::set_password(conn, &name, &form.new, false)?;
+        audit::append(
+            conn,
+            &actor,
+            &Record {
+                action: "account.password",
+                object: &format!("staff:{name}"),
+                ..Default::default()
+            },
+        )?;
+        Ok(accounts::open_session(
+            conn,
+            &name,
+            lifetime,
+            &actor.source,
+        )?)
+    })
+    .await
+}
+
 pub async fn change_password(
     State(c): State<Arc<Console>>,
     Extension(staff): Extension<Staff>,
     Form(form): Form<PasswordForm>,
 ) -> Result<Response, ConsoleError> {
-    let name = staff.username.clone();
-    let actor = staff.actor();
-    let c2 = Arc::clone(&c);
-    let lifetime = c.config.session_lifetime;
-    let token = c
-        .db(move |conn| {
-            confirm_password(conn, &c2, &name, &form.current)?;
-            accounts::set_password(conn, &name, &form.new, false)?;
-            audit::append(
-                conn,
-                &actor,
-                &Record {
-                    action: "account.password",
-                    object: &format!("staff:{name}"),
-                    ..Default::default()
-                },
-            )?;
-            // The change ended every session, this one too: open a fresh one.
-            let (token, _) = accounts::open_session(conn, &name, lifetime, &actor.source)?;
-            Ok(token)
-        })
-        .await?;
+    let (token, _) = replace_password(&c, &staff, form).await?;
     Ok((
         [(header::SET_COOKIE, session_cookie(&c, &token))],
         Redirect::to("/account"),
+    )
+        .into_response())
+}
+
+pub async fn change_password_api(
+    State(c): State<Arc<Console>>,
+    Extension(staff): Extension<Staff>,
+    Json(form): Json<PasswordForm>,
+) -> Result<Response, ConsoleError> {
+    let (token, csrf) = replace_password(&c, &staff, form).await?;
+    Ok((
+        [(header::SET_COOKIE, session_cookie(&c, &token))],
+        Json(serde_json::json!({ "csrf_token": csrf })),
     )
         .into_response())
 }

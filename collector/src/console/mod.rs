@@ -169,6 +169,7 @@ pub fn router(console: Arc<Console>) -> Router {
         .route("/api/logout", post(auth::logout_api))
         .route("/account", get(auth::account_page))
         .route("/account/password", post(auth::change_password))
+        .route("/api/account/password", post(auth::change_password_api))
         .route("/account/totp", post(auth::set_totp))
         .route("/api/me", get(auth::me))
         .route("/static/console.css", get(layout::css))

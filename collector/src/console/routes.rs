@@ -94,6 +94,12 @@ pub const ROUTES: &[Route] = &[
     ),
     r(
         "POST",
+        "/api/account/password",
+        Access::Staff,
+        "Change own password; returns the new CSRF token",
+    ),
+    r(
+        "POST",
         "/account/totp",
         Access::Staff,
         "Turn one-time codes on or off",
