@@ -25,6 +25,10 @@ pub struct NotifyConfig {
     /// A mail relay that accepts plain SMTP from this host (normally on the host itself).
     pub smtp_host: String,
     pub smtp_port: u16,
+    /// Require STARTTLS (rustls on ring). The relay's certificate is checked against the
+    /// system's root certificates, or only against `ca_file` (PEM) when it is given.
+    pub starttls: bool,
+    pub ca_file: Option<PathBuf>,
     pub from: String,
     /// Recipients; when empty, the email addresses of active DSL accounts.
     pub to: Vec<String>,
@@ -41,6 +45,8 @@ impl Default for NotifyConfig {
             enabled: false,
             smtp_host: "127.0.0.1".into(),
             smtp_port: 25,
+            starttls: false,
+            ca_file: None,
             from: "invigilator@localhost".into(),
             to: Vec::new(),
             min_severity: Severity::Serious,
@@ -260,10 +266,7 @@ fn send(conn: &Connection, cfg: &NotifyConfig, due: &[&Due]) -> Result<(), Notif
             .collect();
         vec![(format!("Invigilator: {} new alerts", due.len()), body)]
     };
-    let transport = SmtpTransport::builder_dangerous(&cfg.smtp_host)
-        .port(cfg.smtp_port)
-        .timeout(Some(Duration::from_secs(30)))
-        .build();
+    let transport = transport(cfg)?;
     for (subject, body) in mails {
         let mut m = Message::builder().from(from.clone()).subject(subject);
         for t in &to {
@@ -280,6 +283,28 @@ fn send(conn: &Connection, cfg: &NotifyConfig, due: &[&Due]) -> Result<(), Notif
         })?;
     }
     Ok(())
+}
+
+fn transport(cfg: &NotifyConfig) -> Result<SmtpTransport, NotifyError> {
+    use lettre::transport::smtp::client::{Certificate, CertificateStore, Tls, TlsParameters};
+    let builder = SmtpTransport::builder_dangerous(&cfg.smtp_host)
+        .port(cfg.smtp_port)
+        .timeout(Some(Duration::from_secs(30)));
+    if !cfg.starttls {
+        return Ok(builder.build());
+    }
+    let tls_err = |e: &dyn std::fmt::Display| NotifyError::Mail(format!("STARTTLS: {e}"));
+    let mut params = TlsParameters::builder(cfg.smtp_host.clone());
+    if let Some(path) = cfg.ca_file.as_deref() {
+        let pem = std::fs::read(path).map_err(|e| tls_err(&format!("{}: {e}", path.display())))?;
+        let ca = Certificate::from_pem(&pem).map_err(|e| tls_err(&e))?;
+        params = params
+            .certificate_store(CertificateStore::None)
+            .add_root_certificate(ca);
+    }
+    let params = params.build_rustls().map_err(|e| tls_err(&e))?;
+    // Required, not opportunistic: a relay that stops offering TLS gets no mail in clear.
+    Ok(builder.tls(Tls::Required(params)).build())
 }
 
 /// The notifier (spawned by `serve`).

@@ -211,3 +211,32 @@ fn the_default_settings_are_valid_and_bad_addresses_named() {
     };
     assert!(bad.validate().unwrap_err().contains("not an address"));
 }
+
+#[test]
+fn starttls_is_required_not_hoped_for() {
+    let sink = Sink::start();
+    let (_d, conn) = crate::store::test_db();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = rcgen::generate_simple_self_signed(vec!["relay.school.example".into()]).unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.cert.pem()).unwrap();
+    let cfg = NotifyConfig {
+        starttls: true,
+        ca_file: Some(ca_file),
+        ..config(sink.port)
+    };
+    assert!(cfg.validate().is_ok());
+    assert_eq!(poll_once(&conn, &cfg).unwrap(), 0);
+    let id = alerts::insert(&conn, &alert("serious")).unwrap();
+    // Python's sink offers no STARTTLS: the mail is not sent in clear, and is retried later.
+    let err = poll_once(&conn, &cfg).unwrap_err().to_string();
+    assert!(err.contains("sending through"), "{err}");
+    assert_eq!(position(&conn).unwrap(), Some(id - 1));
+    assert!(!sink.wait_for("never").contains(&format!("Alert #{id}")));
+    let missing = NotifyConfig {
+        ca_file: Some(dir.path().join("missing.pem")),
+        ..cfg
+    };
+    let err = poll_once(&conn, &missing).unwrap_err().to_string();
+    assert!(err.contains("missing.pem"), "{err}");
+}

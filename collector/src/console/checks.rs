@@ -166,12 +166,27 @@ async fn request(c: &Arc<Console>, staff: &Staff, n: NewCheck) -> Result<i64, Co
 
 async fn run(c: &Arc<Console>, staff: &Staff, id: i64) -> Result<Check, ConsoleError> {
     let policy = c.policy.load_full();
+    let (runner, data_dir) = (staff.username.clone(), c.data_dir.clone());
+    // The scan runs on a connection of its own, outside any transaction: it may take a while,
+    // and neither ingest nor other staff should wait for it.
+    let outcome = tokio::task::spawn_blocking(move || {
+        let conn = crate::store::open(&data_dir, crate::store::Durability::Normal)?;
+        Ok::<_, ConsoleError>(checks::prepare(&conn, id, &runner, &policy)?)
+    })
+    .await
+    .map_err(|e| ConsoleError::Internal(format!("check task failed: {e}")))??;
     let runner = staff.username.clone();
+    let detail = format!(
+        "{} events, {} alerts{}",
+        outcome.events,
+        outcome.alerts,
+        if outcome.capped { ", capped" } else { "" }
+    );
     c.audited(
         staff,
-        Audit::new("check.run", format!("check:{id}")),
+        Audit::new("check.run", format!("check:{id}")).detail(detail),
         move |conn| {
-            checks::run(conn, id, &runner, &policy)?;
+            checks::record(conn, id, &runner, &outcome)?;
             checks::get(conn, id)?.ok_or_else(|| ConsoleError::NotFound(format!("check {id}")))
         },
     )

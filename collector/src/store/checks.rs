@@ -191,9 +191,22 @@ pub fn list(conn: &Connection, requested_by: Option<&str>) -> Result<Vec<Check>>
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// Runs a requested check as `runner` and stores the result. The two-person rule is checked
-/// here too, so no caller can skip it.
+/// Runs a requested check as `runner` and stores the result: [`prepare`] then [`record`].
 pub fn run(conn: &Connection, id: i64, runner: &str, policy: &Policy) -> Result<Outcome> {
+    let outcome = prepare(conn, id, runner, policy)?;
+    record(conn, id, runner, &outcome)?;
+    Ok(outcome)
+}
+
+/// Produces a check's result without writing anything, so a long scan can run on a reader
+/// connection outside any write transaction (ingest must not wait for it). The two-person rule
+/// is checked here and again in [`record`], so no caller can skip it.
+pub fn prepare(conn: &Connection, id: i64, runner: &str, policy: &Policy) -> Result<Outcome> {
+    let c = runnable(conn, id, runner)?;
+    produce(conn, &c.scope, policy)
+}
+
+fn runnable(conn: &Connection, id: i64, runner: &str) -> Result<Check> {
     let c = get(conn, id)?.ok_or(CheckError::NoSuchCheck(id))?;
     if c.status != "requested" {
         return Err(CheckError::AlreadyRun(id));
@@ -204,7 +217,12 @@ pub fn run(conn: &Connection, id: i64, runner: &str, policy: &Policy) -> Result<
             requester: c.requested_by,
         });
     }
-    let outcome = produce(conn, &c.scope, policy)?;
+    Ok(c)
+}
+
+/// Stores a result from [`prepare`]; refuses if someone else ran the check meanwhile.
+pub fn record(conn: &Connection, id: i64, runner: &str, outcome: &Outcome) -> Result<()> {
+    runnable(conn, id, runner)?;
     let n = conn.execute(
         "UPDATE checks SET status = 'run', run_by = ?2, run_at = ?3, result = ?4
          WHERE id = ?1 AND status = 'requested'",
@@ -212,13 +230,13 @@ pub fn run(conn: &Connection, id: i64, runner: &str, policy: &Policy) -> Result<
             id,
             runner,
             now_us(),
-            serde_json::to_string(&outcome).expect("outcome serialises")
+            serde_json::to_string(outcome).expect("outcome serialises")
         ],
     )?;
     if n == 0 {
         return Err(CheckError::AlreadyRun(id));
     }
-    Ok(outcome)
+    Ok(())
 }
 
 fn any_eq(list: &[String], s: &str) -> bool {
