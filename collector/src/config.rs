@@ -30,6 +30,8 @@ pub struct CollectorConfig {
     pub ingest: IngestConfig,
     pub lists: crate::lists::ListsConfig,
     pub console: ConsoleConfig,
+    pub reports: crate::reports::ReportsConfig,
+    pub notify: crate::notify::NotifyConfig,
 }
 
 /// The staff console's log-in rules.
@@ -182,6 +184,8 @@ impl CollectorConfig {
                 "console.idle_timeout and console.session_lifetime must be above zero".into(),
             );
         }
+        self.reports.validate()?;
+        self.notify.validate()?;
         Ok(())
     }
 }

@@ -97,6 +97,15 @@ pub async fn run(data_dir: &Path, opts: ServeOptions) -> anyhow::Result<()> {
         Arc::clone(&shared),
         Duration::from_secs(2),
     ));
+    tokio::spawn(crate::reports::run_weekly(
+        data_dir.to_path_buf(),
+        config.reports.clone(),
+        Arc::clone(&shared.policy),
+    ));
+    tokio::spawn(crate::notify::run(
+        data_dir.to_path_buf(),
+        config.notify.clone(),
+    ));
 
     let http = tokio::net::TcpListener::bind(config.http.listen)
         .await

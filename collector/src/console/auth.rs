@@ -108,6 +108,7 @@ pub async fn enforce(State(c): State<Arc<Console>>, req: Request, next: Next) ->
     };
     let changes_state = req.method() != Method::GET && req.method() != Method::HEAD;
     if changes_state && foreign_origin(req.headers()) {
+        let _ = axum::body::to_bytes(req.into_body(), MAX_FORM_BYTES).await;
         return refuse(StatusCode::FORBIDDEN, "request from another site refused");
     }
     if route.access == Access::Public {
@@ -198,23 +199,25 @@ pub async fn enforce(State(c): State<Arc<Console>>, req: Request, next: Next) ->
 /// and putting it back for the handler).
 async fn csrf_ok(req: Request, expected: &str) -> (bool, Option<Request>) {
     let same = |given: &str| bool::from(given.as_bytes().ct_eq(expected.as_bytes()));
-    if let Some(given) = req.headers().get(CSRF_HEADER).and_then(|v| v.to_str().ok()) {
-        let ok = same(given);
-        return (ok, Some(req));
-    }
-    let is_form = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
-    if !is_form {
-        return (false, Some(req));
-    }
+    // The body is read whatever the verdict: answering before the client has finished sending
+    // makes some clients see a reset instead of the 403.
     let (parts, body) = req.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, MAX_FORM_BYTES).await else {
         return (false, None);
     };
-    let ok = url::form_urlencoded::parse(&bytes).any(|(k, v)| k == "csrf" && same(&v));
+    let header = parts.headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok());
+    let is_form = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    let ok = match header {
+        Some(given) => same(given),
+        None if is_form => {
+            url::form_urlencoded::parse(&bytes).any(|(k, v)| k == "csrf" && same(&v))
+        }
+        None => false,
+    };
     (ok, Some(Request::from_parts(parts, Body::from(bytes))))
 }
 

@@ -6,9 +6,11 @@ pub mod agents;
 pub mod alerts;
 pub mod audit_view;
 pub mod auth;
+pub mod checks;
 pub mod error;
 pub mod layout;
 pub mod privacy;
+pub mod reports;
 pub mod routes;
 pub mod users;
 
@@ -179,7 +181,9 @@ pub fn router(console: Arc<Console>) -> Router {
         .merge(alerts::routes())
         .merge(agents::routes())
         .merge(audit_view::routes())
-        .merge(users::routes());
+        .merge(users::routes())
+        .merge(checks::routes())
+        .merge(reports::routes());
     pages
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::clone(&console),

@@ -223,6 +223,100 @@ pub const ROUTES: &[Route] = &[
         Access::Admin,
         "Change role, disable, reset password",
     ),
+    // Leadership checks: requested by leadership, run by a technician who is not the requester.
+    r("GET", "/checks", Access::Roles(CHECK_READERS), "Checks"),
+    r("GET", "/api/checks", Access::Roles(CHECK_READERS), "Checks"),
+    r(
+        "GET",
+        "/checks/new",
+        Access::Roles(REQUESTERS),
+        "Request a check",
+    ),
+    r(
+        "POST",
+        "/checks",
+        Access::Roles(REQUESTERS),
+        "Request a check",
+    ),
+    r(
+        "POST",
+        "/api/checks",
+        Access::Roles(REQUESTERS),
+        "Request a check",
+    ),
+    r(
+        "GET",
+        "/checks/{id}",
+        Access::Roles(CHECK_READERS),
+        "One check and its result",
+    ),
+    r(
+        "GET",
+        "/api/checks/{id}",
+        Access::Roles(CHECK_READERS),
+        "One check and its result",
+    ),
+    r(
+        "GET",
+        "/checks/{id}/csv",
+        Access::Roles(CHECK_READERS),
+        "A check's result as CSV",
+    ),
+    r(
+        "GET",
+        "/checks/{id}/print",
+        Access::Roles(CHECK_READERS),
+        "A check, printable",
+    ),
+    r(
+        "POST",
+        "/checks/{id}/run",
+        Access::Roles(RUNNERS),
+        "Run a requested check",
+    ),
+    r(
+        "POST",
+        "/api/checks/{id}/run",
+        Access::Roles(RUNNERS),
+        "Run a requested check",
+    ),
+    // The weekly report: no pupil names, so governors too.
+    r(
+        "GET",
+        "/reports/weekly",
+        Access::Roles(OVERSIGHT),
+        "The weekly report (?week=2026-W47)",
+    ),
+    r(
+        "GET",
+        "/api/reports/weekly",
+        Access::Roles(OVERSIGHT),
+        "The weekly report (?week=2026-W47)",
+    ),
+    r(
+        "GET",
+        "/reports",
+        Access::Roles(OVERSIGHT),
+        "Stored reports",
+    ),
+    r(
+        "GET",
+        "/api/reports",
+        Access::Roles(OVERSIGHT),
+        "Stored reports",
+    ),
+    r(
+        "GET",
+        "/reports/{id}",
+        Access::Roles(OVERSIGHT),
+        "One stored report",
+    ),
+    r(
+        "GET",
+        "/api/reports/{id}",
+        Access::Roles(OVERSIGHT),
+        "One stored report",
+    ),
 ];
 
 pub fn find(method: &str, path: &str) -> Option<&'static Route> {

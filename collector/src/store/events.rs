@@ -118,7 +118,7 @@ pub fn around(
     Ok(out)
 }
 
-fn row(r: &rusqlite::Row<'_>) -> Result<EventRow> {
+pub(crate) fn row(r: &rusqlite::Row<'_>) -> Result<EventRow> {
     let agent_id: String = r.get(0)?;
     let seq = r.get::<_, i64>(1)? as u64;
     let payload: Vec<u8> = r.get(7)?;

@@ -11,7 +11,9 @@ use std::time::Duration;
 
 pub mod agents;
 pub mod alerts;
+pub mod checks;
 pub mod events;
+pub mod reports;
 pub mod sessions;
 pub mod tokens;
 pub mod triage;

@@ -1,0 +1,345 @@
+//! Email to the safeguarding lead when an alert at or above a severity is raised. The mail says
+//! only that there is an alert, how serious, its category, the device and the time, with a link
+//! to the console: nothing a pupil did (no address, search, title or name) leaves the collector
+//! by email.
+//!
+//! Where it got to is kept in `meta` (`notify_last_alert_id`): a failed send is retried on the
+//! next poll from the same place, and a restart neither repeats nor skips alerts.
+
+use crate::accounts::{self, Role};
+use crate::audit::{self, Actor, Record};
+use crate::policy::Severity;
+use crate::store;
+use lettre::message::{Mailbox, header::ContentType};
+use lettre::{Message, SmtpTransport, Transport};
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Deserialize;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// `[notify]` in collector.toml.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct NotifyConfig {
+    pub enabled: bool,
+    /// A mail relay that accepts plain SMTP from this host (normally on the host itself).
+    pub smtp_host: String,
+    pub smtp_port: u16,
+    /// Require STARTTLS (rustls on ring). The relay's certificate is checked against the
+    /// system's root certificates, or only against `ca_file` (PEM) when it is given.
+    pub starttls: bool,
+    pub ca_file: Option<PathBuf>,
+    pub from: String,
+    /// Recipients; when empty, the email addresses of active DSL accounts.
+    pub to: Vec<String>,
+    pub min_severity: Severity,
+    /// The console's address as staff reach it, for the links in the mail.
+    pub console_url: String,
+    #[serde(with = "humantime_serde")]
+    pub poll_every: Duration,
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            smtp_host: "127.0.0.1".into(),
+            smtp_port: 25,
+            starttls: false,
+            ca_file: None,
+            from: "invigilator@localhost".into(),
+            to: Vec::new(),
+            min_severity: Severity::Serious,
+            console_url: "http://127.0.0.1:8080".into(),
+            poll_every: Duration::from_secs(10),
+        }
+    }
+}
+
+impl NotifyConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if !self.enabled {
+            return Ok(());
+        }
+        self.from
+            .parse::<Mailbox>()
+            .map_err(|e| format!("notify.from {:?}: {e}", self.from))?;
+        for to in &self.to {
+            to.parse::<Mailbox>()
+                .map_err(|e| format!("notify.to {to:?}: {e}"))?;
+        }
+        if self.poll_every.is_zero() {
+            return Err("notify.poll_every must be above zero".into());
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NotifyError {
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error("database: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error(transparent)]
+    Audit(#[from] audit::AuditError),
+    #[error(transparent)]
+    Accounts(#[from] accounts::AccountError),
+    #[error("no one to notify: set notify.to, or give the DSL accounts email addresses")]
+    NoRecipients,
+    #[error("building the mail: {0}")]
+    Mail(String),
+    #[error("sending through {host}:{port}: {message}")]
+    Send {
+        host: String,
+        port: u16,
+        message: String,
+    },
+}
+
+pub const POSITION_KEY: &str = "notify_last_alert_id";
+/// Up to this many alerts in one poll get a mail each; more make one digest.
+const SINGLE_MAILS: usize = 3;
+const BATCH: i64 = 200;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Due {
+    id: i64,
+    severity: String,
+    category: String,
+    hostname: String,
+    observed_at_us: i64,
+}
+
+fn position(conn: &Connection) -> Result<Option<i64>, NotifyError> {
+    let v: Option<String> = conn
+        .query_row(
+            "SELECT value FROM meta WHERE key = ?1",
+            [POSITION_KEY],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(v.and_then(|v| v.parse().ok()))
+}
+
+fn set_position(conn: &Connection, id: i64) -> Result<(), NotifyError> {
+    conn.execute(
+        "INSERT INTO meta(key, value) VALUES (?1, ?2)
+         ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        params![POSITION_KEY, id.to_string()],
+    )?;
+    Ok(())
+}
+
+fn severity_rank(s: &str) -> Option<Severity> {
+    serde_json::from_value(serde_json::Value::String(s.to_owned())).ok()
+}
+
+fn line(a: &Due, console_url: &str) -> String {
+    let at = chrono::DateTime::from_timestamp_micros(a.observed_at_us)
+        .unwrap_or_default()
+        .with_timezone(&chrono_tz::Europe::London)
+        .format("%a %d %b %Y %H:%M %Z");
+    format!(
+        "Alert #{} ({}, category {}) on device {} at {} - open {}/alerts/{}",
+        a.id,
+        a.severity,
+        a.category,
+        a.hostname,
+        at,
+        console_url.trim_end_matches('/'),
+        a.id
+    )
+}
+
+/// One poll: finds new alerts at or above the severity, mails them, audits each and moves the
+/// position on. The first poll of a new install only records where alerts stand now.
+/// Returns how many alerts were notified.
+pub fn poll_once(conn: &Connection, cfg: &NotifyConfig) -> Result<usize, NotifyError> {
+    let Some(last) = position(conn)? else {
+        let max: i64 =
+            conn.query_row("SELECT coalesce(max(id), 0) FROM alerts", [], |r| r.get(0))?;
+        set_position(conn, max)?;
+        return Ok(0);
+    };
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, severity, category, hostname, observed_at FROM alerts
+         WHERE id > ?1 ORDER BY id LIMIT ?2",
+    )?;
+    let scanned: Vec<Due> = stmt
+        .query_map(params![last, BATCH], |r| {
+            Ok(Due {
+                id: r.get(0)?,
+                severity: r.get(1)?,
+                category: r.get(2)?,
+                hostname: r.get(3)?,
+                observed_at_us: r.get(4)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    let Some(furthest) = scanned.last().map(|a| a.id) else {
+        return Ok(0);
+    };
+    let due: Vec<&Due> = scanned
+        .iter()
+        .filter(|a| severity_rank(&a.severity).is_some_and(|s| s >= cfg.min_severity))
+        .collect();
+    if !due.is_empty() {
+        send(conn, cfg, &due)?;
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        let mut head = None;
+        let done = (|| -> Result<(), NotifyError> {
+            for a in &due {
+                let object = format!("alert:{}", a.id);
+                let rec = Record {
+                    action: "alert.notify",
+                    object: &object,
+                    detail: &format!("{} {}", a.severity, a.category),
+                    ..Default::default()
+                };
+                head = Some(audit::append_in(conn, &Actor::system(), &rec)?);
+            }
+            set_position(conn, furthest)
+        })();
+        if let Err(e) = done {
+            let _ = conn.execute_batch("ROLLBACK");
+            return Err(e);
+        }
+        conn.execute_batch("COMMIT")?;
+        if let Some((id, hash)) = head {
+            audit::write_head(conn, id, &hash)?;
+        }
+    } else {
+        set_position(conn, furthest)?;
+    }
+    Ok(due.len())
+}
+
+fn recipients(conn: &Connection, cfg: &NotifyConfig) -> Result<Vec<Mailbox>, NotifyError> {
+    let addresses: Vec<String> = if cfg.to.is_empty() {
+        accounts::active_with_role(conn, Role::Dsl)?
+            .into_iter()
+            .map(|a| a.email)
+            .filter(|e| !e.trim().is_empty())
+            .collect()
+    } else {
+        cfg.to.clone()
+    };
+    let boxes: Vec<Mailbox> = addresses
+        .iter()
+        .filter_map(|a| match a.parse() {
+            Ok(m) => Some(m),
+            Err(e) => {
+                tracing::warn!(address = %a, error = %e, "notify: skipping an address that is not one");
+                None
+            }
+        })
+        .collect();
+    if boxes.is_empty() {
+        return Err(NotifyError::NoRecipients);
+    }
+    Ok(boxes)
+}
+
+fn send(conn: &Connection, cfg: &NotifyConfig, due: &[&Due]) -> Result<(), NotifyError> {
+    let to = recipients(conn, cfg)?;
+    let from: Mailbox = cfg
+        .from
+        .parse()
+        .map_err(|e| NotifyError::Mail(format!("from {:?}: {e}", cfg.from)))?;
+    let mails: Vec<(String, String)> = if due.len() <= SINGLE_MAILS {
+        due.iter()
+            .map(|a| {
+                (
+                    format!(
+                        "Invigilator: alert #{} ({}, {})",
+                        a.id, a.severity, a.category
+                    ),
+                    format!("{}\n", line(a, &cfg.console_url)),
+                )
+            })
+            .collect()
+    } else {
+        let body: String = due
+            .iter()
+            .map(|a| line(a, &cfg.console_url) + "\n")
+            .collect();
+        vec![(format!("Invigilator: {} new alerts", due.len()), body)]
+    };
+    let transport = transport(cfg)?;
+    for (subject, body) in mails {
+        let mut m = Message::builder().from(from.clone()).subject(subject);
+        for t in &to {
+            m = m.to(t.clone());
+        }
+        let msg = m
+            .header(ContentType::TEXT_PLAIN)
+            .body(body)
+            .map_err(|e| NotifyError::Mail(e.to_string()))?;
+        transport.send(&msg).map_err(|e| NotifyError::Send {
+            host: cfg.smtp_host.clone(),
+            port: cfg.smtp_port,
+            message: e.to_string(),
+        })?;
+    }
+    Ok(())
+}
+
+fn transport(cfg: &NotifyConfig) -> Result<SmtpTransport, NotifyError> {
+    use lettre::transport::smtp::client::{Certificate, CertificateStore, Tls, TlsParameters};
+    let builder = SmtpTransport::builder_dangerous(&cfg.smtp_host)
+        .port(cfg.smtp_port)
+        .timeout(Some(Duration::from_secs(30)));
+    if !cfg.starttls {
+        return Ok(builder.build());
+    }
+    let tls_err = |e: &dyn std::fmt::Display| NotifyError::Mail(format!("STARTTLS: {e}"));
+    let mut params = TlsParameters::builder(cfg.smtp_host.clone());
+    if let Some(path) = cfg.ca_file.as_deref() {
+        let pem = std::fs::read(path).map_err(|e| tls_err(&format!("{}: {e}", path.display())))?;
+        let ca = Certificate::from_pem(&pem).map_err(|e| tls_err(&e))?;
+        params = params
+            .certificate_store(CertificateStore::None)
+            .add_root_certificate(ca);
+    }
+    let params = params.build_rustls().map_err(|e| tls_err(&e))?;
+    // Required, not opportunistic: a relay that stops offering TLS gets no mail in clear.
+    Ok(builder.tls(Tls::Required(params)).build())
+}
+
+/// The notifier (spawned by `serve`).
+pub async fn run(data_dir: PathBuf, cfg: NotifyConfig) {
+    if !cfg.enabled {
+        return;
+    }
+    let conn = match store::open(&data_dir, store::Durability::Full) {
+        Ok(c) => std::sync::Arc::new(std::sync::Mutex::new(c)),
+        Err(e) => {
+            tracing::error!(error = %e, "notify: cannot open the store");
+            return;
+        }
+    };
+    let mut tick = tokio::time::interval(cfg.poll_every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let (conn, cfg) = (std::sync::Arc::clone(&conn), cfg.clone());
+        let done = tokio::task::spawn_blocking(move || {
+            let conn = conn
+                .lock()
+                .map_err(|_| NotifyError::Mail("lock poisoned".into()))?;
+            poll_once(&conn, &cfg)
+        })
+        .await;
+        match done {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::info!(alerts = n, "safeguarding lead notified"),
+            Ok(Err(e)) => tracing::error!(error = %e, "notify failed; retrying at the next poll"),
+            Err(e) => tracing::error!(error = %e, "notify task failed"),
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "notify_tests.rs"]
+mod tests;
