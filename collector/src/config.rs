@@ -30,6 +30,7 @@ pub struct CollectorConfig {
     pub ingest: IngestConfig,
     pub lists: crate::lists::ListsConfig,
     pub console: ConsoleConfig,
+    pub retention: crate::retention::RetentionConfig,
 }
 
 /// The staff console's log-in rules.
@@ -174,6 +175,7 @@ impl CollectorConfig {
             return Err("ingest.max_commit_events must be between 1 and 1000000".into());
         }
         self.lists.validate()?;
+        self.retention.validate()?;
         if self.console.max_failed_logins == 0 {
             return Err("console.max_failed_logins must be at least 1".into());
         }

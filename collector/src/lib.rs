@@ -19,6 +19,8 @@ pub mod lists;
 pub mod pki;
 pub mod policy;
 pub mod reload;
+pub mod retention;
+pub mod sar;
 pub mod serve;
 pub mod state;
 pub mod store;

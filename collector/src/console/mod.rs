@@ -10,6 +10,7 @@ pub mod error;
 pub mod layout;
 pub mod privacy;
 pub mod routes;
+pub mod sar;
 pub mod users;
 
 use crate::accounts::Lockout;
@@ -178,7 +179,8 @@ pub fn router(console: Arc<Console>) -> Router {
         .merge(alerts::routes())
         .merge(agents::routes())
         .merge(audit_view::routes())
-        .merge(users::routes());
+        .merge(users::routes())
+        .merge(sar::routes());
     pages
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::clone(&console),
