@@ -250,3 +250,68 @@ pub fn policy_test(
         Ok(())
     }
 }
+
+/// `retention run`: the periods from collector.toml, applied now (or only counted).
+pub fn retention_run(data_dir: &Path, dry_run: bool, json: bool) -> anyhow::Result<()> {
+    let config = crate::config::CollectorConfig::load(data_dir)?;
+    let report = crate::retention::run_in(data_dir, &config.retention, dry_run, &Actor::cli())?;
+    if json {
+        print_json(&report)
+    } else {
+        report.render(&mut std::io::stdout().lock())?;
+        Ok(())
+    }
+}
+
+/// `sar export`: everything held about one user, audited with the stated purpose before it is
+/// written; to a new file of mode 0600, or to stdout.
+pub fn sar_export(
+    data_dir: &Path,
+    user: &str,
+    purpose: &str,
+    out: Option<&Path>,
+) -> anyhow::Result<()> {
+    let (user, purpose) = crate::sar::check_request(user, purpose)?;
+    // Created first, so an unusable path fails before anything is read or recorded. Never an
+    // existing file: it could be readable by others, or a link to somewhere else.
+    let file = out
+        .map(|p| {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(p)
+                .with_context(|| format!("creating {} (it must not exist yet)", p.display()))
+        })
+        .transpose()?;
+    let conn = store::open(data_dir, Durability::Normal)?;
+    let export = crate::sar::export(&conn, user)?;
+    let rec = Record {
+        action: "sar.export",
+        object: &format!("user:{user}"),
+        purpose,
+        detail: &serde_json::to_string(&export.counts)?,
+    };
+    audit::append(&conn, &Actor::cli(), &rec).context("writing the access audit trail")?;
+    match (file, out) {
+        (Some(f), Some(p)) => {
+            let mut w = std::io::BufWriter::new(f);
+            serde_json::to_writer_pretty(&mut w, &export)?;
+            writeln!(w)?;
+            w.into_inner()
+                .map_err(|e| e.into_error())?
+                .sync_all()
+                .with_context(|| format!("writing {}", p.display()))?;
+            eprintln!(
+                "wrote {}: {} events, {} alerts, {} incidents",
+                p.display(),
+                export.counts.events,
+                export.counts.alerts,
+                export.counts.incidents
+            );
+            Ok(())
+        }
+        _ => print_json(&export),
+    }
+}

@@ -32,6 +32,7 @@ pub struct CollectorConfig {
     pub console: ConsoleConfig,
     pub reports: crate::reports::ReportsConfig,
     pub notify: crate::notify::NotifyConfig,
+    pub retention: crate::retention::RetentionConfig,
 }
 
 /// The staff console's log-in rules.
@@ -176,6 +177,7 @@ impl CollectorConfig {
             return Err("ingest.max_commit_events must be between 1 and 1000000".into());
         }
         self.lists.validate()?;
+        self.retention.validate()?;
         if self.console.max_failed_logins == 0 {
             return Err("console.max_failed_logins must be at least 1".into());
         }

@@ -21,6 +21,8 @@ pub mod pki;
 pub mod policy;
 pub mod reload;
 pub mod reports;
+pub mod retention;
+pub mod sar;
 pub mod serve;
 pub mod state;
 pub mod store;

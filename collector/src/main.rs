@@ -88,6 +88,51 @@ enum Command {
         #[command(subcommand)]
         command: UsersCommand,
     },
+    /// Retention periods ([retention] in collector.toml).
+    Retention {
+        #[command(subcommand)]
+        command: RetentionCommand,
+    },
+    /// Subject access requests (UK GDPR Art. 15).
+    Sar {
+        #[command(subcommand)]
+        command: SarCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum RetentionCommand {
+    /// Delete what is older than its retention period now (the server also does this on its
+    /// own every `run_every`). Audited.
+    Run {
+        #[command(flatten)]
+        dir: DataDir,
+        /// Only count what would be deleted.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum SarCommand {
+    /// Export everything held about one user as JSON, for review before disclosure. Audited
+    /// with the purpose.
+    Export {
+        #[command(flatten)]
+        dir: DataDir,
+        /// The account name exactly as the agents report it.
+        #[arg(long)]
+        user: String,
+        /// Why the export is made (e.g. the request's reference); recorded in the audit trail.
+        #[arg(long)]
+        purpose: String,
+        /// Write to this new file (mode 0600) instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -390,6 +435,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Users { command } => users_command(command),
+        Command::Retention {
+            command: RetentionCommand::Run { dir, dry_run, json },
+        } => cli::retention_run(&dir.data_dir, dry_run, json),
+        Command::Sar {
+            command:
+                SarCommand::Export {
+                    dir,
+                    user,
+                    purpose,
+                    out,
+                },
+        } => cli::sar_export(&dir.data_dir, &user, &purpose, out.as_deref()),
     }
 }
 

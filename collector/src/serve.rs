@@ -93,6 +93,11 @@ pub async fn run(data_dir: &Path, opts: ServeOptions) -> anyhow::Result<()> {
         Arc::clone(&shared),
         config.ingest.health_flush_interval,
     ));
+    // Its own connection per run: the deletes go in short chunks beside ingest's writes.
+    tokio::spawn(crate::retention::schedule(
+        data_dir.to_path_buf(),
+        config.retention.clone(),
+    ));
     tokio::spawn(housekeeping::refresh_revocations(
         Arc::clone(&shared),
         Duration::from_secs(2),

@@ -28,6 +28,7 @@ const MENU: &[(&str, &str)] = &[
     ("/reports/weekly", "Weekly report"),
     ("/agents", "Agents"),
     ("/audit", "Audit trail"),
+    ("/sar", "Subject access"),
     ("/users", "Accounts"),
 ];
 

@@ -12,6 +12,7 @@ pub mod layout;
 pub mod privacy;
 pub mod reports;
 pub mod routes;
+pub mod sar;
 pub mod users;
 
 use crate::accounts::Lockout;
@@ -183,7 +184,8 @@ pub fn router(console: Arc<Console>) -> Router {
         .merge(audit_view::routes())
         .merge(users::routes())
         .merge(checks::routes())
-        .merge(reports::routes());
+        .merge(reports::routes())
+        .merge(sar::routes());
     pages
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::clone(&console),

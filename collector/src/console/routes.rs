@@ -206,6 +206,19 @@ pub const ROUTES: &[Route] = &[
         Access::Roles(OVERSIGHT),
         "Check the audit chain",
     ),
+    // Subject access (UK GDPR Art. 15): the DSL only.
+    r(
+        "GET",
+        "/sar",
+        Access::Roles(SAFEGUARDING),
+        "Subject access export: choose the user, give the purpose",
+    ),
+    r(
+        "GET",
+        "/api/sar",
+        Access::Roles(SAFEGUARDING),
+        "Everything held about one user, as a JSON attachment (user, purpose required)",
+    ),
     // Accounts.
     r("GET", "/users", Access::Admin, "Staff accounts"),
     r("GET", "/api/users", Access::Admin, "Staff accounts"),

@@ -118,6 +118,23 @@ pub fn around(
     Ok(out)
 }
 
+/// Every event whose `user` is exactly `user`, in the order stored, handed to `f` one at a
+/// time. A full scan on purpose: an index on `user` would cost every ingest commit, and this
+/// is only needed for a subject access request.
+pub fn for_user(conn: &Connection, user: &str, mut f: impl FnMut(EventRow)) -> Result<u64> {
+    let mut stmt = conn.prepare(
+        "SELECT agent_id, seq, kind, observed_at, received_at, hostname, user, payload FROM events
+         WHERE user = ?1 ORDER BY id",
+    )?;
+    let mut rows = stmt.query([user])?;
+    let mut n = 0;
+    while let Some(r) = rows.next()? {
+        f(row(r)?);
+        n += 1;
+    }
+    Ok(n)
+}
+
 pub(crate) fn row(r: &rusqlite::Row<'_>) -> Result<EventRow> {
     let agent_id: String = r.get(0)?;
     let seq = r.get::<_, i64>(1)? as u64;

@@ -170,6 +170,11 @@ CREATE TABLE IF NOT EXISTS incident_alerts (
 );
 CREATE TRIGGER IF NOT EXISTS incident_versions_append_only BEFORE UPDATE ON incident_versions
 BEGIN SELECT RAISE(ABORT, 'incident history is append-only'); END;
+-- Retention (retention.rs) deletes whole incidents past their period: it writes the cutoff to
+-- meta in the same transaction; nothing newer can be deleted, and nothing at all before a run.
+CREATE TRIGGER IF NOT EXISTS incident_versions_retention_only BEFORE DELETE ON incident_versions WHEN OLD.at >= coalesce((SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'retention_incidents_before'), -9223372036854775808) BEGIN SELECT RAISE(ABORT, 'incident history is kept until its retention period ends'); END;
+-- Retention keeps an alert an incident still holds: looked up by alert.
+CREATE INDEX IF NOT EXISTS incident_alerts_by_alert ON incident_alerts (alert_id);
 
 -- Two-person rule: revealing a pupil's full addresses or searches for one alert.
 CREATE TABLE IF NOT EXISTS reveal_requests (
