@@ -12,6 +12,8 @@ use std::time::Duration;
 pub mod agents;
 pub mod alerts;
 pub mod events;
+pub mod incidents;
+pub mod reveals;
 pub mod sessions;
 pub mod tokens;
 pub mod triage;

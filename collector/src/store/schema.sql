@@ -170,6 +170,13 @@ CREATE TABLE IF NOT EXISTS incident_alerts (
 );
 CREATE TRIGGER IF NOT EXISTS incident_versions_append_only BEFORE UPDATE ON incident_versions
 BEGIN SELECT RAISE(ABORT, 'incident history is append-only'); END;
+-- Deleting is the retention job's alone: it sets the cut-off in meta first. With no cut-off the
+-- comparison is NULL, which must refuse, hence the coalesce.
+CREATE TRIGGER IF NOT EXISTS incident_versions_retained BEFORE DELETE ON incident_versions
+WHEN coalesce(OLD.at < (SELECT CAST(value AS INTEGER) FROM meta
+                        WHERE key = 'retention_incidents_before'), 0) = 0
+BEGIN SELECT RAISE(ABORT, 'incident history is kept until its retention period ends'); END;
+CREATE INDEX IF NOT EXISTS incident_alerts_by_alert ON incident_alerts (alert_id);
 
 -- Two-person rule: revealing a pupil's full addresses or searches for one alert.
 CREATE TABLE IF NOT EXISTS reveal_requests (
@@ -183,6 +190,7 @@ CREATE TABLE IF NOT EXISTS reveal_requests (
     decision     TEXT,                -- approved | refused
     expires_at   INTEGER
 );
+CREATE INDEX IF NOT EXISTS reveal_requests_by_alert ON reveal_requests (alert_id, requested_by);
 
 -- Checks requested by leadership and run by a technician.
 CREATE TABLE IF NOT EXISTS checks (
