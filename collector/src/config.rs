@@ -53,6 +53,9 @@ pub struct ConsoleConfig {
     /// Mark the session cookie Secure: set it when the console is reached over HTTPS (a
     /// reverse proxy); browsers then never send it over plain HTTP.
     pub secure_cookies: bool,
+    /// An approved reveal of a pupil's full addresses and searches lasts this long.
+    #[serde(with = "humantime_serde")]
+    pub reveal_for: Duration,
 }
 
 impl Default for ConsoleConfig {
@@ -63,6 +66,7 @@ impl Default for ConsoleConfig {
             max_failed_logins: 5,
             lockout: Duration::from_secs(15 * 60),
             secure_cookies: false,
+            reveal_for: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -188,6 +192,9 @@ impl CollectorConfig {
         }
         self.reports.validate()?;
         self.notify.validate()?;
+        if self.console.reveal_for.is_zero() {
+            return Err("console.reveal_for must be above zero".into());
+        }
         Ok(())
     }
 }

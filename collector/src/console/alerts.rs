@@ -389,43 +389,49 @@ pub struct Detail {
 /// How many events either side of the one that fired.
 const CONTEXT_EVENTS: u64 = 10;
 
+/// `reveal_grant` gives the reason of a live approved reveal for this member of staff, if any:
+/// a view it opens up is audited as `alert.view.revealed` with that reason as its purpose.
 pub async fn detail(
     c: &Arc<Console>,
     staff: &Staff,
     id: i64,
-    reveal_granted: impl FnOnce(&rusqlite::Connection) -> Result<bool, ConsoleError> + Send + 'static,
+    reveal_grant: impl FnOnce(&rusqlite::Connection) -> Result<Option<String>, ConsoleError>
+    + Send
+    + 'static,
 ) -> Result<(Detail, Visibility), ConsoleError> {
     let policy = c.policy.load_full();
     let role = staff.role;
-    c.audited(
-        staff,
-        Audit::new("alert.view", format!("alert:{id}")),
-        move |conn| {
-            let a = triage::get(conn, id)?
-                .ok_or_else(|| ConsoleError::NotFound(format!("alert {id}")))?;
-            let granted = reveal_granted(conn)?;
-            let v = privacy::for_alert(&policy, role, &a, granted);
-            let events = match a.event_seq {
-                Some(seq) if v.content != privacy::Content::None => {
-                    store::events::around(conn, &a.agent_id, seq, CONTEXT_EVENTS, CONTEXT_EVENTS)?
-                }
-                _ => Vec::new(),
-            };
-            let detail = Detail {
-                is_child: privacy::is_child(&policy, &a),
-                history: triage::notes(conn, id)?,
-                events: privacy::events(events, v),
-                content: match v.content {
-                    privacy::Content::Full => "full",
-                    privacy::Content::HostOnly => "host-only",
-                    privacy::Content::None => "none",
-                },
-                revealable: v.revealable,
-                alert: privacy::alert(a, v),
-            };
-            Ok((detail, v))
-        },
-    )
+    c.audited_as(staff, move |conn| {
+        let a =
+            triage::get(conn, id)?.ok_or_else(|| ConsoleError::NotFound(format!("alert {id}")))?;
+        let grant = reveal_grant(conn)?;
+        let v = privacy::for_alert(&policy, role, &a, grant.is_some());
+        let entry = match grant.filter(|_| v != privacy::for_alert(&policy, role, &a, false)) {
+            Some(reason) => {
+                Audit::new("alert.view.revealed", format!("alert:{id}")).purpose(reason)
+            }
+            None => Audit::new("alert.view", format!("alert:{id}")),
+        };
+        let events = match a.event_seq {
+            Some(seq) if v.content != privacy::Content::None => {
+                store::events::around(conn, &a.agent_id, seq, CONTEXT_EVENTS, CONTEXT_EVENTS)?
+            }
+            _ => Vec::new(),
+        };
+        let detail = Detail {
+            is_child: privacy::is_child(&policy, &a),
+            history: triage::notes(conn, id)?,
+            events: privacy::events(events, v),
+            content: match v.content {
+                privacy::Content::Full => "full",
+                privacy::Content::HostOnly => "host-only",
+                privacy::Content::None => "none",
+            },
+            revealable: v.revealable,
+            alert: privacy::alert(a, v),
+        };
+        Ok(((detail, v), entry))
+    })
     .await
 }
 
@@ -434,7 +440,7 @@ async fn detail_api(
     Extension(staff): Extension<Staff>,
     Path(id): Path<i64>,
 ) -> Result<Json<Detail>, ConsoleError> {
-    let (d, _) = detail(&c, &staff, id, |_| Ok(false)).await?;
+    let (d, _) = detail(&c, &staff, id, super::reveals::grant_of(&staff, id)).await?;
     Ok(Json(d))
 }
 
@@ -443,11 +449,13 @@ async fn detail_page(
     Extension(staff): Extension<Staff>,
     Path(id): Path<i64>,
 ) -> Result<Markup, ConsoleError> {
-    let (d, _) = detail(&c, &staff, id, |_| Ok(false)).await?;
+    let (d, _) = detail(&c, &staff, id, super::reveals::grant_of(&staff, id)).await?;
+    let reveal = super::reveals::alert_panel(&c, &staff, &d).await?;
+    let incidents = super::incidents::alert_panel(&c, &staff, id).await?;
     Ok(page(
         Some(&staff),
         &format!("Alert #{id}"),
-        detail_markup(&staff, &d, html! {}),
+        detail_markup(&staff, &d, html! { (reveal) (incidents) }),
     ))
 }
 
@@ -604,7 +612,7 @@ async fn triage_api(
     Json(input): Json<TriageInput>,
 ) -> Result<Json<serde_json::Value>, ConsoleError> {
     apply(&c, &staff, vec![id], input).await?;
-    let (d, _) = detail(&c, &staff, id, |_| Ok(false)).await?;
+    let (d, _) = detail(&c, &staff, id, |_| Ok(None)).await?;
     Ok(Json(serde_json::to_value(d.alert).unwrap_or_default()))
 }
 

@@ -24,6 +24,7 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-
 const MENU: &[(&str, &str)] = &[
     ("/alerts", "Alerts"),
     ("/incidents", "Incident log"),
+    ("/reveals", "Reveal requests"),
     ("/checks", "Checks"),
     ("/reports/weekly", "Weekly report"),
     ("/agents", "Agents"),

@@ -8,12 +8,17 @@ pub mod audit_view;
 pub mod auth;
 pub mod checks;
 pub mod error;
+pub mod incidents;
 pub mod layout;
 pub mod privacy;
 pub mod reports;
+pub mod reveals;
 pub mod routes;
 pub mod sar;
 pub mod users;
+
+#[cfg(test)]
+mod tests;
 
 use crate::accounts::Lockout;
 use crate::audit::{self, Actor, Record};
@@ -103,10 +108,21 @@ impl Console {
         entry: Audit,
         f: impl FnOnce(&Connection) -> Result<R, ConsoleError> + Send + 'static,
     ) -> Result<R, ConsoleError> {
+        self.audited_as(staff, move |conn| f(conn).map(|r| (r, entry)))
+            .await
+    }
+
+    /// Like [`Console::audited`], when the entry depends on the work: the id of what it
+    /// created, or whether a reveal applied to what it read.
+    pub async fn audited_as<R: Send + 'static>(
+        self: &Arc<Self>,
+        staff: &Staff,
+        f: impl FnOnce(&Connection) -> Result<(R, Audit), ConsoleError> + Send + 'static,
+    ) -> Result<R, ConsoleError> {
         let actor = staff.actor();
         self.db(move |conn| {
             conn.execute_batch("BEGIN IMMEDIATE")?;
-            let done = f(conn).and_then(|r| {
+            let done = f(conn).and_then(|(r, entry)| {
                 let rec = Record {
                     action: entry.action,
                     object: &entry.object,
@@ -180,6 +196,8 @@ pub fn router(console: Arc<Console>) -> Router {
         .route("/healthz", get(layout::healthz))
         .route("/api/openapi.json", get(layout::openapi))
         .merge(alerts::routes())
+        .merge(incidents::routes())
+        .merge(reveals::routes())
         .merge(agents::routes())
         .merge(audit_view::routes())
         .merge(users::routes())

@@ -179,6 +179,98 @@ pub const ROUTES: &[Route] = &[
         Access::Roles(TRIAGE),
         "Change the status of several alerts",
     ),
+    // The incident log.
+    r(
+        "GET",
+        "/incidents",
+        Access::Roles(OVERSIGHT),
+        "Incidents, newest first (governors: summaries without names)",
+    ),
+    r(
+        "GET",
+        "/api/incidents",
+        Access::Roles(OVERSIGHT),
+        "Incidents, newest first (governors: summaries without names)",
+    ),
+    r(
+        "GET",
+        "/incidents/new",
+        Access::Roles(SAFEGUARDING),
+        "Form for a new incident, pre-filled from ?alerts=1,2",
+    ),
+    r(
+        "POST",
+        "/incidents",
+        Access::Roles(SAFEGUARDING),
+        "Record an incident (linking and escalating its alerts)",
+    ),
+    r(
+        "POST",
+        "/api/incidents",
+        Access::Roles(SAFEGUARDING),
+        "Record an incident (linking and escalating its alerts)",
+    ),
+    r(
+        "GET",
+        "/incidents/{id}",
+        Access::Roles(INCIDENT_READERS),
+        "One incident with its version history",
+    ),
+    r(
+        "GET",
+        "/api/incidents/{id}",
+        Access::Roles(INCIDENT_READERS),
+        "One incident with its version history",
+    ),
+    r(
+        "POST",
+        "/incidents/{id}",
+        Access::Roles(SAFEGUARDING),
+        "Edit an incident (appends a version)",
+    ),
+    r(
+        "POST",
+        "/api/incidents/{id}",
+        Access::Roles(SAFEGUARDING),
+        "Edit an incident (appends a version)",
+    ),
+    // Two-person rule for a pupil's full addresses and searches.
+    r(
+        "POST",
+        "/alerts/{id}/reveal",
+        Access::Roles(SAFEGUARDING),
+        "Ask for an alert's full content, with a reason",
+    ),
+    r(
+        "POST",
+        "/api/alerts/{id}/reveal",
+        Access::Roles(SAFEGUARDING),
+        "Ask for an alert's full content, with a reason",
+    ),
+    r(
+        "GET",
+        "/reveals",
+        Access::Roles(SENIOR),
+        "Reveal requests: waiting and recently decided",
+    ),
+    r(
+        "GET",
+        "/api/reveals",
+        Access::Roles(SENIOR),
+        "Reveal requests: waiting and recently decided",
+    ),
+    r(
+        "POST",
+        "/reveals/{id}/decide",
+        Access::Roles(SENIOR),
+        "Approve or refuse another's reveal request",
+    ),
+    r(
+        "POST",
+        "/api/reveals/{id}/decide",
+        Access::Roles(SENIOR),
+        "Approve or refuse another's reveal request",
+    ),
     // Agents.
     r("GET", "/agents", Access::Roles(HEALTH), "Agents' health"),
     r(
@@ -423,6 +515,26 @@ mod tests {
         let users = find("GET", "/api/users").unwrap();
         assert!(!users.access.allows(Role::Dsl, false));
         assert!(users.access.allows(Role::Governor, true));
+    }
+
+    #[test]
+    fn incidents_and_reveals_follow_the_two_person_rule() {
+        let allows = |m, p, role| find(m, p).unwrap().access.allows(role, false);
+        for p in ["/alerts/{id}/reveal", "/api/alerts/{id}/reveal"] {
+            assert!(allows("POST", p, Role::Dsl));
+            for role in [Role::Technician, Role::Leadership, Role::Governor] {
+                assert!(!allows("POST", p, role), "{role} may request a reveal");
+            }
+        }
+        for p in ["/reveals/{id}/decide", "/api/reveals/{id}/decide"] {
+            assert!(allows("POST", p, Role::Dsl) && allows("POST", p, Role::Leadership));
+            assert!(!allows("POST", p, Role::Technician) && !allows("POST", p, Role::Governor));
+        }
+        assert!(allows("GET", "/api/incidents", Role::Governor));
+        assert!(!allows("GET", "/api/incidents/{id}", Role::Governor));
+        assert!(allows("GET", "/api/incidents/{id}", Role::Leadership));
+        assert!(!allows("POST", "/api/incidents/{id}", Role::Leadership));
+        assert!(!allows("GET", "/api/incidents", Role::Technician));
     }
 
     #[test]

@@ -188,6 +188,7 @@ CREATE TABLE IF NOT EXISTS reveal_requests (
     decision     TEXT,                -- approved | refused
     expires_at   INTEGER
 );
+CREATE INDEX IF NOT EXISTS reveal_requests_by_alert ON reveal_requests (alert_id, requested_by);
 
 -- Checks requested by leadership and run by a technician.
 CREATE TABLE IF NOT EXISTS checks (

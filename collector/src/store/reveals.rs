@@ -1,0 +1,320 @@
+//! The two-person rule for a pupil's full addresses and searches: the safeguarding lead asks,
+//! with a reason, for one alert; another senior member of staff approves or refuses; an
+//! approval lets only the person who asked see that alert in full, for a limited time.
+//!
+//! Who may ask or decide is the access table's business; whether an alert is revealable at all
+//! is the console's (it needs the policy). This module still refuses illegal-class alerts
+//! itself: nothing may ever open those.
+
+use super::{now_us, rfc3339};
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+use std::time::Duration;
+
+/// Fewer words than this is not a reason anyone could review later.
+pub const MIN_REASON_WORDS: usize = 4;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RevealError {
+    #[error(
+        "reason: say why the full content is needed (at least {MIN_REASON_WORDS} words); it is \
+         shown to the approver and kept in the audit trail"
+    )]
+    NoReason,
+    #[error("no alert {0}")]
+    NoSuchAlert(i64),
+    #[error("alert {0} is illegal-class: its content is never shown, to anyone")]
+    Illegal(i64),
+    #[error("no reveal request {0}")]
+    NoSuchRequest(i64),
+    #[error(
+        "reveal request {0} is your own: another senior member of staff must approve or refuse it"
+    )]
+    OwnRequest(i64),
+    #[error("reveal request {id} was already {decision}")]
+    Decided { id: i64, decision: String },
+    #[error("you already have reveal request {0} for this alert waiting or approved")]
+    Outstanding(i64),
+    #[error("database error: {0}")]
+    Sql(#[from] rusqlite::Error),
+}
+
+type Result<T, E = RevealError> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Request {
+    pub id: i64,
+    pub alert_id: i64,
+    pub requested_by: String,
+    pub reason: String,
+    pub requested_at: String,
+    pub decided_by: Option<String>,
+    pub decided_at: Option<String>,
+    /// approved | refused; None while waiting.
+    pub decision: Option<String>,
+    pub expires_at: Option<String>,
+    #[serde(skip)]
+    expires_us: Option<i64>,
+}
+
+impl Request {
+    /// An approval that has not run out.
+    pub fn live(&self, now_us: i64) -> bool {
+        self.decision.as_deref() == Some("approved") && self.expires_us.is_some_and(|e| now_us < e)
+    }
+
+    pub fn waiting(&self) -> bool {
+        self.decision.is_none()
+    }
+}
+
+const COLUMNS: &str = "id, alert_id, requested_by, reason, requested_at, decided_by, decided_at,
+    decision, expires_at";
+
+fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Request> {
+    let expires_us: Option<i64> = r.get(8)?;
+    Ok(Request {
+        id: r.get(0)?,
+        alert_id: r.get(1)?,
+        requested_by: r.get(2)?,
+        reason: r.get(3)?,
+        requested_at: rfc3339(r.get(4)?),
+        decided_by: r.get(5)?,
+        decided_at: r.get::<_, Option<i64>>(6)?.map(rfc3339),
+        decision: r.get(7)?,
+        expires_at: expires_us.map(rfc3339),
+        expires_us,
+    })
+}
+
+pub fn get(conn: &Connection, id: i64) -> Result<Option<Request>> {
+    Ok(conn
+        .query_row(
+            &format!("SELECT {COLUMNS} FROM reveal_requests WHERE id = ?1"),
+            [id],
+            row,
+        )
+        .optional()?)
+}
+
+/// Asks to see one alert in full. Returns the request's id.
+pub fn request(conn: &Connection, alert_id: i64, requester: &str, reason: &str) -> Result<i64> {
+    let reason = reason.trim();
+    if reason.split_whitespace().count() < MIN_REASON_WORDS {
+        return Err(RevealError::NoReason);
+    }
+    let alert: Option<(String, String)> = conn
+        .query_row(
+            "SELECT severity, rule FROM alerts WHERE id = ?1",
+            [alert_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let Some((severity, rule)) = alert else {
+        return Err(RevealError::NoSuchAlert(alert_id));
+    };
+    if severity == "illegal" || rule.starts_with("illegal.") {
+        return Err(RevealError::Illegal(alert_id));
+    }
+    let now = now_us();
+    if let Some(mine) = latest(conn, alert_id, requester)?
+        && (mine.waiting() || mine.live(now))
+    {
+        return Err(RevealError::Outstanding(mine.id));
+    }
+    conn.execute(
+        "INSERT INTO reveal_requests(alert_id, requested_by, reason, requested_at)
+         VALUES (?1, ?2, ?3, ?4)",
+        params![alert_id, requester, reason, now],
+    )?;
+    Ok(conn.last_insert_rowid())
+}
+
+/// Approves or refuses a waiting request, once. An approval lasts `lasts`.
+pub fn decide(
+    conn: &Connection,
+    id: i64,
+    approver: &str,
+    approve: bool,
+    lasts: Duration,
+) -> Result<Request> {
+    let req = get(conn, id)?.ok_or(RevealError::NoSuchRequest(id))?;
+    if req.requested_by.eq_ignore_ascii_case(approver) {
+        return Err(RevealError::OwnRequest(id));
+    }
+    if let Some(decision) = req.decision {
+        return Err(RevealError::Decided { id, decision });
+    }
+    let now = now_us();
+    let (decision, expires) = if approve {
+        (
+            "approved",
+            Some(now.saturating_add(lasts.as_micros() as i64)),
+        )
+    } else {
+        ("refused", None)
+    };
+    // The WHERE makes "decided once" hold even against a decision made in between.
+    let n = conn.execute(
+        "UPDATE reveal_requests SET decided_by = ?2, decided_at = ?3, decision = ?4,
+                expires_at = ?5
+         WHERE id = ?1 AND decision IS NULL",
+        params![id, approver, now, decision, expires],
+    )?;
+    let req = get(conn, id)?.ok_or(RevealError::NoSuchRequest(id))?;
+    if n == 0 {
+        return Err(RevealError::Decided {
+            id,
+            decision: req.decision.unwrap_or_default(),
+        });
+    }
+    Ok(req)
+}
+
+/// This user's most recent request for this alert.
+pub fn latest(conn: &Connection, alert_id: i64, username: &str) -> Result<Option<Request>> {
+    Ok(conn
+        .query_row(
+            &format!(
+                "SELECT {COLUMNS} FROM reveal_requests WHERE alert_id = ?1 AND requested_by = ?2
+                 ORDER BY id DESC LIMIT 1"
+            ),
+            params![alert_id, username],
+            row,
+        )
+        .optional()?)
+}
+
+/// The live approval letting this user see this alert in full, if any.
+pub fn grant(
+    conn: &Connection,
+    alert_id: i64,
+    username: &str,
+    now: i64,
+) -> Result<Option<Request>> {
+    Ok(conn
+        .query_row(
+            &format!(
+                "SELECT {COLUMNS} FROM reveal_requests
+                 WHERE alert_id = ?1 AND requested_by = ?2 AND decision = 'approved'
+                   AND expires_at > ?3
+                 ORDER BY expires_at DESC LIMIT 1"
+            ),
+            params![alert_id, username, now],
+            row,
+        )
+        .optional()?)
+}
+
+pub fn granted(conn: &Connection, alert_id: i64, username: &str, now: i64) -> Result<bool> {
+    Ok(grant(conn, alert_id, username, now)?.is_some())
+}
+
+/// Requests waiting for a decision, then those decided in the last `recent`, newest first.
+pub fn list(conn: &Connection, now: i64, recent: Duration) -> Result<Vec<Request>> {
+    let since = now.saturating_sub(recent.as_micros() as i64);
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM reveal_requests WHERE decision IS NULL OR decided_at >= ?1
+         ORDER BY decision IS NOT NULL, id DESC LIMIT 200"
+    ))?;
+    let rows = stmt.query_map([since], row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{NewAlert, alerts, test_db};
+
+    const DAY: Duration = Duration::from_secs(24 * 3600);
+    const REASON: &str = "pattern of self-harm searches this week";
+
+    fn alert(conn: &Connection, rule: &str, severity: &str) -> i64 {
+        alerts::insert(
+            conn,
+            &NewAlert {
+                agent_id: "a1".into(),
+                hostname: "pc1".into(),
+                user: "amy.p".into(),
+                kind: "browsing".into(),
+                rule: rule.into(),
+                category: "c".into(),
+                severity: severity.into(),
+                summary: "s".into(),
+                matched: "m".into(),
+                observed_at_us: 1,
+                policy_version: "1".into(),
+                event_seq: Some(1),
+                response: String::new(),
+                aggregate_key: None,
+            },
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn the_requester_cannot_approve_their_own_request() {
+        let (_d, conn) = test_db();
+        let a = alert(&conn, "keywords.self-harm", "serious");
+        let id = request(&conn, a, "dsl1", REASON).unwrap();
+        let err = decide(&conn, id, "DSL1", true, DAY).unwrap_err();
+        assert!(matches!(err, RevealError::OwnRequest(_)), "{err}");
+        assert!(err.to_string().contains("another senior"), "{err}");
+        assert!(!granted(&conn, a, "dsl1", now_us()).unwrap());
+        let done = decide(&conn, id, "head", true, DAY).unwrap();
+        assert_eq!(done.decided_by.as_deref(), Some("head"));
+        assert!(granted(&conn, a, "dsl1", now_us()).unwrap());
+        // Decided once; and the grant is the requester's alone.
+        assert!(matches!(
+            decide(&conn, id, "deputy", false, DAY),
+            Err(RevealError::Decided { .. })
+        ));
+        assert!(!granted(&conn, a, "head", now_us()).unwrap());
+        assert!(matches!(
+            request(&conn, a, "dsl1", REASON),
+            Err(RevealError::Outstanding(_))
+        ));
+    }
+
+    #[test]
+    fn a_reason_and_a_revealable_alert_are_needed() {
+        let (_d, conn) = test_db();
+        let a = alert(&conn, "keywords.self-harm", "serious");
+        assert!(matches!(
+            request(&conn, a, "dsl1", "  because  "),
+            Err(RevealError::NoReason)
+        ));
+        let illegal = alert(&conn, "illegal.iwf", "illegal");
+        assert!(matches!(
+            request(&conn, illegal, "dsl1", REASON),
+            Err(RevealError::Illegal(_))
+        ));
+        assert!(matches!(
+            request(&conn, 999, "dsl1", REASON),
+            Err(RevealError::NoSuchAlert(999))
+        ));
+    }
+
+    #[test]
+    fn a_grant_expires_and_a_refusal_grants_nothing() {
+        let (_d, conn) = test_db();
+        let a = alert(&conn, "keywords.self-harm", "serious");
+        let id = request(&conn, a, "dsl1", REASON).unwrap();
+        decide(&conn, id, "head", true, DAY).unwrap();
+        let now = now_us();
+        assert!(granted(&conn, a, "dsl1", now + 23 * 3600 * 1_000_000).unwrap());
+        assert!(!granted(&conn, a, "dsl1", now + 25 * 3600 * 1_000_000).unwrap());
+
+        let b = alert(&conn, "keywords.self-harm", "serious");
+        let id = request(&conn, b, "dsl1", REASON).unwrap();
+        let refused = decide(&conn, id, "head", false, DAY).unwrap();
+        assert_eq!(refused.decision.as_deref(), Some("refused"));
+        assert!(!granted(&conn, b, "dsl1", now_us()).unwrap());
+        // Asking again after a refusal is allowed (new information), and shows as waiting.
+        let again = request(&conn, b, "dsl1", REASON).unwrap();
+        let pending = list(&conn, now_us(), DAY).unwrap();
+        assert_eq!(pending[0].id, again);
+        assert!(pending[0].waiting());
+        assert_eq!(pending.len(), 3);
+    }
+}
