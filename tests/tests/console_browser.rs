@@ -34,7 +34,8 @@ fn tor(seq: u64, user: &str) -> Event {
 async fn assert_inert(b: &Browser, where_: &str) {
     let injected = b
         .eval(
-            "return [typeof window.pwned, document.querySelectorAll('main img, main svg, main script, main b, main i').length]",
+            "return [typeof window.pwned, document.querySelectorAll(\
+             '[onload], [onerror], main script, main img, td b, td i, dd b, dd i, li b, li i').length]",
         )
         .await;
     assert_eq!(
@@ -54,6 +55,8 @@ async fn each_role_does_its_job_in_a_real_browser() {
         (!c.alerts().is_empty()).then_some(())
     });
     let tech_pw = add_user(&c, "tech", "technician", false);
+    let dsl_pw = add_user(&c, "dsl", "dsl", false);
+    let head_pw = add_user(&c, "head", "leadership", false);
     let gov_pw = add_user(&c, "gov", "governor", false);
 
     let b = Browser::start().await;
@@ -107,6 +110,52 @@ async fn each_role_does_its_job_in_a_real_browser() {
     );
     assert_inert(&b, "the triaged alert").await;
     b.log_out().await;
+    let tech = Session::login(&c, "tech", &tech_pw);
+
+    // The DSL records an incident from the alert, with the action taken from the sanctions
+    // table and the parents informed.
+    log_in("dsl", &dsl_pw).await;
+    let first = tech.json("/api/alerts?status=triaged")[0]["id"]
+        .as_i64()
+        .unwrap();
+    b.goto(&format!("{base}/alerts/{first}")).await;
+    b.click("#alert-incidents a").await;
+    b.wait_text("main h1", "ncident").await;
+    b.fill(
+        "textarea[name=summary]",
+        "Pupil ran Tor <b>during</b> a lesson.",
+    )
+    .await;
+    b.click("input[name=action]").await;
+    b.click("input[name=parents_informed]").await;
+    b.click("form.stack button[type=submit]").await;
+    b.wait_text("main", "Pupil ran Tor <b>during</b> a lesson.")
+        .await;
+    let page = b.body_text().await;
+    assert!(
+        page.contains(HOSTILE_USER),
+        "the subject is the alert's user: {page}"
+    );
+    assert_inert(&b, "the incident").await;
+    let incident_url = b.client.current_url().await.unwrap().to_string();
+    b.log_out().await;
+
+    // The headteacher reads this week's report: charts, no pupil names.
+    log_in("head", &head_pw).await;
+    let week = chrono::Utc::now().format("%G-W%V").to_string();
+    b.goto(&format!("{base}/reports/weekly?week={week}")).await;
+    b.wait_text("#period", "alerts").await;
+    b.wait_for("svg#chart-category rect").await;
+    let report = b.body_text().await;
+    assert!(report.contains("circumvention"), "{report}");
+    assert!(
+        !report.contains("smith") && !report.contains("jones"),
+        "names in the report: {report}"
+    );
+    assert_inert(&b, "the weekly report").await;
+    b.goto(&format!("{base}/alerts")).await;
+    b.wait_text("main", "may not").await;
+    b.log_out().await;
 
     // A governor reads no alerts: the page refuses, saying why.
     log_in("gov", &gov_pw).await;
@@ -115,13 +164,28 @@ async fn each_role_does_its_job_in_a_real_browser() {
     b.goto(&format!("{base}/audit")).await;
     b.wait_text("#audit", "alert.triage").await;
     b.wait_text("#chain", "intact").await;
+    // The incident log as a summary: what was done, never who.
+    b.goto(&format!("{base}/incidents")).await;
+    let summary = b.wait_text("#incidents", "yes").await;
+    assert!(
+        !summary.contains("smith") && !summary.contains("Tor"),
+        "{summary}"
+    );
+    b.goto(&incident_url).await;
+    b.wait_text("main", "may not").await;
     b.log_out().await;
     b.close().await;
 
     // What the browser did is what the store holds.
-    let tech = Session::login(&c, "tech", &tech_pw);
-    let alerts = tech.json("/api/alerts?status=triaged");
-    assert_eq!(alerts.as_array().unwrap().len(), 1, "{alerts}");
+    let dsl = Session::login(&c, "dsl", &dsl_pw);
+    let incidents = dsl.json("/api/incidents");
+    assert_eq!(incidents.as_array().unwrap().len(), 1, "{incidents}");
+    let alerts = dsl.json("/api/alerts?status=escalated");
+    assert_eq!(
+        alerts.as_array().unwrap().len(),
+        1,
+        "creating the incident escalated the alert: {alerts}"
+    );
 }
 
 /// Sends one event as the agent would, off the async threads (the harness blocks).
