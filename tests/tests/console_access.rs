@@ -197,12 +197,8 @@ fn repeated_wrong_passwords_lock_the_account_and_are_audited() {
     let s = Session::login(&c, "head", &new_pw);
     // A reset password must be changed before anything else.
     let r = s.get("/api/reports/weekly");
-    assert!(
-        r.status == 403 || r.status == 404,
-        "{} {}",
-        r.status,
-        r.body
-    );
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(r.body.contains("password must be changed"), "{}", r.body);
     let pwd = add_user(&c, "dsl", "dsl", false);
     let dsl = Session::login(&c, "dsl", &pwd);
     let trail = dsl.json("/api/audit?action=login");
