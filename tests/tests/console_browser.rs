@@ -155,6 +155,26 @@ async fn each_role_does_its_job_in_a_real_browser() {
     assert_inert(&b, "the weekly report").await;
     b.goto(&format!("{base}/alerts")).await;
     b.wait_text("main", "may not").await;
+    // ... and asks for a check of the pupils' devices today, with a reason.
+    let today = chrono::Local::now().format("%Y-%m-%d").to_string();
+    b.goto(&format!("{base}/checks/new")).await;
+    b.fill("textarea[name=reason]", "Weekly check after a report from the class teacher").await;
+    b.fill("input[name=groups]", "pupils-ks2").await;
+    b.fill("input[name=from]", &today).await;
+    b.fill("input[name=to]", &today).await;
+    b.click("input[name=kinds][value=process]").await;
+    b.click("form.stack button[type=submit]").await;
+    b.wait_text("#requested-by", "head").await;
+    b.log_out().await;
+
+    // A technician (not the requester) runs it; the result lists what the pupils' devices ran.
+    log_in("tech", &tech_pw).await;
+    b.goto(&format!("{base}/checks")).await;
+    b.click("#checks tbody a").await;
+    b.click("main form button[type=submit]").await;
+    b.wait_text("#run-by", "tech").await;
+    b.wait_text("#check-rows", "tor").await;
+    assert_inert(&b, "the check's result").await;
     b.log_out().await;
 
     // A governor reads no alerts: the page refuses, saying why.
