@@ -512,6 +512,33 @@ pub fn find_session(
     }))
 }
 
+/// Whether a session is still live, without counting this as activity (a page's live updates
+/// must not keep an idle log-in open for ever). The account's current role is returned.
+pub fn live_role(
+    conn: &Connection,
+    token: &str,
+    idle: Duration,
+) -> Result<Option<Role>, AccountError> {
+    let now = now_us();
+    let found: Option<(String, i64)> = conn
+        .query_row(
+            "SELECT username, last_seen FROM console_sessions
+             WHERE token_hash = ?1 AND expires_at > ?2",
+            params![token_hash(token), now],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let Some((username, last_seen)) = found else {
+        return Ok(None);
+    };
+    if now - last_seen > idle.as_micros() as i64 {
+        return Ok(None);
+    }
+    Ok(get(conn, &username)?
+        .filter(|a| !a.disabled)
+        .map(|a| a.role))
+}
+
 pub fn close_session(conn: &Connection, token: &str) -> Result<(), AccountError> {
     conn.execute(
         "DELETE FROM console_sessions WHERE token_hash = ?1",

@@ -336,3 +336,120 @@ fn the_first_administrator_chooses_a_password_before_anything_else() {
     assert_eq!(bad.status, 400, "{}", bad.body);
     assert!(bad.body.contains("not a role"), "{}", bad.body);
 }
+
+fn search(seq: u64, terms: &str) -> Event {
+    use invigilator_proto::v1::BrowsingVisit;
+    Event {
+        seq,
+        observed_at_us: now_us(),
+        hostname: "ks2-lap-04".into(),
+        user: "y6patel".into(),
+        kind: Some(Kind::Browsing(BrowsingVisit {
+            action: "visit".into(),
+            url: format!(
+                "https://www.google.com/search?q={}",
+                terms.replace(' ', "+")
+            ),
+            title: format!("{terms} - Google Search"),
+            search_terms: terms.into(),
+            search_engine: "google".into(),
+            browser: "chromium".into(),
+            ..Default::default()
+        })),
+    }
+}
+
+/// A pupil's self-harm search: nobody sees the words until a second senior person approves
+/// the DSL's request, and then only that DSL; a technician can neither see nor close it.
+#[test]
+fn a_pupils_search_needs_two_people_to_reveal_and_the_dsl_to_close() {
+    let c = Collector::start("");
+    let agent = Agent::enroll_with(&c, &c.token("pupils-ks2", "1h", 1), "");
+    stream_batches(
+        &c,
+        &agent,
+        vec![vec![search(1, "how to self harm without anyone knowing")]],
+    );
+    let alert = wait_for(Duration::from_secs(20), "the keyword alert", || {
+        c.alerts()
+            .into_iter()
+            .find(|a| a["rule"].as_str().unwrap_or("").starts_with("keywords."))
+    });
+    let id = alert["id"].as_i64().unwrap();
+    let sessions: Vec<Session> = [
+        ("tech", "technician"),
+        ("dsl", "dsl"),
+        ("dsl2", "dsl"),
+        ("head", "leadership"),
+    ]
+    .iter()
+    .map(|(n, r)| {
+        let pw = add_user(&c, n, r, false);
+        Session::login(&c, n, &pw)
+    })
+    .collect();
+    let [tech, dsl, dsl2, head] = &sessions[..] else {
+        unreachable!()
+    };
+    let secret = "without anyone knowing";
+    for s in [tech, dsl] {
+        let seen = s.get(&format!("/api/alerts/{id}")).body;
+        assert!(!seen.contains(secret), "{} saw it: {seen}", s.username);
+        assert!(seen.contains("www.google.com"), "{seen}");
+    }
+    // Technicians triage and escalate, but do not close a pupil's safeguarding alert.
+    let triage = format!("/api/alerts/{id}/triage");
+    assert_eq!(
+        tech.post_json(&triage, json!({"status": "triaged"})).status,
+        200
+    );
+    let refused = tech.post_json(&triage, json!({"status": "false_positive"}));
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    assert!(
+        refused.body.contains("safeguarding lead"),
+        "{}",
+        refused.body
+    );
+    assert_eq!(
+        tech.post_json(&triage, json!({"status": "escalated"}))
+            .status,
+        200
+    );
+    assert_eq!(
+        tech.post_json(&triage, json!({"status": "triaged"})).status,
+        403
+    );
+
+    // The DSL asks, with a reason; a technician cannot; the DSL cannot approve their own.
+    let ask = format!("/api/alerts/{id}/reveal");
+    let reason = json!({"reason": "Pattern of concern reported by the class teacher today"});
+    assert_eq!(tech.post_json(&ask, reason.clone()).status, 403);
+    let asked = dsl.post_json(&ask, reason);
+    assert_eq!(asked.status, 200, "{}", asked.body);
+    let rid = asked.json()["id"].as_i64().unwrap();
+    let decide = format!("/api/reveals/{rid}/decide");
+    let own = dsl.post_json(&decide, json!({"approve": true}));
+    assert!(own.status >= 400, "{}", own.body);
+    assert!(!dsl.get(&format!("/api/alerts/{id}")).body.contains(secret));
+    // A second senior member of staff approves: only the DSL who asked now sees the search.
+    let ok = head.post_json(&decide, json!({"approve": true}));
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    assert!(
+        dsl.json(&format!("/api/alerts/{id}"))
+            .to_string()
+            .contains(secret)
+    );
+    for s in [tech, dsl2] {
+        assert!(!s.get(&format!("/api/alerts/{id}")).body.contains(secret));
+    }
+    let trail = dsl.json("/api/audit?action=alert.view.revealed");
+    assert_eq!(
+        trail[0]["purpose"],
+        "Pattern of concern reported by the class teacher today"
+    );
+    assert_eq!(
+        dsl.post_json(&triage, json!({"status": "resolved"})).status,
+        200
+    );
+    assert!(audit_verify(&c).is_ok());
+}

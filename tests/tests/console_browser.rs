@@ -158,7 +158,11 @@ async fn each_role_does_its_job_in_a_real_browser() {
     // ... and asks for a check of the pupils' devices today, with a reason.
     let today = chrono::Local::now().format("%Y-%m-%d").to_string();
     b.goto(&format!("{base}/checks/new")).await;
-    b.fill("textarea[name=reason]", "Weekly check after a report from the class teacher").await;
+    b.fill(
+        "textarea[name=reason]",
+        "Weekly check after a report from the class teacher",
+    )
+    .await;
     b.fill("input[name=groups]", "pupils-ks2").await;
     b.fill("input[name=from]", &today).await;
     b.fill("input[name=to]", &today).await;

@@ -4,6 +4,7 @@
 use super::layout::{csrf_field, page, when};
 use super::privacy::{self, Visibility};
 use super::{Audit, Console, ConsoleError, Staff};
+use crate::accounts::{self, Role};
 use crate::store::triage::{self, Change, Listed, Query as AlertQuery, STATUSES};
 use crate::store::{self, EventRow};
 use axum::body::Bytes;
@@ -323,16 +324,31 @@ struct StreamParams {
 async fn stream(
     State(c): State<Arc<Console>>,
     Extension(staff): Extension<Staff>,
+    headers: axum::http::HeaderMap,
     Query(p): Query<StreamParams>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, std::convert::Infallible>>>, ConsoleError> {
     let mut filters = p.filters;
     filters.before = None;
     filters.query()?;
     let mut after = p.after.max(0);
+    let token = super::auth::session_token(&headers).ok_or(ConsoleError::Unauthenticated)?;
+    let idle = c.config.idle_timeout;
     let stream = async_stream(move |tx| async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             tick.tick().await;
+            if tx.is_closed() {
+                return;
+            }
+            // The stream outlives the request that opened it: it ends with the session (log-out,
+            // expiry, a disabled account) or when the role changes.
+            let t = token.clone();
+            let role = c
+                .db(move |conn| Ok(accounts::live_role(conn, &t, idle)?))
+                .await;
+            if !matches!(role, Ok(Some(r)) if r == staff.role) {
+                return;
+            }
             let f = Filters {
                 after: Some(after),
                 limit: Some(100),
@@ -401,27 +417,46 @@ pub async fn detail(
 ) -> Result<(Detail, Visibility), ConsoleError> {
     let policy = c.policy.load_full();
     let role = staff.role;
+    let viewer = staff.username.clone();
     c.audited_as(staff, move |conn| {
         let a =
             triage::get(conn, id)?.ok_or_else(|| ConsoleError::NotFound(format!("alert {id}")))?;
         let grant = reveal_grant(conn)?;
-        let v = privacy::for_alert(&policy, role, &a, grant.is_some());
+        let granted = grant.is_some();
+        let v = privacy::for_alert(&policy, role, &a, granted);
         let entry = match grant.filter(|_| v != privacy::for_alert(&policy, role, &a, false)) {
             Some(reason) => {
                 Audit::new("alert.view.revealed", format!("alert:{id}")).purpose(reason)
             }
             None => Audit::new("alert.view", format!("alert:{id}")),
         };
+        // Only the same person's events: a shared computer's other users are not this
+        // alert's business.
         let events = match a.event_seq {
             Some(seq) if v.content != privacy::Content::None => {
                 store::events::around(conn, &a.agent_id, seq, CONTEXT_EVENTS, CONTEXT_EVENTS)?
+                    .into_iter()
+                    .filter(|e| e.user == a.user)
+                    .collect()
             }
             _ => Vec::new(),
         };
+        let is_child = privacy::is_child(&policy, &a);
+        let guarded = privacy::for_alert(&policy, Role::Dsl, &a, false).revealable;
+        let mut history = triage::notes(conn, id)?;
+        // Notes on a guarded alert can repeat what the DSL saw: a technician reads only their
+        // own, and the steps (who, when, status) of the rest.
+        if role == Role::Technician && (guarded || privacy::is_illegal(&a)) {
+            for n in &mut history {
+                if !n.note.is_empty() && n.author != viewer {
+                    n.note = privacy::WITHHELD.into();
+                }
+            }
+        }
         let detail = Detail {
-            is_child: privacy::is_child(&policy, &a),
-            history: triage::notes(conn, id)?,
-            events: privacy::events(events, v),
+            is_child,
+            history,
+            events: privacy::events(events, v, a.event_seq, is_child && !granted),
             content: match v.content {
                 privacy::Content::Full => "full",
                 privacy::Content::HostOnly => "host-only",
@@ -577,8 +612,15 @@ async fn apply(
         .join(",");
     let detail_status = change.status.clone().unwrap_or_default();
     let entry = Audit::new("alert.triage", object).detail(detail_status);
+    let policy = c.policy.load_full();
+    let role = staff.role;
     c.audited(staff, entry, move |conn| {
         for &id in &ids {
+            if role != Role::Dsl
+                && let Some(a) = triage::get(conn, id)?
+            {
+                check_may_close(&policy, &a, change.status.as_deref())?;
+            }
             if let Err(e) = triage::apply(conn, id, &author, &change)? {
                 return Err(match e {
                     triage::TriageError::NoSuchAlert(_) => ConsoleError::NotFound(e.to_string()),
@@ -589,6 +631,29 @@ async fn apply(
         Ok(ids)
     })
     .await
+}
+
+/// A pupil's serious or safeguarding alert, or an illegal-class one, is the safeguarding
+/// lead's to close: others can triage and escalate it, but not resolve it, call it a false
+/// positive, or take it back out of the DSL's hands once escalated.
+fn check_may_close(
+    policy: &crate::policy::Policy,
+    a: &Listed,
+    to: Option<&str>,
+) -> Result<(), ConsoleError> {
+    let guarded =
+        privacy::is_illegal(a) || privacy::for_alert(policy, Role::Dsl, a, false).revealable;
+    let Some(to) = to.filter(|to| *to != a.status) else {
+        return Ok(());
+    };
+    if guarded && (matches!(to, "resolved" | "false_positive") || a.status == "escalated") {
+        return Err(ConsoleError::Forbidden(format!(
+            "alert {} is a safeguarding alert about a pupil (or illegal content): only the \
+             safeguarding lead can move it from {} to {to}",
+            a.id, a.status
+        )));
+    }
+    Ok(())
 }
 
 async fn triage_form(

@@ -29,7 +29,7 @@ fn source_of(req: &Request) -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-fn session_token(headers: &HeaderMap) -> Option<String> {
+pub(crate) fn session_token(headers: &HeaderMap) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()

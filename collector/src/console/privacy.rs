@@ -88,34 +88,62 @@ pub fn alert(mut a: Listed, v: Visibility) -> Listed {
     a
 }
 
-/// Applies a visibility to the events shown around an alert.
-pub fn events(events: Vec<EventRow>, v: Visibility) -> Vec<EventRow> {
+/// Applies a visibility to the events shown around an alert. Only the alert's own event
+/// (`own_seq`) can be shown in full to a child's detriment: its neighbours may be other
+/// concerns of the same pupil that the two-person rule still guards, so for a child they stay
+/// host-only unless a reveal was granted for this alert.
+pub fn events(
+    events: Vec<EventRow>,
+    v: Visibility,
+    own_seq: Option<u64>,
+    guard_neighbours: bool,
+) -> Vec<EventRow> {
     match v.content {
         Content::None => Vec::new(),
-        Content::Full => events,
         Content::HostOnly => events.into_iter().map(host_only).collect(),
+        Content::Full => events
+            .into_iter()
+            .map(|e| {
+                if guard_neighbours && Some(e.seq) != own_seq {
+                    host_only(e)
+                } else {
+                    e
+                }
+            })
+            .collect(),
     }
 }
 
+/// What is left of an event when its content is withheld: which program, site, device or
+/// session change, never what was typed, searched or read.
 fn host_only(mut e: EventRow) -> EventRow {
-    if e.kind != "browsing" {
-        return e;
-    }
     let d = &mut e.details;
-    if let Some(Value::String(u)) = d.get("url") {
-        let shown = url::Url::parse(u)
-            .ok()
-            .and_then(|u| u.host_str().map(|h| format!("{}://{h}/…", u.scheme())))
-            .unwrap_or_else(|| HIDDEN.into());
-        d.insert("url".into(), Value::String(shown));
-    }
-    for field in ["title", "search_terms"] {
-        if d.get(field)
-            .and_then(Value::as_str)
-            .is_some_and(|s| !s.is_empty())
-        {
+    let hide = |d: &mut serde_json::Map<String, Value>, field: &str| {
+        let present = match d.get(field) {
+            Some(Value::String(s)) => !s.is_empty(),
+            Some(Value::Array(a)) => !a.is_empty(),
+            _ => false,
+        };
+        if present {
             d.insert(field.into(), Value::String(HIDDEN.into()));
         }
+    };
+    match e.kind.as_str() {
+        "browsing" => {
+            if let Some(Value::String(u)) = d.get("url") {
+                let shown = url::Url::parse(u)
+                    .ok()
+                    .and_then(|u| u.host_str().map(|h| format!("{}://{h}/…", u.scheme())))
+                    .unwrap_or_else(|| HIDDEN.into());
+                d.insert("url".into(), Value::String(shown));
+            }
+            for field in ["title", "search_terms", "detail"] {
+                hide(d, field);
+            }
+        }
+        // A command line can hold a search, an address or a document's name.
+        "process" => hide(d, "argv"),
+        _ => return e,
     }
     d.insert("masked".into(), Value::Bool(true));
     e
@@ -177,15 +205,65 @@ mod tests {
         assert!(is_child(&policy, &a));
         for role in Role::ALL {
             let v = for_alert(&policy, role, &a, false);
-            let shown = serde_json::to_string(&events(vec![browsing()], v)).unwrap();
+            let shown = serde_json::to_string(&events(vec![browsing()], v, Some(1), true)).unwrap();
             assert!(!shown.contains("self harm"), "{role}: {shown}");
             assert!(shown.contains("www.google.com"), "{role}: {shown}");
         }
         let tech = for_alert(&policy, Role::Technician, &a, true);
         assert_eq!(alert(a.clone(), tech).matched, WITHHELD);
         let dsl = for_alert(&policy, Role::Dsl, &a, true);
-        let shown = serde_json::to_string(&events(vec![browsing()], dsl)).unwrap();
+        let shown = serde_json::to_string(&events(vec![browsing()], dsl, Some(1), false)).unwrap();
         assert!(shown.contains("how to self harm"));
+    }
+
+    #[test]
+    fn a_childs_neighbouring_events_stay_guarded_even_behind_a_mild_alert() {
+        let mut own = browsing();
+        own.seq = 7;
+        own.details
+            .insert("title".into(), "Minecraft Classic".into());
+        own.details.insert("search_terms".into(), "".into());
+        let neighbour = browsing();
+        let full = Visibility {
+            matched: true,
+            content: Content::Full,
+            revealable: false,
+        };
+        let shown = events(vec![neighbour.clone(), own], full, Some(7), true);
+        assert_eq!(shown[1].details["title"], "Minecraft Classic");
+        let text = serde_json::to_string(&shown).unwrap();
+        assert!(!text.contains("self harm"), "{text}");
+        // With a reveal granted (or for an adult), the neighbours are shown.
+        let shown = events(vec![neighbour], full, Some(7), false);
+        assert!(serde_json::to_string(&shown).unwrap().contains("self harm"));
+    }
+
+    #[test]
+    fn masking_a_process_hides_its_command_line() {
+        let mut details = serde_json::Map::new();
+        details.insert("name".into(), "chrome".into());
+        details.insert(
+            "argv".into(),
+            serde_json::json!(["chrome", "https://www.google.com/search?q=diary"]),
+        );
+        let e = EventRow {
+            agent_id: "a".into(),
+            seq: 2,
+            kind: "process".into(),
+            observed_at: String::new(),
+            received_at: String::new(),
+            hostname: "pc".into(),
+            user: "pupil".into(),
+            details,
+        };
+        let v = Visibility {
+            matched: false,
+            content: Content::HostOnly,
+            revealable: false,
+        };
+        let shown = serde_json::to_string(&events(vec![e], v, None, true)).unwrap();
+        assert!(!shown.contains("diary"), "{shown}");
+        assert!(shown.contains("chrome"), "{shown}");
     }
 
     #[test]
@@ -195,7 +273,7 @@ mod tests {
         for role in Role::ALL {
             for granted in [false, true] {
                 let v = for_alert(&policy, role, &a, granted);
-                assert!(events(vec![browsing()], v).is_empty());
+                assert!(events(vec![browsing()], v, Some(1), false).is_empty());
                 assert!(!v.revealable);
             }
         }

@@ -189,6 +189,13 @@ fn measure(http: &str, args: &Args) -> anyhow::Result<()> {
         .context("no session cookie")?
         .to_owned();
     let mid = args.alerts / 2;
+    let day = chrono::Local::now() - chrono::Duration::days(7);
+    let (day, next) = (
+        day.format("%Y-%m-%d").to_string(),
+        (day + chrono::Duration::days(1))
+            .format("%Y-%m-%d")
+            .to_string(),
+    );
     let queries = [
         ("alerts page, newest 50 (HTML)", "/alerts".to_string()),
         ("API, newest 50 (JSON)", "/api/alerts".to_string()),
@@ -201,11 +208,17 @@ fn measure(http: &str, args: &Args) -> anyhow::Result<()> {
             "/alerts?category=gambling&status=new".to_string(),
         ),
         ("page deep in the list", format!("/alerts?before={mid}")),
-        ("no match (full scan)", "/alerts?user=nobody".to_string()),
+        ("user with no alerts", "/alerts?user=nobody".to_string()),
+        ("one school day", "/alerts?from=DAY&to=NEXT".to_string()),
+        (
+            "assigned to someone (no index: full scan)",
+            "/alerts?assigned=nobody".to_string(),
+        ),
     ];
     println!("| query | requests | p50 ms | p95 ms | max ms | rows |");
     println!("|---|---:|---:|---:|---:|---:|");
     for (name, path) in queries {
+        let path = path.replace("DAY", &day).replace("NEXT", &next);
         let mut times = Vec::new();
         let mut rows = 0;
         for i in 0..args.requests + 3 {
