@@ -13,6 +13,25 @@ use std::time::Duration;
 const HOSTILE_USER: &str = "y5<b>smith</b><img src=x onerror=\"window.pwned=1\">";
 const HOSTILE_HOST: &str = "ict<script>window.pwned=2</script>07";
 const HOSTILE_EXE: &str = "/tmp/<svg onload=window.pwned=3>/tor";
+const HOSTILE_TITLE: &str = "self harm <script>window.pwned=5</script> - Search";
+const HOSTILE_URL: &str = "https://example.org/\"><img src=x onerror=window.pwned=6>?q=self+harm";
+
+fn hostile_visit(seq: u64) -> Event {
+    use invigilator_proto::v1::BrowsingVisit;
+    Event {
+        seq,
+        observed_at_us: now_us(),
+        hostname: "staff-lap-02".into(),
+        user: "mr.jones".into(),
+        kind: Some(Kind::Browsing(BrowsingVisit {
+            action: "visit".into(),
+            url: HOSTILE_URL.into(),
+            title: HOSTILE_TITLE.into(),
+            browser: "chromium".into(),
+            ..Default::default()
+        })),
+    }
+}
 
 fn tor(seq: u64, user: &str) -> Event {
     Event {
@@ -111,6 +130,30 @@ async fn each_role_does_its_job_in_a_real_browser() {
     assert_inert(&b, "the triaged alert").await;
     b.log_out().await;
     let tech = Session::login(&c, "tech", &tech_pw);
+
+    // A member of staff's search, with a title and an address written to attack the console:
+    // the DSL sees them in full (an adult's alert needs no second approver), as text.
+    let laptop = Arc::new(Agent::enroll_with(
+        &c,
+        &c.token("staff-laptops", "1h", 1),
+        "",
+    ));
+    send(&c, &laptop, hostile_visit(1)).await;
+    let staff_alert = wait_for(Duration::from_secs(20), "the staff keyword alert", || {
+        let a = tech.get("/api/alerts?user=mr.jones").json();
+        a.as_array()?.first().map(|a| a["id"].as_i64().unwrap())
+    });
+    log_in("dsl", &dsl_pw).await;
+    b.goto(&format!("{base}/alerts/{staff_alert}")).await;
+    b.wait_text("#events", HOSTILE_TITLE).await;
+    let events = b.text("#events").await;
+    assert!(events.contains(HOSTILE_URL), "{events}");
+    assert_inert(
+        &b,
+        "a staff member's alert with a hostile title and address",
+    )
+    .await;
+    b.log_out().await;
 
     // The DSL records an incident from the alert, with the action taken from the sanctions
     // table and the parents informed.
