@@ -339,7 +339,7 @@ impl Default for Lockout {
 pub enum LoginRefused {
     UnknownUser,
     BadPassword { now_locked: bool },
-    BadTotp,
+    BadTotp { now_locked: bool },
     Locked,
     Disabled,
 }
@@ -350,7 +350,10 @@ impl LoginRefused {
             LoginRefused::UnknownUser => "unknown user",
             LoginRefused::BadPassword { now_locked: false } => "wrong password",
             LoginRefused::BadPassword { now_locked: true } => "wrong password; account locked",
-            LoginRefused::BadTotp => "wrong or missing one-time code",
+            LoginRefused::BadTotp { now_locked: false } => "wrong or missing one-time code",
+            LoginRefused::BadTotp { now_locked: true } => {
+                "wrong or missing one-time code; account locked"
+            }
             LoginRefused::Locked => "account locked after repeated failures",
             LoginRefused::Disabled => "account disabled",
         }
@@ -365,6 +368,51 @@ pub fn check_login(
     totp_code: Option<&str>,
     lockout: Lockout,
 ) -> Result<Result<Account, LoginRefused>, AccountError> {
+    check(conn, username, password, Some(totp_code), lockout)
+}
+
+/// Checks the password of someone already logged in (who gave their one-time code then), before
+/// a change to their own account. Failures count towards lock-out as at log-in.
+pub fn check_password(
+    conn: &Connection,
+    username: &str,
+    password: &str,
+    lockout: Lockout,
+) -> Result<Result<Account, LoginRefused>, AccountError> {
+    check(conn, username, password, None, lockout)
+}
+
+/// Counts one failure; returns whether it locked the account.
+fn count_failure(
+    conn: &Connection,
+    username: &str,
+    lockout: Lockout,
+    now: i64,
+) -> Result<bool, AccountError> {
+    let failures: u32 = conn.query_row(
+        "UPDATE staff SET failed_logins = failed_logins + 1 WHERE username = ?1
+         RETURNING failed_logins",
+        [username],
+        |r| r.get(0),
+    )?;
+    let now_locked = failures >= lockout.max_failures;
+    if now_locked {
+        conn.execute(
+            "UPDATE staff SET locked_until = ?2, failed_logins = 0 WHERE username = ?1",
+            params![username, now + lockout.lock_for.as_micros() as i64],
+        )?;
+    }
+    Ok(now_locked)
+}
+
+/// `totp_code`: None when the one-time code is not asked for (see [`check_password`]).
+fn check(
+    conn: &Connection,
+    username: &str,
+    password: &str,
+    totp_code: Option<Option<&str>>,
+    lockout: Lockout,
+) -> Result<Result<Account, LoginRefused>, AccountError> {
     let row: Option<(String, Option<String>)> = conn
         .query_row(
             "SELECT password_hash, totp_secret FROM staff WHERE username = ?1",
@@ -372,36 +420,27 @@ pub fn check_login(
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .optional()?;
+    // Every refusal costs one argon2 verification, as a real check does, so the time taken
+    // does not say whether the name exists or the account is locked or disabled.
     let Some((phc, totp_secret)) = row else {
-        // Same work as a real check, so timing does not say which names exist.
         let _ = password_matches(DUMMY_HASH, password);
         return Ok(Err(LoginRefused::UnknownUser));
     };
     let account = get(conn, username)?.ok_or_else(|| AccountError::NoSuchUser(username.into()))?;
     if account.disabled {
+        let _ = password_matches(DUMMY_HASH, password);
         return Ok(Err(LoginRefused::Disabled));
     }
     let now = now_us();
     if account.locked_until_us.is_some_and(|t| t > now) {
+        let _ = password_matches(DUMMY_HASH, password);
         return Ok(Err(LoginRefused::Locked));
     }
     if !password_matches(&phc, password) {
-        let failures: u32 = conn.query_row(
-            "UPDATE staff SET failed_logins = failed_logins + 1 WHERE username = ?1
-             RETURNING failed_logins",
-            [username],
-            |r| r.get(0),
-        )?;
-        let now_locked = failures >= lockout.max_failures;
-        if now_locked {
-            conn.execute(
-                "UPDATE staff SET locked_until = ?2, failed_logins = 0 WHERE username = ?1",
-                params![username, now + lockout.lock_for.as_micros() as i64],
-            )?;
-        }
+        let now_locked = count_failure(conn, username, lockout, now)?;
         return Ok(Err(LoginRefused::BadPassword { now_locked }));
     }
-    if let Some(secret) = totp_secret {
+    if let (Some(secret), Some(totp_code)) = (totp_secret, totp_code) {
         let step =
             totp_for(&secret).and_then(|t| totp_code.and_then(|c| t.check_current(c.trim())));
         // RFC 6238 5.2: a code is good once; a replayed one is refused like a wrong one.
@@ -415,8 +454,11 @@ pub fn check_login(
             }
             None => false,
         };
+        // A million codes are fewer than most passwords: guessing them counts like guessing
+        // the password, or the code would be guessed without limit once the password is known.
         if !fresh {
-            return Ok(Err(LoginRefused::BadTotp));
+            let now_locked = count_failure(conn, username, lockout, now)?;
+            return Ok(Err(LoginRefused::BadTotp { now_locked }));
         }
     }
     conn.execute(
@@ -654,17 +696,119 @@ mod tests {
         let secret = set_totp(&conn, "dsl", true).unwrap().unwrap();
         let pw = "correct horse battery";
         let none = check_login(&conn, "dsl", pw, None, Lockout::default()).unwrap();
-        assert_eq!(none.unwrap_err(), LoginRefused::BadTotp);
+        assert_eq!(
+            none.unwrap_err(),
+            LoginRefused::BadTotp { now_locked: false }
+        );
         let wrong = check_login(&conn, "dsl", pw, Some("000000"), Lockout::default()).unwrap();
         // One in a million the current code really is 000000; the right code must pass anyway.
         let code = totp_for(&secret).unwrap().generate_current().to_string();
         if code != "000000" {
-            assert_eq!(wrong.unwrap_err(), LoginRefused::BadTotp);
+            assert_eq!(
+                wrong.unwrap_err(),
+                LoginRefused::BadTotp { now_locked: false }
+            );
         }
         let ok = check_login(&conn, "dsl", pw, Some(&code), Lockout::default()).unwrap();
         assert!(ok.unwrap().totp_enabled);
         let replayed = check_login(&conn, "dsl", pw, Some(&code), Lockout::default()).unwrap();
-        assert_eq!(replayed.unwrap_err(), LoginRefused::BadTotp);
+        assert_eq!(
+            replayed.unwrap_err(),
+            LoginRefused::BadTotp { now_locked: false }
+        );
+    }
+
+    fn failures(conn: &Connection, name: &str) -> u32 {
+        conn.query_row(
+            "SELECT failed_logins FROM staff WHERE username = ?1",
+            [name],
+            |r| r.get(0),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn wrong_or_missing_codes_count_towards_lock_out() {
+        let (_d, conn) = test_db();
+        add(&conn, "dsl", Role::Dsl);
+        let secret = set_totp(&conn, "dsl", true).unwrap().unwrap();
+        let pw = "correct horse battery";
+        let rule = Lockout {
+            max_failures: 3,
+            lock_for: Duration::from_secs(600),
+        };
+        let code = totp_for(&secret).unwrap().generate_current().to_string();
+        let wrong = if code == "000000" { "111111" } else { "000000" };
+        let r = check_login(&conn, "dsl", pw, None, rule).unwrap();
+        assert_eq!(r.unwrap_err(), LoginRefused::BadTotp { now_locked: false });
+        assert_eq!(failures(&conn, "dsl"), 1);
+        let r = check_login(&conn, "dsl", "guess", Some(&code), rule).unwrap();
+        assert_eq!(
+            r.unwrap_err(),
+            LoginRefused::BadPassword { now_locked: false }
+        );
+        let r = check_login(&conn, "dsl", pw, Some(wrong), rule).unwrap();
+        assert_eq!(r.unwrap_err(), LoginRefused::BadTotp { now_locked: true });
+        // Locked: even the right password and code are refused now.
+        let r = check_login(&conn, "dsl", pw, Some(&code), rule).unwrap();
+        assert_eq!(r.unwrap_err(), LoginRefused::Locked);
+        assert!(
+            get(&conn, "dsl")
+                .unwrap()
+                .unwrap()
+                .locked_until_us
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn confirming_a_password_asks_no_code_and_counts_nothing_when_right() {
+        let (_d, conn) = test_db();
+        add(&conn, "dsl", Role::Dsl);
+        set_totp(&conn, "dsl", true).unwrap();
+        let pw = "correct horse battery";
+        assert!(
+            check_password(&conn, "dsl", pw, Lockout::default())
+                .unwrap()
+                .is_ok()
+        );
+        assert_eq!(failures(&conn, "dsl"), 0);
+        let r = check_password(&conn, "dsl", "guess", Lockout::default()).unwrap();
+        assert_eq!(
+            r.unwrap_err(),
+            LoginRefused::BadPassword { now_locked: false }
+        );
+        assert_eq!(failures(&conn, "dsl"), 1);
+    }
+
+    #[test]
+    fn locked_and_disabled_accounts_cost_a_password_check_too() {
+        let (_d, conn) = test_db();
+        add(&conn, "lead", Role::Leadership);
+        set_disabled(&conn, "lead", true).unwrap();
+        let time = |name: &str| {
+            let t = std::time::Instant::now();
+            let r = check_login(&conn, name, "whatever at all", None, Lockout::default());
+            (t.elapsed(), r.unwrap().unwrap_err())
+        };
+        let (unknown, why) = time("nobody");
+        assert_eq!(why, LoginRefused::UnknownUser);
+        let (disabled, why) = time("lead");
+        assert_eq!(why, LoginRefused::Disabled);
+        set_disabled(&conn, "lead", false).unwrap();
+        conn.execute(
+            "UPDATE staff SET locked_until = ?1 WHERE username = 'lead'",
+            [now_us() + 600_000_000],
+        )
+        .unwrap();
+        let (locked, why) = time("lead");
+        assert_eq!(why, LoginRefused::Locked);
+        // An argon2 check takes milliseconds; a refusal without one takes microseconds.
+        let floor = unknown / 4;
+        assert!(
+            disabled >= floor && locked >= floor,
+            "{unknown:?} {disabled:?} {locked:?}"
+        );
     }
 
     #[test]

@@ -186,7 +186,11 @@ pub fn write_head(conn: &Connection, id: i64, hash: &str) -> Result<(), AuditErr
     {
         return Ok(());
     }
-    let tmp = path.with_extension(format!("head.{}", std::process::id()));
+    // One name per call: the console, the notifier and retention each write from their own
+    // thread, and two writers sharing a temporary file could rename the other's half-written one.
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_extension(format!("head.{}.{n}", std::process::id()));
     let io = |source| AuditError::Head {
         path: path.clone(),
         source,
@@ -508,6 +512,35 @@ mod tests {
         };
         assert_eq!(id, 6);
         assert!(reason.contains("deleted"), "{reason}");
+    }
+
+    #[test]
+    fn concurrent_head_writes_never_share_a_temporary_file() {
+        let (dir, conn) = filled(1);
+        let db = conn.path().unwrap().to_owned();
+        let writers: Vec<_> = (0..8)
+            .map(|t| {
+                let db = db.clone();
+                std::thread::spawn(move || {
+                    let conn = Connection::open(&db).unwrap();
+                    for i in 0..50 {
+                        let id = 2 + i * 8 + t;
+                        write_head(&conn, id, &format!("{id:064}")).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().unwrap();
+        }
+        let (id, hash) = read_head(&dir.path().join("audit.head")).unwrap().unwrap();
+        assert_eq!(hash, format!("{id:064}"), "a torn or mixed head");
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.starts_with("audit.head."))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
     }
 
     #[test]

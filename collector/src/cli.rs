@@ -170,7 +170,13 @@ pub fn users_add(
             must_change_password: generated,
         },
     )?;
-    audit(&conn, "staff.create", &format!("staff:{username}"))?;
+    let rec = Record {
+        action: "staff.create",
+        object: &format!("staff:{username}"),
+        detail: &crate::console::users::created_detail(role, admin),
+        ..Default::default()
+    };
+    audit::append(&conn, &Actor::cli(), &rec).context("writing the access audit trail")?;
     Ok(generated.then_some(password))
 }
 
@@ -210,7 +216,14 @@ pub fn users_set(
     if let Some(d) = disabled {
         accounts::set_disabled(&conn, username, d)?;
     }
-    audit(&conn, "staff.update", &format!("staff:{username}"))
+    let rec = Record {
+        action: "staff.update",
+        object: &format!("staff:{username}"),
+        detail: &format!("role={role:?} admin={admin:?} disabled={disabled:?}"),
+        ..Default::default()
+    };
+    audit::append(&conn, &Actor::cli(), &rec).context("writing the access audit trail")?;
+    Ok(())
 }
 
 pub fn policy_check(file: &Path, data_dir: Option<&Path>) -> anyhow::Result<()> {
@@ -313,5 +326,41 @@ pub fn sar_export(
             Ok(())
         }
         _ => print_json(&export),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn users_add_and_set_record_the_powers_given() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(store::create(dir.path()).unwrap());
+        users_add(dir.path(), "jo", "dsl", false, false).unwrap();
+        users_set(dir.path(), "jo", Some("leadership"), Some(true), None).unwrap();
+        let conn = store::open(dir.path(), Durability::Normal).unwrap();
+        let trail = audit::list(
+            &conn,
+            &audit::Filter {
+                limit: 10,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let got: Vec<_> = trail
+            .iter()
+            .map(|e| (e.action.as_str(), e.detail.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    "staff.update",
+                    "role=Some(\"leadership\") admin=Some(true) disabled=None"
+                ),
+                ("staff.create", "role=dsl admin=false"),
+            ]
+        );
     }
 }

@@ -152,9 +152,10 @@ fn line(a: &Due, console_url: &str) -> String {
     )
 }
 
-/// One poll: finds new alerts at or above the severity, mails them, audits each and moves the
-/// position on. The first poll of a new install only records where alerts stand now.
-/// Returns how many alerts were notified.
+/// One poll: finds new alerts at or above the severity, audits each and moves the position on,
+/// then mails them. The first poll of a new install only records where alerts stand now.
+/// Returns how many alerts were notified; an error before the audit leaves the alerts for the
+/// next poll, a failed send does not.
 pub fn poll_once(conn: &Connection, cfg: &NotifyConfig) -> Result<usize, NotifyError> {
     let Some(last) = position(conn)? else {
         let max: i64 =
@@ -184,33 +185,49 @@ pub fn poll_once(conn: &Connection, cfg: &NotifyConfig) -> Result<usize, NotifyE
         .iter()
         .filter(|a| severity_rank(&a.severity).is_some_and(|s| s >= cfg.min_severity))
         .collect();
-    if !due.is_empty() {
-        send(conn, cfg, &due)?;
-        conn.execute_batch("BEGIN IMMEDIATE")?;
-        let mut head = None;
-        let done = (|| -> Result<(), NotifyError> {
-            for a in &due {
-                let object = format!("alert:{}", a.id);
-                let rec = Record {
-                    action: "alert.notify",
-                    object: &object,
-                    detail: &format!("{} {}", a.severity, a.category),
-                    ..Default::default()
-                };
-                head = Some(audit::append_in(conn, &Actor::system(), &rec)?);
-            }
-            set_position(conn, furthest)
-        })();
-        if let Err(e) = done {
-            let _ = conn.execute_batch("ROLLBACK");
-            return Err(e);
-        }
-        conn.execute_batch("COMMIT")?;
-        if let Some((id, hash)) = head {
-            audit::write_head(conn, id, &hash)?;
-        }
-    } else {
+    if due.is_empty() {
         set_position(conn, furthest)?;
+        return Ok(0);
+    }
+    // Everything that can fail without the network (addresses, the relay's CA) fails here,
+    // before the alerts are passed, so that fixing the settings sends them.
+    let outbox = prepare(conn, cfg, &due)?;
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let mut head = None;
+    let done = (|| -> Result<(), NotifyError> {
+        for a in &due {
+            let object = format!("alert:{}", a.id);
+            let rec = Record {
+                action: "alert.notify",
+                object: &object,
+                detail: &format!("{} {}", a.severity, a.category),
+                ..Default::default()
+            };
+            head = Some(audit::append_in(conn, &Actor::system(), &rec)?);
+        }
+        set_position(conn, furthest)
+    })();
+    if let Err(e) = done {
+        let _ = conn.execute_batch("ROLLBACK");
+        return Err(e);
+    }
+    conn.execute_batch("COMMIT")?;
+    if let Some((id, hash)) = head
+        && let Err(e) = audit::write_head(conn, id, &hash)
+    {
+        tracing::error!(error = %e, entry = id, "notify: could not record the audit head");
+    }
+    // Audited and passed first, so no mail leaves without its entry. A failed send is not
+    // retried: a lost mail is better than a mail storm (a relay that takes the message and then
+    // times out would have it sent again at every poll), and the console still shows the alert.
+    if let Err(e) = outbox.send() {
+        tracing::error!(
+            error = %e,
+            first = due[0].id,
+            last = furthest,
+            "notify: mail not sent; these alerts are not sent again, see the console"
+        );
+        return Err(e);
     }
     Ok(due.len())
 }
@@ -241,7 +258,28 @@ fn recipients(conn: &Connection, cfg: &NotifyConfig) -> Result<Vec<Mailbox>, Not
     Ok(boxes)
 }
 
-fn send(conn: &Connection, cfg: &NotifyConfig, due: &[&Due]) -> Result<(), NotifyError> {
+/// Mails ready to go, with the relay to send them through.
+struct Outbox {
+    transport: SmtpTransport,
+    messages: Vec<Message>,
+    host: String,
+    port: u16,
+}
+
+impl Outbox {
+    fn send(&self) -> Result<(), NotifyError> {
+        for msg in &self.messages {
+            self.transport.send(msg).map_err(|e| NotifyError::Send {
+                host: self.host.clone(),
+                port: self.port,
+                message: e.to_string(),
+            })?;
+        }
+        Ok(())
+    }
+}
+
+fn prepare(conn: &Connection, cfg: &NotifyConfig, due: &[&Due]) -> Result<Outbox, NotifyError> {
     let to = recipients(conn, cfg)?;
     let from: Mailbox = cfg
         .from
@@ -266,23 +304,24 @@ fn send(conn: &Connection, cfg: &NotifyConfig, due: &[&Due]) -> Result<(), Notif
             .collect();
         vec![(format!("Invigilator: {} new alerts", due.len()), body)]
     };
-    let transport = transport(cfg)?;
-    for (subject, body) in mails {
-        let mut m = Message::builder().from(from.clone()).subject(subject);
-        for t in &to {
-            m = m.to(t.clone());
-        }
-        let msg = m
-            .header(ContentType::TEXT_PLAIN)
-            .body(body)
-            .map_err(|e| NotifyError::Mail(e.to_string()))?;
-        transport.send(&msg).map_err(|e| NotifyError::Send {
-            host: cfg.smtp_host.clone(),
-            port: cfg.smtp_port,
-            message: e.to_string(),
-        })?;
-    }
-    Ok(())
+    let messages = mails
+        .into_iter()
+        .map(|(subject, body)| {
+            let mut m = Message::builder().from(from.clone()).subject(subject);
+            for t in &to {
+                m = m.to(t.clone());
+            }
+            m.header(ContentType::TEXT_PLAIN)
+                .body(body)
+                .map_err(|e| NotifyError::Mail(e.to_string()))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(Outbox {
+        transport: transport(cfg)?,
+        messages,
+        host: cfg.smtp_host.clone(),
+        port: cfg.smtp_port,
+    })
 }
 
 fn transport(cfg: &NotifyConfig) -> Result<SmtpTransport, NotifyError> {
@@ -334,7 +373,7 @@ pub async fn run(data_dir: PathBuf, cfg: NotifyConfig) {
         match done {
             Ok(Ok(0)) => {}
             Ok(Ok(n)) => tracing::info!(alerts = n, "safeguarding lead notified"),
-            Ok(Err(e)) => tracing::error!(error = %e, "notify failed; retrying at the next poll"),
+            Ok(Err(e)) => tracing::error!(error = %e, "notify failed"),
             Err(e) => tracing::error!(error = %e, "notify task failed"),
         }
     }

@@ -152,8 +152,17 @@ fn a_serious_alert_is_mailed_without_pupil_content_and_a_lesser_one_is_not() {
     assert_eq!(poll_once(&conn, &cfg).unwrap(), 0, "sent once");
 }
 
+fn notified(conn: &rusqlite::Connection) -> Vec<String> {
+    conn.prepare("SELECT object FROM audit_log WHERE action = 'alert.notify' ORDER BY id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
 #[test]
-fn a_failed_send_keeps_the_position_for_the_next_poll() {
+fn a_send_is_audited_first_and_a_failed_one_is_not_repeated() {
     let (_d, conn) = crate::store::test_db();
     // Nothing listens on this port.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -167,16 +176,39 @@ fn a_failed_send_keeps_the_position_for_the_next_poll() {
     let id = alerts::insert(&conn, &alert("serious")).unwrap();
     let err = poll_once(&conn, &cfg).unwrap_err().to_string();
     assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
-    assert_eq!(position(&conn).unwrap(), Some(0));
+    // The entry was written before the attempt, and the alert is passed: not mailed again.
+    assert_eq!(notified(&conn), [format!("alert:{id}")]);
+    assert_eq!(position(&conn).unwrap(), Some(id));
 
     let sink = Sink::start();
     let cfg = config(sink.port);
+    assert_eq!(poll_once(&conn, &cfg).unwrap(), 0);
+    let next = alerts::insert(&conn, &alert("serious")).unwrap();
     assert_eq!(poll_once(&conn, &cfg).unwrap(), 1);
-    assert_eq!(position(&conn).unwrap(), Some(id));
-    assert!(
-        sink.wait_for(&format!("Alert #{id}"))
-            .contains(&format!("Alert #{id}"))
+    let mail = sink.wait_for(&format!("Alert #{next}"));
+    assert!(mail.contains(&format!("Alert #{next}")), "{mail}");
+    assert!(!mail.contains(&format!("Alert #{id} ")), "{mail}");
+    assert_eq!(
+        notified(&conn),
+        [format!("alert:{id}"), format!("alert:{next}")]
     );
+}
+
+#[test]
+fn bad_settings_fail_before_the_alerts_are_passed() {
+    let (_d, conn) = crate::store::test_db();
+    let cfg = NotifyConfig {
+        to: Vec::new(),
+        ..config(1)
+    };
+    assert_eq!(poll_once(&conn, &cfg).unwrap(), 0);
+    alerts::insert(&conn, &alert("serious")).unwrap();
+    assert!(matches!(
+        poll_once(&conn, &cfg),
+        Err(NotifyError::NoRecipients)
+    ));
+    assert_eq!(position(&conn).unwrap(), Some(0));
+    assert!(notified(&conn).is_empty());
 }
 
 #[test]
@@ -228,15 +260,19 @@ fn starttls_is_required_not_hoped_for() {
     assert!(cfg.validate().is_ok());
     assert_eq!(poll_once(&conn, &cfg).unwrap(), 0);
     let id = alerts::insert(&conn, &alert("serious")).unwrap();
-    // Python's sink offers no STARTTLS: the mail is not sent in clear, and is retried later.
+    // Python's sink offers no STARTTLS: the mail is not sent in clear (nor again later).
     let err = poll_once(&conn, &cfg).unwrap_err().to_string();
     assert!(err.contains("sending through"), "{err}");
-    assert_eq!(position(&conn).unwrap(), Some(id - 1));
+    assert_eq!(position(&conn).unwrap(), Some(id));
     assert!(!sink.wait_for("never").contains(&format!("Alert #{id}")));
     let missing = NotifyConfig {
         ca_file: Some(dir.path().join("missing.pem")),
         ..cfg
     };
+    let next = alerts::insert(&conn, &alert("serious")).unwrap();
     let err = poll_once(&conn, &missing).unwrap_err().to_string();
     assert!(err.contains("missing.pem"), "{err}");
+    // A settings error, found before anything was passed: the alert waits for the fix.
+    assert_eq!(position(&conn).unwrap(), Some(id));
+    assert!(next > id);
 }

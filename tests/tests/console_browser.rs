@@ -228,7 +228,7 @@ async fn each_role_does_its_job_in_a_real_browser() {
     log_in("gov", &gov_pw).await;
     b.goto(&format!("{base}/alerts")).await;
     b.wait_text("main", "may not").await;
-    b.goto(&format!("{base}/audit")).await;
+    b.goto(&format!("{base}/audit?verify=1")).await;
     b.wait_text("#audit", "alert.triage").await;
     b.wait_text("#chain", "intact").await;
     // The incident log as a summary: what was done, never who.

@@ -291,28 +291,60 @@ async fn log_in(
                 Ok((account, token, csrf))
             }
             Err(refused) => {
+                // A name that matches no account is often a password typed into the wrong box,
+                // and the trail is append-only: keep only a short hash, enough to see repeated
+                // attempts with the same text.
+                let (who, object, detail) = match refused {
+                    LoginRefused::UnknownUser => (
+                        actor_unknown(&source),
+                        "staff:(unknown)".to_owned(),
+                        format!(
+                            "{}; name sha256:{}",
+                            refused.reason(),
+                            name_digest(&form.username)
+                        ),
+                    ),
+                    _ => (
+                        actor("unknown"),
+                        format!("staff:{}", form.username),
+                        refused.reason().to_owned(),
+                    ),
+                };
                 audit::append(
                     conn,
-                    &actor("unknown"),
+                    &who,
                     &Record {
                         action: "login.failed",
-                        object: &format!("staff:{}", form.username),
-                        detail: refused.reason(),
+                        object: &object,
+                        detail: &detail,
                         ..Default::default()
                     },
                 )?;
-                let message = match refused {
-                    LoginRefused::Locked | LoginRefused::BadPassword { now_locked: true } => {
-                        "Too many failed attempts: the account is locked for a while. \
-                         An administrator can unlock it."
-                    }
-                    _ => "Wrong user name, password or one-time code.",
-                };
-                Err(ConsoleError::Forbidden(message.into()))
+                // One message for every refusal: which names exist, or are locked or disabled,
+                // is nobody's business before logging in. The trail keeps the real reason.
+                Err(ConsoleError::Forbidden(LOGIN_REFUSED.into()))
             }
         }
     })
     .await
+}
+
+pub const LOGIN_REFUSED: &str = "Wrong user name, password or one-time code, or the account is \
+    locked; after several failures an account is locked for a while \u{2014} an administrator can \
+    unlock it.";
+
+fn actor_unknown(source: &str) -> Actor {
+    Actor {
+        name: "(unknown)".into(),
+        role: "unknown".into(),
+        source: source.to_owned(),
+    }
+}
+
+/// The first 12 hex digits of the SHA-256 of what was typed as a user name.
+fn name_digest(typed: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(typed.as_bytes()))[..12].to_owned()
 }
 
 #[derive(Deserialize)]
@@ -321,10 +353,19 @@ pub struct NextQuery {
     next: Option<String>,
 }
 
-/// Only paths on this site: `next` must never send anyone elsewhere.
+/// Only paths on this site: `next` must never send anyone elsewhere. Browsers drop tabs and
+/// newlines from a `Location` and read `\` as `/`, so `/\t/evil.example` is `//evil.example`
+/// to them: only visible ASCII is accepted, and nothing that could start a second slash.
 fn safe_next(next: Option<&str>) -> String {
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.to_owned(),
+        Some(n)
+            if n.starts_with('/')
+                && n.bytes().all(|b| (0x21..=0x7e).contains(&b))
+                && !matches!(n.as_bytes().get(1), Some(b'/' | b'\\'))
+                && !n.contains('\\') =>
+        {
+            n.to_owned()
+        }
         _ => "/".into(),
     }
 }
@@ -516,12 +557,8 @@ fn confirm_password(
     username: &str,
     current: &str,
 ) -> Result<accounts::Account, ConsoleError> {
-    match accounts::check_login(conn, username, current, None, c.lockout())? {
+    match accounts::check_password(conn, username, current, c.lockout())? {
         Ok(a) => Ok(a),
-        // A TOTP user's password was right if the only complaint is the code.
-        Err(LoginRefused::BadTotp) => {
-            accounts::get(conn, username)?.ok_or_else(|| ConsoleError::NotFound("account".into()))
-        }
         Err(_) => Err(ConsoleError::Forbidden(
             "the current password is wrong".into(),
         )),
@@ -637,4 +674,138 @@ pub async fn set_totp(
         }
     });
     Ok(account_markup(&staff, &account, notice))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::accounts::{NewAccount, Role};
+
+    #[test]
+    fn next_stays_on_this_site() {
+        for hostile in [
+            "/\t/evil.example",
+            "/\n/evil.example",
+            "/\r\n/evil.example",
+            "//evil.example",
+            "/\\evil.example",
+            "/\\/evil.example",
+            "/ /evil.example",
+            "/\u{a0}/evil.example",
+            "/\u{2028}/evil.example",
+            "https://evil.example",
+            "evil.example",
+            "\t//evil.example",
+            "/alerts\0",
+            "",
+        ] {
+            assert_eq!(safe_next(Some(hostile)), "/", "{hostile:?}");
+        }
+        assert_eq!(safe_next(None), "/");
+        for fine in [
+            "/",
+            "/alerts/42",
+            "/audit?before=10&actor=dsl1",
+            "/checks/3/print",
+        ] {
+            assert_eq!(safe_next(Some(fine)), fine);
+        }
+    }
+
+    fn console() -> (tempfile::TempDir, Arc<Console>) {
+        let dir = tempfile::tempdir().unwrap();
+        drop(crate::store::create(dir.path()).unwrap());
+        let policy = crate::policy::Policy::parse(crate::policy::DEFAULT_POLICY).unwrap();
+        let c = Console::new(
+            dir.path().to_path_buf(),
+            Default::default(),
+            Arc::new(arc_swap::ArcSwap::from_pointee(policy)),
+        )
+        .unwrap();
+        (dir, c)
+    }
+
+    fn form(username: &str, password: &str) -> LoginForm {
+        LoginForm {
+            username: username.into(),
+            password: password.into(),
+            totp: None,
+            next: None,
+        }
+    }
+
+    fn last_entry(c: &Console) -> audit::Entry {
+        let conn = crate::store::open(&c.data_dir, crate::store::Durability::Normal).unwrap();
+        let f = audit::Filter {
+            limit: 1,
+            ..Default::default()
+        };
+        audit::list(&conn, &f).unwrap().remove(0)
+    }
+
+    #[tokio::test]
+    async fn every_refusal_reads_the_same_and_the_trail_keeps_the_reason() {
+        let (_d, c) = console();
+        {
+            let conn = crate::store::open(&c.data_dir, crate::store::Durability::Normal).unwrap();
+            for name in ["jo", "sam"] {
+                accounts::create(
+                    &conn,
+                    &NewAccount {
+                        username: name,
+                        role: Role::Dsl,
+                        is_admin: false,
+                        password: "a long enough password",
+                        display_name: "",
+                        email: "",
+                        must_change_password: false,
+                    },
+                )
+                .unwrap();
+            }
+            accounts::set_disabled(&conn, "sam", true).unwrap();
+        }
+        let mut messages = Vec::new();
+        let mut reasons = Vec::new();
+        // Wrong password until locked, then locked, then disabled, then unknown.
+        let attempts = (0..c.lockout().max_failures + 1)
+            .map(|_| form("jo", "not the password"))
+            .chain([form("sam", "a long enough password")]);
+        for f in attempts {
+            let err = log_in(&c, f, "192.0.2.1".into()).await.unwrap_err();
+            messages.push(err.to_string());
+            reasons.push(last_entry(&c).detail);
+        }
+        messages.dedup();
+        assert_eq!(messages.len(), 1, "{messages:?}");
+        assert!(messages[0].contains(LOGIN_REFUSED), "{}", messages[0]);
+        for r in ["wrong password", "account locked", "account disabled"] {
+            assert!(reasons.iter().any(|d| d.contains(r)), "{r}: {reasons:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_password_typed_as_a_user_name_is_not_kept() {
+        let (_d, c) = console();
+        let typed = "Tr0ub4dor&3-secret";
+        let err = log_in(&c, form(typed, "x"), "192.0.2.1".into())
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains(LOGIN_REFUSED));
+        let e = last_entry(&c);
+        assert_eq!(
+            (e.action.as_str(), e.object.as_str()),
+            ("login.failed", "staff:(unknown)")
+        );
+        let all = serde_json::to_string(&e).unwrap();
+        assert!(!all.contains(typed), "{all}");
+        let digest = name_digest(typed);
+        assert_eq!(digest.len(), 12);
+        assert!(e.detail.contains(&digest), "{}", e.detail);
+        // The same text gives the same digest, so repeated attempts can be matched up.
+        log_in(&c, form(typed, "y"), "192.0.2.1".into())
+            .await
+            .unwrap_err();
+        assert_eq!(last_entry(&c).detail, e.detail);
+    }
 }

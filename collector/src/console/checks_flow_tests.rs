@@ -25,6 +25,7 @@ fn app() -> App {
         ("head", "leadership"),
         ("deputy", "leadership"),
         ("tech", "technician"),
+        ("tech2", "technician"),
         ("gov", "governor"),
         ("dsl", "dsl"),
     ] {
@@ -160,8 +161,33 @@ async fn a_check_is_requested_run_by_another_and_read_with_every_step_audited() 
     let (s, body, _) = a.call("deputy", "GET", "/api/checks", None).await;
     assert_eq!((s, body.as_str()), (StatusCode::OK, "[]"));
 
+    // Waiting to be run: any technician may read it, to run it.
+    let (s, body, _) = a
+        .call("tech2", "GET", &format!("/api/checks/{id}"), None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
     let (s, body, _) = a
         .call("tech", "POST", &format!("/api/checks/{id}/run"), None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    // Once run, what it found is for the requester, the DSL and the technician who ran it.
+    for path in [
+        format!("/api/checks/{id}"),
+        format!("/checks/{id}/csv"),
+        format!("/checks/{id}/print"),
+    ] {
+        let (s, body, _) = a.call("tech2", "GET", &path, None).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{path}: {body}");
+    }
+    let (s, body, _) = a.call("tech2", "GET", "/api/checks", None).await;
+    assert_eq!((s, body.as_str()), (StatusCode::OK, "[]"));
+    let (s, body, _) = a.call("tech", "GET", "/api/checks", None).await;
+    assert!(
+        s == StatusCode::OK && body.contains("\"run_by\":\"tech\""),
+        "{body}"
+    );
+    let (s, body, _) = a
+        .call("tech", "GET", &format!("/api/checks/{id}"), None)
         .await;
     assert_eq!(s, StatusCode::OK, "{body}");
     let run: serde_json::Value = serde_json::from_str(&body).unwrap();

@@ -40,9 +40,10 @@ impl From<RevealError> for ConsoleError {
             RevealError::NoSuchRequest(id) => {
                 ConsoleError::NotFound(format!("reveal request {id}"))
             }
-            RevealError::Illegal(_) | RevealError::OwnRequest(_) => {
-                ConsoleError::Forbidden(e.to_string())
-            }
+            RevealError::Illegal(_)
+            | RevealError::OwnRequest(_)
+            | RevealError::ApproverNewer { .. }
+            | RevealError::NoSuchApprover(_) => ConsoleError::Forbidden(e.to_string()),
             RevealError::Decided { .. } | RevealError::Outstanding(_) => {
                 ConsoleError::Conflict(e.to_string())
             }

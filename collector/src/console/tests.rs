@@ -135,6 +135,13 @@ async fn an_approved_reveal_shows_the_dsl_the_search_until_then_it_does_not() {
     assert!(panel.0.contains("waiting for approval"), "{}", panel.0);
     assert!(!view(&dsl).await.0.contains(SEARCH));
 
+    h.conn()
+        .execute(
+            "INSERT INTO staff(username, role, password_hash, created_at)
+             VALUES ('head', 'leadership', 'x', 0)",
+            [],
+        )
+        .unwrap();
     let own = reveals::decide(c, &dsl, rid, true).await.unwrap_err();
     assert!(matches!(own, ConsoleError::Forbidden(_)), "{own}");
     reveals::decide(c, &head, rid, true).await.unwrap();
@@ -356,4 +363,19 @@ async fn the_pages_render_for_each_role_through_the_router() {
         body.contains("revealed until") && body.contains(SEARCH),
         "{body}"
     );
+}
+
+#[tokio::test]
+async fn a_saved_change_is_not_reported_as_failed_when_the_head_file_cannot_be_written() {
+    let h = harness();
+    let head = h.console.data_dir.join("audit.head");
+    let _ = std::fs::remove_file(&head);
+    std::fs::create_dir(&head).unwrap();
+    let dsl = staff("dsl1", Role::Dsl);
+    let r = h
+        .console
+        .audited(&dsl, Audit::new("alert.list", "alerts"), |_| Ok(7))
+        .await;
+    assert_eq!(r.unwrap(), 7);
+    assert_eq!(h.last_audit().action, "alert.list");
 }

@@ -45,6 +45,11 @@ pub struct CreateInput {
     password: String,
 }
 
+/// What a `staff.create` entry records: the powers the new account was given.
+pub fn created_detail(role: Role, is_admin: bool) -> String {
+    format!("role={role} admin={is_admin}")
+}
+
 /// Creates the account; returns the password to hand over when one was generated.
 async fn create(
     c: &Arc<Console>,
@@ -55,13 +60,15 @@ async fn create(
     let generated = input.password.is_empty().then(accounts::generate_password);
     let password = generated.clone().unwrap_or(input.password);
     let object = format!("staff:{}", input.username);
-    c.audited(staff, Audit::new("staff.create", object), move |conn| {
+    let is_admin = matches!(input.is_admin.as_deref(), Some("true" | "on" | "1"));
+    let entry = Audit::new("staff.create", object).detail(created_detail(role, is_admin));
+    c.audited(staff, entry, move |conn| {
         accounts::create(
             conn,
             &NewAccount {
                 username: &input.username,
                 role,
-                is_admin: matches!(input.is_admin.as_deref(), Some("true" | "on" | "1")),
+                is_admin,
                 password: &password,
                 display_name: &input.display_name,
                 email: &input.email,
@@ -140,6 +147,15 @@ async fn update(
     {
         return Err(ConsoleError::BadRequest(
             "you cannot disable your own account or remove your own administrator right".into(),
+        ));
+    }
+    // Roles are what the two-person rule counts on: an administrator who could make themselves
+    // DSL or leadership could then both ask for and approve a reveal, or a check.
+    if username == staff.username && role.is_some_and(|r| r != staff.role) {
+        return Err(ConsoleError::Forbidden(
+            "you cannot change your own role: the two-person rule needs another administrator \
+             to do it"
+                .into(),
         ));
     }
     let object = format!("staff:{username}");
@@ -272,4 +288,89 @@ async fn list_markup(
             }
         },
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit;
+
+    fn admin(role: Role) -> Staff {
+        Staff {
+            username: "boss".into(),
+            role,
+            is_admin: true,
+            csrf_token: "t".into(),
+            source: "test".into(),
+        }
+    }
+
+    fn input(role: Option<&str>) -> UpdateInput {
+        UpdateInput {
+            role: role.map(Into::into),
+            is_admin: None,
+            disabled: None,
+            reset_password: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn administrators_cannot_change_their_own_role_and_creation_records_powers() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(crate::store::create(dir.path()).unwrap());
+        let policy = crate::policy::Policy::parse(crate::policy::DEFAULT_POLICY).unwrap();
+        let c = Console::new(
+            dir.path().to_path_buf(),
+            Default::default(),
+            Arc::new(arc_swap::ArcSwap::from_pointee(policy)),
+        )
+        .unwrap();
+        let me = admin(Role::Technician);
+        for name in ["boss", "jo"] {
+            let made = CreateInput {
+                username: name.into(),
+                role: "technician".into(),
+                is_admin: (name == "boss").then(|| "on".into()),
+                display_name: String::new(),
+                email: String::new(),
+                password: String::new(),
+            };
+            create(&c, &me, made).await.unwrap();
+        }
+        let conn = crate::store::open(dir.path(), crate::store::Durability::Normal).unwrap();
+        let created = audit::list(
+            &conn,
+            &audit::Filter {
+                action_prefix: Some("staff.create".into()),
+                limit: 10,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let details: Vec<_> = created.iter().map(|e| e.detail.as_str()).collect();
+        assert_eq!(
+            details,
+            ["role=technician admin=false", "role=technician admin=true"]
+        );
+
+        let err = update(&c, &me, "boss".into(), input(Some("dsl")))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, ConsoleError::Forbidden(m) if m.contains("own role") && m.contains("two-person")),
+            "{err}"
+        );
+        assert_eq!(
+            accounts::get(&conn, "boss").unwrap().unwrap().role,
+            Role::Technician
+        );
+        // The same role again changes nothing and is no reason to refuse; another's role may change.
+        update(&c, &me, "boss".into(), input(Some("technician")))
+            .await
+            .unwrap();
+        update(&c, &me, "jo".into(), input(Some("dsl")))
+            .await
+            .unwrap();
+        assert_eq!(accounts::get(&conn, "jo").unwrap().unwrap().role, Role::Dsl);
+    }
 }

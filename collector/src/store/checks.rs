@@ -182,12 +182,42 @@ pub fn get(conn: &Connection, id: i64) -> Result<Option<Check>> {
         .optional()?)
 }
 
-/// Checks, newest first, without their results; only `requested_by`'s when given.
-pub fn list(conn: &Connection, requested_by: Option<&str>) -> Result<Vec<Check>> {
+/// Which checks a reader may see.
+#[derive(Debug, Clone, Copy)]
+pub enum Readable<'a> {
+    All,
+    /// Leadership: the checks they asked for.
+    RequestedBy(&'a str),
+    /// Technicians: those waiting to be run, and those they ran.
+    RunnableOrRunBy(&'a str),
+}
+
+impl Readable<'_> {
+    pub fn allows(self, c: &Check) -> bool {
+        match self {
+            Readable::All => true,
+            Readable::RequestedBy(who) => c.requested_by == who,
+            Readable::RunnableOrRunBy(who) => {
+                c.status == "requested" || c.run_by.as_deref() == Some(who)
+            }
+        }
+    }
+}
+
+/// Checks, newest first, without their results; only those `who` may read.
+pub fn list(conn: &Connection, who: Readable<'_>) -> Result<Vec<Check>> {
+    let (requested_by, runner) = match who {
+        Readable::All => (None, None),
+        Readable::RequestedBy(w) => (Some(w), None),
+        Readable::RunnableOrRunBy(w) => (None, Some(w)),
+    };
     let mut stmt = conn.prepare(&format!(
-        "SELECT {COLUMNS} FROM checks WHERE ?1 IS NULL OR requested_by = ?1 ORDER BY id DESC LIMIT 500"
+        "SELECT {COLUMNS} FROM checks
+         WHERE (?1 IS NULL OR requested_by = ?1)
+           AND (?2 IS NULL OR status = 'requested' OR run_by = ?2)
+         ORDER BY id DESC LIMIT 500"
     ))?;
-    let rows = stmt.query_map([requested_by], |r| check(r, false))?;
+    let rows = stmt.query_map(params![requested_by, runner], |r| check(r, false))?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 

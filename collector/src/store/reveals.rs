@@ -31,6 +31,13 @@ pub enum RevealError {
         "reveal request {0} is your own: another senior member of staff must approve or refuse it"
     )]
     OwnRequest(i64),
+    #[error(
+        "reveal request {id} was made before {approver}'s account was created: the approver must \
+         already have been a member of staff when it was asked"
+    )]
+    ApproverNewer { id: i64, approver: String },
+    #[error("no staff account named {0:?}: only a member of staff may decide a reveal request")]
+    NoSuchApprover(String),
     #[error("reveal request {id} was already {decision}")]
     Decided { id: i64, decision: String },
     #[error("you already have reveal request {0} for this alert waiting or approved")]
@@ -142,6 +149,30 @@ pub fn decide(
     if req.requested_by.eq_ignore_ascii_case(approver) {
         return Err(RevealError::OwnRequest(id));
     }
+    // An account administrator could otherwise create a second account and approve their own
+    // request with it: the second person must have existed when the request was made.
+    let created: Option<i64> = conn
+        .query_row(
+            "SELECT created_at FROM staff WHERE username = ?1",
+            [approver],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let requested_us: i64 = conn.query_row(
+        "SELECT requested_at FROM reveal_requests WHERE id = ?1",
+        [id],
+        |r| r.get(0),
+    )?;
+    match created {
+        None => return Err(RevealError::NoSuchApprover(approver.to_owned())),
+        Some(c) if c > requested_us => {
+            return Err(RevealError::ApproverNewer {
+                id,
+                approver: approver.to_owned(),
+            });
+        }
+        Some(_) => {}
+    }
     if let Some(decision) = req.decision {
         return Err(RevealError::Decided { id, decision });
     }
@@ -229,6 +260,22 @@ mod tests {
     const DAY: Duration = Duration::from_secs(24 * 3600);
     const REASON: &str = "pattern of self-harm searches this week";
 
+    /// A member of staff whose account was created at `created_us`.
+    fn staff(conn: &Connection, name: &str, created_us: i64) {
+        conn.execute(
+            "INSERT INTO staff(username, role, password_hash, created_at)
+             VALUES (?1, 'leadership', 'x', ?2)",
+            params![name, created_us],
+        )
+        .unwrap();
+    }
+
+    fn senior_staff(conn: &Connection) {
+        for name in ["head", "deputy"] {
+            staff(conn, name, 0);
+        }
+    }
+
     fn alert(conn: &Connection, rule: &str, severity: &str) -> i64 {
         alerts::insert(
             conn,
@@ -255,6 +302,7 @@ mod tests {
     #[test]
     fn the_requester_cannot_approve_their_own_request() {
         let (_d, conn) = test_db();
+        senior_staff(&conn);
         let a = alert(&conn, "keywords.self-harm", "serious");
         let id = request(&conn, a, "dsl1", REASON).unwrap();
         let err = decide(&conn, id, "DSL1", true, DAY).unwrap_err();
@@ -298,6 +346,7 @@ mod tests {
     #[test]
     fn a_grant_expires_and_a_refusal_grants_nothing() {
         let (_d, conn) = test_db();
+        senior_staff(&conn);
         let a = alert(&conn, "keywords.self-harm", "serious");
         let id = request(&conn, a, "dsl1", REASON).unwrap();
         decide(&conn, id, "head", true, DAY).unwrap();
@@ -316,5 +365,28 @@ mod tests {
         assert_eq!(pending[0].id, again);
         assert!(pending[0].waiting());
         assert_eq!(pending.len(), 3);
+    }
+
+    #[test]
+    fn an_account_created_after_the_request_cannot_approve_it() {
+        let (_d, conn) = test_db();
+        let a = alert(&conn, "keywords.self-harm", "serious");
+        let id = request(&conn, a, "dsl1", REASON).unwrap();
+        let err = decide(&conn, id, "nobody", true, DAY).unwrap_err();
+        assert!(matches!(err, RevealError::NoSuchApprover(_)), "{err}");
+        staff(&conn, "dsl1-second", now_us() + 1);
+        let err = decide(&conn, id, "dsl1-second", true, DAY).unwrap_err();
+        assert!(matches!(err, RevealError::ApproverNewer { .. }), "{err}");
+        assert!(
+            err.to_string()
+                .contains("already have been a member of staff"),
+            "{err}"
+        );
+        assert!(get(&conn, id).unwrap().unwrap().waiting());
+        assert!(!granted(&conn, a, "dsl1", now_us()).unwrap());
+        // Someone who was already on the staff may.
+        staff(&conn, "head", 0);
+        decide(&conn, id, "head", true, DAY).unwrap();
+        assert!(granted(&conn, a, "dsl1", now_us()).unwrap());
     }
 }
