@@ -175,6 +175,18 @@ pub fn append_in(
     Ok((id, hash))
 }
 
+/// Commits the caller's transaction holding a change and its entry (from [`append_in`]), then
+/// records the head. The change and its entry are saved and the chain in the database is the
+/// record; the head file is a second check, so failing to write it is logged, not returned
+/// (returning it would tell the user that something saved was not).
+pub fn commit(conn: &Connection, id: i64, hash: &str) -> Result<(), AuditError> {
+    conn.execute_batch("COMMIT")?;
+    if let Err(e) = write_head(conn, id, hash) {
+        tracing::error!(error = %e, entry = id, "could not record the audit head");
+    }
+    Ok(())
+}
+
 /// Records the newest entry outside the database. Never moves backwards: two processes
 /// appending race only to write a head the other already passed.
 pub fn write_head(conn: &Connection, id: i64, hash: &str) -> Result<(), AuditError> {

@@ -211,11 +211,9 @@ pub fn poll_once(conn: &Connection, cfg: &NotifyConfig) -> Result<usize, NotifyE
         let _ = conn.execute_batch("ROLLBACK");
         return Err(e);
     }
-    conn.execute_batch("COMMIT")?;
-    if let Some((id, hash)) = head
-        && let Err(e) = audit::write_head(conn, id, &hash)
-    {
-        tracing::error!(error = %e, entry = id, "notify: could not record the audit head");
+    match head {
+        Some((id, hash)) => audit::commit(conn, id, &hash)?,
+        None => conn.execute_batch("COMMIT")?,
     }
     // Audited and passed first, so no mail leaves without its entry. A failed send is not
     // retried: a lost mail is better than a mail storm (a relay that takes the message and then

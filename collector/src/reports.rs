@@ -393,8 +393,7 @@ pub fn generate_due(
     })();
     match stored {
         Ok(Some((id, (head, hash)))) => {
-            conn.execute_batch("COMMIT")?;
-            audit::write_head(conn, head, &hash)?;
+            audit::commit(conn, head, &hash)?;
             Ok(Some(id))
         }
         Ok(None) => {

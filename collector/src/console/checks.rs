@@ -162,8 +162,7 @@ async fn request(c: &Arc<Console>, staff: &Staff, n: NewCheck) -> Result<i64, Co
         })();
         match done {
             Ok((id, (head, hash))) => {
-                conn.execute_batch("COMMIT")?;
-                audit::write_head(conn, head, &hash)?;
+                audit::commit(conn, head, &hash)?;
                 Ok(id)
             }
             Err(e) => {

@@ -134,13 +134,7 @@ impl Console {
             });
             match done {
                 Ok((r, (id, hash))) => {
-                    conn.execute_batch("COMMIT")?;
-                    // The change and its entry are saved, and the chain in the database is the
-                    // record; the head file is a second check. Failing the request now would
-                    // tell the user that something saved was not.
-                    if let Err(e) = audit::write_head(conn, id, &hash) {
-                        tracing::error!(error = %e, entry = id, "could not record the audit head");
-                    }
+                    audit::commit(conn, id, &hash)?;
                     Ok(r)
                 }
                 Err(e) => {
