@@ -156,15 +156,19 @@ async fn fetch(
     let object = format!("alerts?{}", filters.encoded());
     c.audited(staff, Audit::new("alert.list", object), move |conn| {
         let rows = triage::search(conn, &q)?;
-        Ok(rows
-            .into_iter()
-            .map(|a| {
-                let v = privacy::for_alert(&policy, role, &a, false);
-                privacy::alert(a, v)
-            })
-            .collect())
+        Ok(as_seen_by(&policy, role, rows))
     })
     .await
+}
+
+/// Alerts as a role may see them in a list.
+fn as_seen_by(policy: &crate::policy::Policy, role: Role, rows: Vec<Listed>) -> Vec<Listed> {
+    rows.into_iter()
+        .map(|a| {
+            let v = privacy::for_alert(policy, role, &a, false);
+            privacy::alert(a, v)
+        })
+        .collect()
 }
 
 /// Like [`fetch`], but an empty poll is not worth an audit entry: only alerts actually sent are.
@@ -193,13 +197,7 @@ async fn fetch_live(
             ..Default::default()
         };
         crate::audit::append(conn, &actor, &rec)?;
-        Ok(rows
-            .into_iter()
-            .map(|a| {
-                let v = privacy::for_alert(&policy, role, &a, false);
-                privacy::alert(a, v)
-            })
-            .collect())
+        Ok(as_seen_by(&policy, role, rows))
     })
     .await
 }
