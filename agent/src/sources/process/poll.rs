@@ -68,7 +68,7 @@ impl PollSource {
                             .map(|a| a.to_string_lossy().into_owned())
                             .collect()
                     }),
-                uid: process.user_id().map(|uid| **uid),
+                uid: uid_of(process),
                 ppid: process.parent().map(Pid::as_u32),
                 name: Some(process.name().to_string_lossy().into_owned())
                     .filter(|name| !name.is_empty()),
@@ -83,6 +83,17 @@ impl PollSource {
         self.seen = start_times(&self.system);
         Ok(())
     }
+}
+
+#[cfg(unix)]
+fn uid_of(process: &Process) -> Option<u32> {
+    process.user_id().map(|uid| **uid)
+}
+
+/// Windows identifies users by SID, not a number; the event's user comes from elsewhere there.
+#[cfg(not(unix))]
+fn uid_of(_process: &Process) -> Option<u32> {
+    None
 }
 
 fn refresh(system: &mut System) {
