@@ -12,7 +12,7 @@ use std::io;
 use std::thread;
 use std::time::Duration;
 
-use invigilator_proto::v1::{Event, Gap, ProcessExec, event};
+use invigilator_proto::v1::{Event, ProcessExec, event};
 #[cfg(unix)]
 use nix::unistd::{Uid, User};
 
@@ -108,7 +108,7 @@ fn gap_event(hostname: &str, reason: String) -> Event {
         observed_at_us: now_us(),
         hostname: hostname.to_owned(),
         user: String::new(),
-        kind: Some(event::Kind::Gap(Gap {
+        kind: Some(event::Kind::Gap(invigilator_proto::v1::Gap {
             source: "process".into(),
             reason,
             lost: 0,
