@@ -56,10 +56,14 @@ export CARGO_TARGET_X86_64_PC_WINDOWS_GNU_RUSTFLAGS="-C link-arg=-static -C link
 
 profile_flag=()
 [ "$profile" = release ] && profile_flag=(--release)
-/usr/bin/cargo build "${profile_flag[@]}" \
+# Page-aligned sections in the file (MinGW's default is 512 bytes) let Wine map the image
+# instead of copying it into private memory: about 6 MB less resident under Wine, no change on
+# Windows. Given to the final link only (cargo rustc), so no dependency is rebuilt for it.
+/usr/bin/cargo rustc "${profile_flag[@]}" \
   -Zbuild-std=std,panic_abort \
   --target "$target" \
-  -p invigilator-agent --bin invigilator-agent
+  -p invigilator-agent --bin invigilator-agent \
+  -- -C link-arg=-Wl,--file-alignment=4096
 
 mkdir -p "$shim_dir"
 "$mingw_gcc" -shared -O2 -s -o "$shim_dir/bcryptprimitives.dll" \
@@ -67,5 +71,5 @@ mkdir -p "$shim_dir"
 
 exe="$out/invigilator-agent.exe"
 size=$(stat -c %s "$exe")
-echo "built $exe ($size bytes, $(( (size + 1048575) / 1048576 )) MiB)"
+echo "built $exe ($size bytes, $(awk -v s="$size" 'BEGIN {printf "%.1f", s / 1048576}') MiB)"
 echo "test shim: $shim_dir/bcryptprimitives.dll (Wine only; never shipped)"
