@@ -28,12 +28,18 @@ pub async fn run(collector: &str, token: &str, state_dir: &Path) -> anyhow::Resu
     }
     let mut dir = std::fs::DirBuilder::new();
     dir.recursive(true);
-    // Owner only. On Windows the directory inherits %ProgramData%'s ACL for now; the installer
-    // is to restrict it to SYSTEM and Administrators (see deploy/windows/NOTES.md).
+    // Owner only (Unix), or SYSTEM and Administrators only (Windows), before the key is written.
     #[cfg(unix)]
     std::os::unix::fs::DirBuilderExt::mode(&mut dir, 0o700);
     dir.create(state_dir)
         .with_context(|| format!("cannot create state directory {}", state_dir.display()))?;
+    #[cfg(windows)]
+    crate::platform::windows::restrict_to_system_and_admins(state_dir).with_context(|| {
+        format!(
+            "cannot restrict {} to SYSTEM and Administrators (enrol as an administrator)",
+            state_dir.display()
+        )
+    })?;
 
     let key = identity::generate_key(&paths)?;
     let channel = tls::channel(collector, tls::enrolment_config(&token.ca_fingerprint)?)?;
