@@ -67,8 +67,8 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), Ident
     f.write_all(contents).map_err(err)?;
     f.sync_all().map_err(err)?;
     std::fs::rename(&tmp, path).map_err(err)?;
-    // Make the rename durable. Windows cannot open a directory as a file; there the rename
-    // (MoveFileEx) is journalled by NTFS.
+    // Make the rename durable. std cannot open a directory on Windows to flush it; there the
+    // rename is left to NTFS's metadata journal (a write-through rename is a later refinement).
     #[cfg(unix)]
     if let Some(dir) = path.parent() {
         std::fs::File::open(dir)

@@ -118,7 +118,7 @@ pub async fn run(state_dir: &Path) -> anyhow::Result<()> {
 
 #[cfg(not(unix))]
 async fn shutdown_signal() {
-    // Ctrl-C / console close. Running as a Windows service (SCM stop) is still to come.
+    // Ctrl-C. Running as a Windows service (stop from the SCM) is still to come.
     let _ = tokio::signal::ctrl_c().await;
 }
 
