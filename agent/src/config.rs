@@ -226,6 +226,7 @@ impl AgentConfig {
         if cfg.spool.max_bytes < 64 * 1024 {
             return Err(invalid("spool.max_bytes must be at least 65536"));
         }
+        #[cfg(unix)]
         if let Some(address) = &cfg.session.bus_address {
             // Caught here rather than as a warning every minute from a source that cannot start.
             if let Err(e) = address.parse::<zbus::Address>() {

@@ -8,7 +8,6 @@ use crate::tls;
 use anyhow::{Context, bail};
 use invigilator_proto::v1::{EnrollRequest, enrollment_client::EnrollmentClient};
 use invigilator_proto::{EnrollmentToken, ca_fingerprint};
-use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 use std::time::Duration;
 
@@ -27,11 +26,20 @@ pub async fn run(collector: &str, token: &str, state_dir: &Path) -> anyhow::Resu
             state_dir.display()
         );
     }
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(state_dir)
+    let mut dir = std::fs::DirBuilder::new();
+    dir.recursive(true);
+    // Owner only (Unix), or SYSTEM and Administrators only (Windows), before the key is written.
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut dir, 0o700);
+    dir.create(state_dir)
         .with_context(|| format!("cannot create state directory {}", state_dir.display()))?;
+    #[cfg(windows)]
+    crate::platform::windows::restrict_to_system_and_admins(state_dir).with_context(|| {
+        format!(
+            "cannot restrict {} to SYSTEM and Administrators (enrol as an administrator)",
+            state_dir.display()
+        )
+    })?;
 
     let key = identity::generate_key(&paths)?;
     let channel = tls::channel(collector, tls::enrolment_config(&token.ca_fingerprint)?)?;

@@ -14,11 +14,18 @@ pub mod tls;
 pub mod uplink;
 
 /// This device's host name, as reported with every event.
+#[cfg(unix)]
 pub fn hostname() -> String {
     nix::unistd::gethostname()
         .ok()
         .and_then(|h| h.into_string().ok())
         .unwrap_or_else(|| "unknown".into())
+}
+
+/// This device's host name, as reported with every event.
+#[cfg(windows)]
+pub fn hostname() -> String {
+    sysinfo::System::host_name().unwrap_or_else(|_| "unknown".into())
 }
 
 /// e.g. "Linux (Debian GNU/Linux 12) 6.1.0".

@@ -26,13 +26,17 @@ enum Command {
         /// The enrolment token (carries the collector CA's fingerprint, which is pinned).
         #[arg(long, env = "INVIGILATOR_TOKEN", hide_env_values = true)]
         token: String,
-        /// Where the agent keeps its key, certificates, settings and spool.
-        #[arg(long)]
+        /// Where the agent keeps its key, certificates, settings and spool (on Windows, default
+        /// %ProgramData%\Invigilator).
+        #[cfg_attr(not(windows), arg(long))]
+        #[cfg_attr(windows, arg(long, default_value_os_t = invigilator_agent::platform::default_state_dir()))]
         state_dir: PathBuf,
     },
-    /// Run the agent until SIGTERM.
+    /// Run the agent until SIGTERM (Ctrl-C on Windows).
     Run {
-        #[arg(long)]
+        /// As given to `enroll` (on Windows, default %ProgramData%\Invigilator).
+        #[cfg_attr(not(windows), arg(long))]
+        #[cfg_attr(windows, arg(long, default_value_os_t = invigilator_agent::platform::default_state_dir()))]
         state_dir: PathBuf,
     },
 }

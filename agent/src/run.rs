@@ -5,7 +5,6 @@ use crate::config::AgentConfig;
 use crate::heartbeat::Heartbeat;
 use crate::identity::StatePaths;
 use crate::sources::process::{self, ProcessSourceConfig};
-use crate::sources::session::{self, SessionSourceConfig};
 use crate::spool::{self, Spool};
 use crate::tls;
 use crate::uplink::Uplink;
@@ -35,7 +34,9 @@ pub async fn run(state_dir: &Path) -> anyhow::Result<()> {
             .spawn(move || spool::run_writer(events_rx, writer_spool, seq_tx))
             .context("starting the spool writer")?;
 
+        #[cfg(unix)]
         if cfg.session.enabled {
+            use crate::sources::session::{self, SessionSourceConfig};
             let session_cfg = SessionSourceConfig {
                 hostname: crate::hostname(),
                 bus_address: cfg.session.bus_address.clone(),
@@ -43,6 +44,7 @@ pub async fn run(state_dir: &Path) -> anyhow::Result<()> {
             tokio::spawn(session::run(session_cfg, events_tx.clone()).in_current_span());
         }
 
+        #[cfg(unix)]
         if cfg.browsing.enabled {
             let b = &cfg.browsing;
             let source = crate::sources::browsing::BrowsingSourceConfig {
@@ -59,6 +61,13 @@ pub async fn run(state_dir: &Path) -> anyhow::Result<()> {
             let cursors = Arc::clone(&spool);
             crate::sources::browsing::spawn(source, Box::new(move |key| cursors.checkpoint(key)), events_tx.clone())
                 .context("starting the browsing source")?;
+        }
+
+        #[cfg(not(unix))]
+        for (source, enabled) in [("session", cfg.session.enabled), ("browsing", cfg.browsing.enabled)] {
+            if enabled {
+                tracing::warn!(source, "source not available on this platform yet");
+            }
         }
 
         let mode = process::spawn(
@@ -107,6 +116,13 @@ pub async fn run(state_dir: &Path) -> anyhow::Result<()> {
     .await
 }
 
+#[cfg(not(unix))]
+async fn shutdown_signal() {
+    // Ctrl-C. Running as a Windows service (stop from the SCM) is still to come.
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+#[cfg(unix)]
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     match signal(SignalKind::terminate()) {

@@ -3,3 +3,14 @@
 
 #[cfg(target_os = "linux")]
 pub mod linux;
+/// Windows paths and conventions. Its pure parts (path arithmetic on strings) build and are
+/// tested on every platform, so the Windows layout is checked by the Linux test run too.
+pub mod windows;
+
+/// Where the agent keeps its key, certificates, settings and spool when `--state-dir` is not
+/// given on Windows: `%ProgramData%\Invigilator`. (On Unix the directory must be named.)
+#[cfg(windows)]
+pub fn default_state_dir() -> std::path::PathBuf {
+    let program_data = std::env::var("ProgramData").ok();
+    windows::state_dir(program_data.as_deref()).into()
+}

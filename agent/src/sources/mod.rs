@@ -9,8 +9,11 @@
 use invigilator_proto::v1::Event;
 use tokio::sync::mpsc;
 
+// The session source talks to systemd-logind, so it is Unix-only; the browsing source builds
+// everywhere but runs only on Unix for now (see its module documentation).
 pub mod browsing;
 pub mod process;
+#[cfg(unix)]
 pub mod session;
 #[cfg(target_os = "linux")]
 pub mod usb;

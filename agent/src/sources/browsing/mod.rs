@@ -12,21 +12,31 @@
 //!
 //! Exactly-once across restarts: each visit event carries the profile's cursor as a checkpoint,
 //! which the spool stores in the same transaction as the event; on start the cursor is read back.
+//!
+//! Off Unix only the portable parts build (profile types, the history queries, search terms,
+//! URL cleaning): snapshots, the tracker and the watcher still rely on Unix file identity and
+//! ownership, so the source itself does not run on Windows yet.
 
 pub mod chromium;
+#[cfg(unix)]
 pub mod cursor;
 pub mod firefox;
 pub mod history;
 pub mod profiles;
 pub mod search;
+#[cfg(unix)]
 pub mod snapshot;
+#[cfg(unix)]
 pub mod tracker;
 pub mod url_clean;
+#[cfg(unix)]
 pub mod watch;
 
 pub use profiles::{Browser, Root};
+#[cfg(unix)]
 pub use tracker::CheckpointReader;
 
+#[cfg(unix)]
 use super::EventTx;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -71,6 +81,7 @@ impl Default for BrowsingSourceConfig {
 
 /// Starts the source on its own OS thread ("browsing"), which ends when the spool writer stops.
 /// `checkpoints` reads back the cursors the spool stored.
+#[cfg(unix)]
 pub fn spawn(
     cfg: BrowsingSourceConfig,
     checkpoints: CheckpointReader,
@@ -84,6 +95,7 @@ pub fn spawn(
 }
 
 /// The copies hold users' whole histories: only the agent may read them.
+#[cfg(unix)]
 fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     std::fs::DirBuilder::new()

@@ -1,11 +1,19 @@
 //! Finding browser profiles: every user's home directory, each browser's usual location (native
 //! packages, snaps, flatpaks), and extra roots from the configuration.
+//!
+//! Discovery here reads Unix homes and file ownership; Windows profile locations are in
+//! `platform::windows::profiles`.
 
+#[cfg(unix)]
 use nix::unistd::{Uid, User};
 use serde::{Deserialize, Serialize};
+#[cfg(unix)]
 use std::collections::BTreeSet;
+#[cfg(unix)]
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+#[cfg(unix)]
+use std::path::Path;
+use std::path::PathBuf;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -69,6 +77,7 @@ impl Profile {
 }
 
 /// Where each browser keeps its profiles, relative to a home directory.
+#[cfg(unix)]
 const HOME_ROOTS: &[(Browser, &str)] = &[
     (Browser::Chrome, ".config/google-chrome"),
     (Browser::Chrome, ".config/google-chrome-beta"),
@@ -86,6 +95,7 @@ const HOME_ROOTS: &[(Browser, &str)] = &[
 
 /// Home directories of every account in /etc/passwd, plus /home/* and /root (accounts from a
 /// directory service are not in /etc/passwd but their homes are usually under /home).
+#[cfg(unix)]
 pub fn home_dirs() -> Vec<PathBuf> {
     let mut homes = BTreeSet::new();
     if let Ok(passwd) = std::fs::read_to_string("/etc/passwd") {
@@ -106,6 +116,7 @@ pub fn home_dirs() -> Vec<PathBuf> {
 }
 
 /// Every profile under `homes` and `extra`, sorted, without duplicates.
+#[cfg(unix)]
 pub fn discover(homes: &[PathBuf], extra: &[Root]) -> Vec<Profile> {
     let mut found = BTreeSet::new();
     for home in homes {
@@ -121,6 +132,7 @@ pub fn discover(homes: &[PathBuf], extra: &[Root]) -> Vec<Profile> {
 }
 
 /// Profiles directly in `root` (Default, Profile 1, abcd.default-esr ...), or `root` itself.
+#[cfg(unix)]
 fn scan_root(browser: Browser, root: &Path, user: Option<&str>, out: &mut BTreeSet<Profile>) {
     let mut add = |dir: PathBuf| {
         if dir.join(browser.db_name()).is_file() {
@@ -142,6 +154,7 @@ fn scan_root(browser: Browser, root: &Path, user: Option<&str>, out: &mut BTreeS
 }
 
 /// Account name of the owner of `path`.
+#[cfg(unix)]
 fn owner_name(path: &Path) -> Option<String> {
     let uid = std::fs::metadata(path).ok()?.uid();
     User::from_uid(Uid::from_raw(uid))

@@ -6,12 +6,14 @@
 //! silent) the source falls back to polling the process table, which misses programs that start
 //! and finish between two polls; the heartbeat says which mode runs.
 
+#[cfg(unix)]
 use std::collections::HashMap;
 use std::io;
 use std::thread;
 use std::time::Duration;
 
-use invigilator_proto::v1::{Event, Gap, ProcessExec, event};
+use invigilator_proto::v1::{Event, ProcessExec, event};
+#[cfg(unix)]
 use nix::unistd::{Uid, User};
 
 use super::{EventTx, now_us};
@@ -99,13 +101,14 @@ fn send(tx: &EventTx, event: Event) -> Result<(), ReceiverGone> {
     tx.blocking_send(event).map_err(|_| ReceiverGone)
 }
 
+#[cfg(target_os = "linux")]
 fn gap_event(hostname: &str, reason: String) -> Event {
     Event {
         seq: 0,
         observed_at_us: now_us(),
         hostname: hostname.to_owned(),
         user: String::new(),
-        kind: Some(event::Kind::Gap(Gap {
+        kind: Some(event::Kind::Gap(invigilator_proto::v1::Gap {
             source: "process".into(),
             reason,
             lost: 0,
@@ -164,9 +167,24 @@ impl Details {
 
 /// uid → user name. A lookup may go over the network (LDAP or AD through SSSD on school
 /// machines), so answers are kept; when full the cache is simply emptied, which is rare and cheap.
+#[cfg(unix)]
 #[derive(Default)]
 struct UserNames(HashMap<u32, Option<String>>);
 
+/// Windows has no numeric uid (sysinfo gives a SID there, and `uid` stays unset), so there is
+/// nothing to look up yet.
+#[cfg(not(unix))]
+#[derive(Default)]
+struct UserNames;
+
+#[cfg(not(unix))]
+impl UserNames {
+    fn name(&mut self, _uid: u32) -> Option<String> {
+        None
+    }
+}
+
+#[cfg(unix)]
 impl UserNames {
     const CAPACITY: usize = 1024;
 

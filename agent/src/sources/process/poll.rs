@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use sysinfo::{Pid, Process, ProcessRefreshKind, ProcessesToUpdate, System, UpdateKind};
 
+#[cfg(windows)]
+use invigilator_proto::v1::Event;
+
 use super::{Details, EventTx, ProcessSourceConfig, ReceiverGone, UserNames, send};
 
 pub(super) struct PollSource {
@@ -17,6 +20,8 @@ pub(super) struct PollSource {
     hostname: String,
     interval: Duration,
     users: UserNames,
+    #[cfg(windows)]
+    accounts: AccountNames,
 }
 
 impl PollSource {
@@ -33,6 +38,8 @@ impl PollSource {
             hostname: cfg.hostname,
             interval: cfg.poll_interval,
             users: UserNames::default(),
+            #[cfg(windows)]
+            accounts: AccountNames::default(),
         })
     }
 
@@ -68,21 +75,39 @@ impl PollSource {
                             .map(|a| a.to_string_lossy().into_owned())
                             .collect()
                     }),
-                uid: process.user_id().map(|uid| **uid),
+                uid: uid_of(process),
                 ppid: process.parent().map(Pid::as_u32),
                 name: Some(process.name().to_string_lossy().into_owned())
                     .filter(|name| !name.is_empty()),
                 parent_name,
             };
             let pid = process.pid().as_u32();
-            send(
-                tx,
-                details.into_event(pid, "poll", &self.hostname, &mut self.users),
-            )?;
+            let event = details.into_event(pid, "poll", &self.hostname, &mut self.users);
+            #[cfg(windows)]
+            let event = Event {
+                user: process
+                    .user_id()
+                    .and_then(|sid| self.accounts.name(sid))
+                    .unwrap_or_default(),
+                ..event
+            };
+            send(tx, event)?;
         }
         self.seen = start_times(&self.system);
         Ok(())
     }
+}
+
+#[cfg(unix)]
+fn uid_of(process: &Process) -> Option<u32> {
+    process.user_id().map(|uid| **uid)
+}
+
+/// Windows identifies users by SID, not a number; the event's user is the SID's account
+/// ([`AccountNames`]).
+#[cfg(not(unix))]
+fn uid_of(_process: &Process) -> Option<u32> {
+    None
 }
 
 fn refresh(system: &mut System) {
@@ -106,4 +131,39 @@ fn start_times(system: &System) -> HashMap<Pid, u64> {
         .filter(|p| is_process(p))
         .map(|p| (p.pid(), p.start_time()))
         .collect()
+}
+
+/// SID -> account name on Windows, from the local accounts and the logon sessions (so domain
+/// users who are logged on are found too). Re-read when a SID is unknown, at most once a minute.
+/// Wine 8 lists no accounts, so under Wine the user stays empty.
+#[cfg(windows)]
+#[derive(Default)]
+struct AccountNames {
+    users: Option<sysinfo::Users>,
+    read_at: Option<std::time::Instant>,
+}
+
+#[cfg(windows)]
+impl AccountNames {
+    const REREAD: Duration = Duration::from_secs(60);
+
+    fn name(&mut self, sid: &sysinfo::Uid) -> Option<String> {
+        if let Some(name) = self.lookup(sid) {
+            return Some(name);
+        }
+        if self.read_at.is_some_and(|at| at.elapsed() < Self::REREAD) {
+            return None;
+        }
+        self.read_at = Some(std::time::Instant::now());
+        match sysinfo::Users::new_with_refreshed_list() {
+            Ok(users) => self.users = Some(users),
+            Err(err) => tracing::debug!(%err, "process source: cannot list the accounts"),
+        }
+        self.lookup(sid)
+    }
+
+    fn lookup(&self, sid: &sysinfo::Uid) -> Option<String> {
+        let user = self.users.as_ref()?.get_user_by_id(sid)?;
+        Some(user.name().to_owned())
+    }
 }
