@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs every check and test of the project: formatting, lints, unit tests next to the code and
-# the whole-system tests in tests/ (real processes, real TLS, real netlink). Installs what the
+# Runs every check and test of the project: formatting, lints, unit tests next to the code,
+# the whole-system tests in tests/ (real processes, real TLS, real netlink), and the Windows
+# agent's cross-build, MSI and Wine smoke test. Installs what the
 # tests need first. Must run as root: the process-capture tests use the kernel's proc connector.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -17,3 +18,8 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo build --workspace --bins --locked
 # Test binaries run one after another; the tests inside one run in parallel.
 cargo test --workspace --locked
+# The Windows agent: cross-built with Debian's toolchain, packaged as an MSI, installed silently
+# under Wine and delivering a process alert to the Linux collector built above.
+"$root/deploy/windows/build.sh"
+"$root/deploy/windows/package.sh"
+"$root/tests/windows/wine-smoke.sh"

@@ -23,3 +23,6 @@ command -v chromium >/dev/null && command -v firefox-esr >/dev/null && command -
 # The category-list differential test and benchmark compare `lists classify` with squidGuard
 # (not squid itself, which it recommends).
 command -v squidGuard >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends squidguard; }
+# The Windows agent's smoke test runs it under Wine (64-bit is enough); deploy/windows/*.sh
+# install their own build tools.
+command -v wine >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wine wine64; }

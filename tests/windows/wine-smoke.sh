@@ -9,7 +9,8 @@
 # the exe's size and the resident memory of the agent's Wine process. When an MSI newer than the
 # exe is there (deploy/windows/package.sh), the agent is installed from it with msiexec /qn.
 #
-# Not wired into tests/run.sh or .ci/run yet. Needs wine (Debian 12: 8.0) and the test-only
+# Run by tests/run.sh (and so by .ci/run). Needs wine (Debian 12: 8.0; tests/setup.sh installs
+# it) and the test-only
 # bcryptprimitives.dll shim that build.sh makes (Wine 8 lacks ProcessPrng).
 # Environment: KEEP=1 keeps the work directory; SETTLE (10) seconds before measuring memory.
 set -euo pipefail
