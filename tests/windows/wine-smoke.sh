@@ -10,8 +10,7 @@
 # exe is there (deploy/windows/package.sh), the agent is installed from it with msiexec /qn.
 #
 # Run by tests/run.sh (and so by .ci/run). Needs wine (Debian 12: 8.0; tests/setup.sh installs
-# it) and the test-only
-# bcryptprimitives.dll shim that build.sh makes (Wine 8 lacks ProcessPrng).
+# it) and the test-only bcryptprimitives.dll shim that build.sh makes (Wine 8 lacks ProcessPrng).
 # Environment: KEEP=1 keeps the work directory; SETTLE (10) seconds before measuring memory.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
