@@ -213,7 +213,7 @@ fn alerts_between(conn: &Connection, from: i64, to: i64) -> store::Result<Vec<Al
 }
 
 fn is_illegal(a: &AlertFacts) -> bool {
-    a.severity == "illegal" || a.rule.starts_with("illegal.")
+    crate::store::alerts::is_illegal(&a.severity, &a.rule)
 }
 
 fn sorted(m: BTreeMap<String, u64>) -> Vec<Count> {

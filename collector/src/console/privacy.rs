@@ -37,7 +37,7 @@ pub const WITHHELD: &str = "[withheld: shown to the safeguarding lead]";
 pub const HIDDEN: &str = "[hidden: needs an approved reveal]";
 
 pub fn is_illegal(a: &Listed) -> bool {
-    a.severity == "illegal" || a.rule.starts_with("illegal.")
+    crate::store::alerts::is_illegal(&a.severity, &a.rule)
 }
 
 fn is_keyword(a: &Listed) -> bool {

@@ -51,6 +51,12 @@ pub struct AlertRow {
     pub response: String,
 }
 
+/// Whether a stored alert is of the illegal class (licensed IWF / CTIRU lists): such alerts
+/// never show content to anyone and can never be revealed. One definition for every reader.
+pub fn is_illegal(severity: &str, rule: &str) -> bool {
+    severity == "illegal" || rule.starts_with("illegal.")
+}
+
 /// What `record` did with an alert.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Recorded {

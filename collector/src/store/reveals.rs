@@ -120,7 +120,7 @@ pub fn request(conn: &Connection, alert_id: i64, requester: &str, reason: &str) 
     let Some((severity, rule)) = alert else {
         return Err(RevealError::NoSuchAlert(alert_id));
     };
-    if severity == "illegal" || rule.starts_with("illegal.") {
+    if super::alerts::is_illegal(&severity, &rule) {
         return Err(RevealError::Illegal(alert_id));
     }
     let now = now_us();
