@@ -517,32 +517,56 @@ pub fn open_session(
 
 /// The session a cookie token belongs to, if it is live and its account can still log in.
 /// Idle sessions end after `idle`.
+/// An unexpired session as stored, and whether it has been unused for longer than `idle`.
+struct Live {
+    username: String,
+    csrf_token: String,
+    last_seen: i64,
+    idle: bool,
+}
+
+fn lookup(
+    conn: &Connection,
+    token: &str,
+    idle: Duration,
+    now: i64,
+) -> Result<Option<Live>, AccountError> {
+    Ok(conn
+        .query_row(
+            "SELECT username, csrf_token, last_seen FROM console_sessions
+             WHERE token_hash = ?1 AND expires_at > ?2",
+            params![token_hash(token), now],
+            |r| {
+                let last_seen: i64 = r.get(2)?;
+                Ok(Live {
+                    username: r.get(0)?,
+                    csrf_token: r.get(1)?,
+                    last_seen,
+                    idle: now - last_seen > idle.as_micros() as i64,
+                })
+            },
+        )
+        .optional()?)
+}
+
 pub fn find_session(
     conn: &Connection,
     token: &str,
     idle: Duration,
 ) -> Result<Option<Session>, AccountError> {
     let now = now_us();
-    let found: Option<(String, String, i64)> = conn
-        .query_row(
-            "SELECT username, csrf_token, last_seen FROM console_sessions
-             WHERE token_hash = ?1 AND expires_at > ?2",
-            params![token_hash(token), now],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-        .optional()?;
-    let Some((username, csrf_token, last_seen)) = found else {
+    let Some(live) = lookup(conn, token, idle, now)? else {
         return Ok(None);
     };
-    if now - last_seen > idle.as_micros() as i64 {
+    if live.idle {
         close_session(conn, token)?;
         return Ok(None);
     }
-    let Some(account) = get(conn, &username)?.filter(|a| !a.disabled) else {
+    let Some(account) = get(conn, &live.username)?.filter(|a| !a.disabled) else {
         return Ok(None);
     };
     // Touching on every request would make each page view a write; a minute is precise enough.
-    if now - last_seen > 60_000_000 {
+    if now - live.last_seen > 60_000_000 {
         conn.execute(
             "UPDATE console_sessions SET last_seen = ?2 WHERE token_hash = ?1",
             params![token_hash(token), now],
@@ -550,7 +574,7 @@ pub fn find_session(
     }
     Ok(Some(Session {
         account,
-        csrf_token,
+        csrf_token: live.csrf_token,
     }))
 }
 
@@ -561,22 +585,10 @@ pub fn live_role(
     token: &str,
     idle: Duration,
 ) -> Result<Option<Role>, AccountError> {
-    let now = now_us();
-    let found: Option<(String, i64)> = conn
-        .query_row(
-            "SELECT username, last_seen FROM console_sessions
-             WHERE token_hash = ?1 AND expires_at > ?2",
-            params![token_hash(token), now],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?;
-    let Some((username, last_seen)) = found else {
+    let Some(live) = lookup(conn, token, idle, now_us())?.filter(|l| !l.idle) else {
         return Ok(None);
     };
-    if now - last_seen > idle.as_micros() as i64 {
-        return Ok(None);
-    }
-    Ok(get(conn, &username)?
+    Ok(get(conn, &live.username)?
         .filter(|a| !a.disabled)
         .map(|a| a.role))
 }
