@@ -16,6 +16,94 @@ pub struct Enrolled {
     pub group: String,
 }
 
+/// This device's enrolment, if the state directory holds a complete one.
+pub fn existing(state_dir: &Path) -> anyhow::Result<Option<Enrolled>> {
+    if !AgentConfig::path(state_dir).exists() {
+        return Ok(None);
+    }
+    let cfg = AgentConfig::load(state_dir)?;
+    Ok(Some(Enrolled {
+        agent_id: cfg.agent.agent_id,
+        group: cfg.agent.group,
+    }))
+}
+
+/// The file that tells [`forget`] an upgrade is under way (see [`mark_upgrade`]).
+const UPGRADE_MARKER: &str = "upgrading";
+/// How long a marker protects the state directory: longer than any install takes, short
+/// enough that a real uninstall after a failed upgrade still removes everything.
+const UPGRADE_MARKER_TTL: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// What [`forget`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Forgot {
+    Removed,
+    /// There was nothing to remove.
+    Absent,
+    /// An upgrade is under way: the old version's uninstall must not take the identity away.
+    KeptForUpgrade,
+}
+
+/// Notes that an upgrade is under way, for the old version's uninstall that follows: the
+/// installer runs it just before removing the old version. (Windows Installer also tells the
+/// old version it is being upgraded; Wine does not, so the agent keeps its own note.)
+pub fn mark_upgrade(state_dir: &Path) -> anyhow::Result<()> {
+    if !state_dir.exists() {
+        return Ok(()); // nothing enrolled, nothing to keep
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let path = state_dir.join(UPGRADE_MARKER);
+    std::fs::write(&path, now.to_string())
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Deletes the note of [`mark_upgrade`] once the upgrade is over (the new version's service
+/// has started), so that a real uninstall soon after still removes everything.
+pub fn clear_upgrade_mark(state_dir: &Path) {
+    let _ = std::fs::remove_file(state_dir.join(UPGRADE_MARKER));
+}
+
+/// True (and the marker consumed) when [`mark_upgrade`] ran within the last hour.
+fn upgrade_under_way(state_dir: &Path) -> bool {
+    let path = state_dir.join(UPGRADE_MARKER);
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return false;
+    };
+    let _ = std::fs::remove_file(&path);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    text.trim()
+        .parse::<u64>()
+        .is_ok_and(|at| at <= now && now - at < UPGRADE_MARKER_TTL.as_secs())
+}
+
+/// Deletes the state directory and everything in it (key, certificates, settings, spool),
+/// unless an upgrade is under way. Refuses a directory that is not an agent's (no `agent.toml`
+/// and no key), so a mistyped path cannot delete something else.
+pub fn forget(state_dir: &Path) -> anyhow::Result<Forgot> {
+    if !state_dir.exists() {
+        return Ok(Forgot::Absent);
+    }
+    if upgrade_under_way(state_dir) {
+        return Ok(Forgot::KeptForUpgrade);
+    }
+    let paths = StatePaths::new(state_dir);
+    if !AgentConfig::path(state_dir).exists() && !paths.key().exists() {
+        bail!(
+            "{} does not look like an agent's state directory (no agent.toml, no key): not removed",
+            state_dir.display()
+        );
+    }
+    std::fs::remove_dir_all(state_dir)
+        .with_context(|| format!("cannot remove {}", state_dir.display()))?;
+    Ok(Forgot::Removed)
+}
+
 pub async fn run(collector: &str, token: &str, state_dir: &Path) -> anyhow::Result<Enrolled> {
     let token = EnrollmentToken::parse(token)?;
     tls::parse_collector_url(collector)?;
@@ -85,4 +173,85 @@ pub async fn run(collector: &str, token: &str, state_dir: &Path) -> anyhow::Resu
         agent_id: resp.agent_id,
         group: resp.group,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn enrolled_dir() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = AgentConfig::new(Enrolment {
+            collector: "https://collector.school.lan:7443".into(),
+            agent_id: "agt-123".into(),
+            group: "library".into(),
+        });
+        std::fs::write(AgentConfig::path(dir.path()), cfg.render()).unwrap();
+        std::fs::write(dir.path().join("spool.db"), b"undelivered").unwrap();
+        dir
+    }
+
+    #[test]
+    fn an_existing_enrolment_is_read_back_for_upgrades() {
+        let dir = enrolled_dir();
+        let e = existing(dir.path()).unwrap().expect("enrolled");
+        assert_eq!(
+            (e.agent_id.as_str(), e.group.as_str()),
+            ("agt-123", "library")
+        );
+        let empty = tempfile::tempdir().unwrap();
+        assert!(existing(empty.path()).unwrap().is_none());
+        // A corrupt agent.toml is an error, not "not enrolled" (which would re-enrol).
+        std::fs::write(AgentConfig::path(empty.path()), "agent = [").unwrap();
+        assert!(existing(empty.path()).is_err());
+    }
+
+    #[test]
+    fn forget_removes_an_agents_directory_and_nothing_else() {
+        let dir = enrolled_dir();
+        let state = dir.path().join("state");
+        std::fs::rename(dir.path().join("agent.toml"), dir.path().join("a.toml")).unwrap();
+        std::fs::create_dir(&state).unwrap();
+        std::fs::rename(dir.path().join("a.toml"), AgentConfig::path(&state)).unwrap();
+        assert_eq!(forget(&state).unwrap(), Forgot::Removed);
+        assert!(!state.exists());
+        assert_eq!(forget(&state).unwrap(), Forgot::Absent);
+
+        let precious = dir.path().join("documents");
+        std::fs::create_dir(&precious).unwrap();
+        std::fs::write(precious.join("essay.docx"), b"mine").unwrap();
+        let err = forget(&precious).unwrap_err().to_string();
+        assert!(
+            err.contains("does not look like an agent's state directory"),
+            "{err}"
+        );
+        assert!(precious.join("essay.docx").exists());
+    }
+
+    #[test]
+    fn an_upgrade_keeps_the_identity_once() {
+        let dir = enrolled_dir();
+        mark_upgrade(dir.path()).unwrap();
+        // The old version's uninstall, during the upgrade: kept, and the note used up.
+        assert_eq!(forget(dir.path()).unwrap(), Forgot::KeptForUpgrade);
+        assert!(AgentConfig::path(dir.path()).exists());
+        assert!(!dir.path().join(UPGRADE_MARKER).exists());
+        // A later, real uninstall removes everything.
+        assert_eq!(forget(dir.path()).unwrap(), Forgot::Removed);
+        assert!(!dir.path().exists());
+    }
+
+    #[test]
+    fn a_stale_or_garbled_upgrade_note_protects_nothing() {
+        for note in ["1000", "not a time", "99999999999999999999", ""] {
+            let dir = enrolled_dir();
+            std::fs::write(dir.path().join(UPGRADE_MARKER), note).unwrap();
+            assert_eq!(forget(dir.path()).unwrap(), Forgot::Removed, "{note:?}");
+        }
+        // Not enrolled: no note is written, nothing is created.
+        let none = tempfile::tempdir().unwrap();
+        let missing = none.path().join("Invigilator");
+        mark_upgrade(&missing).unwrap();
+        assert!(!missing.exists());
+    }
 }

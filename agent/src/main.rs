@@ -31,6 +31,10 @@ enum Command {
         #[cfg_attr(not(windows), arg(long))]
         #[cfg_attr(windows, arg(long, default_value_os_t = invigilator_agent::platform::default_state_dir()))]
         state_dir: PathBuf,
+        /// Succeed without contacting the collector when this device is already enrolled (for
+        /// installers: an upgrade must keep the agent's identity, and the token is single-use).
+        #[arg(long)]
+        keep_existing: bool,
     },
     /// Run the agent until SIGTERM (Ctrl-C on Windows).
     Run {
@@ -39,15 +43,63 @@ enum Command {
         #[cfg_attr(windows, arg(long, default_value_os_t = invigilator_agent::platform::default_state_dir()))]
         state_dir: PathBuf,
     },
+    /// Run as the Windows service (the service control manager starts this; use `run` at a
+    /// prompt). Logs go to agent.log in the state directory.
+    #[cfg(windows)]
+    #[command(hide = true)]
+    Service {
+        #[arg(long, default_value_os_t = invigilator_agent::platform::default_state_dir())]
+        state_dir: PathBuf,
+    },
+    /// Note that an upgrade is under way, so the old version's uninstall keeps the state
+    /// directory (run by the MSI before it removes the old version).
+    #[command(hide = true)]
+    MarkUpgrade {
+        #[cfg_attr(not(windows), arg(long))]
+        #[cfg_attr(windows, arg(long, default_value_os_t = invigilator_agent::platform::default_state_dir()))]
+        state_dir: PathBuf,
+    },
+    /// Delete the state directory: key, certificates, settings and undelivered events. Run by the
+    /// uninstaller, after the agent has stopped; the collector keeps what it already received.
+    Forget {
+        /// As given to `enroll` (on Windows, default %ProgramData%\Invigilator).
+        #[cfg_attr(not(windows), arg(long))]
+        #[cfg_attr(windows, arg(long, default_value_os_t = invigilator_agent::platform::default_state_dir()))]
+        state_dir: PathBuf,
+    },
 }
+
+/// A service's log file is kept to two files of this size (agent.log, agent.log.1).
+#[cfg(windows)]
+const SERVICE_LOG_MAX_BYTES: u64 = 10 * 1024 * 1024;
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("INVIGILATOR_LOG")
+        .unwrap_or_else(|_| "info".into());
+    #[cfg(windows)]
+    if let Command::Service { state_dir } = cli.command {
+        use invigilator_agent::platform::windows::service;
+        match service::log_file(&state_dir, SERVICE_LOG_MAX_BYTES) {
+            Ok(file) => tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(std::sync::Mutex::new(file))
+                .with_ansi(false)
+                .init(),
+            // Not enrolled (no state directory): the SCM's own error is all there is.
+            Err(_) => tracing_subscriber::fmt().with_env_filter(filter).init(),
+        }
+        return match service::run(state_dir) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!("{e:#}");
+                eprintln!("error: {e:#}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("INVIGILATOR_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         // Colour only for a person at a terminal; journald and log files get plain text.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -65,13 +117,40 @@ fn main() -> std::process::ExitCode {
                         collector,
                         token,
                         state_dir,
+                        keep_existing,
                     } => {
+                        if keep_existing
+                            && let Some(e) = invigilator_agent::enroll::existing(&state_dir)?
+                        {
+                            println!(
+                                "already enrolled as agent {} in group {}; kept",
+                                e.agent_id, e.group
+                            );
+                            return Ok(());
+                        }
                         let e =
                             invigilator_agent::enroll::run(&collector, &token, &state_dir).await?;
                         println!("enrolled as agent {} in group {}", e.agent_id, e.group);
                         Ok(())
                     }
                     Command::Run { state_dir } => invigilator_agent::run::run(&state_dir).await,
+                    #[cfg(windows)]
+                    Command::Service { .. } => unreachable!("handled before the runtime starts"),
+                    Command::MarkUpgrade { state_dir } => {
+                        invigilator_agent::enroll::mark_upgrade(&state_dir)
+                    }
+                    Command::Forget { state_dir } => {
+                        use invigilator_agent::enroll::Forgot;
+                        let shown = state_dir.display();
+                        match invigilator_agent::enroll::forget(&state_dir)? {
+                            Forgot::Removed => println!("removed {shown}"),
+                            Forgot::Absent => println!("{shown} does not exist: nothing to remove"),
+                            Forgot::KeptForUpgrade => {
+                                println!("kept {shown}: an upgrade is under way")
+                            }
+                        }
+                        Ok(())
+                    }
                 }
             })
         });

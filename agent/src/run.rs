@@ -1,5 +1,5 @@
 //! `run`: starts the sources, the spool writer, the uplink and the heartbeat, and keeps them
-//! running until SIGTERM or Ctrl-C.
+//! running until SIGTERM or Ctrl-C (or, as a Windows service, until the SCM says stop).
 
 use crate::config::AgentConfig;
 use crate::heartbeat::Heartbeat;
@@ -18,6 +18,17 @@ use tracing::Instrument;
 const SOURCE_QUEUE: usize = 16 * 1024;
 
 pub async fn run(state_dir: &Path) -> anyhow::Result<()> {
+    run_until(state_dir, shutdown_signal(), |_| {}).await
+}
+
+/// Runs the agent until `shutdown` completes. `on_started` is handed the sources' queue once
+/// the spool writer is up, for event sources that live outside this module (the Windows
+/// service's session-change notifications); it runs inside the runtime, so it may spawn tasks.
+pub async fn run_until(
+    state_dir: &Path,
+    shutdown: impl std::future::Future<Output = ()>,
+    on_started: impl FnOnce(crate::sources::EventTx),
+) -> anyhow::Result<()> {
     let cfg = AgentConfig::load(state_dir)?;
     let span = tracing::info_span!("agent", agent_id = %cfg.agent.agent_id);
     async move {
@@ -108,7 +119,8 @@ pub async fn run(state_dir: &Path) -> anyhow::Result<()> {
         };
         tokio::spawn(heartbeat.run().in_current_span());
 
-        shutdown_signal().await;
+        on_started(events_tx.clone());
+        shutdown.await;
         tracing::info!("stopping; undelivered events stay in the spool");
         Ok(())
     }
@@ -118,7 +130,7 @@ pub async fn run(state_dir: &Path) -> anyhow::Result<()> {
 
 #[cfg(not(unix))]
 async fn shutdown_signal() {
-    // Ctrl-C. Running as a Windows service (stop from the SCM) is still to come.
+    // Ctrl-C, for `run` from a console; the service has the SCM's stop instead.
     let _ = tokio::signal::ctrl_c().await;
 }
 

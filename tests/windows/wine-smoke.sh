@@ -1,17 +1,27 @@
 #!/usr/bin/env bash
-# Smoke test of the Windows agent under Wine, against a Linux collector on loopback:
+# End-to-end test of the Windows agent under Wine, against a Linux collector on loopback:
 #
-#   deploy/windows/build.sh && cargo build -p invigilator-collector && tests/windows/wine-smoke.sh
+#   deploy/windows/build.sh && deploy/windows/package.sh && cargo build -p invigilator-collector \
+#     && tests/windows/wine-smoke.sh
 #
-# Starts the collector (target/debug/invigilator-collector init + serve), creates an enrolment
-# token, enrols and runs the Windows agent under Wine, starts a Windows program named tor.exe,
-# and passes when `alerts list --json` shows circumvention.tor from the Windows agent. Prints
-# the exe's size and the resident memory of the agent's Wine process. When an MSI newer than the
-# exe is there (deploy/windows/package.sh), the agent is installed from it with msiexec /qn.
+# 1. Install: `msiexec /i invigilator-agent-*.msi /qn COLLECTOR=https://localhost:PORT TOKEN=...`
+#    must install the exe and the InvigilatorAgent service, enrol the device (as the MSI's
+#    deferred custom action) and start the service.
+# 2. Run: the service delivers heartbeats and process events over mTLS; a Windows program named
+#    tor.exe must give a circumvention.tor alert from this agent in `alerts list --json`.
+# 3. Upgrade: a newer MSI (same exe, version 0.1.1, built here) installed over it with the same,
+#    already used, token must keep the agent id, restart the service and keep events flowing.
+# 4. Uninstall: `msiexec /x` must remove the service, the exe and %ProgramData%\Invigilator.
+# It also prints the exe's size and the resident memory of the service's Wine process.
 #
 # Run by tests/run.sh (and so by .ci/run). Needs wine (Debian 12: 8.0; tests/setup.sh installs
 # it) and the test-only bcryptprimitives.dll shim that build.sh makes (Wine 8 lacks ProcessPrng).
 # Environment: KEEP=1 keeps the work directory; SETTLE (10) seconds before measuring memory.
+#
+# Two things here are test scaffolding that Windows does not need: the shim goes into the
+# prefix's system32 (the service is started by services.exe, not from the exe's folder), and
+# session.exe, an idle program standing in for a logged-on desktop, runs throughout, because
+# Wine stops services.exe and its services when no ordinary program is left running.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$root"
@@ -19,9 +29,11 @@ cd "$root"
 exe="$root/target/windows/x86_64-pc-windows-gnu/release/invigilator-agent.exe"
 shim="$root/target/windows/windows-test/bcryptprimitives.dll"
 collector="$root/target/debug/invigilator-collector"
-for f in "$exe" "$shim" "$collector"; do
-  [ -f "$f" ] || { echo "wine-smoke: missing $f (run deploy/windows/build.sh; cargo build -p invigilator-collector)" >&2; exit 2; }
+msi="$root/target/windows/invigilator-agent-$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)-x64.msi"
+for f in "$exe" "$shim" "$collector" "$msi"; do
+  [ -f "$f" ] || { echo "wine-smoke: missing $f (run deploy/windows/build.sh, deploy/windows/package.sh; cargo build -p invigilator-collector)" >&2; exit 2; }
 done
+[ "$msi" -nt "$exe" ] || { echo "wine-smoke: $msi is older than $exe: run deploy/windows/package.sh" >&2; exit 2; }
 command -v wine >/dev/null || { echo "wine-smoke: wine is not installed (apt-get install wine)" >&2; exit 2; }
 
 work="$(mktemp -d /tmp/wine-smoke.XXXXXX)"
@@ -34,13 +46,14 @@ cleanup() {
   wait 2>/dev/null || true
   if [ "$rc" != 0 ]; then
     echo "--- collector log"; tail -n 30 "$work/collector.log" 2>/dev/null || true
-    echo "--- agent log"; tail -n 40 "$work/agent.log" 2>/dev/null || true
+    echo "--- agent log"; tail -n 40 "${state:-/nonexistent}/agent.log" 2>/dev/null || true
+    echo "--- msiexec logs"; for l in "$work"/msi-*.log; do [ -f "$l" ] && { echo "$l:"; iconv -f utf-16le -t utf-8 "$l" 2>/dev/null | grep -a -i -E "error|failed|return value 3" | tail -n 15; }; done
   fi
   if [ "${KEEP:-0}" = 1 ] || [ "$rc" != 0 ]; then echo "work directory kept: $work"; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
 
-export WINEPREFIX="$work/prefix" WINEDEBUG=-all WINEDLLOVERRIDES="mscoree,mshtml=" WINEARCH=win64
+export WINEPREFIX="$work/prefix" WINEDEBUG="${WINEDEBUG:--all}" WINEDLLOVERRIDES="mscoree,mshtml=" WINEARCH=win64
 wait_for() { # seconds, what, command...
   local deadline=$((SECONDS + $1)) what=$2; shift 2
   until "$@"; do
@@ -51,27 +64,18 @@ wait_for() { # seconds, what, command...
 
 echo "wine-smoke: preparing the Wine prefix"
 wineboot -i >/dev/null 2>&1 || true
-
-# The agent: installed silently from the MSI when deploy/windows/package.sh has made one,
-# otherwise the bare exe. Either way the test-only shim goes beside it.
-msi=$(ls -t "$root"/target/windows/invigilator-agent-*-x64.msi 2>/dev/null | head -n1 || true)
-if [ -n "$msi" ] && [ "$msi" -nt "$exe" ]; then
-  echo "wine-smoke: installing $(basename "$msi") silently (msiexec /i ... /qn)"
-  wine msiexec /i "$(winepath -w "$msi")" /qn
-  bin="$WINEPREFIX/drive_c/Program Files/Invigilator"
-  installed() { [ -f "$bin/invigilator-agent.exe" ]; }
-  wait_for 30 "the MSI to install $bin/invigilator-agent.exe" installed
-  cmp -s "$bin/invigilator-agent.exe" "$exe" || { echo "wine-smoke: the installed exe is not the one built" >&2; exit 1; }
-  cp "$shim" "$bin/"
-else
-  [ -n "$msi" ] && echo "wine-smoke: $(basename "$msi") is older than the exe: testing the bare exe"
-  bin="$work/bin"
-  mkdir -p "$bin"
-  cp "$exe" "$shim" "$bin/"
-fi
-# A Windows program named tor.exe.
+# Until the prefix is fully set up and its wineserver gone: an MSI installed while wineboot's
+# services are still starting fails to find the service it has just created.
+wineserver -w
+cp "$shim" "$WINEPREFIX/drive_c/windows/system32/"
+# Test-only Windows programs (tests/windows/tor.c).
 x86_64-w64-mingw32-gcc -O2 -s -o "$work/tor.exe" tests/windows/tor.c
-wine "$bin/invigilator-agent.exe" --version
+cp "$work/tor.exe" "$work/session.exe"
+wine "$work/session.exe" 3600 &
+pids+=($!)
+
+bin="$WINEPREFIX/drive_c/Program Files/Invigilator"
+state="$WINEPREFIX/drive_c/ProgramData/Invigilator"
 
 # Collector on loopback, on free ports.
 data="$work/collector"
@@ -85,25 +89,35 @@ grpc=$(grep -m1 '^invigilator-collector listening:' "$work/collector.log" | tr '
 port="${grpc##*:}"
 token=$("$collector" token create --data-dir "$data" --group shared-ict-suite)
 
-# Enrol and run the Windows agent; its state directory is a Windows path (Z: is /).
-state_unix="$work/agent-state"
-state_win="Z:${state_unix//\//\\}"
-enrolled=$(wine "$bin/invigilator-agent.exe" enroll --collector "https://localhost:$port" \
-  --token "$token" --state-dir "$state_win")
-echo "wine-smoke: $enrolled"
-agent_id=$(sed -n 's/^enrolled as agent \([^ ]*\) .*/\1/p' <<<"$enrolled")
-[ -n "$agent_id" ] || { echo "wine-smoke: enrol printed no agent id" >&2; exit 1; }
+msiexec() { # verb msi log-name [PROPERTY=value ...]
+  local verb=$1 package=$2 log=$3; shift 3
+  wine msiexec "$verb" "$(winepath -w "$package")" /qn /l*v "$(winepath -w "$work/msi-$log.log")" "$@"
+}
+service_state() { wine sc query InvigilatorAgent 2>/dev/null | sed -n 's/.*STATE *: *[0-9]* *\([A-Z_]*\).*/\1/p'; }
+service_running() { [ "$(service_state)" = RUNNING ] && agent_pid >/dev/null; }
+agent_pid() { pgrep -f 'invigilator-agent.exe service' | head -n1 | grep .; }
+agent_id() { sed -n 's/^agent_id = "\(.*\)"/\1/p' "$state/agent.toml" 2>/dev/null; }
+agents_json() { "$collector" agents list --data-dir "$data" 2>/dev/null; }
+agent_field() { # field -> value for this agent in `agents list`
+  agents_json | python3 -c 'import json,sys; print(next((a[sys.argv[2]] for a in json.load(sys.stdin) if a["agent_id"]==sys.argv[1]), ""))' "$id" "$1"
+}
 
-INVIGILATOR_LOG=info wine "$bin/invigilator-agent.exe" run --state-dir "$state_win" \
-  >"$work/agent.log" 2>&1 &
-pids+=($!)
-running() { grep -qs 'process source running' "$work/agent.log"; }
-wait_for 60 "the agent to start its process source" running
+echo "wine-smoke: 1. msiexec /i $(basename "$msi") /qn COLLECTOR=https://localhost:$port TOKEN=..."
+msiexec /i "$msi" install COLLECTOR="https://localhost:$port" TOKEN="$token"
+cmp -s "$bin/invigilator-agent.exe" "$exe" || { echo "wine-smoke: the installed exe is not the one built" >&2; exit 1; }
+id=$(agent_id)
+[ -n "$id" ] || { echo "wine-smoke: the MSI did not enrol the device (no $state/agent.toml)" >&2; exit 1; }
+wait_for 30 "the InvigilatorAgent service to run" service_running
+echo "wine-smoke: service InvigilatorAgent running (pid $(agent_pid)), enrolled as agent $id"
+
+echo "wine-smoke: 2. heartbeat and process events over mTLS"
+running() { grep -qs 'process source running' "$state/agent.log"; }
+wait_for 60 "the service to start its process source (agent.log)" running
+heartbeat() { [ "$(agent_field process_source)" = poll ]; }
+wait_for 60 "a heartbeat from agent $id (process_source = poll)" heartbeat
 sleep 2 # past the poll source's baseline scan
-
 wine "$work/tor.exe" &
 pids+=($!)
-
 tor_alert() {
   "$collector" alerts list --data-dir "$data" --json 2>/dev/null \
     | python3 -c '
@@ -111,10 +125,10 @@ import json, sys
 agent = sys.argv[1]
 alerts = json.load(sys.stdin)
 sys.exit(0 if any(a["rule"] == "circumvention.tor" and a["agent_id"] == agent for a in alerts) else 1)
-' "$agent_id"
+' "$id"
 }
-wait_for 60 "the circumvention.tor alert from agent $agent_id" tor_alert
-echo "wine-smoke: circumvention.tor alert delivered by the Windows agent $agent_id"
+wait_for 60 "the circumvention.tor alert from agent $id" tor_alert
+echo "wine-smoke: circumvention.tor alert delivered by the Windows agent $id"
 "$collector" alerts list --data-dir "$data" --json | python3 -c '
 import json, sys
 for a in json.load(sys.stdin):
@@ -136,11 +150,35 @@ rss() { # pattern -> "total anon file" in KiB, for the largest matching process
   done
   echo "$best"
 }
-read -r agent_rss agent_anon agent_file <<<"$(rss 'invigilator-agent.exe run')"
+read -r agent_rss agent_anon agent_file <<<"$(rss 'invigilator-agent.exe service')"
 read -r idle_rss idle_anon idle_file <<<"$(rss 'tor\.exe')"
 size=$(stat -c %s "$exe")
 echo "wine-smoke: exe $size bytes ($(( size / 1024 / 1024 )) MiB)"
 echo "wine-smoke: agent under Wine: RSS ${agent_rss} KiB (anon ${agent_anon}, file ${agent_file})"
 echo "wine-smoke: idle program under Wine: RSS ${idle_rss} KiB (anon ${idle_anon}, file ${idle_file})"
 echo "wine-smoke: agent's own share: $(( (agent_rss - idle_rss) / 1024 )) MiB RSS, $(( (agent_anon - idle_anon) / 1024 )) MiB anonymous"
+
+echo "wine-smoke: 3. upgrade to 0.1.1 with the same (used) token"
+seq_before=$(agent_field last_seq)
+pid_before=$(agent_pid)
+MSI_VERSION=0.1.1 MSI_OUT="$work/upgrade.msi" deploy/windows/package.sh >/dev/null 2>&1
+msiexec /i "$work/upgrade.msi" upgrade COLLECTOR="https://localhost:$port" TOKEN="$token"
+wait_for 30 "the upgraded service to run" service_running
+[ "$(agent_pid)" != "$pid_before" ] || { echo "wine-smoke: the service was not restarted by the upgrade" >&2; exit 1; }
+[ "$(agent_id)" = "$id" ] || { echo "wine-smoke: the upgrade changed the agent id ($id -> $(agent_id))" >&2; exit 1; }
+agents=$(agents_json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')
+[ "$agents" = 1 ] || { echo "wine-smoke: $agents agents enrolled after the upgrade, not 1" >&2; exit 1; }
+wine "$work/tor.exe" &
+pids+=($!)
+flowing() { [ "$(agent_field last_seq)" -gt "$seq_before" ]; }
+wait_for 60 "events from agent $id after the upgrade (last_seq > $seq_before)" flowing
+echo "wine-smoke: upgraded; same agent $id, service restarted (pid $(agent_pid)), last_seq $seq_before -> $(agent_field last_seq)"
+
+echo "wine-smoke: 4. msiexec /x"
+msiexec /x "$work/upgrade.msi" uninstall
+gone() { ! wine sc query InvigilatorAgent >/dev/null 2>&1 && ! agent_pid >/dev/null; }
+wait_for 30 "the service to be removed" gone
+[ ! -e "$bin/invigilator-agent.exe" ] || { echo "wine-smoke: the exe is still installed" >&2; exit 1; }
+[ ! -e "$state" ] || { echo "wine-smoke: $state is still there after uninstall" >&2; exit 1; }
+echo "wine-smoke: uninstalled; service, exe and state directory removed"
 echo "wine-smoke: PASS"

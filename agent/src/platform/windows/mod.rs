@@ -1,10 +1,16 @@
-//! Windows: where things are. Everything here is pure string arithmetic on Windows paths (no
-//! OS calls), so it compiles and is unit-tested on Linux as well.
+//! Windows: where things are, and the bindings to what only Windows has. The pure parts (path
+//! arithmetic on strings, session-change bookkeeping) compile and are unit-tested on Linux as
+//! well; `service` and `wts` call Windows and build only there.
 //!
 //! The Windows process source is the sysinfo poller in `sources::process::poll`, which is the
 //! only mode on Windows (see `deploy/windows/NOTES.md` for what comes next).
 
 pub mod profiles;
+#[cfg(windows)]
+pub mod service;
+pub mod session_change;
+#[cfg(windows)]
+mod wts;
 
 pub use profiles::{HistoryDb, discover_history, state_dir, users_dir};
 

@@ -1,0 +1,223 @@
+//! Windows session changes, as the agent's session events. The service receives
+//! `SERVICE_CONTROL_SESSIONCHANGE` with a `WTS_*` reason code and a session id; this module
+//! turns them into "logon" / "logoff" / "lock" / "unlock" / "present" events and keeps each
+//! session's user and lock state, so a logoff still names the user Windows has already
+//! forgotten. Pure (no OS calls): built and unit-tested on every platform.
+
+use std::collections::HashMap;
+
+use invigilator_proto::v1::{Event, SessionChange, event};
+
+use crate::sources::now_us;
+
+/// The `wParam` codes of `WM_WTSSESSION_CHANGE` / `SERVICE_CONTROL_SESSIONCHANGE` (winuser.h).
+pub mod reason {
+    pub const CONSOLE_CONNECT: u32 = 1;
+    pub const CONSOLE_DISCONNECT: u32 = 2;
+    pub const REMOTE_CONNECT: u32 = 3;
+    pub const REMOTE_DISCONNECT: u32 = 4;
+    pub const SESSION_LOGON: u32 = 5;
+    pub const SESSION_LOGOFF: u32 = 6;
+    pub const SESSION_LOCK: u32 = 7;
+    pub const SESSION_UNLOCK: u32 = 8;
+    pub const SESSION_REMOTE_CONTROL: u32 = 9;
+    pub const SESSION_CREATE: u32 = 10;
+    pub const SESSION_TERMINATE: u32 = 11;
+}
+
+/// The event action for a reason code, or `None` for the ones the policy has no use for
+/// (connects and disconnects of the console or of a remote client, remote control, creation
+/// and termination of the session object, which bracket logon and logoff).
+pub fn action(reason: u32) -> Option<&'static str> {
+    match reason {
+        reason::SESSION_LOGON => Some("logon"),
+        reason::SESSION_LOGOFF => Some("logoff"),
+        reason::SESSION_LOCK => Some("lock"),
+        reason::SESSION_UNLOCK => Some("unlock"),
+        _ => None,
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Known {
+    user: String,
+    remote: bool,
+    locked: bool,
+}
+
+/// Each session's user and lock state, as learnt from notifications and lookups.
+#[derive(Debug, Default)]
+pub struct Sessions {
+    hostname: String,
+    known: HashMap<u32, Known>,
+}
+
+/// What the service knows of a session when a notification arrives: its user (looked up with
+/// `WTSQuerySessionInformation`, empty if Windows no longer has it) and whether the client is
+/// remote (Remote Desktop).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Lookup {
+    pub user: String,
+    pub remote: bool,
+}
+
+impl Sessions {
+    pub fn new(hostname: impl Into<String>) -> Self {
+        Sessions {
+            hostname: hostname.into(),
+            known: HashMap::new(),
+        }
+    }
+
+    /// A session open when the agent started: "present", if someone is logged on to it.
+    pub fn present(&mut self, session_id: u32, found: Lookup) -> Option<Event> {
+        if found.user.is_empty() {
+            return None;
+        }
+        let known = Known {
+            user: found.user,
+            remote: found.remote,
+            locked: false,
+        };
+        let event = self.event(session_id, &known, "present");
+        self.known.insert(session_id, known);
+        Some(event)
+    }
+
+    /// A notification: the event to report, if any. `found` is what a lookup gives now; a
+    /// session already known keeps the user it had (at logoff Windows may have dropped it).
+    pub fn notify(&mut self, reason: u32, session_id: u32, found: Lookup) -> Option<Event> {
+        let action = action(reason)?;
+        let mut known = self.known.remove(&session_id).unwrap_or_default();
+        if known.user.is_empty() {
+            known.user = found.user;
+        }
+        known.remote |= found.remote;
+        match action {
+            "lock" => known.locked = true,
+            "unlock" | "logon" => known.locked = false,
+            _ => {}
+        }
+        let event = self.event(session_id, &known, action);
+        if action != "logoff" {
+            self.known.insert(session_id, known);
+        }
+        Some(event)
+    }
+
+    fn event(&self, session_id: u32, known: &Known, action: &str) -> Event {
+        Event {
+            seq: 0,
+            observed_at_us: now_us(),
+            hostname: self.hostname.clone(),
+            user: known.user.clone(),
+            kind: Some(event::Kind::Session(SessionChange {
+                action: action.to_owned(),
+                session_id: session_id.to_string(),
+                user: known.user.clone(),
+                uid: None,
+                remote: known.remote,
+                session_type: "windows".into(),
+                session_class: "user".into(),
+                locked: known.locked,
+                ..Default::default()
+            })),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(e: &Event) -> &SessionChange {
+        match e.kind.as_ref() {
+            Some(event::Kind::Session(s)) => s,
+            other => panic!("not a session event: {other:?}"),
+        }
+    }
+
+    fn user(name: &str) -> Lookup {
+        Lookup {
+            user: name.into(),
+            remote: false,
+        }
+    }
+
+    #[test]
+    fn reason_codes_map_to_the_linux_actions() {
+        assert_eq!(action(reason::SESSION_LOGON), Some("logon"));
+        assert_eq!(action(reason::SESSION_LOGOFF), Some("logoff"));
+        assert_eq!(action(reason::SESSION_LOCK), Some("lock"));
+        assert_eq!(action(reason::SESSION_UNLOCK), Some("unlock"));
+        for quiet in [
+            reason::CONSOLE_CONNECT,
+            reason::CONSOLE_DISCONNECT,
+            reason::REMOTE_CONNECT,
+            reason::REMOTE_DISCONNECT,
+            reason::SESSION_REMOTE_CONTROL,
+            reason::SESSION_CREATE,
+            reason::SESSION_TERMINATE,
+            0,
+            12,
+            u32::MAX,
+        ] {
+            assert_eq!(action(quiet), None, "reason {quiet}");
+        }
+    }
+
+    #[test]
+    fn a_day_at_a_shared_computer() {
+        let mut s = Sessions::new("ICT-07");
+        let logon = s.notify(reason::SESSION_LOGON, 2, user("ada")).unwrap();
+        assert_eq!(logon.hostname, "ICT-07");
+        assert_eq!(logon.user, "ada");
+        let c = change(&logon);
+        assert_eq!((c.action.as_str(), c.session_id.as_str()), ("logon", "2"));
+        assert!(!c.locked);
+
+        let lock = s.notify(reason::SESSION_LOCK, 2, user("ada")).unwrap();
+        assert!(change(&lock).locked);
+        // Connects carry no action and change nothing.
+        assert!(
+            s.notify(reason::CONSOLE_DISCONNECT, 2, user("ada"))
+                .is_none()
+        );
+        let unlock = s.notify(reason::SESSION_UNLOCK, 2, user("ada")).unwrap();
+        assert!(!change(&unlock).locked);
+
+        // At logoff Windows has already dropped the user: the one learnt at logon is reported.
+        let logoff = s
+            .notify(reason::SESSION_LOGOFF, 2, Lookup::default())
+            .unwrap();
+        assert_eq!(logoff.user, "ada");
+        assert_eq!(change(&logoff).action, "logoff");
+
+        // The next person in the same session number is not mistaken for ada.
+        let next = s.notify(reason::SESSION_LOGON, 2, user("ben")).unwrap();
+        assert_eq!(next.user, "ben");
+    }
+
+    #[test]
+    fn present_sessions_need_a_user() {
+        let mut s = Sessions::new("h");
+        // Session 0 (services) and an empty logon screen have no user.
+        assert!(s.present(0, Lookup::default()).is_none());
+        let e = s
+            .present(
+                3,
+                Lookup {
+                    user: "teacher".into(),
+                    remote: true,
+                },
+            )
+            .unwrap();
+        let c = change(&e);
+        assert_eq!((c.action.as_str(), c.remote), ("present", true));
+        let lock = s
+            .notify(reason::SESSION_LOCK, 3, Lookup::default())
+            .unwrap();
+        assert_eq!(lock.user, "teacher");
+        assert!(change(&lock).remote);
+    }
+}
