@@ -55,7 +55,6 @@ pub async fn run_until(
             tokio::spawn(session::run(session_cfg, events_tx.clone()).in_current_span());
         }
 
-        #[cfg(unix)]
         if cfg.browsing.enabled {
             let b = &cfg.browsing;
             let source = crate::sources::browsing::BrowsingSourceConfig {
@@ -74,12 +73,8 @@ pub async fn run_until(
                 .context("starting the browsing source")?;
         }
 
-        #[cfg(not(unix))]
-        for (source, enabled) in [("session", cfg.session.enabled), ("browsing", cfg.browsing.enabled)] {
-            if enabled {
-                tracing::warn!(source, "source not available on this platform yet");
-            }
-        }
+        // On Windows, session changes reach the service only (`platform::windows::service`);
+        // `run` from a prompt has none.
 
         let mode = process::spawn(
             ProcessSourceConfig {

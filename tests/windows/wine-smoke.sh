@@ -8,7 +8,9 @@
 #    must install the exe and the InvigilatorAgent service, enrol the device (as the MSI's
 #    deferred custom action) and start the service.
 # 2. Run: the service delivers heartbeats and process events over mTLS; a Windows program named
-#    tor.exe must give a circumvention.tor alert from this agent in `alerts list --json`.
+#    tor.exe must give a circumvention.tor alert from this agent in `alerts list --json`; a
+#    Chrome history placed in the Wine user's profile (C:\users\USER\AppData\Local\Google\
+#    Chrome\User Data\Default\History) must be read and its search must raise keywords.self_harm.
 # 3. Upgrade: a newer MSI (same exe, version 0.1.1, built here) installed over it with the same,
 #    already used, token must keep the agent id, restart the service and keep events flowing.
 # 4. Uninstall: `msiexec /x` must remove the service, the exe and %ProgramData%\Invigilator.
@@ -135,6 +137,46 @@ for a in json.load(sys.stdin):
     if a["rule"] == "circumvention.tor":
         print("  alert:", a["rule"], a["severity"], a["hostname"], "|", a["summary"])'
 
+echo "wine-smoke: 2b. browsing: a Chrome history in the Windows user's profile"
+# Laid out as Chrome does on Windows (%LOCALAPPDATA%\Google\Chrome\User Data\Default\History),
+# with Chromium's schema as the agent's own test fixtures hold it (dumped from a real Chromium).
+# Written to one side and moved in, as a browser's first history appears whole.
+win_user=$(wine cmd /c 'echo %USERNAME%' 2>/dev/null | tr -d '\r')
+profile="$WINEPREFIX/drive_c/users/$win_user/AppData/Local/Google/Chrome/User Data/Default"
+mkdir -p "$profile"
+search_url='https://www.google.com/search?q=how+to+hide+self+harm+scars&sourceid=chrome'
+python3 - "$work/History" "$search_url" agent/src/sources/browsing/fixtures.rs <<'PY'
+import re, sqlite3, sys, time
+db, url, fixtures = sys.argv[1:4]
+schema = re.search(r'CHROMIUM_SCHEMA: &str = "(.*?)";', open(fixtures).read(), re.S).group(1)
+c = sqlite3.connect(db)
+c.executescript(schema)
+t = int(time.time() * 1e6) + 11644473600 * 1000000  # Chromium time: microseconds since 1601
+c.execute("INSERT INTO urls(url, title, visit_count, last_visit_time) VALUES (?, ?, 1, ?)",
+          (url, "how to hide self harm scars - Google Search", t))
+c.execute("INSERT INTO visits(url, visit_time, transition) VALUES (1, ?, 805306369)", (t,))
+c.commit()
+c.close()
+PY
+mv "$work/History" "$profile/History"
+visit_seen() {
+  "$collector" events list --data-dir "$data" --kind browsing 2>/dev/null | python3 -c '
+import json, sys
+agent, url, user = sys.argv[1:4]
+sys.exit(0 if any(e["agent_id"] == agent and url in json.dumps(e) and e["user"] == user
+                  for e in json.load(sys.stdin)) else 1)
+' "$id" "$(python3 -c 'import json,sys; print(json.dumps(sys.argv[1])[1:-1])' "$search_url")" "$win_user"
+}
+wait_for 90 "the browsing event from $win_user's Chrome history" visit_seen
+keyword_alert() {
+  "$collector" alerts list --data-dir "$data" --json 2>/dev/null | python3 -c '
+import json, sys
+sys.exit(0 if any(a["rule"] == "keywords.self_harm" and a["agent_id"] == sys.argv[1] for a in json.load(sys.stdin)) else 1)
+' "$id"
+}
+wait_for 30 "the keywords.self_harm alert for the search" keyword_alert
+echo "wine-smoke: browsing visit of Windows user $win_user delivered; keywords.self_harm alert raised"
+
 # Memory: the Wine process running the agent, next to a program that does nothing under the
 # same Wine (tor.exe is asleep): the difference is what the agent itself costs.
 sleep "${SETTLE:-10}"
@@ -157,6 +199,19 @@ echo "wine-smoke: exe $size bytes ($(( size / 1024 / 1024 )) MiB)"
 echo "wine-smoke: agent under Wine: RSS ${agent_rss} KiB (anon ${agent_anon}, file ${agent_file})"
 echo "wine-smoke: idle program under Wine: RSS ${idle_rss} KiB (anon ${idle_anon}, file ${idle_file})"
 echo "wine-smoke: agent's own share: $(( (agent_rss - idle_rss) / 1024 )) MiB RSS, $(( (agent_anon - idle_anon) / 1024 )) MiB anonymous"
+# Where the agent's resident pages are: the largest mappings (file-backed ones are shared).
+python3 - "$(agent_pid)" <<'PY'
+import collections, sys
+rss = collections.Counter()
+name = "[anon]"
+for line in open(f"/proc/{sys.argv[1]}/smaps"):
+    parts = line.split()
+    if len(parts) >= 5 and "-" in parts[0] and ":" in parts[2]:
+        name = parts[5].rsplit("/", 1)[-1] if len(parts) > 5 else "[anon]"
+    elif parts[0] == "Rss:":
+        rss[name] += int(parts[1])
+print("wine-smoke: largest resident mappings (KiB):", ", ".join(f"{n} {k}" for n, k in rss.most_common(12)))
+PY
 
 echo "wine-smoke: 3. upgrade to 0.1.1 with the same (used) token"
 seq_before=$(agent_field last_seq)

@@ -12,7 +12,7 @@ pub mod session_change;
 #[cfg(windows)]
 mod wts;
 
-pub use profiles::{HistoryDb, discover_history, state_dir, users_dir};
+pub use profiles::{state_dir, users_dir};
 
 /// Joins Windows path components with single backslashes, whatever separators (`\` or `/`)
 /// the parts carry: `join("C:\\Users\\", &["ada", "AppData"])` is `C:\Users\ada\AppData`.

@@ -2,7 +2,8 @@
 //! (Chrome, Chromium, Edge, Brave: `History`; Firefox: `places.sqlite`).
 //!
 //! - [`profiles`] finds every user's profiles; new ones are picked up by periodic rediscovery.
-//! - [`watch`] wakes on file changes (inotify through `notify`), waits for the browser's commit
+//! - [`watch`] wakes on file changes (`notify`: inotify on Linux, ReadDirectoryChangesW on
+//!   Windows), waits for the browser's commit
 //!   to settle (debounce), and polls slowly as a safety net in case a change notification is
 //!   lost. Between changes the thread sleeps: no busy polling.
 //! - [`snapshot`] copies a database with its WAL / journal to the agent's own directory, so the
@@ -13,30 +14,23 @@
 //! Exactly-once across restarts: each visit event carries the profile's cursor as a checkpoint,
 //! which the spool stores in the same transaction as the event; on start the cursor is read back.
 //!
-//! Off Unix only the portable parts build (profile types, the history queries, search terms,
-//! URL cleaning): snapshots, the tracker and the watcher still rely on Unix file identity and
-//! ownership, so the source itself does not run on Windows yet.
+//! The same code runs on Windows; only profile discovery (`C:\Users\<user>\AppData\...`, see
+//! `platform::windows::profiles`), file identity and the sharing mode of the copy differ.
 
 pub mod chromium;
-#[cfg(unix)]
 pub mod cursor;
 pub mod firefox;
 pub mod history;
 pub mod profiles;
 pub mod search;
-#[cfg(unix)]
 pub mod snapshot;
-#[cfg(unix)]
 pub mod tracker;
 pub mod url_clean;
-#[cfg(unix)]
 pub mod watch;
 
 pub use profiles::{Browser, Root};
-#[cfg(unix)]
 pub use tracker::CheckpointReader;
 
-#[cfg(unix)]
 use super::EventTx;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -81,7 +75,6 @@ impl Default for BrowsingSourceConfig {
 
 /// Starts the source on its own OS thread ("browsing"), which ends when the spool writer stops.
 /// `checkpoints` reads back the cursors the spool stored.
-#[cfg(unix)]
 pub fn spawn(
     cfg: BrowsingSourceConfig,
     checkpoints: CheckpointReader,
@@ -103,6 +96,14 @@ fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
         .mode(0o700)
         .create(dir)?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
+/// The copies hold users' whole histories: only the agent may read them. On Windows the work
+/// directory is inside the state directory, which `enroll` restricted to SYSTEM and
+/// Administrators; what is created in it inherits that.
+#[cfg(windows)]
+fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)
 }
 
 #[cfg(test)]

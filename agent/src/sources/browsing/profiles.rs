@@ -1,19 +1,14 @@
-//! Finding browser profiles: every user's home directory, each browser's usual location (native
-//! packages, snaps, flatpaks), and extra roots from the configuration.
+//! Finding browser profiles: every user's home directory, each browser's usual location, and
+//! extra roots from the configuration.
 //!
-//! Discovery here reads Unix homes and file ownership; Windows profile locations are in
-//! `platform::windows::profiles`.
+//! - Unix: homes from /etc/passwd and /home, browsers' native, snap and flatpak locations; the
+//!   user is the home's owner.
+//! - Windows: homes are the folders under `C:\Users`, browsers' locations under `AppData`
+//!   (`platform::windows::profiles`); the user is the folder's name.
 
-#[cfg(unix)]
-use nix::unistd::{Uid, User};
 use serde::{Deserialize, Serialize};
-#[cfg(unix)]
 use std::collections::BTreeSet;
-#[cfg(unix)]
-use std::os::unix::fs::MetadataExt;
-#[cfg(unix)]
-use std::path::Path;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -115,14 +110,64 @@ pub fn home_dirs() -> Vec<PathBuf> {
     homes.into_iter().filter(|h| h.is_dir()).collect()
 }
 
-/// Every profile under `homes` and `extra`, sorted, without duplicates.
+/// Each browser's profile folders under a home directory.
 #[cfg(unix)]
+fn roots_in_home(home: &Path) -> Vec<(Browser, PathBuf)> {
+    HOME_ROOTS
+        .iter()
+        .map(|(browser, rel)| (*browser, home.join(rel)))
+        .collect()
+}
+
+/// Each browser's profile folders under `C:\Users\<user>`.
+#[cfg(windows)]
+fn roots_in_home(home: &Path) -> Vec<(Browser, PathBuf)> {
+    use crate::platform::windows::profiles::{BROWSERS, profiles_root};
+    let home = home.to_string_lossy();
+    BROWSERS
+        .iter()
+        .map(|b| (*b, PathBuf::from(profiles_root(*b, &home))))
+        .collect()
+}
+
+/// Whose the profiles under a home are.
+#[cfg(unix)]
+fn home_user(home: &Path) -> Option<String> {
+    owner_name(home)
+}
+
+/// Whose the profiles under a home are: on Windows, the profile folder's name.
+#[cfg(windows)]
+fn home_user(home: &Path) -> Option<String> {
+    home.file_name().map(|n| n.to_string_lossy().into_owned())
+}
+
+/// Every user's profile folder under `C:\Users` (`%SystemDrive%`), without the shared ones
+/// (Public, Default ...).
+#[cfg(windows)]
+pub fn home_dirs() -> Vec<PathBuf> {
+    use crate::platform::windows::profiles::{is_user_profile, users_dir};
+    let users = PathBuf::from(users_dir(std::env::var("SystemDrive").ok().as_deref()));
+    let Ok(entries) = std::fs::read_dir(&users) else {
+        return Vec::new();
+    };
+    let mut homes: Vec<PathBuf> = entries
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter(|e| is_user_profile(&e.file_name().to_string_lossy()))
+        .map(|e| e.path())
+        .collect();
+    homes.sort();
+    homes
+}
+
+/// Every profile under `homes` and `extra`, sorted, without duplicates.
 pub fn discover(homes: &[PathBuf], extra: &[Root]) -> Vec<Profile> {
     let mut found = BTreeSet::new();
     for home in homes {
-        let user = owner_name(home);
-        for (browser, rel) in HOME_ROOTS {
-            scan_root(*browser, &home.join(rel), user.as_deref(), &mut found);
+        let user = home_user(home);
+        for (browser, root) in roots_in_home(home) {
+            scan_root(browser, &root, user.as_deref(), &mut found);
         }
     }
     for root in extra {
@@ -132,7 +177,6 @@ pub fn discover(homes: &[PathBuf], extra: &[Root]) -> Vec<Profile> {
 }
 
 /// Profiles directly in `root` (Default, Profile 1, abcd.default-esr ...), or `root` itself.
-#[cfg(unix)]
 fn scan_root(browser: Browser, root: &Path, user: Option<&str>, out: &mut BTreeSet<Profile>) {
     let mut add = |dir: PathBuf| {
         if dir.join(browser.db_name()).is_file() {
@@ -156,11 +200,20 @@ fn scan_root(browser: Browser, root: &Path, user: Option<&str>, out: &mut BTreeS
 /// Account name of the owner of `path`.
 #[cfg(unix)]
 fn owner_name(path: &Path) -> Option<String> {
+    use nix::unistd::{Uid, User};
+    use std::os::unix::fs::MetadataExt;
     let uid = std::fs::metadata(path).ok()?.uid();
     User::from_uid(Uid::from_raw(uid))
         .ok()
         .flatten()
         .map(|u| u.name)
+}
+
+/// Owners are not looked up on Windows (that needs the file's security descriptor): a profile
+/// found under an extra root, outside `C:\Users`, has no user.
+#[cfg(windows)]
+fn owner_name(_path: &Path) -> Option<String> {
+    None
 }
 
 #[cfg(test)]

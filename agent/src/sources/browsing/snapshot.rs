@@ -5,9 +5,15 @@
 //! the browser could trip on. The copy includes the write-ahead log (Firefox, and Chromium where
 //! WAL is enabled) and a rollback journal left mid-commit, so SQLite opening the copy sees
 //! exactly the last committed state. A copy taken while the browser was writing is detected
-//! (size, time or inode changed meanwhile) and taken again.
+//! (size, time or identity changed meanwhile) and taken again.
+//!
+//! File identity is the inode on Unix. On Windows it is the file's creation time (the file
+//! index that would be the true counterpart is not in stable std): a history replaced by a new
+//! file gets a new one. NTFS "tunnelling" can hand a new file the creation time of one deleted
+//! under the same name seconds before, so there the cursor's own checks (visit ids going back)
+//! are what catch a replacement.
 
-use std::os::unix::fs::MetadataExt;
+use std::fs::Metadata;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -27,11 +33,68 @@ pub enum SnapshotError {
     },
 }
 
-/// Identity of the browser's database file: a different inode means it was replaced.
+/// Identity of the browser's database file: a different one means it was replaced. Unix: device
+/// and inode. Windows: 0 and the creation time (100 ns units).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FileId {
     pub dev: u64,
     pub ino: u64,
+}
+
+#[cfg(unix)]
+fn identity(m: &Metadata) -> FileId {
+    use std::os::unix::fs::MetadataExt;
+    FileId {
+        dev: m.dev(),
+        ino: m.ino(),
+    }
+}
+
+#[cfg(windows)]
+fn identity(m: &Metadata) -> FileId {
+    use std::os::windows::fs::MetadataExt;
+    FileId {
+        dev: 0,
+        ino: m.creation_time(),
+    }
+}
+
+/// Size, modification time (seconds, nanoseconds) and identity.
+#[cfg(unix)]
+fn fingerprint(m: &Metadata) -> (u64, i64, i64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    (m.len(), m.mtime(), m.mtime_nsec(), m.ino())
+}
+
+/// Size, modification time (100 ns units, and 0) and identity.
+#[cfg(windows)]
+fn fingerprint(m: &Metadata) -> (u64, i64, i64, u64) {
+    use std::os::windows::fs::MetadataExt;
+    let written = i64::try_from(m.last_write_time()).unwrap_or(i64::MAX);
+    (m.len(), written, 0, m.creation_time())
+}
+
+/// Copies a file the browser may hold open.
+#[cfg(unix)]
+fn copy_shared(from: &Path, to: &Path) -> std::io::Result<u64> {
+    std::fs::copy(from, to)
+}
+
+/// Copies a file the browser holds open. `CopyFile` asks for read sharing only, which fails
+/// against the browser's open write handle; this opens the source sharing read, write and
+/// delete, as SQLite itself does, so neither side is locked out.
+#[cfg(windows)]
+fn copy_shared(from: &Path, to: &Path) -> std::io::Result<u64> {
+    use std::os::windows::fs::OpenOptionsExt;
+    const FILE_SHARE_READ: u32 = 0x1;
+    const FILE_SHARE_WRITE: u32 = 0x2;
+    const FILE_SHARE_DELETE: u32 = 0x4;
+    let mut src = std::fs::OpenOptions::new()
+        .read(true)
+        .share_mode(FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE)
+        .open(from)?;
+    let mut dst = std::fs::File::create(to)?;
+    std::io::copy(&mut src, &mut dst)
 }
 
 /// Size, time and identity of the database and its companions, to notice writes.
@@ -51,16 +114,12 @@ pub fn stamp(db: &Path) -> Stamp {
     Stamp(SUFFIXES.map(|sfx| {
         std::fs::metadata(with_suffix(db, sfx))
             .ok()
-            .map(|m| (m.len(), m.mtime(), m.mtime_nsec(), m.ino()))
+            .map(|m| fingerprint(&m))
     }))
 }
 
 pub fn file_id(db: &Path) -> std::io::Result<FileId> {
-    let m = std::fs::metadata(db)?;
-    Ok(FileId {
-        dev: m.dev(),
-        ino: m.ino(),
-    })
+    Ok(identity(&std::fs::metadata(db)?))
 }
 
 /// An open private copy; the files are deleted when it is dropped (they hold a user's whole
@@ -102,7 +161,7 @@ pub fn take(db: &Path, work_dir: &Path) -> Result<Snapshot, SnapshotError> {
         let file = file_id(db).map_err(io(db))?;
         for sfx in SUFFIXES {
             let src = with_suffix(db, sfx);
-            match std::fs::copy(&src, with_suffix(&copy, sfx)) {
+            match copy_shared(&src, &with_suffix(&copy, sfx)) {
                 Ok(_) => {}
                 // The companions come and go with the browser's transactions.
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound && !sfx.is_empty() => {}
