@@ -206,7 +206,7 @@ rss = collections.Counter()
 name = "[anon]"
 for line in open(f"/proc/{sys.argv[1]}/smaps"):
     parts = line.split()
-    if len(parts) >= 5 and "-" in parts[0] and ":" in parts[2]:
+    if len(parts) >= 5 and "-" in parts[0] and ":" in parts[3]:
         name = parts[5].rsplit("/", 1)[-1] if len(parts) > 5 else "[anon]"
     elif parts[0] == "Rss:":
         rss[name] += int(parts[1])
