@@ -100,6 +100,13 @@ pub async fn run_until(
             }
         }
 
+        #[cfg(windows)]
+        if cfg.usb.enabled
+            && let Err(err) = crate::sources::usb_pnp::spawn(crate::hostname(), events_tx.clone())
+        {
+            tracing::warn!(%err, "usb source not started");
+        }
+
         let channel = tls::channel(&cfg.agent.collector, tls::mtls_config(&paths)?)?;
         let (channel_tx, channel_rx) = watch::channel(channel);
         let uplink = Uplink { cfg: cfg.uplink.clone(), spool: Arc::clone(&spool), last_seq: seq_rx, channel: channel_rx };

@@ -85,7 +85,7 @@ data="$work/collector"
 "$collector" serve --data-dir "$data" --grpc-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 \
   >/dev/null 2>"$work/collector.log" &
 pids+=($!)
-listening() { grep -m1 '^invigilator-collector listening:' "$work/collector.log" >/dev/null; }
+listening() { grep -s -m1 '^invigilator-collector listening:' "$work/collector.log" >/dev/null; }
 wait_for 30 "the collector to listen" listening
 grpc=$(grep -m1 '^invigilator-collector listening:' "$work/collector.log" | tr ' ' '\n' | sed -n 's/^grpc=//p')
 port="${grpc##*:}"
@@ -136,6 +136,12 @@ import json, sys
 for a in json.load(sys.stdin):
     if a["rule"] == "circumvention.tor":
         print("  alert:", a["rule"], a["severity"], a["hostname"], "|", a["summary"])'
+
+# USB: Wine has no USB devices to show here; the source must still read Plug and Play
+# (SetupAPI) without failing. Its attach/detach logic is unit-tested (sources::usb_pnp).
+usb_reading() { grep -qs 'usb source: reading Plug and Play' "$state/agent.log"; }
+wait_for 30 "the USB source's first Plug and Play reading" usb_reading
+echo "wine-smoke: usb source: $(grep -m1 'usb source: reading Plug and Play' "$state/agent.log" | sed 's/.*devices=/devices=/')"
 
 echo "wine-smoke: 2b. browsing: a Chrome history in the Windows user's profile"
 # Laid out as Chrome does on Windows (%LOCALAPPDATA%\Google\Chrome\User Data\Default\History),

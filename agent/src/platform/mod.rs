@@ -3,6 +3,7 @@
 
 #[cfg(target_os = "linux")]
 pub mod linux;
+pub mod usb_names;
 /// Windows paths and conventions. Its pure parts (path arithmetic on strings) build and are
 /// tested on every platform, so the Windows layout is checked by the Linux test run too.
 pub mod windows;

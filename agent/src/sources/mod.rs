@@ -17,6 +17,8 @@ pub mod process;
 pub mod session;
 #[cfg(target_os = "linux")]
 pub mod usb;
+/// USB on Windows (Plug and Play readings); its logic builds and is tested everywhere.
+pub mod usb_pnp;
 
 /// A source's position in what it reads, stored by the spool with the events it covers.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -17,9 +17,7 @@ use std::fs;
 use std::io::{self, Read};
 use std::path::{Component, Path, PathBuf};
 
-/// Longest device string kept. USB string descriptors hold at most 126 UTF-16 units; anything
-/// longer did not come from a descriptor.
-pub const MAX_STRING_CHARS: usize = 256;
+pub use crate::platform::usb_names::{CLASS_MASS_STORAGE, MAX_STRING_CHARS, class_name, sanitize};
 /// Largest attribute read. sysfs attributes fit in a page.
 const MAX_ATTR_BYTES: u64 = 4096;
 /// How deep under the device to look for block devices: usb-storage puts them at
@@ -44,10 +42,9 @@ pub struct Interface {
 }
 
 impl Interface {
-    /// A HID interface with the boot keyboard protocol: what keystroke-injection devices
-    /// declare so that a BIOS, and every OS, accepts their typing.
+    /// See [`crate::platform::usb_names::is_keyboard`].
     pub fn is_keyboard(&self) -> bool {
-        self.class == 0x03 && self.protocol == 0x01
+        crate::platform::usb_names::is_keyboard(self.class, self.protocol)
     }
 }
 
@@ -301,43 +298,6 @@ pub fn is_usb_device_name(name: &str) -> bool {
             .split('.')
             .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
 }
-
-/// A device-supplied string made safe to store and display: control characters (newlines,
-/// escape sequences, NULs) and the invisible bidirectional/zero-width formatting characters that
-/// can make one name display as another removed, at most [`MAX_STRING_CHARS`] characters.
-pub fn sanitize(s: &str) -> String {
-    s.chars()
-        .filter(|c| !c.is_control() && !is_invisible_format(*c))
-        .take(MAX_STRING_CHARS)
-        .collect()
-}
-
-/// Zero-width characters, bidi embeddings/overrides/isolates, and the BOM.
-fn is_invisible_format(c: char) -> bool {
-    matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
-}
-
-/// The name the contract uses for an interface class.
-pub fn class_name(class: u8) -> String {
-    match class {
-        0x01 => "audio",
-        0x02 => "comm",
-        0x03 => "hid",
-        0x06 => "still-image",
-        0x07 => "printer",
-        0x08 => "mass-storage",
-        0x09 => "hub",
-        0x0a => "cdc-data",
-        0x0b => "smart-card",
-        0x0e => "video",
-        0xe0 => "wireless",
-        0xff => "vendor-specific",
-        other => return format!("0x{other:02x}"),
-    }
-    .to_owned()
-}
-
-pub const CLASS_MASS_STORAGE: u8 = 0x08;
 
 #[cfg(test)]
 pub(crate) mod tests {
@@ -602,9 +562,6 @@ pub(crate) mod tests {
 
     #[test]
     fn names_and_keyboards() {
-        assert_eq!(class_name(8), "mass-storage");
-        assert_eq!(class_name(0xff), "vendor-specific");
-        assert_eq!(class_name(0x0d), "0x0d");
         assert!(
             Interface {
                 number: 0,

@@ -5,10 +5,13 @@
 //! The Windows process source is the sysinfo poller in `sources::process::poll`, which is the
 //! only mode on Windows (see `deploy/windows/NOTES.md` for what comes next).
 
+pub mod device_id;
 pub mod profiles;
 #[cfg(windows)]
 pub mod service;
 pub mod session_change;
+#[cfg(windows)]
+pub mod setupapi;
 #[cfg(windows)]
 mod wts;
 
