@@ -3,6 +3,8 @@
 //! and are unit-tested on Linux as well; `etw`, `service` and `wts` call Windows and build only
 //! there.
 
+#[cfg(windows)]
+pub mod etw;
 pub mod etw_layout;
 pub mod profiles;
 #[cfg(windows)]
