@@ -1,11 +1,12 @@
 //! Windows: where things are, and the bindings to what only Windows has. The pure parts (path
-//! arithmetic on strings, session-change bookkeeping) compile and are unit-tested on Linux as
-//! well; `service` and `wts` call Windows and build only there.
-//!
-//! The Windows process source is the sysinfo poller in `sources::process::poll`, which is the
-//! only mode on Windows (see `deploy/windows/NOTES.md` for what comes next).
+//! arithmetic on strings, session-change bookkeeping, the ETW process-start payload, device
+//! ids) compile and are unit-tested on Linux as well; `etw`, `service`, `setupapi` and `wts` call
+//! Windows and build only there.
 
 pub mod device_id;
+#[cfg(windows)]
+pub mod etw;
+pub mod etw_layout;
 pub mod profiles;
 #[cfg(windows)]
 pub mod service;

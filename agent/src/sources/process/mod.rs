@@ -5,6 +5,9 @@
 //! not serve it (before Linux 6.6 it needs root or CAP_NET_ADMIN; inside a container it stays
 //! silent) the source falls back to polling the process table, which misses programs that start
 //! and finish between two polls; the heartbeat says which mode runs.
+//!
+//! On Windows the same role is played by ETW (the `Microsoft-Windows-Kernel-Process`
+//! provider), with the same fallback to polling.
 
 #[cfg(unix)]
 use std::collections::HashMap;
@@ -23,6 +26,8 @@ use super::{EventTx, now_us};
 pub enum Mode {
     /// The kernel's proc connector: every exec, as it happens.
     Netlink,
+    /// Windows' kernel process provider (ETW): every process start, as it happens.
+    Etw,
     /// Periodic scans of the process table: misses processes shorter than the interval.
     Poll,
 }
@@ -32,6 +37,7 @@ impl Mode {
     pub fn as_str(self) -> &'static str {
         match self {
             Mode::Netlink => "netlink",
+            Mode::Etw => "etw",
             Mode::Poll => "poll",
         }
     }
@@ -45,7 +51,7 @@ pub struct ProcessSourceConfig {
     pub hostname: String,
     /// How often the fallback scans the process table.
     pub poll_interval: Duration,
-    /// Poll even where the proc connector would work.
+    /// Poll even where the proc connector (or ETW) would work.
     pub force_poll: bool,
 }
 
@@ -62,8 +68,9 @@ impl Default for ProcessSourceConfig {
 /// Starts the source on its own OS thread ("proc-source") and returns the mode that runs. When
 /// this returns, the source is watching: every program started afterwards is reported.
 ///
-/// Tries the netlink proc connector first; if it cannot be used, says why in a warning and polls
-/// instead. The thread ends when the receiving side of `tx` is dropped.
+/// Tries the netlink proc connector (Linux) or ETW (Windows) first; if it cannot be used, says
+/// why in a warning and polls instead. The thread ends when the receiving side of `tx` is
+/// dropped.
 pub fn spawn(cfg: ProcessSourceConfig, tx: EventTx) -> io::Result<Mode> {
     #[cfg(target_os = "linux")]
     if cfg.force_poll {
@@ -77,6 +84,22 @@ pub fn spawn(cfg: ProcessSourceConfig, tx: EventTx) -> io::Result<Mode> {
             Err(err) => tracing::warn!(
                 "process source: netlink proc connector unavailable: {err}. Falling back to \
                  polling the process table every {:?}, which misses shorter-lived programs",
+                cfg.poll_interval
+            ),
+        }
+    }
+    #[cfg(windows)]
+    if cfg.force_poll {
+        tracing::info!("process source: polling, as configured");
+    } else {
+        match etw::EtwSource::start(cfg.clone()) {
+            Ok(source) => {
+                start_thread(move || source.run(&tx))?;
+                return Ok(Mode::Etw);
+            }
+            Err(err) => tracing::warn!(
+                "process source: ETW unavailable: {err}. Falling back to polling the process \
+                 table every {:?}, which misses shorter-lived programs",
                 cfg.poll_interval
             ),
         }
@@ -101,7 +124,7 @@ fn send(tx: &EventTx, event: Event) -> Result<(), ReceiverGone> {
     tx.blocking_send(event).map_err(|_| ReceiverGone)
 }
 
-#[cfg(target_os = "linux")]
+#[cfg(any(target_os = "linux", windows))]
 fn gap_event(hostname: &str, reason: String) -> Event {
     Event {
         seq: 0,
@@ -210,6 +233,8 @@ impl UserNames {
     }
 }
 
+#[cfg(windows)]
+mod etw;
 #[cfg(target_os = "linux")]
 mod netlink;
 mod poll;

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use sysinfo::{Pid, Process, ProcessRefreshKind, ProcessesToUpdate, System, UpdateKind};
 
-#[cfg(windows)]
 use invigilator_proto::v1::Event;
 
 use super::{Details, EventTx, ProcessSourceConfig, ReceiverGone, UserNames, send};
@@ -17,11 +16,8 @@ pub(super) struct PollSource {
     system: System,
     /// pid → start time (seconds since the epoch) at the last scan.
     seen: HashMap<Pid, u64>,
-    hostname: String,
     interval: Duration,
-    users: UserNames,
-    #[cfg(windows)]
-    accounts: AccountNames,
+    describe: Describe,
 }
 
 impl PollSource {
@@ -30,16 +26,13 @@ impl PollSource {
     /// start (an inventory of running processes would be a different kind of event).
     pub(super) fn start(cfg: ProcessSourceConfig) -> io::Result<Self> {
         let mut system = System::new().map_err(io::Error::other)?;
-        refresh(&mut system);
+        refresh(&mut system, ProcessesToUpdate::All);
         let seen = start_times(&system);
         Ok(Self {
             system,
             seen,
-            hostname: cfg.hostname,
             interval: cfg.poll_interval,
-            users: UserNames::default(),
-            #[cfg(windows)]
-            accounts: AccountNames::default(),
+            describe: Describe::new(cfg.hostname),
         })
     }
 
@@ -54,7 +47,7 @@ impl PollSource {
     }
 
     fn scan(&mut self, tx: &EventTx) -> Result<(), ReceiverGone> {
-        refresh(&mut self.system);
+        refresh(&mut self.system, ProcessesToUpdate::All);
         let processes = self.system.processes();
         let mut new: Vec<&Process> = processes
             .values()
@@ -62,39 +55,81 @@ impl PollSource {
             .collect();
         new.sort_by_key(|p| (p.start_time(), p.pid()));
         for process in new {
-            let parent_name = process
-                .parent()
-                .and_then(|ppid| processes.get(&ppid))
-                .map(|parent| parent.name().to_string_lossy().into_owned());
-            let details = Details {
-                exe: process.exe().map(|exe| exe.to_string_lossy().into_owned()),
-                argv: Some(process.cmd())
-                    .filter(|cmd| !cmd.is_empty())
-                    .map(|cmd| {
-                        cmd.iter()
-                            .map(|a| a.to_string_lossy().into_owned())
-                            .collect()
-                    }),
-                uid: uid_of(process),
-                ppid: process.parent().map(Pid::as_u32),
-                name: Some(process.name().to_string_lossy().into_owned())
-                    .filter(|name| !name.is_empty()),
-                parent_name,
-            };
-            let pid = process.pid().as_u32();
-            let event = details.into_event(pid, "poll", &self.hostname, &mut self.users);
-            #[cfg(windows)]
-            let event = Event {
-                user: process
-                    .user_id()
-                    .and_then(|sid| self.accounts.name(sid))
-                    .unwrap_or_default(),
-                ..event
-            };
-            send(tx, event)?;
+            let parent = process.parent().and_then(|ppid| processes.get(&ppid));
+            send(tx, self.describe.process(process, parent, "poll"))?;
         }
         self.seen = start_times(&self.system);
         Ok(())
+    }
+}
+
+/// Turns what sysinfo knows about a process into a `ProcessExec` event: the one description
+/// shared by the poller and, on Windows, the ETW source.
+pub(super) struct Describe {
+    hostname: String,
+    users: UserNames,
+    #[cfg(windows)]
+    accounts: AccountNames,
+}
+
+impl Describe {
+    pub(super) fn new(hostname: String) -> Self {
+        Self {
+            hostname,
+            users: UserNames::default(),
+            #[cfg(windows)]
+            accounts: AccountNames::default(),
+        }
+    }
+
+    /// The event for `process`, started by `parent` (when that is still listed).
+    pub(super) fn process(
+        &mut self,
+        process: &Process,
+        parent: Option<&Process>,
+        source: &str,
+    ) -> Event {
+        let details = Details {
+            exe: process.exe().map(|exe| exe.to_string_lossy().into_owned()),
+            argv: Some(process.cmd())
+                .filter(|cmd| !cmd.is_empty())
+                .map(|cmd| {
+                    cmd.iter()
+                        .map(|a| a.to_string_lossy().into_owned())
+                        .collect()
+                }),
+            uid: uid_of(process),
+            ppid: process.parent().map(Pid::as_u32),
+            name: Some(process.name().to_string_lossy().into_owned())
+                .filter(|name| !name.is_empty()),
+            parent_name: parent.map(|parent| parent.name().to_string_lossy().into_owned()),
+        };
+        let event = self.details(process.pid().as_u32(), details, source);
+        self.with_account(event, process)
+    }
+
+    /// The event's user is the account of the process's SID ([`AccountNames`]).
+    #[cfg(windows)]
+    fn with_account(&mut self, event: Event, process: &Process) -> Event {
+        Event {
+            user: process
+                .user_id()
+                .and_then(|sid| self.accounts.name(sid))
+                .unwrap_or_default(),
+            ..event
+        }
+    }
+
+    /// The event's user came from the uid already.
+    #[cfg(not(windows))]
+    fn with_account(&mut self, event: Event, _process: &Process) -> Event {
+        event
+    }
+
+    /// The event for a process known only from `details` (it was gone before it could be read).
+    #[cfg_attr(not(windows), allow(dead_code))]
+    pub(super) fn details(&mut self, pid: u32, details: Details, source: &str) -> Event {
+        details.into_event(pid, source, &self.hostname, &mut self.users)
     }
 }
 
@@ -110,13 +145,14 @@ fn uid_of(_process: &Process) -> Option<u32> {
     None
 }
 
-fn refresh(system: &mut System) {
+/// Reads the listed processes (exe, command line, owner), forgetting those that have exited.
+pub(super) fn refresh(system: &mut System, which: ProcessesToUpdate<'_>) {
     let what = ProcessRefreshKind::nothing()
         .without_tasks()
         .with_exe(UpdateKind::OnlyIfNotSet)
         .with_cmd(UpdateKind::OnlyIfNotSet)
         .with_user(UpdateKind::OnlyIfNotSet);
-    system.refresh_processes_specifics(ProcessesToUpdate::All, true, what);
+    system.refresh_processes_specifics(which, true, what);
 }
 
 /// Kernel threads never exec; threads are listed only as part of their process.
