@@ -115,6 +115,11 @@ echo "wine-smoke: service InvigilatorAgent running (pid $(agent_pid)), enrolled 
 echo "wine-smoke: 2. heartbeat and process events over mTLS"
 running() { grep -qs 'process source running' "$state/agent.log"; }
 wait_for 60 "the service to start its process source (agent.log)" running
+# Wine's ETW refuses a real-time consumer (OpenTraceW: access denied), so the ETW source must
+# say why and fall back to polling; the heartbeat then reports "poll".
+grep -q 'process source: ETW unavailable' "$state/agent.log" \
+  || { echo "wine-smoke: no ETW fallback warning in agent.log" >&2; exit 1; }
+echo "wine-smoke: $(grep -m1 -o 'process source: ETW unavailable.*' "$state/agent.log" | cut -c1-160)"
 heartbeat() { [ "$(agent_field process_source)" = poll ]; }
 wait_for 60 "a heartbeat from agent $id (process_source = poll)" heartbeat
 sleep 2 # past the poll source's baseline scan
