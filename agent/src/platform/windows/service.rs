@@ -16,6 +16,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context;
+use invigilator_proto::v1::Event;
 use tokio::sync::{Notify, mpsc};
 use tracing::Instrument;
 use windows_service::service::{
@@ -27,7 +28,7 @@ use windows_service::service_control_handler::{self, ServiceControlHandlerResult
 use windows_service::service_dispatcher;
 use windows_service::service_manager::{ServiceManager, ServiceManagerAccess};
 
-use super::session_change::Sessions;
+use super::session_change::{IDLE_CHECK, Sessions};
 use super::wts;
 use crate::sources::EventTx;
 
@@ -162,7 +163,8 @@ async fn enrolled(state_dir: &std::path::Path, stop: &Notify) -> bool {
     }
 }
 
-/// Session events: those open now ("present"), then each notification from the SCM.
+/// Session events: those open now ("present"), then each notification from the SCM, and
+/// "idle" / "active" from each session's last input time.
 async fn follow_sessions(events: EventTx, mut notices: mpsc::UnboundedReceiver<(u32, u32)>) {
     let mut sessions = Sessions::new(crate::hostname());
     for id in wts::sessions() {
@@ -172,8 +174,20 @@ async fn follow_sessions(events: EventTx, mut notices: mpsc::UnboundedReceiver<(
             }
         }
     }
-    while let Some((reason, id)) = notices.recv().await {
-        if let Some(e) = sessions.notify(reason, id, wts::lookup(id)) {
+    let mut idle_check = tokio::time::interval(IDLE_CHECK);
+    loop {
+        let found: Vec<Event> = tokio::select! {
+            notice = notices.recv() => match notice {
+                Some((reason, id)) => sessions.notify(reason, id, wts::lookup(id)).into_iter().collect(),
+                None => return,
+            },
+            _ = idle_check.tick() => sessions
+                .ids()
+                .into_iter()
+                .filter_map(|id| sessions.idle_check(id, wts::last_input_us(id), crate::sources::now_us()))
+                .collect(),
+        };
+        for e in found {
             if events.send(e).await.is_err() {
                 return;
             }

@@ -2,9 +2,11 @@
 //! `SERVICE_CONTROL_SESSIONCHANGE` with a `WTS_*` reason code and a session id; this module
 //! turns them into "logon" / "logoff" / "lock" / "unlock" / "present" events and keeps each
 //! session's user and lock state, so a logoff still names the user Windows has already
-//! forgotten. Pure (no OS calls): built and unit-tested on every platform.
+//! forgotten. It also decides "idle" / "active" from each session's last input time, read
+//! every [`IDLE_CHECK`]. Pure (no OS calls): built and unit-tested on every platform.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use invigilator_proto::v1::{Event, SessionChange, event};
 
@@ -38,11 +40,21 @@ pub fn action(reason: u32) -> Option<&'static str> {
     }
 }
 
+/// A session without keyboard or mouse input for this long is reported "idle" (with the time
+/// of the last input); the collector decides from there whether a screen was left unattended.
+/// About what a desktop's own idle timeout is (GNOME's is 5 minutes, and logind's idle hint
+/// follows it on Linux).
+pub const IDLE_AFTER: Duration = Duration::from_secs(5 * 60);
+/// How often the service reads each session's last input time.
+pub const IDLE_CHECK: Duration = Duration::from_secs(30);
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Known {
     user: String,
     remote: bool,
     locked: bool,
+    /// Since when (µs since the Unix epoch), while reported idle.
+    idle_since_us: Option<i64>,
 }
 
 /// Each session's user and lock state, as learnt from notifications and lookups.
@@ -77,7 +89,7 @@ impl Sessions {
         let known = Known {
             user: found.user,
             remote: found.remote,
-            locked: false,
+            ..Known::default()
         };
         let event = self.event(session_id, &known, "present");
         self.known.insert(session_id, known);
@@ -95,7 +107,10 @@ impl Sessions {
         known.remote |= found.remote;
         match action {
             "lock" => known.locked = true,
-            "unlock" | "logon" => known.locked = false,
+            "unlock" | "logon" => {
+                known.locked = false;
+                known.idle_since_us = None; // someone is at the keyboard
+            }
             _ => {}
         }
         let event = self.event(session_id, &known, action);
@@ -103,6 +118,41 @@ impl Sessions {
             self.known.insert(session_id, known);
         }
         Some(event)
+    }
+
+    /// The sessions with someone logged on, for the idle check.
+    pub fn ids(&self) -> Vec<u32> {
+        let mut ids: Vec<u32> = self.known.keys().copied().collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// The idle check for one session: `last_input_us` is when Windows last saw keyboard or
+    /// mouse input in it (`None` when it does not say, as for some console sessions), `now_us`
+    /// the time now. "idle" once the input is [`IDLE_AFTER`] old, "active" at the next input.
+    pub fn idle_check(
+        &mut self,
+        session_id: u32,
+        last_input_us: Option<i64>,
+        now_us: i64,
+    ) -> Option<Event> {
+        let last = last_input_us.filter(|t| *t > 0)?;
+        let mut known = self.known.remove(&session_id)?;
+        let quiet = now_us.saturating_sub(last) >= IDLE_AFTER.as_micros() as i64;
+        let action = match (known.idle_since_us, quiet) {
+            (None, true) => {
+                known.idle_since_us = Some(last);
+                Some("idle")
+            }
+            (Some(since), _) if last > since => {
+                known.idle_since_us = None;
+                Some("active")
+            }
+            _ => None,
+        };
+        let event = action.map(|a| self.event(session_id, &known, a));
+        self.known.insert(session_id, known);
+        event
     }
 
     fn event(&self, session_id: u32, known: &Known, action: &str) -> Event {
@@ -120,6 +170,8 @@ impl Sessions {
                 session_type: "windows".into(),
                 session_class: "user".into(),
                 locked: known.locked,
+                idle: known.idle_since_us.is_some(),
+                idle_since_us: known.idle_since_us.unwrap_or(0),
                 ..Default::default()
             })),
         }
@@ -196,6 +248,58 @@ mod tests {
         // The next person in the same session number is not mistaken for ada.
         let next = s.notify(reason::SESSION_LOGON, 2, user("ben")).unwrap();
         assert_eq!(next.user, "ben");
+    }
+
+    #[test]
+    fn idle_after_five_quiet_minutes_active_at_the_next_input() {
+        const MIN: i64 = 60_000_000;
+        let t0 = 1_795_000_000_000_000;
+        let mut s = Sessions::new("h");
+        s.notify(reason::SESSION_LOGON, 1, user("ms.jones"))
+            .unwrap();
+        assert_eq!(s.ids(), [1]);
+        // Typing a minute ago: nothing to say.
+        assert!(s.idle_check(1, Some(t0 - MIN), t0).is_none());
+        // Five minutes without input: idle, since the last input.
+        let idle = s.idle_check(1, Some(t0), t0 + 5 * MIN).unwrap();
+        let c = change(&idle);
+        assert_eq!(
+            (c.action.as_str(), c.idle, c.idle_since_us),
+            ("idle", true, t0)
+        );
+        assert!(
+            !c.locked,
+            "unlocked and idle: what the collector's unattended rule looks for"
+        );
+        // Still quiet: said once only.
+        assert!(s.idle_check(1, Some(t0), t0 + 20 * MIN).is_none());
+        // Input again: active.
+        let active = s.idle_check(1, Some(t0 + 21 * MIN), t0 + 21 * MIN).unwrap();
+        let c = change(&active);
+        assert_eq!(
+            (c.action.as_str(), c.idle, c.idle_since_us),
+            ("active", false, 0)
+        );
+        // Windows giving no input time, or an unknown session: nothing.
+        assert!(s.idle_check(1, None, t0 + 60 * MIN).is_none());
+        assert!(s.idle_check(1, Some(0), t0 + 60 * MIN).is_none());
+        assert!(s.idle_check(9, Some(t0), t0 + 60 * MIN).is_none());
+    }
+
+    #[test]
+    fn unlocking_clears_idleness() {
+        let mut s = Sessions::new("h");
+        s.notify(reason::SESSION_LOGON, 1, user("ada")).unwrap();
+        s.idle_check(1, Some(1), 1 + IDLE_AFTER.as_micros() as i64)
+            .unwrap();
+        let lock = s
+            .notify(reason::SESSION_LOCK, 1, Lookup::default())
+            .unwrap();
+        assert!(change(&lock).idle && change(&lock).locked);
+        let unlock = s
+            .notify(reason::SESSION_UNLOCK, 1, Lookup::default())
+            .unwrap();
+        assert!(!change(&unlock).idle && !change(&unlock).locked);
     }
 
     #[test]

@@ -5,8 +5,8 @@
 
 use windows_sys::Win32::System::RemoteDesktop::{
     WTS_CURRENT_SERVER_HANDLE, WTS_INFO_CLASS, WTS_SESSION_INFOW, WTSActive, WTSClientProtocolType,
-    WTSConnected, WTSDisconnected, WTSEnumerateSessionsW, WTSFreeMemory,
-    WTSQuerySessionInformationW, WTSUserName,
+    WTSConnected, WTSDisconnected, WTSEnumerateSessionsW, WTSFreeMemory, WTSINFOW,
+    WTSQuerySessionInformationW, WTSSessionInfo, WTSUserName,
 };
 
 use super::session_change::Lookup;
@@ -22,6 +22,20 @@ pub fn lookup(session_id: u32) -> Lookup {
         .and_then(|b| b.get(..2).map(|p| u16::from_le_bytes([p[0], p[1]])))
         .is_some_and(|p| p != 0);
     Lookup { user, remote }
+}
+
+/// When Windows last saw keyboard or mouse input in the session, in µs since the Unix epoch;
+/// `None` when it does not say (0, which some Windows versions give for console sessions).
+pub fn last_input_us(session_id: u32) -> Option<i64> {
+    let bytes = query(session_id, WTSSessionInfo)?;
+    if bytes.len() < size_of::<WTSINFOW>() {
+        return None;
+    }
+    // SAFETY: the buffer holds at least one WTSINFOW (checked above), which is plain data;
+    // read_unaligned because a Vec<u8> gives no alignment guarantee.
+    let info = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<WTSINFOW>()) };
+    let filetime = u64::try_from(info.LastInputTime).ok().filter(|t| *t > 0)?;
+    Some(super::etw_layout::filetime_to_unix_us(filetime))
 }
 
 /// The sessions that have, or may have, someone in them (active, connected, disconnected).
