@@ -169,6 +169,14 @@ c.execute("INSERT INTO visits(url, visit_time, transition) VALUES (1, ?, 8053063
 c.commit()
 c.close()
 PY
+# Chrome keeps its history open (read/write, sharing read and write, SQLite's exclusive-mode
+# lock): hold it that way from a Windows program before it reaches the profile, so the agent's
+# very first copy meets the open handle. (A rename keeps Wine's sharing state: same file.)
+x86_64-w64-mingw32-gcc -O2 -s -o "$work/hold-open.exe" tests/windows/hold-open.c
+wine "$work/hold-open.exe" "$(winepath -w "$work/History")" 300 >"$work/hold-open.log" 2>&1 &
+pids+=($!)
+holding() { grep -qs '^holding' "$work/hold-open.log"; }
+wait_for 30 "hold-open.exe to hold the history open" holding
 mv "$work/History" "$profile/History"
 visit_seen() {
   "$collector" events list --data-dir "$data" --kind browsing 2>/dev/null | python3 -c '
@@ -186,7 +194,7 @@ sys.exit(0 if any(a["rule"] == "keywords.self_harm" and a["agent_id"] == sys.arg
 ' "$id"
 }
 wait_for 30 "the keywords.self_harm alert for the search" keyword_alert
-echo "wine-smoke: browsing visit of Windows user $win_user delivered; keywords.self_harm alert raised"
+echo "wine-smoke: browsing visit of Windows user $win_user delivered while the history was held open; keywords.self_harm alert raised"
 
 # Memory: the Wine process running the agent, next to a program that does nothing under the
 # same Wine (tor.exe is asleep): the difference is what the agent itself costs.
