@@ -16,6 +16,25 @@ pub struct Enrolled {
     pub group: String,
 }
 
+/// Says who said no: the collector (its answers carry these codes) or the connection (TLS
+/// refusing a collector that is not the token's, nothing listening, a timeout).
+fn enrol_error(collector: &str, status: &tonic::Status) -> anyhow::Error {
+    use tonic::Code;
+    match status.code() {
+        Code::InvalidArgument
+        | Code::Unauthenticated
+        | Code::PermissionDenied
+        | Code::FailedPrecondition
+        | Code::ResourceExhausted => {
+            anyhow::anyhow!("the collector refused enrolment: {}", status.message())
+        }
+        _ => anyhow::anyhow!(
+            "cannot enrol with {collector}: {}",
+            status.message().trim_start_matches("unexpected error: ")
+        ),
+    }
+}
+
 /// This device's enrolment, if the state directory holds a complete one.
 pub fn existing(state_dir: &Path) -> anyhow::Result<Option<Enrolled>> {
     if !AgentConfig::path(state_dir).exists() {
@@ -143,7 +162,7 @@ pub async fn run(collector: &str, token: &str, state_dir: &Path) -> anyhow::Resu
     let resp = client
         .enroll(req)
         .await
-        .map_err(|s| anyhow::anyhow!("the collector refused enrolment: {}", s.message()))?
+        .map_err(|s| enrol_error(collector, &s))?
         .into_inner();
 
     // The CA we will trust from now on must be the one the token pinned.
@@ -226,6 +245,26 @@ mod tests {
             "{err}"
         );
         assert!(precious.join("essay.docx").exists());
+    }
+
+    #[test]
+    fn enrolment_errors_say_who_refused() {
+        let c = "https://collector:7443";
+        let refused = enrol_error(c, &tonic::Status::permission_denied("token expired"));
+        assert_eq!(
+            refused.to_string(),
+            "the collector refused enrolment: token expired"
+        );
+        let tls = enrol_error(
+            c,
+            &tonic::Status::unknown(
+                "unexpected error: the collector's certificate chain does not contain the CA pinned by the enrolment token",
+            ),
+        );
+        assert_eq!(
+            tls.to_string(),
+            "cannot enrol with https://collector:7443: the collector's certificate chain does not contain the CA pinned by the enrolment token"
+        );
     }
 
     #[test]

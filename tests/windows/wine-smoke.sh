@@ -4,6 +4,7 @@
 #   deploy/windows/build.sh && deploy/windows/package.sh && cargo build -p invigilator-collector \
 #     && tests/windows/wine-smoke.sh
 #
+# 0. A wrong token: msiexec must fail, and roll back (no service, no exe, no enrolment).
 # 1. Install: `msiexec /i invigilator-agent-*.msi /qn COLLECTOR=https://localhost:PORT TOKEN=...`
 #    must install the exe and the InvigilatorAgent service, enrol the device (as the MSI's
 #    deferred custom action) and start the service.
@@ -103,6 +104,16 @@ agents_json() { "$collector" agents list --data-dir "$data" 2>/dev/null; }
 agent_field() { # field -> value for this agent in `agents list`
   agents_json | python3 -c 'import json,sys; print(next((a[sys.argv[2]] for a in json.load(sys.stdin) if a["agent_id"]==sys.argv[1]), ""))' "$id" "$1"
 }
+
+echo "wine-smoke: 0. a wrong token must fail the install and leave nothing behind"
+bad_token="${token%?}0"; [ "$bad_token" != "$token" ] || bad_token="${token%?}1"
+if msiexec /i "$msi" bad-token COLLECTOR="https://localhost:$port" TOKEN="$bad_token" >"$work/bad-token.out" 2>&1; then
+  echo "wine-smoke: msiexec accepted a wrong enrolment token" >&2; exit 1
+fi
+! wine sc query InvigilatorAgent >/dev/null 2>&1 || { echo "wine-smoke: a failed install left the service" >&2; exit 1; }
+[ ! -e "$bin/invigilator-agent.exe" ] || { echo "wine-smoke: a failed install left the exe" >&2; exit 1; }
+[ ! -e "$state/agent.toml" ] || { echo "wine-smoke: a failed install left an enrolment" >&2; exit 1; }
+echo "wine-smoke: refused and rolled back: $(grep -m1 '^error:' "$work/bad-token.out" || echo '(no message)')"
 
 echo "wine-smoke: 1. msiexec /i $(basename "$msi") /qn COLLECTOR=https://localhost:$port TOKEN=..."
 msiexec /i "$msi" install COLLECTOR="https://localhost:$port" TOKEN="$token"
