@@ -16,6 +16,19 @@ pub struct Enrolled {
     pub group: String,
 }
 
+/// Removes the key and certificates of an enrolment that did not complete (see `run`).
+struct PartialEnrolment<'a>(Option<&'a StatePaths>);
+
+impl Drop for PartialEnrolment<'_> {
+    fn drop(&mut self) {
+        if let Some(paths) = self.0 {
+            for file in [paths.key(), paths.cert(), paths.ca()] {
+                let _ = std::fs::remove_file(file);
+            }
+        }
+    }
+}
+
 /// Says who said no: the collector (its answers carry these codes) or the connection (TLS
 /// refusing a collector that is not the token's, nothing listening, a timeout).
 fn enrol_error(collector: &str, status: &tonic::Status) -> anyhow::Error {
@@ -148,6 +161,9 @@ pub async fn run(collector: &str, token: &str, state_dir: &Path) -> anyhow::Resu
         )
     })?;
 
+    // Until agent.toml is written, a failure removes what this attempt wrote: no orphan key
+    // is left for nobody (an installer's failed enrolment rolls back cleanly).
+    let mut partial = PartialEnrolment(Some(&paths));
     let key = identity::generate_key(&paths)?;
     let channel = tls::channel(collector, tls::enrolment_config(&token.ca_fingerprint)?)?;
     let mut client = EnrollmentClient::new(channel);
@@ -188,6 +204,7 @@ pub async fn run(collector: &str, token: &str, state_dir: &Path) -> anyhow::Resu
         cfg.render().as_bytes(),
         0o600,
     )?;
+    partial.0 = None;
     Ok(Enrolled {
         agent_id: resp.agent_id,
         group: resp.group,

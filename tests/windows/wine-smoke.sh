@@ -112,7 +112,9 @@ if msiexec /i "$msi" bad-token COLLECTOR="https://localhost:$port" TOKEN="$bad_t
 fi
 ! wine sc query InvigilatorAgent >/dev/null 2>&1 || { echo "wine-smoke: a failed install left the service" >&2; exit 1; }
 [ ! -e "$bin/invigilator-agent.exe" ] || { echo "wine-smoke: a failed install left the exe" >&2; exit 1; }
-[ ! -e "$state/agent.toml" ] || { echo "wine-smoke: a failed install left an enrolment" >&2; exit 1; }
+for f in agent.toml agent.key; do
+  [ ! -e "$state/$f" ] || { echo "wine-smoke: a failed install left $state/$f" >&2; exit 1; }
+done
 echo "wine-smoke: refused and rolled back: $(grep -m1 '^error:' "$work/bad-token.out" || echo '(no message)')"
 
 echo "wine-smoke: 1. msiexec /i $(basename "$msi") /qn COLLECTOR=https://localhost:$port TOKEN=..."
