@@ -78,6 +78,7 @@ wine "$work/session.exe" 3600 &
 pids+=($!)
 
 bin="$WINEPREFIX/drive_c/Program Files/Invigilator"
+win_user=$(wine cmd /c 'echo %USERNAME%' 2>/dev/null | tr -d '\r')
 state="$WINEPREFIX/drive_c/ProgramData/Invigilator"
 
 # Collector on loopback, on free ports.
@@ -138,22 +139,25 @@ wait_for 60 "a heartbeat from agent $id (process_source = poll)" heartbeat
 sleep 2 # past the poll source's baseline scan
 wine "$work/tor.exe" &
 pids+=($!)
+# The user: Wine lists no accounts for the process's SID, so this is the agent's fallback, the
+# user logged on to the process's session.
 tor_alert() {
   "$collector" alerts list --data-dir "$data" --json 2>/dev/null \
     | python3 -c '
 import json, sys
-agent = sys.argv[1]
+agent, user = sys.argv[1:3]
 alerts = json.load(sys.stdin)
-sys.exit(0 if any(a["rule"] == "circumvention.tor" and a["agent_id"] == agent for a in alerts) else 1)
-' "$id"
+sys.exit(0 if any(a["rule"] == "circumvention.tor" and a["agent_id"] == agent and a["user"] == user
+                  for a in alerts) else 1)
+' "$id" "$win_user"
 }
-wait_for 60 "the circumvention.tor alert from agent $id" tor_alert
+wait_for 60 "the circumvention.tor alert from agent $id, user $win_user" tor_alert
 echo "wine-smoke: circumvention.tor alert delivered by the Windows agent $id"
 "$collector" alerts list --data-dir "$data" --json | python3 -c '
 import json, sys
 for a in json.load(sys.stdin):
     if a["rule"] == "circumvention.tor":
-        print("  alert:", a["rule"], a["severity"], a["hostname"], "|", a["summary"])'
+        print("  alert:", a["rule"], a["severity"], a["hostname"], "user=" + repr(a["user"]), "|", a["summary"])'
 
 # USB: Wine has no USB devices to show here; the source must still read Plug and Play
 # (SetupAPI) without failing. Its attach/detach logic is unit-tested (sources::usb_pnp).
@@ -165,7 +169,6 @@ echo "wine-smoke: 2b. browsing: a Chrome history in the Windows user's profile"
 # Laid out as Chrome does on Windows (%LOCALAPPDATA%\Google\Chrome\User Data\Default\History),
 # with Chromium's schema as the agent's own test fixtures hold it (dumped from a real Chromium).
 # Written to one side and moved in, as a browser's first history appears whole.
-win_user=$(wine cmd /c 'echo %USERNAME%' 2>/dev/null | tr -d '\r')
 profile="$WINEPREFIX/drive_c/users/$win_user/AppData/Local/Google/Chrome/User Data/Default"
 mkdir -p "$profile"
 search_url='https://www.google.com/search?q=how+to+hide+self+harm+scars&sourceid=chrome'

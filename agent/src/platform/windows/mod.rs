@@ -14,7 +14,7 @@ pub mod session_change;
 #[cfg(windows)]
 pub mod setupapi;
 #[cfg(windows)]
-mod wts;
+pub mod wts;
 
 pub use profiles::{state_dir, users_dir};
 

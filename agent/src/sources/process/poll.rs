@@ -108,16 +108,20 @@ impl Describe {
         self.with_account(event, process)
     }
 
-    /// The event's user is the account of the process's SID ([`AccountNames`]).
+    /// The event's user is the account of the process's SID ([`AccountNames`]); failing that,
+    /// the user logged on to the session the process runs in (not session 0, the services').
     #[cfg(windows)]
     fn with_account(&mut self, event: Event, process: &Process) -> Event {
-        Event {
-            user: process
-                .user_id()
-                .and_then(|sid| self.accounts.name(sid))
-                .unwrap_or_default(),
-            ..event
-        }
+        let user = process
+            .user_id()
+            .and_then(|sid| self.accounts.name(sid))
+            .or_else(|| {
+                let session = process.session_id()?.as_u32();
+                let user = crate::platform::windows::wts::lookup(session).user;
+                (session != 0 && !user.is_empty()).then_some(user)
+            })
+            .unwrap_or_default();
+        Event { user, ..event }
     }
 
     /// The event's user came from the uid already.
