@@ -91,6 +91,17 @@ impl EventTx {
     }
 }
 
+/// An event observed now. Sources never number events (the spool does), so `seq` is 0.
+pub fn observed(hostname: &str, user: String, kind: invigilator_proto::v1::event::Kind) -> Event {
+    Event {
+        seq: 0,
+        observed_at_us: now_us(),
+        hostname: hostname.to_owned(),
+        user,
+        kind: Some(kind),
+    }
+}
+
 /// Microseconds since the Unix epoch, now.
 pub fn now_us() -> i64 {
     std::time::SystemTime::now()

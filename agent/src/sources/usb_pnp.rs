@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use invigilator_proto::v1::{Event, UsbDevice, event};
 
-use super::now_us;
+use super::observed;
 use crate::platform::usb_names::{class_name, is_keyboard, sanitize};
 use crate::platform::windows::device_id::{DevNode, class_of, is_usb_disk, parse_usb_instance};
 
@@ -179,17 +179,13 @@ impl Tracker {
         events
     }
 
+    /// A device belongs to the machine, not to whoever is logged in: no user.
     fn event(&self, action: &str, device: &UsbDevice) -> Event {
-        Event {
-            seq: 0,
-            observed_at_us: now_us(),
-            hostname: self.hostname.clone(),
-            user: String::new(),
-            kind: Some(event::Kind::Usb(UsbDevice {
-                action: action.into(),
-                ..device.clone()
-            })),
-        }
+        let device = UsbDevice {
+            action: action.into(),
+            ..device.clone()
+        };
+        observed(&self.hostname, String::new(), event::Kind::Usb(device))
     }
 }
 

@@ -248,13 +248,11 @@ impl Tracker {
         }
         let mut block_devices = info.block_devices.clone();
         block_devices.sort();
-        Event {
-            seq: 0,
-            observed_at_us: now_us(),
-            hostname: self.hostname.clone(),
-            // A device belongs to the machine, not to whoever is logged in.
-            user: String::new(),
-            kind: Some(event::Kind::Usb(UsbDevice {
+        // A device belongs to the machine, not to whoever is logged in: no user.
+        observed(
+            &self.hostname,
+            String::new(),
+            event::Kind::Usb(UsbDevice {
                 action: action.to_owned(),
                 vendor_id: info.vendor_id.clone().unwrap_or_default(),
                 product_id: info.product_id.clone().unwrap_or_default(),
@@ -267,8 +265,8 @@ impl Tracker {
                 devpath: info.devpath.clone(),
                 busnum: info.busnum.unwrap_or(0),
                 devnum: info.devnum.unwrap_or(0),
-            })),
-        }
+            }),
+        )
     }
 }
 
