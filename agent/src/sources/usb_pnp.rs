@@ -6,6 +6,8 @@
 //!   and a USB disk (`USBSTOR` node, ~1 s after the device) are folded into their device. So an
 //!   attach is reported at the scan after the device was first seen, with what appeared
 //!   meanwhile; a device gone before that still gets its attach, then its detach.
+//! - A USB disk is named in `block_devices` by its drive letters ("E:"), or by its name while
+//!   Windows has not mounted it.
 //! - A device's identity between scans is its instance id (`devpath` in events), so the same
 //!   stick in another port is a detach and an attach.
 //!
@@ -58,12 +60,18 @@ pub fn devices(nodes: &[DevNode]) -> BTreeMap<String, UsbDevice> {
     for node in nodes {
         if is_usb_disk(&node.instance_id) {
             if let Some(dev) = node.parent_id.as_deref().and_then(owner) {
-                let name = if node.friendly_name.is_empty() {
-                    &node.instance_id
-                } else {
-                    &node.friendly_name
-                };
-                disks.push((dev, sanitize(name)));
+                // Its drive letters where Windows mounted it, else its name.
+                if node.volumes.is_empty() {
+                    let name = if node.friendly_name.is_empty() {
+                        &node.instance_id
+                    } else {
+                        &node.friendly_name
+                    };
+                    disks.push((dev.clone(), sanitize(name)));
+                }
+                for volume in &node.volumes {
+                    disks.push((dev.clone(), sanitize(volume)));
+                }
             }
             continue;
         }

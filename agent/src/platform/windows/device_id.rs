@@ -24,6 +24,36 @@ pub struct DevNode {
     pub description: String,
     /// SPDRP_FRIENDLYNAME, if any (disks: "SanDisk Cruzer Blade USB Device").
     pub friendly_name: String,
+    /// For a USB disk: the drive letters of its volumes ("E:").
+    pub volumes: Vec<String>,
+}
+
+/// A storage device as `IOCTL_STORAGE_GET_DEVICE_NUMBER` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiskNumber {
+    pub device_type: u32,
+    pub number: u32,
+}
+
+/// Pairs disks with the drive letters on them: the same device type and number. Letters come
+/// out sorted; a disk with none is left out.
+pub fn letters_by_disk(
+    disks: &[(String, DiskNumber)],
+    letters: &[(String, DiskNumber)],
+) -> std::collections::BTreeMap<String, Vec<String>> {
+    let mut out = std::collections::BTreeMap::new();
+    for (disk, number) in disks {
+        let mut on_it: Vec<String> = letters
+            .iter()
+            .filter(|(_, n)| n == number)
+            .map(|(l, _)| l.clone())
+            .collect();
+        if !on_it.is_empty() {
+            on_it.sort();
+            out.insert(disk.clone(), on_it);
+        }
+    }
+    out
 }
 
 /// What a USB instance id says.
@@ -206,6 +236,35 @@ mod tests {
         assert_eq!(class_of(&composite), None);
         assert_eq!(parse_compatible_id(r"USB\Class_ZZ"), None);
         assert_eq!(parse_compatible_id(r"HID\Class_03"), None);
+    }
+
+    #[test]
+    fn drive_letters_pair_with_their_disk() {
+        const DISK: u32 = 7; // FILE_DEVICE_DISK
+        let n = |number| DiskNumber {
+            device_type: DISK,
+            number,
+        };
+        let disks = vec![
+            ("USBSTOR\\STICK".to_string(), n(1)),
+            ("USBSTOR\\CARD-READER-EMPTY".to_string(), n(2)),
+        ];
+        let letters = vec![
+            ("C:".to_string(), n(0)),
+            ("F:".to_string(), n(1)),
+            ("E:".to_string(), n(1)),
+            // Same number, another device type (a CD-ROM is numbered separately).
+            (
+                "D:".to_string(),
+                DiskNumber {
+                    device_type: 2,
+                    number: 1,
+                },
+            ),
+        ];
+        let paired = letters_by_disk(&disks, &letters);
+        assert_eq!(paired.len(), 1);
+        assert_eq!(paired["USBSTOR\\STICK"], ["E:", "F:"]);
     }
 
     #[test]

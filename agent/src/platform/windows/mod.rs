@@ -1,6 +1,6 @@
 //! Windows: where things are, and the bindings to what only Windows has. The pure parts (path
 //! arithmetic on strings, session-change bookkeeping, the ETW process-start payload, device
-//! ids) compile and are unit-tested on Linux as well; `etw`, `service`, `setupapi` and `wts` call
+//! ids) compile and are unit-tested on Linux as well; `etw`, `service`, `setupapi`, `volumes` and `wts` call
 //! Windows and build only there.
 
 pub mod device_id;
@@ -13,6 +13,8 @@ pub mod service;
 pub mod session_change;
 #[cfg(windows)]
 pub mod setupapi;
+#[cfg(windows)]
+pub mod volumes;
 #[cfg(windows)]
 pub mod wts;
 

@@ -20,10 +20,18 @@ use super::device_id::DevNode;
 const ID_UNITS: usize = 256;
 const PROPERTY_BYTES: usize = 8192;
 
-/// Every present node under `USB` (devices, interfaces, hubs) and `USBSTOR` (disks).
+/// Every present node under `USB` (devices, interfaces, hubs) and `USBSTOR` (disks, with
+/// their drive letters).
 pub fn present_usb_nodes() -> io::Result<Vec<DevNode>> {
     let mut nodes = present("USB")?;
-    nodes.extend(present("USBSTOR")?);
+    let mut disks = present("USBSTOR")?;
+    if !disks.is_empty() {
+        let mut letters = super::volumes::usb_disk_letters();
+        for disk in &mut disks {
+            disk.volumes = letters.remove(&disk.instance_id).unwrap_or_default();
+        }
+    }
+    nodes.extend(disks);
     Ok(nodes)
 }
 
@@ -73,6 +81,7 @@ fn present(enumerator: &str) -> io::Result<Vec<DevNode>> {
             manufacturer: text(&list, &data, SPDRP_MFG),
             description: text(&list, &data, SPDRP_DEVICEDESC),
             friendly_name: text(&list, &data, SPDRP_FRIENDLYNAME),
+            volumes: Vec::new(),
         });
     }
     Ok(nodes)

@@ -8,6 +8,7 @@ fn node(id: &str, parent: Option<&str>, compatible: &[&str], mfg: &str, desc: &s
         manufacturer: mfg.into(),
         description: desc.into(),
         friendly_name: String::new(),
+        volumes: Vec::new(),
     }
 }
 
@@ -198,4 +199,13 @@ fn nodes_without_a_device_are_ignored() {
     assert_eq!(found.len(), 1);
     let d = &found[r"USB\VID_1234&PID_5678\SERIAL"];
     assert!(d.interface_classes.is_empty() && d.block_devices.is_empty());
+}
+
+#[test]
+fn a_mounted_usb_disk_is_named_by_its_drive_letters() {
+    let mut nodes = scene(true);
+    let disk = nodes.iter_mut().find(|n| n.instance_id == DISK).unwrap();
+    disk.volumes = vec!["E:".into(), "F:".into()];
+    let found = devices(&nodes);
+    assert_eq!(found[STICK].block_devices, ["E:", "F:"]);
 }
