@@ -15,7 +15,8 @@ pub struct Heartbeat {
     pub spool: Arc<Spool>,
     pub paths: StatePaths,
     pub collector: String,
-    pub process_source: String,
+    /// Read at each beat: the process source may fall back while running.
+    pub process_source: crate::sources::process::RunningMode,
     pub channel: watch::Sender<Channel>,
 }
 
@@ -51,7 +52,7 @@ impl Heartbeat {
             spool_bytes: s.bytes,
             dropped_total: s.dropped_total,
             last_seq: s.last_seq,
-            process_source: self.process_source.clone(),
+            process_source: self.process_source.get().as_str().into(),
         });
         req.set_timeout(Duration::from_secs(15));
         self.client().heartbeat(req).await?;

@@ -85,7 +85,7 @@ pub async fn run_until(
             events_tx.clone(),
         )
         .context("starting the process source")?;
-        let process_source = mode.as_str();
+        let process_source = mode.get().as_str();
         tracing::info!(process_source, "process source running");
 
         // USB monitoring failing must not stop the agent reporting everything else.
@@ -116,7 +116,7 @@ pub async fn run_until(
             spool,
             paths,
             collector: cfg.agent.collector.clone(),
-            process_source: process_source.into(),
+            process_source: mode,
             channel: channel_tx,
         };
         tokio::spawn(heartbeat.run().in_current_span());

@@ -21,7 +21,9 @@ use sysinfo::{Pid, Process, ProcessesToUpdate, System};
 use thiserror::Error;
 
 use super::poll::{Describe, PollSource, refresh};
-use super::{Details, EventTx, ProcessSourceConfig, ReceiverGone, gap_event, send};
+use super::{
+    Details, EventTx, Mode, ProcessSourceConfig, ReceiverGone, RunningMode, gap_event, send,
+};
 use crate::platform::windows::etw::{self, EtwError, ProcessStartTrace, RawEvent};
 use crate::platform::windows::etw_layout::{
     LayoutError, ProcessStart, nt_to_dos_path, parse_process_start,
@@ -128,7 +130,7 @@ impl EtwSource {
         }
     }
 
-    pub(super) fn run(mut self, tx: &EventTx) {
+    pub(super) fn run(mut self, tx: &EventTx, mode: &RunningMode) {
         let pending = std::mem::take(&mut self.pending);
         if let Err(ReceiverGone) = self.report(&pending, tx) {
             return;
@@ -138,7 +140,7 @@ impl EtwSource {
                 Ok(raw) => raw,
                 Err(RecvTimeoutError::Timeout) if tx.is_closed() => break,
                 Err(RecvTimeoutError::Timeout) => continue,
-                Err(RecvTimeoutError::Disconnected) => return self.fall_back(tx),
+                Err(RecvTimeoutError::Disconnected) => return self.fall_back(tx, mode),
             };
             let mut starts = Vec::new();
             for raw in std::iter::once(first).chain(self.rx.try_iter().take(BATCH - 1)) {
@@ -163,15 +165,19 @@ impl EtwSource {
         tracing::debug!("process source stopping: the event receiver is gone");
     }
 
-    /// The session ended under us (stopped by an administrator, say): poll from now on.
-    fn fall_back(self, tx: &EventTx) {
+    /// The session ended under us (stopped by an administrator, say): poll from now on, and
+    /// say so in the next heartbeat.
+    fn fall_back(self, tx: &EventTx, mode: &RunningMode) {
         tracing::warn!(
             "process source: the ETW session ended; polling the process table every {:?} from \
-             now on (the heartbeat still says \"etw\" until the agent restarts)",
+             now on",
             self.cfg.poll_interval
         );
         match PollSource::start(self.cfg.clone()) {
-            Ok(poll) => poll.run(tx),
+            Ok(poll) => {
+                mode.set(Mode::Poll);
+                poll.run(tx)
+            }
             Err(err) => tracing::error!("process source: cannot poll either: {err}"),
         }
     }

@@ -43,6 +43,33 @@ impl Mode {
     }
 }
 
+/// The mode running now, shared with the heartbeat: a source that has to fall back while
+/// running (ETW whose session is stopped under it) updates it, so the collector is told.
+#[derive(Debug, Clone)]
+pub struct RunningMode(std::sync::Arc<std::sync::atomic::AtomicU8>);
+
+impl RunningMode {
+    fn new(mode: Mode) -> Self {
+        Self(std::sync::Arc::new(std::sync::atomic::AtomicU8::new(
+            mode as u8,
+        )))
+    }
+
+    pub fn get(&self) -> Mode {
+        match self.0.load(std::sync::atomic::Ordering::Relaxed) {
+            m if m == Mode::Netlink as u8 => Mode::Netlink,
+            m if m == Mode::Etw as u8 => Mode::Etw,
+            _ => Mode::Poll,
+        }
+    }
+
+    #[cfg_attr(not(windows), allow(dead_code))]
+    fn set(&self, mode: Mode) {
+        self.0
+            .store(mode as u8, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone)]
@@ -65,13 +92,14 @@ impl Default for ProcessSourceConfig {
     }
 }
 
-/// Starts the source on its own OS thread ("proc-source") and returns the mode that runs. When
+/// Starts the source on its own OS thread ("proc-source") and returns the mode that runs (and
+/// keeps it current, see [`RunningMode`]). When
 /// this returns, the source is watching: every program started afterwards is reported.
 ///
 /// Tries the netlink proc connector (Linux) or ETW (Windows) first; if it cannot be used, says
 /// why in a warning and polls instead. The thread ends when the receiving side of `tx` is
 /// dropped.
-pub fn spawn(cfg: ProcessSourceConfig, tx: EventTx) -> io::Result<Mode> {
+pub fn spawn(cfg: ProcessSourceConfig, tx: EventTx) -> io::Result<RunningMode> {
     #[cfg(target_os = "linux")]
     if cfg.force_poll {
         tracing::info!("process source: polling, as configured");
@@ -79,7 +107,7 @@ pub fn spawn(cfg: ProcessSourceConfig, tx: EventTx) -> io::Result<Mode> {
         match netlink::NetlinkSource::start(cfg.hostname.clone()) {
             Ok(source) => {
                 start_thread(move || source.run(&tx))?;
-                return Ok(Mode::Netlink);
+                return Ok(RunningMode::new(Mode::Netlink));
             }
             Err(err) => tracing::warn!(
                 "process source: netlink proc connector unavailable: {err}. Falling back to \
@@ -94,8 +122,10 @@ pub fn spawn(cfg: ProcessSourceConfig, tx: EventTx) -> io::Result<Mode> {
     } else {
         match etw::EtwSource::start(cfg.clone()) {
             Ok(source) => {
-                start_thread(move || source.run(&tx))?;
-                return Ok(Mode::Etw);
+                let mode = RunningMode::new(Mode::Etw);
+                let current = mode.clone();
+                start_thread(move || source.run(&tx, &current))?;
+                return Ok(mode);
             }
             Err(err) => tracing::warn!(
                 "process source: ETW unavailable: {err}. Falling back to polling the process \
@@ -106,7 +136,7 @@ pub fn spawn(cfg: ProcessSourceConfig, tx: EventTx) -> io::Result<Mode> {
     }
     let source = poll::PollSource::start(cfg)?;
     start_thread(move || source.run(&tx))?;
-    Ok(Mode::Poll)
+    Ok(RunningMode::new(Mode::Poll))
 }
 
 fn start_thread(body: impl FnOnce() + Send + 'static) -> io::Result<()> {
@@ -250,6 +280,18 @@ mod tests {
 
     use super::*;
 
+    #[test]
+    fn the_running_mode_is_shared_with_whoever_reads_it() {
+        for mode in [Mode::Netlink, Mode::Etw, Mode::Poll] {
+            assert_eq!(RunningMode::new(mode).get(), mode);
+        }
+        // The heartbeat's copy sees the source's fall-back.
+        let heartbeat = RunningMode::new(Mode::Etw);
+        let source = heartbeat.clone();
+        source.set(Mode::Poll);
+        assert_eq!(heartbeat.get().as_str(), "poll");
+    }
+
     /// Process events for the given PIDs, until all are seen or `within` has passed.
     fn collect(
         rx: &mut crate::sources::EventRx,
@@ -317,7 +359,7 @@ mod tests {
             ..ProcessSourceConfig::default()
         };
         assert_eq!(
-            spawn(cfg, tx).unwrap(),
+            spawn(cfg, tx).unwrap().get(),
             Mode::Netlink,
             "running as root, yet the proc connector could not be used (see the warning)"
         );
@@ -361,7 +403,7 @@ mod tests {
             poll_interval: Duration::from_millis(200),
             force_poll: true,
         };
-        assert_eq!(spawn(cfg, tx).unwrap(), Mode::Poll);
+        assert_eq!(spawn(cfg, tx).unwrap().get(), Mode::Poll);
 
         let mut child = Command::new("sleep").arg("3").spawn().unwrap();
         let pid = child.id();
