@@ -35,7 +35,8 @@ pub fn present_usb_nodes() -> io::Result<Vec<DevNode>> {
     Ok(nodes)
 }
 
-struct DeviceList(HDEVINFO);
+/// A device information list, destroyed when dropped.
+pub(super) struct DeviceList(pub(super) HDEVINFO);
 
 impl Drop for DeviceList {
     fn drop(&mut self) {
@@ -151,7 +152,8 @@ fn wide(s: &str) -> Vec<u16> {
     s.encode_utf16().chain(std::iter::once(0)).collect()
 }
 
-fn utf16_z(units: &[u16]) -> String {
+/// A NUL-terminated UTF-16 string (or the whole slice if there is no NUL).
+pub(super) fn utf16_z(units: &[u16]) -> String {
     let end = units.iter().position(|&u| u == 0).unwrap_or(units.len());
     String::from_utf16_lossy(&units[..end])
 }

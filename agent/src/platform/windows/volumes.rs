@@ -13,9 +13,8 @@ use std::os::windows::io::AsRawHandle;
 
 use windows_sys::Win32::Devices::DeviceAndDriverInstallation::{
     DIGCF_DEVICEINTERFACE, DIGCF_PRESENT, HDEVINFO, SP_DEVICE_INTERFACE_DATA,
-    SP_DEVICE_INTERFACE_DETAIL_DATA_W, SP_DEVINFO_DATA, SetupDiDestroyDeviceInfoList,
-    SetupDiEnumDeviceInterfaces, SetupDiGetClassDevsW, SetupDiGetDeviceInstanceIdW,
-    SetupDiGetDeviceInterfaceDetailW,
+    SP_DEVICE_INTERFACE_DETAIL_DATA_W, SP_DEVINFO_DATA, SetupDiEnumDeviceInterfaces,
+    SetupDiGetClassDevsW, SetupDiGetDeviceInstanceIdW, SetupDiGetDeviceInterfaceDetailW,
 };
 use windows_sys::Win32::Foundation::INVALID_HANDLE_VALUE;
 use windows_sys::Win32::Storage::FileSystem::{GetDriveTypeW, GetLogicalDrives};
@@ -25,6 +24,7 @@ use windows_sys::Win32::System::Ioctl::{
 };
 
 use super::device_id::{DiskNumber, is_usb_disk, letters_by_disk};
+use super::setupapi::{DeviceList, utf16_z};
 
 const DRIVE_REMOVABLE: u32 = 2;
 const DRIVE_FIXED: u32 = 3;
@@ -89,15 +89,6 @@ fn drive_letters() -> Vec<(String, DiskNumber)> {
             Some((format!("{letter}:"), number))
         })
         .collect()
-}
-
-struct DeviceList(HDEVINFO);
-
-impl Drop for DeviceList {
-    fn drop(&mut self) {
-        // SAFETY: the list came from SetupDiGetClassDevsW and is destroyed once, here.
-        unsafe { SetupDiDestroyDeviceInfoList(self.0) };
-    }
 }
 
 /// Every present USB disk's instance id with its disk number.
@@ -201,9 +192,4 @@ fn interface_path(
         )
     };
     (ok != 0).then(|| (path, utf16_z(&id)))
-}
-
-fn utf16_z(units: &[u16]) -> String {
-    let end = units.iter().position(|&u| u == 0).unwrap_or(units.len());
-    String::from_utf16_lossy(&units[..end])
 }
