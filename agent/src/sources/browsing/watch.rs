@@ -12,11 +12,17 @@ use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+/// Longest wait between reads of a profile whose reads keep failing.
+const MAX_RETRY: Duration = Duration::from_secs(60);
+
 struct Watched {
     tracker: Tracker,
     /// Set while a change waits to be read: (first change, latest change).
     dirty: Option<(Instant, Instant)>,
     last_read: Option<Instant>,
+    /// Reads failed in a row (a browser holding the file in a way we cannot share, a
+    /// permission): the retries space out, and so do the warnings.
+    failures: u32,
 }
 
 impl Watched {
@@ -29,9 +35,42 @@ impl Watched {
     fn due(&self, cfg: &BrowsingSourceConfig) -> Option<Instant> {
         let (first, latest) = self.dirty?;
         let settled = (latest + cfg.debounce).min(first + cfg.max_delay);
-        // A failing read (a browser mid-commit for long) is retried, but not in a tight loop.
-        let spaced = self.last_read.map_or(settled, |t| t + cfg.debounce);
+        // A failing read (a browser mid-commit for long) is retried, but not in a tight loop:
+        // the debounce, doubled at each failure in a row, up to MAX_RETRY.
+        let spaced = self
+            .last_read
+            .map_or(settled, |t| t + self.retry_after(cfg));
         Some(settled.max(spaced))
+    }
+
+    fn retry_after(&self, cfg: &BrowsingSourceConfig) -> Duration {
+        let doubled = cfg.debounce.saturating_mul(1 << self.failures.min(16));
+        doubled.min(MAX_RETRY.max(cfg.debounce))
+    }
+
+    /// A read failed: retry later, and say so on the 1st, 2nd, 4th, 8th ... failure in a row.
+    fn failed(&mut self, now: Instant, error: &SyncError) {
+        self.failures = self.failures.saturating_add(1);
+        if self.failures.is_power_of_two() {
+            tracing::warn!(
+                profile = %self.tracker.profile.dir.display(),
+                %error,
+                failures = self.failures,
+                "browsing: read failed; retrying"
+            );
+        }
+        self.mark(now);
+    }
+
+    fn succeeded(&mut self) {
+        if self.failures > 0 {
+            tracing::info!(
+                profile = %self.tracker.profile.dir.display(),
+                failures = self.failures,
+                "browsing: read again after failures"
+            );
+            self.failures = 0;
+        }
     }
 }
 
@@ -96,15 +135,14 @@ pub fn run(cfg: &BrowsingSourceConfig, checkpoints: &CheckpointReader, tx: &Even
                 w.dirty = None;
                 w.last_read = Some(now);
                 match w.tracker.sync(&ctx) {
-                    Ok(n) if n > 0 => {
-                        tracing::debug!(profile = %w.tracker.profile.dir.display(), visits = n, "browsing: sent")
+                    Ok(n) => {
+                        w.succeeded();
+                        if n > 0 {
+                            tracing::debug!(profile = %w.tracker.profile.dir.display(), visits = n, "browsing: sent")
+                        }
                     }
-                    Ok(_) => {}
                     Err(SyncError::Closed(_)) => return,
-                    Err(e) => {
-                        tracing::warn!(profile = %w.tracker.profile.dir.display(), error = %e, "browsing: read failed; retrying");
-                        w.mark(now);
-                    }
+                    Err(e) => w.failed(now, &e),
                 }
             }
         }
@@ -189,6 +227,7 @@ fn rediscover(
             tracker: Tracker::new(profile),
             dirty: None,
             last_read: None,
+            failures: 0,
         };
         // Read at once: catch up on what happened while the agent was not running.
         w.mark(now);
@@ -200,6 +239,40 @@ fn rediscover(
 mod tests {
     use super::*;
     use crate::sources::browsing::Browser;
+
+    #[test]
+    fn failing_reads_space_out_to_a_minute() {
+        let cfg = BrowsingSourceConfig::default();
+        let mut w = Watched {
+            tracker: Tracker::new(Profile {
+                browser: Browser::Chrome,
+                dir: "/p".into(),
+                user: String::new(),
+            }),
+            dirty: None,
+            last_read: None,
+            failures: 0,
+        };
+        let t0 = Instant::now();
+        w.mark(t0);
+        w.last_read = Some(t0);
+        assert_eq!(
+            w.due(&cfg),
+            Some(t0 + cfg.debounce),
+            "first retry: the debounce"
+        );
+        let mut waits = Vec::new();
+        for _ in 0..12 {
+            w.failures += 1;
+            waits.push(w.retry_after(&cfg));
+        }
+        assert_eq!(waits[0], cfg.debounce * 2);
+        assert!(waits.windows(2).all(|p| p[0] <= p[1]), "{waits:?}");
+        assert_eq!(*waits.last().unwrap(), MAX_RETRY);
+        w.succeeded();
+        assert_eq!(w.failures, 0);
+        assert_eq!(w.retry_after(&cfg), cfg.debounce);
+    }
 
     #[test]
     fn only_the_history_files_matter() {
