@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use invigilator_proto::v1::{Event, SessionChange, event};
 
-use crate::sources::now_us;
+use crate::sources::observed;
 
 /// The `wParam` codes of `WM_WTSSESSION_CHANGE` / `SERVICE_CONTROL_SESSIONCHANGE` (winuser.h).
 pub mod reason {
@@ -156,12 +156,10 @@ impl Sessions {
     }
 
     fn event(&self, session_id: u32, known: &Known, action: &str) -> Event {
-        Event {
-            seq: 0,
-            observed_at_us: now_us(),
-            hostname: self.hostname.clone(),
-            user: known.user.clone(),
-            kind: Some(event::Kind::Session(SessionChange {
+        observed(
+            &self.hostname,
+            known.user.clone(),
+            event::Kind::Session(SessionChange {
                 action: action.to_owned(),
                 session_id: session_id.to_string(),
                 user: known.user.clone(),
@@ -173,8 +171,8 @@ impl Sessions {
                 idle: known.idle_since_us.is_some(),
                 idle_since_us: known.idle_since_us.unwrap_or(0),
                 ..Default::default()
-            })),
-        }
+            }),
+        )
     }
 }
 

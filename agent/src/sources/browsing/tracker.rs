@@ -7,7 +7,7 @@ use super::profiles::{Browser, Profile};
 use super::snapshot::{self, SnapshotError, Stamp};
 use super::url_clean::{MAX_TITLE, clean_url, truncate};
 use super::{chromium, firefox, search};
-use crate::sources::{Checkpoint, Closed, EventTx, now_us};
+use crate::sources::{Checkpoint, Closed, EventTx, now_us, observed};
 use crate::spool::SpoolError;
 use invigilator_proto::v1::{BrowsingVisit, Event, event::Kind};
 use std::path::Path;
@@ -177,13 +177,7 @@ impl Tracker {
     fn event(&self, ctx: &Context, mut b: BrowsingVisit) -> Event {
         b.browser = self.profile.browser.as_str().into();
         b.profile = self.profile.dir.display().to_string();
-        Event {
-            seq: 0,
-            observed_at_us: now_us(),
-            hostname: ctx.hostname.to_owned(),
-            user: self.profile.user.clone(),
-            kind: Some(Kind::Browsing(b)),
-        }
+        observed(ctx.hostname, self.profile.user.clone(), Kind::Browsing(b))
     }
 }
 

@@ -19,7 +19,7 @@ use invigilator_proto::v1::{Event, ProcessExec, event};
 #[cfg(unix)]
 use nix::unistd::{Uid, User};
 
-use super::{EventTx, now_us};
+use super::{EventTx, observed};
 
 /// Which mechanism the process source actually runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,17 +156,15 @@ fn send(tx: &EventTx, event: Event) -> Result<(), ReceiverGone> {
 
 #[cfg(any(target_os = "linux", windows))]
 fn gap_event(hostname: &str, reason: String) -> Event {
-    Event {
-        seq: 0,
-        observed_at_us: now_us(),
-        hostname: hostname.to_owned(),
-        user: String::new(),
-        kind: Some(event::Kind::Gap(invigilator_proto::v1::Gap {
+    observed(
+        hostname,
+        String::new(),
+        event::Kind::Gap(invigilator_proto::v1::Gap {
             source: "process".into(),
             reason,
             lost: 0,
-        })),
-    }
+        }),
+    )
 }
 
 /// What could be learnt about a started process; `None` = could not be read.
@@ -198,12 +196,10 @@ impl Details {
             "parent_name",
             self.parent_name.is_none() && self.ppid != Some(0),
         );
-        Event {
-            seq: 0,
-            observed_at_us: now_us(),
-            hostname: hostname.to_owned(),
-            user: self.uid.and_then(|uid| users.name(uid)).unwrap_or_default(),
-            kind: Some(event::Kind::Process(ProcessExec {
+        observed(
+            hostname,
+            self.uid.and_then(|uid| users.name(uid)).unwrap_or_default(),
+            event::Kind::Process(ProcessExec {
                 pid,
                 ppid: self.ppid.unwrap_or(0),
                 exe: self.exe.unwrap_or_default(),
@@ -213,8 +209,8 @@ impl Details {
                 parent_name: self.parent_name.unwrap_or_default(),
                 unavailable,
                 source: source.to_owned(),
-            })),
-        }
+            }),
+        )
     }
 }
 

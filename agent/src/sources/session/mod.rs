@@ -29,7 +29,7 @@ use zbus::message::Type as MessageType;
 use zbus::zvariant::{OwnedObjectPath, OwnedValue};
 use zbus::{Connection, MatchRule, Message, MessageStream};
 
-use super::{Closed, EventTx, now_us};
+use super::{Closed, EventTx, observed};
 
 pub const LOGIND: &str = "org.freedesktop.login1";
 pub const MANAGER_PATH: &str = "/org/freedesktop/login1";

@@ -87,12 +87,10 @@ impl SessionInfo {
     }
 
     pub(super) fn event(&self, hostname: &str, action: &str) -> Event {
-        Event {
-            seq: 0,
-            observed_at_us: now_us(),
-            hostname: hostname.to_owned(),
-            user: self.user.clone(),
-            kind: Some(event::Kind::Session(SessionChange {
+        observed(
+            hostname,
+            self.user.clone(),
+            event::Kind::Session(SessionChange {
                 action: action.to_owned(),
                 session_id: self.id.clone(),
                 user: self.user.clone(),
@@ -111,8 +109,8 @@ impl SessionInfo {
                 } else {
                     0
                 },
-            })),
-        }
+            }),
+        )
     }
 }
 

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use invigilator_proto::v1::{Event, Gap, UsbDevice, event};
 
-use super::{EventTx, now_us, observed};
+use super::{EventTx, observed};
 use crate::platform::linux::sysfs_usb::{
     self, CLASS_MASS_STORAGE, Interface, Sysfs, UsbDeviceInfo,
 };

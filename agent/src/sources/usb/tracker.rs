@@ -200,17 +200,15 @@ impl Tracker {
     /// After uevents were lost: a gap, then the difference between what we believed and what
     /// sysfs shows now, as attaches and detaches.
     pub(super) fn resync(&mut self, reason: &str) -> Vec<Event> {
-        let mut out = vec![Event {
-            seq: 0,
-            observed_at_us: now_us(),
-            hostname: self.hostname.clone(),
-            user: String::new(),
-            kind: Some(event::Kind::Gap(Gap {
+        let mut out = vec![observed(
+            &self.hostname,
+            String::new(),
+            event::Kind::Gap(Gap {
                 source: "usb".into(),
                 reason: format!("{reason}; rescanned sysfs"),
                 lost: 0,
-            })),
-        }];
+            }),
+        )];
         let Ok(now) = self.sysfs.list_devices() else {
             return out;
         };
