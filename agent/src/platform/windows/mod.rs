@@ -49,21 +49,33 @@ pub const ICACLS_SYSTEM_AND_ADMINS_ONLY: [&str; 5] = [
     "*S-1-5-32-544:(OI)(CI)F",
 ];
 
-/// Where `icacls.exe` is, given `%SystemRoot%` (unset: `C:\Windows`). An absolute path, so a
-/// program of that name elsewhere on PATH is never run.
-pub fn icacls_path(system_root: Option<&str>) -> String {
+/// Where a system program is, given `%SystemRoot%` (unset: `C:\Windows`): `System32\<file>`. An
+/// absolute path, so a program of that name elsewhere on PATH is never run.
+pub fn system32(system_root: Option<&str>, file: &str) -> String {
     let root = system_root
         .map(str::trim)
         .filter(|r| !r.is_empty())
         .unwrap_or(r"C:\Windows");
-    join(root, &["System32", "icacls.exe"])
+    join(root, &["System32", file])
+}
+
+/// [`system32`] under this process's `%SystemRoot%`.
+#[cfg(windows)]
+pub fn system_program(file: &str) -> String {
+    system32(std::env::var("SystemRoot").ok().as_deref(), file)
+}
+
+/// A NUL-terminated UTF-16 string (the whole slice when there is no NUL), lossily.
+pub fn utf16_z(units: &[u16]) -> String {
+    let end = units.iter().position(|&u| u == 0).unwrap_or(units.len());
+    String::from_utf16_lossy(&units[..end])
 }
 
 /// Restricts `dir` to SYSTEM and Administrators ([`ICACLS_SYSTEM_AND_ADMINS_ONLY`]), before
 /// anything secret is written into it.
 #[cfg(windows)]
 pub fn restrict_to_system_and_admins(dir: &std::path::Path) -> std::io::Result<()> {
-    let icacls = icacls_path(std::env::var("SystemRoot").ok().as_deref());
+    let icacls = system_program("icacls.exe");
     let out = std::process::Command::new(&icacls)
         .arg(dir)
         .args(ICACLS_SYSTEM_AND_ADMINS_ONLY)
@@ -83,12 +95,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn icacls_is_found_under_the_system_root() {
-        assert_eq!(icacls_path(None), r"C:\Windows\System32\icacls.exe");
+    fn system_programs_are_found_under_the_system_root() {
         assert_eq!(
-            icacls_path(Some(r"D:\WINDOWS\")),
-            r"D:\WINDOWS\System32\icacls.exe"
+            system32(None, "icacls.exe"),
+            r"C:\Windows\System32\icacls.exe"
         );
+        assert_eq!(
+            system32(Some(r"D:\WINDOWS\"), "cmd.exe"),
+            r"D:\WINDOWS\System32\cmd.exe"
+        );
+        assert_eq!(
+            system32(Some("  "), "cmd.exe"),
+            r"C:\Windows\System32\cmd.exe"
+        );
+    }
+
+    #[test]
+    fn utf16_strings_end_at_the_first_nul() {
+        let units: Vec<u16> = "ada\0junk".encode_utf16().collect();
+        assert_eq!(utf16_z(&units), "ada");
+        assert_eq!(
+            utf16_z(&"no nul".encode_utf16().collect::<Vec<_>>()),
+            "no nul"
+        );
+        assert_eq!(utf16_z(&[0xD800, 0]), "\u{FFFD}");
     }
 
     #[test]

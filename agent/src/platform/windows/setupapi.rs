@@ -15,6 +15,7 @@ use windows_sys::Win32::Devices::DeviceAndDriverInstallation::{
 use windows_sys::Win32::Foundation::INVALID_HANDLE_VALUE;
 
 use super::device_id::DevNode;
+use super::utf16_z;
 
 /// Longest device instance id (MAX_DEVICE_ID_LEN is 200) and property read, in UTF-16 units.
 const ID_UNITS: usize = 256;
@@ -150,12 +151,6 @@ fn text(list: &DeviceList, data: &SP_DEVINFO_DATA, which: SETUP_DI_REGISTRY_PROP
 
 fn wide(s: &str) -> Vec<u16> {
     s.encode_utf16().chain(std::iter::once(0)).collect()
-}
-
-/// A NUL-terminated UTF-16 string (or the whole slice if there is no NUL).
-pub(super) fn utf16_z(units: &[u16]) -> String {
-    let end = units.iter().position(|&u| u == 0).unwrap_or(units.len());
-    String::from_utf16_lossy(&units[..end])
 }
 
 /// REG_MULTI_SZ: strings separated by NULs, ending with an empty one.

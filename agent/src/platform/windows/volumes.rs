@@ -24,7 +24,8 @@ use windows_sys::Win32::System::Ioctl::{
 };
 
 use super::device_id::{DiskNumber, is_usb_disk, letters_by_disk};
-use super::setupapi::{DeviceList, utf16_z};
+use super::setupapi::DeviceList;
+use super::utf16_z;
 
 const DRIVE_REMOVABLE: u32 = 2;
 const DRIVE_FIXED: u32 = 3;

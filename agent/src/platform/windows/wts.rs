@@ -14,14 +14,25 @@ use super::session_change::Lookup;
 /// The user logged on to `session_id` (empty when nobody is, or Windows no longer knows), and
 /// whether its client is remote (Remote Desktop).
 pub fn lookup(session_id: u32) -> Lookup {
-    let user = query(session_id, WTSUserName)
-        .map(|bytes| utf16_z(&bytes))
-        .unwrap_or_default();
+    let user = user(session_id);
     // WTSClientProtocolType: a USHORT, 0 for the console, 2 for RDP.
     let remote = query(session_id, WTSClientProtocolType)
         .and_then(|b| b.get(..2).map(|p| u16::from_le_bytes([p[0], p[1]])))
         .is_some_and(|p| p != 0);
     Lookup { user, remote }
+}
+
+/// The user logged on to `session_id`; empty when nobody is, or Windows no longer knows.
+pub fn user(session_id: u32) -> String {
+    query(session_id, WTSUserName)
+        .map(|bytes| {
+            let units: Vec<u16> = bytes
+                .chunks_exact(2)
+                .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                .collect();
+            super::utf16_z(&units)
+        })
+        .unwrap_or_default()
 }
 
 /// When Windows last saw keyboard or mouse input in the session, in µs since the Unix epoch;
@@ -84,14 +95,4 @@ fn query(session_id: u32, class: WTS_INFO_CLASS) -> Option<Vec<u8>> {
     // SAFETY: `buf` came from WTSQuerySessionInformationW and is not used after this.
     unsafe { WTSFreeMemory(buf.cast()) };
     Some(out)
-}
-
-/// A NUL-terminated UTF-16LE string in a byte buffer (lossy: user names are never invalid).
-fn utf16_z(bytes: &[u8]) -> String {
-    let units: Vec<u16> = bytes
-        .chunks_exact(2)
-        .map(|c| u16::from_le_bytes([c[0], c[1]]))
-        .take_while(|&u| u != 0)
-        .collect();
-    String::from_utf16_lossy(&units)
 }

@@ -92,8 +92,7 @@ impl EtwSource {
     }
 
     fn canary(&mut self) -> Result<(), StartError> {
-        let root = std::env::var("SystemRoot").unwrap_or_else(|_| r"C:\Windows".into());
-        let program = crate::platform::windows::join(&root, &["System32", "cmd.exe"]);
+        let program = crate::platform::windows::system_program("cmd.exe");
         let mut child = Command::new(&program)
             .args(["/c", "exit 0"])
             .stdin(Stdio::null())

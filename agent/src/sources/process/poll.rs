@@ -117,8 +117,11 @@ impl Describe {
             .and_then(|sid| self.accounts.name(sid))
             .or_else(|| {
                 let session = process.session_id()?.as_u32();
-                let user = crate::platform::windows::wts::lookup(session).user;
-                (session != 0 && !user.is_empty()).then_some(user)
+                if session == 0 {
+                    return None;
+                }
+                let user = crate::platform::windows::wts::user(session);
+                (!user.is_empty()).then_some(user)
             })
             .unwrap_or_default();
         Event { user, ..event }
