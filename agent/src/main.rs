@@ -26,11 +26,8 @@ enum Command {
         /// The enrolment token (carries the collector CA's fingerprint, which is pinned).
         #[arg(long, env = "INVIGILATOR_TOKEN", hide_env_values = true)]
         token: String,
-        /// Where the agent keeps its key, certificates, settings and spool (on Windows, default
-        /// %ProgramData%\Invigilator).
-        #[cfg_attr(not(windows), arg(long))]
-        #[cfg_attr(windows, arg(long, default_value_os_t = invigilator_agent::platform::default_state_dir()))]
-        state_dir: PathBuf,
+        #[command(flatten)]
+        state: StateDir,
         /// Succeed without contacting the collector when this device is already enrolled (for
         /// installers: an upgrade must keep the agent's identity, and the token is single-use).
         #[arg(long)]
@@ -38,35 +35,40 @@ enum Command {
     },
     /// Run the agent until SIGTERM (Ctrl-C on Windows).
     Run {
-        /// As given to `enroll` (on Windows, default %ProgramData%\Invigilator).
-        #[cfg_attr(not(windows), arg(long))]
-        #[cfg_attr(windows, arg(long, default_value_os_t = invigilator_agent::platform::default_state_dir()))]
-        state_dir: PathBuf,
+        #[command(flatten)]
+        state: StateDir,
     },
     /// Run as the Windows service (the service control manager starts this; use `run` at a
     /// prompt). Logs go to agent.log in the state directory.
     #[cfg(windows)]
     #[command(hide = true)]
     Service {
-        #[arg(long, default_value_os_t = invigilator_agent::platform::default_state_dir())]
-        state_dir: PathBuf,
+        #[command(flatten)]
+        state: StateDir,
     },
     /// Note that an upgrade is under way, so the old version's uninstall keeps the state
     /// directory (run by the MSI before it removes the old version).
     #[command(hide = true)]
     MarkUpgrade {
-        #[cfg_attr(not(windows), arg(long))]
-        #[cfg_attr(windows, arg(long, default_value_os_t = invigilator_agent::platform::default_state_dir()))]
-        state_dir: PathBuf,
+        #[command(flatten)]
+        state: StateDir,
     },
     /// Delete the state directory: key, certificates, settings and undelivered events. Run by the
     /// uninstaller, after the agent has stopped; the collector keeps what it already received.
     Forget {
-        /// As given to `enroll` (on Windows, default %ProgramData%\Invigilator).
-        #[cfg_attr(not(windows), arg(long))]
-        #[cfg_attr(windows, arg(long, default_value_os_t = invigilator_agent::platform::default_state_dir()))]
-        state_dir: PathBuf,
+        #[command(flatten)]
+        state: StateDir,
     },
+}
+
+/// `--state-dir`, the same for every command.
+#[derive(clap::Args)]
+struct StateDir {
+    /// Where the agent keeps its key, certificates, settings and spool (on Windows, default
+    /// %ProgramData%\Invigilator).
+    #[cfg_attr(not(windows), arg(long))]
+    #[cfg_attr(windows, arg(long, default_value_os_t = invigilator_agent::platform::default_state_dir()))]
+    state_dir: PathBuf,
 }
 
 /// A service's log file is kept to two files of this size (agent.log, agent.log.1).
@@ -78,7 +80,10 @@ fn main() -> std::process::ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_env("INVIGILATOR_LOG")
         .unwrap_or_else(|_| "info".into());
     #[cfg(windows)]
-    if let Command::Service { state_dir } = cli.command {
+    if let Command::Service {
+        state: StateDir { state_dir },
+    } = cli.command
+    {
         use invigilator_agent::platform::windows::service;
         match service::log_file(&state_dir, SERVICE_LOG_MAX_BYTES) {
             Ok(file) => tracing_subscriber::fmt()
@@ -116,7 +121,7 @@ fn main() -> std::process::ExitCode {
                     Command::Enroll {
                         collector,
                         token,
-                        state_dir,
+                        state: StateDir { state_dir },
                         keep_existing,
                     } => {
                         if keep_existing
@@ -133,13 +138,17 @@ fn main() -> std::process::ExitCode {
                         println!("enrolled as agent {} in group {}", e.agent_id, e.group);
                         Ok(())
                     }
-                    Command::Run { state_dir } => invigilator_agent::run::run(&state_dir).await,
+                    Command::Run {
+                        state: StateDir { state_dir },
+                    } => invigilator_agent::run::run(&state_dir).await,
                     #[cfg(windows)]
                     Command::Service { .. } => unreachable!("handled before the runtime starts"),
-                    Command::MarkUpgrade { state_dir } => {
-                        invigilator_agent::enroll::mark_upgrade(&state_dir)
-                    }
-                    Command::Forget { state_dir } => {
+                    Command::MarkUpgrade {
+                        state: StateDir { state_dir },
+                    } => invigilator_agent::enroll::mark_upgrade(&state_dir),
+                    Command::Forget {
+                        state: StateDir { state_dir },
+                    } => {
                         use invigilator_agent::enroll::Forgot;
                         let shown = state_dir.display();
                         match invigilator_agent::enroll::forget(&state_dir)? {
