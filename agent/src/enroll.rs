@@ -83,13 +83,16 @@ pub fn mark_upgrade(state_dir: &Path) -> anyhow::Result<()> {
     if !state_dir.exists() {
         return Ok(()); // nothing enrolled, nothing to keep
     }
-    let now = std::time::SystemTime::now()
+    let path = state_dir.join(UPGRADE_MARKER);
+    std::fs::write(&path, unix_secs_now().to_string())
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+fn unix_secs_now() -> u64 {
+    std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
-        .as_secs();
-    let path = state_dir.join(UPGRADE_MARKER);
-    std::fs::write(&path, now.to_string())
-        .with_context(|| format!("cannot write {}", path.display()))
+        .as_secs()
 }
 
 /// Deletes the note of [`mark_upgrade`] once the upgrade is over (the new version's service
@@ -105,10 +108,7 @@ fn upgrade_under_way(state_dir: &Path) -> bool {
         return false;
     };
     let _ = std::fs::remove_file(&path);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs();
+    let now = unix_secs_now();
     text.trim()
         .parse::<u64>()
         .is_ok_and(|at| at <= now && now - at < UPGRADE_MARKER_TTL.as_secs())

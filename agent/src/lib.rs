@@ -1,7 +1,8 @@
 //! Invigilator agent: sources observe the device, the spool keeps what they saw on disk, the
 //! uplink delivers it to the collector over mutual TLS.
-// `deny`, not `forbid`: the thin OS-binding modules (`platform::windows::wts`) opt back in with
-// `#![allow(unsafe_code)]`, each block carrying a SAFETY note. Nothing else may.
+// `deny`, not `forbid`: the thin Windows binding modules (`platform::windows::{etw, setupapi,
+// volumes, wts}`) opt back in with `#![allow(unsafe_code)]`, each block carrying a SAFETY note.
+// Nothing else may.
 #![deny(unsafe_code)]
 
 pub mod config;

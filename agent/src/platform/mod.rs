@@ -4,8 +4,8 @@
 #[cfg(target_os = "linux")]
 pub mod linux;
 pub mod usb_names;
-/// Windows paths and conventions. Its pure parts (path arithmetic on strings) build and are
-/// tested on every platform, so the Windows layout is checked by the Linux test run too.
+/// Windows paths, ids and bindings. Its pure parts (paths, device ids, ETW payloads, session
+/// bookkeeping) build and are tested on every platform, so the Linux test run checks them too.
 pub mod windows;
 
 /// Where the agent keeps its key, certificates, settings and spool when `--state-dir` is not

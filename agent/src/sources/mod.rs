@@ -9,8 +9,8 @@
 use invigilator_proto::v1::Event;
 use tokio::sync::mpsc;
 
-// The session source talks to systemd-logind, so it is Unix-only; the browsing source builds
-// everywhere but runs only on Unix for now (see its module documentation).
+// The session source talks to systemd-logind, so it is Unix-only (on Windows session changes
+// reach the service: `platform::windows::service`); the USB source reads Linux uevents.
 pub mod browsing;
 pub mod process;
 #[cfg(unix)]
