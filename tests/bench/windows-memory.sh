@@ -11,33 +11,22 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$root"
-exe="$root/target/windows/x86_64-pc-windows-gnu/release/invigilator-agent.exe"
-shim="$root/target/windows/windows-test/bcryptprimitives.dll"
-collector="$root/target/debug/invigilator-collector"
-for f in "$exe" "$shim" "$collector"; do
-  [ -f "$f" ] || { echo "missing $f (deploy/windows/build.sh; cargo build -p invigilator-collector)" >&2; exit 2; }
-done
+# shellcheck source=tests/windows/common.sh
+. tests/windows/common.sh
+require_files "$exe" "$shim" "$collector"
 work="$(mktemp -d /tmp/windows-memory.XXXXXX)"
-export WINEPREFIX="$work/prefix" WINEDEBUG=-all WINEDLLOVERRIDES="mscoree,mshtml=" WINEARCH=win64
-cpid=
-cleanup() { [ -n "$cpid" ] && kill "$cpid" 2>/dev/null; wineserver -k 2>/dev/null || true; rm -rf "$work"; }
+collector_pid=
+cleanup() { [ -n "$collector_pid" ] && kill "$collector_pid" 2>/dev/null; wineserver -k 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
 echo "preparing the Wine prefix" >&2
-wineboot -i >/dev/null 2>&1 || true
-wineserver -w
-cp "$shim" "$WINEPREFIX/drive_c/windows/system32/"
+prepare_prefix
 cp "$exe" "$work/"
 x86_64-w64-mingw32-gcc -O2 -s -o "$work/load-dlls.exe" tests/windows/load-dlls.c
 
-"$collector" init --data-dir "$work/data" >/dev/null
-"$collector" serve --data-dir "$work/data" --grpc-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 \
-  >/dev/null 2>"$work/collector.log" &
-cpid=$!
-for _ in $(seq 60); do grep -qs '^invigilator-collector listening:' "$work/collector.log" && break; sleep 0.5; done
-grpc=$(grep -m1 '^invigilator-collector listening:' "$work/collector.log" | tr ' ' '\n' | sed -n 's/^grpc=//p')
+start_collector "$work/data" "$work/collector.log"
 token=$("$collector" token create --data-dir "$work/data" --group bench)
-wine "$work/invigilator-agent.exe" enroll --collector "https://localhost:${grpc##*:}" --token "$token" \
+wine "$work/invigilator-agent.exe" enroll --collector "https://localhost:$grpc_port" --token "$token" \
   --state-dir 'C:\state' >/dev/null
 state="$WINEPREFIX/drive_c/state"
 cp "$state/agent.toml" "$work/agent.toml.orig"

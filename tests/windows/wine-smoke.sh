@@ -29,13 +29,10 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$root"
 
-exe="$root/target/windows/x86_64-pc-windows-gnu/release/invigilator-agent.exe"
-shim="$root/target/windows/windows-test/bcryptprimitives.dll"
-collector="$root/target/debug/invigilator-collector"
+# shellcheck source=tests/windows/common.sh
+. tests/windows/common.sh
 msi="$root/target/windows/invigilator-agent-$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)-x64.msi"
-for f in "$exe" "$shim" "$collector" "$msi"; do
-  [ -f "$f" ] || { echo "wine-smoke: missing $f (run deploy/windows/build.sh, deploy/windows/package.sh; cargo build -p invigilator-collector)" >&2; exit 2; }
-done
+require_files "$exe" "$shim" "$collector" "$msi"
 [ "$msi" -nt "$exe" ] || { echo "wine-smoke: $msi is older than $exe: run deploy/windows/package.sh" >&2; exit 2; }
 command -v wine >/dev/null || { echo "wine-smoke: wine is not installed (apt-get install wine)" >&2; exit 2; }
 
@@ -56,7 +53,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-export WINEPREFIX="$work/prefix" WINEDEBUG="${WINEDEBUG:--all}" WINEDLLOVERRIDES="mscoree,mshtml=" WINEARCH=win64
 wait_for() { # seconds, what, command...
   local deadline=$((SECONDS + $1)) what=$2; shift 2
   until "$@"; do
@@ -66,11 +62,7 @@ wait_for() { # seconds, what, command...
 }
 
 echo "wine-smoke: preparing the Wine prefix"
-wineboot -i >/dev/null 2>&1 || true
-# Until the prefix is fully set up and its wineserver gone: an MSI installed while wineboot's
-# services are still starting fails to find the service it has just created.
-wineserver -w
-cp "$shim" "$WINEPREFIX/drive_c/windows/system32/"
+prepare_prefix
 # Test-only Windows programs (tests/windows/tor.c).
 x86_64-w64-mingw32-gcc -O2 -s -o "$work/tor.exe" tests/windows/tor.c
 cp "$work/tor.exe" "$work/session.exe"
@@ -81,16 +73,10 @@ bin="$WINEPREFIX/drive_c/Program Files/Invigilator"
 win_user=$(wine cmd /c 'echo %USERNAME%' 2>/dev/null | tr -d '\r')
 state="$WINEPREFIX/drive_c/ProgramData/Invigilator"
 
-# Collector on loopback, on free ports.
 data="$work/collector"
-"$collector" init --data-dir "$data" >/dev/null
-"$collector" serve --data-dir "$data" --grpc-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 \
-  >/dev/null 2>"$work/collector.log" &
-pids+=($!)
-listening() { grep -s -m1 '^invigilator-collector listening:' "$work/collector.log" >/dev/null; }
-wait_for 30 "the collector to listen" listening
-grpc=$(grep -m1 '^invigilator-collector listening:' "$work/collector.log" | tr ' ' '\n' | sed -n 's/^grpc=//p')
-port="${grpc##*:}"
+start_collector "$data" "$work/collector.log"
+pids+=("$collector_pid")
+port=$grpc_port
 token=$("$collector" token create --data-dir "$data" --group shared-ict-suite)
 
 msiexec() { # verb msi log-name [PROPERTY=value ...]
