@@ -5,8 +5,15 @@
 #
 #   deploy/quickstart.sh
 #
+# Run it from a root shell or as a user who may sudo: it builds as the caller, then runs the
+# collector and agent as root (through sudo when needed) so the agent can use the kernel's proc
+# connector. INVIGILATOR_NO_SUDO=1 runs them as the caller instead (the agent then polls /proc).
+#
+# On the first run it imports the UT1 category-list snapshot in deploy/lists/ut1 (see its
+# NOTICE), so the default policy's web rules (gambling, proxies, hacking ...) fire at once.
+#
 # Environment: INVIGILATOR_HOME, GRPC_PORT (50051), HTTP_PORT (8080),
-# INVIGILATOR_PROFILE (release; "debug" skips the optimised build).
+# INVIGILATOR_PROFILE (release; "debug" skips the optimised build), INVIGILATOR_NO_SUDO.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 home="${INVIGILATOR_HOME:-$root/.invigilator}"
@@ -15,10 +22,17 @@ http_port="${HTTP_PORT:-8080}"
 profile="${INVIGILATOR_PROFILE:-release}"
 
 cd "$root"
-if [ "$profile" = release ]; then
-  cargo build --release --bins -p invigilator-collector -p invigilator-agent
-else
-  cargo build --bins -p invigilator-collector -p invigilator-agent
+if [ "${1:-}" != --built ]; then
+  if [ "$profile" = release ]; then
+    cargo build --release --bins -p invigilator-collector -p invigilator-agent
+  else
+    cargo build --bins -p invigilator-collector -p invigilator-agent
+  fi
+  if [ "$(id -u)" != 0 ] && [ -z "${INVIGILATOR_NO_SUDO:-}" ] && command -v sudo >/dev/null; then
+    echo "quickstart: running the collector and agent as root through sudo (INVIGILATOR_NO_SUDO=1 to stay $(id -un))"
+    exec sudo INVIGILATOR_HOME="$home" GRPC_PORT="$grpc_port" HTTP_PORT="$http_port" \
+      INVIGILATOR_PROFILE="$profile" "$0" --built
+  fi
 fi
 bin="$root/target/$profile"
 collector="$bin/invigilator-collector"
@@ -29,6 +43,11 @@ state="$home/agent"
 
 if [ ! -f "$data/invigilator.db" ]; then
   "$collector" init --data-dir "$data" --server-name localhost --server-name 127.0.0.1
+fi
+# Category lists: a snapshot kept in the repository, imported once; a later run keeps whatever
+# the school imported since. Refresh: [lists] source in collector.toml, or `lists import`.
+if [ ! -f "$data/lists/ordinary.lists" ]; then
+  "$collector" lists import --data-dir "$data" --format ut1 "$root/deploy/lists/ut1"
 fi
 
 pids=()
@@ -56,7 +75,7 @@ if [ ! -f "$state/agent.toml" ]; then
 fi
 if [ "$(id -u)" != 0 ]; then
   echo "note: not root, so the agent polls /proc instead of using the kernel's proc connector;"
-  echo "      very short-lived programs can be missed. Run with sudo to see every exec."
+  echo "      very short-lived programs can be missed. Run it as root (or without INVIGILATOR_NO_SUDO)."
 fi
 "$agent" run --state-dir "$state" >>"$home/agent.log" 2>&1 &
 pids+=($!)
@@ -71,7 +90,9 @@ Invigilator is running on this machine.
   agent:     $state  (key, certificates, spool)
   logs:      $home/collector.log, $home/agent.log
 
-Try it: start a program named like a circumvention tool, then list the alerts:
+Try it: start a program named like a circumvention tool, or visit a gambling site in a
+browser on this machine (category lists: UT1 snapshot from deploy/lists/ut1, see its NOTICE;
+refresh with [lists] source in collector.toml or \`lists import\`), then list the alerts:
   cp /bin/sleep /tmp/tor && /tmp/tor 1
   $collector alerts list --data-dir $data --json
   $collector events list --data-dir $data --json --kind process --limit 20

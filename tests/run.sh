@@ -8,6 +8,12 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 
 if [ "$(id -u)" != 0 ]; then
+  # A sudo-capable user: run again as root with the caller's Rust toolchain (sudo's secure_path
+  # would hide ~/.cargo/bin).
+  if command -v sudo >/dev/null; then
+    exec sudo "PATH=$PATH" "CARGO_HOME=${CARGO_HOME:-$HOME/.cargo}" \
+      "RUSTUP_HOME=${RUSTUP_HOME:-$HOME/.rustup}" "$0" "$@"
+  fi
   echo "tests/run.sh: the whole-system tests need root (CAP_NET_ADMIN for the proc connector)" >&2
   exit 2
 fi

@@ -21,7 +21,7 @@ for a in "$@"; do
 done
 loaded=adult,agressif,chat,dangerous_material,dating,doh,drogue,filehosting,gambling,games,hacking,malware,publicite,redirector,remote-control,shortener,social_networks,vpn,warez,webmail
 unloaded=audio-video,bank,blog,download,educational_games,forums,jobsearch,liste_blanche,phishing,press,shopping,sports,strict_redirector
-ut1="${INVIGILATOR_UT1:-$root/../shared/data/ut1}"
+ut1="${INVIGILATOR_UT1:-$root/tests/data/ut1}"
 [ -d "$ut1/gambling" ] || { echo "UT1 lists not found at $ut1 (set INVIGILATOR_UT1)" >&2; exit 2; }
 command -v squidGuard >/dev/null || { echo "squidGuard missing: run tests/setup.sh (as root)" >&2; exit 2; }
 [ $built = 1 ] || cargo build --release -p invigilator-collector -p invigilator-tests --bins >&2

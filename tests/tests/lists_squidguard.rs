@@ -10,7 +10,8 @@
 //!
 //! The sample has INVIGILATOR_SG_URLS URLs (default 200 000, which squidGuard answers in about
 //! ten seconds; tests/bench/run.sh runs the million-URL comparison with a release build).
-//! The UT1 tree is ../shared/data/ut1 beside the repository, or INVIGILATOR_UT1.
+//! The UT1 tree is tests/data/ut1 (a trimmed copy kept in the repository, see its NOTICE), or
+//! INVIGILATOR_UT1 (e.g. a full mirror).
 //! squidGuard's rules and quirks: tests/squidguard-semantics.md, pinned by
 //! `squidguard_behaves_as_documented` below so a different squidGuard is noticed.
 
@@ -71,7 +72,7 @@ fn names(list: &[&str]) -> Vec<String> {
 fn ut1() -> PathBuf {
     let p = std::env::var_os("INVIGILATOR_UT1")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/ut1"));
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("data/ut1"));
     assert!(
         p.join("gambling").is_dir(),
         "UT1 lists not found at {} (set INVIGILATOR_UT1 to the folder holding gambling/, games/ ...)",

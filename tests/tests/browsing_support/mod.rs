@@ -101,6 +101,17 @@ pub struct Chromium {
 
 impl Chromium {
     pub fn start(user_data: &Path, site_port: u16) -> Self {
+        Self::start_resolving(user_data, site_port, &[])
+    }
+
+    /// As `start`, with `hosts` (real names, e.g. a listed gambling site) also resolved to the
+    /// local site.
+    pub fn start_resolving(user_data: &Path, site_port: u16, hosts: &[&str]) -> Self {
+        let rules: String = std::iter::once("*.test")
+            .chain(hosts.iter().copied())
+            .map(|h| format!("MAP {h} 127.0.0.1:{site_port}"))
+            .collect::<Vec<_>>()
+            .join(", ");
         let exe = ["chromium", "/usr/bin/chromium"]
             .into_iter()
             .find(|c| {
@@ -126,9 +137,7 @@ impl Chromium {
                 "--remote-debugging-port=0",
             ])
             .arg(format!("--user-data-dir={}", user_data.display()))
-            .arg(format!(
-                "--host-resolver-rules=MAP *.test 127.0.0.1:{site_port}"
-            ))
+            .arg(format!("--host-resolver-rules={rules}"))
             .arg("about:blank")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
