@@ -58,6 +58,9 @@ pub struct SpoolConfig {
 pub struct UplinkConfig {
     /// Most events in one batch sent to the collector.
     pub max_batch: usize,
+    /// Most bytes of encoded events in one batch (at least one event is always sent; each is
+    /// under 64 KiB). Far below the 4 MiB message limit, so that no batch is ever refused.
+    pub max_batch_bytes: usize,
     /// Batches sent but not yet acknowledged, at most.
     pub window: usize,
     #[serde(with = "humantime_serde")]
@@ -135,6 +138,12 @@ pub struct BrowsingConfig {
     pub backfill: Duration,
     /// More profile locations, e.g. `[{ browser = "chromium", path = "/srv/kiosk/chromium" }]`.
     pub extra_roots: Vec<crate::sources::browsing::Root>,
+    /// Largest history database (or -wal / -journal) copied for reading, in bytes; a larger
+    /// one is refused unread and warned about (default 512 MiB).
+    pub max_history_bytes: u64,
+    /// Longest the queries of one profile's read may run before they are stopped (default 5 s).
+    #[serde(with = "humantime_serde")]
+    pub read_deadline: Duration,
 }
 
 impl Default for BrowsingConfig {
@@ -148,6 +157,8 @@ impl Default for BrowsingConfig {
             rediscover_interval: d.rediscover_interval,
             backfill: d.backfill,
             extra_roots: Vec::new(),
+            max_history_bytes: d.limits.max_bytes,
+            read_deadline: d.limits.deadline,
         }
     }
 }
@@ -164,6 +175,7 @@ impl Default for UplinkConfig {
     fn default() -> Self {
         Self {
             max_batch: 500,
+            max_batch_bytes: 1024 * 1024,
             window: 4,
             heartbeat_interval: Duration::from_secs(30),
             reconnect_max: Duration::from_secs(60),
@@ -217,6 +229,15 @@ impl AgentConfig {
         };
         if !(1..=invigilator_proto::MAX_BATCH_EVENTS).contains(&cfg.uplink.max_batch) {
             return Err(invalid("uplink.max_batch must be between 1 and 2000"));
+        }
+        let most = invigilator_proto::MAX_MESSAGE_BYTES / 2;
+        if !(invigilator_proto::limits::MAX_EVENT_BYTES..=most)
+            .contains(&cfg.uplink.max_batch_bytes)
+        {
+            return Err(invalid(&format!(
+                "uplink.max_batch_bytes must be between {} and {most}",
+                invigilator_proto::limits::MAX_EVENT_BYTES
+            )));
         }
         if cfg.uplink.window == 0 || cfg.uplink.heartbeat_interval.is_zero() {
             return Err(invalid(

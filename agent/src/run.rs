@@ -66,6 +66,10 @@ pub async fn run_until(
                 poll_interval: b.poll_interval,
                 rediscover_interval: b.rediscover_interval,
                 backfill: b.backfill,
+                limits: crate::sources::browsing::snapshot::ReadLimits {
+                    max_bytes: b.max_history_bytes,
+                    deadline: b.read_deadline,
+                },
                 ..Default::default()
             };
             let cursors = Arc::clone(&spool);

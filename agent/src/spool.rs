@@ -7,6 +7,7 @@
 //! `Gap` event saying how many takes their place, so the collector knows.
 
 use crate::sources::{Checkpoint, EventRx};
+use invigilator_proto::limits;
 use invigilator_proto::v1::{Event, Gap, event::Kind};
 use prost::Message;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -126,6 +127,9 @@ impl Spool {
                 tx.prepare_cached("INSERT INTO spool(seq, bytes, payload) VALUES (?1, ?2, ?3)")?;
             for e in events.iter_mut() {
                 e.seq = seq;
+                // Every source's fields held to their budgets here, in one place, so no event
+                // can outgrow a batch, whatever a local user made the source read.
+                limits::enforce(e);
                 let payload = e.encode_to_vec();
                 stmt.execute(params![seq as i64, payload.len() as i64, payload])?;
                 added += payload.len() as u64;
@@ -190,19 +194,31 @@ impl Spool {
         Ok(seq - 1)
     }
 
-    /// Up to `limit` events with seq > `after`, oldest first. Reads only what it returns.
-    pub fn read_after(&self, after: u64, limit: usize) -> Result<Vec<Event>> {
+    /// Events with seq > `after`, oldest first: up to `limit` of them and `max_bytes` of encoded
+    /// payload (always at least one event, which the budgets keep under
+    /// [`limits::MAX_EVENT_BYTES`]). Reads only what it returns.
+    pub fn read_after(&self, after: u64, limit: usize, max_bytes: usize) -> Result<Vec<Event>> {
         let g = self.lock();
         let mut stmt = g.conn.prepare_cached(
-            "SELECT seq, payload FROM spool WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            "SELECT seq, bytes, payload FROM spool WHERE seq > ?1 ORDER BY seq LIMIT ?2",
         )?;
         let mut rows = stmt.query(params![after as i64, limit as i64])?;
         let mut out = Vec::new();
+        let mut total = 0usize;
         while let Some(r) = rows.next()? {
             let seq: i64 = r.get(0)?;
-            let payload: Vec<u8> = r.get(1)?;
+            let bytes = usize::try_from(r.get::<_, i64>(1)?).unwrap_or(usize::MAX);
+            if !out.is_empty() && total.saturating_add(bytes) > max_bytes {
+                break;
+            }
+            total = total.saturating_add(bytes);
+            let payload: Vec<u8> = r.get(2)?;
             match Event::decode(payload.as_slice()) {
-                Ok(e) => out.push(e),
+                // A record spooled before the budgets existed is held to them now.
+                Ok(mut e) => {
+                    limits::enforce(&mut e);
+                    out.push(e)
+                }
                 // A record that no longer decodes is reported rather than blocking the queue.
                 Err(e) => out.push(Event {
                     seq: seq as u64,
@@ -326,7 +342,7 @@ mod tests {
         // Empty spool, reopened: numbering continues, never reuses 1..3.
         let s = Spool::open(&path, 1 << 20).unwrap();
         assert_eq!(s.append(&mut [ev("d")], &[]).unwrap(), 4);
-        let got = s.read_after(0, 10).unwrap();
+        let got = s.read_after(0, 10, usize::MAX).unwrap();
         assert_eq!(got.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![4]);
     }
 
@@ -361,7 +377,7 @@ mod tests {
             &[],
         )
         .unwrap();
-        let page = s.read_after(4, 3).unwrap();
+        let page = s.read_after(4, 3, usize::MAX).unwrap();
         assert_eq!(
             page.iter().map(|e| e.seq).collect::<Vec<_>>(),
             vec![5, 6, 7]
@@ -372,7 +388,13 @@ mod tests {
     fn a_full_spool_drops_oldest_and_says_so() {
         let dir = tempfile::tempdir().unwrap();
         let s = Spool::open(&dir.path().join("s.db"), 64 * 1024).unwrap();
-        let big = |i: usize| ev(&format!("{i}-{}", "x".repeat(1000)));
+        let big = |i: usize| {
+            let mut e = ev("big");
+            if let Some(Kind::Process(p)) = &mut e.kind {
+                p.exe = format!("/{i}-{}", "x".repeat(1000));
+            }
+            e
+        };
         for chunk in 0..10 {
             s.append(
                 &mut (0..10).map(|i| big(chunk * 10 + i)).collect::<Vec<_>>(),
@@ -383,7 +405,7 @@ mod tests {
         let st = s.stats();
         assert!(st.bytes <= 64 * 1024, "{st:?}");
         assert!(st.dropped_total > 0);
-        let all = s.read_after(0, 1000).unwrap();
+        let all = s.read_after(0, 1000, usize::MAX).unwrap();
         // Nothing was acknowledged, so every seq before the first survivor was dropped.
         assert_eq!(all[0].seq - 1, st.dropped_total);
         let last_gap = all.iter().rev().find_map(|e| match &e.kind {
@@ -394,5 +416,33 @@ mod tests {
         // What survives is the newest, still in order.
         assert!(all.windows(2).all(|w| w[0].seq < w[1].seq));
         assert_eq!(all.last().unwrap().seq, st.last_seq);
+    }
+
+    #[test]
+    fn batches_are_sized_by_bytes_and_no_event_outgrows_its_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Spool::open(&dir.path().join("s.db"), 1 << 30).unwrap();
+        // The reported attack: 15 arguments of 131,000 invalid bytes each, converted lossily.
+        let huge = |i: usize| {
+            let mut e = ev(&i.to_string());
+            if let Some(Kind::Process(p)) = &mut e.kind {
+                p.argv = vec!["\u{fffd}".repeat(131_000); 15];
+            }
+            e
+        };
+        s.append(&mut (0..100).map(huge).collect::<Vec<_>>(), &[])
+            .unwrap();
+        let mut after = 0;
+        let mut pages = 0;
+        while let Some(last) = s.read_after(after, 500, 1 << 20).unwrap().last() {
+            let page = s.read_after(after, 500, 1 << 20).unwrap();
+            let bytes: usize = page.iter().map(Message::encoded_len).sum();
+            assert!(bytes <= 1 << 20 || page.len() == 1, "{bytes} bytes");
+            assert!(page.iter().all(|e| e.truncated == ["process.argv"]));
+            after = last.seq;
+            pages += 1;
+        }
+        assert_eq!(after, 100);
+        assert!(pages > 1, "one page of 100 cut events would be {pages}");
     }
 }

@@ -72,7 +72,11 @@ impl Uplink {
         let mut acked_any = false;
         loop {
             while in_flight < self.cfg.window {
-                let events = self.spool.read_after(sent_up_to, self.cfg.max_batch)?;
+                let events = self.spool.read_after(
+                    sent_up_to,
+                    self.cfg.max_batch,
+                    self.cfg.max_batch_bytes,
+                )?;
                 let Some(last) = events.last().map(|e| e.seq) else {
                     break;
                 };

@@ -127,6 +127,11 @@ impl Telemetry for TelemetryService {
                         let _ = errors.send(Err(status)).await;
                         break;
                     }
+                    let mut batch = batch;
+                    // The agent's budgets again: an old or rogue agent is held to them too.
+                    for event in &mut batch.events {
+                        invigilator_proto::limits::enforce(event);
+                    }
                     let up_to = match validate(&batch) {
                         Ok(last) => last,
                         Err(status) => {

@@ -2,6 +2,7 @@
 //! speak, and the enrolment-token format both sides must agree on.
 #![forbid(unsafe_code)]
 
+pub mod limits;
 pub mod token;
 
 /// Generated from `proto/invigilator/v1/agent.proto`.

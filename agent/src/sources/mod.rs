@@ -98,6 +98,7 @@ pub fn observed(hostname: &str, user: String, kind: invigilator_proto::v1::event
         observed_at_us: now_us(),
         hostname: hostname.to_owned(),
         user,
+        truncated: Vec::new(),
         kind: Some(kind),
     }
 }

@@ -87,10 +87,15 @@ fn details(event: &Event) -> serde_json::Map<String, serde_json::Value> {
         Some(Kind::Browsing(b)) => serde_json::to_value(b),
         None => Ok(serde_json::Value::Null),
     };
-    match value {
+    let mut map = match value {
         Ok(serde_json::Value::Object(map)) => map,
         _ => serde_json::Map::new(),
+    };
+    // Which fields the device's budgets cut, so nobody reads a cut command line as whole.
+    if !event.truncated.is_empty() {
+        map.insert("truncated".into(), event.truncated.clone().into());
     }
+    map
 }
 
 /// Every stored event since `since_us` (all when None), in the order it was stored, with the

@@ -209,7 +209,9 @@ fn event(seq: u64, i: u64, alert: bool) -> Event {
             parent_name: "bash".into(),
             unavailable: vec![],
             source: "netlink".into(),
+            argv_bytes: 0,
         })),
+        truncated: vec![],
     }
 }
 

@@ -2,8 +2,9 @@
 //! belongs to another user and we are not root), so every field is optional and callers report
 //! the missing ones rather than drop the process.
 
+use invigilator_proto::limits;
 use std::fs;
-use std::io;
+use std::io::{self, Read};
 use std::sync::OnceLock;
 
 /// One process as /proc showed it. `None` means that detail could not be read.
@@ -11,8 +12,11 @@ use std::sync::OnceLock;
 pub struct ProcessInfo {
     /// Absolute path of the executable (`/proc/PID/exe`).
     pub exe: Option<String>,
-    /// `None` also when the command line is empty, as it is for zombies.
+    /// `None` also when the command line is empty, as it is for zombies. Within the argument
+    /// budgets of `invigilator_proto::limits`.
     pub argv: Option<Vec<String>>,
+    /// The command line's full length in bytes when `argv` was cut to its budget.
+    pub argv_bytes: Option<u64>,
     /// Real user id.
     pub uid: Option<u32>,
     pub ppid: Option<u32>,
@@ -45,9 +49,14 @@ pub fn read_process(pid: u32) -> ProcessInfo {
     let exe = fs::read_link(format!("{dir}/exe"))
         .ok()
         .map(|path| path.to_string_lossy().into_owned());
-    let argv = fs::read(format!("{dir}/cmdline"))
-        .ok()
-        .and_then(|raw| parse_cmdline(&raw));
+    let (argv, argv_bytes) = match read_bounded(&format!("{dir}/cmdline"), limits::ARGV_TOTAL) {
+        Ok((raw, full)) => {
+            let (argv, cut) = parse_cmdline(&raw).map_or((None, false), |(a, c)| (Some(a), c));
+            let cut = cut || full > raw.len() as u64;
+            (argv, cut.then_some(full))
+        }
+        Err(_) => (None, None),
+    };
     let (uid, ppid) = fs::read_to_string(format!("{dir}/status"))
         .map(|status| parse_status(&status))
         .unwrap_or_default();
@@ -58,6 +67,7 @@ pub fn read_process(pid: u32) -> ProcessInfo {
     ProcessInfo {
         exe,
         argv,
+        argv_bytes,
         uid,
         ppid,
         name,
@@ -122,17 +132,29 @@ fn parse_auxv_clktck(auxv: &[u8]) -> Option<u64> {
         .find_map(|pair| (word(&pair[..WORD])? == AT_CLKTCK).then(|| word(&pair[WORD..]))?)
 }
 
-/// NUL-separated arguments; the last one is NUL-terminated too.
-fn parse_cmdline(raw: &[u8]) -> Option<Vec<String>> {
+/// The first `keep` bytes of a file, and its whole length. A command line can be megabytes (a
+/// pupil's `execve` with huge arguments): only the budget is kept in memory, the rest is counted
+/// in small reads (up to `COUNT_AT_MOST`, beyond which the length is reported as that).
+fn read_bounded(path: &str, keep: usize) -> io::Result<(Vec<u8>, u64)> {
+    const COUNT_AT_MOST: u64 = 64 * 1024 * 1024;
+    let file = fs::File::open(path)?;
+    let mut head = Vec::new();
+    let mut reader = file.take(COUNT_AT_MOST);
+    (&mut reader).take(keep as u64).read_to_end(&mut head)?;
+    let rest = io::copy(&mut reader, &mut io::sink())?;
+    let full = head.len() as u64 + rest;
+    Ok((head, full))
+}
+
+/// NUL-separated arguments; the last one is NUL-terminated too. Each argument is cut to its
+/// budget before the lossy conversion. True if anything was cut.
+fn parse_cmdline(raw: &[u8]) -> Option<(Vec<String>, bool)> {
     let raw = raw.strip_suffix(b"\0").unwrap_or(raw);
     if raw.is_empty() {
         return None;
     }
-    Some(
-        raw.split(|&b| b == 0)
-            .map(|arg| String::from_utf8_lossy(arg).into_owned())
-            .collect(),
-    )
+    let (argv, full) = limits::argv(raw.split(|&b| b == 0));
+    Some((argv, full.is_some()))
 }
 
 /// `(real uid, ppid)` from the `Uid:` (real, effective, saved, filesystem) and `PPid:` lines.
@@ -236,14 +258,36 @@ mod tests {
     #[test]
     fn parses_cmdline() {
         assert_eq!(
-            parse_cmdline(b"/bin/sh\0-c\0echo hi\0"),
+            parse_cmdline(b"/bin/sh\0-c\0echo hi\0").map(|(a, _)| a),
             Some(vec!["/bin/sh".into(), "-c".into(), "echo hi".into()])
         );
         assert_eq!(parse_cmdline(b""), None);
         assert_eq!(
             parse_cmdline(b"rewritten title"),
-            Some(vec!["rewritten title".into()])
+            Some((vec!["rewritten title".into()], false))
         );
+    }
+
+    #[test]
+    fn a_huge_command_line_of_invalid_bytes_stays_in_budget() {
+        let mut raw = b"sleep\x003\x00".to_vec();
+        for _ in 0..15 {
+            raw.extend(std::iter::repeat_n(0xffu8, 131_000));
+            raw.push(0);
+        }
+        let (argv, cut) = parse_cmdline(&raw[..limits::ARGV_TOTAL]).unwrap();
+        assert!(cut);
+        assert_eq!(&argv[..2], ["sleep", "3"]);
+        assert!(argv.iter().map(String::len).sum::<usize>() <= limits::ARGV_TOTAL);
+    }
+
+    #[test]
+    fn a_bounded_read_keeps_the_head_and_counts_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cmdline");
+        std::fs::write(&path, vec![b'a'; 100_000]).unwrap();
+        let (head, full) = read_bounded(path.to_str().unwrap(), 1000).unwrap();
+        assert_eq!((head.len(), full), (1000, 100_000));
     }
 
     #[test]

@@ -8,6 +8,7 @@
 use super::history::Queries;
 
 pub const QUERIES: Queries = Queries {
+    tables: &["visits", "urls"],
     visits_after: "SELECT v.id, u.url, u.title, v.visit_time, v.transition \
                    FROM visits v LEFT JOIN urls u ON u.id = v.url \
                    WHERE v.id > ?1 ORDER BY v.id LIMIT ?2",

@@ -7,6 +7,7 @@
 use super::history::Queries;
 
 pub const QUERIES: Queries = Queries {
+    tables: &["moz_historyvisits", "moz_places"],
     visits_after: "SELECT v.id, p.url, p.title, v.visit_date, v.visit_type \
                    FROM moz_historyvisits v LEFT JOIN moz_places p ON p.id = v.place_id \
                    WHERE v.id > ?1 ORDER BY v.id LIMIT ?2",

@@ -5,6 +5,9 @@ use rusqlite::{Connection, OptionalExtension};
 
 /// One browser's queries and conversions.
 pub struct Queries {
+    /// The tables the queries read: each must be a real table, not a view the database's
+    /// author wrote (a view can compute for ever or hand back anything).
+    pub tables: &'static [&'static str],
     /// (id, url, title, raw time, raw transition) of visits with id > ?1, by id, at most ?2.
     pub visits_after: &'static str,
     /// Largest visit id, 0 when there are none.
@@ -29,6 +32,26 @@ pub struct RawVisit {
     /// In the browser's epoch.
     pub time: i64,
     pub transition: i64,
+}
+
+/// The database's tables are what the queries expect; the error names the first that is not.
+pub fn check_tables(conn: &Connection, q: &Queries) -> rusqlite::Result<()> {
+    for table in q.tables {
+        let kind: Option<String> = conn
+            .query_row(
+                "SELECT type FROM sqlite_schema WHERE name = ?1",
+                [table],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if kind.as_deref() != Some("table") {
+            return Err(rusqlite::Error::InvalidParameterName(format!(
+                "`{table}` is {} in this database, not a table",
+                kind.as_deref().unwrap_or("missing")
+            )));
+        }
+    }
+    Ok(())
 }
 
 pub fn visits_after(

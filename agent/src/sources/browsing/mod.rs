@@ -55,6 +55,8 @@ pub struct BrowsingSourceConfig {
     pub rediscover_interval: Duration,
     /// How much history of a profile seen for the first time is reported.
     pub backfill: Duration,
+    /// What one read of a profile may cost (database size, SQL time).
+    pub limits: snapshot::ReadLimits,
 }
 
 impl Default for BrowsingSourceConfig {
@@ -69,6 +71,7 @@ impl Default for BrowsingSourceConfig {
             poll_interval: Duration::from_secs(30),
             rediscover_interval: Duration::from_secs(30),
             backfill: Duration::from_secs(3600),
+            limits: snapshot::ReadLimits::default(),
         }
     }
 }
@@ -87,14 +90,28 @@ pub fn spawn(
     Ok(())
 }
 
-/// The copies hold users' whole histories: only the agent may read them.
+/// The copies hold users' whole histories: only the agent may read them. A directory that
+/// already existed must be a real directory of the agent's own (in a shared place such as /tmp
+/// someone else could have made it first, or made it a link); its mode is then set to 0700
+/// whatever it was.
 #[cfg(unix)]
 fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)?;
+    let meta = std::fs::symlink_metadata(dir)?;
+    let me = nix::unistd::geteuid().as_raw();
+    if !meta.file_type().is_dir() || meta.uid() != me {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!(
+                "{} is not a directory of uid {me} (a link, or someone else's): refusing to copy histories into it",
+                dir.display()
+            ),
+        ));
+    }
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
 }
 

@@ -58,11 +58,35 @@ pub struct Profile {
     /// The OS user the history belongs to (owner of the home directory, or of the profile
     /// directory for extra roots); empty when the owner has no account name.
     pub user: String,
+    /// The directory the database is opened beneath, following no link on the way: the home
+    /// (whose owner controls everything below it) or the extra root.
+    pub anchor: PathBuf,
+    /// Unix: the uid the database files must belong to (or root); `None` accepts any owner.
+    pub owner: Option<u32>,
 }
 
 impl Profile {
+    /// A profile opened beneath its own directory, of any owner (tests, extra roots).
+    pub fn at(browser: Browser, dir: PathBuf, user: String) -> Self {
+        Self {
+            browser,
+            anchor: dir.clone(),
+            dir,
+            user,
+            owner: None,
+        }
+    }
+
     pub fn db(&self) -> PathBuf {
         self.dir.join(self.browser.db_name())
+    }
+
+    /// The database's path relative to the anchor.
+    pub fn db_beneath(&self) -> PathBuf {
+        self.db()
+            .strip_prefix(&self.anchor)
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|_| self.browser.db_name().into())
     }
 
     /// The spool checkpoint key of this profile's cursor.
@@ -161,30 +185,71 @@ pub fn home_dirs() -> Vec<PathBuf> {
     homes
 }
 
-/// Every profile under `homes` and `extra`, sorted, without duplicates.
+/// Every profile under `homes` and `extra`, sorted, without duplicates. Nothing reached through
+/// a symbolic link counts: a home's owner could point one anywhere (another user's history, a
+/// root-only file), and the visits would be stored as theirs.
 pub fn discover(homes: &[PathBuf], extra: &[Root]) -> Vec<Profile> {
     let mut found = BTreeSet::new();
     for home in homes {
         let user = home_user(home);
+        let owner = owner_uid(home);
         for (browser, root) in roots_in_home(home) {
-            scan_root(browser, &root, user.as_deref(), &mut found);
+            let whose = Whose {
+                anchor: home,
+                user: user.as_deref(),
+                owner,
+            };
+            scan_root(browser, &root, &whose, &mut found);
         }
     }
     for root in extra {
-        scan_root(root.browser, &root.path, None, &mut found);
+        let whose = Whose {
+            anchor: &root.path,
+            user: None,
+            owner: None,
+        };
+        scan_root(root.browser, &root.path, &whose, &mut found);
     }
     found.into_iter().collect()
 }
 
+/// Whose the profiles under a root are, and what they are opened beneath.
+struct Whose<'a> {
+    anchor: &'a Path,
+    /// `None`: the owner of each profile directory.
+    user: Option<&'a str>,
+    owner: Option<u32>,
+}
+
+/// True if no component of `path` below `anchor` is a symbolic link (and `path` is below it).
+fn no_link_below(anchor: &Path, path: &Path) -> bool {
+    let Ok(rel) = path.strip_prefix(anchor) else {
+        return false;
+    };
+    let mut at = anchor.to_path_buf();
+    rel.components().all(|c| {
+        at.push(c);
+        std::fs::symlink_metadata(&at).is_ok_and(|m| !m.file_type().is_symlink())
+    })
+}
+
 /// Profiles directly in `root` (Default, Profile 1, abcd.default-esr ...), or `root` itself.
-fn scan_root(browser: Browser, root: &Path, user: Option<&str>, out: &mut BTreeSet<Profile>) {
+fn scan_root(browser: Browser, root: &Path, whose: &Whose, out: &mut BTreeSet<Profile>) {
     let mut add = |dir: PathBuf| {
-        if dir.join(browser.db_name()).is_file() {
-            let user = match user {
+        let db = dir.join(browser.db_name());
+        let is_file = std::fs::symlink_metadata(&db).is_ok_and(|m| m.file_type().is_file());
+        if is_file && no_link_below(whose.anchor, &db) {
+            let user = match whose.user {
                 Some(u) => u.to_owned(),
                 None => owner_name(&dir).unwrap_or_default(),
             };
-            out.insert(Profile { browser, dir, user });
+            out.insert(Profile {
+                browser,
+                dir,
+                user,
+                anchor: whose.anchor.to_path_buf(),
+                owner: whose.owner,
+            });
         }
     };
     add(root.to_path_buf());
@@ -195,6 +260,18 @@ fn scan_root(browser: Browser, root: &Path, user: Option<&str>, out: &mut BTreeS
             }
         }
     }
+}
+
+/// The uid owning a home directory: its files must be that user's (or root's).
+#[cfg(unix)]
+fn owner_uid(home: &Path) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(home).ok().map(|m| m.uid())
+}
+
+#[cfg(windows)]
+fn owner_uid(_home: &Path) -> Option<u32> {
+    None
 }
 
 /// Account name of the owner of `path`.
@@ -271,6 +348,35 @@ mod tests {
         assert_eq!(
             found[0].checkpoint_key(),
             format!("browsing:{}", found[0].dir.display())
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn profiles_behind_symbolic_links_are_not_discovered() {
+        let home = tempfile::tempdir().unwrap();
+        let h = home.path();
+        let elsewhere = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(elsewhere.path().join("Default")).unwrap();
+        std::fs::write(elsewhere.path().join("Default/History"), b"").unwrap();
+        // The whole browser folder a link, and a profile whose History is a link.
+        std::fs::create_dir_all(h.join(".config")).unwrap();
+        std::os::unix::fs::symlink(elsewhere.path(), h.join(".config/chromium")).unwrap();
+        std::fs::create_dir_all(h.join(".config/google-chrome/Default")).unwrap();
+        std::os::unix::fs::symlink(
+            elsewhere.path().join("Default/History"),
+            h.join(".config/google-chrome/Default/History"),
+        )
+        .unwrap();
+        std::fs::create_dir_all(h.join(".config/microsoft-edge/Default")).unwrap();
+        std::fs::write(h.join(".config/microsoft-edge/Default/History"), b"").unwrap();
+        let found = discover(&[h.to_path_buf()], &[]);
+        let dirs: Vec<_> = found.iter().map(|p| p.dir.clone()).collect();
+        assert_eq!(dirs, [h.join(".config/microsoft-edge/Default")]);
+        assert_eq!(found[0].anchor, h);
+        assert_eq!(
+            found[0].db_beneath(),
+            Path::new(".config/microsoft-edge/Default/History")
         );
     }
 

@@ -13,6 +13,7 @@
 //! under the same name seconds before, so there the cursor's own checks (visit ids going back)
 //! are what catch a replacement.
 
+use super::profiles::Profile;
 use std::fs::Metadata;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -31,6 +32,36 @@ pub enum SnapshotError {
         path: PathBuf,
         source: rusqlite::Error,
     },
+    /// Refused before anything was copied: a link on the way, not a regular file, someone
+    /// else's, or too large (see `platform::linux::beneath`).
+    #[cfg(target_os = "linux")]
+    #[error("{path} refused: {source}")]
+    Refused {
+        path: PathBuf,
+        source: crate::platform::linux::beneath::BeneathError,
+    },
+    #[error("{path} refused: {why}")]
+    Unsafe { path: PathBuf, why: String },
+}
+
+/// What a read of one profile may cost, whatever its owner put in it.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadLimits {
+    /// Largest database (or companion) copied; a larger one is refused unread (a sparse
+    /// `truncate -s 3G History` would otherwise be written out in full).
+    pub max_bytes: u64,
+    /// Longest the SQL of one read may run (a `visits` view over an endless recursive query
+    /// would otherwise hold the browsing thread for ever).
+    pub deadline: Duration,
+}
+
+impl Default for ReadLimits {
+    fn default() -> Self {
+        Self {
+            max_bytes: 512 * 1024 * 1024,
+            deadline: Duration::from_secs(5),
+        }
+    }
 }
 
 /// Identity of the browser's database file: a different one means it was replaced. Unix: device
@@ -74,27 +105,96 @@ fn fingerprint(m: &Metadata) -> (u64, i64, i64, u64) {
     (m.len(), written, 0, m.creation_time())
 }
 
-/// Copies a file the browser may hold open.
-#[cfg(unix)]
-fn copy_shared(from: &Path, to: &Path) -> std::io::Result<u64> {
-    std::fs::copy(from, to)
+/// Opens one of the profile's files for copying. Linux: beneath the home, no link on the way, a
+/// regular file of the home's owner or root, not above the size limit, non-blocking (a FIFO
+/// neither blocks nor passes).
+#[cfg(target_os = "linux")]
+fn open_source(p: &Profile, rel: &Path, max: u64) -> Result<std::fs::File, SnapshotError> {
+    use crate::platform::linux::beneath::{BeneathError, Expect, open_file};
+    let expect = Expect {
+        owner: p.owner,
+        max_bytes: max,
+    };
+    open_file(&p.anchor, rel, expect).map_err(|source| match source {
+        BeneathError::Io(source) => SnapshotError::Io {
+            path: p.anchor.join(rel),
+            source,
+        },
+        source => SnapshotError::Refused {
+            path: p.anchor.join(rel),
+            source,
+        },
+    })
 }
 
-/// Copies a file the browser holds open. `CopyFile` asks for read sharing only, which fails
-/// against the browser's open write handle; this opens the source sharing read, write and
-/// delete, as SQLite itself does, so neither side is locked out.
-#[cfg(windows)]
-fn copy_shared(from: &Path, to: &Path) -> std::io::Result<u64> {
-    use std::os::windows::fs::OpenOptionsExt;
-    const FILE_SHARE_READ: u32 = 0x1;
-    const FILE_SHARE_WRITE: u32 = 0x2;
-    const FILE_SHARE_DELETE: u32 = 0x4;
-    let mut src = std::fs::OpenOptions::new()
-        .read(true)
-        .share_mode(FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE)
-        .open(from)?;
-    let mut dst = std::fs::File::create(to)?;
-    std::io::copy(&mut src, &mut dst)
+/// Opens one of the profile's files for copying, sharing read, write and delete as SQLite
+/// itself does, so the browser's open write handle is not locked out (`CopyFile` asks for read
+/// sharing only and fails). Elsewhere than Linux: a regular file within the size limit.
+#[cfg(not(target_os = "linux"))]
+fn open_source(p: &Profile, rel: &Path, max: u64) -> Result<std::fs::File, SnapshotError> {
+    let path = p.anchor.join(rel);
+    let mut opts = std::fs::OpenOptions::new();
+    opts.read(true);
+    #[cfg(windows)]
+    {
+        use std::os::windows::fs::OpenOptionsExt;
+        const FILE_SHARE_READ: u32 = 0x1;
+        const FILE_SHARE_WRITE: u32 = 0x2;
+        const FILE_SHARE_DELETE: u32 = 0x4;
+        opts.share_mode(FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE);
+    }
+    let unsafe_file = |why: String| SnapshotError::Unsafe {
+        path: path.clone(),
+        why,
+    };
+    let meta = std::fs::symlink_metadata(&path).map_err(|source| SnapshotError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    if !meta.file_type().is_file() {
+        return Err(unsafe_file("not a regular file".into()));
+    }
+    if meta.len() > max {
+        return Err(unsafe_file(format!(
+            "{} bytes, above the limit of {max}",
+            meta.len()
+        )));
+    }
+    opts.open(&path).map_err(|source| SnapshotError::Io {
+        path: path.clone(),
+        source,
+    })
+}
+
+/// Copies from the open handle (never the path again, which could have been swapped since),
+/// at most `max` bytes, into a new private file.
+fn copy_open(
+    mut src: std::fs::File,
+    to: &Path,
+    max: u64,
+) -> Result<std::fs::Metadata, SnapshotError> {
+    use std::io::Read;
+    let meta = src.metadata().map_err(|source| SnapshotError::Io {
+        path: to.to_path_buf(),
+        source,
+    })?;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let io = |source| SnapshotError::Io {
+        path: to.to_path_buf(),
+        source,
+    };
+    let mut dst = opts.open(to).map_err(io)?;
+    let copied = std::io::copy(&mut (&mut src).take(max + 1), &mut dst).map_err(io)?;
+    if copied > max {
+        return Err(SnapshotError::Unsafe {
+            path: to.to_path_buf(),
+            why: format!("grew past the limit of {max} bytes while it was copied"),
+        });
+    }
+    Ok(meta)
 }
 
 /// Size, time and identity of the database and its companions, to notice writes.
@@ -112,14 +212,10 @@ fn with_suffix(db: &Path, suffix: &str) -> PathBuf {
 /// Cheap check for the periodic poll: has anything about the database changed?
 pub fn stamp(db: &Path) -> Stamp {
     Stamp(SUFFIXES.map(|sfx| {
-        std::fs::metadata(with_suffix(db, sfx))
+        std::fs::symlink_metadata(with_suffix(db, sfx))
             .ok()
             .map(|m| fingerprint(&m))
     }))
-}
-
-pub fn file_id(db: &Path) -> std::io::Result<FileId> {
-    Ok(identity(&std::fs::metadata(db)?))
 }
 
 /// An open private copy; the files are deleted when it is dropped (they hold a user's whole
@@ -145,51 +241,90 @@ fn remove_copy(copy: &Path) {
     }
 }
 
-/// Copies `db` (and its -wal / -journal) into `work_dir` and opens the copy.
-pub fn take(db: &Path, work_dir: &Path) -> Result<Snapshot, SnapshotError> {
+/// Copies the profile's database (and its -wal / -journal) into `work_dir` and opens the copy,
+/// within `limits`.
+pub fn take(
+    profile: &Profile,
+    work_dir: &Path,
+    limits: ReadLimits,
+) -> Result<Snapshot, SnapshotError> {
+    let db = profile.db();
+    let rel = profile.db_beneath();
     let copy = work_dir.join("history-copy.sqlite");
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| SnapshotError::Io { path, source }
-    };
     for attempt in 0..4 {
         if attempt > 0 {
             std::thread::sleep(Duration::from_millis(150));
         }
         remove_copy(&copy);
-        let before = stamp(db);
-        let file = file_id(db).map_err(io(db))?;
+        let before = stamp(&db);
+        let mut file = None;
         for sfx in SUFFIXES {
-            let src = with_suffix(db, sfx);
-            match copy_shared(&src, &with_suffix(&copy, sfx)) {
-                Ok(_) => {}
+            let src = match open_source(profile, &with_suffix(&rel, sfx), limits.max_bytes) {
+                Ok(f) => f,
                 // The companions come and go with the browser's transactions.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound && !sfx.is_empty() => {}
-                Err(e) => return Err(io(&src)(e)),
+                Err(SnapshotError::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound && !sfx.is_empty() =>
+                {
+                    continue;
+                }
+                Err(e) => {
+                    remove_copy(&copy);
+                    return Err(e);
+                }
+            };
+            let meta = match copy_open(src, &with_suffix(&copy, sfx), limits.max_bytes) {
+                Ok(meta) => meta,
+                Err(e) => {
+                    // Half a copy of a user's history must not linger either.
+                    remove_copy(&copy);
+                    return Err(e);
+                }
+            };
+            if sfx.is_empty() {
+                file = Some(identity(&meta));
             }
         }
-        if stamp(db) != before {
+        if stamp(&db) != before {
             continue;
         }
-        // Read-write on our own copy, never on the browser's file: SQLite must be able to roll
-        // back a journal copied mid-commit and rebuild the WAL index. query_only then makes sure
-        // this connection itself changes nothing.
-        let conn = rusqlite::Connection::open_with_flags(
-            &copy,
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .and_then(|c| c.pragma_update(None, "query_only", true).map(|_| c))
-        .map_err(|source| SnapshotError::Open {
-            path: db.to_path_buf(),
-            source,
+        let conn = open_copy(&copy, limits).map_err(|source| {
+            remove_copy(&copy);
+            SnapshotError::Open {
+                path: db.clone(),
+                source,
+            }
         })?;
         return Ok(Snapshot {
             conn,
-            file,
+            file: file.expect("the database itself was copied"),
             stamp: before,
             copy,
         });
     }
     remove_copy(&copy);
-    Err(SnapshotError::Busy(db.to_path_buf()))
+    Err(SnapshotError::Busy(db))
+}
+
+/// Opens our private copy. Read-write, never the browser's file: SQLite must be able to roll back
+/// a journal copied mid-commit and rebuild the WAL index; `query_only` then makes sure this
+/// connection changes nothing. The file is the user's making, so it is treated as hostile:
+/// nothing in its schema is trusted (no functions from views or triggers), values are limited
+/// in size, and every statement stops at the read's deadline.
+fn open_copy(copy: &Path, limits: ReadLimits) -> rusqlite::Result<rusqlite::Connection> {
+    use rusqlite::limits::Limit;
+    let mut conn = rusqlite::Connection::open_with_flags(
+        copy,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.pragma_update(None, "trusted_schema", false)?;
+    conn.pragma_update(None, "query_only", true)?;
+    // Chromium keeps URLs up to 2 MiB; anything longer is not a browser's.
+    conn.set_limit(Limit::SQLITE_LIMIT_LENGTH, 4 * 1024 * 1024)?;
+    conn.set_limit(Limit::SQLITE_LIMIT_SQL_LENGTH, 64 * 1024)?;
+    conn.set_limit(Limit::SQLITE_LIMIT_EXPR_DEPTH, 100)?;
+    conn.set_limit(Limit::SQLITE_LIMIT_COMPOUND_SELECT, 10)?;
+    let deadline = std::time::Instant::now() + limits.deadline;
+    // Called every 10,000 virtual-machine steps; true interrupts the statement.
+    conn.progress_handler(10_000, Some(move || std::time::Instant::now() > deadline))?;
+    Ok(conn)
 }

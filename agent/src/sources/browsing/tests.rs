@@ -43,11 +43,11 @@ impl Harness {
     }
 
     fn tracker(&self, browser: Browser) -> Tracker {
-        Tracker::new(Profile {
+        Tracker::new(Profile::at(
             browser,
-            dir: self.profile_dir.clone(),
-            user: "pupil".into(),
-        })
+            self.profile_dir.clone(),
+            "pupil".into(),
+        ))
     }
 
     /// One read; what it sent, after storing it in the spool as the writer would.
@@ -55,6 +55,7 @@ impl Harness {
         let ctx = Context {
             hostname: "ict-07",
             work_dir: &self.work,
+            limits: Default::default(),
             backfill: Duration::from_secs(3600),
             checkpoints: &self.reader,
             tx: &self.tx,
@@ -240,4 +241,107 @@ fn firefox_places_read_through_the_uncheckpointed_wal() {
     db.0.execute_batch("DELETE FROM moz_historyvisits; DELETE FROM moz_places;")
         .unwrap();
     assert_eq!(urls(&h.sync(&mut t)), ["history-reset"]);
+}
+
+/// What a pupil can leave in their own profile; each read fails with an error that names the
+/// problem, at once, and copies nothing.
+#[cfg(target_os = "linux")]
+mod hostile {
+    use super::*;
+    use crate::sources::browsing::tracker::SyncError;
+    use std::time::Instant;
+
+    fn sync_err(h: &Harness) -> SyncError {
+        let mut t = h.tracker(Browser::Chromium);
+        let ctx = Context {
+            hostname: "ict-07",
+            work_dir: &h.work,
+            limits: Default::default(),
+            backfill: Duration::from_secs(3600),
+            checkpoints: &h.reader,
+            tx: &h.tx,
+        };
+        let started = Instant::now();
+        let err = t.sync(&ctx).unwrap_err();
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "took {:?}",
+            started.elapsed()
+        );
+        assert_eq!(std::fs::read_dir(&h.work).unwrap().count(), 0);
+        err
+    }
+
+    #[test]
+    fn a_fifo_journal_neither_blocks_nor_is_read() {
+        let h = Harness::new();
+        let db = ChromiumDb::create(&h.profile_dir.join("History"));
+        db.visit("http://school.test/", "school", now_us(), 1);
+        nix::unistd::mkfifo(
+            &h.profile_dir.join("History-journal"),
+            nix::sys::stat::Mode::from_bits_truncate(0o644),
+        )
+        .unwrap();
+        let err = sync_err(&h).to_string();
+        assert!(err.contains("not a regular file"), "{err}");
+    }
+
+    #[test]
+    fn a_sparse_history_is_refused_unread() {
+        let h = Harness::new();
+        let f = std::fs::File::create(h.profile_dir.join("History")).unwrap();
+        f.set_len(3 << 30).unwrap();
+        let err = sync_err(&h).to_string();
+        assert!(err.contains("above the limit"), "{err}");
+    }
+
+    #[test]
+    fn a_link_to_a_file_the_pupil_cannot_read_is_refused() {
+        let h = Harness::new();
+        std::os::unix::fs::symlink("/etc/shadow", h.profile_dir.join("History")).unwrap();
+        let err = sync_err(&h).to_string();
+        assert!(err.contains("symbolic link"), "{err}");
+    }
+
+    #[test]
+    fn visits_as_an_endless_view_is_refused_and_runaway_sql_is_stopped() {
+        let h = Harness::new();
+        let db = ChromiumDb::create(&h.profile_dir.join("History"));
+        db.0.execute_batch(
+            "DROP TABLE visits;
+             CREATE VIEW visits AS WITH RECURSIVE n(id) AS (SELECT 1 UNION ALL SELECT id + 1 FROM n)
+             SELECT id, 1 AS url, 0 AS visit_time, 0 AS transition FROM n;",
+        )
+        .unwrap();
+        drop(db);
+        let err = sync_err(&h).to_string();
+        assert!(err.contains("`visits` is view"), "{err}");
+
+        // Any statement on a hostile copy stops at the deadline, whatever it is.
+        let h = Harness::new();
+        ChromiumDb::create(&h.profile_dir.join("History"));
+        let profile = Profile::at(Browser::Chromium, h.profile_dir.clone(), String::new());
+        let limits = crate::sources::browsing::snapshot::ReadLimits {
+            max_bytes: 1 << 20,
+            deadline: Duration::from_millis(300),
+        };
+        let snap = crate::sources::browsing::snapshot::take(&profile, &h.work, limits).unwrap();
+        let started = Instant::now();
+        let r: rusqlite::Result<i64> = snap.conn.query_row(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) SELECT max(i) FROM n",
+            [],
+            |r| r.get(0),
+        );
+        assert!(r.is_err());
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        let trusted: i64 = snap
+            .conn
+            .query_row("PRAGMA trusted_schema", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(trusted, 0);
+    }
 }

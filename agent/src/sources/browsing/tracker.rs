@@ -4,7 +4,7 @@
 use super::cursor::{self, BadCheckpoint, Cursor};
 use super::history::{self, Queries, RawVisit};
 use super::profiles::{Browser, Profile};
-use super::snapshot::{self, SnapshotError, Stamp};
+use super::snapshot::{self, ReadLimits, SnapshotError, Stamp};
 use super::url_clean::{MAX_TITLE, clean_url, truncate};
 use super::{chromium, firefox, search};
 use crate::sources::{Checkpoint, Closed, EventTx, now_us, observed};
@@ -35,6 +35,8 @@ pub enum SyncError {
 pub struct Context<'a> {
     pub hostname: &'a str,
     pub work_dir: &'a Path,
+    /// What one read may cost.
+    pub limits: ReadLimits,
     /// How far back to report on a profile seen for the first time.
     pub backfill: Duration,
     pub checkpoints: &'a CheckpointReader,
@@ -67,8 +69,9 @@ impl Tracker {
     /// Sends everything new since the cursor; returns how many visits were sent.
     pub fn sync(&mut self, ctx: &Context) -> Result<usize, SyncError> {
         let q = queries(self.profile.browser);
-        let snap = snapshot::take(&self.profile.db(), ctx.work_dir)?;
+        let snap = snapshot::take(&self.profile, ctx.work_dir, ctx.limits)?;
         let conn = &snap.conn;
+        history::check_tables(conn, q)?;
         let key = self.profile.checkpoint_key();
         let mut cur = match self.cursor {
             Some(c) => c,

@@ -86,6 +86,7 @@ pub fn run(cfg: &BrowsingSourceConfig, checkpoints: &CheckpointReader, tx: &Even
     let ctx = Context {
         hostname: &cfg.hostname,
         work_dir: &cfg.work_dir,
+        limits: cfg.limits,
         backfill: cfg.backfill,
         checkpoints,
         tx,
@@ -244,11 +245,7 @@ mod tests {
     fn failing_reads_space_out_to_a_minute() {
         let cfg = BrowsingSourceConfig::default();
         let mut w = Watched {
-            tracker: Tracker::new(Profile {
-                browser: Browser::Chrome,
-                dir: "/p".into(),
-                user: String::new(),
-            }),
+            tracker: Tracker::new(Profile::at(Browser::Chrome, "/p".into(), String::new())),
             dirty: None,
             last_read: None,
             failures: 0,
@@ -276,11 +273,7 @@ mod tests {
 
     #[test]
     fn only_the_history_files_matter() {
-        let p = |browser| Profile {
-            browser,
-            dir: "/p".into(),
-            user: String::new(),
-        };
+        let p = |browser| Profile::at(browser, "/p".into(), String::new());
         let c = p(Browser::Chromium);
         for (name, want) in [
             ("History", true),

@@ -215,6 +215,7 @@ impl EtwSource {
                 name: name.map(str::to_owned),
                 exe: Some(exe).filter(|e| !e.is_empty()),
                 argv: None,
+                argv_bytes: None,
                 uid: None,
                 ppid: Some(start.parent_pid),
                 parent_name: parent.map(|p| p.name().to_string_lossy().into_owned()),

@@ -172,6 +172,8 @@ fn gap_event(hostname: &str, reason: String) -> Event {
 struct Details {
     exe: Option<String>,
     argv: Option<Vec<String>>,
+    /// The command line's full length when `argv` was cut to its budget.
+    argv_bytes: Option<u64>,
     uid: Option<u32>,
     ppid: Option<u32>,
     name: Option<String>,
@@ -205,6 +207,7 @@ impl Details {
                 exe: self.exe.unwrap_or_default(),
                 name: self.name.unwrap_or_default(),
                 argv: self.argv.unwrap_or_default(),
+                argv_bytes: self.argv_bytes.unwrap_or(0),
                 uid: self.uid,
                 parent_name: self.parent_name.unwrap_or_default(),
                 unavailable,

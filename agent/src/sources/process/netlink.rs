@@ -229,6 +229,7 @@ impl Reporter {
         let details = Details {
             exe: info.exe,
             argv: info.argv,
+            argv_bytes: info.argv_bytes,
             uid: info.uid,
             ppid: info.ppid,
             name: info.name,

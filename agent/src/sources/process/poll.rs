@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use sysinfo::{Pid, Process, ProcessRefreshKind, ProcessesToUpdate, System, UpdateKind};
 
+use invigilator_proto::limits;
 use invigilator_proto::v1::Event;
 
 use super::{Details, EventTx, ProcessSourceConfig, ReceiverGone, UserNames, send};
@@ -89,15 +90,17 @@ impl Describe {
         parent: Option<&Process>,
         source: &str,
     ) -> Event {
+        let (argv, argv_bytes) = match process.cmd() {
+            [] => (None, None),
+            cmd => {
+                let (argv, full) = limits::argv(cmd.iter().map(|a| a.as_encoded_bytes()));
+                (Some(argv), full)
+            }
+        };
         let details = Details {
             exe: process.exe().map(|exe| exe.to_string_lossy().into_owned()),
-            argv: Some(process.cmd())
-                .filter(|cmd| !cmd.is_empty())
-                .map(|cmd| {
-                    cmd.iter()
-                        .map(|a| a.to_string_lossy().into_owned())
-                        .collect()
-                }),
+            argv,
+            argv_bytes,
             uid: uid_of(process),
             ppid: process.parent().map(Pid::as_u32),
             name: Some(process.name().to_string_lossy().into_owned())
