@@ -549,6 +549,7 @@ mod tests {
     fn event(conn: &mut Connection, seq: u64, at: i64) {
         let tx = conn.transaction().unwrap();
         let e = Event {
+            truncated: Vec::new(),
             seq,
             observed_at_us: at,
             hostname: "pc1".into(),
@@ -983,6 +984,7 @@ mod tests {
         let tx = conn.transaction().unwrap();
         for seq in 0..1_000_000u64 {
             let e = Event {
+                truncated: Vec::new(),
                 seq,
                 observed_at_us: NOW - 200 * DAY_US + seq as i64 * 20_000_000,
                 hostname: "pc1".into(),

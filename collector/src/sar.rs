@@ -386,6 +386,7 @@ pub(crate) mod tests {
     pub(crate) fn put_event(conn: &mut Connection, seq: u64, user: &str, kind: Kind) {
         let tx = conn.transaction().unwrap();
         let e = Event {
+            truncated: Vec::new(),
             seq,
             observed_at_us: 1_700_000_000_000_000 + seq as i64,
             hostname: "pc1".into(),
@@ -615,6 +616,7 @@ pub(crate) mod tests {
                 format!("pupil{}", seq % 900)
             };
             let e = Event {
+                truncated: Vec::new(),
                 seq,
                 observed_at_us: 1_700_000_000_000_000 + seq as i64 * 1000,
                 hostname: format!("pc{}", seq % 300),

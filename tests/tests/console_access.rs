@@ -12,6 +12,7 @@ use std::time::Duration;
 
 fn process(seq: u64, name: &str, user: &str) -> Event {
     Event {
+        truncated: Vec::new(),
         seq,
         observed_at_us: now_us(),
         hostname: "ict-07".into(),
@@ -340,6 +341,7 @@ fn the_first_administrator_chooses_a_password_before_anything_else() {
 fn search(seq: u64, terms: &str) -> Event {
     use invigilator_proto::v1::BrowsingVisit;
     Event {
+        truncated: Vec::new(),
         seq,
         observed_at_us: now_us(),
         hostname: "ks2-lap-04".into(),

@@ -19,6 +19,7 @@ const HOSTILE_URL: &str = "https://example.org/\"><img src=x onerror=window.pwne
 fn hostile_visit(seq: u64) -> Event {
     use invigilator_proto::v1::BrowsingVisit;
     Event {
+        truncated: Vec::new(),
         seq,
         observed_at_us: now_us(),
         hostname: "staff-lap-02".into(),
@@ -35,6 +36,7 @@ fn hostile_visit(seq: u64) -> Event {
 
 fn tor(seq: u64, user: &str) -> Event {
     Event {
+        truncated: Vec::new(),
         seq,
         observed_at_us: now_us(),
         hostname: HOSTILE_HOST.into(),

@@ -131,7 +131,10 @@ fn the_quickstart_runs_the_system_and_tor_and_gambling_alerts_appear() {
             all.contains("web.gambling").then_some(all)
         },
     );
-    assert!(listed.contains("bet365.com"), "the alert names the site:\n{listed}");
+    assert!(
+        listed.contains("bet365.com"),
+        "the alert names the site:\n{listed}"
+    );
     drop(browser);
     // Ctrl-C stops both processes.
     nix::sys::signal::killpg(

@@ -16,6 +16,7 @@ fn send(c: &Collector, agent: &Agent, first_seq: u64, host: &str, kinds: Vec<Kin
                 _ => String::new(),
             };
             Event {
+                truncated: Vec::new(),
                 seq: first_seq + i as u64,
                 observed_at_us: now_us(),
                 hostname: host.into(),

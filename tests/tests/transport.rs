@@ -36,6 +36,7 @@ fn event(seq: u64, argv: Vec<String>) -> Event {
         observed_at_us: 1_700_000_000_000_000,
         hostname: "h".into(),
         user: "u".into(),
+        truncated: vec![],
         kind: Some(Kind::Process(ProcessExec {
             pid: 1,
             name: "x".into(),

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 fn visit(seq: u64, url: &str, title: &str, search: &str) -> Event {
     Event {
+        truncated: Vec::new(),
         seq,
         observed_at_us: now_us(),
         hostname: "ict-03".into(),

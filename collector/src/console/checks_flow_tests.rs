@@ -50,6 +50,7 @@ fn app() -> App {
     .unwrap();
     let tx = conn.transaction().unwrap();
     let visit = Event {
+        truncated: Vec::new(),
         seq: 1,
         observed_at_us: T0,
         hostname: "staff-lt1".into(),

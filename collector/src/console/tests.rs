@@ -49,6 +49,7 @@ impl Harness {
         let mut conn = self.conn();
         let tx = conn.transaction().unwrap();
         let event = Event {
+            truncated: Vec::new(),
             seq,
             observed_at_us: 1_000_000,
             hostname: "ict-01".into(),

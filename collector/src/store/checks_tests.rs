@@ -28,6 +28,7 @@ fn enrol(conn: &Connection, id: &str, group: &str, host: &str) {
 
 fn event(seq: u64, at: i64, host: &str, user: &str, kind: Kind) -> Event {
     Event {
+        truncated: Vec::new(),
         seq,
         observed_at_us: at,
         hostname: host.into(),

@@ -204,6 +204,7 @@ mod tests {
 
     fn ev(seq: u64) -> Event {
         Event {
+            truncated: Vec::new(),
             seq,
             observed_at_us: 1_700_000_000_000_000 + seq as i64,
             hostname: "pc1".into(),

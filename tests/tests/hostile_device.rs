@@ -1,0 +1,187 @@
+//! The monitored are the adversary: what a pupil did on a monitored device to blind the agent
+//! (issue 13, findings 1-3), reproduced against the real agent (as root, proc connector) and
+//! collector. Each attack must leave delivery running, with the rest of the device's data
+//! arriving, and the attempt visible.
+
+use invigilator_tests::{Agent, Collector, wait_for};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+/// Finding 1: one `execve` with 15 arguments of 131,000 invalid bytes each. Before the byte
+/// budgets its event outgrew the 4 MiB message limit and stopped delivery for good.
+#[test]
+fn a_huge_command_line_is_cut_and_delivery_goes_on() {
+    let c = Collector::start("");
+    let mut a = Agent::enroll(&c, "[browsing]\nenabled = false\n");
+    a.start();
+    a.wait_ready();
+
+    let status = Command::new("python3")
+        .args([
+            "-c",
+            "import os, sys\n\
+             if os.fork() == 0:\n    \
+                 os.execv('/bin/sleep', [b'sleep', b'0.2'] + [b'\\xff' * 131000] * 15)\n\
+             os.wait()",
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // After it, an ordinary program must still reach the collector and alert.
+    let dir = tempfile::tempdir().unwrap();
+    let tor = dir.path().join("tor");
+    std::fs::copy("/bin/sleep", &tor).unwrap();
+    Command::new(&tor).arg("0.05").status().unwrap();
+    wait_for(
+        Duration::from_secs(30),
+        "the tor alert after the attack",
+        || {
+            c.alerts()
+                .iter()
+                .any(|a| a["rule"] == "circumvention.tor")
+                .then_some(())
+        },
+    );
+    let events = c.events("process");
+    let cut = events
+        .iter()
+        .find(|e| {
+            e["truncated"]
+                .as_array()
+                .is_some_and(|t| t.iter().any(|f| f == "process.argv"))
+        })
+        .unwrap_or_else(|| panic!("no process event marked as cut: {events:#?}"));
+    let argv_len: usize = cut["argv"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().len())
+        .sum();
+    assert!(argv_len <= 32 * 1024, "stored argv of {argv_len} bytes");
+    assert!(cut["argv_bytes"].as_u64().unwrap() > 1_900_000, "{cut}");
+    assert_eq!(cut["argv"][0], "sleep");
+}
+
+/// A Chromium-shaped history with one visit (the columns the reader uses).
+fn history(path: &Path, url: &str) {
+    let db = rusqlite::Connection::open(path).unwrap();
+    // Chromium's epoch: microseconds since 1601-01-01.
+    let now = invigilator_tests::now_us() + 11_644_473_600_000_000;
+    db.execute_batch(&format!(
+        "CREATE TABLE urls(id INTEGER PRIMARY KEY, url LONGVARCHAR, title LONGVARCHAR);
+         CREATE TABLE visits(id INTEGER PRIMARY KEY, url INTEGER NOT NULL, visit_time INTEGER NOT NULL,
+                             transition INTEGER DEFAULT 0 NOT NULL);
+         INSERT INTO urls VALUES (1, '{url}', 'page');
+         INSERT INTO visits VALUES (1, 1, {now}, 1);"
+    ))
+    .unwrap();
+}
+
+/// Findings 2 and 3: a FIFO as the journal, a sparse 3 GB History and a `visits` view over an
+/// endless recursive query, each in a profile of its own beside an honest profile. The honest
+/// profile's visit arrives; the hostile ones are refused, named in the agent's log, and nothing
+/// large is written to the agent's state directory.
+#[test]
+fn hostile_history_files_neither_hang_the_reader_nor_fill_the_disk() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = |name: &str| {
+        let p = tmp.path().join(name).join("Default");
+        std::fs::create_dir_all(&p).unwrap();
+        p
+    };
+    let fifo = root("fifo");
+    history(&fifo.join("History"), "http://fifo.test/");
+    nix::unistd::mkfifo(
+        &fifo.join("History-journal"),
+        nix::sys::stat::Mode::from_bits_truncate(0o644),
+    )
+    .unwrap();
+    let sparse = root("sparse");
+    std::fs::File::create(sparse.join("History"))
+        .unwrap()
+        .set_len(3 << 30)
+        .unwrap();
+    let view = root("view");
+    history(&view.join("History"), "http://view.test/");
+    rusqlite::Connection::open(view.join("History"))
+        .unwrap()
+        .execute_batch(
+            "DROP TABLE visits;
+             CREATE VIEW visits AS WITH RECURSIVE n(id) AS (SELECT 1 UNION ALL SELECT id + 1 FROM n)
+             SELECT id, 1 AS url, 0 AS visit_time, 0 AS transition FROM n;",
+        )
+        .unwrap();
+    let honest = root("honest");
+
+    let roots: Vec<String> = ["fifo", "sparse", "view", "honest"]
+        .iter()
+        .map(|n| {
+            format!(
+                "{{ browser = \"chromium\", path = \"{}\" }}",
+                tmp.path().join(n).display()
+            )
+        })
+        .collect();
+    let c = Collector::start("");
+    let mut a = Agent::enroll(
+        &c,
+        &format!(
+            "[browsing]\nscan_homes = false\ndebounce = \"200ms\"\nrediscover_interval = \"1s\"\n\
+             extra_roots = [{}]\n",
+            roots.join(", ")
+        ),
+    );
+    a.start();
+    a.wait_ready();
+    // The honest profile appears after the hostile ones are already being read.
+    wait_for(
+        Duration::from_secs(30),
+        "the hostile profiles to be tried",
+        || {
+            let log = a.log();
+            (log.contains("not a regular file")
+                && log.contains("above the limit")
+                && log.contains("`visits` is view"))
+            .then_some(())
+        },
+    );
+    history(&honest.join("History"), "http://honest.test/maths");
+    wait_for(
+        Duration::from_secs(30),
+        "the honest profile's visit beside the hostile ones",
+        || {
+            c.events("browsing")
+                .iter()
+                .any(|e| e["url"] == "http://honest.test/maths")
+                .then_some(())
+        },
+    );
+    let urls: Vec<String> = c
+        .events("browsing")
+        .iter()
+        .filter_map(|e| e["url"].as_str().map(str::to_owned))
+        .collect();
+    assert!(
+        !urls
+            .iter()
+            .any(|u| u.contains("fifo.test") || u.contains("view.test")),
+        "{urls:?}"
+    );
+    let used = Command::new("du")
+        .args(["-sk"])
+        .arg(a.state_dir())
+        .output()
+        .unwrap();
+    let kib: u64 = String::from_utf8_lossy(&used.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        kib < 64 * 1024,
+        "the agent's state directory holds {kib} KiB"
+    );
+    assert!(a.pid().is_some());
+}
