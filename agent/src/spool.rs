@@ -21,6 +21,11 @@ pub enum SpoolError {
         path: PathBuf,
         source: rusqlite::Error,
     },
+    #[error("cannot make {path} the agent's only: {source}")]
+    Permissions {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("spool write failed (disk full?): {0}")]
     Sql(#[from] rusqlite::Error),
 }
@@ -80,6 +85,20 @@ impl Spool {
         let conn = Connection::open(path).map_err(err)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(err)?;
+        // What devices' users did, until delivered: the agent's only, whatever mode an existing
+        // directory or file had (SQLite gives -wal and -shm the database's mode).
+        #[cfg(unix)]
+        for (p, mode) in [(path.parent(), 0o700), (Some(path), 0o600)] {
+            if let Some(p) = p.filter(|p| !p.as_os_str().is_empty()) {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).map_err(
+                    |source| SpoolError::Permissions {
+                        path: p.into(),
+                        source,
+                    },
+                )?;
+            }
+        }
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(err)?;
         // A small page cache keeps the agent's memory low; the spool is mostly appended and read once.

@@ -37,6 +37,11 @@ pub enum StoreError {
     },
     #[error("no collector data in {0}: run `invigilator-collector init --data-dir {0}` first")]
     NotInitialised(PathBuf),
+    #[error("cannot make {path} readable by its owner only: {source}")]
+    Permissions {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("database error: {0}")]
     Sql(#[from] rusqlite::Error),
     #[error("stored event {agent_id}/{seq} cannot be decoded: {message}")]
@@ -76,6 +81,27 @@ pub fn create(data_dir: &Path) -> Result<Connection> {
     open_path(&db_path(data_dir), Durability::Full, true)
 }
 
+/// The database holds password hashes, TOTP secrets and children's data: its directory is
+/// the owner's only (0700) and its files too (0600), whatever mode an existing directory or file
+/// had (`init` into a 0755 directory once left the database 0644). SQLite gives the -wal and
+/// -shm files the database's mode when it creates them.
+fn owner_only(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let set = |p: &Path, mode| match std::fs::set_permissions(p, PermissionsExt::from_mode(mode)) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        r => r,
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        set(dir, 0o700)?;
+    }
+    for sfx in ["", "-wal", "-shm"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(sfx);
+        set(Path::new(&p), 0o600)?;
+    }
+    Ok(())
+}
+
 fn open_path(path: &Path, durability: Durability, create: bool) -> Result<Connection> {
     let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     if create {
@@ -89,6 +115,10 @@ fn open_path(path: &Path, durability: Durability, create: bool) -> Result<Connec
     conn.busy_timeout(Duration::from_secs(15)).map_err(err)?;
     conn.pragma_update(None, "journal_mode", "WAL")
         .map_err(err)?;
+    owner_only(path).map_err(|source| StoreError::Permissions {
+        path: path.to_path_buf(),
+        source,
+    })?;
     conn.pragma_update(None, "foreign_keys", "ON")
         .map_err(err)?;
     let sync = match durability {
@@ -186,6 +216,23 @@ pub(crate) fn test_db() -> (tempfile::TempDir, Connection) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_database_is_the_owners_only_whatever_existed_before() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        std::fs::set_permissions(dir.path(), PermissionsExt::from_mode(0o755)).unwrap();
+        drop(create(dir.path()).unwrap());
+        assert_eq!(mode(dir.path()), 0o700);
+        assert_eq!(mode(&db_path(dir.path())), 0o600);
+        // Loosened by hand later: tightened again at the next open.
+        std::fs::set_permissions(db_path(dir.path()), PermissionsExt::from_mode(0o644)).unwrap();
+        std::fs::set_permissions(dir.path(), PermissionsExt::from_mode(0o755)).unwrap();
+        let _conn = open(dir.path(), Durability::Full).unwrap();
+        assert_eq!(mode(dir.path()), 0o700);
+        assert_eq!(mode(&db_path(dir.path())), 0o600);
+    }
 
     #[test]
     fn an_uninitialised_dir_says_to_run_init() {
