@@ -36,8 +36,11 @@ pub fn run(data_dir: &Path, server_names: &[String]) -> anyhow::Result<Initialis
         .create(data_dir)
         .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
     // An existing directory keeps its mode otherwise (often 0755).
-    std::fs::set_permissions(data_dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .with_context(|| format!("cannot restrict {} to its owner", data_dir.display()))?;
+    std::fs::set_permissions(
+        data_dir,
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .with_context(|| format!("cannot restrict {} to its owner", data_dir.display()))?;
     let mut names: Vec<String> = server_names.to_vec();
     if names.is_empty() {
         names = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
