@@ -165,9 +165,11 @@ fn a_difference_is_caught() {
     assert!(diff.check(MIN_AGREEMENT).is_err());
     assert!(diff.check_net(MIN_AGREEMENT).is_err());
     assert!(diff.by_reason.keys().any(|k| k.starts_with("unexplained")));
-    // One wrong line in a thousand is enough to fail.
+    // A wrong line in every 600 is enough to fail, even after the flips that land on a
+    // squidGuard quirk are set aside (with the trimmed lists in tests/data, 3 of every 23 flips
+    // at a spacing of 900 did, which left exactly 99.9%).
     let mut one_off = a.clone();
-    for c in one_off.iter_mut().step_by(900) {
+    for c in one_off.iter_mut().step_by(600) {
         *c = if c == "-" { "games".into() } else { "-".into() };
     }
     let r = sgdiff::compare(&urls, &prov, &a, &one_off, &explainer);
