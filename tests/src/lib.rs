@@ -56,6 +56,16 @@ pub fn stream_batches(
 }
 
 /// Microseconds since the Unix epoch, as events carry them.
+/// Runs a copy of `sleep` named `name` (e.g. "tor") for 50 ms, as a pupil would start a
+/// renamed tool.
+pub fn run_as(name: &str) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let exe = dir.path().join(name);
+    std::fs::copy("/bin/sleep", &exe).expect("copying /bin/sleep");
+    let status = Command::new(&exe).arg("0.05").status().expect("running it");
+    assert!(status.success(), "{name}: {status}");
+}
+
 pub fn now_us() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
