@@ -233,9 +233,12 @@ impl Spool {
             total = total.saturating_add(bytes);
             let payload: Vec<u8> = r.get(2)?;
             match Event::decode(payload.as_slice()) {
-                // A record spooled before the budgets existed is held to them now.
+                // Every append applies the budgets; only a record spooled before they existed
+                // can be too large for a batch, and only that one needs them now.
                 Ok(mut e) => {
-                    limits::enforce(&mut e);
+                    if bytes > limits::MAX_EVENT_BYTES {
+                        limits::enforce(&mut e);
+                    }
                     out.push(e)
                 }
                 // A record that no longer decodes is reported rather than blocking the queue.
@@ -453,8 +456,9 @@ mod tests {
             .unwrap();
         let mut after = 0;
         let mut pages = 0;
-        while let Some(last) = s.read_after(after, 500, 1 << 20).unwrap().last() {
+        loop {
             let page = s.read_after(after, 500, 1 << 20).unwrap();
+            let Some(last) = page.last() else { break };
             let bytes: usize = page.iter().map(Message::encoded_len).sum();
             assert!(bytes <= 1 << 20 || page.len() == 1, "{bytes} bytes");
             assert!(page.iter().all(|e| e.truncated == ["process.argv"]));

@@ -114,7 +114,7 @@ impl Telemetry for TelemetryService {
         tokio::spawn(
             async move {
                 loop {
-                    let batch = match inbound.message().await {
+                    let mut batch = match inbound.message().await {
                         Ok(Some(b)) => b,
                         Ok(None) => break,
                         Err(status) => {
@@ -127,7 +127,6 @@ impl Telemetry for TelemetryService {
                         let _ = errors.send(Err(status)).await;
                         break;
                     }
-                    let mut batch = batch;
                     // The agent's budgets again: an old or rogue agent is held to them too.
                     for event in &mut batch.events {
                         invigilator_proto::limits::enforce(event);

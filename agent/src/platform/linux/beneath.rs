@@ -32,13 +32,6 @@ pub enum BeneathError {
     TooLarge { size: u64, max: u64 },
 }
 
-impl BeneathError {
-    /// The file is simply not there (yet): not a problem worth a warning.
-    pub fn is_not_found(&self) -> bool {
-        matches!(self, BeneathError::Io(e) if e.kind() == io::ErrorKind::NotFound)
-    }
-}
-
 /// What a file must be to be opened.
 #[derive(Debug, Clone, Copy)]
 pub struct Expect {
@@ -50,11 +43,7 @@ pub struct Expect {
 /// Opens `rel` (relative, no `..`) beneath `anchor` for reading, as described in the module
 /// doc, and checks it against `expect` on the open descriptor.
 pub fn open_file(anchor: &Path, rel: &Path, expect: Expect) -> Result<File, BeneathError> {
-    let file = File::from(open_beneath(
-        anchor,
-        rel,
-        OFlag::O_NONBLOCK | OFlag::O_NOCTTY,
-    )?);
+    let file = File::from(open_beneath(anchor, rel)?);
     let meta = file.metadata()?;
     if !meta.file_type().is_file() {
         return Err(BeneathError::NotRegular);
@@ -77,7 +66,7 @@ pub fn open_file(anchor: &Path, rel: &Path, expect: Expect) -> Result<File, Bene
     Ok(file)
 }
 
-fn open_beneath(anchor: &Path, rel: &Path, extra: OFlag) -> Result<OwnedFd, BeneathError> {
+fn open_beneath(anchor: &Path, rel: &Path) -> Result<OwnedFd, BeneathError> {
     let link = || BeneathError::Link {
         anchor: anchor.display().to_string(),
     };
@@ -90,7 +79,12 @@ fn open_beneath(anchor: &Path, rel: &Path, extra: OFlag) -> Result<OwnedFd, Bene
         Mode::empty(),
     )
     .map_err(errno)?;
-    let flags = OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW | extra;
+    // Non-blocking: a FIFO must not hold the reader before its type is checked.
+    let flags = OFlag::O_RDONLY
+        | OFlag::O_CLOEXEC
+        | OFlag::O_NOFOLLOW
+        | OFlag::O_NONBLOCK
+        | OFlag::O_NOCTTY;
     let how = OpenHow::new().flags(flags).resolve(
         ResolveFlag::RESOLVE_NO_SYMLINKS
             | ResolveFlag::RESOLVE_BENEATH
@@ -167,10 +161,10 @@ mod tests {
         assert!(matches!(e, BeneathError::NotRegular), "{e}");
         let e = open_file(h, Path::new("a/b"), ANY).unwrap_err();
         assert!(matches!(e, BeneathError::NotRegular), "{e}");
+        let e = open_file(h, Path::new("a/none"), ANY).unwrap_err();
         assert!(
-            open_file(h, Path::new("a/none"), ANY)
-                .unwrap_err()
-                .is_not_found()
+            matches!(&e, BeneathError::Io(io) if io.kind() == io::ErrorKind::NotFound),
+            "{e}"
         );
     }
 

@@ -257,33 +257,9 @@ pub fn take(
         }
         remove_copy(&copy);
         let before = stamp(&db);
-        let mut file = None;
-        for sfx in SUFFIXES {
-            let src = match open_source(profile, &with_suffix(&rel, sfx), limits.max_bytes) {
-                Ok(f) => f,
-                // The companions come and go with the browser's transactions.
-                Err(SnapshotError::Io { source, .. })
-                    if source.kind() == std::io::ErrorKind::NotFound && !sfx.is_empty() =>
-                {
-                    continue;
-                }
-                Err(e) => {
-                    remove_copy(&copy);
-                    return Err(e);
-                }
-            };
-            let meta = match copy_open(src, &with_suffix(&copy, sfx), limits.max_bytes) {
-                Ok(meta) => meta,
-                Err(e) => {
-                    // Half a copy of a user's history must not linger either.
-                    remove_copy(&copy);
-                    return Err(e);
-                }
-            };
-            if sfx.is_empty() {
-                file = Some(identity(&meta));
-            }
-        }
+        // Half a copy of a user's history must not linger either.
+        let file = copy_files(profile, &rel, &copy, limits.max_bytes)
+            .inspect_err(|_| remove_copy(&copy))?;
         if stamp(&db) != before {
             continue;
         }
@@ -296,13 +272,38 @@ pub fn take(
         })?;
         return Ok(Snapshot {
             conn,
-            file: file.expect("the database itself was copied"),
+            file,
             stamp: before,
             copy,
         });
     }
     remove_copy(&copy);
     Err(SnapshotError::Busy(db))
+}
+
+/// Copies the database and whichever of its companions exist; returns the database's identity.
+fn copy_files(
+    profile: &Profile,
+    rel: &Path,
+    copy: &Path,
+    max: u64,
+) -> Result<FileId, SnapshotError> {
+    let mut file = None;
+    for sfx in SUFFIXES {
+        let src = match open_source(profile, &with_suffix(rel, sfx), max) {
+            Ok(f) => f,
+            // The companions come and go with the browser's transactions.
+            Err(SnapshotError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound && !sfx.is_empty() =>
+            {
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let meta = copy_open(src, &with_suffix(copy, sfx), max)?;
+        file.get_or_insert(identity(&meta));
+    }
+    Ok(file.expect("the database itself (no suffix, first) was copied or returned an error"))
 }
 
 /// Opens our private copy. Read-write, never the browser's file: SQLite must be able to roll back
