@@ -2,10 +2,12 @@
 //! here and are written together in one transaction, with the alerts they raise, and only then
 //! acknowledged. An acknowledgement therefore always means "on disk, with its alerts".
 
+use crate::admission::Room;
 use crate::policy::{AgentContext, Policy};
-use crate::store::{self, StoredBatch};
+use crate::store::{self, StoredBatch, delivery};
 use arc_swap::ArcSwap;
 use invigilator_proto::v1::{Event, event::Kind};
+use prost::Message;
 use rusqlite::Connection;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
@@ -15,7 +17,18 @@ pub struct Job {
     pub agent_id: Arc<str>,
     pub group: Arc<str>,
     pub events: Vec<Event>,
+    /// Encoded size of `events`: commits are bounded in bytes as well as in events.
+    pub bytes: usize,
+    /// The batch's room in front of the committer, released once the job is done.
+    pub room: Option<Room>,
     pub reply: oneshot::Sender<Result<StoredBatch, String>>,
+}
+
+/// How much one commit may take.
+#[derive(Debug, Clone, Copy)]
+pub struct CommitLimits {
+    pub events: usize,
+    pub bytes: usize,
 }
 
 #[derive(Clone)]
@@ -28,12 +41,13 @@ impl Committer {
     pub fn spawn(
         conn: Connection,
         policy: Arc<ArcSwap<Policy>>,
-        max_events: usize,
+        limits: CommitLimits,
     ) -> std::io::Result<(Self, std::thread::JoinHandle<()>)> {
+        // Memory is bounded by the admission's byte budget; this only bounds the job count.
         let (tx, rx) = mpsc::channel(1024);
         let handle = std::thread::Builder::new()
             .name("committer".into())
-            .spawn(move || run(conn, rx, policy, max_events))?;
+            .spawn(move || run(conn, rx, policy, limits))?;
         Ok((Self { tx }, handle))
     }
 
@@ -47,17 +61,19 @@ fn run(
     mut conn: Connection,
     mut rx: mpsc::Receiver<Job>,
     policy: Arc<ArcSwap<Policy>>,
-    max_events: usize,
+    limits: CommitLimits,
 ) {
     let mut jobs: Vec<Job> = Vec::new();
     while let Some(first) = rx.blocking_recv() {
         let mut total = first.events.len();
+        let mut bytes = first.bytes;
         jobs.push(first);
         // Take whatever else is already waiting: the more agents, the bigger each commit.
-        while total < max_events {
+        while total < limits.events && bytes < limits.bytes {
             match rx.try_recv() {
                 Ok(job) => {
                     total += job.events.len();
+                    bytes += job.bytes;
                     jobs.push(job);
                 }
                 Err(_) => break,
@@ -87,11 +103,13 @@ fn commit(conn: &mut Connection, jobs: &[Job], policy: &Policy) -> store::Result
     let mut results = Vec::with_capacity(jobs.len());
     for job in jobs {
         let mut r = StoredBatch::default();
+        let mut stored_bytes = 0u64;
         for event in &job.events {
             // Evaluated as received; stored without what nobody may see (illegal-class visits).
             let stored = policy.redacted(event);
             if store::events::insert(&tx, &job.agent_id, &stored, received_at)? {
                 r.stored += 1;
+                stored_bytes += stored.encoded_len() as u64;
                 let user_logged_on_elsewhere = match &event.kind {
                     Some(Kind::Session(s)) => {
                         store::sessions::apply(&tx, &job.agent_id, &job.group, event, s)?
@@ -111,6 +129,18 @@ fn commit(conn: &mut Connection, jobs: &[Job], policy: &Policy) -> store::Result
             } else {
                 r.duplicates += 1;
             }
+        }
+        if let Some(last) = job.events.last() {
+            r.day_bytes = delivery::record(
+                &tx,
+                &delivery::Committed {
+                    agent_id: &job.agent_id,
+                    at_us: received_at,
+                    bytes: stored_bytes,
+                    events: r.stored as u64,
+                    up_to_seq: last.seq,
+                },
+            )?;
         }
         results.push(r);
     }

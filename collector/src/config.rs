@@ -28,6 +28,7 @@ pub struct CollectorConfig {
     pub http: HttpConfig,
     pub agents: AgentsConfig,
     pub ingest: IngestConfig,
+    pub quotas: QuotaConfig,
     pub lists: crate::lists::ListsConfig,
     pub console: ConsoleConfig,
     pub reports: crate::reports::ReportsConfig,
@@ -98,6 +99,10 @@ pub struct AgentsConfig {
     /// How often the collector looks for silent agents.
     #[serde(with = "humantime_serde")]
     pub silent_check_interval: Duration,
+    /// An agent that keeps sending heartbeats, with events waiting in its spool, but whose
+    /// acknowledged sequence has not advanced for this long raises an "agent stalled" alert.
+    #[serde(with = "humantime_serde")]
+    pub stalled_after: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -105,9 +110,48 @@ pub struct AgentsConfig {
 pub struct IngestConfig {
     /// Most events committed in one database transaction (group commit across agents).
     pub max_commit_events: usize,
+    /// ... and at most this many MiB of events.
+    pub max_commit_mib: usize,
+    /// Events received but not yet committed, all agents together, in MiB. A stream waits for
+    /// room before it reads more, so memory stays bounded whatever agents send.
+    pub max_pending_mib: usize,
+    /// The share of `max_pending_mib` one agent's stream may hold.
+    pub max_pending_mib_per_agent: usize,
+    /// How far back an event's device time may lie before the receive time (an agent that was
+    /// offline delivers late). Older claims are clamped to this bound and flagged.
+    #[serde(with = "humantime_serde")]
+    pub offline_allowance: Duration,
+    /// How far ahead of the collector's clock a device's clock may run. Later claims are
+    /// clamped to the receive time plus this and flagged.
+    #[serde(with = "humantime_serde")]
+    pub clock_skew: Duration,
     /// How often agents' health (last seen, spool depth) is written to the database.
     #[serde(with = "humantime_serde")]
     pub health_flush_interval: Duration,
+}
+
+/// Per-agent limits. Excess is never dropped: it is not acknowledged, so the agent keeps it in
+/// its spool and sends it later; hitting a limit raises an "agent quota" alert.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct QuotaConfig {
+    /// Sustained ingest rate one agent may use, in MiB of events per minute ...
+    pub rate_mib_per_minute: u64,
+    /// ... with bursts of up to this many MiB (a device back from a week offline).
+    pub burst_mib: u64,
+    /// Events one agent may add to the store in one UTC day, in MiB. Counted in the database,
+    /// so it holds when several collectors share one.
+    pub daily_mib: u64,
+}
+
+impl Default for QuotaConfig {
+    fn default() -> Self {
+        Self {
+            rate_mib_per_minute: 16,
+            burst_mib: 64,
+            daily_mib: 256,
+        }
+    }
 }
 
 impl Default for GrpcConfig {
@@ -133,6 +177,7 @@ impl Default for AgentsConfig {
             cert_validity: Duration::from_secs(30 * 24 * 3600),
             silent_after: Duration::from_secs(15 * 60),
             silent_check_interval: Duration::from_secs(30),
+            stalled_after: Duration::from_secs(10 * 60),
         }
     }
 }
@@ -141,6 +186,11 @@ impl Default for IngestConfig {
     fn default() -> Self {
         Self {
             max_commit_events: 20_000,
+            max_commit_mib: 16,
+            max_pending_mib: 64,
+            max_pending_mib_per_agent: 8,
+            offline_allowance: Duration::from_secs(30 * 24 * 3600),
+            clock_skew: Duration::from_secs(5 * 60),
             health_flush_interval: Duration::from_secs(5),
         }
     }
@@ -179,6 +229,23 @@ impl CollectorConfig {
         }
         if !(1..=1_000_000).contains(&self.ingest.max_commit_events) {
             return Err("ingest.max_commit_events must be between 1 and 1000000".into());
+        }
+        let i = &self.ingest;
+        if !(1..=1024).contains(&i.max_commit_mib) || !(4..=4096).contains(&i.max_pending_mib) {
+            return Err("ingest.max_commit_mib must be 1..=1024 and ingest.max_pending_mib 4..=4096".into());
+        }
+        if !(4..=i.max_pending_mib).contains(&i.max_pending_mib_per_agent) {
+            return Err("ingest.max_pending_mib_per_agent must be at least 4 (one largest batch) and at most ingest.max_pending_mib".into());
+        }
+        if i.clock_skew < Duration::from_secs(1) || i.offline_allowance < Duration::from_secs(3600) {
+            return Err("ingest.clock_skew must be at least 1s and ingest.offline_allowance at least 1h".into());
+        }
+        let q = &self.quotas;
+        if q.rate_mib_per_minute == 0 || q.burst_mib < 4 || q.daily_mib == 0 {
+            return Err("quotas.rate_mib_per_minute and quotas.daily_mib must be above zero, quotas.burst_mib at least 4 (one largest batch)".into());
+        }
+        if self.agents.stalled_after < self.agents.silent_check_interval {
+            return Err("agents.stalled_after must be at least agents.silent_check_interval".into());
         }
         self.lists.validate()?;
         self.retention.validate()?;

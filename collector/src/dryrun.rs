@@ -189,6 +189,7 @@ mod tests {
     fn exec(seq: u64, name: &str) -> Event {
         Event {
             truncated: Vec::new(),
+            device_time_us: 0,
             seq,
             observed_at_us: LESSON_US + seq as i64 * 1_000_000,
             hostname: "ict-01".into(),

@@ -1,10 +1,14 @@
 //! The `Telemetry` gRPC service: event streams, heartbeats and certificate renewal, all over
 //! mTLS. The agent's identity is the verified certificate's, never a message field.
 
+use crate::admission::{Limit, Ticket};
+use crate::alerts;
 use crate::committer::Job;
+use crate::event_time::TimeWindow;
 use crate::identity;
 use crate::state::Shared;
-use crate::store;
+use crate::store::{self, delivery};
+use prost::Message;
 use invigilator_proto::MAX_BATCH_EVENTS;
 use invigilator_proto::v1::{
     Ack, EventBatch, HeartbeatRequest, HeartbeatResponse, RenewRequest, RenewResponse,
@@ -88,6 +92,169 @@ pub fn validate(batch: &EventBatch) -> Result<u64, Status> {
 
 type AckStream = Pin<Box<dyn Stream<Item = Result<Ack, Status>> + Send>>;
 
+/// One stream's reading side: everything it needs to turn messages into commit jobs.
+struct Reader {
+    shared: Arc<Shared>,
+    agent: Arc<str>,
+    group: Arc<str>,
+    ticket: Ticket,
+    window: TimeWindow,
+    errors: mpsc::Sender<Result<Ack, Status>>,
+    pending: mpsc::Sender<Pending>,
+}
+
+type Pending = (u64, oneshot::Receiver<Result<store::StoredBatch, String>>);
+
+impl Reader {
+    /// Reads, checks and queues batches in order until the stream ends, breaks, or a newer stream
+    /// of the same agent replaces it. Over a quota it stops reading: the agent's events stay
+    /// unacknowledged in its spool.
+    async fn run(mut self, mut inbound: Streaming<EventBatch>) {
+        loop {
+            if !self.within_daily_quota().await {
+                return;
+            }
+            let next = tokio::select! {
+                m = inbound.message() => m,
+                _ = &mut self.ticket.superseded => return self.fail(Status::aborted(
+                    "a newer event stream from this agent replaced this one",
+                )).await,
+            };
+            let mut batch = match next {
+                Ok(Some(b)) => b,
+                Ok(None) => return,
+                Err(status) => {
+                    tracing::warn!(error = %status.message(), "event stream broke");
+                    return self.fail(status).await;
+                }
+            };
+            if let Err(status) = self.shared.revocations.check(&self.agent) {
+                return self.fail(status).await;
+            }
+            // The agent's budgets again: an old or rogue agent is held to them too.
+            for event in &mut batch.events {
+                invigilator_proto::limits::enforce(event);
+            }
+            let up_to = match validate(&batch) {
+                Ok(last) => last,
+                Err(status) => {
+                    tracing::warn!(error = %status.message(), "rejected a malformed batch");
+                    return self.fail(status).await;
+                }
+            };
+            self.shared.touch(&self.agent, |_| {});
+            if batch.events.is_empty() {
+                continue;
+            }
+            let received = store::now_us();
+            let mut moved = 0;
+            for event in &mut batch.events {
+                moved += usize::from(self.window.apply(event, received));
+            }
+            if moved > 0 {
+                tracing::warn!(events = moved, "event times outside the accepted window were clamped");
+            }
+            let bytes: usize = batch.events.iter().map(|e| e.encoded_len()).sum();
+            if let Some(wait) = self.shared.admission.charge(&self.agent, bytes as u64) {
+                self.limited(Limit::Rate, format!("over {} MiB a minute", self.shared.config.quotas.rate_mib_per_minute))
+                    .await;
+                if !self.sleep(wait).await {
+                    return;
+                }
+            }
+            let share = self.ticket.share();
+            let room = tokio::select! {
+                r = self.shared.admission.room(share, bytes) => r,
+                _ = &mut self.ticket.superseded => None,
+            };
+            let Some(room) = room else {
+                return;
+            };
+            let (reply, rx) = oneshot::channel();
+            let job = Job {
+                agent_id: self.agent.clone(),
+                group: self.group.clone(),
+                events: batch.events,
+                bytes,
+                room: Some(room),
+                reply,
+            };
+            if self.shared.committer.submit(job).await.is_err()
+                || self.pending.send((up_to, rx)).await.is_err()
+            {
+                return;
+            }
+        }
+    }
+
+    async fn fail(&self, status: Status) {
+        let _ = self.errors.send(Err(status)).await;
+    }
+
+    /// Sleeps unless a newer stream replaces this one first; false if it did.
+    async fn sleep(&mut self, d: std::time::Duration) -> bool {
+        tokio::select! {
+            _ = tokio::time::sleep(d) => true,
+            _ = &mut self.ticket.superseded => false,
+        }
+    }
+
+    /// Waits while the agent is over its daily volume; false if the stream should end.
+    async fn within_daily_quota(&mut self) -> bool {
+        loop {
+            let now = store::now_us();
+            match self.shared.admission.over_daily(&self.agent, now) {
+                Some(false) => return true,
+                Some(true) => {
+                    let limit = self.shared.config.quotas.daily_mib;
+                    self.limited(Limit::Daily, format!("{limit} MiB stored today")).await;
+                    let until_tomorrow = (delivery::next_day_us(now) - now).max(0) as u64;
+                    let wait = std::time::Duration::from_micros(until_tomorrow)
+                        .min(std::time::Duration::from_secs(60));
+                    if !self.sleep(wait).await {
+                        return false;
+                    }
+                }
+                None => {}
+            }
+            // Today's figure from the store: another collector may have added to it.
+            let id = self.agent.clone();
+            match self.shared.db(move |c| delivery::used_on_day(c, &id, now)).await {
+                Ok(used) => self.shared.admission.note_usage(&self.agent, now, used),
+                Err(status) => {
+                    self.fail(status).await;
+                    return false;
+                }
+            }
+            if self.shared.admission.over_daily(&self.agent, now) == Some(false) {
+                return true;
+            }
+        }
+    }
+
+    /// Raises the quota alert the first time in a day that `limit` holds the agent back.
+    async fn limited(&self, limit: Limit, what: String) {
+        let now = store::now_us();
+        if !self.shared.admission.first_hit_today(&self.agent, limit, now) {
+            return;
+        }
+        tracing::warn!(limit = limit.name(), "agent held back by its quota: {what}");
+        let agent = self.agent.to_string();
+        let version = self.shared.policy.load().version.clone();
+        let result = self
+            .shared
+            .db(move |c| {
+                let hostname = store::agents::hostname(c, &agent)?.unwrap_or_default();
+                let alert = alerts::quota_alert(&agent, &hostname, limit, &what, &version);
+                store::alerts::record(c, &alert, 24 * 3600 * 1_000_000).map(|_| ())
+            })
+            .await;
+        if let Err(e) = result {
+            tracing::error!(error = %e.message(), "could not record the quota alert");
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl Telemetry for TelemetryService {
     type StreamStream = AckStream;
@@ -99,77 +266,39 @@ impl Telemetry for TelemetryService {
         let (agent_id, group) = self.authorise(&req).await?;
         let span = tracing::info_span!("stream", agent_id = %agent_id);
         span.in_scope(|| tracing::debug!("event stream opened"));
-        let mut inbound = req.into_inner();
-        let (out_tx, out_rx) = mpsc::channel::<Result<Ack, Status>>(IN_FLIGHT_PER_STREAM);
-        let (pending_tx, mut pending_rx) = mpsc::channel::<(
-            u64,
-            oneshot::Receiver<Result<store::StoredBatch, String>>,
-        )>(IN_FLIGHT_PER_STREAM);
-        let shared = Arc::clone(&self.shared);
         let agent: Arc<str> = agent_id.into();
-        let group: Arc<str> = group.into();
-
-        // Reader: validates batches and queues them for commit, in order.
-        let errors = out_tx.clone();
-        tokio::spawn(
-            async move {
-                loop {
-                    let mut batch = match inbound.message().await {
-                        Ok(Some(b)) => b,
-                        Ok(None) => break,
-                        Err(status) => {
-                            tracing::warn!(error = %status.message(), "event stream broke");
-                            let _ = errors.send(Err(status)).await;
-                            break;
-                        }
-                    };
-                    if let Err(status) = shared.revocations.check(&agent) {
-                        let _ = errors.send(Err(status)).await;
-                        break;
-                    }
-                    // The agent's budgets again: an old or rogue agent is held to them too.
-                    for event in &mut batch.events {
-                        invigilator_proto::limits::enforce(event);
-                    }
-                    let up_to = match validate(&batch) {
-                        Ok(last) => last,
-                        Err(status) => {
-                            tracing::warn!(error = %status.message(), "rejected a malformed batch");
-                            let _ = errors.send(Err(status)).await;
-                            break;
-                        }
-                    };
-                    shared.touch(&agent, |_| {});
-                    if batch.events.is_empty() {
-                        continue;
-                    }
-                    let (reply, rx) = oneshot::channel();
-                    let job = Job {
-                        agent_id: agent.clone(),
-                        group: group.clone(),
-                        events: batch.events,
-                        reply,
-                    };
-                    if shared.committer.submit(job).await.is_err()
-                        || pending_tx.send((up_to, rx)).await.is_err()
-                    {
-                        break;
-                    }
-                }
-            }
-            .instrument(span.clone()),
-        );
+        let ticket = self.shared.admission.open(&agent);
+        let (out_tx, out_rx) = mpsc::channel::<Result<Ack, Status>>(IN_FLIGHT_PER_STREAM);
+        let (pending_tx, mut pending_rx) = mpsc::channel::<Pending>(IN_FLIGHT_PER_STREAM);
+        let cfg = &self.shared.config.ingest;
+        let reader = Reader {
+            shared: Arc::clone(&self.shared),
+            agent: agent.clone(),
+            group: group.into(),
+            ticket,
+            window: TimeWindow {
+                offline_allowance: cfg.offline_allowance,
+                clock_skew: cfg.clock_skew,
+            },
+            errors: out_tx.clone(),
+            pending: pending_tx,
+        };
+        tokio::spawn(reader.run(req.into_inner()).instrument(span.clone()));
 
         // Acknowledger: waits for each commit, in order, and acknowledges it.
+        let shared = Arc::clone(&self.shared);
         tokio::spawn(
             async move {
                 while let Some((up_to, rx)) = pending_rx.recv().await {
                     let ack = match rx.await {
-                        Ok(Ok(r)) => Ok(Ack {
-                            up_to_seq: up_to,
-                            stored: r.stored,
-                            duplicates: r.duplicates,
-                        }),
+                        Ok(Ok(r)) => {
+                            shared.admission.note_usage(&agent, store::now_us(), r.day_bytes);
+                            Ok(Ack {
+                                up_to_seq: up_to,
+                                stored: r.stored,
+                                duplicates: r.duplicates,
+                            })
+                        }
                         Ok(Err(e)) => Err(Status::unavailable(format!(
                             "collector could not store the batch: {e}"
                         ))),

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod accounts;
+pub mod admission;
 pub mod alerts;
 pub mod audit;
 pub mod cli;
@@ -11,6 +12,7 @@ pub mod config;
 pub mod console;
 pub mod dryrun;
 pub mod enroll;
+pub mod event_time;
 pub mod housekeeping;
 pub mod identity;
 pub mod ingest;

@@ -550,6 +550,7 @@ mod tests {
         let tx = conn.transaction().unwrap();
         let e = Event {
             truncated: Vec::new(),
+            device_time_us: 0,
             seq,
             observed_at_us: at,
             hostname: "pc1".into(),
@@ -985,6 +986,7 @@ mod tests {
         for seq in 0..1_000_000u64 {
             let e = Event {
                 truncated: Vec::new(),
+                device_time_us: 0,
                 seq,
                 observed_at_us: NOW - 200 * DAY_US + seq as i64 * 20_000_000,
                 hostname: "pc1".into(),

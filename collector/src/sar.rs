@@ -387,6 +387,7 @@ pub(crate) mod tests {
         let tx = conn.transaction().unwrap();
         let e = Event {
             truncated: Vec::new(),
+            device_time_us: 0,
             seq,
             observed_at_us: 1_700_000_000_000_000 + seq as i64,
             hostname: "pc1".into(),
@@ -617,6 +618,7 @@ pub(crate) mod tests {
             };
             let e = Event {
                 truncated: Vec::new(),
+                device_time_us: 0,
                 seq,
                 observed_at_us: 1_700_000_000_000_000 + seq as i64 * 1000,
                 hostname: format!("pc{}", seq % 300),

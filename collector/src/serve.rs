@@ -1,6 +1,7 @@
 //! `serve`: the gRPC ingest (mTLS) and the HTTP endpoint, with their background tasks.
 
-use crate::committer::Committer;
+use crate::admission::Admission;
+use crate::committer::{CommitLimits, Committer};
 use crate::config::CollectorConfig;
 use crate::enroll::EnrollmentService;
 use crate::identity::Revocations;
@@ -61,7 +62,10 @@ pub async fn run(data_dir: &Path, opts: ServeOptions) -> anyhow::Result<()> {
     let (committer, _committer_thread) = Committer::spawn(
         write_conn,
         Arc::clone(&policy),
-        config.ingest.max_commit_events,
+        CommitLimits {
+            events: config.ingest.max_commit_events,
+            bytes: config.ingest.max_commit_mib * 1024 * 1024,
+        },
     )?;
 
     let read = |p: std::path::PathBuf| {
@@ -82,6 +86,7 @@ pub async fn run(data_dir: &Path, opts: ServeOptions) -> anyhow::Result<()> {
         ca,
         admin_db: Mutex::new(admin_conn),
         committer,
+        admission: Admission::new(&config.ingest, &config.quotas),
         policy,
         revocations,
         health: Mutex::new(Default::default()),

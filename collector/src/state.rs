@@ -1,5 +1,6 @@
 //! What the running collector's services share.
 
+use crate::admission::Admission;
 use crate::committer::Committer;
 use crate::config::CollectorConfig;
 use crate::identity::Revocations;
@@ -18,6 +19,8 @@ pub struct Shared {
     /// Short administrative writes (enrolment, renewal, health); the committer has its own.
     pub admin_db: Mutex<Connection>,
     pub committer: Committer,
+    /// Per-agent fairness in front of the committer: one stream, byte budgets, quotas.
+    pub admission: Arc<Admission>,
     pub policy: Arc<ArcSwap<Policy>>,
     pub revocations: Revocations,
     /// Latest heartbeat per agent, written to the database every few seconds in one go.

@@ -230,6 +230,7 @@ pub fn enforce(event: &mut Event) -> bool {
             hostname: std::mem::take(&mut event.hostname),
             user: std::mem::take(&mut event.user),
             truncated: Vec::new(),
+            device_time_us: 0,
             kind: Some(Kind::Gap(Gap {
                 source: kind_name.into(),
                 reason: format!(

@@ -13,6 +13,7 @@ use std::time::Duration;
 fn process(seq: u64, name: &str, user: &str) -> Event {
     Event {
         truncated: Vec::new(),
+        device_time_us: 0,
         seq,
         observed_at_us: now_us(),
         hostname: "ict-07".into(),
@@ -342,6 +343,7 @@ fn search(seq: u64, terms: &str) -> Event {
     use invigilator_proto::v1::BrowsingVisit;
     Event {
         truncated: Vec::new(),
+        device_time_us: 0,
         seq,
         observed_at_us: now_us(),
         hostname: "ks2-lap-04".into(),

@@ -20,6 +20,7 @@ fn hostile_visit(seq: u64) -> Event {
     use invigilator_proto::v1::BrowsingVisit;
     Event {
         truncated: Vec::new(),
+        device_time_us: 0,
         seq,
         observed_at_us: now_us(),
         hostname: "staff-lap-02".into(),
@@ -37,6 +38,7 @@ fn hostile_visit(seq: u64) -> Event {
 fn tor(seq: u64, user: &str) -> Event {
     Event {
         truncated: Vec::new(),
+        device_time_us: 0,
         seq,
         observed_at_us: now_us(),
         hostname: HOSTILE_HOST.into(),

@@ -13,6 +13,7 @@ const BATCH: u64 = 250;
 fn tor(seq: u64) -> Event {
     Event {
         truncated: Vec::new(),
+        device_time_us: 0,
         seq,
         observed_at_us: now_us(),
         hostname: "ict-07".into(),

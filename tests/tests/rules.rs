@@ -17,6 +17,7 @@ fn send(c: &Collector, agent: &Agent, first_seq: u64, host: &str, kinds: Vec<Kin
             };
             Event {
                 truncated: Vec::new(),
+                device_time_us: 0,
                 seq: first_seq + i as u64,
                 observed_at_us: now_us(),
                 hostname: host.into(),

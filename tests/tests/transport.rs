@@ -37,6 +37,7 @@ fn event(seq: u64, argv: Vec<String>) -> Event {
         hostname: "h".into(),
         user: "u".into(),
         truncated: vec![],
+        device_time_us: 0,
         kind: Some(Kind::Process(ProcessExec {
             pid: 1,
             name: "x".into(),

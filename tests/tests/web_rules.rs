@@ -11,6 +11,7 @@ use std::time::Duration;
 fn visit(seq: u64, url: &str, title: &str, search: &str) -> Event {
     Event {
         truncated: Vec::new(),
+        device_time_us: 0,
         seq,
         observed_at_us: now_us(),
         hostname: "ict-03".into(),

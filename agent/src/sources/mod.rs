@@ -99,6 +99,7 @@ pub fn observed(hostname: &str, user: String, kind: invigilator_proto::v1::event
         hostname: hostname.to_owned(),
         user,
         truncated: Vec::new(),
+        device_time_us: 0,
         kind: Some(kind),
     }
 }

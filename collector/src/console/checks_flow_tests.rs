@@ -51,6 +51,7 @@ fn app() -> App {
     let tx = conn.transaction().unwrap();
     let visit = Event {
         truncated: Vec::new(),
+        device_time_us: 0,
         seq: 1,
         observed_at_us: T0,
         hostname: "staff-lt1".into(),

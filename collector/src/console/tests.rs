@@ -50,6 +50,7 @@ impl Harness {
         let tx = conn.transaction().unwrap();
         let event = Event {
             truncated: Vec::new(),
+            device_time_us: 0,
             seq,
             observed_at_us: 1_000_000,
             hostname: "ict-01".into(),

@@ -11,6 +11,7 @@ const AFTER_SCHOOL_US: i64 = LESSON_US + 6 * 3600 * 1_000_000 + 30 * 60 * 1_000_
 fn exec(exe: &str, name: &str, argv: &[&str]) -> Event {
     Event {
         truncated: Vec::new(),
+        device_time_us: 0,
         seq: 7,
         observed_at_us: LESSON_US,
         hostname: "ict-01".into(),
@@ -289,6 +290,7 @@ fn policy_with_lists() -> (tempfile::TempDir, Policy) {
 fn visit(url: &str, title: &str, search: &str, at_us: i64) -> Event {
     Event {
         truncated: Vec::new(),
+        device_time_us: 0,
         seq: 11,
         observed_at_us: at_us,
         hostname: "ict-01".into(),

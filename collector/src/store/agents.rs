@@ -100,6 +100,17 @@ pub fn active_group(conn: &Connection, agent_id: &str) -> Result<Option<String>>
         .optional()?)
 }
 
+/// The host name the agent last reported.
+pub fn hostname(conn: &Connection, agent_id: &str) -> Result<Option<String>> {
+    Ok(conn
+        .query_row(
+            "SELECT hostname FROM agents WHERE agent_id = ?1",
+            [agent_id],
+            |r| r.get(0),
+        )
+        .optional()?)
+}
+
 /// Every agent id that is not allowed in: revoked ones.
 pub fn revoked_ids(conn: &Connection) -> Result<Vec<String>> {
     let mut stmt =

@@ -29,6 +29,7 @@ fn enrol(conn: &Connection, id: &str, group: &str, host: &str) {
 fn event(seq: u64, at: i64, host: &str, user: &str, kind: Kind) -> Event {
     Event {
         truncated: Vec::new(),
+        device_time_us: 0,
         seq,
         observed_at_us: at,
         hostname: host.into(),

@@ -12,6 +12,8 @@ pub struct StoredBatch {
     pub stored: u32,
     pub duplicates: u32,
     pub alerts: u32,
+    /// The agent's stored bytes for the day, this batch included (its daily quota).
+    pub day_bytes: u64,
 }
 
 /// Inserts one event; false if it was already stored (a resend after a lost acknowledgement).
@@ -95,11 +97,17 @@ fn details(event: &Event) -> serde_json::Map<String, serde_json::Value> {
     if !event.truncated.is_empty() {
         map.insert("truncated".into(), event.truncated.clone().into());
     }
+    // The device claimed a time outside the accepted window; observed_at is the clamped one.
+    if event.device_time_us != 0 {
+        let claimed = match chrono::DateTime::from_timestamp_micros(event.device_time_us) {
+            Some(t) => t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            None => format!("{} µs since 1970 (no representable date)", event.device_time_us),
+        };
+        map.insert("device_time".into(), claimed.into());
+    }
     map
 }
 
-/// Every stored event since `since_us` (all when None), in the order it was stored, with the
-/// enrolment group of its agent.
 /// An agent's events from `seq - before` to `seq + after` (what the device was doing around an
 /// alert), found through the (agent_id, seq) key.
 pub fn around(
@@ -205,6 +213,7 @@ mod tests {
     fn ev(seq: u64) -> Event {
         Event {
             truncated: Vec::new(),
+            device_time_us: 0,
             seq,
             observed_at_us: 1_700_000_000_000_000 + seq as i64,
             hostname: "pc1".into(),

@@ -12,6 +12,7 @@ use std::time::Duration;
 pub mod agents;
 pub mod alerts;
 pub mod checks;
+pub mod delivery;
 pub mod events;
 pub mod incidents;
 pub mod reports;
@@ -154,6 +155,10 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     // Triage (console): who has it, and when its status last changed.
     ("alerts", "assigned_to", "TEXT"),
     ("alerts", "updated_at", "INTEGER"),
+    // Delivery progress, for the "agent stalled" alert: the highest sequence committed, when.
+    ("agents", "acked_seq", "INTEGER NOT NULL DEFAULT 0"),
+    ("agents", "acked_at", "INTEGER"),
+    ("agents", "stalled_alerted", "INTEGER NOT NULL DEFAULT 0"),
 ];
 
 fn migrate(conn: &Connection) -> rusqlite::Result<()> {

@@ -30,7 +30,18 @@ CREATE TABLE IF NOT EXISTS agents (
     last_seq        INTEGER NOT NULL DEFAULT 0,
     process_source  TEXT NOT NULL DEFAULT '',
     silent_alerted  INTEGER NOT NULL DEFAULT 0
+    -- later columns are added by store::migrate, so older files gain them too
 );
+
+-- What each agent added to the store per UTC day: the daily quota is counted here, not in one
+-- collector's memory, so it holds when several collectors share the database.
+CREATE TABLE IF NOT EXISTS agent_usage (
+    agent_id  TEXT NOT NULL,
+    day       INTEGER NOT NULL,         -- days since the Unix epoch, UTC
+    bytes     INTEGER NOT NULL,
+    events    INTEGER NOT NULL,
+    PRIMARY KEY (agent_id, day)
+) WITHOUT ROWID;
 
 CREATE TABLE IF NOT EXISTS events (
     id           INTEGER PRIMARY KEY,

@@ -212,6 +212,7 @@ fn event(seq: u64, i: u64, alert: bool) -> Event {
             argv_bytes: 0,
         })),
         truncated: vec![],
+        device_time_us: 0,
     }
 }
 

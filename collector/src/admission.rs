@@ -1,0 +1,302 @@
+//! Admission: what stands between an agent's event stream and the committer, so that one device
+//! (rogue, compromised, or merely broken) cannot starve the others.
+//!
+//! - One live stream per agent. The newest wins: a new stream ends the older one, so a half-open
+//!   connection never locks its agent out, and parallel streams cannot multiply its share.
+//! - Bytes, not batches, are what wait for the committer: all agents together may hold
+//!   `ingest.max_pending_mib`, one agent `ingest.max_pending_mib_per_agent`. A stream waits for
+//!   room before it reads its next message; tokio's semaphore serves waiters in order.
+//! - Per-agent quotas: a sustained rate with a burst (token bucket), and a daily volume counted
+//!   in the database. Over a quota the stream stops reading: nothing is acknowledged, so the agent
+//!   keeps its events and nothing is lost. The first hit of each kind in a day raises an alert.
+
+use crate::config::{IngestConfig, QuotaConfig};
+use crate::store::delivery;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+
+const MIB: u64 = 1024 * 1024;
+
+/// Why an agent's stream is being held back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Limit {
+    Rate,
+    Daily,
+}
+
+impl Limit {
+    pub fn name(self) -> &'static str {
+        match self {
+            Limit::Rate => "rate",
+            Limit::Daily => "daily",
+        }
+    }
+}
+
+pub struct Admission {
+    quotas: QuotaConfig,
+    per_stream_bytes: u32,
+    pending: Arc<Semaphore>,
+    pending_bytes: u32,
+    agents: Mutex<HashMap<Arc<str>, AgentState>>,
+    next_stream: AtomicU64,
+}
+
+struct AgentState {
+    live: Option<(u64, oneshot::Sender<()>)>,
+    tokens: f64,
+    refilled: Instant,
+    /// Today's stored bytes as the last commit reported them, and which day that was.
+    day: i64,
+    used: u64,
+    /// The day each limit last raised an alert.
+    alerted: HashMap<Limit, i64>,
+}
+
+/// One stream's registration. Dropping it (the stream ended) forgets it, unless a newer stream
+/// of the same agent has taken its place.
+pub struct Ticket {
+    admission: Arc<Admission>,
+    agent: Arc<str>,
+    id: u64,
+    /// Fires when a newer stream of the same agent opens.
+    pub superseded: oneshot::Receiver<()>,
+    share: Share,
+}
+
+/// A stream's share of the bytes waiting for the committer.
+#[derive(Clone)]
+pub struct Share(Arc<Semaphore>);
+
+impl Ticket {
+    pub fn share(&self) -> Share {
+        self.share.clone()
+    }
+}
+
+/// Room for one batch in front of the committer; released when the commit is done.
+pub struct Room {
+    _stream: OwnedSemaphorePermit,
+    _all: OwnedSemaphorePermit,
+}
+
+impl Admission {
+    pub fn new(ingest: &IngestConfig, quotas: &QuotaConfig) -> Arc<Self> {
+        let bytes = |mib: usize| (mib as u64 * MIB).min(u32::MAX as u64) as u32;
+        let pending_bytes = bytes(ingest.max_pending_mib);
+        Arc::new(Self {
+            quotas: quotas.clone(),
+            per_stream_bytes: bytes(ingest.max_pending_mib_per_agent),
+            pending: Arc::new(Semaphore::new(pending_bytes as usize)),
+            pending_bytes,
+            agents: Mutex::new(HashMap::new()),
+            next_stream: AtomicU64::new(1),
+        })
+    }
+
+    fn state<R>(&self, agent: &Arc<str>, f: impl FnOnce(&mut AgentState) -> R) -> R {
+        let mut map = self.agents.lock().unwrap_or_else(|p| p.into_inner());
+        let burst = (self.quotas.burst_mib * MIB) as f64;
+        let state = map.entry(agent.clone()).or_insert_with(|| AgentState {
+            live: None,
+            tokens: burst,
+            refilled: Instant::now(),
+            day: i64::MIN,
+            used: 0,
+            alerted: HashMap::new(),
+        });
+        f(state)
+    }
+
+    /// Registers a new stream for `agent`, ending the one it had.
+    pub fn open(self: &Arc<Self>, agent: &Arc<str>) -> Ticket {
+        let id = self.next_stream.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        let older = self.state(agent, |s| s.live.replace((id, tx)));
+        if let Some((_, end)) = older {
+            tracing::info!(agent_id = %agent, "a newer stream replaces this agent's open one");
+            let _ = end.send(());
+        }
+        Ticket {
+            admission: Arc::clone(self),
+            agent: agent.clone(),
+            id,
+            superseded: rx,
+            share: Share(Arc::new(Semaphore::new(self.per_stream_bytes as usize))),
+        }
+    }
+
+    /// Takes `bytes` from the agent's rate allowance; the time to wait first if it overdrew.
+    /// A batch always fits a full bucket (burst ≥ the largest message), so waiting suffices.
+    pub fn charge(&self, agent: &Arc<str>, bytes: u64) -> Option<Duration> {
+        let rate = (self.quotas.rate_mib_per_minute * MIB) as f64 / 60.0;
+        let burst = (self.quotas.burst_mib * MIB) as f64;
+        self.state(agent, |s| {
+            let now = Instant::now();
+            let elapsed = now.duration_since(s.refilled).as_secs_f64();
+            s.tokens = (s.tokens + elapsed * rate).min(burst);
+            s.refilled = now;
+            s.tokens -= bytes as f64;
+            (s.tokens < 0.0).then(|| Duration::from_secs_f64(-s.tokens / rate))
+        })
+    }
+
+    /// The daily allowance in bytes.
+    pub fn daily_bytes(&self) -> u64 {
+        self.quotas.daily_mib.saturating_mul(MIB)
+    }
+
+    /// Notes the agent's stored bytes for the day of `now_us`, as a commit or the store said.
+    pub fn note_usage(&self, agent: &Arc<str>, now_us: i64, used: u64) {
+        let day = delivery::day_of(now_us);
+        self.state(agent, |s| {
+            if day >= s.day {
+                s.day = day;
+                s.used = used;
+            }
+        });
+    }
+
+    /// True when the agent has used its daily allowance, as far as this collector knows.
+    /// None when it does not know today's figure yet.
+    pub fn over_daily(&self, agent: &Arc<str>, now_us: i64) -> Option<bool> {
+        let day = delivery::day_of(now_us);
+        let limit = self.daily_bytes();
+        self.state(agent, |s| (s.day == day).then_some(s.used >= limit))
+    }
+
+    /// True the first time in a UTC day that `limit` holds the agent back.
+    pub fn first_hit_today(&self, agent: &Arc<str>, limit: Limit, now_us: i64) -> bool {
+        let day = delivery::day_of(now_us);
+        self.state(agent, |s| s.alerted.insert(limit, day) != Some(day))
+    }
+
+    /// Waits for room for `bytes` in front of the committer: first within the stream's share,
+    /// then within everyone's.
+    pub async fn room(&self, share: Share, bytes: usize) -> Option<Room> {
+        let stream_bytes = bytes.clamp(1, self.per_stream_bytes as usize) as u32;
+        let all_bytes = bytes.clamp(1, self.pending_bytes as usize) as u32;
+        let stream = share
+            .0
+            .acquire_many_owned(stream_bytes)
+            .await
+            .ok()?;
+        let all = Arc::clone(&self.pending)
+            .acquire_many_owned(all_bytes)
+            .await
+            .ok()?;
+        Some(Room {
+            _stream: stream,
+            _all: all,
+        })
+    }
+
+    /// Bytes currently waiting for the committer, all agents together.
+    pub fn pending_bytes(&self) -> usize {
+        self.pending_bytes as usize - self.pending.available_permits()
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        let id = self.id;
+        self.admission.state(&self.agent, |s| {
+            if s.live.as_ref().is_some_and(|(live, _)| *live == id) {
+                s.live = None;
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn admission(rate: u64, burst: u64, pending: usize, per_agent: usize) -> Arc<Admission> {
+        let ingest = IngestConfig {
+            max_pending_mib: pending,
+            max_pending_mib_per_agent: per_agent,
+            ..Default::default()
+        };
+        let quotas = QuotaConfig {
+            rate_mib_per_minute: rate,
+            burst_mib: burst,
+            daily_mib: 1,
+        };
+        Admission::new(&ingest, &quotas)
+    }
+
+    #[tokio::test]
+    async fn the_newest_stream_wins() {
+        let a = admission(1, 4, 8, 4);
+        let agent: Arc<str> = "a".into();
+        let mut first = a.open(&agent);
+        let mut second = a.open(&agent);
+        assert!(first.superseded.try_recv().is_ok(), "the older stream is told to end");
+        // The older one ending must not unregister the newer.
+        drop(first);
+        let third = a.open(&agent);
+        assert!(second.superseded.try_recv().is_ok());
+        drop(third);
+        let other: Arc<str> = "b".into();
+        let mut unrelated = a.open(&other);
+        assert!(unrelated.superseded.try_recv().is_err());
+    }
+
+    #[test]
+    fn the_rate_allows_a_burst_then_asks_for_waits() {
+        let a = admission(60, 4, 8, 4); // 1 MiB/s, 4 MiB burst
+        let agent: Arc<str> = "a".into();
+        for _ in 0..4 {
+            assert_eq!(a.charge(&agent, MIB), None);
+        }
+        let wait = a.charge(&agent, MIB).expect("the burst is spent");
+        assert!(
+            wait > Duration::from_millis(900) && wait <= Duration::from_secs(1),
+            "{wait:?}"
+        );
+        let other: Arc<str> = "b".into();
+        assert_eq!(a.charge(&other, MIB), None, "quotas are per agent");
+    }
+
+    #[test]
+    fn the_daily_allowance_follows_the_store_and_alerts_once_a_day() {
+        let a = admission(1, 4, 8, 4);
+        let agent: Arc<str> = "a".into();
+        let day = 20_000 * 86_400_000_000;
+        assert_eq!(a.over_daily(&agent, day), None, "unknown until the store says");
+        a.note_usage(&agent, day, MIB - 1);
+        assert_eq!(a.over_daily(&agent, day), Some(false));
+        a.note_usage(&agent, day, MIB);
+        assert_eq!(a.over_daily(&agent, day), Some(true));
+        assert_eq!(a.over_daily(&agent, day + 86_400_000_000), None);
+        assert!(a.first_hit_today(&agent, Limit::Daily, day));
+        assert!(!a.first_hit_today(&agent, Limit::Daily, day + 1));
+        assert!(a.first_hit_today(&agent, Limit::Rate, day));
+        assert!(a.first_hit_today(&agent, Limit::Daily, day + 86_400_000_000));
+    }
+
+    #[tokio::test]
+    async fn one_agent_cannot_hold_more_than_its_share() {
+        let a = admission(1, 4, 8, 4);
+        let (x, y): (Arc<str>, Arc<str>) = ("x".into(), "y".into());
+        let (tx, ty) = (a.open(&x), a.open(&y));
+        let held = a.room(tx.share(), 4 * MIB as usize).await.unwrap();
+        assert_eq!(a.pending_bytes(), 4 * MIB as usize);
+        // x's share is full: its next batch waits ...
+        let blocked = tokio::time::timeout(Duration::from_millis(50), a.room(tx.share(), 1)).await;
+        assert!(blocked.is_err());
+        // ... while y still gets room at once.
+        let other = tokio::time::timeout(Duration::from_millis(50), a.room(ty.share(), 2 * MIB as usize))
+            .await
+            .expect("another agent is not held up")
+            .unwrap();
+        drop((held, other));
+        assert_eq!(a.pending_bytes(), 0);
+        // A batch larger than the share still gets in, alone.
+        assert!(a.room(tx.share(), 64 * MIB as usize).await.is_some());
+    }
+}

@@ -1,0 +1,212 @@
+//! Delivery progress per agent: what it added to the store each day (the daily quota) and how far
+//! its acknowledged sequence has come (the "agent stalled" alert). Both live in the database, so
+//! they hold when several collectors share it.
+
+use super::Result;
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+
+const DAY_US: i64 = 86_400_000_000;
+
+/// Days since the Unix epoch (UTC) of a time in microseconds.
+pub fn day_of(us: i64) -> i64 {
+    us.div_euclid(DAY_US)
+}
+
+/// The start of the UTC day after the one `us` falls in.
+pub fn next_day_us(us: i64) -> i64 {
+    (day_of(us) + 1) * DAY_US
+}
+
+/// One agent's share of a commit.
+pub struct Committed<'a> {
+    pub agent_id: &'a str,
+    pub at_us: i64,
+    /// Encoded size and number of the events newly stored (not the duplicates).
+    pub bytes: u64,
+    pub events: u64,
+    /// The highest sequence in the batch: everything up to it is now acknowledged.
+    pub up_to_seq: u64,
+}
+
+/// Adds a commit to the agent's usage for the day and moves its acknowledged sequence on;
+/// returns the agent's total bytes for the day, this commit included.
+pub fn record(tx: &Transaction<'_>, c: &Committed<'_>) -> Result<u64> {
+    let total: i64 = tx
+        .prepare_cached(
+            "INSERT INTO agent_usage(agent_id, day, bytes, events) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(agent_id, day) DO UPDATE
+               SET bytes = bytes + excluded.bytes, events = events + excluded.events
+             RETURNING bytes",
+        )?
+        .query_row(
+            params![
+                c.agent_id,
+                day_of(c.at_us),
+                c.bytes as i64,
+                c.events as i64
+            ],
+            |r| r.get(0),
+        )?;
+    tx.prepare_cached(
+        "UPDATE agents SET acked_seq = MAX(acked_seq, ?2), acked_at = ?3, stalled_alerted = 0
+         WHERE agent_id = ?1",
+    )?
+    .execute(params![c.agent_id, c.up_to_seq.min(i64::MAX as u64) as i64, c.at_us])?;
+    Ok(total.max(0) as u64)
+}
+
+/// Bytes the agent has added to the store on the UTC day of `now_us`.
+pub fn used_on_day(conn: &Connection, agent_id: &str, now_us: i64) -> Result<u64> {
+    let bytes: Option<i64> = conn
+        .prepare_cached("SELECT bytes FROM agent_usage WHERE agent_id = ?1 AND day = ?2")?
+        .query_row(params![agent_id, day_of(now_us)], |r| r.get(0))
+        .optional()?;
+    Ok(bytes.unwrap_or(0).max(0) as u64)
+}
+
+/// An agent that is heard from but whose events are not getting through.
+#[derive(Debug, Clone)]
+pub struct Stalled {
+    pub agent_id: String,
+    pub hostname: String,
+    pub acked_seq: u64,
+    pub last_seq: u64,
+    pub spool_depth: u64,
+    /// When its acknowledged sequence last moved; None if it never did.
+    pub acked_at_us: Option<i64>,
+}
+
+/// Agents heard from since `heard_since_us`, with events in their spool beyond what has been
+/// acknowledged, whose acknowledged sequence has not moved since `progress_before_us`; marks
+/// them alerted (the next commit for the agent clears the mark).
+pub fn take_newly_stalled(
+    conn: &mut Connection,
+    heard_since_us: i64,
+    progress_before_us: i64,
+) -> Result<Vec<Stalled>> {
+    let tx = conn.transaction()?;
+    let rows = {
+        let mut stmt = tx.prepare(
+            "SELECT agent_id, hostname, acked_seq, last_seq, spool_depth, acked_at FROM agents
+             WHERE revoked_at IS NULL AND stalled_alerted = 0 AND last_seen >= ?1
+               AND spool_depth > 0 AND last_seq > acked_seq
+               AND COALESCE(acked_at, enrolled_at) < ?2",
+        )?;
+        stmt.query_map(params![heard_since_us, progress_before_us], |r| {
+            Ok(Stalled {
+                agent_id: r.get(0)?,
+                hostname: r.get(1)?,
+                acked_seq: r.get::<_, i64>(2)?.max(0) as u64,
+                last_seq: r.get::<_, i64>(3)?.max(0) as u64,
+                spool_depth: r.get::<_, i64>(4)?.max(0) as u64,
+                acked_at_us: r.get(5)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?
+    };
+    for s in &rows {
+        tx.execute(
+            "UPDATE agents SET stalled_alerted = 1 WHERE agent_id = ?1",
+            [&s.agent_id],
+        )?;
+    }
+    tx.commit()?;
+    Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{self, AgentHealth, NewAgent, agents};
+
+    fn enrol(conn: &Connection, id: &str) {
+        agents::insert_agent(
+            conn,
+            &NewAgent {
+                agent_id: id,
+                group: "default",
+                hostname: "pc-1",
+                os: "Linux",
+                agent_version: "0",
+                cert_serial: "01",
+                cert_not_after_us: i64::MAX,
+            },
+        )
+        .unwrap();
+    }
+
+    fn heartbeat(conn: &mut Connection, id: &str, at: i64, spool_depth: u64, last_seq: u64) {
+        let h = AgentHealth {
+            last_seen_us: at,
+            hostname: "pc-1".into(),
+            spool_depth,
+            last_seq,
+            ..Default::default()
+        };
+        agents::write_health(conn, [(&id.to_owned(), &h)]).unwrap();
+    }
+
+    fn commit(conn: &mut Connection, id: &str, at: i64, bytes: u64, up_to: u64) -> u64 {
+        let tx = conn.transaction().unwrap();
+        let total = record(
+            &tx,
+            &Committed {
+                agent_id: id,
+                at_us: at,
+                bytes,
+                events: 1,
+                up_to_seq: up_to,
+            },
+        )
+        .unwrap();
+        tx.commit().unwrap();
+        total
+    }
+
+    #[test]
+    fn usage_adds_up_per_utc_day() {
+        let (_d, mut conn) = store::test_db();
+        enrol(&conn, "a");
+        let day2 = 20_000 * DAY_US;
+        assert_eq!(commit(&mut conn, "a", day2 - 1, 100, 1), 100);
+        assert_eq!(commit(&mut conn, "a", day2, 40, 2), 40);
+        assert_eq!(commit(&mut conn, "a", day2 + 5, 2, 3), 42);
+        assert_eq!(used_on_day(&conn, "a", day2 + DAY_US - 1).unwrap(), 42);
+        assert_eq!(used_on_day(&conn, "a", day2 - 1).unwrap(), 100);
+        assert_eq!(used_on_day(&conn, "b", day2).unwrap(), 0);
+        assert_eq!(next_day_us(day2 + 5), day2 + DAY_US);
+        assert_eq!(day_of(-1), -1);
+    }
+
+    #[test]
+    fn stalled_means_heard_from_with_a_backlog_and_no_progress() {
+        let (_d, mut conn) = store::test_db();
+        let now = store::now_us();
+        for id in ["stuck", "idle", "moving", "gone"] {
+            enrol(&conn, id);
+        }
+        let long_ago = now - 3_600_000_000;
+        commit(&mut conn, "stuck", long_ago, 1, 10);
+        heartbeat(&mut conn, "stuck", now, 50, 60);
+        commit(&mut conn, "idle", long_ago, 1, 10);
+        heartbeat(&mut conn, "idle", now, 0, 10);
+        commit(&mut conn, "moving", now, 1, 50);
+        heartbeat(&mut conn, "moving", now, 5, 55);
+        commit(&mut conn, "gone", long_ago, 1, 10);
+        heartbeat(&mut conn, "gone", long_ago, 50, 60);
+        // Enrolment counts as contact; this one has not been heard from since.
+        conn.execute("UPDATE agents SET last_seen = ?1 WHERE agent_id = 'gone'", [long_ago])
+            .unwrap();
+
+        let cutoff = now - 600_000_000;
+        let stalled = take_newly_stalled(&mut conn, cutoff, cutoff).unwrap();
+        let ids: Vec<_> = stalled.iter().map(|s| s.agent_id.as_str()).collect();
+        assert_eq!(ids, ["stuck"]);
+        assert_eq!((stalled[0].acked_seq, stalled[0].last_seq), (10, 60));
+        // Once per stall ...
+        assert!(take_newly_stalled(&mut conn, cutoff, cutoff).unwrap().is_empty());
+        // ... and a commit re-arms it.
+        commit(&mut conn, "stuck", long_ago + 1, 1, 11);
+        assert_eq!(take_newly_stalled(&mut conn, cutoff, cutoff).unwrap().len(), 1);
+    }
+}
