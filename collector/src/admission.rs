@@ -2,7 +2,9 @@
 //! (rogue, compromised, or merely broken) cannot starve the others.
 //!
 //! - One live stream per agent. The newest wins: a new stream ends the older one, so a half-open
-//!   connection never locks its agent out, and parallel streams cannot multiply its share.
+//!   connection never locks its agent out, and parallel streams cannot multiply its share. New
+//!   streams are themselves rationed (`quotas.streams_per_minute`): an agent that keeps opening
+//!   them is refused rather than allowed to churn the collector's decoding without progress.
 //! - Bytes, not batches, are what wait for the committer: all agents together may hold
 //!   `ingest.max_pending_mib`, one agent `ingest.max_pending_mib_per_agent`. A stream waits for
 //!   room before it reads its next message; tokio's semaphore serves waiters in order.
@@ -25,6 +27,7 @@ const MIB: u64 = 1024 * 1024;
 pub enum Limit {
     Rate,
     Daily,
+    Streams,
 }
 
 impl Limit {
@@ -32,6 +35,7 @@ impl Limit {
         match self {
             Limit::Rate => "rate",
             Limit::Daily => "daily",
+            Limit::Streams => "stream",
         }
     }
 }
@@ -47,6 +51,8 @@ pub struct Admission {
 
 struct AgentState {
     live: Option<(u64, oneshot::Sender<()>)>,
+    opens: f64,
+    opened: Instant,
     tokens: f64,
     refilled: Instant,
     /// Today's stored bytes as the last commit reported them, and which day that was.
@@ -100,8 +106,11 @@ impl Admission {
     fn state<R>(&self, agent: &Arc<str>, f: impl FnOnce(&mut AgentState) -> R) -> R {
         let mut map = self.agents.lock().unwrap_or_else(|p| p.into_inner());
         let burst = (self.quotas.burst_mib * MIB) as f64;
+        let opens = self.quotas.streams_per_minute as f64;
         let state = map.entry(agent.clone()).or_insert_with(|| AgentState {
             live: None,
+            opens,
+            opened: Instant::now(),
             tokens: burst,
             refilled: Instant::now(),
             day: i64::MIN,
@@ -111,22 +120,35 @@ impl Admission {
         f(state)
     }
 
-    /// Registers a new stream for `agent`, ending the one it had.
-    pub fn open(self: &Arc<Self>, agent: &Arc<str>) -> Ticket {
+    /// Registers a new stream for `agent`, ending the one it had; None when the agent has
+    /// opened more streams in the last minute than its quota allows.
+    pub fn open(self: &Arc<Self>, agent: &Arc<str>) -> Option<Ticket> {
         let id = self.next_stream.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        let older = self.state(agent, |s| s.live.replace((id, tx)));
+        let per_minute = self.quotas.streams_per_minute as f64;
+        let older = self.state(agent, |s| {
+            let now = Instant::now();
+            let elapsed = now.duration_since(s.opened).as_secs_f64();
+            s.opens = (s.opens + elapsed * per_minute / 60.0).min(per_minute);
+            s.opened = now;
+            if s.opens < 1.0 {
+                return Err(());
+            }
+            s.opens -= 1.0;
+            Ok(s.live.replace((id, tx)))
+        });
+        let older = older.ok()?;
         if let Some((_, end)) = older {
             tracing::info!(agent_id = %agent, "a newer stream replaces this agent's open one");
             let _ = end.send(());
         }
-        Ticket {
+        Some(Ticket {
             admission: Arc::clone(self),
             agent: agent.clone(),
             id,
             superseded: rx,
             share: Share(Arc::new(Semaphore::new(self.per_stream_bytes as usize))),
-        }
+        })
     }
 
     /// Takes `bytes` from the agent's rate allowance; the time to wait first if it overdrew.
@@ -179,11 +201,7 @@ impl Admission {
     pub async fn room(&self, share: Share, bytes: usize) -> Option<Room> {
         let stream_bytes = bytes.clamp(1, self.per_stream_bytes as usize) as u32;
         let all_bytes = bytes.clamp(1, self.pending_bytes as usize) as u32;
-        let stream = share
-            .0
-            .acquire_many_owned(stream_bytes)
-            .await
-            .ok()?;
+        let stream = share.0.acquire_many_owned(stream_bytes).await.ok()?;
         let all = Arc::clone(&self.pending)
             .acquire_many_owned(all_bytes)
             .await
@@ -225,6 +243,7 @@ mod tests {
             rate_mib_per_minute: rate,
             burst_mib: burst,
             daily_mib: 1,
+            streams_per_minute: 3,
         };
         Admission::new(&ingest, &quotas)
     }
@@ -233,16 +252,21 @@ mod tests {
     async fn the_newest_stream_wins() {
         let a = admission(1, 4, 8, 4);
         let agent: Arc<str> = "a".into();
-        let mut first = a.open(&agent);
-        let mut second = a.open(&agent);
-        assert!(first.superseded.try_recv().is_ok(), "the older stream is told to end");
+        let mut first = a.open(&agent).unwrap();
+        let mut second = a.open(&agent).unwrap();
+        assert!(
+            first.superseded.try_recv().is_ok(),
+            "the older stream is told to end"
+        );
         // The older one ending must not unregister the newer.
         drop(first);
-        let third = a.open(&agent);
+        let third = a.open(&agent).unwrap();
         assert!(second.superseded.try_recv().is_ok());
+        // Three a minute: a fourth is refused, and does not end the live one.
+        assert!(a.open(&agent).is_none());
         drop(third);
         let other: Arc<str> = "b".into();
-        let mut unrelated = a.open(&other);
+        let mut unrelated = a.open(&other).unwrap();
         assert!(unrelated.superseded.try_recv().is_err());
     }
 
@@ -267,7 +291,11 @@ mod tests {
         let a = admission(1, 4, 8, 4);
         let agent: Arc<str> = "a".into();
         let day = 20_000 * 86_400_000_000;
-        assert_eq!(a.over_daily(&agent, day), None, "unknown until the store says");
+        assert_eq!(
+            a.over_daily(&agent, day),
+            None,
+            "unknown until the store says"
+        );
         a.note_usage(&agent, day, MIB - 1);
         assert_eq!(a.over_daily(&agent, day), Some(false));
         a.note_usage(&agent, day, MIB);
@@ -283,17 +311,20 @@ mod tests {
     async fn one_agent_cannot_hold_more_than_its_share() {
         let a = admission(1, 4, 8, 4);
         let (x, y): (Arc<str>, Arc<str>) = ("x".into(), "y".into());
-        let (tx, ty) = (a.open(&x), a.open(&y));
+        let (tx, ty) = (a.open(&x).unwrap(), a.open(&y).unwrap());
         let held = a.room(tx.share(), 4 * MIB as usize).await.unwrap();
         assert_eq!(a.pending_bytes(), 4 * MIB as usize);
         // x's share is full: its next batch waits ...
         let blocked = tokio::time::timeout(Duration::from_millis(50), a.room(tx.share(), 1)).await;
         assert!(blocked.is_err());
         // ... while y still gets room at once.
-        let other = tokio::time::timeout(Duration::from_millis(50), a.room(ty.share(), 2 * MIB as usize))
-            .await
-            .expect("another agent is not held up")
-            .unwrap();
+        let other = tokio::time::timeout(
+            Duration::from_millis(50),
+            a.room(ty.share(), 2 * MIB as usize),
+        )
+        .await
+        .expect("another agent is not held up")
+        .unwrap();
         drop((held, other));
         assert_eq!(a.pending_bytes(), 0);
         // A batch larger than the share still gets in, alone.

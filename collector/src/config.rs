@@ -142,6 +142,9 @@ pub struct QuotaConfig {
     /// Events one agent may add to the store in one UTC day, in MiB. Counted in the database,
     /// so it holds when several collectors share one.
     pub daily_mib: u64,
+    /// New event streams one agent may open per minute (bursts up to the same number). An
+    /// agent reconnects with back-off; one that keeps opening streams is refused.
+    pub streams_per_minute: u32,
 }
 
 impl Default for QuotaConfig {
@@ -150,6 +153,7 @@ impl Default for QuotaConfig {
             rate_mib_per_minute: 16,
             burst_mib: 64,
             daily_mib: 256,
+            streams_per_minute: 12,
         }
     }
 }
@@ -232,20 +236,32 @@ impl CollectorConfig {
         }
         let i = &self.ingest;
         if !(1..=1024).contains(&i.max_commit_mib) || !(4..=4096).contains(&i.max_pending_mib) {
-            return Err("ingest.max_commit_mib must be 1..=1024 and ingest.max_pending_mib 4..=4096".into());
+            return Err(
+                "ingest.max_commit_mib must be 1..=1024 and ingest.max_pending_mib 4..=4096".into(),
+            );
         }
         if !(4..=i.max_pending_mib).contains(&i.max_pending_mib_per_agent) {
             return Err("ingest.max_pending_mib_per_agent must be at least 4 (one largest batch) and at most ingest.max_pending_mib".into());
         }
-        if i.clock_skew < Duration::from_secs(1) || i.offline_allowance < Duration::from_secs(3600) {
-            return Err("ingest.clock_skew must be at least 1s and ingest.offline_allowance at least 1h".into());
+        if i.clock_skew < Duration::from_secs(1) || i.offline_allowance < Duration::from_secs(3600)
+        {
+            return Err(
+                "ingest.clock_skew must be at least 1s and ingest.offline_allowance at least 1h"
+                    .into(),
+            );
         }
         let q = &self.quotas;
-        if q.rate_mib_per_minute == 0 || q.burst_mib < 4 || q.daily_mib == 0 {
-            return Err("quotas.rate_mib_per_minute and quotas.daily_mib must be above zero, quotas.burst_mib at least 4 (one largest batch)".into());
+        if q.rate_mib_per_minute == 0
+            || q.burst_mib < 4
+            || q.daily_mib == 0
+            || q.streams_per_minute < 2
+        {
+            return Err("quotas.rate_mib_per_minute and quotas.daily_mib must be above zero, quotas.burst_mib at least 4 (one largest batch), quotas.streams_per_minute at least 2".into());
         }
         if self.agents.stalled_after < self.agents.silent_check_interval {
-            return Err("agents.stalled_after must be at least agents.silent_check_interval".into());
+            return Err(
+                "agents.stalled_after must be at least agents.silent_check_interval".into(),
+            );
         }
         self.lists.validate()?;
         self.retention.validate()?;

@@ -8,12 +8,12 @@ use crate::event_time::TimeWindow;
 use crate::identity;
 use crate::state::Shared;
 use crate::store::{self, delivery};
-use prost::Message;
 use invigilator_proto::MAX_BATCH_EVENTS;
 use invigilator_proto::v1::{
     Ack, EventBatch, HeartbeatRequest, HeartbeatResponse, RenewRequest, RenewResponse,
     telemetry_server::Telemetry,
 };
+use prost::Message;
 use std::pin::Pin;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
@@ -152,12 +152,21 @@ impl Reader {
                 moved += usize::from(self.window.apply(event, received));
             }
             if moved > 0 {
-                tracing::warn!(events = moved, "event times outside the accepted window were clamped");
+                tracing::warn!(
+                    events = moved,
+                    "event times outside the accepted window were clamped"
+                );
             }
             let bytes: usize = batch.events.iter().map(|e| e.encoded_len()).sum();
             if let Some(wait) = self.shared.admission.charge(&self.agent, bytes as u64) {
-                self.limited(Limit::Rate, format!("over {} MiB a minute", self.shared.config.quotas.rate_mib_per_minute))
-                    .await;
+                self.limited(
+                    Limit::Rate,
+                    format!(
+                        "over {} MiB a minute",
+                        self.shared.config.quotas.rate_mib_per_minute
+                    ),
+                )
+                .await;
                 if !self.sleep(wait).await {
                     return;
                 }
@@ -207,7 +216,8 @@ impl Reader {
                 Some(false) => return true,
                 Some(true) => {
                     let limit = self.shared.config.quotas.daily_mib;
-                    self.limited(Limit::Daily, format!("{limit} MiB stored today")).await;
+                    self.limited(Limit::Daily, format!("{limit} MiB stored today"))
+                        .await;
                     let until_tomorrow = (delivery::next_day_us(now) - now).max(0) as u64;
                     let wait = std::time::Duration::from_micros(until_tomorrow)
                         .min(std::time::Duration::from_secs(60));
@@ -219,7 +229,11 @@ impl Reader {
             }
             // Today's figure from the store: another collector may have added to it.
             let id = self.agent.clone();
-            match self.shared.db(move |c| delivery::used_on_day(c, &id, now)).await {
+            match self
+                .shared
+                .db(move |c| delivery::used_on_day(c, &id, now))
+                .await
+            {
                 Ok(used) => self.shared.admission.note_usage(&self.agent, now, used),
                 Err(status) => {
                     self.fail(status).await;
@@ -232,26 +246,29 @@ impl Reader {
         }
     }
 
-    /// Raises the quota alert the first time in a day that `limit` holds the agent back.
     async fn limited(&self, limit: Limit, what: String) {
-        let now = store::now_us();
-        if !self.shared.admission.first_hit_today(&self.agent, limit, now) {
-            return;
-        }
-        tracing::warn!(limit = limit.name(), "agent held back by its quota: {what}");
-        let agent = self.agent.to_string();
-        let version = self.shared.policy.load().version.clone();
-        let result = self
-            .shared
-            .db(move |c| {
-                let hostname = store::agents::hostname(c, &agent)?.unwrap_or_default();
-                let alert = alerts::quota_alert(&agent, &hostname, limit, &what, &version);
-                store::alerts::record(c, &alert, 24 * 3600 * 1_000_000).map(|_| ())
-            })
-            .await;
-        if let Err(e) = result {
-            tracing::error!(error = %e.message(), "could not record the quota alert");
-        }
+        held_back(&self.shared, &self.agent, limit, what).await
+    }
+}
+
+/// Raises the quota alert the first time in a day that `limit` holds the agent back.
+async fn held_back(shared: &Arc<Shared>, agent: &Arc<str>, limit: Limit, what: String) {
+    let now = store::now_us();
+    if !shared.admission.first_hit_today(agent, limit, now) {
+        return;
+    }
+    tracing::warn!(limit = limit.name(), "agent held back by its quota: {what}");
+    let agent = agent.to_string();
+    let version = shared.policy.load().version.clone();
+    let result = shared
+        .db(move |c| {
+            let hostname = store::agents::hostname(c, &agent)?.unwrap_or_default();
+            let alert = alerts::quota_alert(&agent, &hostname, limit, &what, &version);
+            store::alerts::record(c, &alert, 24 * 3600 * 1_000_000).map(|_| ())
+        })
+        .await;
+    if let Err(e) = result {
+        tracing::error!(error = %e.message(), "could not record the quota alert");
     }
 }
 
@@ -267,7 +284,16 @@ impl Telemetry for TelemetryService {
         let span = tracing::info_span!("stream", agent_id = %agent_id);
         span.in_scope(|| tracing::debug!("event stream opened"));
         let agent: Arc<str> = agent_id.into();
-        let ticket = self.shared.admission.open(&agent);
+        let Some(ticket) = self.shared.admission.open(&agent) else {
+            let per_minute = self.shared.config.quotas.streams_per_minute;
+            let what = format!("over {per_minute} new streams a minute");
+            held_back(&self.shared, &agent, Limit::Streams, what.clone())
+                .instrument(span)
+                .await;
+            return Err(Status::resource_exhausted(format!(
+                "this agent opened {what}; retry later"
+            )));
+        };
         let (out_tx, out_rx) = mpsc::channel::<Result<Ack, Status>>(IN_FLIGHT_PER_STREAM);
         let (pending_tx, mut pending_rx) = mpsc::channel::<Pending>(IN_FLIGHT_PER_STREAM);
         let cfg = &self.shared.config.ingest;
@@ -292,7 +318,9 @@ impl Telemetry for TelemetryService {
                 while let Some((up_to, rx)) = pending_rx.recv().await {
                     let ack = match rx.await {
                         Ok(Ok(r)) => {
-                            shared.admission.note_usage(&agent, store::now_us(), r.day_bytes);
+                            shared
+                                .admission
+                                .note_usage(&agent, store::now_us(), r.day_bytes);
                             Ok(Ack {
                                 up_to_seq: up_to,
                                 stored: r.stored,

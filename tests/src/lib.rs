@@ -14,6 +14,18 @@ pub mod fake_logind;
 pub mod sgdiff;
 pub mod urlgen;
 
+/// A Telemetry client on its own mTLS connection, with `agent`'s enrolled identity.
+pub fn telemetry(
+    c: &Collector,
+    agent: &Agent,
+) -> invigilator_proto::v1::telemetry_client::TelemetryClient<tonic::transport::Channel> {
+    use invigilator_agent::{identity::StatePaths, tls};
+    let cfg = tls::mtls_config(&StatePaths::new(&agent.state_dir())).unwrap();
+    invigilator_proto::v1::telemetry_client::TelemetryClient::new(
+        tls::channel(&c.url(), cfg).unwrap(),
+    )
+}
+
 /// Streams `batches` from `agent`'s enrolled identity over one Telemetry stream, exactly as the
 /// agent sends them, and waits until the last batch is acknowledged.
 pub fn stream_batches(
@@ -21,8 +33,7 @@ pub fn stream_batches(
     agent: &Agent,
     batches: Vec<Vec<invigilator_proto::v1::Event>>,
 ) {
-    use invigilator_agent::{identity::StatePaths, tls};
-    use invigilator_proto::v1::{EventBatch, telemetry_client::TelemetryClient};
+    use invigilator_proto::v1::EventBatch;
     let Some(last) = batches.iter().flatten().map(|e| e.seq).max() else {
         return;
     };
@@ -31,8 +42,7 @@ pub fn stream_batches(
         .build()
         .unwrap();
     rt.block_on(async {
-        let cfg = tls::mtls_config(&StatePaths::new(&agent.state_dir())).unwrap();
-        let mut client = TelemetryClient::new(tls::channel(&c.url(), cfg).unwrap());
+        let mut client = telemetry(c, agent);
         let (tx, rx) = tokio::sync::mpsc::channel(batches.len().max(1));
         for events in batches {
             tx.send(EventBatch { events }).await.unwrap();
@@ -304,6 +314,10 @@ impl Collector {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// Sequence numbers stored for one agent, read from the database directly.

@@ -39,19 +39,18 @@ pub fn record(tx: &Transaction<'_>, c: &Committed<'_>) -> Result<u64> {
              RETURNING bytes",
         )?
         .query_row(
-            params![
-                c.agent_id,
-                day_of(c.at_us),
-                c.bytes as i64,
-                c.events as i64
-            ],
+            params![c.agent_id, day_of(c.at_us), c.bytes as i64, c.events as i64],
             |r| r.get(0),
         )?;
     tx.prepare_cached(
         "UPDATE agents SET acked_seq = MAX(acked_seq, ?2), acked_at = ?3, stalled_alerted = 0
          WHERE agent_id = ?1",
     )?
-    .execute(params![c.agent_id, c.up_to_seq.min(i64::MAX as u64) as i64, c.at_us])?;
+    .execute(params![
+        c.agent_id,
+        c.up_to_seq.min(i64::MAX as u64) as i64,
+        c.at_us
+    ])?;
     Ok(total.max(0) as u64)
 }
 
@@ -195,8 +194,11 @@ mod tests {
         commit(&mut conn, "gone", long_ago, 1, 10);
         heartbeat(&mut conn, "gone", long_ago, 50, 60);
         // Enrolment counts as contact; this one has not been heard from since.
-        conn.execute("UPDATE agents SET last_seen = ?1 WHERE agent_id = 'gone'", [long_ago])
-            .unwrap();
+        conn.execute(
+            "UPDATE agents SET last_seen = ?1 WHERE agent_id = 'gone'",
+            [long_ago],
+        )
+        .unwrap();
 
         let cutoff = now - 600_000_000;
         let stalled = take_newly_stalled(&mut conn, cutoff, cutoff).unwrap();
@@ -204,9 +206,16 @@ mod tests {
         assert_eq!(ids, ["stuck"]);
         assert_eq!((stalled[0].acked_seq, stalled[0].last_seq), (10, 60));
         // Once per stall ...
-        assert!(take_newly_stalled(&mut conn, cutoff, cutoff).unwrap().is_empty());
+        assert!(
+            take_newly_stalled(&mut conn, cutoff, cutoff)
+                .unwrap()
+                .is_empty()
+        );
         // ... and a commit re-arms it.
         commit(&mut conn, "stuck", long_ago + 1, 1, 11);
-        assert_eq!(take_newly_stalled(&mut conn, cutoff, cutoff).unwrap().len(), 1);
+        assert_eq!(
+            take_newly_stalled(&mut conn, cutoff, cutoff).unwrap().len(),
+            1
+        );
     }
 }

@@ -101,7 +101,10 @@ fn details(event: &Event) -> serde_json::Map<String, serde_json::Value> {
     if event.device_time_us != 0 {
         let claimed = match chrono::DateTime::from_timestamp_micros(event.device_time_us) {
             Some(t) => t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-            None => format!("{} µs since 1970 (no representable date)", event.device_time_us),
+            None => format!(
+                "{} µs since 1970 (no representable date)",
+                event.device_time_us
+            ),
         };
         map.insert("device_time".into(), claimed.into());
     }
