@@ -4,6 +4,7 @@
 //!   loadgen ingest      --collector URL --dir D --agents N --events E  # max acknowledged events/s
 //!   loadgen latency     --collector URL --dir D --agents N --rate R --seconds S
 //!   loadgen connections --collector URL --dir D --agents N --hold S --sources K
+//!   loadgen flood       --collector URL --dir D --streams K --honest N --seconds S
 //!
 //! Every simulated agent is a real enrolled identity with its own key and certificate, on its
 //! own mTLS connection, speaking the same protocol as `invigilator-agent`.
@@ -24,6 +25,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tonic::transport::Channel;
+
+#[path = "loadgen/flood.rs"]
+mod flood;
 
 #[derive(Parser)]
 #[command(
@@ -85,6 +89,16 @@ enum Cmd {
         #[arg(long, default_value_t = 8)]
         sources: u8,
     },
+    /// Agent 0 floods from K parallel streams of maximum-size messages; agents 1..=N send
+    /// ordinary batches and report their acknowledgement latency.
+    Flood {
+        #[arg(long, default_value_t = 32)]
+        streams: usize,
+        #[arg(long, default_value_t = 4)]
+        honest: usize,
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -123,6 +137,11 @@ fn main() -> anyhow::Result<()> {
                 hold,
                 sources,
             } => connections(&cli.collector, &cli.dir, agents, hold, sources).await,
+            Cmd::Flood {
+                streams,
+                honest,
+                seconds,
+            } => flood::run(&cli.collector, &cli.dir, streams, honest, seconds).await,
         }
     })
 }
@@ -159,6 +178,14 @@ async fn enroll(collector: &str, token: &str, dir: &Path, n: usize) -> anyhow::R
     }
     println!("enrolled {count} agents in {:.1?}", start.elapsed());
     Ok(())
+}
+
+fn agent_dir_client(
+    collector: &str,
+    dir: &Path,
+    i: usize,
+) -> anyhow::Result<TelemetryClient<Channel>> {
+    client(collector, dir, i, None)
 }
 
 fn client(
