@@ -181,18 +181,18 @@ fn state_changes_need_the_csrf_token_and_our_own_origin() {
 }
 
 #[test]
-fn repeated_wrong_passwords_lock_the_account_and_are_audited() {
+fn repeated_wrong_passwords_make_further_attempts_wait_and_are_audited() {
     let c = Collector::start("[console]\nmax_failed_logins = 3\nlockout = \"10m\"\n");
     let pw = add_user(&c, "head", "leadership", false);
     for _ in 0..3 {
         let r = Session::try_login(&c, "head", "guess-guess-guess", None).unwrap_err();
         assert_eq!(r.status, 403);
     }
-    // The right password is refused while locked, with the same kind of answer.
+    // The right password is refused while the name waits, with the same kind of answer.
     let locked = Session::try_login(&c, "head", &pw, None).unwrap_err();
     assert_eq!(locked.status, 403);
-    assert!(locked.body.contains("locked"), "{}", locked.body);
-    // An administrator's reset unlocks it.
+    assert!(locked.body.contains("must wait"), "{}", locked.body);
+    // An administrator's reset lets the account in at once.
     let out = invigilator_tests::output(&mut c.cli(&["users", "reset-password", "head"]));
     assert!(out.status.success());
     let new_pw = String::from_utf8(out.stdout).unwrap().trim().to_owned();
@@ -456,4 +456,69 @@ fn a_pupils_search_needs_two_people_to_reveal_and_the_dsl_to_close() {
         200
     );
     assert!(audit_verify(&c).is_ok());
+}
+
+/// Finding 6 of issue 13: 32 parallel guessers must not slow the console for staff at work,
+/// and must not fill the audit trail with a row per guess.
+#[test]
+fn a_login_flood_neither_slows_staff_nor_floods_the_trail() {
+    let c = Collector::start("");
+    add_user(&c, "head", "leadership", false);
+    let pw = add_user(&c, "dsl", "dsl", false);
+    let dsl = Session::login(&c, "dsl", &pw);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let guessers: Vec<_> = (0..32)
+        .map(|i| {
+            let (http, stop) = (c.http.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let agent: ureq::Agent = ureq::Agent::config_builder()
+                    .http_status_as_error(false)
+                    .build()
+                    .into();
+                let mut tries = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let name = if i % 2 == 0 {
+                        "head".to_owned()
+                    } else {
+                        format!("nobody{i}")
+                    };
+                    let r = agent
+                        .post(format!("http://{http}/api/login"))
+                        .send_json(json!({"username": name, "password": format!("guess{tries}")}))
+                        .unwrap();
+                    assert!([403, 503].contains(&r.status().as_u16()), "{}", r.status());
+                    tries += 1;
+                }
+                tries
+            })
+        })
+        .collect();
+    let mut worst = Duration::ZERO;
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(8) {
+        let t = std::time::Instant::now();
+        let r = dsl.get("/api/alerts");
+        assert_eq!(r.status, 200, "{}", r.body);
+        worst = worst.max(t.elapsed());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let tries: u32 = guessers.into_iter().map(|g| g.join().unwrap()).sum();
+    assert!(
+        worst < Duration::from_secs(1),
+        "a staff request took {worst:?} during {tries} guesses"
+    );
+    let db = rusqlite::Connection::open(c.data_dir().join("invigilator.db")).unwrap();
+    let failed: i64 = db
+        .query_row(
+            "SELECT count(*) FROM audit_log WHERE action = 'login.failed'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(tries > 500, "the guessers kept going: {tries}");
+    assert!(
+        failed < 150,
+        "{failed} audit rows for {tries} guesses: refusals while waiting are aggregated"
+    );
 }

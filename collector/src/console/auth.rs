@@ -1,10 +1,12 @@
 //! Logging in and out, the session cookie, CSRF, and the access check every route passes.
 
 use super::layout::{csrf_field, page};
+use super::login::{LoginForm, log_in};
 use super::routes::{self, Access};
 use super::{Console, ConsoleError, Staff};
-use crate::accounts::{self, LoginRefused};
-use crate::audit::{self, Actor, Record};
+use crate::accounts;
+use crate::audit::{self, Record};
+use crate::store::now_us;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, MatchedPath, Query, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
@@ -245,109 +247,6 @@ fn cleared_cookie() -> String {
 }
 
 #[derive(Deserialize)]
-pub struct LoginForm {
-    pub username: String,
-    pub password: String,
-    #[serde(default)]
-    pub totp: Option<String>,
-    #[serde(default)]
-    pub next: Option<String>,
-}
-
-/// Checks credentials, audits the attempt either way, and opens a session.
-async fn log_in(
-    c: &Arc<Console>,
-    form: LoginForm,
-    source: String,
-) -> Result<(accounts::Account, String, String), ConsoleError> {
-    let lockout = c.lockout();
-    let lifetime = c.config.session_lifetime;
-    c.db(move |conn| {
-        let checked = accounts::check_login(
-            conn,
-            &form.username,
-            &form.password,
-            form.totp.as_deref().filter(|t| !t.is_empty()),
-            lockout,
-        )?;
-        let actor = |role: &str| Actor {
-            name: form.username.clone(),
-            role: role.into(),
-            source: source.clone(),
-        };
-        match checked {
-            Ok(account) => {
-                let (token, csrf) =
-                    accounts::open_session(conn, &account.username, lifetime, &source)?;
-                audit::append(
-                    conn,
-                    &actor(account.role.as_str()),
-                    &Record {
-                        action: "login",
-                        object: &format!("staff:{}", account.username),
-                        ..Default::default()
-                    },
-                )?;
-                Ok((account, token, csrf))
-            }
-            Err(refused) => {
-                // A name that matches no account is often a password typed into the wrong box,
-                // and the trail is append-only: keep only a short hash, enough to see repeated
-                // attempts with the same text.
-                let (who, object, detail) = match refused {
-                    LoginRefused::UnknownUser => (
-                        actor_unknown(&source),
-                        "staff:(unknown)".to_owned(),
-                        format!(
-                            "{}; name sha256:{}",
-                            refused.reason(),
-                            name_digest(&form.username)
-                        ),
-                    ),
-                    _ => (
-                        actor("unknown"),
-                        format!("staff:{}", form.username),
-                        refused.reason().to_owned(),
-                    ),
-                };
-                audit::append(
-                    conn,
-                    &who,
-                    &Record {
-                        action: "login.failed",
-                        object: &object,
-                        detail: &detail,
-                        ..Default::default()
-                    },
-                )?;
-                // One message for every refusal: which names exist, or are locked or disabled,
-                // is nobody's business before logging in. The trail keeps the real reason.
-                Err(ConsoleError::Forbidden(LOGIN_REFUSED.into()))
-            }
-        }
-    })
-    .await
-}
-
-pub const LOGIN_REFUSED: &str = "Wrong user name, password or one-time code, or the account is \
-    locked; after several failures an account is locked for a while \u{2014} an administrator can \
-    unlock it.";
-
-fn actor_unknown(source: &str) -> Actor {
-    Actor {
-        name: "(unknown)".into(),
-        role: "unknown".into(),
-        source: source.to_owned(),
-    }
-}
-
-/// The first 12 hex digits of the SHA-256 of what was typed as a user name.
-fn name_digest(typed: &str) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(typed.as_bytes()))[..12].to_owned()
-}
-
-#[derive(Deserialize)]
 pub struct NextQuery {
     #[serde(default)]
     next: Option<String>,
@@ -550,19 +449,40 @@ pub struct PasswordForm {
     new: String,
 }
 
-/// Checks the current password without counting towards lock-out twice.
-fn confirm_password(
-    conn: &rusqlite::Connection,
-    c: &Console,
-    username: &str,
-    current: &str,
-) -> Result<accounts::Account, ConsoleError> {
-    match accounts::check_password(conn, username, current, c.lockout())? {
-        Ok(a) => Ok(a),
-        Err(_) => Err(ConsoleError::Forbidden(
-            "the current password is wrong".into(),
-        )),
-    }
+/// Checks a logged-in user's current password before a change to their own account, off the
+/// database lock like a log-in. A wrong one counts like a failed log-in (a session left open
+/// must not become a way to guess the password without limit).
+async fn confirm_password(
+    c: &Arc<Console>,
+    staff: &Staff,
+    current: String,
+) -> Result<(), ConsoleError> {
+    let rules = c.throttle_rules();
+    let attempt = accounts::throttle::Attempt::new(&staff.username, &staff.source);
+    let (a, name) = (attempt.clone(), staff.username.clone());
+    let candidate = c
+        .db(move |conn| {
+            Ok(
+                match accounts::throttle::admit(conn, &a, rules, now_us())? {
+                    Ok(()) => Some(accounts::candidate(conn, &name)?),
+                    Err(_) => None,
+                },
+            )
+        })
+        .await?;
+    let wrong = || ConsoleError::Forbidden("the current password is wrong".into());
+    let candidate = candidate.ok_or_else(|| {
+        ConsoleError::Forbidden("too many wrong passwords: wait a while and try again".into())
+    })?;
+    let (candidate, ok) = c.check_password(candidate, current).await?;
+    c.db(move |conn| match candidate.conclude(conn, ok, None)? {
+        Ok(_) => Ok(()),
+        Err(_) => {
+            accounts::throttle::failed(conn, &attempt, rules, now_us())?;
+            Err(wrong())
+        }
+    })
+    .await
 }
 
 /// Checks the current password, sets the new one and opens a fresh session (a password change
@@ -574,10 +494,9 @@ async fn replace_password(
 ) -> Result<(String, String), ConsoleError> {
     let name = staff.username.clone();
     let actor = staff.actor();
-    let c2 = Arc::clone(c);
     let lifetime = c.config.session_lifetime;
+    confirm_password(c, staff, form.current).await?;
     c.db(move |conn| {
-        confirm_password(conn, &c2, &name, &form.current)?;
         accounts::set_password(conn, &name, &form.new, false)?;
         audit::append(
             conn,
@@ -637,16 +556,16 @@ pub async fn set_totp(
 ) -> Result<maud::Markup, ConsoleError> {
     let name = staff.username.clone();
     let actor = staff.actor();
-    let c2 = Arc::clone(&c);
+    confirm_password(&c, &staff, form.current).await?;
+    let enable = form.enable;
     let (account, secret) = c
         .db(move |conn| {
-            confirm_password(conn, &c2, &name, &form.current)?;
-            let secret = accounts::set_totp(conn, &name, form.enable)?;
+            let secret = accounts::set_totp(conn, &name, enable)?;
             audit::append(
                 conn,
                 &actor,
                 &Record {
-                    action: if form.enable {
+                    action: if enable {
                         "account.totp.on"
                     } else {
                         "account.totp.off"
@@ -679,7 +598,6 @@ pub async fn set_totp(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::accounts::{NewAccount, Role};
 
     #[test]
     fn next_stays_on_this_site() {
@@ -710,102 +628,5 @@ mod tests {
         ] {
             assert_eq!(safe_next(Some(fine)), fine);
         }
-    }
-
-    fn console() -> (tempfile::TempDir, Arc<Console>) {
-        let dir = tempfile::tempdir().unwrap();
-        drop(crate::store::create(dir.path()).unwrap());
-        let policy = crate::policy::Policy::parse(crate::policy::DEFAULT_POLICY).unwrap();
-        let c = Console::new(
-            dir.path().to_path_buf(),
-            Default::default(),
-            Arc::new(arc_swap::ArcSwap::from_pointee(policy)),
-        )
-        .unwrap();
-        (dir, c)
-    }
-
-    fn form(username: &str, password: &str) -> LoginForm {
-        LoginForm {
-            username: username.into(),
-            password: password.into(),
-            totp: None,
-            next: None,
-        }
-    }
-
-    fn last_entry(c: &Console) -> audit::Entry {
-        let conn = crate::store::open(&c.data_dir, crate::store::Durability::Normal).unwrap();
-        let f = audit::Filter {
-            limit: 1,
-            ..Default::default()
-        };
-        audit::list(&conn, &f).unwrap().remove(0)
-    }
-
-    #[tokio::test]
-    async fn every_refusal_reads_the_same_and_the_trail_keeps_the_reason() {
-        let (_d, c) = console();
-        {
-            let conn = crate::store::open(&c.data_dir, crate::store::Durability::Normal).unwrap();
-            for name in ["jo", "sam"] {
-                accounts::create(
-                    &conn,
-                    &NewAccount {
-                        username: name,
-                        role: Role::Dsl,
-                        is_admin: false,
-                        password: "a long enough password",
-                        display_name: "",
-                        email: "",
-                        must_change_password: false,
-                    },
-                )
-                .unwrap();
-            }
-            accounts::set_disabled(&conn, "sam", true).unwrap();
-        }
-        let mut messages = Vec::new();
-        let mut reasons = Vec::new();
-        // Wrong password until locked, then locked, then disabled, then unknown.
-        let attempts = (0..c.lockout().max_failures + 1)
-            .map(|_| form("jo", "not the password"))
-            .chain([form("sam", "a long enough password")]);
-        for f in attempts {
-            let err = log_in(&c, f, "192.0.2.1".into()).await.unwrap_err();
-            messages.push(err.to_string());
-            reasons.push(last_entry(&c).detail);
-        }
-        messages.dedup();
-        assert_eq!(messages.len(), 1, "{messages:?}");
-        assert!(messages[0].contains(LOGIN_REFUSED), "{}", messages[0]);
-        for r in ["wrong password", "account locked", "account disabled"] {
-            assert!(reasons.iter().any(|d| d.contains(r)), "{r}: {reasons:?}");
-        }
-    }
-
-    #[tokio::test]
-    async fn a_password_typed_as_a_user_name_is_not_kept() {
-        let (_d, c) = console();
-        let typed = "Tr0ub4dor&3-secret";
-        let err = log_in(&c, form(typed, "x"), "192.0.2.1".into())
-            .await
-            .unwrap_err();
-        assert!(err.to_string().contains(LOGIN_REFUSED));
-        let e = last_entry(&c);
-        assert_eq!(
-            (e.action.as_str(), e.object.as_str()),
-            ("login.failed", "staff:(unknown)")
-        );
-        let all = serde_json::to_string(&e).unwrap();
-        assert!(!all.contains(typed), "{all}");
-        let digest = name_digest(typed);
-        assert_eq!(digest.len(), 12);
-        assert!(e.detail.contains(&digest), "{}", e.detail);
-        // The same text gives the same digest, so repeated attempts can be matched up.
-        log_in(&c, form(typed, "y"), "192.0.2.1".into())
-            .await
-            .unwrap_err();
-        assert_eq!(last_entry(&c).detail, e.detail);
     }
 }

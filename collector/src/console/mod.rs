@@ -10,6 +10,7 @@ pub mod checks;
 pub mod error;
 pub mod incidents;
 pub mod layout;
+pub mod login;
 pub mod privacy;
 pub mod reports;
 pub mod reveals;
@@ -20,7 +21,6 @@ pub mod users;
 #[cfg(test)]
 mod tests;
 
-use crate::accounts::Lockout;
 use crate::audit::{self, Actor, Record};
 use crate::config::ConsoleConfig;
 use crate::policy::Policy;
@@ -39,6 +39,8 @@ pub struct Console {
     pub config: ConsoleConfig,
     pub policy: Arc<ArcSwap<Policy>>,
     db: Mutex<Connection>,
+    /// Slots for the argon2 check (19 MiB and tens of milliseconds each), one per core.
+    password_checks: Arc<tokio::sync::Semaphore>,
 }
 
 /// The logged-in member of staff making a request (put there by [`auth::enforce`]).
@@ -73,13 +75,16 @@ impl Console {
             config,
             policy,
             db: Mutex::new(conn),
+            password_checks: Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get().min(4)),
+            )),
         }))
     }
 
-    pub fn lockout(&self) -> Lockout {
-        Lockout {
-            max_failures: self.config.max_failed_logins,
-            lock_for: self.config.lockout,
+    pub fn throttle_rules(&self) -> crate::accounts::throttle::Rules {
+        crate::accounts::throttle::Rules {
+            free_failures: self.config.max_failed_logins,
+            longest_wait: self.config.lockout,
         }
     }
 

@@ -116,6 +116,19 @@ CREATE TABLE IF NOT EXISTS staff (
 );
 
 -- Console log-ins. Only the SHA-256 of the cookie's token is stored.
+-- Log-in back-off (accounts::throttle): failures per typed name (a digest) and address, per
+-- name and per address; attempts before until_at are refused unchecked.
+CREATE TABLE IF NOT EXISTS login_throttle (
+    name      TEXT NOT NULL,            -- sha256 prefix of the typed name; '' for the address key
+    addr      TEXT NOT NULL,            -- source address; '' for the name key
+    failures  INTEGER NOT NULL,
+    first_at  INTEGER NOT NULL,
+    last_at   INTEGER NOT NULL,
+    until_at  INTEGER NOT NULL,
+    refused   INTEGER NOT NULL,         -- attempts refused unchecked since the wait began
+    PRIMARY KEY (name, addr)
+) WITHOUT ROWID;
+
 CREATE TABLE IF NOT EXISTS console_sessions (
     token_hash  BLOB PRIMARY KEY,
     username    TEXT NOT NULL,

@@ -80,7 +80,9 @@ pub async fn run(
                                 .await
                             {
                                 Ok(Ok(Some(a))) => {
-                                    rogue.acked_events.fetch_add(a.stored as u64, Ordering::Relaxed);
+                                    rogue
+                                        .acked_events
+                                        .fetch_add(a.stored as u64, Ordering::Relaxed);
                                 }
                                 Ok(Ok(None)) => break,
                                 Ok(Err(_)) => {

@@ -1,6 +1,8 @@
 //! Staff accounts for the console: roles, argon2id passwords, optional TOTP, lock-out after
 //! repeated failures, and log-in sessions (only a hash of the cookie's token is stored).
 
+pub mod throttle;
+
 use crate::store::now_us;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier, phc::PasswordHash};
 use rand::Rng;
@@ -101,8 +103,6 @@ pub struct Account {
     pub must_change_password: bool,
     pub totp_enabled: bool,
     pub disabled: bool,
-    #[serde(skip)]
-    pub locked_until_us: Option<i64>,
 }
 
 fn check_username(name: &str) -> Result<(), AccountError> {
@@ -186,7 +186,7 @@ pub fn create(conn: &Connection, a: &NewAccount<'_>) -> Result<(), AccountError>
 }
 
 const ACCOUNT_COLUMNS: &str = "username, display_name, email, role, is_admin,
-    must_change_password, totp_secret IS NOT NULL, disabled, locked_until";
+    must_change_password, totp_secret IS NOT NULL, disabled";
 
 fn account_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<Account> {
     let role: String = r.get(3)?;
@@ -201,7 +201,6 @@ fn account_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<Account> {
         must_change_password: r.get(5)?,
         totp_enabled: r.get(6)?,
         disabled: r.get(7)?,
-        locked_until_us: r.get(8)?,
     })
 }
 
@@ -252,6 +251,8 @@ pub fn set_password(
         params![username, hash, must_change],
     )?;
     must_exist(n, username)?;
+    // An administrator's reset is how a held-up account is let in at once.
+    throttle::clear_name(conn, username)?;
     // A new password ends every session the old one opened.
     conn.execute(
         "DELETE FROM console_sessions WHERE username = ?1",
@@ -317,102 +318,43 @@ pub fn totp_for(secret_b32: &str) -> Option<totp_rs::Totp> {
         .ok()
 }
 
-/// The lock-out rule: this many failures in a row lock the account for `lock_for`.
-#[derive(Debug, Clone, Copy)]
-pub struct Lockout {
-    pub max_failures: u32,
-    pub lock_for: Duration,
-}
-
-impl Default for Lockout {
-    fn default() -> Self {
-        Self {
-            max_failures: 5,
-            lock_for: Duration::from_secs(15 * 60),
-        }
-    }
-}
-
 /// Why a log-in was refused. The console shows one message for all of them (an attacker learns
 /// nothing); the audit trail keeps the real reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LoginRefused {
     UnknownUser,
-    BadPassword { now_locked: bool },
-    BadTotp { now_locked: bool },
-    Locked,
+    BadPassword,
+    BadTotp,
     Disabled,
+    /// Too many failures: the attempt was refused before any check (see [`throttle`]).
+    Waiting,
 }
 
 impl LoginRefused {
     pub fn reason(&self) -> &'static str {
         match self {
             LoginRefused::UnknownUser => "unknown user",
-            LoginRefused::BadPassword { now_locked: false } => "wrong password",
-            LoginRefused::BadPassword { now_locked: true } => "wrong password; account locked",
-            LoginRefused::BadTotp { now_locked: false } => "wrong or missing one-time code",
-            LoginRefused::BadTotp { now_locked: true } => {
-                "wrong or missing one-time code; account locked"
-            }
-            LoginRefused::Locked => "account locked after repeated failures",
+            LoginRefused::BadPassword => "wrong password",
+            LoginRefused::BadTotp => "wrong or missing one-time code",
             LoginRefused::Disabled => "account disabled",
+            LoginRefused::Waiting => "refused unchecked: too many failures, waiting",
         }
     }
 }
 
-/// Checks a log-in attempt and keeps the failure count.
-pub fn check_login(
-    conn: &Connection,
-    username: &str,
-    password: &str,
-    totp_code: Option<&str>,
-    lockout: Lockout,
-) -> Result<Result<Account, LoginRefused>, AccountError> {
-    check(conn, username, password, Some(totp_code), lockout)
+/// What a typed password is checked against: the account's hash, or one nobody knows when
+/// there is no usable account, so that every refusal costs one real check and the time taken
+/// says nothing about which names exist or are disabled.
+pub struct Candidate {
+    username: String,
+    phc: String,
+    totp_secret: Option<String>,
+    usable: Result<Account, LoginRefused>,
 }
 
-/// Checks the password of someone already logged in (who gave their one-time code then), before
-/// a change to their own account. Failures count towards lock-out as at log-in.
-pub fn check_password(
-    conn: &Connection,
-    username: &str,
-    password: &str,
-    lockout: Lockout,
-) -> Result<Result<Account, LoginRefused>, AccountError> {
-    check(conn, username, password, None, lockout)
-}
-
-/// Counts one failure; returns whether it locked the account.
-fn count_failure(
-    conn: &Connection,
-    username: &str,
-    lockout: Lockout,
-    now: i64,
-) -> Result<bool, AccountError> {
-    let failures: u32 = conn.query_row(
-        "UPDATE staff SET failed_logins = failed_logins + 1 WHERE username = ?1
-         RETURNING failed_logins",
-        [username],
-        |r| r.get(0),
-    )?;
-    let now_locked = failures >= lockout.max_failures;
-    if now_locked {
-        conn.execute(
-            "UPDATE staff SET locked_until = ?2, failed_logins = 0 WHERE username = ?1",
-            params![username, now + lockout.lock_for.as_micros() as i64],
-        )?;
-    }
-    Ok(now_locked)
-}
-
-/// `totp_code`: None when the one-time code is not asked for (see [`check_password`]).
-fn check(
-    conn: &Connection,
-    username: &str,
-    password: &str,
-    totp_code: Option<Option<&str>>,
-    lockout: Lockout,
-) -> Result<Result<Account, LoginRefused>, AccountError> {
+/// Looks up what [`Candidate::password_matches`] needs. Quick: hold the database for this, not
+/// for the check itself.
+pub fn candidate(conn: &Connection, username: &str) -> Result<Candidate, AccountError> {
     let row: Option<(String, Option<String>)> = conn
         .query_row(
             "SELECT password_hash, totp_secret FROM staff WHERE username = ?1",
@@ -420,52 +362,78 @@ fn check(
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .optional()?;
-    // Every refusal costs one argon2 verification, as a real check does, so the time taken
-    // does not say whether the name exists or the account is locked or disabled.
-    let Some((phc, totp_secret)) = row else {
-        let _ = password_matches(DUMMY_HASH, password);
-        return Ok(Err(LoginRefused::UnknownUser));
+    let account = get(conn, username)?;
+    let (phc, totp_secret, usable) = match (row, account) {
+        (Some((phc, totp)), Some(a)) if !a.disabled => (phc, totp, Ok(a)),
+        (Some(_), Some(_)) => (DUMMY_HASH.into(), None, Err(LoginRefused::Disabled)),
+        _ => (DUMMY_HASH.into(), None, Err(LoginRefused::UnknownUser)),
     };
-    let account = get(conn, username)?.ok_or_else(|| AccountError::NoSuchUser(username.into()))?;
-    if account.disabled {
-        let _ = password_matches(DUMMY_HASH, password);
-        return Ok(Err(LoginRefused::Disabled));
+    Ok(Candidate {
+        username: username.to_owned(),
+        phc,
+        totp_secret,
+        usable,
+    })
+}
+
+impl Candidate {
+    /// The argon2id check (tens of milliseconds and 19 MiB, on purpose): run it off the
+    /// database lock and behind a concurrency limit.
+    pub fn password_matches(&self, password: &str) -> bool {
+        password_matches(&self.phc, password)
     }
-    let now = now_us();
-    if account.locked_until_us.is_some_and(|t| t > now) {
-        let _ = password_matches(DUMMY_HASH, password);
-        return Ok(Err(LoginRefused::Locked));
-    }
-    if !password_matches(&phc, password) {
-        let now_locked = count_failure(conn, username, lockout, now)?;
-        return Ok(Err(LoginRefused::BadPassword { now_locked }));
-    }
-    if let (Some(secret), Some(totp_code)) = (totp_secret, totp_code) {
-        let step =
-            totp_for(&secret).and_then(|t| totp_code.and_then(|c| t.check_current(c.trim())));
-        // RFC 6238 5.2: a code is good once; a replayed one is refused like a wrong one.
-        let fresh = match step {
-            Some(step) => {
-                conn.execute(
-                    "UPDATE staff SET totp_last_step = ?2
-                 WHERE username = ?1 AND coalesce(totp_last_step, -1) < ?2",
-                    params![username, step as i64],
-                )? == 1
-            }
-            None => false,
+
+    /// Finishes an attempt whose password was checked: then the one-time code, when the
+    /// account has one and `totp_code` is asked for (None: a logged-in user confirming their
+    /// password, who gave their code at log-in).
+    pub fn conclude(
+        self,
+        conn: &Connection,
+        password_ok: bool,
+        totp_code: Option<Option<&str>>,
+    ) -> Result<Result<Account, LoginRefused>, AccountError> {
+        let account = match self.usable {
+            Ok(a) => a,
+            Err(refused) => return Ok(Err(refused)),
         };
-        // A million codes are fewer than most passwords: guessing them counts like guessing
-        // the password, or the code would be guessed without limit once the password is known.
-        if !fresh {
-            let now_locked = count_failure(conn, username, lockout, now)?;
-            return Ok(Err(LoginRefused::BadTotp { now_locked }));
+        if !password_ok {
+            return Ok(Err(LoginRefused::BadPassword));
         }
+        if let (Some(secret), Some(totp_code)) = (self.totp_secret, totp_code) {
+            let step =
+                totp_for(&secret).and_then(|t| totp_code.and_then(|c| t.check_current(c.trim())));
+            // RFC 6238 5.2: a code is good once; a replayed one is refused like a wrong one.
+            let fresh = match step {
+                Some(step) => {
+                    conn.execute(
+                        "UPDATE staff SET totp_last_step = ?2
+                         WHERE username = ?1 AND coalesce(totp_last_step, -1) < ?2",
+                        params![self.username, step as i64],
+                    )? == 1
+                }
+                None => false,
+            };
+            // A million codes are fewer than most passwords: a wrong code is a failure like a
+            // wrong password, or codes would be guessed without limit once the password is known.
+            if !fresh {
+                return Ok(Err(LoginRefused::BadTotp));
+            }
+        }
+        Ok(Ok(account))
     }
-    conn.execute(
-        "UPDATE staff SET failed_logins = 0, locked_until = NULL WHERE username = ?1",
-        [username],
-    )?;
-    Ok(Ok(account))
+}
+
+/// The whole check in one call, holding `conn` throughout: for tests and the command line,
+/// never for the console, which runs the argon2 step off the lock.
+pub fn check(
+    conn: &Connection,
+    username: &str,
+    password: &str,
+    totp_code: Option<Option<&str>>,
+) -> Result<Result<Account, LoginRefused>, AccountError> {
+    let c = candidate(conn, username)?;
+    let ok = c.password_matches(password);
+    c.conclude(conn, ok, totp_code)
 }
 
 /// argon2id of a random password nobody knows; checked against when the user does not exist.
@@ -631,20 +599,11 @@ mod tests {
             .unwrap();
         assert!(stored.starts_with("$argon2id$"), "{stored}");
         assert!(!stored.contains("correct horse"));
-        let ok = check_login(
-            &conn,
-            "tech1",
-            "correct horse battery",
-            None,
-            Lockout::default(),
-        );
+        let ok = check(&conn, "tech1", "correct horse battery", Some(None));
         assert_eq!(ok.unwrap().unwrap().role, Role::Technician);
-        let bad = check_login(&conn, "tech1", "wrong", None, Lockout::default()).unwrap();
-        assert_eq!(
-            bad.unwrap_err(),
-            LoginRefused::BadPassword { now_locked: false }
-        );
-        let nobody = check_login(&conn, "nobody", "x", None, Lockout::default()).unwrap();
+        let bad = check(&conn, "tech1", "wrong", Some(None)).unwrap();
+        assert_eq!(bad.unwrap_err(), LoginRefused::BadPassword);
+        let nobody = check(&conn, "nobody", "x", Some(None)).unwrap();
         assert_eq!(nobody.unwrap_err(), LoginRefused::UnknownUser);
     }
 
@@ -679,149 +638,60 @@ mod tests {
     }
 
     #[test]
-    fn repeated_failures_lock_the_account_even_for_the_right_password() {
-        let (_d, conn) = test_db();
-        add(&conn, "lead", Role::Leadership);
-        let rule = Lockout {
-            max_failures: 3,
-            lock_for: Duration::from_secs(600),
-        };
-        for i in 1..=3 {
-            let r = check_login(&conn, "lead", "guess", None, rule).unwrap();
-            assert_eq!(
-                r.unwrap_err(),
-                LoginRefused::BadPassword { now_locked: i == 3 }
-            );
-        }
-        let r = check_login(&conn, "lead", "correct horse battery", None, rule).unwrap();
-        assert_eq!(r.unwrap_err(), LoginRefused::Locked);
-        // An administrator's reset unlocks it.
-        set_password(&conn, "lead", "another good password", false).unwrap();
-        let r = check_login(&conn, "lead", "another good password", None, rule).unwrap();
-        assert!(r.is_ok());
-    }
-
-    #[test]
     fn totp_is_required_once_enabled() {
         let (_d, conn) = test_db();
         add(&conn, "dsl", Role::Dsl);
         let secret = set_totp(&conn, "dsl", true).unwrap().unwrap();
         let pw = "correct horse battery";
-        let none = check_login(&conn, "dsl", pw, None, Lockout::default()).unwrap();
-        assert_eq!(
-            none.unwrap_err(),
-            LoginRefused::BadTotp { now_locked: false }
-        );
-        let wrong = check_login(&conn, "dsl", pw, Some("000000"), Lockout::default()).unwrap();
+        let none = check(&conn, "dsl", pw, Some(None)).unwrap();
+        assert_eq!(none.unwrap_err(), LoginRefused::BadTotp);
+        let wrong = check(&conn, "dsl", pw, Some(Some("000000"))).unwrap();
         // One in a million the current code really is 000000; the right code must pass anyway.
         let code = totp_for(&secret).unwrap().generate_current().to_string();
         if code != "000000" {
-            assert_eq!(
-                wrong.unwrap_err(),
-                LoginRefused::BadTotp { now_locked: false }
-            );
+            assert_eq!(wrong.unwrap_err(), LoginRefused::BadTotp);
         }
-        let ok = check_login(&conn, "dsl", pw, Some(&code), Lockout::default()).unwrap();
+        let ok = check(&conn, "dsl", pw, Some(Some(&code))).unwrap();
         assert!(ok.unwrap().totp_enabled);
-        let replayed = check_login(&conn, "dsl", pw, Some(&code), Lockout::default()).unwrap();
-        assert_eq!(
-            replayed.unwrap_err(),
-            LoginRefused::BadTotp { now_locked: false }
-        );
-    }
-
-    fn failures(conn: &Connection, name: &str) -> u32 {
-        conn.query_row(
-            "SELECT failed_logins FROM staff WHERE username = ?1",
-            [name],
-            |r| r.get(0),
-        )
-        .unwrap()
+        let replayed = check(&conn, "dsl", pw, Some(Some(&code))).unwrap();
+        assert_eq!(replayed.unwrap_err(), LoginRefused::BadTotp);
     }
 
     #[test]
-    fn wrong_or_missing_codes_count_towards_lock_out() {
-        let (_d, conn) = test_db();
-        add(&conn, "dsl", Role::Dsl);
-        let secret = set_totp(&conn, "dsl", true).unwrap().unwrap();
-        let pw = "correct horse battery";
-        let rule = Lockout {
-            max_failures: 3,
-            lock_for: Duration::from_secs(600),
-        };
-        let code = totp_for(&secret).unwrap().generate_current().to_string();
-        let wrong = if code == "000000" { "111111" } else { "000000" };
-        let r = check_login(&conn, "dsl", pw, None, rule).unwrap();
-        assert_eq!(r.unwrap_err(), LoginRefused::BadTotp { now_locked: false });
-        assert_eq!(failures(&conn, "dsl"), 1);
-        let r = check_login(&conn, "dsl", "guess", Some(&code), rule).unwrap();
-        assert_eq!(
-            r.unwrap_err(),
-            LoginRefused::BadPassword { now_locked: false }
-        );
-        let r = check_login(&conn, "dsl", pw, Some(wrong), rule).unwrap();
-        assert_eq!(r.unwrap_err(), LoginRefused::BadTotp { now_locked: true });
-        // Locked: even the right password and code are refused now.
-        let r = check_login(&conn, "dsl", pw, Some(&code), rule).unwrap();
-        assert_eq!(r.unwrap_err(), LoginRefused::Locked);
-        assert!(
-            get(&conn, "dsl")
-                .unwrap()
-                .unwrap()
-                .locked_until_us
-                .is_some()
-        );
-    }
-
-    #[test]
-    fn confirming_a_password_asks_no_code_and_counts_nothing_when_right() {
+    fn confirming_a_password_asks_no_code() {
         let (_d, conn) = test_db();
         add(&conn, "dsl", Role::Dsl);
         set_totp(&conn, "dsl", true).unwrap();
-        let pw = "correct horse battery";
         assert!(
-            check_password(&conn, "dsl", pw, Lockout::default())
+            check(&conn, "dsl", "correct horse battery", None)
                 .unwrap()
                 .is_ok()
         );
-        assert_eq!(failures(&conn, "dsl"), 0);
-        let r = check_password(&conn, "dsl", "guess", Lockout::default()).unwrap();
-        assert_eq!(
-            r.unwrap_err(),
-            LoginRefused::BadPassword { now_locked: false }
-        );
-        assert_eq!(failures(&conn, "dsl"), 1);
+        let r = check(&conn, "dsl", "guess", None).unwrap();
+        assert_eq!(r.unwrap_err(), LoginRefused::BadPassword);
     }
 
     #[test]
-    fn locked_and_disabled_accounts_cost_a_password_check_too() {
+    fn unknown_and_disabled_accounts_cost_a_password_check_too() {
         let (_d, conn) = test_db();
         add(&conn, "lead", Role::Leadership);
         set_disabled(&conn, "lead", true).unwrap();
         let time = |name: &str| {
             let t = std::time::Instant::now();
-            let r = check_login(&conn, name, "whatever at all", None, Lockout::default());
+            let r = check(&conn, name, "whatever at all", Some(None));
             (t.elapsed(), r.unwrap().unwrap_err())
         };
         let (unknown, why) = time("nobody");
         assert_eq!(why, LoginRefused::UnknownUser);
         let (disabled, why) = time("lead");
         assert_eq!(why, LoginRefused::Disabled);
-        set_disabled(&conn, "lead", false).unwrap();
-        conn.execute(
-            "UPDATE staff SET locked_until = ?1 WHERE username = 'lead'",
-            [now_us() + 600_000_000],
-        )
-        .unwrap();
-        let (locked, why) = time("lead");
-        assert_eq!(why, LoginRefused::Locked);
         // An argon2id check (19 MiB, 2 passes) takes milliseconds on any machine; a refusal
         // without one takes microseconds. A busy machine only makes the checks slower, so a
         // fixed floor cannot fail for the wrong reason.
         let floor = std::time::Duration::from_millis(2);
         assert!(
-            unknown >= floor && disabled >= floor && locked >= floor,
-            "{unknown:?} {disabled:?} {locked:?}"
+            unknown >= floor && disabled >= floor,
+            "{unknown:?} {disabled:?}"
         );
     }
 
