@@ -170,6 +170,7 @@ pub fn users_add(
             must_change_password: generated,
         },
     )?;
+    accounts::note_made_by(&conn, username, accounts::MadeBy::Created, "cli")?;
     let rec = Record {
         action: "staff.create",
         object: &format!("staff:{username}"),
@@ -192,6 +193,7 @@ pub fn users_reset(data_dir: &Path, username: &str) -> anyhow::Result<String> {
     let conn = store::open(data_dir, Durability::Full)?;
     let password = accounts::generate_password();
     accounts::set_password(&conn, username, &password, true)?;
+    accounts::note_made_by(&conn, username, accounts::MadeBy::Reset, "cli")?;
     audit(&conn, "staff.update", &format!("staff:{username}"))?;
     Ok(password)
 }

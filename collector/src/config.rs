@@ -57,6 +57,11 @@ pub struct ConsoleConfig {
     /// An approved reveal of a pupil's full addresses and searches lasts this long.
     #[serde(with = "humantime_serde")]
     pub reveal_for: Duration,
+    /// The staff accounts that may approve a reveal (the two-person rule's second person).
+    /// Named here, in a file only someone with the server's files can change, because an
+    /// account administrator can create accounts with any role. Changes are audited and
+    /// announced to every DSL and leadership account. Empty: no reveal can be approved.
+    pub reveal_approvers: Vec<String>,
 }
 
 impl Default for ConsoleConfig {
@@ -68,6 +73,7 @@ impl Default for ConsoleConfig {
             lockout: Duration::from_secs(15 * 60),
             secure_cookies: false,
             reveal_for: Duration::from_secs(24 * 3600),
+            reveal_approvers: Vec::new(),
         }
     }
 }

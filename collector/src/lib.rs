@@ -5,6 +5,7 @@
 pub mod accounts;
 pub mod admission;
 pub mod alerts;
+pub mod approvers;
 pub mod audit;
 pub mod cli;
 pub mod committer;

@@ -56,6 +56,9 @@ pub async fn run(data_dir: &Path, opts: ServeOptions) -> anyhow::Result<()> {
 
     let write_conn = store::open(data_dir, store::Durability::Full)?;
     let admin_conn = store::open(data_dir, store::Durability::Normal)?;
+    if let Some(change) = crate::approvers::sync(&admin_conn, &config.console.reveal_approvers)? {
+        tracing::warn!("{change}");
+    }
     let revocations = Revocations::default();
     revocations.replace(store::agents::revoked_ids(&admin_conn)?);
     // Pending commits need no draining on shutdown: nothing unacknowledged is lost, agents resend it.

@@ -367,7 +367,7 @@ fn search(seq: u64, terms: &str) -> Event {
 /// the DSL's request, and then only that DSL; a technician can neither see nor close it.
 #[test]
 fn a_pupils_search_needs_two_people_to_reveal_and_the_dsl_to_close() {
-    let c = Collector::start("");
+    let c = Collector::start("[console]\nreveal_approvers = [\"head\"]\n");
     let agent = Agent::enroll_with(&c, &c.token("pupils-ks2", "1h", 1), "");
     stream_batches(
         &c,
@@ -521,4 +521,87 @@ fn a_login_flood_neither_slows_staff_nor_floods_the_trail() {
         failed < 150,
         "{failed} audit rows for {tries} guesses: refusals while waiting are aggregated"
     );
+}
+
+/// Finding 7 of issue 13: an account administrator cannot be their own second person.
+#[test]
+fn an_administrator_cannot_mint_their_own_approver() {
+    let mut c = Collector::start("[console]\nreveal_approvers = [\"head\"]\n");
+    let agent = Agent::enroll_with(&c, &c.token("pupils-ks2", "1h", 1), "");
+    stream_batches(
+        &c,
+        &agent,
+        vec![vec![search(1, "how to buy a knife online quickly")]],
+    );
+    let alert = wait_for(Duration::from_secs(20), "the keyword alert", || {
+        c.alerts()
+            .into_iter()
+            .find(|a| a["rule"].as_str().unwrap_or("").starts_with("keywords."))
+    });
+    let id = alert["id"].as_i64().unwrap();
+    // A DSL who is also an account administrator makes a leadership account for a friend.
+    let pw = add_user(&c, "dsladmin", "dsl", true);
+    add_user(&c, "head", "leadership", false);
+    let dsl = Session::login(&c, "dsladmin", &pw);
+    let made = dsl.post_json(
+        "/api/users",
+        json!({"username": "crony", "role": "leadership", "display_name": "", "email": "", "password": ""}),
+    );
+    assert_eq!(made.status, 200, "{}", made.body);
+    let crony_pw = made.json()["password"].as_str().unwrap().to_owned();
+    let crony = Session::login(&c, "crony", &crony_pw);
+    crony.post_json(
+        "/api/account/password",
+        json!({"current": crony_pw, "new": "crony-own-password-1"}),
+    );
+    let crony = Session::login(&c, "crony", "crony-own-password-1");
+    let reason = json!({"reason": "Concern raised by a teacher this morning in class"});
+    let asked = dsl.post_json(&format!("/api/alerts/{id}/reveal"), reason);
+    assert_eq!(asked.status, 200, "{}", asked.body);
+    let decide = format!("/api/reveals/{}/decide", asked.json()["id"]);
+    let refused = crony.post_json(&decide, json!({"approve": true}));
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    assert!(
+        refused.body.contains("not a named reveal approver"),
+        "{}",
+        refused.body
+    );
+
+    // Someone with the server's files names crony too: every DSL and leadership account is
+    // told, the trail has it, and crony still may not approve what their creator asked.
+    std::fs::write(
+        c.data_dir().join("collector.toml"),
+        std::fs::read_to_string(c.data_dir().join("collector.toml"))
+            .unwrap()
+            .replace(
+                "reveal_approvers = [\"head\"]",
+                "reveal_approvers = [\"head\", \"crony\"]",
+            ),
+    )
+    .unwrap();
+    c.restart();
+    let head = Session::login(&c, "head", "head-password-1234");
+    let dsl = Session::login(&c, "dsladmin", &pw);
+    for s in [&head, &dsl] {
+        let notices = s.json("/api/me")["notices"].to_string();
+        assert!(
+            notices.contains("now crony, head"),
+            "{}: {notices}",
+            s.username
+        );
+    }
+    assert!(dsl.get("/alerts").body.contains("now crony, head"));
+    let crony = Session::login(&c, "crony", "crony-own-password-1");
+    let refused = crony.post_json(&decide, json!({"approve": true}));
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    assert!(
+        refused.body.contains("was created by dsladmin"),
+        "{}",
+        refused.body
+    );
+    let trail = head.json("/api/audit?action=config.reveal_approvers");
+    assert_eq!(trail.as_array().map(Vec::len), Some(2), "{trail}");
+    // The named approver nobody made for the purpose may.
+    let ok = head.post_json(&decide, json!({"approve": true}));
+    assert_eq!(ok.status, 200, "{}", ok.body);
 }

@@ -261,6 +261,47 @@ pub fn set_password(
     Ok(())
 }
 
+/// What someone did to an account that matters to the two-person rule.
+#[derive(Debug, Clone, Copy)]
+pub enum MadeBy {
+    Created,
+    Reset,
+}
+
+/// Records who created an account or reset its password: `by` is a console user name, or
+/// "cli" for the command line (someone with the server's files).
+pub fn note_made_by(
+    conn: &Connection,
+    username: &str,
+    what: MadeBy,
+    by: &str,
+) -> Result<(), AccountError> {
+    let column = match what {
+        MadeBy::Created => "created_by",
+        MadeBy::Reset => "reset_by",
+    };
+    let n = conn.execute(
+        &format!("UPDATE staff SET {column} = ?2 WHERE username = ?1"),
+        params![username, by],
+    )?;
+    must_exist(n, username)
+}
+
+/// Who created the account and who last reset its password, where known.
+pub fn made_by(
+    conn: &Connection,
+    username: &str,
+) -> Result<(Option<String>, Option<String>), AccountError> {
+    Ok(conn
+        .query_row(
+            "SELECT created_by, reset_by FROM staff WHERE username = ?1",
+            [username],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?
+        .unwrap_or((None, None)))
+}
+
 pub fn set_role(
     conn: &Connection,
     username: &str,

@@ -121,7 +121,17 @@ pub async fn enforce(State(c): State<Arc<Console>>, req: Request, next: Next) ->
     let idle = c.config.idle_timeout;
     let session = match token {
         Some(t) => c
-            .db(move |conn| Ok(accounts::find_session(conn, &t, idle)?))
+            .db(move |conn| {
+                let Some(session) = accounts::find_session(conn, &t, idle)? else {
+                    return Ok(None);
+                };
+                let notices = if routes::SENIOR.contains(&session.account.role) {
+                    crate::approvers::recent(conn)?
+                } else {
+                    Vec::new()
+                };
+                Ok(Some((session, notices)))
+            })
             .await
             .unwrap_or_else(|e| {
                 tracing::error!(error = %e, "session lookup failed");
@@ -129,7 +139,7 @@ pub async fn enforce(State(c): State<Arc<Console>>, req: Request, next: Next) ->
             }),
         None => None,
     };
-    let Some(session) = session else {
+    let Some((session, notices)) = session else {
         if is_api {
             return refuse(StatusCode::UNAUTHORIZED, "not logged in");
         }
@@ -150,6 +160,7 @@ pub async fn enforce(State(c): State<Arc<Console>>, req: Request, next: Next) ->
         is_admin: session.account.is_admin,
         csrf_token: session.csrf_token,
         source,
+        notices,
     };
     if !route.access.allows(staff.role, staff.is_admin) {
         let object = format!("{} {}", req.method(), req.uri().path());
@@ -390,6 +401,7 @@ pub async fn me(
         "totp_enabled": account.totp_enabled,
         "must_change_password": account.must_change_password,
         "csrf_token": staff.csrf_token,
+        "notices": staff.notices,
     })))
 }
 

@@ -45,6 +45,11 @@ pub fn page(staff: Option<&Staff>, title: &str, body: Markup) -> Markup {
                 script src="/static/console.js" defer {}
             }
             body {
+                @if let Some(s) = staff {
+                    @for n in &s.notices {
+                        div.notice role="status" { strong { "Notice " (n.at.get(..10).unwrap_or("")) ": " } (n.text) }
+                    }
+                }
                 header.top {
                     a.brand href="/" { "Invigilator" }
                     @if let Some(s) = staff {

@@ -51,6 +51,8 @@ pub struct Staff {
     pub is_admin: bool,
     pub csrf_token: String,
     pub source: String,
+    /// Notices every page shows this member of staff (DSL and leadership: approver changes).
+    pub notices: Vec<crate::approvers::Notice>,
 }
 
 impl Staff {

@@ -43,7 +43,9 @@ impl From<RevealError> for ConsoleError {
             RevealError::Illegal(_)
             | RevealError::OwnRequest(_)
             | RevealError::ApproverNewer { .. }
-            | RevealError::NoSuchApprover(_) => ConsoleError::Forbidden(e.to_string()),
+            | RevealError::NoSuchApprover(_)
+            | RevealError::NotAnApprover(_)
+            | RevealError::MadeByRequester { .. } => ConsoleError::Forbidden(e.to_string()),
             RevealError::Decided { .. } | RevealError::Outstanding(_) => {
                 ConsoleError::Conflict(e.to_string())
             }
@@ -126,8 +128,9 @@ pub(super) async fn decide(
 ) -> Result<Request, ConsoleError> {
     let user = staff.username.clone();
     let lasts = c.config.reveal_for;
+    let approvers = c.config.reveal_approvers.clone();
     c.audited_as(staff, move |conn| {
-        let r = reveals::decide(conn, id, &user, approve, lasts)?;
+        let r = reveals::decide(conn, id, &user, approve, lasts, &approvers)?;
         let action = if approve {
             "reveal.approve"
         } else {

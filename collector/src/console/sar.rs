@@ -108,6 +108,7 @@ mod tests {
             is_admin: false,
             csrf_token: "t".into(),
             source: "10.0.0.1".into(),
+            notices: Vec::new(),
         }
     }
 

@@ -20,6 +20,7 @@ fn staff(username: &str, role: Role) -> Staff {
         is_admin: false,
         csrf_token: "t".into(),
         source: "test".into(),
+        notices: Vec::new(),
     }
 }
 
@@ -32,7 +33,10 @@ fn harness() -> Harness {
     let policy = Policy::parse(crate::policy::DEFAULT_POLICY).unwrap();
     let console = Console::new(
         dir.path().to_path_buf(),
-        ConsoleConfig::default(),
+        ConsoleConfig {
+            reveal_approvers: vec!["head".into()],
+            ..Default::default()
+        },
         Arc::new(ArcSwap::from_pointee(policy)),
     )
     .unwrap();

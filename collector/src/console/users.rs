@@ -2,7 +2,7 @@
 
 use super::layout::{csrf_field, page};
 use super::{Audit, Console, ConsoleError, Staff};
-use crate::accounts::{self, Account, NewAccount, Role};
+use crate::accounts::{self, Account, MadeBy, NewAccount, Role};
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -62,6 +62,7 @@ async fn create(
     let object = format!("staff:{}", input.username);
     let is_admin = matches!(input.is_admin.as_deref(), Some("true" | "on" | "1"));
     let entry = Audit::new("staff.create", object).detail(created_detail(role, is_admin));
+    let by = staff.username.clone();
     c.audited(staff, entry, move |conn| {
         accounts::create(
             conn,
@@ -76,6 +77,7 @@ async fn create(
                 must_change_password: true,
             },
         )?;
+        accounts::note_made_by(conn, &input.username, MadeBy::Created, &by)?;
         Ok(())
     })
     .await?;
@@ -167,6 +169,7 @@ async fn update(
         yes(&input.reset_password)
     );
     let entry = Audit::new("staff.update", object).detail(detail);
+    let by = staff.username.clone();
     c.audited(staff, entry, move |conn| {
         let current = accounts::get(conn, &username)?
             .ok_or_else(|| ConsoleError::NotFound(format!("account {username:?}")))?;
@@ -184,6 +187,7 @@ async fn update(
         if yes(&input.reset_password) == Some(true) {
             let p = accounts::generate_password();
             accounts::set_password(conn, &username, &p, true)?;
+            accounts::note_made_by(conn, &username, MadeBy::Reset, &by)?;
             return Ok(Some(p));
         }
         Ok(None)
@@ -302,6 +306,7 @@ mod tests {
             is_admin: true,
             csrf_token: "t".into(),
             source: "test".into(),
+            notices: Vec::new(),
         }
     }
 

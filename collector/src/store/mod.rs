@@ -159,6 +159,10 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("agents", "acked_seq", "INTEGER NOT NULL DEFAULT 0"),
     ("agents", "acked_at", "INTEGER"),
     ("agents", "stalled_alerted", "INTEGER NOT NULL DEFAULT 0"),
+    // Who made the account and who last reset its password (a console user, or "cli"): an
+    // approver of a reveal must not be an account its requester made or reset.
+    ("staff", "created_by", "TEXT"),
+    ("staff", "reset_by", "TEXT"),
 ];
 
 fn migrate(conn: &Connection) -> rusqlite::Result<()> {

@@ -38,6 +38,21 @@ pub enum RevealError {
     ApproverNewer { id: i64, approver: String },
     #[error("no staff account named {0:?}: only a member of staff may decide a reveal request")]
     NoSuchApprover(String),
+    #[error(
+        "{0} is not a named reveal approver: approvers are listed in collector.toml \
+         ([console] reveal_approvers), which only someone with the server's files can change"
+    )]
+    NotAnApprover(String),
+    #[error(
+        "{approver}'s account was {what} by {requester}, who asked for reveal request {id}: \
+         the second person must not owe their account to the first"
+    )]
+    MadeByRequester {
+        id: i64,
+        approver: String,
+        requester: String,
+        what: &'static str,
+    },
     #[error("reveal request {id} was already {decision}")]
     Decided { id: i64, decision: String },
     #[error("you already have reveal request {0} for this alert waiting or approved")]
@@ -138,16 +153,41 @@ pub fn request(conn: &Connection, alert_id: i64, requester: &str, reason: &str) 
 }
 
 /// Approves or refuses a waiting request, once. An approval lasts `lasts`.
+/// Approves or refuses a request. `approvers` are the names in collector.toml: an account
+/// administrator can mint accounts with any role, so a role alone does not make a second person.
 pub fn decide(
     conn: &Connection,
     id: i64,
     approver: &str,
     approve: bool,
     lasts: Duration,
+    approvers: &[String],
 ) -> Result<Request> {
     let req = get(conn, id)?.ok_or(RevealError::NoSuchRequest(id))?;
     if req.requested_by.eq_ignore_ascii_case(approver) {
         return Err(RevealError::OwnRequest(id));
+    }
+    if !approvers.iter().any(|a| a.eq_ignore_ascii_case(approver)) {
+        return Err(RevealError::NotAnApprover(approver.to_owned()));
+    }
+    let made: Option<(Option<String>, Option<String>)> = conn
+        .query_row(
+            "SELECT created_by, reset_by FROM staff WHERE username = ?1",
+            [approver],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    if let Some((created_by, reset_by)) = made {
+        for (what, by) in [("created", created_by), ("reset", reset_by)] {
+            if by.is_some_and(|b| b.eq_ignore_ascii_case(&req.requested_by)) {
+                return Err(RevealError::MadeByRequester {
+                    id,
+                    approver: approver.to_owned(),
+                    requester: req.requested_by.clone(),
+                    what,
+                });
+            }
+        }
     }
     // An account administrator could otherwise create a second account and approve their own
     // request with it: the second person must have existed when the request was made.
@@ -305,16 +345,16 @@ mod tests {
         senior_staff(&conn);
         let a = alert(&conn, "keywords.self-harm", "serious");
         let id = request(&conn, a, "dsl1", REASON).unwrap();
-        let err = decide(&conn, id, "DSL1", true, DAY).unwrap_err();
+        let err = decide(&conn, id, "DSL1", true, DAY, &named()).unwrap_err();
         assert!(matches!(err, RevealError::OwnRequest(_)), "{err}");
         assert!(err.to_string().contains("another senior"), "{err}");
         assert!(!granted(&conn, a, "dsl1", now_us()).unwrap());
-        let done = decide(&conn, id, "head", true, DAY).unwrap();
+        let done = decide(&conn, id, "head", true, DAY, &named()).unwrap();
         assert_eq!(done.decided_by.as_deref(), Some("head"));
         assert!(granted(&conn, a, "dsl1", now_us()).unwrap());
         // Decided once; and the grant is the requester's alone.
         assert!(matches!(
-            decide(&conn, id, "deputy", false, DAY),
+            decide(&conn, id, "deputy", false, DAY, &named()),
             Err(RevealError::Decided { .. })
         ));
         assert!(!granted(&conn, a, "head", now_us()).unwrap());
@@ -349,14 +389,14 @@ mod tests {
         senior_staff(&conn);
         let a = alert(&conn, "keywords.self-harm", "serious");
         let id = request(&conn, a, "dsl1", REASON).unwrap();
-        decide(&conn, id, "head", true, DAY).unwrap();
+        decide(&conn, id, "head", true, DAY, &named()).unwrap();
         let now = now_us();
         assert!(granted(&conn, a, "dsl1", now + 23 * 3600 * 1_000_000).unwrap());
         assert!(!granted(&conn, a, "dsl1", now + 25 * 3600 * 1_000_000).unwrap());
 
         let b = alert(&conn, "keywords.self-harm", "serious");
         let id = request(&conn, b, "dsl1", REASON).unwrap();
-        let refused = decide(&conn, id, "head", false, DAY).unwrap();
+        let refused = decide(&conn, id, "head", false, DAY, &named()).unwrap();
         assert_eq!(refused.decision.as_deref(), Some("refused"));
         assert!(!granted(&conn, b, "dsl1", now_us()).unwrap());
         // Asking again after a refusal is allowed (new information), and shows as waiting.
@@ -367,15 +407,48 @@ mod tests {
         assert_eq!(pending.len(), 3);
     }
 
+    /// The approvers collector.toml names in these tests.
+    fn named() -> Vec<String> {
+        ["head", "deputy", "dsl1", "dsl1-second", "nobody", "made"]
+            .map(String::from)
+            .to_vec()
+    }
+
+    #[test]
+    fn only_named_approvers_not_made_by_the_requester_may_decide() {
+        let (_d, conn) = test_db();
+        senior_staff(&conn);
+        staff(&conn, "dsl2", 0);
+        let a = alert(&conn, "keywords.self-harm", "serious");
+        let id = request(&conn, a, "dsl1", REASON).unwrap();
+        let err = decide(&conn, id, "dsl2", true, DAY, &named()).unwrap_err();
+        assert!(matches!(err, RevealError::NotAnApprover(_)), "{err}");
+        assert!(err.to_string().contains("collector.toml"), "{err}");
+        // A named approver whose account the requester created, or reset, may not.
+        staff(&conn, "made", 0);
+        for what in [
+            crate::accounts::MadeBy::Created,
+            crate::accounts::MadeBy::Reset,
+        ] {
+            conn.execute("UPDATE staff SET created_by = NULL, reset_by = NULL", [])
+                .unwrap();
+            crate::accounts::note_made_by(&conn, "made", what, "DSL1").unwrap();
+            let err = decide(&conn, id, "made", true, DAY, &named()).unwrap_err();
+            assert!(matches!(err, RevealError::MadeByRequester { .. }), "{err}");
+        }
+        assert!(get(&conn, id).unwrap().unwrap().waiting());
+        decide(&conn, id, "head", true, DAY, &named()).unwrap();
+    }
+
     #[test]
     fn an_account_created_after_the_request_cannot_approve_it() {
         let (_d, conn) = test_db();
         let a = alert(&conn, "keywords.self-harm", "serious");
         let id = request(&conn, a, "dsl1", REASON).unwrap();
-        let err = decide(&conn, id, "nobody", true, DAY).unwrap_err();
+        let err = decide(&conn, id, "nobody", true, DAY, &named()).unwrap_err();
         assert!(matches!(err, RevealError::NoSuchApprover(_)), "{err}");
         staff(&conn, "dsl1-second", now_us() + 1);
-        let err = decide(&conn, id, "dsl1-second", true, DAY).unwrap_err();
+        let err = decide(&conn, id, "dsl1-second", true, DAY, &named()).unwrap_err();
         assert!(matches!(err, RevealError::ApproverNewer { .. }), "{err}");
         assert!(
             err.to_string()
@@ -386,7 +459,7 @@ mod tests {
         assert!(!granted(&conn, a, "dsl1", now_us()).unwrap());
         // Someone who was already on the staff may.
         staff(&conn, "head", 0);
-        decide(&conn, id, "head", true, DAY).unwrap();
+        decide(&conn, id, "head", true, DAY, &named()).unwrap();
         assert!(granted(&conn, a, "dsl1", now_us()).unwrap());
     }
 }

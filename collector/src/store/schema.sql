@@ -129,6 +129,13 @@ CREATE TABLE IF NOT EXISTS login_throttle (
     PRIMARY KEY (name, addr)
 ) WITHOUT ROWID;
 
+-- Notices every DSL and leadership account sees on each console page (approvers::sync).
+CREATE TABLE IF NOT EXISTS notices (
+    id    INTEGER PRIMARY KEY,
+    at    INTEGER NOT NULL,
+    text  TEXT NOT NULL
+);
+
 CREATE TABLE IF NOT EXISTS console_sessions (
     token_hash  BLOB PRIMARY KEY,
     username    TEXT NOT NULL,
