@@ -139,6 +139,35 @@ pub fn audit_verify(data_dir: &Path) -> anyhow::Result<u64> {
     }
 }
 
+/// `audit anchor`: seals the trail as it stands into a new checkpoint, when the checkpoint is
+/// missing, unkeyed or its seal does not verify. Refused when an entry itself is broken:
+/// sealing would hide that. The act and what verify said before it are audited first.
+pub fn audit_anchor(data_dir: &Path) -> anyhow::Result<String> {
+    let conn = store::open(data_dir, Durability::Full)?;
+    let last: i64 = conn.query_row("SELECT COALESCE(MAX(id), 0) FROM audit_log", [], |r| {
+        r.get(0)
+    })?;
+    let before = match audit::verify(&conn)? {
+        audit::Verdict::Intact { entries } => format!("intact, {entries} entries"),
+        audit::Verdict::Broken { id, reason } if id <= last => {
+            bail!("audit trail broken at entry {id}: {reason}; not anchoring over it")
+        }
+        audit::Verdict::Broken { reason, .. } => reason,
+    };
+    let rec = Record {
+        action: "audit.anchor",
+        object: "audit.head",
+        detail: &format!("before: {before}"),
+        ..Default::default()
+    };
+    audit::append(&conn, &Actor::cli(), &rec).context("writing the access audit trail")?;
+    let cp = audit::reanchor(&conn)?;
+    Ok(format!(
+        "{before}; sealed {} writer head(s)",
+        cp.heads.len()
+    ))
+}
+
 /// `users add`: the password comes from stdin (first line), or is generated and printed.
 pub fn users_add(
     data_dir: &Path,

@@ -180,6 +180,13 @@ enum AuditCommand {
         #[command(flatten)]
         dir: DataDir,
     },
+    /// Seal the trail as it stands into a new checkpoint (audit.head), when the checkpoint is
+    /// missing, from an older version, or its seal does not verify. Refused when an entry itself
+    /// is broken. Audited, with what verify said before.
+    Anchor {
+        #[command(flatten)]
+        dir: DataDir,
+    },
 }
 
 #[derive(Subcommand)]
@@ -432,6 +439,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let entries = cli::audit_verify(&dir.data_dir)?;
             println!("audit trail intact: {entries} entries");
+            Ok(())
+        }
+        Command::Audit {
+            command: AuditCommand::Anchor { dir },
+        } => {
+            println!(
+                "audit trail anchored: {}",
+                cli::audit_anchor(&dir.data_dir)?
+            );
             Ok(())
         }
         Command::Users { command } => users_command(command),

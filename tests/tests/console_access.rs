@@ -294,6 +294,51 @@ fn audit_verify_catches_deleted_and_reordered_entries() {
     }
 }
 
+/// Finding 8 of issue 13: deleting the checkpoint first, then the newest entries, used to leave
+/// a trail that verified; a forged checkpoint needs the key the database does not hold.
+#[test]
+fn a_deleted_or_forged_checkpoint_cannot_hide_deleted_entries() {
+    let c = Collector::start("");
+    let pw = add_user(&c, "gov", "governor", false);
+    let s = Session::login(&c, "gov", &pw);
+    for _ in 0..3 {
+        s.json("/api/audit");
+    }
+    assert!(audit_verify(&c).is_ok());
+    let head = c.data_dir().join("audit.head");
+    let sealed = std::fs::read_to_string(&head).unwrap();
+    std::fs::remove_file(&head).unwrap();
+    tamper(&c, "DELETE FROM audit_log WHERE id >= 4");
+    // More accesses do not quietly make a new checkpoint over the shortened trail.
+    s.json("/api/audit");
+    let err = audit_verify(&c).unwrap_err();
+    assert!(err.contains("missing"), "{err}");
+    // A checkpoint copied back in, or made up, does not agree either.
+    std::fs::write(&head, &sealed).unwrap();
+    assert!(audit_verify(&c).is_err());
+    let forged = sealed.replace(
+        &sealed[sealed.find("\"mac\"").unwrap()..],
+        "\"mac\":\"00\"}",
+    );
+    std::fs::write(&head, forged).unwrap();
+    let err = audit_verify(&c).unwrap_err();
+    assert!(err.contains("seal"), "{err}");
+    // An operator re-anchors on the record; the trail then verifies, the act in it.
+    let out = invigilator_tests::output(&mut c.cli(&["audit", "anchor"]));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(audit_verify(&c).is_ok());
+    let pw = add_user(&c, "dsl", "dsl", false);
+    let trail = Session::login(&c, "dsl", &pw).json("/api/audit?action=audit.anchor");
+    assert!(
+        trail[0]["detail"].as_str().unwrap().contains("seal"),
+        "{trail}"
+    );
+}
+
 #[test]
 fn the_first_administrator_chooses_a_password_before_anything_else() {
     let c = Collector::start("");

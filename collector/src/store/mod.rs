@@ -163,6 +163,8 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     // approver of a reveal must not be an account its requester made or reset.
     ("staff", "created_by", "TEXT"),
     ("staff", "reset_by", "TEXT"),
+    // The audit chain an entry belongs to (audit::WRITER): one per collector writing.
+    ("audit_log", "writer", "TEXT NOT NULL DEFAULT 'collector'"),
 ];
 
 fn migrate(conn: &Connection) -> rusqlite::Result<()> {

@@ -3,14 +3,24 @@
 //! Entries form a hash chain: each entry's `hash` is SHA-256 over the previous entry's hash and
 //! this entry's fields, so editing, deleting or reordering any entry breaks every hash after it.
 //! Deleting the newest entries leaves a shorter chain that is still valid, so the head (id and
-//! hash of the latest entry) is also written to `audit.head` beside the database: `verify`
-//! refuses a chain that no longer reaches it.
+//! hash of the latest entry) is sealed with a keyed MAC into `audit.head` outside the database
+//! and sent to the log (see [`anchor`]): `verify` refuses a chain that no longer reaches it.
+//!
+//! Each writer keeps its own chain (`writer`; one, "collector", while the store is one SQLite
+//! file): several collectors sharing a database each append to theirs without a global lock,
+//! and the checkpoint in `audit.head` seals every writer's head together.
+
+mod anchor;
+mod verify;
+
+pub use anchor::{Checkpoint, reanchor};
+pub use verify::{Verdict, verify};
 
 use crate::store::{self, now_us, rfc3339};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// The hash the first entry chains from.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -26,7 +36,13 @@ pub enum AuditError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("audit key {path}: {message}")]
+    Key { path: PathBuf, message: String },
 }
+
+/// The chain this process appends to. One while the store is one SQLite file; a collector
+/// sharing a PostgreSQL database would use its own name.
+pub const WRITER: &str = "collector";
 
 /// Who is acting, as the trail records it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -90,7 +106,7 @@ pub struct Entry {
 }
 
 /// The hash of one entry: every field, length-prefixed so no two entries can serialise alike.
-fn entry_hash(prev_hash: &str, id: i64, at_us: i64, fields: [&str; 7]) -> String {
+pub(crate) fn entry_hash(prev_hash: &str, id: i64, at_us: i64, fields: [&str; 7]) -> String {
     let mut h = Sha256::new();
     h.update(b"invigilator-audit-v1\n");
     h.update(prev_hash.as_bytes());
@@ -101,12 +117,6 @@ fn entry_hash(prev_hash: &str, id: i64, at_us: i64, fields: [&str; 7]) -> String
         h.update(f.as_bytes());
     }
     hex::encode(h.finalize())
-}
-
-fn head_path(conn: &Connection) -> Option<PathBuf> {
-    conn.path()
-        .filter(|p| !p.is_empty())
-        .map(|p| Path::new(p).with_file_name("audit.head"))
 }
 
 /// Appends one entry. Runs in its own immediate transaction so the CLI and the server, each
@@ -121,28 +131,32 @@ pub fn append(conn: &Connection, actor: &Actor, rec: &Record<'_>) -> Result<i64,
         }
     }
     let (id, hash) = result?;
-    write_head(conn, id, &hash)?;
+    // As in `commit`: the entry is saved; a checkpoint that cannot move is verify's to report.
+    if let Err(e) = anchor::advance(conn, WRITER, id, &hash) {
+        tracing::error!(error = %e, entry = id, "could not seal the audit head");
+    }
     Ok(id)
 }
 
 /// Appends inside a transaction the caller already holds, so that a change and its audit entry
-/// commit together. The caller must call [`write_head`] after committing.
+/// commit together. The caller must call [`commit`] to commit and seal the head.
 pub fn append_in(
     conn: &Connection,
     actor: &Actor,
     rec: &Record<'_>,
 ) -> Result<(i64, String), AuditError> {
-    let last: Option<(i64, String)> = conn
+    // The writer's own previous entry; the id is the next over all writers.
+    let prev: Option<String> = conn
         .query_row(
-            "SELECT id, hash FROM audit_log ORDER BY id DESC LIMIT 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            "SELECT hash FROM audit_log WHERE writer = ?1 ORDER BY id DESC LIMIT 1",
+            [WRITER],
+            |r| r.get(0),
         )
         .optional()?;
-    let (id, prev) = match last {
-        Some((id, hash)) => (id + 1, hash),
-        None => (1, GENESIS.to_owned()),
-    };
+    let prev = prev.unwrap_or_else(|| GENESIS.to_owned());
+    let id: i64 = conn.query_row("SELECT COALESCE(MAX(id), 0) + 1 FROM audit_log", [], |r| {
+        r.get(0)
+    })?;
     let at = now_us();
     let fields = [
         actor.name.as_str(),
@@ -156,8 +170,8 @@ pub fn append_in(
     let hash = entry_hash(&prev, id, at, fields);
     conn.execute(
         "INSERT INTO audit_log(id, at, actor, role, action, object, purpose, source, detail,
-                               prev_hash, hash)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                               prev_hash, hash, writer)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
         params![
             id,
             at,
@@ -169,7 +183,8 @@ pub fn append_in(
             actor.source,
             rec.detail,
             prev,
-            hash
+            hash,
+            WRITER
         ],
     )?;
     Ok((id, hash))
@@ -181,135 +196,10 @@ pub fn append_in(
 /// (returning it would tell the user that something saved was not).
 pub fn commit(conn: &Connection, id: i64, hash: &str) -> Result<(), AuditError> {
     conn.execute_batch("COMMIT")?;
-    if let Err(e) = write_head(conn, id, hash) {
+    if let Err(e) = anchor::advance(conn, WRITER, id, hash) {
         tracing::error!(error = %e, entry = id, "could not record the audit head");
     }
     Ok(())
-}
-
-/// Records the newest entry outside the database. Never moves backwards: two processes
-/// appending race only to write a head the other already passed.
-pub fn write_head(conn: &Connection, id: i64, hash: &str) -> Result<(), AuditError> {
-    let Some(path) = head_path(conn) else {
-        return Ok(());
-    };
-    if let Some((known, _)) = read_head(&path)?
-        && known >= id
-    {
-        return Ok(());
-    }
-    // One name per call: the console, the notifier and retention each write from their own
-    // thread, and two writers sharing a temporary file could rename the other's half-written one.
-    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let tmp = path.with_extension(format!("head.{}.{n}", std::process::id()));
-    let io = |source| AuditError::Head {
-        path: path.clone(),
-        source,
-    };
-    std::fs::write(&tmp, format!("{id} {hash}\n")).map_err(io)?;
-    std::fs::rename(&tmp, &path).map_err(io)?;
-    Ok(())
-}
-
-fn read_head(path: &Path) -> Result<Option<(i64, String)>, AuditError> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => {
-            let mut parts = text.split_whitespace();
-            let id = parts.next().and_then(|s| s.parse().ok());
-            let hash = parts.next().map(str::to_owned);
-            Ok(id.zip(hash))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(AuditError::Head {
-            path: path.to_path_buf(),
-            source,
-        }),
-    }
-}
-
-/// What `verify` found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
-    Intact { entries: u64 },
-    Broken { id: i64, reason: String },
-}
-
-/// Walks the whole chain, oldest first, and names the first entry that does not hold.
-pub fn verify(conn: &Connection) -> Result<Verdict, AuditError> {
-    let mut stmt = conn.prepare(
-        "SELECT id, at, actor, role, action, object, purpose, source, detail, prev_hash, hash
-         FROM audit_log ORDER BY id",
-    )?;
-    let mut rows = stmt.query([])?;
-    let mut expected_id = 1i64;
-    let mut prev = GENESIS.to_owned();
-    let mut seen = 0u64;
-    while let Some(r) = rows.next()? {
-        let id: i64 = r.get(0)?;
-        let at: i64 = r.get(1)?;
-        let text = |i| r.get::<_, String>(i);
-        let fields = [
-            text(2)?,
-            text(3)?,
-            text(4)?,
-            text(5)?,
-            text(6)?,
-            text(7)?,
-            text(8)?,
-        ];
-        let (prev_hash, hash) = (text(9)?, text(10)?);
-        let broken = |reason: String| Ok(Verdict::Broken { id, reason });
-        if id != expected_id {
-            return broken(format!(
-                "entry {id} follows entry {}: entries {expected_id}..{} are missing",
-                expected_id - 1,
-                id - 1
-            ));
-        }
-        if prev_hash != prev {
-            return broken(format!(
-                "entry {id} does not chain from entry {}: removed, inserted or reordered",
-                id - 1
-            ));
-        }
-        let fields = fields.each_ref().map(String::as_str);
-        if entry_hash(&prev, id, at, fields) != hash {
-            return broken(format!("entry {id} was changed after it was written"));
-        }
-        prev = hash;
-        expected_id += 1;
-        seen += 1;
-    }
-    if let Some(path) = head_path(conn)
-        && let Some((head_id, head_hash)) = read_head(&path)?
-    {
-        let last = expected_id - 1;
-        if head_id > last {
-            return Ok(Verdict::Broken {
-                id: last + 1,
-                reason: format!(
-                    "the log ends at entry {last} but {} records entry {head_id}: \
-                     the newest entries were deleted",
-                    path.display()
-                ),
-            });
-        }
-        let at_head: String =
-            conn.query_row("SELECT hash FROM audit_log WHERE id = ?1", [head_id], |r| {
-                r.get(0)
-            })?;
-        if at_head != head_hash {
-            return Ok(Verdict::Broken {
-                id: head_id,
-                reason: format!(
-                    "entry {head_id} differs from the hash {} recorded",
-                    path.display()
-                ),
-            });
-        }
-    }
-    Ok(Verdict::Intact { entries: seen })
 }
 
 /// Filters for reading the trail in the console.
@@ -527,17 +417,18 @@ mod tests {
     }
 
     #[test]
-    fn concurrent_head_writes_never_share_a_temporary_file() {
+    fn concurrent_appends_keep_one_chain_and_one_sealed_head() {
         let (dir, conn) = filled(1);
         let db = conn.path().unwrap().to_owned();
         let writers: Vec<_> = (0..8)
-            .map(|t| {
+            .map(|_| {
                 let db = db.clone();
                 std::thread::spawn(move || {
                     let conn = Connection::open(&db).unwrap();
-                    for i in 0..50 {
-                        let id = 2 + i * 8 + t;
-                        write_head(&conn, id, &format!("{id:064}")).unwrap();
+                    conn.busy_timeout(std::time::Duration::from_secs(30))
+                        .unwrap();
+                    for _ in 0..20 {
+                        append(&conn, &Actor::system(), &Record::default()).unwrap();
                     }
                 })
             })
@@ -545,14 +436,81 @@ mod tests {
         for w in writers {
             w.join().unwrap();
         }
-        let (id, hash) = read_head(&dir.path().join("audit.head")).unwrap().unwrap();
-        assert_eq!(hash, format!("{id:064}"), "a torn or mixed head");
+        assert_eq!(verify(&conn).unwrap(), Verdict::Intact { entries: 161 });
         let left: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
             .filter_map(|e| e.ok()?.file_name().into_string().ok())
-            .filter(|n| n.starts_with("audit.head."))
+            .filter(|n| n.starts_with("audit.head.") && n != "audit.head.lock")
             .collect();
         assert!(left.is_empty(), "{left:?}");
+    }
+
+    fn broken_reason(conn: &Connection) -> String {
+        match verify(conn).unwrap() {
+            Verdict::Broken { reason, .. } => reason,
+            v => panic!("went unnoticed: {v:?}"),
+        }
+    }
+
+    #[test]
+    fn a_deleted_head_is_a_failure_and_is_not_quietly_recreated() {
+        let (dir, conn) = filled(8);
+        std::fs::remove_file(dir.path().join("audit.head")).unwrap();
+        tamper(&conn, "DELETE FROM audit_log WHERE id > 5");
+        assert!(broken_reason(&conn).contains("missing"));
+        // The next access does not paper over it ...
+        let _ = append(&conn, &Actor::system(), &Record::default());
+        assert!(broken_reason(&conn).contains("missing"));
+        // ... an operator's re-anchoring does, on the record.
+        reanchor(&conn).unwrap();
+        assert_eq!(verify(&conn).unwrap(), Verdict::Intact { entries: 6 });
+    }
+
+    #[test]
+    fn a_head_written_without_the_key_is_refused() {
+        let (dir, conn) = filled(8);
+        tamper(&conn, "DELETE FROM audit_log WHERE id > 5");
+        let h5: String = conn
+            .query_row("SELECT hash FROM audit_log WHERE id = 5", [], |r| r.get(0))
+            .unwrap();
+        let head = dir.path().join("audit.head");
+        let forged = serde_json::json!({"heads": {WRITER: [5, h5]}, "mac": "00".repeat(32)});
+        std::fs::write(&head, forged.to_string()).unwrap();
+        assert!(broken_reason(&conn).contains("seal"));
+        // The format of older versions, without a MAC, is no way round it either.
+        std::fs::write(&head, format!("5 {h5}\n")).unwrap();
+        assert!(broken_reason(&conn).contains("unkeyed"));
+        // Nor is a new key: the checkpoint was sealed with the old one.
+        std::fs::remove_file(dir.path().join("audit.key")).unwrap();
+        let _ = append(&conn, &Actor::system(), &Record::default());
+        assert!(broken_reason(&conn).contains("seal"), "{:?}", verify(&conn));
+    }
+
+    #[test]
+    fn several_writers_chain_separately_under_one_checkpoint() {
+        let (_d, conn) = filled(3);
+        // A second collector's entries, interleaved, chained among themselves.
+        let mut prev = GENESIS.to_owned();
+        for id in [4, 6] {
+            let fields = ["other", "system", "x", "", "", "system", ""];
+            let hash = entry_hash(&prev, id, 1, fields);
+            conn.execute(
+                "INSERT INTO audit_log(id, at, actor, role, action, object, purpose, source,
+                                       detail, prev_hash, hash, writer)
+                 VALUES (?1, 1, 'other', 'system', 'x', '', '', 'system', '', ?2, ?3, 'b')",
+                params![id, prev, hash],
+            )
+            .unwrap();
+            anchor::advance(&conn, "b", id, &hash).unwrap();
+            prev = hash;
+            if id == 4 {
+                append(&conn, &Actor::system(), &Record::default()).unwrap();
+            }
+        }
+        assert_eq!(verify(&conn).unwrap(), Verdict::Intact { entries: 6 });
+        // Removing the other writer's newest entry is caught by its head in the checkpoint.
+        tamper(&conn, "DELETE FROM audit_log WHERE id = 6");
+        assert!(broken_reason(&conn).contains("writer b"));
     }
 
     #[test]
