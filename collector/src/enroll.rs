@@ -2,7 +2,11 @@
 //! Served over server-authenticated TLS; the only call that needs no client certificate.
 
 use crate::state::Shared;
-use crate::store::{self, tokens::TokenRejection};
+use crate::store::{
+    self,
+    enrol_guard::{self, Gate},
+    tokens::TokenRejection,
+};
 use invigilator_proto::EnrollmentToken;
 use invigilator_proto::v1::{EnrollRequest, EnrollResponse, enrollment_server::Enrollment};
 use std::sync::Arc;
@@ -29,14 +33,57 @@ fn clean(s: &str, what: &str) -> Result<String, Status> {
     Ok(s)
 }
 
+/// Refusals of a closed address are logged at the 1st, 10th, 100th ... only.
+fn worth_logging(n: u64) -> bool {
+    n > 0 && 10u64.pow(n.ilog10()) == n
+}
+
 #[tonic::async_trait]
 impl Enrollment for EnrollmentService {
+    /// Enrolment is open to anyone who reaches the port, so failures are rationed per address
+    /// (in the database: it holds across collectors) and logged sparingly.
     async fn enroll(
         &self,
         req: Request<EnrollRequest>,
     ) -> Result<Response<EnrollResponse>, Status> {
-        let peer = req.remote_addr();
-        let r = req.into_inner();
+        let addr = req
+            .remote_addr()
+            .map(|a| a.ip().to_string())
+            .unwrap_or_else(|| "unknown".into());
+        let now = store::now_us();
+        let a = addr.clone();
+        let gate = self
+            .shared
+            .db(move |c| enrol_guard::gate(c, &a, now))
+            .await?;
+        if let Gate::Closed { until_us, refused } = gate {
+            if worth_logging(refused) {
+                tracing::warn!(%addr, refused, "enrolment attempts refused: too many failures from this address");
+            }
+            return Err(Status::resource_exhausted(format!(
+                "too many failed enrolments from {addr}; try again after {}",
+                store::rfc3339(until_us)
+            )));
+        }
+        let result = self.try_enroll(req.into_inner()).await;
+        if let Err(status) = &result {
+            let a = addr.clone();
+            let failures = self
+                .shared
+                .db(move |c| enrol_guard::failed(c, &a, now))
+                .await?;
+            if failures == 1 || failures == enrol_guard::MAX_FAILURES {
+                tracing::warn!(%addr, failures, reason = %status.message(), "enrolment refused");
+            } else {
+                tracing::debug!(%addr, failures, reason = %status.message(), "enrolment refused");
+            }
+        }
+        result
+    }
+}
+
+impl EnrollmentService {
+    async fn try_enroll(&self, r: EnrollRequest) -> Result<Response<EnrollResponse>, Status> {
         let token = EnrollmentToken::parse(&r.token)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         if token.ca_fingerprint != self.shared.ca.fingerprint {
@@ -88,13 +135,10 @@ impl Enrollment for EnrollmentService {
                 Ok(Ok(group))
             })
             .await?
-            .map_err(|rejection| {
-                tracing::warn!(?peer, %hostname, reason = %rejection, "enrolment refused");
-                match rejection {
-                    TokenRejection::Unknown => Status::unauthenticated(rejection.to_string()),
-                    TokenRejection::Expired | TokenRejection::UsedUp => {
-                        Status::permission_denied(rejection.to_string())
-                    }
+            .map_err(|rejection| match rejection {
+                TokenRejection::Unknown => Status::unauthenticated(rejection.to_string()),
+                TokenRejection::Expired | TokenRejection::UsedUp => {
+                    Status::permission_denied(rejection.to_string())
                 }
             })?;
         tracing::info!(%agent_id, %group, %hostname, "agent enrolled");

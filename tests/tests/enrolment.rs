@@ -98,3 +98,46 @@ fn an_agent_will_not_enrol_with_a_collector_other_than_the_one_its_token_pins() 
     assert!(retry.status.success(), "{retry:?}");
     assert!(dir.path().join("s/agent.toml").exists());
 }
+
+/// Finding 12 of issue 13: guessing tokens is rationed per address and does not flood the log.
+#[test]
+fn repeated_failed_enrolments_from_one_address_are_refused_and_logged_sparingly() {
+    let c = Collector::start("");
+    let dir = tempfile::tempdir().unwrap();
+    let fp = c
+        .token("staff", "1h", 1)
+        .rsplit('.')
+        .next()
+        .unwrap()
+        .to_owned();
+    let mut refused_unchecked = 0;
+    for i in 0..26 {
+        let guess = format!("inv1.abcdefghij{i:02}.{}.{fp}", "s".repeat(32));
+        let out = Agent::try_enroll(&c.url(), &guess, &dir.path().join(format!("g{i}")));
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        if err.contains("too many failed enrolments") {
+            refused_unchecked += 1;
+        } else {
+            assert!(err.contains("unknown enrolment token"), "{err}");
+        }
+    }
+    assert_eq!(
+        refused_unchecked, 6,
+        "20 checked, the rest refused unchecked"
+    );
+    // While the address is closed, even a good token waits: guessing must not pay off by luck.
+    let good = c.token("staff", "1h", 1);
+    let out = Agent::try_enroll(&c.url(), &good, &dir.path().join("good"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("too many failed enrolments"));
+    let warnings = c
+        .log()
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("enrolment"))
+        .count();
+    assert!(
+        (1..=4).contains(&warnings),
+        "{warnings} warning lines for 27 attempts:\n{}",
+        c.log()
+    );
+}

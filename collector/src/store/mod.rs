@@ -13,6 +13,7 @@ pub mod agents;
 pub mod alerts;
 pub mod checks;
 pub mod delivery;
+pub mod enrol_guard;
 pub mod events;
 pub mod incidents;
 pub mod reports;

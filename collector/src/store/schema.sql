@@ -14,6 +14,14 @@ CREATE TABLE IF NOT EXISTS enrollment_tokens (
     uses_left   INTEGER NOT NULL
 );
 
+-- Failed enrolments per source address (store::enrol_guard).
+CREATE TABLE IF NOT EXISTS enrol_failures (
+    addr          TEXT PRIMARY KEY,
+    window_start  INTEGER NOT NULL,
+    failures      INTEGER NOT NULL,
+    refused       INTEGER NOT NULL
+) WITHOUT ROWID;
+
 CREATE TABLE IF NOT EXISTS agents (
     agent_id        TEXT PRIMARY KEY,   -- UUID, the common name of the agent's certificate
     grp             TEXT NOT NULL,
