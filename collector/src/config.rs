@@ -51,8 +51,8 @@ pub struct ConsoleConfig {
     /// ... for this long (an administrator's password reset unlocks it sooner).
     #[serde(with = "humantime_serde")]
     pub lockout: Duration,
-    /// Mark the session cookie Secure: set it when the console is reached over HTTPS (a
-    /// reverse proxy); browsers then never send it over plain HTTP.
+    /// Mark the session cookie Secure and send Strict-Transport-Security: set it when the
+    /// console is reached over HTTPS (a reverse proxy); browsers then never use plain HTTP.
     pub secure_cookies: bool,
     /// An approved reveal of a pupil's full addresses and searches lasts this long.
     #[serde(with = "humantime_serde")]

@@ -53,6 +53,7 @@ pub struct Reply {
     pub status: u16,
     pub location: Option<String>,
     pub body: String,
+    pub headers: ureq::http::HeaderMap,
 }
 
 impl Reply {
@@ -69,6 +70,7 @@ fn reply(mut r: ureq::http::Response<ureq::Body>) -> Reply {
             .get("location")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned),
+        headers: r.headers().clone(),
         body: r.body_mut().read_to_string().unwrap_or_default(),
     }
 }
@@ -133,6 +135,7 @@ impl Session {
                 status,
                 location: None,
                 body,
+                headers: Default::default(),
             }),
         }
     }
@@ -142,6 +145,25 @@ impl Session {
             self.agent
                 .get(format!("{}{path}", self.base))
                 .header("cookie", &self.cookie)
+                .call()
+                .unwrap(),
+        )
+    }
+
+    pub fn head(&self, path: &str) -> Reply {
+        reply(
+            self.agent
+                .head(format!("{}{path}", self.base))
+                .header("cookie", &self.cookie)
+                .call()
+                .unwrap(),
+        )
+    }
+
+    pub fn options(&self, path: &str) -> Reply {
+        reply(
+            self.agent
+                .options(format!("{}{path}", self.base))
                 .call()
                 .unwrap(),
         )

@@ -76,6 +76,22 @@ pub fn run_as(name: &str) {
     assert!(status.success(), "{name}: {status}");
 }
 
+/// A Chromium-shaped History database with one visit to `url` now (the columns the agent's
+/// reader uses).
+pub fn chromium_history(path: &Path, url: &str) {
+    let db = rusqlite::Connection::open(path).unwrap();
+    // Chromium's epoch: microseconds since 1601-01-01.
+    let now = now_us() + 11_644_473_600_000_000;
+    db.execute_batch(&format!(
+        "CREATE TABLE urls(id INTEGER PRIMARY KEY, url LONGVARCHAR, title LONGVARCHAR);
+         CREATE TABLE visits(id INTEGER PRIMARY KEY, url INTEGER NOT NULL, visit_time INTEGER NOT NULL,
+                             transition INTEGER DEFAULT 0 NOT NULL);
+         INSERT INTO urls VALUES (1, '{url}', 'page');
+         INSERT INTO visits VALUES (1, 1, {now}, 1);"
+    ))
+    .unwrap();
+}
+
 pub fn now_us() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -397,12 +413,26 @@ impl Agent {
     }
 
     pub fn start(&mut self) {
+        self.start_under(&[]);
+    }
+
+    /// Starts the agent through `wrapper` (e.g. `setpriv` with a unit's capability set).
+    pub fn start_under(&mut self, wrapper: &[String]) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.path().join("agent.log"))
             .unwrap();
-        let child = Command::new(bin("invigilator-agent"))
+        let agent = bin("invigilator-agent");
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(&agent);
+                c
+            }
+            None => Command::new(&agent),
+        };
+        let child = cmd
             .arg("run")
             .arg("--state-dir")
             .arg(self.state_dir())

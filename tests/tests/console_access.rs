@@ -339,6 +339,33 @@ fn a_deleted_or_forged_checkpoint_cannot_hide_deleted_entries() {
     );
 }
 
+/// Finding 14 of issue 13: HEAD and OPTIONS answer as HTTP says; HSTS over HTTPS.
+#[test]
+fn head_and_options_answer_and_https_consoles_send_hsts() {
+    let c = Collector::start("[console]\nsecure_cookies = true\n");
+    let pw = add_user(&c, "dsl", "dsl", false);
+    // A Secure cookie is not sent back over plain HTTP by browsers; this client sends it anyway.
+    let s = Session::login(&c, "dsl", &pw);
+    let head = s.head("/api/alerts");
+    assert_eq!(head.status, 200, "{head:?}");
+    assert!(head.body.is_empty());
+    assert!(
+        head.headers.contains_key("strict-transport-security"),
+        "{head:?}"
+    );
+    let opts = s.options("/api/alerts");
+    assert_eq!(opts.status, 204, "{opts:?}");
+    let allow = opts.headers["allow"].to_str().unwrap();
+    assert!(allow.contains("GET") && allow.contains("HEAD"), "{allow}");
+    // HEAD is held to GET's rule: a governor may not see the alerts' headers either.
+    let gpw = add_user(&c, "gov", "governor", false);
+    assert_eq!(
+        Session::login(&c, "gov", &gpw).head("/api/alerts").status,
+        403
+    );
+    assert_eq!(anonymous_get(&c, "/healthz").status, 200);
+}
+
 #[test]
 fn the_first_administrator_chooses_a_password_before_anything_else() {
     let c = Collector::start("");

@@ -3,7 +3,7 @@
 //! collector. Each attack must leave delivery running, with the rest of the device's data
 //! arriving, and the attempt visible.
 
-use invigilator_tests::{Agent, Collector, wait_for};
+use invigilator_tests::{Agent, Collector, chromium_history as history, wait_for};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -58,21 +58,6 @@ fn a_huge_command_line_is_cut_and_delivery_goes_on() {
     assert!(argv_len <= 32 * 1024, "stored argv of {argv_len} bytes");
     assert!(cut["argv_bytes"].as_u64().unwrap() > 1_900_000, "{cut}");
     assert_eq!(cut["argv"][0], "sleep");
-}
-
-/// A Chromium-shaped history with one visit (the columns the reader uses).
-fn history(path: &Path, url: &str) {
-    let db = rusqlite::Connection::open(path).unwrap();
-    // Chromium's epoch: microseconds since 1601-01-01.
-    let now = invigilator_tests::now_us() + 11_644_473_600_000_000;
-    db.execute_batch(&format!(
-        "CREATE TABLE urls(id INTEGER PRIMARY KEY, url LONGVARCHAR, title LONGVARCHAR);
-         CREATE TABLE visits(id INTEGER PRIMARY KEY, url INTEGER NOT NULL, visit_time INTEGER NOT NULL,
-                             transition INTEGER DEFAULT 0 NOT NULL);
-         INSERT INTO urls VALUES (1, '{url}', 'page');
-         INSERT INTO visits VALUES (1, 1, {now}, 1);"
-    ))
-    .unwrap();
 }
 
 /// Findings 2 and 3: a FIFO as the journal, a sparse 3 GB History and a `visits` view over an

@@ -104,7 +104,26 @@ pub async fn enforce(State(c): State<Arc<Console>>, req: Request, next: Next) ->
         .map(|m| m.as_str().to_owned())
         .unwrap_or_default();
     let is_api = path.starts_with("/api/");
-    let Some(route) = routes::find(req.method().as_str(), &path) else {
+    // OPTIONS says what the path allows (the access table is public, as /api/openapi.json).
+    if req.method() == Method::OPTIONS {
+        let mut allow: Vec<&str> = routes::ROUTES
+            .iter()
+            .filter(|r| r.path == path)
+            .map(|r| r.method)
+            .collect();
+        if allow.contains(&"GET") {
+            allow.push("HEAD");
+        }
+        allow.push("OPTIONS");
+        return (StatusCode::NO_CONTENT, [(header::ALLOW, allow.join(", "))]).into_response();
+    }
+    // HEAD is GET without the body, under GET's rule.
+    let method = if req.method() == Method::HEAD {
+        "GET"
+    } else {
+        req.method().as_str()
+    };
+    let Some(route) = routes::find(method, &path) else {
         tracing::error!(method = %req.method(), path, "route missing from the access table");
         return refuse(StatusCode::FORBIDDEN, "this endpoint has no access rule");
     };

@@ -5,12 +5,13 @@
 use super::Staff;
 use super::error::ShownError;
 use super::routes::{self, Access};
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Extension, Json};
 use maud::{DOCTYPE, Markup, html};
+use std::sync::Arc;
 
 const CSS: &str = include_str!("static/console.css");
 const JS: &str = include_str!("static/console.js");
@@ -122,7 +123,11 @@ pub async fn openapi() -> impl IntoResponse {
 }
 
 /// Headers for every response, and errors on HTML routes shown as a page rather than JSON.
-pub async fn security_headers(req: Request, next: Next) -> Response {
+pub async fn security_headers(
+    State(c): State<Arc<super::Console>>,
+    req: Request,
+    next: Next,
+) -> Response {
     let is_api = req.uri().path().starts_with("/api/");
     let mut resp = next.run(req).await;
     if !is_api && let Some(ShownError(message)) = resp.extensions().get::<ShownError>().cloned() {
@@ -151,6 +156,13 @@ pub async fn security_headers(req: Request, next: Next) -> Response {
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     // Monitored data must not linger in browser or proxy caches.
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // Served over HTTPS (a reverse proxy): browsers must never come back over plain HTTP.
+    if c.config.secure_cookies {
+        h.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000"),
+        );
+    }
     resp
 }
 

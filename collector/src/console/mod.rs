@@ -215,6 +215,9 @@ pub fn router(console: Arc<Console>) -> Router {
             Arc::clone(&console),
             auth::enforce,
         ))
-        .layer(axum::middleware::from_fn(layout::security_headers))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&console),
+            layout::security_headers,
+        ))
         .with_state(console)
 }
