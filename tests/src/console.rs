@@ -53,10 +53,18 @@ pub struct Reply {
     pub status: u16,
     pub location: Option<String>,
     pub body: String,
-    pub headers: ureq::http::HeaderMap,
+    /// Response headers, names lower-case.
+    pub headers: Vec<(String, String)>,
 }
 
 impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
     pub fn json(&self) -> Value {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
     }
@@ -70,7 +78,11 @@ fn reply(mut r: ureq::http::Response<ureq::Body>) -> Reply {
             .get("location")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned),
-        headers: r.headers().clone(),
+        headers: r
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+            .collect(),
         body: r.body_mut().read_to_string().unwrap_or_default(),
     }
 }
@@ -135,7 +147,7 @@ impl Session {
                 status,
                 location: None,
                 body,
-                headers: Default::default(),
+                headers: Vec::new(),
             }),
         }
     }

@@ -230,7 +230,7 @@ fn measure(http: &str, args: &Args) -> anyhow::Result<()> {
             let reply = Reply {
                 status: r.status().as_u16(),
                 location: None,
-                headers: Default::default(),
+                headers: Vec::new(),
                 body: r.body_mut().read_to_string()?,
             };
             let took = t.elapsed().as_secs_f64() * 1000.0;
