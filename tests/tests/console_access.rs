@@ -350,7 +350,7 @@ fn head_and_options_answer_and_https_consoles_send_hsts() {
     assert_eq!(head.status, 200, "{head:?}");
     assert!(head.body.is_empty());
     assert!(
-        head.headers.contains_key("strict-transport-security"),
+        head.header("strict-transport-security").is_some(),
         "{head:?}"
     );
     let opts = s.options("/api/alerts");

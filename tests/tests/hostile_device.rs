@@ -4,7 +4,6 @@
 //! arriving, and the attempt visible.
 
 use invigilator_tests::{Agent, Collector, chromium_history as history, wait_for};
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
