@@ -49,21 +49,36 @@ impl StatePaths {
 }
 
 /// Writes a file atomically (temporary file, fsync, rename), so a crash leaves the old or the
-/// new content, never half of one.
+/// new content, never half of one. The temporary file's name is its own (the key and the
+/// certificate are written one after the other and must never share one), it is created anew
+/// (a stale or planted file of that name is removed, never reused) and its mode is set on the
+/// open handle, whatever the umask.
 pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), IdentityError> {
     let err = |source| IdentityError::Write {
         path: path.into(),
         source,
     };
-    let tmp = path.with_extension("tmp");
+    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
+    tmp_name.push(format!(".tmp.{}", std::process::id()));
+    let tmp = path.with_file_name(tmp_name);
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(err(e)),
+        _ => {}
+    }
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
+    options.write(true).create_new(true);
     // On Windows the file inherits the state directory's ACL; `mode` is a Unix notion.
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
     #[cfg(not(unix))]
     let _ = mode;
     let mut f = options.open(&tmp).map_err(err)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        f.set_permissions(std::fs::Permissions::from_mode(mode))
+            .map_err(err)?;
+    }
     f.write_all(contents).map_err(err)?;
     f.sync_all().map_err(err)?;
     std::fs::rename(&tmp, path).map_err(err)?;
@@ -166,5 +181,31 @@ mod tests {
                 .to_string()
                 .contains("agent.pem")
         );
+    }
+
+    #[test]
+    fn a_planted_temporary_file_neither_keeps_its_mode_nor_its_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("agent.key");
+        let cert = dir.path().join("agent.pem");
+        // A world-readable file waiting under the temporary name, as left by an older version
+        // (which used one name for both files) or planted.
+        let planted = dir
+            .path()
+            .join(format!("agent.key.tmp.{}", std::process::id()));
+        std::fs::write(&planted, "planted").unwrap();
+        std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o666)).unwrap();
+        write_atomic(&key, b"secret", 0o600).unwrap();
+        write_atomic(&cert, b"public", 0o644).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!((mode(&key), mode(&cert)), (0o600, 0o644));
+        assert_eq!(std::fs::read(&key).unwrap(), b"secret");
+        assert_eq!(std::fs::read(&cert).unwrap(), b"public");
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.contains(".tmp"))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
     }
 }
