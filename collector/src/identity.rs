@@ -8,18 +8,34 @@ use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
 use tonic::{Request, Status};
 
-/// The agent id in the peer's certificate, or `Unauthenticated` when there is none.
-pub fn agent_id<T>(req: &Request<T>) -> Result<String, Status> {
+/// What the verified client certificate says about its holder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerCert {
+    pub agent_id: String,
+    /// The certificate's serial, as hex without leading zeros (see [`same_serial`]).
+    pub serial: String,
+    /// The subject public key's bits: a renewal must be for this same key.
+    pub public_key: Vec<u8>,
+}
+
+/// The peer's certificate, or `Unauthenticated` when there is none.
+pub fn peer<T>(req: &Request<T>) -> Result<PeerCert, Status> {
     let certs = req.peer_certs().ok_or_else(|| {
         Status::unauthenticated("a client certificate issued by this collector is required")
     })?;
     let leaf = certs
         .first()
         .ok_or_else(|| Status::unauthenticated("no client certificate presented"))?;
-    agent_id_from_der(leaf).map_err(Status::unauthenticated)
+    peer_from_der(leaf).map_err(Status::unauthenticated)
 }
 
-pub fn agent_id_from_der(der: &[u8]) -> Result<String, String> {
+/// Serials compare as numbers: DER may or may not carry a leading zero byte.
+pub fn same_serial(a: &str, b: &str) -> bool {
+    let trim = |s: &str| s.trim_start_matches('0').to_ascii_lowercase();
+    trim(a) == trim(b)
+}
+
+pub fn peer_from_der(der: &[u8]) -> Result<PeerCert, String> {
     let (_, cert) = x509_parser::parse_x509_certificate(der)
         .map_err(|e| format!("client certificate cannot be parsed: {e}"))?;
     let cn = cert
@@ -30,7 +46,11 @@ pub fn agent_id_from_der(der: &[u8]) -> Result<String, String> {
         .ok_or("client certificate has no common name")?;
     let id = uuid::Uuid::parse_str(cn)
         .map_err(|_| format!("client certificate common name {cn:?} is not an agent id"))?;
-    Ok(id.hyphenated().to_string())
+    Ok(PeerCert {
+        agent_id: id.hyphenated().to_string(),
+        serial: hex::encode(cert.tbs_certificate.raw_serial()),
+        public_key: cert.public_key().subject_public_key.data.to_vec(),
+    })
 }
 
 /// The set of revoked agent ids, refreshed from the database in the background so that a

@@ -33,20 +33,38 @@ impl TelemetryService {
         Self { shared }
     }
 
-    /// The caller's agent id and group, if it is enrolled and not revoked.
-    async fn authorise<T>(&self, req: &Request<T>) -> Result<(String, String), Status> {
-        let agent_id = identity::agent_id(req)?;
+    /// The caller's certificate and group, if it is enrolled, not revoked, and presents its
+    /// current certificate. The one a renewal replaced is refused, except for `renew` itself:
+    /// the agent may have missed the answer to its last renewal.
+    async fn authorise<T>(
+        &self,
+        req: &Request<T>,
+        renewing: bool,
+    ) -> Result<(identity::PeerCert, String), Status> {
+        let peer = identity::peer(req)?;
+        let agent_id = peer.agent_id.clone();
         self.shared.revocations.check(&agent_id)?;
         let id = agent_id.clone();
-        let group = self
+        let found = self
             .shared
-            .db(move |c| store::agents::active_group(c, &id))
+            .db(move |c| store::agents::credentials(c, &id))
             .await?;
-        match group {
-            Some(g) => Ok((agent_id, g)),
-            None => Err(Status::permission_denied(format!(
+        let Some((group, current, previous)) = found else {
+            return Err(Status::permission_denied(format!(
                 "agent {agent_id} is revoked or unknown to this collector"
-            ))),
+            )));
+        };
+        let is = |s: &Option<String>| {
+            s.as_deref()
+                .is_some_and(|s| identity::same_serial(s, &peer.serial))
+        };
+        if identity::same_serial(&current, &peer.serial) || (renewing && is(&previous)) {
+            Ok((peer, group))
+        } else {
+            Err(Status::permission_denied(format!(
+                "certificate {} of agent {agent_id} was replaced by a renewal; use the current one",
+                peer.serial
+            )))
         }
     }
 }
@@ -280,7 +298,8 @@ impl Telemetry for TelemetryService {
         &self,
         req: Request<Streaming<EventBatch>>,
     ) -> Result<Response<AckStream>, Status> {
-        let (agent_id, group) = self.authorise(&req).await?;
+        let (peer, group) = self.authorise(&req, false).await?;
+        let agent_id = peer.agent_id;
         let span = tracing::info_span!("stream", agent_id = %agent_id);
         span.in_scope(|| tracing::debug!("event stream opened"));
         let agent: Arc<str> = agent_id.into();
@@ -348,7 +367,7 @@ impl Telemetry for TelemetryService {
         &self,
         req: Request<HeartbeatRequest>,
     ) -> Result<Response<HeartbeatResponse>, Status> {
-        let (agent_id, _) = self.authorise(&req).await?;
+        let agent_id = self.authorise(&req, false).await?.0.agent_id;
         let hb = req.into_inner();
         let clip = |s: &str| {
             s.chars()
@@ -371,12 +390,18 @@ impl Telemetry for TelemetryService {
     }
 
     async fn renew(&self, req: Request<RenewRequest>) -> Result<Response<RenewResponse>, Status> {
-        let (agent_id, _) = self.authorise(&req).await?;
+        let (peer, _) = self.authorise(&req, true).await?;
+        let agent_id = peer.agent_id;
         let csr = req.into_inner().csr_pem;
         let issued = self
             .shared
             .ca
-            .issue_agent_cert(&csr, &agent_id, self.shared.config.agents.cert_validity)
+            .renew_agent_cert(
+                &csr,
+                &agent_id,
+                self.shared.config.agents.cert_validity,
+                &peer.public_key,
+            )
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let (id, serial, not_after) = (
             agent_id.clone(),

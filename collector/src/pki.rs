@@ -6,7 +6,8 @@
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
-    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, PublicKeyData,
+    SanType, SerialNumber,
 };
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -192,11 +193,41 @@ impl CertificateAuthority {
         agent_id: &str,
         lifetime: Duration,
     ) -> Result<IssuedCert, PkiError> {
+        self.issue(csr_pem, agent_id, lifetime, None)
+    }
+
+    /// A renewal: as [`Self::issue_agent_cert`], but only for the key of the certificate being
+    /// renewed. A stolen certificate cannot be turned into one for the thief's own key, and the
+    /// device's identity stays bound to the key made at enrolment (a new key means enrolling).
+    pub fn renew_agent_cert(
+        &self,
+        csr_pem: &str,
+        agent_id: &str,
+        lifetime: Duration,
+        current_key: &[u8],
+    ) -> Result<IssuedCert, PkiError> {
+        self.issue(csr_pem, agent_id, lifetime, Some(current_key))
+    }
+
+    fn issue(
+        &self,
+        csr_pem: &str,
+        agent_id: &str,
+        lifetime: Duration,
+        bound_key: Option<&[u8]>,
+    ) -> Result<IssuedCert, PkiError> {
         if csr_pem.len() > 16 * 1024 {
             return Err(PkiError::BadCsr("the CSR is larger than 16 KiB".into()));
         }
         let csr = CertificateSigningRequestParams::from_pem(csr_pem)
             .map_err(|e| PkiError::BadCsr(format!("not a valid, self-signed PKCS#10 CSR ({e})")))?;
+        if bound_key.is_some_and(|k| k != csr.public_key.der_bytes()) {
+            return Err(PkiError::BadCsr(
+                "a renewal must be for the key of the certificate presented; a new key means \
+                 enrolling again"
+                    .into(),
+            ));
+        }
         let mut params = CertificateParams::default();
         params.distinguished_name = DistinguishedName::new();
         params
@@ -275,6 +306,33 @@ mod tests {
         assert_eq!(
             std::os::unix::fs::PermissionsExt::mode(&key_mode.permissions()) & 0o777,
             0o600
+        );
+    }
+
+    #[test]
+    fn a_renewal_is_for_the_same_key_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = init(&PkiPaths::new(dir.path()), &["localhost".into()]).unwrap();
+        let csr = |key: &KeyPair| {
+            CertificateParams::new(Vec::<String>::new())
+                .unwrap()
+                .serialize_request(key)
+                .unwrap()
+                .pem()
+                .unwrap()
+        };
+        let (device, thief) = (KeyPair::generate().unwrap(), KeyPair::generate().unwrap());
+        let id = "0b5e2c1e-0000-4000-8000-000000000001";
+        let day = Duration::from_secs(86_400);
+        ca.renew_agent_cert(&csr(&device), id, day, device.der_bytes())
+            .unwrap();
+        let err = ca
+            .renew_agent_cert(&csr(&thief), id, day, device.der_bytes())
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("same key")
+                || err.to_string().contains("key of the certificate"),
+            "{err}"
         );
     }
 

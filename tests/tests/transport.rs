@@ -283,3 +283,71 @@ mod raw {
         }
     }
 }
+
+/// Finding 10 of issue 13: a renewal is for the enrolled key only, and the certificate it
+/// replaces stops working (except to renew again, in case the answer was lost).
+#[test]
+fn a_renewal_keeps_the_key_and_retires_the_old_certificate() {
+    use invigilator_agent::identity;
+    use invigilator_proto::v1::RenewRequest;
+    let c = Collector::start("");
+    let a = Agent::enroll(&c, "");
+    let old = StatePaths::new(&a.state_dir());
+    // A second state directory: same key, the renewed certificate.
+    let renewed_dir = tempfile::tempdir().unwrap();
+    let renewed = StatePaths::new(renewed_dir.path());
+    for f in ["ca.pem", "agent.key", "agent.toml"] {
+        let _ = std::fs::copy(a.state_dir().join(f), renewed_dir.path().join(f));
+    }
+    let csr = identity::csr_pem(&identity::load_key(&old).unwrap()).unwrap();
+    let thief = rcgen::KeyPair::generate().unwrap();
+    let thief_csr = identity::csr_pem(&thief).unwrap();
+    rt().block_on(async {
+        let pem = mtls(&c, &a.state_dir())
+            .renew(RenewRequest {
+                csr_pem: csr.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .certificate_pem;
+        std::fs::write(renewed.cert(), pem).unwrap();
+
+        let refused = mtls(&c, &a.state_dir())
+            .heartbeat(heartbeat())
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+        assert!(
+            refused.message().contains("replaced by a renewal"),
+            "{refused:?}"
+        );
+        mtls(&c, renewed_dir.path())
+            .heartbeat(heartbeat())
+            .await
+            .expect("the renewed certificate works");
+
+        let err = mtls(&c, renewed_dir.path())
+            .renew(RenewRequest { csr_pem: thief_csr })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+        assert!(
+            err.message().contains("key of the certificate presented"),
+            "{err:?}"
+        );
+
+        // The agent missed the answer: the replaced certificate may still renew, once.
+        mtls(&c, &a.state_dir())
+            .renew(RenewRequest {
+                csr_pem: csr.clone(),
+            })
+            .await
+            .expect("a lost renewal answer can be asked for again");
+        let err = mtls(&c, &a.state_dir())
+            .heartbeat(heartbeat())
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::PermissionDenied);
+    });
+}

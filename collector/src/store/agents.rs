@@ -74,7 +74,8 @@ pub fn record_renewal(
     not_after_us: i64,
 ) -> Result<()> {
     conn.execute(
-        "UPDATE agents SET cert_serial = ?2, cert_not_after = ?3 WHERE agent_id = ?1",
+        "UPDATE agents SET prev_cert_serial = cert_serial, cert_serial = ?2, cert_not_after = ?3
+         WHERE agent_id = ?1",
         params![agent_id, serial, not_after_us],
     )?;
     Ok(())
@@ -96,6 +97,21 @@ pub fn active_group(conn: &Connection, agent_id: &str) -> Result<Option<String>>
             "SELECT grp FROM agents WHERE agent_id = ?1 AND revoked_at IS NULL",
             [agent_id],
             |r| r.get(0),
+        )
+        .optional()?)
+}
+
+/// An active agent's group, its current certificate serial and the one it replaced.
+pub fn credentials(
+    conn: &Connection,
+    agent_id: &str,
+) -> Result<Option<(String, String, Option<String>)>> {
+    Ok(conn
+        .query_row(
+            "SELECT grp, cert_serial, prev_cert_serial FROM agents
+             WHERE agent_id = ?1 AND revoked_at IS NULL",
+            [agent_id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .optional()?)
 }

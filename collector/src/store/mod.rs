@@ -166,6 +166,9 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("staff", "reset_by", "TEXT"),
     // The audit chain an entry belongs to (audit::WRITER): one per collector writing.
     ("audit_log", "writer", "TEXT NOT NULL DEFAULT 'collector'"),
+    // The certificate a renewal replaced: refused from then on, except to renew again (the
+    // agent may not have received the new one).
+    ("agents", "prev_cert_serial", "TEXT"),
 ];
 
 fn migrate(conn: &Connection) -> rusqlite::Result<()> {
