@@ -18,4 +18,4 @@ done
 echo "### Console, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(uname -r)"
 echo
 "$root/target/release/invigilator-consolebench" --bin "$root/target/release" --alerts 100000 \
-  --requests "$requests"
+  --requests "$requests" --login-flood 20

@@ -4,6 +4,7 @@
 //! Markdown table on stdout: requests per query, p50, p95 and max in milliseconds.
 //!
 //!   invigilator-consolebench --bin target/release [--alerts 100000] [--requests 40]
+//!                            [--login-flood SECONDS] [--guessers 32]
 
 use anyhow::{Context, bail};
 use clap::Parser;
@@ -13,6 +14,9 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+#[path = "consolebench/login_flood.rs"]
+mod login_flood;
 
 #[derive(Parser)]
 struct Args {
@@ -24,6 +28,11 @@ struct Args {
     /// Timed requests per query (after 3 untimed ones).
     #[arg(long, default_value_t = 40)]
     requests: u32,
+    /// Then this many seconds of parallel log-in guessing while a technician works (0: skip).
+    #[arg(long, default_value_t = 0)]
+    login_flood: u64,
+    #[arg(long, default_value_t = 32)]
+    guessers: usize,
 }
 
 const CATEGORIES: &[&str] = &[
@@ -165,13 +174,13 @@ fn main() -> anyhow::Result<()> {
                 .map(str::to_owned)
         })
     });
-    let result = measure(&http, &args);
+    let result = measure(&http, &args, &data.join("invigilator.db"));
     let _ = serve.kill();
     let _ = serve.wait();
     result
 }
 
-fn measure(http: &str, args: &Args) -> anyhow::Result<()> {
+fn measure(http: &str, args: &Args, db: &std::path::Path) -> anyhow::Result<()> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .max_redirects(0)
@@ -254,6 +263,9 @@ fn measure(http: &str, args: &Args) -> anyhow::Result<()> {
             percentile(&times, 0.95),
             times.last().copied().unwrap_or_default()
         );
+    }
+    if args.login_flood > 0 {
+        login_flood::run(http, &cookie, db, args.login_flood, args.guessers)?;
     }
     Ok(())
 }
