@@ -1,0 +1,509 @@
+//! Faults of the machine under the real agent and collector: a full disk under either side's
+//! SQLite, a collector that stops answering (SIGSTOP), and a device clock that jumps. After
+//! each, the delivery invariant holds: nothing the collector acknowledged is lost, nothing is
+//! stored twice, every event the agent had to drop is covered by a gap event it sent, delivery
+//! resumes, and neither process died.
+//!
+//! Real parts: the agent's spool and the collector's store on small tmpfs mounts (root,
+//! `mount`), the kernel's proc connector, mutual-TLS gRPC over loopback, job-control signals,
+//! and libfaketime (`LD_PRELOAD`, tests/setup.sh installs it) on the agent process alone: the
+//! machine's clock is never changed.
+
+use invigilator_proto::v1::{Event, EventBatch, ProcessExec, event::Kind};
+use invigilator_tests::{Agent, Collector, now_us, run_as, telemetry, wait_for};
+use serde_json::Value;
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+const FAST: &str = "[uplink]\nmax_batch = 500\nwindow = 4\nheartbeat_interval = \"1s\"\n\
+                    reconnect_max = \"2s\"\n\n[browsing]\nenabled = false\n";
+
+// ---------------------------------------------------------------------------------------------
+// The invariant
+
+/// A spool gap as the collector stored it: its own seq, how many events it says were dropped,
+/// and the newest seq it says was dropped (its reason names it).
+#[derive(Debug, Clone, Copy)]
+struct SpoolGap {
+    seq: u64,
+    lost: u64,
+    up_to: u64,
+}
+
+/// The delivery invariant over the seqs stored for one agent whose spool has numbered
+/// `1..=last`: no seq twice, none beyond `last`, and every missing seq covered by a spool gap
+/// numbered after it that names it as dropped, with at least as many reported lost as missing.
+fn check_invariant(seqs: &[u64], last: u64, gaps: &[SpoolGap]) -> Result<(), String> {
+    let mut seen = HashSet::new();
+    let twice: Vec<u64> = seqs.iter().copied().filter(|s| !seen.insert(*s)).collect();
+    if !twice.is_empty() {
+        return Err(format!("stored twice: {twice:?}"));
+    }
+    if let Some(s) = seqs.iter().find(|&&s| s > last) {
+        return Err(format!(
+            "seq {s} stored but the spool only numbered up to {last}"
+        ));
+    }
+    let missing: Vec<u64> = (1..=last).filter(|s| !seen.contains(s)).collect();
+    let silent: Vec<u64> = missing
+        .iter()
+        .copied()
+        .filter(|&s| !gaps.iter().any(|g| s < g.seq && s <= g.up_to))
+        .collect();
+    if !silent.is_empty() {
+        return Err(format!(
+            "{} of {last} seqs missing with no gap reporting them (first: {:?})",
+            silent.len(),
+            &silent[..silent.len().min(10)]
+        ));
+    }
+    let reported: u64 = gaps.iter().map(|g| g.lost).sum();
+    if reported < missing.len() as u64 {
+        return Err(format!(
+            "{} seqs missing but the gaps report only {reported} lost",
+            missing.len()
+        ));
+    }
+    Ok(())
+}
+
+/// The gap events stored for `agent_id`.
+fn gaps_of(c: &Collector, agent_id: &str) -> Vec<Value> {
+    c.events("gap")
+        .into_iter()
+        .filter(|e| e["agent_id"] == agent_id)
+        .collect()
+}
+
+fn spool_gaps(gaps: &[Value]) -> Vec<SpoolGap> {
+    gaps.iter()
+        .filter(|g| g["source"] == "spool")
+        .map(|g| SpoolGap {
+            seq: g["seq"].as_u64().unwrap(),
+            lost: g["lost"].as_u64().unwrap_or(0),
+            // "... dropped the N oldest events, up to seq M"
+            up_to: g["reason"]
+                .as_str()
+                .and_then(|r| r.rsplit("up to seq ").next())
+                .and_then(|n| n.trim().parse().ok())
+                .unwrap_or(0),
+        })
+        .collect()
+}
+
+/// Asserts the delivery invariant for `a` once the collector has everything its spool ever
+/// numbered, and that no process event was stored under two seqs (a re-append of the same
+/// observation would keep its pid and time but take a new number). Returns the gap events.
+fn assert_delivered_exactly(c: &Collector, a: &Agent) -> Vec<Value> {
+    let (seqs, last) = wait_for(
+        Duration::from_secs(120),
+        "the spool to drain into the collector",
+        || {
+            let last = a.spool_last_seq();
+            let seqs = c.stored_seqs(&a.agent_id);
+            (last > 0 && seqs.last() == Some(&last)).then_some((seqs, last))
+        },
+    );
+    let gaps = gaps_of(c, &a.agent_id);
+    if let Err(e) = check_invariant(&seqs, last, &spool_gaps(&gaps)) {
+        panic!("delivery invariant broken: {e}\ngaps: {gaps:#?}");
+    }
+    let mut by_observation: HashMap<(u64, String, String), u64> = HashMap::new();
+    for e in c.events("process") {
+        if e["agent_id"] != a.agent_id.as_str() {
+            continue;
+        }
+        let key = (
+            e["pid"].as_u64().unwrap_or(0),
+            e["observed_at"].as_str().unwrap_or("").to_owned(),
+            e["name"].as_str().unwrap_or("").to_owned(),
+        );
+        let seq = e["seq"].as_u64().unwrap();
+        if let Some(first) = by_observation.insert(key.clone(), seq) {
+            panic!("one observation stored twice, as seqs {first} and {seq}: {key:?}");
+        }
+    }
+    gaps
+}
+
+#[test]
+fn the_invariant_check_catches_duplicates_silent_holes_and_underreported_gaps() {
+    let gap = |seq, lost, up_to| SpoolGap { seq, lost, up_to };
+    assert!(check_invariant(&[1, 2, 3], 3, &[]).is_ok());
+    assert!(
+        check_invariant(&[1, 2, 2, 3], 3, &[])
+            .unwrap_err()
+            .contains("twice")
+    );
+    assert!(
+        check_invariant(&[1, 3], 3, &[])
+            .unwrap_err()
+            .contains("no gap")
+    );
+    assert!(
+        check_invariant(&[1, 2], 3, &[])
+            .unwrap_err()
+            .contains("no gap")
+    );
+    assert!(check_invariant(&[1, 2, 3, 4], 3, &[]).is_err());
+    // 1 and 2 dropped, reported by the gap numbered 4.
+    assert!(check_invariant(&[3, 4], 4, &[gap(4, 2, 2)]).is_ok());
+    // A gap cannot report what was numbered after it, nor fewer than went missing.
+    assert!(check_invariant(&[1, 2, 4], 5, &[gap(4, 1, 5)]).is_err());
+    assert!(
+        check_invariant(&[3, 4], 4, &[gap(4, 1, 2)])
+            .unwrap_err()
+            .contains("only 1")
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+/// A tmpfs mounted over a directory, keeping what the directory held; unmounted (lazily, so
+/// even with a process still inside) when dropped, panic or not.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn over(dir: &Path, size: &str) -> Self {
+        let keep = tempfile::tempdir().unwrap();
+        sh(Command::new("cp")
+            .arg("-a")
+            .arg(dir.join("."))
+            .arg(keep.path()));
+        sh(Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir));
+        let mount = Self(dir.to_owned());
+        sh(Command::new("cp")
+            .arg("-a")
+            .arg(keep.path().join("."))
+            .arg(dir));
+        mount
+    }
+
+    fn free(&self) -> u64 {
+        let s = nix::sys::statvfs::statvfs(&self.0).unwrap();
+        s.blocks_available() as u64 * s.fragment_size() as u64
+    }
+
+    /// Fills all but `leave` bytes with one file, written for real (tmpfs has no holes to cheat
+    /// with), and returns its path.
+    fn fill(&self, leave: u64) -> PathBuf {
+        use std::io::Write;
+        let path = self.0.join("filler");
+        let mut f = std::fs::File::create(&path).unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        let mut left = self.free().saturating_sub(leave);
+        while left > 0 {
+            let n = left.min(chunk.len() as u64) as usize;
+            f.write_all(&chunk[..n]).unwrap();
+            left -= n as u64;
+        }
+        f.sync_all().unwrap();
+        path
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("--lazy").arg(&self.0).status();
+    }
+}
+
+fn sh(cmd: &mut Command) {
+    let out = invigilator_tests::output(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Running, not a zombie: a process that crashed is still a child until reaped.
+fn alive(pid: Option<u32>) -> bool {
+    let Some(pid) = pid else { return false };
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        let state = s.rsplit(')').next().unwrap_or("").trim_start();
+        !state.starts_with(['Z', 'X'])
+    })
+}
+
+/// `/bin/true`, one after another, for `secs` seconds, in the background; each one's pid is
+/// written to the returned file.
+fn exec_storm(secs: u32) -> (Child, tempfile::NamedTempFile) {
+    let pids = tempfile::NamedTempFile::new().unwrap();
+    let child = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "end=$((SECONDS + {secs})); while [ $SECONDS -lt $end ]; do /bin/true & echo $!; wait; done"
+        ))
+        .stdout(pids.reopen().unwrap())
+        .spawn()
+        .unwrap();
+    (child, pids)
+}
+
+fn pids_in(file: &tempfile::NamedTempFile) -> HashSet<u64> {
+    std::fs::read_to_string(file.path())
+        .unwrap()
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect()
+}
+
+/// The process events `agent_id` stored for programs named `name`.
+fn named(c: &Collector, agent_id: &str, name: &str) -> Vec<Value> {
+    c.events("process")
+        .into_iter()
+        .filter(|e| e["agent_id"] == agent_id && e["name"] == name)
+        .collect()
+}
+
+fn wait_named(c: &Collector, agent_id: &str, name: &str, timeout: Duration) -> Value {
+    wait_for(timeout, &format!("the process event of {name}"), || {
+        named(c, agent_id, name).into_iter().next()
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. The agent's spool on a full filesystem
+
+/// The spool's disk fills while the collector is away: the writer cannot commit and retries,
+/// the sources block behind it (the kernel buffers, and may overrun). When the disk has room
+/// again and the collector is back, everything that was numbered arrives once, every program
+/// that ran meanwhile is stored or a gap says some were lost, and new events flow.
+#[test]
+fn a_full_disk_under_the_agents_spool_loses_nothing_silently_and_delivery_resumes() {
+    let t0 = Instant::now();
+    let mut c = Collector::start("");
+    let mut a = Agent::enroll(&c, FAST);
+    let disk = Tmpfs::over(&a.state_dir(), "4m");
+    a.start();
+    a.wait_ready();
+    run_as("before-full");
+    wait_named(&c, &a.agent_id, "before-full", Duration::from_secs(30));
+
+    // With the collector away nothing is acknowledged, so nothing leaves the spool to make room.
+    c.kill9();
+    let filler = disk.fill(256 * 1024);
+    // Long enough, after the disk fills in its first second, for the blocked process source to
+    // overrun the kernel's 8 MiB buffer.
+    let (mut storm, pid_file) = exec_storm(15);
+    wait_for(
+        Duration::from_secs(60),
+        "the agent to report the full disk",
+        || a.log().contains("cannot write to the spool").then_some(()),
+    );
+    assert!(storm.wait().unwrap().success());
+    let pids = pids_in(&pid_file);
+    assert!(
+        alive(a.pid()),
+        "the agent died on a full disk:\n{}",
+        a.log()
+    );
+
+    // Back while the disk is still full: the agent can send, but not delete what is
+    // acknowledged; the collector must treat the resends as the duplicates they are.
+    c.restart();
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(
+        alive(a.pid()),
+        "the agent died on a full disk:\n{}",
+        a.log()
+    );
+    std::fs::remove_file(&filler).unwrap();
+
+    run_as("after-full");
+    wait_named(&c, &a.agent_id, "after-full", Duration::from_secs(60));
+    let gaps = assert_delivered_exactly(&c, &a);
+    assert!(alive(a.pid()), "{}", a.log());
+    assert!(alive(c.pid()), "{}", c.log());
+    // The programs that ran while the spool could not take them: each one stored, or the
+    // source said it lost some.
+    let seen: HashSet<u64> = c
+        .events("process")
+        .iter()
+        .filter(|e| e["agent_id"] == a.agent_id.as_str())
+        .filter_map(|e| e["pid"].as_u64())
+        .filter(|p| pids.contains(p))
+        .collect();
+    let overruns = gaps.iter().filter(|g| g["source"] == "process").count();
+    assert!(
+        seen.len() == pids.len() || overruns > 0,
+        "{} of {} programs stored and no gap reported",
+        seen.len(),
+        pids.len()
+    );
+    let failures = a.log().matches("cannot write to the spool").count();
+    eprintln!(
+        "{} of {} programs run on the full disk stored; {} events in all, {failures} failed \
+         spool writes, gaps: {:?}; {:?}",
+        seen.len(),
+        pids.len(),
+        c.stored_seqs(&a.agent_id).len(),
+        gaps.iter().map(|g| &g["reason"]).collect::<Vec<_>>(),
+        t0.elapsed()
+    );
+    drop(a);
+    drop(disk);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. The collector's database on a full filesystem
+
+/// A process event of about 30 KiB (argv), within the budgets so nothing is cut.
+fn big_event(seq: u64) -> Event {
+    Event {
+        seq,
+        observed_at_us: now_us(),
+        hostname: "full-disk".into(),
+        user: "pupil".into(),
+        kind: Some(Kind::Process(ProcessExec {
+            pid: seq as u32,
+            name: "big".into(),
+            exe: "/usr/bin/big".into(),
+            argv: (0..7)
+                .map(|i| format!("{seq:08}-{i}-").repeat(4000 / 11))
+                .collect(),
+            source: "netlink".into(),
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+}
+
+/// Sends `seqs` as the agent would, `per_batch` events a batch, each batch after the previous
+/// one's acknowledgement, on one stream. Returns the highest seq acknowledged (0: none) and the
+/// status that ended the stream early, if one did.
+fn send_acked(
+    c: &Collector,
+    a: &Agent,
+    seqs: std::ops::RangeInclusive<u64>,
+    per_batch: usize,
+) -> (u64, Option<tonic::Status>) {
+    let events: Vec<Event> = seqs.map(big_event).collect();
+    let mut batches = events
+        .chunks(per_batch)
+        .map(|b| EventBatch { events: b.to_vec() });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let Some(first) = batches.next() else {
+            return (0, None);
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        tx.send(first).await.unwrap();
+        let mut client = telemetry(c, a);
+        let mut acks = match client
+            .stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+        {
+            Ok(r) => r.into_inner(),
+            Err(status) => return (0, Some(status)),
+        };
+        let mut acked = 0;
+        loop {
+            match acks.message().await {
+                Ok(Some(ack)) => {
+                    acked = acked.max(ack.up_to_seq);
+                    let Some(next) = batches.next() else {
+                        return (acked, None);
+                    };
+                    if tx.send(next).await.is_err() {
+                        return (acked, Some(tonic::Status::unknown("stream closed")));
+                    }
+                }
+                Ok(None) => return (acked, Some(tonic::Status::unknown("stream ended"))),
+                Err(status) => return (acked, Some(status)),
+            }
+        }
+    })
+}
+
+/// The store's disk fills mid-stream: the collector refuses the batch it cannot commit (no
+/// acknowledgement, so the agent keeps it), stays up, and keeps everything it acknowledged.
+/// With room again the refused events are resent and stored exactly once.
+#[test]
+fn a_full_disk_under_the_collectors_database_refuses_batches_but_keeps_what_it_acknowledged() {
+    let t0 = Instant::now();
+    let mut c = Collector::start("");
+    // Only the identity: this test sends for it, so it controls exactly what is in flight.
+    let a = Agent::enroll(&c, "");
+    c.kill9();
+    let disk = Tmpfs::over(&c.data_dir(), "16m");
+    let filler = disk.fill(2 << 20);
+    c.restart();
+
+    const PER_BATCH: usize = 4;
+    const MOST: u64 = 2000; // about 60 MB, far beyond the room left
+    let (acked, refusal) = send_acked(&c, &a, 1..=MOST, PER_BATCH);
+    let refusal = refusal.expect("2 MiB of room took 60 MB of events");
+    assert!(
+        refusal
+            .message()
+            .contains("collector could not store the batch"),
+        "{refusal:?}"
+    );
+    assert!(acked > 0, "nothing was acknowledged before the disk filled");
+    assert!(
+        alive(c.pid()),
+        "the collector died on a full disk:\n{}",
+        c.log()
+    );
+    let stored = c.stored_seqs(&a.agent_id);
+    assert_eq!(
+        stored,
+        (1..=acked).collect::<Vec<_>>(),
+        "stored after the refusal at {acked}"
+    );
+
+    // Still full: refused again, not half-stored, and the collector stays up.
+    let (again, refusal) = send_acked(&c, &a, acked + 1..=acked + 40, PER_BATCH);
+    assert_eq!(again, 0, "acknowledged {again} on a full disk");
+    assert!(refusal.is_some());
+    assert!(alive(c.pid()), "{}", c.log());
+    assert_eq!(c.stored_seqs(&a.agent_id).last(), Some(&acked));
+
+    std::fs::remove_file(&filler).unwrap();
+    // Resent from the oldest unacknowledged, with some acknowledged ones again (as after a lost
+    // acknowledgement), and new ones after.
+    let last = acked + 40;
+    let (resent, refusal) = send_acked(&c, &a, acked.saturating_sub(3).max(1)..=last, PER_BATCH);
+    assert!(refusal.is_none(), "{refusal:?}\n{}", c.log());
+    assert_eq!(resent, last);
+    invigilator_tests::assert_exactly_once(&c.stored_seqs(&a.agent_id), last);
+    assert!(alive(c.pid()), "{}", c.log());
+    // And the store the failed commits left behind is sound, after a crash too.
+    c.restart();
+    invigilator_tests::assert_exactly_once(&c.stored_seqs(&a.agent_id), last);
+    let db = rusqlite::Connection::open(c.data_dir().join("invigilator.db")).unwrap();
+    let integrity: String = db
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(integrity, "ok");
+    eprintln!(
+        "{acked} events acknowledged before the disk filled ({}), {last} stored after; {:?}",
+        refusal_line(&c.log()),
+        t0.elapsed()
+    );
+    drop(c);
+    drop(disk);
+}
+
+fn refusal_line(log: &str) -> String {
+    log.lines()
+        .find(|l| l.contains("commit failed"))
+        .unwrap_or("no commit failure logged")
+        .to_owned()
+}
