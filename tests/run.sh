@@ -24,6 +24,16 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo build --workspace --bins --locked
 # Test binaries run one after another; the tests inside one run in parallel.
 cargo test --workspace --locked
+# Fuzz targets (fuzz/, a workspace of its own): every parser of device input replays its corpus
+# and a few thousand seeded inputs, on stable, sharing the workspace's target directory. Where
+# nightly and cargo-fuzz are installed, each target is also fuzzed for 20 s (coverage-guided);
+# INVIGILATOR_CI_FUZZ=0 skips that pass, whose instrumented build is the slow part.
+cargo fmt --manifest-path fuzz/Cargo.toml -- --check
+CARGO_TARGET_DIR="$root/target" cargo test --manifest-path fuzz/Cargo.toml --locked
+if [ "${INVIGILATOR_CI_FUZZ:-1}" != 0 ] && command -v cargo-fuzz >/dev/null \
+  && rustup run nightly rustc --version >/dev/null 2>&1; then
+  FUZZ_NO_RECORD=1 "$root/tests/bench/fuzz.sh" 20
+fi
 # The Windows agent: cross-built with Debian's toolchain, packaged as an MSI, installed silently
 # under Wine and delivering a process alert to the Linux collector built above.
 "$root/deploy/windows/build.sh"

@@ -312,6 +312,17 @@ fn slow(token: &str) -> Result<NormalUrl, NormaliseError> {
     match url::Url::parse(text) {
         Ok(u) => {
             let host = u.host_str().ok_or(NormaliseError::NoHost)?;
+            // WHATWG reads `a.1)..` as a name but `a.1)`, which is what the normal form keeps
+            // (no trailing dots), as a broken IPv4 address, which only the opaque reading below
+            // accepts, and only with its characters: refuse such a host now too, or normalising
+            // would not be a fixpoint.
+            let trimmed = host.trim_end_matches('.');
+            if trimmed.len() != host.len()
+                && url::Host::parse(trimmed).is_err()
+                && !is_opaque_name(trimmed)
+            {
+                return Err(NormaliseError::BadHost(trimmed.to_owned()));
+            }
             // The url crate drops a default port (`:80`, `:443`), squidGuard keeps what was
             // written: take the scheme's default back when the authority has a port.
             let port = u.port().or_else(|| {
@@ -331,13 +342,16 @@ fn slow(token: &str) -> Result<NormalUrl, NormaliseError> {
             let host = percent_decode_str(raw)
                 .decode_utf8_lossy()
                 .to_ascii_lowercase();
-            if host.is_empty()
-                || !host
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
-            {
+            if !is_opaque_name(&host) {
                 return Err(NormaliseError::BadHost(host));
             }
+            // The authority read this way can differ (`\` is no separator here): keep what http
+            // makes of the name, as when the normal form is read again (`10` is an address).
+            let host = match url::Host::parse(&host) {
+                Ok(h) => h.to_string(),
+                Err(url::ParseError::InvalidIpv4Address) => host,
+                Err(_) => return Err(NormaliseError::BadHost(host)),
+            };
             let path = if u.path().is_empty() { "/" } else { u.path() };
             Ok(build(&host, path, u.query(), u.port()))
         }
@@ -350,6 +364,14 @@ fn slow(token: &str) -> Result<NormalUrl, NormaliseError> {
             Ok(n)
         }
     })
+}
+
+/// A host name the opaque reading accepts: letters, digits, `-`, `.` and `_`.
+fn is_opaque_name(host: &str) -> bool {
+    !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
 }
 
 /// Whether the authority at the start of `rest` (what follows `scheme://`) ends with `:digits`.
@@ -430,7 +452,7 @@ fn hex_value(b: u8) -> Option<u8> {
 /// Decodes `%XX` once, lower-cases, re-encodes what must stay encoded, and (in the path)
 /// collapses runs of `/`. An encoded `/` stays `%2F` in the path: decoding it would make new
 /// segments (`a%2F..%2Fb`) that a second parse resolves differently.
-fn push_canonical(out: &mut String, s: &str, is_path: bool) {
+fn push_canonical(out: &mut String, s: &str, mut is_path: bool) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     let b = s.as_bytes();
     let mut i = 0;
@@ -458,6 +480,16 @@ fn push_canonical(out: &mut String, s: &str, is_path: bool) {
             continue;
         }
         last_slash = false;
+        // A decoded `?` starts the query, as it does when the normal form is parsed again (and
+        // for squidGuard, which decodes first): what follows is canonicalised as a query.
+        if c == b'?' && is_path {
+            // Unless it would end a `.` or `..` segment, which a second reading would drop.
+            if out.ends_with("/.") || out.ends_with("/..") {
+                out.push_str("%3F");
+                continue;
+            }
+            is_path = false;
+        }
         let c = c.to_ascii_lowercase();
         if encoded_slash || c <= b' ' || c >= 0x7f || c == b'%' || c == b'#' || c == b'\\' {
             out.push('%');
@@ -688,6 +720,32 @@ mod tests {
                     tail.concat()
                 )
             })
+    }
+
+    #[test]
+    fn hosts_ending_in_a_number_and_dots_and_decoded_queries_stay_a_fixpoint() {
+        // Found by fuzzing (fuzz/corpus/url_normalise/crash-*):
+        // `w.1)of{t.1a.1...` was the name `w.1)of{t.1a.1`, which normalised again is a broken
+        // IPv4 address with characters the opaque reading refuses.
+        assert!(matches!(
+            normalise("w.1)of{t.1a.1..."),
+            Err(NormaliseError::BadHost(_))
+        ));
+        for url in [
+            "www.10.1.2.3../a",
+            "http://a_b.1../x",
+            "0x7f.1../y",
+            // A decoded `?` in the path begins the query: `%2F` after it is a plain `/`.
+            "http://h.test/a%3Fb%2Fc//d",
+            // Read as an opaque host (`.1` is no address), whose authority ends elsewhere.
+            "n@.1\\\\1@10",
+            "t/.%3F",
+            "t/a/..%3F%2F",
+        ] {
+            let once = normalise(url).unwrap();
+            let twice = normalise(once.as_str()).unwrap();
+            assert_eq!(once.as_str(), twice.as_str(), "{url}");
+        }
     }
 
     proptest! {

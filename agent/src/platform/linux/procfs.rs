@@ -148,7 +148,8 @@ fn read_bounded(path: &str, keep: usize) -> io::Result<(Vec<u8>, u64)> {
 
 /// NUL-separated arguments; the last one is NUL-terminated too. Each argument is cut to its
 /// budget before the lossy conversion. True if anything was cut.
-fn parse_cmdline(raw: &[u8]) -> Option<(Vec<String>, bool)> {
+#[doc(hidden)]
+pub fn parse_cmdline(raw: &[u8]) -> Option<(Vec<String>, bool)> {
     let raw = raw.strip_suffix(b"\0").unwrap_or(raw);
     if raw.is_empty() {
         return None;
@@ -158,7 +159,8 @@ fn parse_cmdline(raw: &[u8]) -> Option<(Vec<String>, bool)> {
 }
 
 /// `(real uid, ppid)` from the `Uid:` (real, effective, saved, filesystem) and `PPid:` lines.
-fn parse_status(status: &str) -> (Option<u32>, Option<u32>) {
+#[doc(hidden)]
+pub fn parse_status(status: &str) -> (Option<u32>, Option<u32>) {
     let mut uid = None;
     let mut ppid = None;
     for line in status.lines() {
@@ -173,7 +175,8 @@ fn parse_status(status: &str) -> (Option<u32>, Option<u32>) {
 
 /// `pid (comm) state ppid ...`: comm may contain spaces and parentheses, so fields are counted
 /// from the last `)`. After it, field 3 (state) is index 0.
-fn parse_stat(stat: &str) -> Option<Stat> {
+#[doc(hidden)]
+pub fn parse_stat(stat: &str) -> Option<Stat> {
     let (before, after_comm) = stat.rsplit_once(')')?;
     let (_, comm) = before.split_once('(')?;
     let fields: Vec<&str> = after_comm.split_whitespace().collect();

@@ -328,8 +328,8 @@ pub fn parse(datagram: &[u8]) -> Result<Uevent, ParseError> {
     {
         return Err(ParseError::Inconsistent {
             key: "ACTION",
-            value: value.to_owned(),
-            header: event.action.to_string(),
+            value: quote(value.as_bytes()),
+            header: quote(event.action.as_str().as_bytes()),
         });
     }
     if let Some(value) = event.get("DEVPATH")
@@ -337,8 +337,8 @@ pub fn parse(datagram: &[u8]) -> Result<Uevent, ParseError> {
     {
         return Err(ParseError::Inconsistent {
             key: "DEVPATH",
-            value: value.to_owned(),
-            header: event.devpath.clone(),
+            value: quote(value.as_bytes()),
+            header: quote(event.devpath.as_bytes()),
         });
     }
     Ok(event)
@@ -436,6 +436,26 @@ pub(crate) mod tests {
             parse(b"add@/d\0DEVPATH=/e\0"),
             Err(ParseError::Inconsistent { key: "DEVPATH", .. })
         ));
+    }
+
+    #[test]
+    fn contradictions_quote_at_most_quote_max_bytes() {
+        // Found by fuzzing (fuzz/corpus/uevent/crash-inconsistent-long-devpath): a long DEVPATH
+        // that contradicts a long header was quoted whole, twice, into the error (and the log).
+        let long = format!("/devices/{}", "x".repeat(8000));
+        let d = format!("add@{long}\0DEVPATH={long}y\0ACTION=add\0");
+        let err = parse(d.as_bytes()).unwrap_err();
+        assert!(matches!(
+            err,
+            ParseError::Inconsistent { key: "DEVPATH", .. }
+        ));
+        assert!(
+            err.to_string().len() < 4 * QUOTE_MAX,
+            "{} bytes",
+            err.to_string().len()
+        );
+        let d = format!("add@/d\0ACTION={}\0", "z".repeat(8000));
+        assert!(parse(d.as_bytes()).unwrap_err().to_string().len() < 4 * QUOTE_MAX);
     }
 
     #[test]

@@ -29,17 +29,29 @@ pub fn truncate(s: &str, max: usize) -> String {
 /// Only a URL that carries credentials is re-serialised: others are kept byte for byte as the
 /// browser stored them (re-serialising could change percent-encoding the policy matches on).
 pub fn clean_url(raw: &str) -> String {
-    let cleaned = match url::Url::parse(raw) {
-        Ok(mut u) if !u.username().is_empty() || u.password().is_some() => {
-            // Both only fail for URLs that cannot have credentials, which then have none.
-            let _ = u.set_password(None);
-            let _ = u.set_username("");
-            u.to_string()
+    let mut text = std::borrow::Cow::Borrowed(raw);
+    // What the fallback leaves can be a URL with credentials of its own (`https://u@//v@host/`
+    // becomes `https:////v@host/`): parse again, a few times.
+    for _ in 0..8 {
+        match url::Url::parse(&text) {
+            Ok(mut u) if !u.username().is_empty() || u.password().is_some() => {
+                // Both only fail for URLs that cannot have credentials, which then have none.
+                let _ = u.set_password(None);
+                let _ = u.set_username("");
+                return truncate(u.as_str(), MAX_URL);
+            }
+            Ok(_) => return truncate(&text, MAX_URL),
+            Err(_) => match strip_authority_userinfo(&text) {
+                stripped if stripped == *text => return truncate(&text, MAX_URL),
+                stripped => text = stripped.into(),
+            },
         }
-        Ok(_) => raw.to_owned(),
-        Err(_) => strip_authority_userinfo(raw),
-    };
-    truncate(&cleaned, MAX_URL)
+    }
+    // Credentials behind credentials, more than a few deep: a URL made to keep some. Nothing
+    // before its last `@` ahead of the query is kept, so no parser can find a user in it.
+    let end = text.find(['?', '#']).unwrap_or(text.len());
+    let start = text[..end].rfind('@').map_or(0, |at| at + 1);
+    truncate(&text[start..], MAX_URL)
 }
 
 /// Fallback for strings the URL parser rejects: drop anything before an `@` in the authority.
@@ -47,7 +59,9 @@ fn strip_authority_userinfo(raw: &str) -> String {
     let Some(scheme_end) = raw.find("://") else {
         return raw.to_owned();
     };
-    let auth_start = scheme_end + 3;
+    // Parsers skip any further slashes before the authority (`https:////user@host`).
+    let after = &raw[scheme_end + 3..];
+    let auth_start = raw.len() - after.trim_start_matches(['/', '\\']).len();
     let auth_end = raw[auth_start..]
         .find(['/', '?', '#'])
         .map_or(raw.len(), |i| auth_start + i);
@@ -81,6 +95,22 @@ mod tests {
             clean_url("http://u:p@host.test:99999/x"),
             "http://host.test:99999/x"
         );
+    }
+
+    #[test]
+    fn credentials_revealed_by_the_fallback_are_removed_too() {
+        // Found by fuzzing (fuzz/corpus/search_terms/crash-credentials-after-fallback): the
+        // fallback's result parsed as a URL whose user name was `alice`.
+        assert_eq!(
+            clean_url("https://bob@//alice@www.google.com/search?q=x%"),
+            "https://www.google.com/search?q=x%"
+        );
+        assert_eq!(
+            clean_url("https://bob:pw@//alice:s3cret@intranet.test:99999/"),
+            "https:////intranet.test:99999/"
+        );
+        let deep = format!("https://{}h.test:99999/", "u:pw@/".repeat(20));
+        assert_eq!(clean_url(&deep), "/h.test:99999/");
     }
 
     #[test]
