@@ -526,7 +526,6 @@ pub fn search_terms(data: &[u8]) {
         observed_at_us: SCHOOL_DAY_US,
         hostname: "ict-07".into(),
         user: "pupil".into(),
-        truncated: Vec::new(),
         kind: Some(Kind::Browsing(BrowsingVisit {
             action: "visit".into(),
             url,
@@ -536,6 +535,7 @@ pub fn search_terms(data: &[u8]) {
             browser: "chromium".into(),
             ..Default::default()
         })),
+        ..Default::default()
     };
     evaluate(default_policy(), &event);
 }
@@ -618,7 +618,18 @@ pub fn batch(data: &[u8]) {
         return;
     };
     assert_eq!(up_to, batch.events.last().map_or(0, |e| e.seq));
-    for event in &batch.events {
+    // The collector's one trusted time: whatever the device claimed lands in the window.
+    let window = invigilator_collector::event_time::TimeWindow {
+        offline_allowance: std::time::Duration::from_secs(30 * 86_400),
+        clock_skew: std::time::Duration::from_secs(300),
+    };
+    for event in &mut batch.events {
+        window.apply(event, SCHOOL_DAY_US);
+        let offset = event.observed_at_us - SCHOOL_DAY_US;
+        assert!(
+            (-30 * 86_400_000_000..=300_000_000).contains(&offset),
+            "{offset}"
+        );
         evaluate(default_policy(), event);
     }
 }
