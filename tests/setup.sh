@@ -26,3 +26,5 @@ command -v squidGuard >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=nonint
 # The Windows agent's smoke test runs it under Wine (64-bit is enough); deploy/windows/*.sh
 # install their own build tools.
 command -v wine >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wine wine64; }
+# The fault tests jump one agent's clock with libfaketime (LD_PRELOAD), never the machine's.
+[ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ] || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends faketime; }

@@ -507,3 +507,232 @@ fn refusal_line(log: &str) -> String {
         .unwrap_or("no commit failure logged")
         .to_owned()
 }
+
+// ---------------------------------------------------------------------------------------------
+// 3. The collector paused
+
+/// The collector stops answering without closing anything (SIGSTOP: a hung host, a VM paused
+/// for a snapshot) while the device goes on being used. 20 seconds by default, to spare CI;
+/// `INVIGILATOR_PAUSE_SECS` sets it: above 50 s the agent's HTTP/2 keep-alive (30 s + 20 s)
+/// gives the connection up and reconnects into the stopped collector, and hours is the soak.
+#[test]
+fn a_collector_stopped_for_twenty_seconds_gets_every_event_once_and_in_order() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let pause = Duration::from_secs(
+        std::env::var("INVIGILATOR_PAUSE_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(20),
+    );
+    let t0 = Instant::now();
+    let c = Collector::start("");
+    let mut a = Agent::enroll(&c, FAST);
+    a.start();
+    a.wait_ready();
+    run_as("before-pause");
+    wait_named(&c, &a.agent_id, "before-pause", Duration::from_secs(30));
+
+    let collector = Pid::from_raw(c.pid().unwrap() as i32);
+    kill(collector, Signal::SIGSTOP).unwrap();
+    let paused = Instant::now();
+    let mut names = Vec::new();
+    while paused.elapsed() < pause {
+        let name = format!("paused-{:03}", names.len());
+        run_as(&name);
+        names.push(name);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    kill(collector, Signal::SIGCONT).unwrap();
+    run_as("after-pause");
+
+    wait_named(&c, &a.agent_id, "after-pause", Duration::from_secs(60));
+    let gaps = assert_delivered_exactly(&c, &a);
+    let process = c.events("process");
+    let seq_of = |name: &str| {
+        let mine: Vec<u64> = process
+            .iter()
+            .filter(|e| e["agent_id"] == a.agent_id.as_str() && e["name"] == name)
+            .map(|e| e["seq"].as_u64().unwrap())
+            .collect();
+        assert_eq!(mine.len(), 1, "{name} stored as seqs {mine:?}");
+        mine[0]
+    };
+    // In the order they ran: the spool numbers them as observed.
+    let seqs: Vec<u64> = names
+        .iter()
+        .map(String::as_str)
+        .chain(["after-pause"])
+        .map(seq_of)
+        .collect();
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "numbered out of order: {seqs:?}"
+    );
+    // ... and stored in that order (the CLI lists in the order rows were inserted).
+    let rows: Vec<u64> = process
+        .iter()
+        .filter(|e| e["agent_id"] == a.agent_id.as_str())
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
+    assert!(
+        rows.windows(2).all(|w| w[0] < w[1]),
+        "stored out of order: {rows:?}"
+    );
+    assert!(alive(a.pid()), "{}", a.log());
+    assert!(alive(c.pid()), "{}", c.log());
+    eprintln!(
+        "{} programs run during a {pause:?} pause all stored once, in order; gaps: {}; {:?}",
+        names.len(),
+        gaps.len(),
+        t0.elapsed()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. A clock jump on the agent
+
+const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
+/// The agent of `a`'s state directory, run as `Agent::start` runs it but under libfaketime,
+/// whose offset (e.g. "+400d") is read from `clock` at every call, so writing the file jumps
+/// the agent's clock while it runs. Only the wall clock moves: timers and back-off use the
+/// monotonic clock, which a real clock change leaves alone too.
+struct FakeTimeAgent {
+    child: Child,
+    log: PathBuf,
+}
+
+impl FakeTimeAgent {
+    fn start(a: &Agent, clock: &Path) -> Self {
+        let log = a.dir.path().join("faketime-agent.log");
+        let child = Command::new(invigilator_tests::bin("invigilator-agent"))
+            .arg("run")
+            .arg("--state-dir")
+            .arg(a.state_dir())
+            .env("INVIGILATOR_LOG", "info,invigilator_agent=debug")
+            .env("LD_PRELOAD", LIBFAKETIME)
+            .env("FAKETIME_TIMESTAMP_FILE", clock)
+            .env("FAKETIME_NO_CACHE", "1")
+            .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let agent = Self { child, log };
+        wait_for(
+            Duration::from_secs(30),
+            "the agent's process source",
+            || agent.log().contains("process source running").then_some(()),
+        );
+        agent
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for FakeTimeAgent {
+    fn drop(&mut self) {
+        invigilator_tests::kill9(&mut self.child);
+    }
+}
+
+fn us(rfc3339: &Value) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(rfc3339.as_str().unwrap())
+        .unwrap()
+        .timestamp_micros()
+}
+
+const MINUTE_US: i64 = 60_000_000;
+const DAY_US: i64 = 24 * 60 * MINUTE_US;
+
+/// A device clock that jumps 400 days ahead, then 2 days back, while the agent runs: each
+/// event is stored with the time clamped into the collector's window around when it arrived
+/// (5 minutes ahead, 1 hour back here), with the device's claim kept beside it, and delivery
+/// goes on across both jumps.
+#[test]
+fn an_agent_clock_jumping_ahead_and_back_is_clamped_and_flagged_by_the_collector() {
+    let t0 = Instant::now();
+    let c = Collector::start("[ingest]\noffline_allowance = \"1h\"\nclock_skew = \"5m\"\n");
+    let a = Agent::enroll(&c, FAST);
+    let clock = a.dir.path().join("faketime");
+    std::fs::write(&clock, "+0\n").unwrap();
+    let agent = FakeTimeAgent::start(&a, &clock);
+
+    run_as("clock-right");
+    let right = wait_named(&c, &a.agent_id, "clock-right", Duration::from_secs(30));
+    assert!(right.get("device_time").is_none(), "{right}");
+    assert!(
+        (us(&right["observed_at"]) - now_us()).abs() < MINUTE_US,
+        "{right}"
+    );
+
+    std::fs::write(&clock, "+400d\n").unwrap();
+    run_as("clock-ahead");
+    let ahead = wait_named(&c, &a.agent_id, "clock-ahead", Duration::from_secs(30));
+    let (observed, device) = (us(&ahead["observed_at"]), us(&ahead["device_time"]));
+    // Clamped to 5 minutes after it was read off the stream, which was just before its commit
+    // (received_at).
+    let edge = us(&ahead["received_at"]) + 5 * MINUTE_US;
+    assert!((edge - 5_000_000..=edge).contains(&observed), "{ahead}");
+    assert!(
+        (device - now_us() - 400 * DAY_US).abs() < MINUTE_US,
+        "{ahead}"
+    );
+
+    std::fs::write(&clock, "-2d\n").unwrap();
+    run_as("clock-behind");
+    let behind = wait_named(&c, &a.agent_id, "clock-behind", Duration::from_secs(30));
+    let (observed, device) = (us(&behind["observed_at"]), us(&behind["device_time"]));
+    let edge = us(&behind["received_at"]) - 60 * MINUTE_US;
+    assert!((edge - 5_000_000..=edge).contains(&observed), "{behind}");
+    assert!(
+        (device - now_us() + 2 * DAY_US).abs() < MINUTE_US,
+        "{behind}"
+    );
+
+    std::fs::write(&clock, "+0\n").unwrap();
+    run_as("clock-back");
+    let back = wait_named(&c, &a.agent_id, "clock-back", Duration::from_secs(30));
+    assert!(back.get("device_time").is_none(), "{back}");
+    assert!(
+        c.log()
+            .contains("event times outside the accepted window were clamped"),
+        "{}",
+        c.log()
+    );
+    assert!(alive(Some(agent.child.id())), "{}", agent.log());
+    let gaps = assert_delivered_exactly(&c, &a);
+    eprintln!(
+        "clock jumps clamped; gaps: {}; {:?}",
+        gaps.len(),
+        t0.elapsed()
+    );
+}
+
+/// A device whose clock is behind when it connects (a fresh collector's certificates start 5
+/// minutes before `init`; a dead CMOS battery puts a clock years back): it must still deliver,
+/// with its times clamped. Ignored because it fails today: the agent checks the collector's
+/// certificate against its own clock ("certificate not valid yet"), so every new connection
+/// fails until the clock is fixed; only a connection opened before the clock went back
+/// survives (the test above).
+#[test]
+#[ignore = "fails: the agent refuses the collector's certificate as not yet valid"]
+fn an_agent_whose_clock_is_two_days_behind_still_connects_and_delivers() {
+    let c = Collector::start("[ingest]\noffline_allowance = \"1h\"\n");
+    let a = Agent::enroll(&c, FAST);
+    let clock = a.dir.path().join("faketime");
+    std::fs::write(&clock, "-2d\n").unwrap();
+    let agent = FakeTimeAgent::start(&a, &clock);
+    run_as("behind-start");
+    let e = wait_for(
+        Duration::from_secs(30),
+        "the event of an agent 2 days behind",
+        || named(&c, &a.agent_id, "behind-start").into_iter().next(),
+    );
+    assert!(e.get("device_time").is_some(), "{e}");
+    drop(agent);
+}
