@@ -6,8 +6,9 @@
 //!
 //! Real parts: the agent's spool and the collector's store on small tmpfs mounts (root,
 //! `mount`), the kernel's proc connector, mutual-TLS gRPC over loopback, job-control signals,
-//! and libfaketime (`LD_PRELOAD`, tests/setup.sh installs it) on the agent process alone: the
-//! machine's clock is never changed.
+//! libfaketime (`LD_PRELOAD`, tests/setup.sh installs it) on the agent process alone (the
+//! machine's clock is never changed), and a slow TCP relay that cuts connections (this kernel
+//! has neither netem nor nftables for real packet loss).
 
 use invigilator_proto::v1::{Event, EventBatch, ProcessExec, event::Kind};
 use invigilator_tests::{Agent, Collector, now_us, run_as, telemetry, wait_for};
@@ -735,4 +736,148 @@ fn an_agent_whose_clock_is_two_days_behind_still_connects_and_delivers() {
     );
     assert!(e.get("device_time").is_some(), "{e}");
     drop(agent);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. A bad network
+
+/// A TCP relay on loopback standing in for a bad school network: every chunk is held back
+/// 20-80 ms each way, and every connection is cut (both ways at once, as a Wi-Fi drop or a NAT
+/// timeout would) after 1-4 s, whatever is in flight, acknowledgements included. This kernel
+/// has no netem and no nftables, so packet loss itself is not simulated: TCP turns it into
+/// delay, and a connection that gives up is a cut. `heal` stops the cutting.
+struct BadLink {
+    port: u16,
+    faulty: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    cuts: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl BadLink {
+    fn to(upstream: std::net::SocketAddr) -> Self {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let faulty = Arc::new(AtomicBool::new(true));
+        let cuts = Arc::new(AtomicU64::new(0));
+        let (f, n) = (faulty.clone(), cuts.clone());
+        std::thread::spawn(move || {
+            let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+            let mut next = move |lo: u64, hi: u64| {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                lo + rng % (hi - lo)
+            };
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                let Ok(server) = std::net::TcpStream::connect(upstream) else {
+                    continue;
+                };
+                let life = Duration::from_millis(next(1000, 4000));
+                let delay = Duration::from_millis(next(20, 80));
+                let born = Instant::now();
+                for (from, to) in [(&client, &server), (&server, &client)] {
+                    let (mut from, mut to) = (from.try_clone().unwrap(), to.try_clone().unwrap());
+                    let (f, n) = (f.clone(), n.clone());
+                    std::thread::spawn(move || {
+                        use std::io::{Read, Write};
+                        from.set_read_timeout(Some(Duration::from_millis(50)))
+                            .unwrap();
+                        let mut buf = vec![0u8; 16 * 1024];
+                        loop {
+                            if f.load(Ordering::Relaxed) && born.elapsed() > life {
+                                // Both directions, once: the other pump finds it shut.
+                                if from.shutdown(std::net::Shutdown::Both).is_ok() {
+                                    let _ = to.shutdown(std::net::Shutdown::Both);
+                                    n.fetch_add(1, Ordering::Relaxed);
+                                }
+                                return;
+                            }
+                            match from.read(&mut buf) {
+                                Ok(0) => {
+                                    let _ = to.shutdown(std::net::Shutdown::Write);
+                                    return;
+                                }
+                                Ok(k) => {
+                                    if f.load(Ordering::Relaxed) {
+                                        std::thread::sleep(delay);
+                                    }
+                                    if to.write_all(&buf[..k]).is_err() {
+                                        return;
+                                    }
+                                }
+                                Err(e)
+                                    if matches!(
+                                        e.kind(),
+                                        std::io::ErrorKind::WouldBlock
+                                            | std::io::ErrorKind::TimedOut
+                                    ) => {}
+                                Err(_) => return,
+                            }
+                        }
+                    });
+                }
+            }
+        });
+        Self { port, faulty, cuts }
+    }
+
+    fn heal(&self) {
+        self.faulty
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn cuts(&self) -> u64 {
+        self.cuts.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// Events flow over a link that is slow and cut every few seconds mid-stream (acknowledgements
+/// lost with it): each cut means a reconnect and a resend of whatever was unacknowledged, which
+/// the collector must recognise; nothing is lost or stored twice, and once the link heals the
+/// spool drains.
+#[test]
+fn a_slow_link_cut_every_few_seconds_loses_and_duplicates_nothing() {
+    let t0 = Instant::now();
+    // Reconnecting every few seconds is this test's point, not the stream quota's.
+    let c = Collector::start("[quotas]\nstreams_per_minute = 1000\n");
+    let mut a = Agent::enroll(&c, FAST);
+    let link = BadLink::to(c.grpc.parse().unwrap());
+    let cfg = a.state_dir().join("agent.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let via = format!("https://localhost:{}", link.port);
+    assert!(text.contains(&c.url()), "{text}");
+    std::fs::write(&cfg, text.replace(&c.url(), &via)).unwrap();
+    a.start();
+    a.wait_ready();
+
+    let (mut storm, pid_file) = exec_storm(12);
+    assert!(storm.wait().unwrap().success());
+    run_as("over-bad-link");
+    wait_named(&c, &a.agent_id, "over-bad-link", Duration::from_secs(60));
+    let cuts = link.cuts();
+    assert!(
+        cuts >= 3,
+        "only {cuts} cuts: the link was not bad enough to mean anything"
+    );
+    link.heal();
+    let gaps = assert_delivered_exactly(&c, &a);
+    let pids = pids_in(&pid_file);
+    let seen = c
+        .events("process")
+        .iter()
+        .filter(|e| e["agent_id"] == a.agent_id.as_str())
+        .filter_map(|e| e["pid"].as_u64())
+        .filter(|p| pids.contains(p))
+        .count();
+    assert_eq!(seen, pids.len(), "programs run over the bad link");
+    assert!(alive(a.pid()), "{}", a.log());
+    assert!(alive(c.pid()), "{}", c.log());
+    eprintln!(
+        "{seen} programs over a link cut {cuts} times, {} reconnects; gaps: {}; {:?}",
+        a.log().matches("connected to the collector").count(),
+        gaps.len(),
+        t0.elapsed()
+    );
 }
