@@ -164,24 +164,24 @@ fn the_invariant_check_catches_duplicates_silent_holes_and_underreported_gaps() 
 // Helpers
 
 /// A tmpfs mounted over a directory, keeping what the directory held; unmounted (lazily, so
-/// even with a process still inside) when dropped, panic or not.
+/// even with a process still inside) when dropped, panic or not. A test process killed outright
+/// drops nothing, so each mount is named after the process that made it, and the next one
+/// clears those whose process is gone.
 struct Tmpfs(PathBuf);
+
+const MOUNT_TAG: &str = "invigilator-faults-";
 
 impl Tmpfs {
     fn over(dir: &Path, size: &str) -> Self {
+        Self::sweep();
         let keep = tempfile::tempdir().unwrap();
         sh(Command::new("cp")
             .arg("-a")
             .arg(dir.join("."))
             .arg(keep.path()));
         sh(Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0700"),
-                "tmpfs",
-            ])
+            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700")])
+            .arg(format!("{MOUNT_TAG}{}", std::process::id()))
             .arg(dir));
         let mount = Self(dir.to_owned());
         sh(Command::new("cp")
@@ -189,6 +189,28 @@ impl Tmpfs {
             .arg(keep.path().join("."))
             .arg(dir));
         mount
+    }
+
+    /// Unmounts the tmpfs left by test processes that no longer exist.
+    fn sweep() {
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        for line in mounts.lines() {
+            let Some((left, right)) = line.split_once(" - ") else {
+                continue;
+            };
+            let (Some(point), Some(pid)) = (
+                left.split(' ').nth(4),
+                right
+                    .split(' ')
+                    .nth(1)
+                    .and_then(|source| source.strip_prefix(MOUNT_TAG)),
+            ) else {
+                continue;
+            };
+            if !Path::new("/proc").join(pid).exists() {
+                let _ = Command::new("umount").arg("--lazy").arg(point).status();
+            }
+        }
     }
 
     fn free(&self) -> u64 {
