@@ -24,13 +24,14 @@ impl Heartbeat {
     pub async fn run(self) {
         let mut tick = tokio::time::interval(self.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_renewal: Option<std::time::Instant> = None;
         loop {
             tick.tick().await;
             if let Err(e) = self.beat().await {
                 tracing::warn!(error = %e.message(), "heartbeat not delivered");
                 continue;
             }
-            match self.renew_if_due().await {
+            match self.renew_if_due(&mut last_renewal).await {
                 Ok(true) => tracing::info!("client certificate renewed"),
                 Ok(false) => {}
                 Err(e) => tracing::warn!(error = %e, "certificate renewal failed; will retry"),
@@ -60,11 +61,21 @@ impl Heartbeat {
     }
 
     /// Renews when less than a third of the certificate's lifetime is left. The key stays the
-    /// same, so only the certificate file changes, atomically.
-    async fn renew_if_due(&self) -> anyhow::Result<bool> {
+    /// same, so only the certificate file changes, atomically. The device clock decides when,
+    /// but a clock far ahead would find every new certificate due at once: after a renewal the
+    /// next waits at least a third of the lifetime by the monotonic clock.
+    async fn renew_if_due(
+        &self,
+        last_renewal: &mut Option<std::time::Instant>,
+    ) -> anyhow::Result<bool> {
         let (not_before, not_after) = identity::cert_validity(&self.paths)?;
         let now = crate::sources::now_us() / 1_000_000;
-        if not_after - now > (not_after - not_before) / 3 {
+        let third = (not_after - not_before) / 3;
+        if not_after - now > third {
+            return Ok(false);
+        }
+        let min_gap = Duration::from_secs(third.max(1) as u64);
+        if last_renewal.is_some_and(|t| t.elapsed() < min_gap) {
             return Ok(false);
         }
         let key = identity::load_key(&self.paths)?;
@@ -77,6 +88,7 @@ impl Heartbeat {
             anyhow::bail!("the collector's renewal response holds no certificate");
         }
         identity::write_atomic(&self.paths.cert(), pem.as_bytes(), 0o644)?;
+        *last_renewal = Some(std::time::Instant::now());
         let channel = tls::channel(&self.collector, tls::mtls_config(&self.paths)?)?;
         self.channel.send_replace(channel);
         Ok(true)

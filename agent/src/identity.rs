@@ -146,6 +146,12 @@ pub fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, IdentityE
 }
 
 /// (not_before, not_after) of the device certificate, as Unix seconds.
+/// A certificate's start (notBefore), in seconds since the Unix epoch.
+pub fn not_before(der: &[u8]) -> Option<i64> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    Some(cert.validity().not_before.timestamp())
+}
+
 pub fn cert_validity(paths: &StatePaths) -> Result<(i64, i64), IdentityError> {
     let certs = read_certs(&paths.cert())?;
     let (_, cert) =

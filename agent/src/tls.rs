@@ -50,11 +50,24 @@ pub fn parse_collector_url(url: &str) -> Result<(String, u16, ServerName<'static
     Ok((host, port, name))
 }
 
-/// Verifies the collector against the CA whose fingerprint the enrolment token carries.
+/// Verifies the collector: against the CA whose fingerprint the enrolment token carries
+/// (before enrolment), or against the CA saved at enrolment (after).
+///
+/// A device clock running behind (a flat CMOS battery, a pupil setting it back) must not cut the
+/// device off: a certificate that is "not valid yet" by the device's clock is checked again at
+/// its own start time. Only the collector's own CA can have issued it, and everything else
+/// (signatures, name, expiry) is still checked. A clock running ahead gets no such allowance:
+/// an expired certificate is refused.
 #[derive(Debug)]
 pub struct PinnedCa {
-    fingerprint: String,
+    trust: Trust,
     provider: Arc<CryptoProvider>,
+}
+
+#[derive(Debug)]
+enum Trust {
+    Fingerprint(String),
+    Saved(Arc<RootCertStore>),
 }
 
 impl ServerCertVerifier for PinnedCa {
@@ -66,21 +79,41 @@ impl ServerCertVerifier for PinnedCa {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let ca = intermediates
-            .iter()
-            .find(|c| ca_fingerprint(c) == self.fingerprint)
-            .ok_or_else(|| {
-                rustls::Error::General(
-                    "the collector's certificate chain does not contain the CA pinned by the enrolment token".into(),
-                )
-            })?;
-        let mut roots = RootCertStore::empty();
-        roots.add(ca.clone().into_owned())?;
-        let inner =
-            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
-                .build()
-                .map_err(|e| rustls::Error::General(e.to_string()))?;
-        inner.verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+        let roots = match &self.trust {
+            Trust::Saved(roots) => roots.clone(),
+            Trust::Fingerprint(fingerprint) => {
+                let ca = intermediates
+                    .iter()
+                    .find(|c| ca_fingerprint(c) == *fingerprint)
+                    .ok_or_else(|| {
+                        rustls::Error::General(
+                            "the collector's certificate chain does not contain the CA pinned by the enrolment token".into(),
+                        )
+                    })?;
+                let mut roots = RootCertStore::empty();
+                roots.add(ca.clone().into_owned())?;
+                Arc::new(roots)
+            }
+        };
+        let inner = WebPkiServerVerifier::builder_with_provider(roots, self.provider.clone())
+            .build()
+            .map_err(|e| rustls::Error::General(e.to_string()))?;
+        match inner.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::NotValidYet
+                | rustls::CertificateError::NotValidYetContext { .. },
+            )) => {
+                let start = identity::not_before(end_entity).ok_or_else(|| {
+                    rustls::Error::General("the collector's certificate cannot be parsed".into())
+                })?;
+                tracing::warn!(
+                    "this device's clock is behind the collector's certificate; checking it at the certificate's start"
+                );
+                let at = UnixTime::since_unix_epoch(Duration::from_secs(start.max(0) as u64));
+                inner.verify_server_cert(end_entity, intermediates, server_name, ocsp, at)
+            }
+            other => other,
+        }
     }
 
     fn verify_tls12_signature(
@@ -130,7 +163,7 @@ pub fn enrolment_config(ca_fingerprint: &str) -> Result<Arc<ClientConfig>, TlsEr
         .with_safe_default_protocol_versions()?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(PinnedCa {
-            fingerprint: ca_fingerprint.to_owned(),
+            trust: Trust::Fingerprint(ca_fingerprint.to_owned()),
             provider,
         }))
         .with_no_client_auth();
@@ -145,9 +178,14 @@ pub fn mtls_config(paths: &StatePaths) -> Result<Arc<ClientConfig>, TlsError> {
     }
     let chain = identity::read_certs(&paths.cert())?;
     let key = identity::read_private_key(&paths.key())?;
-    let cfg = ClientConfig::builder_with_provider(provider())
+    let provider = provider();
+    let cfg = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(PinnedCa {
+            trust: Trust::Saved(Arc::new(roots)),
+            provider,
+        }))
         .with_client_auth_cert(chain, key)?;
     Ok(finish(cfg))
 }
