@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 pub mod browser;
 pub mod console;
 pub mod fake_logind;
+pub mod flood;
 pub mod sgdiff;
 pub mod urlgen;
 

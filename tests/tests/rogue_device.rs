@@ -3,9 +3,9 @@
 //! without anything being dropped, and cannot place its events outside the accepted time window.
 
 use invigilator_proto::v1::{
-    Event, EventBatch, HeartbeatRequest, ProcessExec, event::Kind,
-    telemetry_client::TelemetryClient,
+    Event, EventBatch, HeartbeatRequest, telemetry_client::TelemetryClient,
 };
+use invigilator_tests::flood::{exec, heavy_batch};
 use invigilator_tests::{Agent, Collector, now_us, telemetry, wait_for};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,33 +13,6 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
-
-fn exec(seq: u64, argv: Vec<String>) -> Event {
-    Event {
-        seq,
-        observed_at_us: now_us(),
-        hostname: "rogue".into(),
-        user: "pupil".into(),
-        kind: Some(Kind::Process(ProcessExec {
-            pid: 1,
-            name: "x".into(),
-            argv,
-            ..Default::default()
-        })),
-        ..Default::default()
-    }
-}
-
-/// About 3.9 MB on the wire, the most one message may carry; the collector's budgets cut each
-/// event to a few KiB before anything is queued.
-fn heavy_batch(first_seq: u64) -> EventBatch {
-    let arg = "A".repeat(9_700);
-    EventBatch {
-        events: (0..100)
-            .map(|i| exec(first_seq + i, vec![arg.clone(); 4]))
-            .collect(),
-    }
-}
 
 /// One flooding stream: opens, sends heavy batches as fast as the transport takes them, and
 /// opens again when the collector ends it. Returns the collector's error messages.

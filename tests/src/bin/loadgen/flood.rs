@@ -2,41 +2,16 @@
 //! parallel streams with messages as large as the protocol allows; agents 1..=N behave like
 //! ordinary devices (a small batch every 200 ms) and measure how long their acknowledgements take.
 
-use super::{agent_dir_client, now_us};
+use super::agent_dir_client;
 use hdrhistogram::Histogram;
-use invigilator_proto::v1::{Event, EventBatch, ProcessExec, event::Kind};
+use invigilator_proto::v1::EventBatch;
+use invigilator_tests::flood::{exec, heavy_batch as heavy};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-
-fn exec(seq: u64, argv: Vec<String>) -> Event {
-    Event {
-        seq,
-        observed_at_us: now_us(),
-        hostname: "loadgen-pc".into(),
-        user: "pupil042".into(),
-        kind: Some(Kind::Process(ProcessExec {
-            pid: 1,
-            name: "x".into(),
-            argv,
-            ..Default::default()
-        })),
-        ..Default::default()
-    }
-}
-
-/// 100 events of 4 × 9.7 KB arguments: about 3.9 MB, just under the message limit.
-fn heavy(first_seq: u64) -> EventBatch {
-    let arg = "A".repeat(9_700);
-    EventBatch {
-        events: (0..100)
-            .map(|i| exec(first_seq + i, vec![arg.clone(); 4]))
-            .collect(),
-    }
-}
 
 #[derive(Default)]
 struct RogueCounts {
