@@ -43,7 +43,7 @@ if [ $record = 1 ]; then
   {
     echo "## Fuzzing: every parser of device input (tests/bench/fuzz.sh), run of $(date -u +%Y-%m-%dT%H:%MZ)"
     echo
-    echo "Command: \`tests/bench/fuzz.sh $secs\` (cargo fuzz $(cargo fuzz --version 2>/dev/null | awk '{print $2}'), libFuzzer, $(rustup run nightly rustc --version | cut -d' ' -f2-), sanitizer $sanitizer, git $(git rev-parse --short HEAD)); machine: $(nproc) cores, $cpu, $(uname -sr); one target at a time on one core, at nice 19."
+    echo "Command: \`tests/bench/fuzz.sh $secs${*:+ $*}\` (cargo fuzz $(cargo fuzz --version 2>/dev/null | awk '{print $2}'), libFuzzer, $(rustup run nightly rustc --version | cut -d' ' -f2-), sanitizer $sanitizer, git $(git rev-parse --short HEAD)); machine: $(nproc) cores, $cpu, $(uname -sr); one target at a time on one core, at nice 19."
     echo
     echo "$header"
     echo "$rule"

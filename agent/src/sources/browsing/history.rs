@@ -89,7 +89,38 @@ pub fn time_of(conn: &Connection, q: &Queries, id: i64) -> rusqlite::Result<Opti
 pub fn base_after_time(conn: &Connection, q: &Queries, time: i64) -> rusqlite::Result<i64> {
     let first: Option<i64> = conn.query_row(q.first_id_after, [time], |r| r.get(0))?;
     match first {
-        Some(id) => Ok(id - 1),
+        // The database's author chooses the ids: i64::MIN must not wrap to i64::MAX (a cursor
+        // past every visit) or panic.
+        Some(id) => Ok(id.saturating_sub(1)),
         None => max_id(conn, q),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sources::browsing::chromium::QUERIES;
+
+    #[test]
+    fn the_smallest_visit_id_does_not_overflow() {
+        // Found by fuzzing (fuzz/corpus/history_rows/crash-visit-id-i64-min): a visit with id
+        // i64::MIN made `base_after_time` subtract with overflow: a panic in debug builds, and
+        // in release a cursor of i64::MAX that no later visit could pass.
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "CREATE TABLE urls(id INTEGER PRIMARY KEY, url, title);
+             CREATE TABLE visits(id INTEGER PRIMARY KEY, url, visit_time, transition);
+             INSERT INTO urls VALUES (1, 'https://example.test/', 'x');
+             INSERT INTO visits VALUES (-9223372036854775808, 1, 5, 0), (7, 1, 6, 0);",
+        )
+        .unwrap();
+        let base = base_after_time(&conn, &QUERIES, 0).unwrap();
+        assert_eq!(base, i64::MIN);
+        let ids: Vec<i64> = visits_after(&conn, &QUERIES, base, 10)
+            .unwrap()
+            .iter()
+            .map(|v| v.id)
+            .collect();
+        assert_eq!(ids, [7]);
     }
 }
