@@ -1,6 +1,7 @@
 //! Reading visits from a history database, the same way for every browser: each browser module
 //! supplies its SQL and its conversions in a [`Queries`].
 
+use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OptionalExtension};
 
 /// One browser's queries and conversions.
@@ -61,33 +62,61 @@ pub fn visits_after(
     limit: usize,
 ) -> rusqlite::Result<Vec<RawVisit>> {
     let mut stmt = conn.prepare_cached(q.visits_after)?;
-    let rows = stmt.query_map([after, limit as i64], |r| {
-        Ok(RawVisit {
-            id: r.get(0)?,
-            url: r.get(1)?,
-            title: r.get(2)?,
-            time: r.get::<_, Option<i64>>(3)?.unwrap_or(0),
-            transition: r.get::<_, Option<i64>>(4)?.unwrap_or(-1),
-        })
-    })?;
-    rows.collect()
+    let mut rows = stmt.query([after, limit as i64])?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        // SQLite lets any column hold any type, and the file is the pupil's: a text time or a
+        // blob title must not fail the read (every later read would fail at the same row and
+        // the profile would go quiet). Only an id that is not an integer cannot be followed.
+        let Some(id) = integer(r.get_ref(0)?) else {
+            continue;
+        };
+        out.push(RawVisit {
+            id,
+            url: text(r.get_ref(1)?),
+            title: text(r.get_ref(2)?),
+            time: integer(r.get_ref(3)?).unwrap_or(0),
+            transition: integer(r.get_ref(4)?).unwrap_or(-1),
+        });
+    }
+    Ok(out)
+}
+
+/// A column read as text whatever its stored type (None for NULL).
+fn text(v: ValueRef<'_>) -> Option<String> {
+    match v {
+        ValueRef::Null => None,
+        ValueRef::Integer(i) => Some(i.to_string()),
+        ValueRef::Real(f) => Some(f.to_string()),
+        ValueRef::Text(t) | ValueRef::Blob(t) => Some(String::from_utf8_lossy(t).into_owned()),
+    }
+}
+
+/// A column read as an integer whatever its stored type (None when it holds none).
+fn integer(v: ValueRef<'_>) -> Option<i64> {
+    match v {
+        ValueRef::Integer(i) => Some(i),
+        // `as` saturates, and NaN becomes 0.
+        ValueRef::Real(f) => Some(f as i64),
+        ValueRef::Text(t) => std::str::from_utf8(t).ok()?.trim().parse().ok(),
+        ValueRef::Null | ValueRef::Blob(_) => None,
+    }
 }
 
 pub fn max_id(conn: &Connection, q: &Queries) -> rusqlite::Result<i64> {
-    conn.query_row(q.max_id, [], |r| r.get(0))
+    conn.query_row(q.max_id, [], |r| Ok(integer(r.get_ref(0)?).unwrap_or(0)))
 }
 
 /// Raw time of visit `id`, None when there is no such visit.
 pub fn time_of(conn: &Connection, q: &Queries, id: i64) -> rusqlite::Result<Option<i64>> {
-    conn.query_row(q.time_of, [id], |r| r.get::<_, Option<i64>>(0))
+    conn.query_row(q.time_of, [id], |r| Ok(integer(r.get_ref(0)?).unwrap_or(0)))
         .optional()
-        .map(|t| t.map(|t| t.unwrap_or(0)))
 }
 
 /// The id just before the first visit later than `time` (raw), or the largest id when none is:
 /// reading on from it yields exactly the visits after `time`, assuming ids grow with time.
 pub fn base_after_time(conn: &Connection, q: &Queries, time: i64) -> rusqlite::Result<i64> {
-    let first: Option<i64> = conn.query_row(q.first_id_after, [time], |r| r.get(0))?;
+    let first = conn.query_row(q.first_id_after, [time], |r| Ok(integer(r.get_ref(0)?)))?;
     match first {
         // The database's author chooses the ids: i64::MIN must not wrap to i64::MAX (a cursor
         // past every visit) or panic.
@@ -100,6 +129,27 @@ pub fn base_after_time(conn: &Connection, q: &Queries, time: i64) -> rusqlite::R
 mod tests {
     use super::*;
     use crate::sources::browsing::chromium::QUERIES;
+
+    #[test]
+    fn values_of_the_wrong_type_neither_fail_the_read_nor_stop_it() {
+        // Found by fuzzing: one row with a text time or a blob title made every read of the
+        // profile fail at that row, so a pupil could silence their own history.
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "CREATE TABLE urls(id INTEGER PRIMARY KEY, url, title);
+             CREATE TABLE visits(id INTEGER PRIMARY KEY, url, visit_time, transition);
+             INSERT INTO urls VALUES (1, 'https://a.test/', x'ff41'), (2, 42, 'two');
+             INSERT INTO visits VALUES (1, 1, 'soon', 'x'), (2, 2, 3.5, x'00'),
+                                       (3, 1, 13300000000000000, 0);",
+        )
+        .unwrap();
+        let v = visits_after(&conn, &QUERIES, 0, 10).unwrap();
+        assert_eq!(v.iter().map(|v| v.id).collect::<Vec<_>>(), [1, 2, 3]);
+        assert_eq!(v[0].title.as_deref(), Some("\u{fffd}A"));
+        assert_eq!((v[0].time, v[0].transition), (0, -1));
+        assert_eq!((v[1].url.as_deref(), v[1].time), (Some("42"), 3));
+        assert_eq!(v[2].time, 13_300_000_000_000_000);
+    }
 
     #[test]
     fn the_smallest_visit_id_does_not_overflow() {
