@@ -153,6 +153,13 @@ pub async fn run(collector: &str, token: &str, state_dir: &Path) -> anyhow::Resu
     std::os::unix::fs::DirBuilderExt::mode(&mut dir, 0o700);
     dir.create(state_dir)
         .with_context(|| format!("cannot create state directory {}", state_dir.display()))?;
+    // A directory that already existed keeps its mode through `create`: make it private too.
+    #[cfg(unix)]
+    std::fs::set_permissions(
+        state_dir,
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .with_context(|| format!("cannot make {} private (0700)", state_dir.display()))?;
     #[cfg(windows)]
     crate::platform::windows::restrict_to_system_and_admins(state_dir).with_context(|| {
         format!(

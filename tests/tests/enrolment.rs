@@ -141,3 +141,41 @@ fn repeated_failed_enrolments_from_one_address_are_refused_and_logged_sparingly(
         c.log()
     );
 }
+
+/// Finding 9 of issue 13: directories that already existed, world-readable, become private
+/// (0700) with their databases 0600, on the collector and on the agent.
+#[test]
+fn data_and_state_directories_are_private_whatever_existed_before() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = invigilator_tests::output(
+        std::process::Command::new(invigilator_tests::bin("invigilator-collector"))
+            .arg("init")
+            .arg("--data-dir")
+            .arg(&data),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(mode(&data), 0o700);
+    assert_eq!(mode(&data.join("invigilator.db")), 0o600);
+
+    let c = Collector::start("");
+    let state = tmp.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = Agent::try_enroll(&c.url(), &c.token("staff", "1h", 1), &state);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(mode(&state), 0o700);
+    assert_eq!(mode(&state.join("agent.key")), 0o600);
+}

@@ -166,3 +166,64 @@ fn hostile_history_files_neither_hang_the_reader_nor_fill_the_disk() {
     );
     assert!(a.pid().is_some());
 }
+
+/// Finding 5: a pupil's profile whose `History` is a link to a root-only file. The agent must not
+/// follow it (it used to copy the target as root and store its visits as the pupil's), while
+/// an honest profile beside it is read as usual.
+#[test]
+fn a_link_to_a_file_the_pupil_cannot_read_is_not_followed() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let secret_dir = tmp.path().join("root-only");
+    std::fs::create_dir(&secret_dir).unwrap();
+    history(&secret_dir.join("History"), "http://root-only.test/secret");
+    std::fs::set_permissions(&secret_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+    let pupil = tmp.path().join("pupil");
+    std::fs::create_dir_all(pupil.join("Default")).unwrap();
+    std::os::unix::fs::symlink(secret_dir.join("History"), pupil.join("Default/History")).unwrap();
+    for p in [pupil.clone(), pupil.join("Default")] {
+        nix::unistd::chown(&p, Some(nobody.uid), Some(nobody.gid)).unwrap();
+    }
+    let honest = tmp.path().join("honest");
+    std::fs::create_dir_all(honest.join("Default")).unwrap();
+
+    let c = Collector::start("");
+    let mut a = Agent::enroll(
+        &c,
+        &format!(
+            "[browsing]\nscan_homes = false\ndebounce = \"200ms\"\nrediscover_interval = \"1s\"\n\
+             extra_roots = [{{ browser = \"chromium\", path = \"{}\" }}, \
+             {{ browser = \"chromium\", path = \"{}\" }}]\n",
+            pupil.display(),
+            honest.display()
+        ),
+    );
+    a.start();
+    a.wait_ready();
+    history(&honest.join("Default/History"), "http://honest.test/linked");
+    wait_for(
+        Duration::from_secs(30),
+        "the honest profile's visit",
+        || {
+            c.events("browsing")
+                .iter()
+                .any(|e| e["url"] == "http://honest.test/linked")
+                .then_some(())
+        },
+    );
+    // Two more rediscovery rounds: the linked profile has had every chance to be read.
+    std::thread::sleep(Duration::from_secs(3));
+    let urls: Vec<String> = c
+        .events("browsing")
+        .iter()
+        .filter_map(|e| e["url"].as_str().map(str::to_owned))
+        .collect();
+    assert!(
+        !urls.iter().any(|u| u.contains("root-only.test")),
+        "{urls:?}\n{}",
+        a.log()
+    );
+    assert!(a.pid().is_some());
+}
