@@ -311,6 +311,15 @@ impl Collector {
         .to_owned()
     }
 
+    /// The CA fingerprint every token of this collector carries (its last part).
+    pub fn ca_fingerprint(&self) -> String {
+        self.token("staff", "1h", 1)
+            .rsplit('.')
+            .next()
+            .unwrap()
+            .to_owned()
+    }
+
     fn json(&self, args: &[&str]) -> Vec<Value> {
         let out = run_ok(&mut self.cli(args));
         serde_json::from_str::<Vec<Value>>(&out)

@@ -59,6 +59,14 @@ fn a_huge_command_line_is_cut_and_delivery_goes_on() {
     assert_eq!(cut["argv"][0], "sleep");
 }
 
+/// Every stored visit's address.
+fn browsing_urls(c: &Collector) -> Vec<String> {
+    c.events("browsing")
+        .iter()
+        .filter_map(|e| e["url"].as_str().map(str::to_owned))
+        .collect()
+}
+
 /// Findings 2 and 3: a FIFO as the journal, a sparse 3 GB History and a `visits` view over an
 /// endless recursive query, each in a profile of its own beside an honest profile. The honest
 /// profile's visit arrives; the hostile ones are refused, named in the agent's log, and nothing
@@ -138,11 +146,7 @@ fn hostile_history_files_neither_hang_the_reader_nor_fill_the_disk() {
                 .then_some(())
         },
     );
-    let urls: Vec<String> = c
-        .events("browsing")
-        .iter()
-        .filter_map(|e| e["url"].as_str().map(str::to_owned))
-        .collect();
+    let urls = browsing_urls(&c);
     assert!(
         !urls
             .iter()
@@ -215,11 +219,7 @@ fn a_link_to_a_file_the_pupil_cannot_read_is_not_followed() {
     );
     // Two more rediscovery rounds: the linked profile has had every chance to be read.
     std::thread::sleep(Duration::from_secs(3));
-    let urls: Vec<String> = c
-        .events("browsing")
-        .iter()
-        .filter_map(|e| e["url"].as_str().map(str::to_owned))
-        .collect();
+    let urls = browsing_urls(&c);
     assert!(
         !urls.iter().any(|u| u.contains("root-only.test")),
         "{urls:?}\n{}",

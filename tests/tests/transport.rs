@@ -51,12 +51,7 @@ fn event(seq: u64, argv: Vec<String>) -> Event {
 fn no_client_certificate_is_refused_and_a_valid_one_is_accepted() {
     let c = Collector::start("");
     let a = Agent::enroll(&c, "");
-    let fp = c
-        .token("staff", "1h", 1)
-        .rsplit('.')
-        .next()
-        .unwrap()
-        .to_owned();
+    let fp = c.ca_fingerprint();
     rt().block_on(async {
         // Server-authenticated TLS only, as during enrolment.
         let anon = tls::channel(&c.url(), tls::enrolment_config(&fp).unwrap()).unwrap();
