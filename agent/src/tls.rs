@@ -66,8 +66,10 @@ pub struct PinnedCa {
 
 #[derive(Debug)]
 enum Trust {
+    /// Before enrolment: the CA in the chain with this fingerprint (a verifier per handshake).
     Fingerprint(String),
-    Saved(Arc<RootCertStore>),
+    /// After: the saved CA, its verifier built once.
+    Saved(Arc<WebPkiServerVerifier>),
 }
 
 impl ServerCertVerifier for PinnedCa {
@@ -79,8 +81,8 @@ impl ServerCertVerifier for PinnedCa {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let roots = match &self.trust {
-            Trust::Saved(roots) => roots.clone(),
+        let inner = match &self.trust {
+            Trust::Saved(inner) => inner.clone(),
             Trust::Fingerprint(fingerprint) => {
                 let ca = intermediates
                     .iter()
@@ -92,12 +94,9 @@ impl ServerCertVerifier for PinnedCa {
                     })?;
                 let mut roots = RootCertStore::empty();
                 roots.add(ca.clone().into_owned())?;
-                Arc::new(roots)
+                verifier(roots, &self.provider)?
             }
         };
-        let inner = WebPkiServerVerifier::builder_with_provider(roots, self.provider.clone())
-            .build()
-            .map_err(|e| rustls::Error::General(e.to_string()))?;
         match inner.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
             Err(rustls::Error::InvalidCertificate(
                 rustls::CertificateError::NotValidYet
@@ -151,6 +150,15 @@ impl ServerCertVerifier for PinnedCa {
     }
 }
 
+fn verifier(
+    roots: RootCertStore,
+    provider: &Arc<CryptoProvider>,
+) -> Result<Arc<WebPkiServerVerifier>, rustls::Error> {
+    WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .map_err(|e| rustls::Error::General(e.to_string()))
+}
+
 fn finish(mut cfg: ClientConfig) -> Arc<ClientConfig> {
     cfg.alpn_protocols = vec![b"h2".to_vec()];
     Arc::new(cfg)
@@ -183,7 +191,7 @@ pub fn mtls_config(paths: &StatePaths) -> Result<Arc<ClientConfig>, TlsError> {
         .with_safe_default_protocol_versions()?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(PinnedCa {
-            trust: Trust::Saved(Arc::new(roots)),
+            trust: Trust::Saved(verifier(roots, &provider)?),
             provider,
         }))
         .with_client_auth_cert(chain, key)?;

@@ -167,7 +167,7 @@ impl Admission {
     }
 
     /// The daily allowance in bytes.
-    pub fn daily_bytes(&self) -> u64 {
+    fn daily_bytes(&self) -> u64 {
         self.quotas.daily_mib.saturating_mul(MIB)
     }
 

@@ -20,7 +20,7 @@ pub struct Job {
     /// Encoded size of `events`: commits are bounded in bytes as well as in events.
     pub bytes: usize,
     /// The batch's room in front of the committer, released once the job is done.
-    pub room: Option<Room>,
+    pub room: Room,
     pub reply: oneshot::Sender<Result<StoredBatch, String>>,
 }
 
@@ -130,6 +130,7 @@ fn commit(conn: &mut Connection, jobs: &[Job], policy: &Policy) -> store::Result
                 r.duplicates += 1;
             }
         }
+        r.committed_at_us = received_at;
         if let Some(last) = job.events.last() {
             r.day_bytes = delivery::record(
                 &tx,

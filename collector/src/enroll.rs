@@ -33,11 +33,6 @@ fn clean(s: &str, what: &str) -> Result<String, Status> {
     Ok(s)
 }
 
-/// Refusals of a closed address are logged at the 1st, 10th, 100th ... only.
-fn worth_logging(n: u64) -> bool {
-    n > 0 && 10u64.pow(n.ilog10()) == n
-}
-
 #[tonic::async_trait]
 impl Enrollment for EnrollmentService {
     /// Enrolment is open to anyone who reaches the port, so failures are rationed per address
@@ -57,7 +52,7 @@ impl Enrollment for EnrollmentService {
             .db(move |c| enrol_guard::gate(c, &a, now))
             .await?;
         if let Gate::Closed { until_us, refused } = gate {
-            if worth_logging(refused) {
+            if crate::sparse_mark(refused) {
                 tracing::warn!(%addr, refused, "enrolment attempts refused: too many failures from this address");
             }
             return Err(Status::resource_exhausted(format!(
@@ -66,7 +61,12 @@ impl Enrollment for EnrollmentService {
             )));
         }
         let result = self.try_enroll(req.into_inner()).await;
-        if let Err(status) = &result {
+        // Only what the caller sent counts against it, not the collector's own storage trouble.
+        if let Some(status) = result
+            .as_ref()
+            .err()
+            .filter(|s| !matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Internal))
+        {
             let a = addr.clone();
             let failures = self
                 .shared

@@ -203,7 +203,7 @@ impl Reader {
                 group: self.group.clone(),
                 events: batch.events,
                 bytes,
-                room: Some(room),
+                room,
                 reply,
             };
             if self.shared.committer.submit(job).await.is_err()
@@ -339,7 +339,7 @@ impl Telemetry for TelemetryService {
                         Ok(Ok(r)) => {
                             shared
                                 .admission
-                                .note_usage(&agent, store::now_us(), r.day_bytes);
+                                .note_usage(&agent, r.committed_at_us, r.day_bytes);
                             Ok(Ack {
                                 up_to_seq: up_to,
                                 stored: r.stored,

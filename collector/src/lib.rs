@@ -29,3 +29,9 @@ pub mod sar;
 pub mod serve;
 pub mod state;
 pub mod store;
+
+/// True at the 1st, 10th, 100th ... occurrence of something repeated: how a flood of refusals
+/// is written to the trail or the log without becoming one.
+pub(crate) fn sparse_mark(n: u64) -> bool {
+    n > 0 && 10u64.pow(n.ilog10()) == n
+}

@@ -287,21 +287,6 @@ pub fn note_made_by(
     must_exist(n, username)
 }
 
-/// Who created the account and who last reset its password, where known.
-pub fn made_by(
-    conn: &Connection,
-    username: &str,
-) -> Result<(Option<String>, Option<String>), AccountError> {
-    Ok(conn
-        .query_row(
-            "SELECT created_by, reset_by FROM staff WHERE username = ?1",
-            [username],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?
-        .unwrap_or((None, None)))
-}
-
 pub fn set_role(
     conn: &Connection,
     username: &str,

@@ -69,19 +69,13 @@ fn wait_after(failures: u32, free: u32, rules: Rules) -> Option<Duration> {
     Some(wait.min(rules.longest_wait.max(Duration::from_secs(1))))
 }
 
-/// Attempts refused unchecked are audited at these counts only (1st, 10th, 100th ...): the
-/// trail shows a flood without being one.
-fn worth_auditing(refused: u64) -> bool {
-    refused > 0 && 10u64.pow(refused.ilog10()) == refused
-}
-
 /// Refused before any check: a key is waiting.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Held {
     pub retry_after: Duration,
     /// Attempts this key has refused unchecked so far, this one included.
     pub refused: u64,
-    /// Whether this refusal gets its own audit row (see [`worth_auditing`]).
+    /// Whether this refusal gets its own audit row (the 1st, 10th, 100th ...: [`crate::sparse_mark`]).
     pub audit: bool,
 }
 
@@ -110,7 +104,7 @@ pub fn admit(
             return Ok(Err(Held {
                 retry_after: Duration::from_micros((until - now_us).max(0) as u64),
                 refused,
-                audit: worth_auditing(refused),
+                audit: crate::sparse_mark(refused),
             }));
         }
     }

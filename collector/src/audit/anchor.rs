@@ -163,16 +163,7 @@ pub(super) fn advance(
         path: path.clone(),
         source,
     };
-    // One writer of the file at a time, across threads and processes.
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .open(dir.join("audit.head.lock"))
-        .map_err(io)?;
-    let _held = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| io(e.into()))?;
+    let _held = lock_head(&dir).map_err(io)?;
     let refuse = |why: &str| {
         Err(io(std::io::Error::other(format!(
             "{why}: not re-sealed; run `audit verify`, then `audit anchor` to seal the trail \
@@ -201,6 +192,18 @@ pub(super) fn advance(
     Ok(())
 }
 
+/// One writer of `audit.head` at a time, across threads and processes: the temporary file
+/// it is written through has one name.
+fn lock_head(dir: &Path) -> std::io::Result<nix::fcntl::Flock<std::fs::File>> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(dir.join("audit.head.lock"))?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| e.into())
+}
+
 fn write(path: &Path, text: &str) -> std::io::Result<()> {
     let tmp = path.with_extension("head.tmp");
     let mut f = std::fs::OpenOptions::new()
@@ -218,10 +221,14 @@ fn write(path: &Path, text: &str) -> std::io::Result<()> {
 /// Seals the trail as it stands into a new checkpoint: after a verified trail lost its
 /// checkpoint, or after an upgrade from an unkeyed one. The caller audits the act first.
 pub fn reanchor(conn: &Connection) -> Result<Checkpoint, AuditError> {
-    let Some(path) = head_path(conn) else {
+    let (Some(path), Some(dir)) = (head_path(conn), dir_of(conn)) else {
         return Ok(Checkpoint::default());
     };
-    let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let io = |source| AuditError::Head {
+        path: path.clone(),
+        source,
+    };
+    let _held = lock_head(&dir).map_err(io)?;
     let mut cp = Checkpoint::default();
     let mut stmt = conn.prepare(
         "SELECT writer, id, hash FROM audit_log a
@@ -239,10 +246,7 @@ pub fn reanchor(conn: &Connection) -> Result<Checkpoint, AuditError> {
         cp.heads.insert(writer, (id, hash));
     }
     let key = key(&dir, true)?.expect("created when missing");
-    write(&path, &encode(&cp, &key)).map_err(|source| AuditError::Head {
-        path: path.clone(),
-        source,
-    })?;
+    write(&path, &encode(&cp, &key)).map_err(io)?;
     tracing::warn!(target: "invigilator::audit", checkpoint = %signed_text(&cp).replace('\n', "; "), "audit trail re-anchored");
     Ok(cp)
 }

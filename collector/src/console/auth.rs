@@ -490,22 +490,13 @@ async fn confirm_password(
 ) -> Result<(), ConsoleError> {
     let rules = c.throttle_rules();
     let attempt = accounts::throttle::Attempt::new(&staff.username, &staff.source);
-    let (a, name) = (attempt.clone(), staff.username.clone());
-    let candidate = c
-        .db(move |conn| {
-            Ok(
-                match accounts::throttle::admit(conn, &a, rules, now_us())? {
-                    Ok(()) => Some(accounts::candidate(conn, &name)?),
-                    Err(_) => None,
-                },
-            )
-        })
-        .await?;
     let wrong = || ConsoleError::Forbidden("the current password is wrong".into());
-    let candidate = candidate.ok_or_else(|| {
-        ConsoleError::Forbidden("too many wrong passwords: wait a while and try again".into())
-    })?;
-    let (candidate, ok) = c.check_password(candidate, current).await?;
+    let (candidate, ok) = c
+        .admit_and_check(&attempt, &staff.username, current)
+        .await?
+        .map_err(|_| {
+            ConsoleError::Forbidden("too many wrong passwords: wait a while and try again".into())
+        })?;
     c.db(move |conn| match candidate.conclude(conn, ok, None)? {
         Ok(_) => Ok(()),
         Err(_) => {

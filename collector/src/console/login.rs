@@ -47,35 +47,23 @@ pub async fn log_in(
         ..
     } = form;
 
-    // Quick, under the lock: is this attempt held back, and what is it checked against?
-    let (a, name, src) = (attempt.clone(), username.clone(), source.clone());
-    let candidate = c
-        .db(
-            move |conn| match throttle::admit(conn, &a, rules, now_us())? {
-                Ok(()) => Ok(Ok(accounts::candidate(conn, &name)?)),
-                Err(held) => {
-                    if held.audit {
-                        let detail = format!(
-                            "{}; {} attempt(s) refused since the wait began; retry after {}",
-                            LoginRefused::Waiting.reason(),
-                            held.refused,
-                            humantime::format_duration(Duration::from_secs(
-                                held.retry_after.as_secs()
-                            ))
-                        );
-                        audit_failure(conn, &name, &src, &detail)?;
-                    }
-                    Ok(Err(()))
-                }
-            },
-        )
-        .await?;
-    let Ok(candidate) = candidate else {
-        return Err(ConsoleError::Forbidden(LOGIN_REFUSED.into()));
+    let (candidate, password_ok) = match c.admit_and_check(&attempt, &username, password).await? {
+        Ok(checked) => checked,
+        Err(held) => {
+            if held.audit {
+                let detail = format!(
+                    "{}; {} attempt(s) refused since the wait began; retry after {}",
+                    LoginRefused::Waiting.reason(),
+                    held.refused,
+                    humantime::format_duration(Duration::from_secs(held.retry_after.as_secs()))
+                );
+                let (name, src) = (username.clone(), source.clone());
+                c.db(move |conn| audit_failure(conn, &name, &src, &detail))
+                    .await?;
+            }
+            return Err(ConsoleError::Forbidden(LOGIN_REFUSED.into()));
+        }
     };
-
-    // The slow part, off the lock and a few at a time.
-    let (candidate, password_ok) = c.check_password(candidate, password).await?;
 
     let lifetime = c.config.session_lifetime;
     c.db(move |conn| {
@@ -168,9 +156,35 @@ fn audit_failure(
 }
 
 impl Console {
-    /// Runs the argon2 check on a blocking thread, at most `argon2_slots` at once; a log-in
-    /// that waits too long for a slot is turned away rather than queued without end.
-    pub(crate) async fn check_password(
+    /// The first two steps of every password check, log-in or confirmation: quickly, under the
+    /// database lock, whether the attempt must wait (refused before any check, `Err`) and what
+    /// it is checked against; then the argon2 check itself, off the lock. The caller concludes
+    /// (one-time code, counters, audit).
+    pub(crate) async fn admit_and_check(
+        self: &Arc<Self>,
+        attempt: &throttle::Attempt,
+        username: &str,
+        password: String,
+    ) -> Result<Result<(accounts::Candidate, bool), throttle::Held>, ConsoleError> {
+        let rules = self.throttle_rules();
+        let (a, name) = (attempt.clone(), username.to_owned());
+        let admitted = self
+            .db(
+                move |conn| match throttle::admit(conn, &a, rules, now_us())? {
+                    Ok(()) => Ok(Ok(accounts::candidate(conn, &name)?)),
+                    Err(held) => Ok(Err(held)),
+                },
+            )
+            .await?;
+        match admitted {
+            Ok(candidate) => Ok(Ok(self.check_password(candidate, password).await?)),
+            Err(held) => Ok(Err(held)),
+        }
+    }
+
+    /// Runs the argon2 check on a blocking thread, one per core at a time; a check that waits
+    /// too long for a slot is turned away rather than queued without end.
+    async fn check_password(
         self: &Arc<Self>,
         candidate: accounts::Candidate,
         password: String,

@@ -90,17 +90,6 @@ pub fn revoke(conn: &Connection, agent_id: &str) -> Result<bool> {
     Ok(n == 1)
 }
 
-/// The agent's group if it is enrolled and not revoked.
-pub fn active_group(conn: &Connection, agent_id: &str) -> Result<Option<String>> {
-    Ok(conn
-        .query_row(
-            "SELECT grp FROM agents WHERE agent_id = ?1 AND revoked_at IS NULL",
-            [agent_id],
-            |r| r.get(0),
-        )
-        .optional()?)
-}
-
 /// An active agent's group, its current certificate serial and the one it replaced.
 pub fn credentials(
     conn: &Connection,
@@ -236,10 +225,14 @@ mod tests {
             cert_not_after_us: 0,
         };
         insert_agent(&conn, &a).unwrap();
-        assert_eq!(active_group(&conn, "a1").unwrap().as_deref(), Some("staff"));
+        let (group, serial, previous) = credentials(&conn, "a1").unwrap().unwrap();
+        assert_eq!(
+            (group.as_str(), serial.as_str(), previous),
+            ("staff", "01", None)
+        );
         assert!(revoke(&conn, "a1").unwrap());
         assert!(!revoke(&conn, "nobody").unwrap());
-        assert_eq!(active_group(&conn, "a1").unwrap(), None);
+        assert_eq!(credentials(&conn, "a1").unwrap(), None);
         assert_eq!(revoked_ids(&conn).unwrap(), vec!["a1".to_string()]);
         let listed = list(&conn).unwrap();
         assert!(listed[0].revoked && listed[0].group == "staff");

@@ -12,8 +12,10 @@ pub struct StoredBatch {
     pub stored: u32,
     pub duplicates: u32,
     pub alerts: u32,
-    /// The agent's stored bytes for the day, this batch included (its daily quota).
+    /// The agent's stored bytes for the UTC day of `committed_at_us`, this batch included
+    /// (its daily quota).
     pub day_bytes: u64,
+    pub committed_at_us: i64,
 }
 
 /// Inserts one event; false if it was already stored (a resend after a lost acknowledgement).
