@@ -3,7 +3,8 @@
 
 use crate::admission::Limit;
 use crate::state::Shared;
-use crate::store::{self, NewAlert};
+use crate::store;
+use invigilator_policy::{Alert, Severity};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -51,15 +52,15 @@ pub async fn watch_silent_agents(shared: Arc<Shared>) {
     }
 }
 
-fn silent_alert(a: &store::AgentRow, silent_after: Duration, policy_version: &str) -> NewAlert {
-    NewAlert {
+fn silent_alert(a: &store::AgentRow, silent_after: Duration, policy_version: &str) -> Alert {
+    Alert {
         agent_id: a.agent_id.clone(),
         hostname: a.hostname.clone(),
         user: String::new(),
         kind: "agent".into(),
         rule: SILENT_RULE.into(),
         category: "monitoring".into(),
-        severity: "serious".into(),
+        severity: Severity::Serious,
         summary: format!(
             "agent on {} has not reported for over {} (last seen {}): monitoring may have been stopped",
             a.hostname,
@@ -85,19 +86,19 @@ fn stalled_alert(
     s: &store::delivery::Stalled,
     stalled_after: Duration,
     policy_version: &str,
-) -> NewAlert {
+) -> Alert {
     let since = s
         .acked_at_us
         .map(store::rfc3339)
         .unwrap_or_else(|| "enrolment".into());
-    NewAlert {
+    Alert {
         agent_id: s.agent_id.clone(),
         hostname: s.hostname.clone(),
         user: String::new(),
         kind: "agent".into(),
         rule: STALLED_RULE.into(),
         category: "monitoring".into(),
-        severity: "serious".into(),
+        severity: Severity::Serious,
         summary: format!(
             "agent on {} is running but its events are not getting through: {} waiting, \
              nothing acknowledged since {since} (last sequence stored {}, agent is at {})",
@@ -126,15 +127,15 @@ pub fn quota_alert(
     limit: Limit,
     what: &str,
     policy_version: &str,
-) -> NewAlert {
-    NewAlert {
+) -> Alert {
+    Alert {
         agent_id: agent_id.to_owned(),
         hostname: hostname.to_owned(),
         user: String::new(),
         kind: "agent".into(),
         rule: QUOTA_RULE.into(),
         category: "monitoring".into(),
-        severity: "serious".into(),
+        severity: Severity::Serious,
         summary: format!(
             "agent on {hostname} reached its {} quota ({what}): its further events wait on the \
              device until the quota allows them",
@@ -172,8 +173,8 @@ pub async fn watch_unattended_sessions(shared: Arc<Shared>) {
                 for s in store::sessions::take_unattended(c, cutoff)? {
                     let device = policy.groups.device(&s.group);
                     let person = policy.groups.person(&s.user, &device);
-                    let staff = person.class == crate::policy::Class::Staff
-                        || device.owner == crate::policy::Class::Staff;
+                    let staff = person.class == invigilator_policy::Class::Staff
+                        || device.owner == invigilator_policy::Class::Staff;
                     if !staff {
                         continue;
                     }
@@ -186,7 +187,7 @@ pub async fn watch_unattended_sessions(shared: Arc<Shared>) {
                     ) else {
                         continue;
                     };
-                    let subject = crate::policy::Subject {
+                    let subject = invigilator_policy::Subject {
                         agent_id: &s.agent_id,
                         hostname: &s.hostname,
                         user: &s.user,

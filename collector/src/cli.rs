@@ -258,7 +258,7 @@ pub fn users_set(
 }
 
 pub fn policy_check(file: &Path, data_dir: Option<&Path>) -> anyhow::Result<()> {
-    let mut p = crate::policy::Policy::load(file)?;
+    let mut p = invigilator_policy::Policy::load(file)?;
     println!("{}: valid, version {}", file.display(), p.version);
     if !p.schedule.has_lessons() {
         println!(
@@ -266,7 +266,7 @@ pub fn policy_check(file: &Path, data_dir: Option<&Path>) -> anyhow::Result<()> 
         );
     }
     if let Some(dir) = data_dir {
-        p = p.with_lists(std::sync::Arc::new(crate::lists::Lists::load(dir)?));
+        p = p.with_lists(std::sync::Arc::new(invigilator_lists::Lists::load(dir)?));
         for c in p.missing_categories() {
             println!("warning: no imported list has the category {c:?} named by a [[web]] rule");
         }
@@ -281,8 +281,8 @@ pub fn policy_test(
     json: bool,
 ) -> anyhow::Result<()> {
     let since_us = since.map(parse_since).transpose()?;
-    let current = crate::policy::Policy::load_in(data_dir)?;
-    let candidate = crate::policy::Policy::load(candidate)?.with_lists(current.lists.clone());
+    let current = invigilator_policy::Policy::load_in(data_dir)?;
+    let candidate = invigilator_policy::Policy::load(candidate)?.with_lists(current.lists.clone());
     let conn = store::open(data_dir, Durability::Normal)?;
     let report = crate::dryrun::compare(&conn, &current, &candidate, since_us)?;
     let object = described(&[("since", since.map(str::to_owned))]);

@@ -3,9 +3,9 @@
 //! acknowledged. An acknowledgement therefore always means "on disk, with its alerts".
 
 use crate::admission::Room;
-use crate::policy::{AgentContext, Policy};
 use crate::store::{self, StoredBatch, delivery};
 use arc_swap::ArcSwap;
+use invigilator_policy::{AgentContext, Policy};
 use invigilator_proto::v1::{Event, event::Kind};
 use prost::Message;
 use rusqlite::Connection;

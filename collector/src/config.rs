@@ -29,7 +29,7 @@ pub struct CollectorConfig {
     pub agents: AgentsConfig,
     pub ingest: IngestConfig,
     pub quotas: QuotaConfig,
-    pub lists: crate::lists::ListsConfig,
+    pub lists: invigilator_lists::ListsConfig,
     pub console: ConsoleConfig,
     pub reports: crate::reports::ReportsConfig,
     pub notify: crate::notify::NotifyConfig,

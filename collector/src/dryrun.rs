@@ -5,8 +5,9 @@
 //! keyed by event and rule. Rules that depend on state over time (concurrent log-ons, an
 //! unattended screen) are not replayed: both policies see each event on its own.
 
-use crate::policy::{AgentContext, Policy};
-use crate::store::{self, NewAlert};
+use crate::store;
+use invigilator_policy::Alert;
+use invigilator_policy::{AgentContext, Policy};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -92,19 +93,19 @@ pub fn compare(
     })
 }
 
-fn keyed(alerts: Vec<NewAlert>) -> BTreeMap<Key, NewAlert> {
+fn keyed(alerts: Vec<Alert>) -> BTreeMap<Key, Alert> {
     alerts
         .into_iter()
         .map(|a| ((a.agent_id.clone(), a.event_seq, a.rule.clone()), a))
         .collect()
 }
 
-fn difference(change: &'static str, a: &NewAlert, was: Option<&NewAlert>) -> Difference {
+fn difference(change: &'static str, a: &Alert, was: Option<&Alert>) -> Difference {
     Difference {
         change,
         rule: a.rule.clone(),
-        severity: a.severity.clone(),
-        was: was.map(|b| b.severity.clone()),
+        severity: a.severity.to_string(),
+        was: was.map(|b| b.severity.to_string()),
         agent_id: a.agent_id.clone(),
         hostname: a.hostname.clone(),
         user: a.user.clone(),
@@ -180,7 +181,7 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::DEFAULT_POLICY;
+    use invigilator_policy::DEFAULT_POLICY;
     use invigilator_proto::v1::{Event, ProcessExec, event::Kind};
 
     /// Monday 23 November 2026, 10:00 in London (lesson time), plus `seq` seconds.

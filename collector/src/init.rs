@@ -4,9 +4,9 @@
 use crate::accounts::{self, NewAccount, Role};
 use crate::config::{CollectorConfig, DEFAULT_CONFIG};
 use crate::pki::{self, PkiPaths};
-use crate::policy::{DEFAULT_POLICY, Policy};
 use crate::store;
 use anyhow::{Context, bail};
+use invigilator_policy::{DEFAULT_POLICY, Policy};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 

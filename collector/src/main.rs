@@ -3,7 +3,8 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use invigilator_collector::{cli, init, lists, serve};
+use invigilator_collector::{cli, init, serve};
+use invigilator_lists as lists;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;

@@ -8,8 +8,8 @@
 
 use crate::accounts::{self, Role};
 use crate::audit::{self, Actor, Record};
-use crate::policy::Severity;
 use crate::store;
+use invigilator_policy::Severity;
 use lettre::message::{Mailbox, header::ContentType};
 use lettre::{Message, SmtpTransport, Transport};
 use rusqlite::{Connection, OptionalExtension, params};

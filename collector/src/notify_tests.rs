@@ -1,5 +1,6 @@
 use super::*;
-use crate::store::{NewAlert, alerts};
+use crate::store::alerts;
+use invigilator_policy::Alert;
 use std::io::Read;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -79,15 +80,15 @@ impl Drop for Sink {
     }
 }
 
-fn alert(severity: &str) -> NewAlert {
-    NewAlert {
+fn alert(severity: &str) -> Alert {
+    Alert {
         agent_id: "a1".into(),
         hostname: "suite-pc1".into(),
         user: "y5.alice".into(),
         kind: "browsing".into(),
         rule: "keywords.self-harm".into(),
         category: "self-harm".into(),
-        severity: severity.into(),
+        severity: severity.parse().unwrap(),
         summary: "Self-harm terms in a search on www.google.com".into(),
         matched: "how to hurt myself in the search terms".into(),
         observed_at_us: 1_790_000_000_000_000,

@@ -4,8 +4,8 @@
 //! alert names the version that raised it. A file that fails to load leaves the running policy
 //! in place, with the error in the log.
 
-use crate::policy::Policy;
 use arc_swap::ArcSwap;
+use invigilator_policy::Policy;
 use notify::{RecursiveMode, Watcher};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -130,7 +130,7 @@ fn fingerprint(paths: &[PathBuf]) -> Vec<Option<(u64, SystemTime)>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::DEFAULT_POLICY;
+    use invigilator_policy::DEFAULT_POLICY;
 
     fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
         let deadline = Instant::now() + Duration::from_secs(15);

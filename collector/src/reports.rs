@@ -6,11 +6,11 @@
 //! so the weeks of the clock changes are 167 or 169 hours long.
 
 use crate::audit::{self, Actor, Record};
-use crate::policy::Policy;
 use crate::store::{self, rfc3339};
 use arc_swap::ArcSwap;
 use chrono::{Datelike, Duration as Days, NaiveDate, NaiveTime, TimeZone, Weekday};
 use chrono_tz::Europe::London;
+use invigilator_policy::Policy;
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -185,7 +185,7 @@ struct AlertFacts {
     kind: String,
     rule: String,
     category: String,
-    severity: String,
+    severity: invigilator_policy::Severity,
     summary: String,
     count: u64,
 }
@@ -204,7 +204,7 @@ fn alerts_between(conn: &Connection, from: i64, to: i64) -> store::Result<Vec<Al
             kind: r.get(2)?,
             rule: r.get(3)?,
             category: r.get(4)?,
-            severity: r.get(5)?,
+            severity: crate::store::severity(r, 5)?,
             summary: r.get(6)?,
             count: r.get::<_, i64>(7)?.max(1) as u64,
         })
@@ -213,7 +213,7 @@ fn alerts_between(conn: &Connection, from: i64, to: i64) -> store::Result<Vec<Al
 }
 
 fn is_illegal(a: &AlertFacts) -> bool {
-    crate::store::alerts::is_illegal(&a.severity, &a.rule)
+    a.severity.class() == invigilator_policy::AlertClass::Illegal
 }
 
 fn sorted(m: BTreeMap<String, u64>) -> Vec<Count> {

@@ -1,5 +1,6 @@
 use super::*;
-use crate::store::{NewAgent, NewAlert, agents, alerts};
+use crate::store::{NewAgent, agents, alerts};
+use invigilator_policy::Alert;
 
 fn us(rfc: &str) -> i64 {
     chrono::DateTime::parse_from_rfc3339(rfc)
@@ -8,18 +9,11 @@ fn us(rfc: &str) -> i64 {
 }
 
 fn policy() -> Policy {
-    Policy::parse(crate::policy::DEFAULT_POLICY).unwrap()
+    Policy::parse(invigilator_policy::DEFAULT_POLICY).unwrap()
 }
 
-fn alert(
-    at: &str,
-    user: &str,
-    rule: &str,
-    category: &str,
-    severity: &str,
-    summary: &str,
-) -> NewAlert {
-    NewAlert {
+fn alert(at: &str, user: &str, rule: &str, category: &str, severity: &str, summary: &str) -> Alert {
+    Alert {
         agent_id: "a1".into(),
         hostname: "suite-pc1".into(),
         user: user.into(),
@@ -31,7 +25,7 @@ fn alert(
         .into(),
         rule: rule.into(),
         category: category.into(),
-        severity: severity.into(),
+        severity: severity.parse().unwrap(),
         summary: summary.into(),
         matched: "how to hurt myself in the search terms".into(),
         observed_at_us: us(at),

@@ -539,7 +539,8 @@ pub async fn schedule(data_dir: PathBuf, cfg: RetentionConfig) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{NewAlert, alerts, test_db};
+    use crate::store::{alerts, test_db};
+    use invigilator_policy::{Alert, Severity};
     use invigilator_proto::v1::{Event, ProcessExec, event::Kind};
 
     const DAY_US: i64 = 24 * 3600 * 1_000_000;
@@ -567,14 +568,14 @@ mod tests {
     fn alert(conn: &Connection, at: i64) -> i64 {
         let id = alerts::insert(
             conn,
-            &NewAlert {
+            &Alert {
                 agent_id: "a1".into(),
                 hostname: "pc1".into(),
                 user: "amy".into(),
                 kind: "process".into(),
                 rule: "circumvention.tor".into(),
                 category: "circumvention".into(),
-                severity: "serious".into(),
+                severity: Severity::Serious,
                 summary: "s".into(),
                 matched: "m".into(),
                 observed_at_us: at,

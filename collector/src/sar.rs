@@ -380,7 +380,8 @@ pub fn check_request<'a>(user: &'a str, purpose: &'a str) -> Result<(&'a str, &'
 pub(crate) mod tests {
     use super::*;
     use crate::audit::{self, Actor, Record};
-    use crate::store::{NewAlert, alerts, test_db};
+    use crate::store::{alerts, test_db};
+    use invigilator_policy::{Alert, Severity};
     use invigilator_proto::v1::{BrowsingVisit, Event, ProcessExec, SessionChange, event::Kind};
 
     pub(crate) fn put_event(conn: &mut Connection, seq: u64, user: &str, kind: Kind) {
@@ -401,14 +402,14 @@ pub(crate) mod tests {
     fn put_alert(conn: &Connection, user: &str, summary: &str) -> i64 {
         alerts::insert(
             conn,
-            &NewAlert {
+            &Alert {
                 agent_id: "a1".into(),
                 hostname: "pc1".into(),
                 user: user.into(),
                 kind: "browsing".into(),
                 rule: "web.gambling".into(),
                 category: "gambling".into(),
-                severity: "inappropriate".into(),
+                severity: Severity::Inappropriate,
                 summary: summary.into(),
                 matched: "m".into(),
                 observed_at_us: 1_700_000_000_000_000,

@@ -7,11 +7,11 @@ use crate::enroll::EnrollmentService;
 use crate::identity::Revocations;
 use crate::ingest::TelemetryService;
 use crate::pki::{CertificateAuthority, PkiPaths};
-use crate::policy::Policy;
 use crate::state::Shared;
 use crate::{alerts, housekeeping, store};
 use anyhow::Context;
 use arc_swap::ArcSwap;
+use invigilator_policy::Policy;
 use invigilator_proto::MAX_MESSAGE_BYTES;
 use invigilator_proto::v1::{
     enrollment_server::EnrollmentServer, telemetry_server::TelemetryServer,
@@ -49,7 +49,7 @@ pub async fn run(data_dir: &Path, opts: ServeOptions) -> anyhow::Result<()> {
         Arc::clone(&policy),
     )?;
     // New lists land as files; the reload above picks them up like a policy edit.
-    tokio::spawn(crate::lists::refresh::run(
+    tokio::spawn(invigilator_lists::refresh::run(
         data_dir.to_path_buf(),
         config.lists.clone(),
     ));

@@ -18,8 +18,8 @@ use invigilator_agent::sources::browsing::{
     tracker::{Context, Tracker},
     url_clean::{MAX_SEARCH, MAX_TITLE, MAX_URL, clean_url},
 };
-use invigilator_collector::lists::{NormalUrl, normalise, normalise_into};
-use invigilator_collector::policy::{AgentContext, DEFAULT_POLICY, Policy};
+use invigilator_lists::{NormalUrl, normalise, normalise_into};
+use invigilator_policy::{AgentContext, DEFAULT_POLICY, Policy};
 use invigilator_proto::limits;
 use invigilator_proto::v1::{BrowsingVisit, Event, EventBatch, ProcessExec, event::Kind};
 use prost::Message;

@@ -162,7 +162,7 @@ async fn fetch(
 }
 
 /// Alerts as a role may see them in a list.
-fn as_seen_by(policy: &crate::policy::Policy, role: Role, rows: Vec<Listed>) -> Vec<Listed> {
+fn as_seen_by(policy: &invigilator_policy::Policy, role: Role, rows: Vec<Listed>) -> Vec<Listed> {
     rows.into_iter()
         .map(|a| {
             let v = privacy::for_alert(policy, role, &a, false);
@@ -635,7 +635,7 @@ async fn apply(
 /// lead's to close: others can triage and escalate it, but not resolve it, call it a false
 /// positive, or take it back out of the DSL's hands once escalated.
 fn check_may_close(
-    policy: &crate::policy::Policy,
+    policy: &invigilator_policy::Policy,
     a: &Listed,
     to: Option<&str>,
 ) -> Result<(), ConsoleError> {

@@ -249,7 +249,7 @@ mod tests {
         ] {
             audit::append(&conn, &actor, &rec).unwrap();
         }
-        let policy = crate::policy::Policy::parse(crate::policy::DEFAULT_POLICY).unwrap();
+        let policy = invigilator_policy::Policy::parse(invigilator_policy::DEFAULT_POLICY).unwrap();
         let console = Console::new(
             dir.path().to_path_buf(),
             Default::default(),

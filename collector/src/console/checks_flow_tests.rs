@@ -2,10 +2,10 @@
 //! what, the CSV download, and the audit trail each step leaves.
 
 use crate::console::{Console, router};
-use crate::policy::Policy;
 use arc_swap::ArcSwap;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
+use invigilator_policy::Policy;
 use invigilator_proto::v1::event::Kind;
 use invigilator_proto::v1::{BrowsingVisit, Event};
 use std::sync::Arc;
@@ -66,7 +66,7 @@ fn app() -> App {
     crate::store::events::insert(&tx, "a2", &visit, T0).unwrap();
     tx.commit().unwrap();
     let policy = Arc::new(ArcSwap::from_pointee(
-        Policy::parse(crate::policy::DEFAULT_POLICY).unwrap(),
+        Policy::parse(invigilator_policy::DEFAULT_POLICY).unwrap(),
     ));
     let console = Console::new(dir.path().to_path_buf(), Default::default(), policy).unwrap();
     App {

@@ -7,7 +7,6 @@ use super::layout::{csrf_field, page, when};
 use super::routes::{self, Access, INCIDENT_READERS};
 use super::{Audit, Console, ConsoleError, Staff};
 use crate::accounts::Role;
-use crate::policy::Policy;
 use crate::store::incidents::{
     self, CLASSES, Current, Filter, Incident, IncidentError, IncidentRecord, OTHER, SEVERITIES,
     STATUSES, Summary,
@@ -18,6 +17,7 @@ use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum::{Extension, Json, Router};
+use invigilator_policy::Policy;
 use maud::{Markup, html};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;

@@ -214,7 +214,7 @@ mod tests {
     fn console(max_failed_logins: u32) -> (tempfile::TempDir, Arc<Console>) {
         let dir = tempfile::tempdir().unwrap();
         drop(crate::store::create(dir.path()).unwrap());
-        let policy = crate::policy::Policy::parse(crate::policy::DEFAULT_POLICY).unwrap();
+        let policy = invigilator_policy::Policy::parse(invigilator_policy::DEFAULT_POLICY).unwrap();
         let config = crate::config::ConsoleConfig {
             max_failed_logins,
             ..Default::default()

@@ -23,12 +23,12 @@ mod tests;
 
 use crate::audit::{self, Actor, Record};
 use crate::config::ConsoleConfig;
-use crate::policy::Policy;
 use crate::store;
 use arc_swap::ArcSwap;
 use axum::Router;
 use axum::routing::{get, post};
 pub use error::ConsoleError;
+use invigilator_policy::Policy;
 use rusqlite::Connection;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};

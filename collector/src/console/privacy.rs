@@ -8,10 +8,10 @@
 //!   (the policies' "more than one senior member of staff").
 
 use crate::accounts::Role;
-use crate::policy::Policy;
-use crate::policy::groups::Class;
 use crate::store::EventRow;
 use crate::store::triage::Listed;
+use invigilator_policy::Policy;
+use invigilator_policy::groups::Class;
 use serde_json::Value;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,7 +37,7 @@ pub const WITHHELD: &str = "[withheld: shown to the safeguarding lead]";
 pub const HIDDEN: &str = "[hidden: needs an approved reveal]";
 
 pub fn is_illegal(a: &Listed) -> bool {
-    crate::store::alerts::is_illegal(&a.severity, &a.rule)
+    a.severity.class() == invigilator_policy::AlertClass::Illegal
 }
 
 fn is_keyword(a: &Listed) -> bool {
@@ -61,7 +61,8 @@ pub fn for_alert(policy: &Policy, role: Role, a: &Listed, reveal_granted: bool) 
             revealable: false,
         };
     }
-    let guarded = is_child(policy, a) && (a.severity == "serious" || is_keyword(a));
+    let guarded = is_child(policy, a)
+        && (a.severity == invigilator_policy::Severity::Serious || is_keyword(a));
     match role {
         Role::Dsl => Visibility {
             matched: true,
@@ -163,7 +164,7 @@ mod tests {
             kind: "browsing".into(),
             rule: rule.into(),
             category: "c".into(),
-            severity: severity.into(),
+            severity: severity.parse().unwrap(),
             summary: "s".into(),
             matched: "suicide in the search terms".into(),
             observed_at: String::new(),
@@ -200,7 +201,7 @@ mod tests {
 
     #[test]
     fn a_pupils_search_is_hidden_from_everyone_until_a_reveal() {
-        let policy = Policy::parse(crate::policy::DEFAULT_POLICY).unwrap();
+        let policy = Policy::parse(invigilator_policy::DEFAULT_POLICY).unwrap();
         let a = listed("keywords.self-harm", "serious", "nobody-the-policy-knows");
         assert!(is_child(&policy, &a));
         for role in Role::ALL {
@@ -268,7 +269,7 @@ mod tests {
 
     #[test]
     fn illegal_alerts_show_no_events_to_anyone() {
-        let policy = Policy::parse(crate::policy::DEFAULT_POLICY).unwrap();
+        let policy = Policy::parse(invigilator_policy::DEFAULT_POLICY).unwrap();
         let a = listed("illegal.iwf", "illegal", "staff1");
         for role in Role::ALL {
             for granted in [false, true] {

@@ -199,7 +199,10 @@ async fn fetch(c: &Arc<Console>, staff: &Staff) -> Result<Vec<Listed>, ConsoleEr
             let a = triage::get(conn, request.alert_id)?;
             let field = |f: fn(&triage::Listed) -> &String| a.as_ref().map(f).cloned();
             out.push(Listed {
-                alert_severity: field(|a| &a.severity).unwrap_or_default(),
+                alert_severity: a
+                    .as_ref()
+                    .map(|a| a.severity.to_string())
+                    .unwrap_or_default(),
                 alert_category: field(|a| &a.category).unwrap_or_default(),
                 alert_rule: field(|a| &a.rule).unwrap_or_default(),
                 request,

@@ -115,7 +115,7 @@ mod tests {
     /// The handler itself, as a logged-in DSL (the log-in check and the access table have
     /// their own tests).
     async fn call(dir: &std::path::Path, query: &str) -> Response {
-        let policy = crate::policy::Policy::parse(crate::policy::DEFAULT_POLICY).unwrap();
+        let policy = invigilator_policy::Policy::parse(invigilator_policy::DEFAULT_POLICY).unwrap();
         let console = Console::new(
             dir.to_path_buf(),
             Default::default(),

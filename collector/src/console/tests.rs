@@ -3,8 +3,8 @@
 
 use super::*;
 use crate::accounts::Role;
-use crate::store::NewAlert;
 use crate::store::incidents::{IncidentRecord, action_options};
+use invigilator_policy::Alert;
 use invigilator_proto::v1::event::Kind;
 use invigilator_proto::v1::{BrowsingVisit, Event};
 
@@ -30,7 +30,7 @@ const REASON: &str = "third self-harm alert for this pupil this week";
 fn harness() -> Harness {
     let dir = tempfile::tempdir().unwrap();
     drop(store::create(dir.path()).unwrap());
-    let policy = Policy::parse(crate::policy::DEFAULT_POLICY).unwrap();
+    let policy = Policy::parse(invigilator_policy::DEFAULT_POLICY).unwrap();
     let console = Console::new(
         dir.path().to_path_buf(),
         ConsoleConfig {
@@ -71,14 +71,14 @@ impl Harness {
         tx.commit().unwrap();
         store::alerts::insert(
             &conn,
-            &NewAlert {
+            &Alert {
                 agent_id: "agent-1".into(),
                 hostname: "ict-01".into(),
                 user: "y5pupil".into(),
                 kind: "browsing".into(),
                 rule: rule.into(),
                 category: "self-harm".into(),
-                severity: severity.into(),
+                severity: severity.parse().unwrap(),
                 summary: "search for self-harm".into(),
                 matched: SEARCH.into(),
                 observed_at_us: 1_000_000,

@@ -323,7 +323,7 @@ mod tests {
     async fn administrators_cannot_change_their_own_role_and_creation_records_powers() {
         let dir = tempfile::tempdir().unwrap();
         drop(crate::store::create(dir.path()).unwrap());
-        let policy = crate::policy::Policy::parse(crate::policy::DEFAULT_POLICY).unwrap();
+        let policy = invigilator_policy::Policy::parse(invigilator_policy::DEFAULT_POLICY).unwrap();
         let c = Console::new(
             dir.path().to_path_buf(),
             Default::default(),

@@ -3,29 +3,9 @@
 //! alert's count instead of making hundreds.
 
 use super::{Result, now_us, rfc3339};
+use invigilator_policy::{Alert, Severity};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct NewAlert {
-    pub agent_id: String,
-    pub hostname: String,
-    pub user: String,
-    pub kind: String,
-    pub rule: String,
-    pub category: String,
-    pub severity: String,
-    pub summary: String,
-    pub matched: String,
-    pub observed_at_us: i64,
-    pub policy_version: String,
-    pub event_seq: Option<u64>,
-    /// The recommended response from the policy's sanctions table.
-    pub response: String,
-    /// Alerts with the same key within the aggregation window are one alert; None never
-    /// aggregates (conditions such as a silent agent are raised once anyway).
-    pub aggregate_key: Option<String>,
-}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct AlertRow {
@@ -36,7 +16,7 @@ pub struct AlertRow {
     pub kind: String,
     pub rule: String,
     pub category: String,
-    pub severity: String,
+    pub severity: Severity,
     pub summary: String,
     pub matched: String,
     pub observed_at: String,
@@ -51,12 +31,6 @@ pub struct AlertRow {
     pub response: String,
 }
 
-/// Whether a stored alert is of the illegal class (licensed IWF / CTIRU lists): such alerts
-/// never show content to anyone and can never be revealed. One definition for every reader.
-pub fn is_illegal(severity: &str, rule: &str) -> bool {
-    severity == "illegal" || rule.starts_with("illegal.")
-}
-
 /// What `record` did with an alert.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Recorded {
@@ -67,7 +41,7 @@ pub enum Recorded {
 
 /// Stores a new alert, or counts it into an open alert with the same aggregation key whose last
 /// occurrence is no more than `window_us` before this one.
-pub fn record(conn: &Connection, a: &NewAlert, window_us: i64) -> Result<Recorded> {
+pub fn record(conn: &Connection, a: &Alert, window_us: i64) -> Result<Recorded> {
     if let Some(key) = &a.aggregate_key
         && window_us > 0
     {
@@ -103,7 +77,7 @@ pub fn record(conn: &Connection, a: &NewAlert, window_us: i64) -> Result<Recorde
 }
 
 /// Stores an alert on its own, whatever its key.
-pub fn insert(conn: &Connection, a: &NewAlert) -> Result<i64> {
+pub fn insert(conn: &Connection, a: &Alert) -> Result<i64> {
     let mut stmt = conn.prepare_cached(
         "INSERT INTO alerts(agent_id, hostname, user, kind, rule, category, severity, summary,
                             matched, observed_at, created_at, policy_version, event_seq,
@@ -117,7 +91,7 @@ pub fn insert(conn: &Connection, a: &NewAlert) -> Result<i64> {
         a.kind,
         a.rule,
         a.category,
-        a.severity,
+        a.severity.as_str(),
         a.summary,
         a.matched,
         a.observed_at_us,
@@ -154,7 +128,7 @@ pub fn list(conn: &Connection, f: &AlertFilter) -> Result<Vec<AlertRow>> {
                 kind: r.get(4)?,
                 rule: r.get(5)?,
                 category: r.get(6)?,
-                severity: r.get(7)?,
+                severity: super::severity(r, 7)?,
                 summary: r.get(8)?,
                 matched: r.get(9)?,
                 observed_at: rfc3339(r.get(10)?),
@@ -175,15 +149,15 @@ pub fn list(conn: &Connection, f: &AlertFilter) -> Result<Vec<AlertRow>> {
 mod tests {
     use super::*;
 
-    fn alert(at_s: i64) -> NewAlert {
-        NewAlert {
+    fn alert(at_s: i64) -> Alert {
+        Alert {
             agent_id: "a".into(),
             hostname: "h".into(),
             user: "u".into(),
             kind: "process".into(),
             rule: "circumvention.tor".into(),
             category: "circumvention".into(),
-            severity: "serious".into(),
+            severity: Severity::Serious,
             summary: "s".into(),
             matched: "name=tor".into(),
             observed_at_us: at_s * 1_000_000,
@@ -222,7 +196,7 @@ mod tests {
     #[test]
     fn repeats_within_the_window_count_into_one_open_alert() {
         let (_d, conn) = crate::store::test_db();
-        let keyed = |at_s, key: &str| NewAlert {
+        let keyed = |at_s, key: &str| Alert {
             aggregate_key: Some(key.into()),
             ..alert(at_s)
         };

@@ -8,8 +8,8 @@
 //! cannot place, who are treated as children).
 
 use super::{events, now_us, rfc3339};
-use crate::policy::Policy;
-use crate::policy::groups::Class;
+use invigilator_policy::Policy;
+use invigilator_policy::groups::Class;
 use rusqlite::types::Value as Sql;
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use serde::{Deserialize, Serialize};

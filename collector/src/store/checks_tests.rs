@@ -1,5 +1,6 @@
 use super::*;
-use crate::store::{NewAgent, NewAlert, agents, alerts};
+use crate::store::{NewAgent, agents, alerts};
+use invigilator_policy::{Alert, Severity};
 use invigilator_proto::v1::event::Kind;
 use invigilator_proto::v1::{BrowsingVisit, Event, ProcessExec, UsbDevice};
 
@@ -7,7 +8,7 @@ const T0: i64 = 1_790_000_000_000_000;
 const MIN: i64 = 60_000_000;
 
 fn policy() -> Policy {
-    Policy::parse(crate::policy::DEFAULT_POLICY).unwrap()
+    Policy::parse(invigilator_policy::DEFAULT_POLICY).unwrap()
 }
 
 fn enrol(conn: &Connection, id: &str, group: &str, host: &str) {
@@ -123,14 +124,14 @@ fn store() -> (tempfile::TempDir, Connection) {
     tx.commit().unwrap();
     alerts::insert(
         &conn,
-        &NewAlert {
+        &Alert {
             agent_id: "a1".into(),
             hostname: "suite-pc1".into(),
             user: "y5.sam".into(),
             kind: "process".into(),
             rule: "circumvention.tor".into(),
             category: "circumvention".into(),
-            severity: "serious".into(),
+            severity: Severity::Serious,
             summary: "Tor started".into(),
             matched: "name=tor".into(),
             observed_at_us: T0 + MIN,

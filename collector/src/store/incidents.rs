@@ -4,8 +4,8 @@
 
 use super::triage::{self, Change};
 use super::{now_us, rfc3339};
-use crate::policy::groups::Class;
-use crate::policy::{ResponsesSpec, Severity};
+use invigilator_policy::groups::Class;
+use invigilator_policy::{ResponsesSpec, Severity};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
@@ -542,8 +542,7 @@ pub fn prefill(conn: &Connection, alert_ids: &[i64]) -> Result<IncidentRecord> {
             users.push(&a.user);
         }
     }
-    let rank = |s: &str| SEVERITIES.iter().position(|x| *x == s).unwrap_or(0);
-    let worst = alerts.iter().max_by_key(|a| rank(&a.severity));
+    let worst = alerts.iter().max_by_key(|a| a.severity);
     Ok(IncidentRecord {
         subject: users.join(", "),
         subject_class: "unknown".into(),
@@ -553,7 +552,7 @@ pub fn prefill(conn: &Connection, alert_ids: &[i64]) -> Result<IncidentRecord> {
             .min()
             .unwrap_or_default(),
         category: worst.map(|a| a.category.clone()).unwrap_or_default(),
-        severity: worst.map(|a| a.severity.clone()).unwrap_or_default(),
+        severity: worst.map(|a| a.severity.to_string()).unwrap_or_default(),
         status: "open".into(),
         ..Default::default()
     })

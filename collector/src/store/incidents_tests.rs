@@ -1,17 +1,18 @@
 use super::*;
-use crate::store::{NewAlert, alerts, test_db};
+use crate::store::{alerts, test_db};
+use invigilator_policy::Alert;
 
 fn alert(conn: &Connection, user: &str, severity: &str, at: i64) -> i64 {
     alerts::insert(
         conn,
-        &NewAlert {
+        &Alert {
             agent_id: "a1".into(),
             hostname: "pc1".into(),
             user: user.into(),
             kind: "browsing".into(),
             rule: "keywords.self-harm".into(),
             category: format!("cat-{severity}"),
-            severity: severity.into(),
+            severity: severity.parse().unwrap(),
             summary: "s".into(),
             matched: "m".into(),
             observed_at_us: at,

@@ -5,6 +5,7 @@
 //! the CLI and the console, on their own connections; WAL mode lets them read while ingest
 //! writes.
 
+use invigilator_policy::Severity;
 use rusqlite::{Connection, OpenFlags};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -23,7 +24,7 @@ pub mod tokens;
 pub mod triage;
 
 pub use agents::{AgentHealth, AgentRow, NewAgent};
-pub use alerts::{AlertFilter, AlertRow, NewAlert};
+pub use alerts::{AlertFilter, AlertRow};
 pub use events::{EventFilter, EventRow, StoredBatch};
 pub use tokens::{TokenRejection, create_token};
 
@@ -208,6 +209,16 @@ fn add_columns(conn: &Connection) -> rusqlite::Result<()> {
     conn.execute_batch(
         "CREATE INDEX IF NOT EXISTS alerts_by_aggregate ON alerts (aggregate_key, last_observed_at)",
     )
+}
+
+/// A stored severity. The column only ever holds what [`Severity::as_str`] wrote; anything else
+/// is a corrupt row, named as such rather than shown as some default.
+pub(crate) fn severity(row: &rusqlite::Row<'_>, idx: usize) -> rusqlite::Result<Severity> {
+    let text: String = row.get(idx)?;
+    text.parse()
+        .map_err(|e: invigilator_policy::UnknownSeverity| {
+            rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e))
+        })
 }
 
 pub fn now_us() -> i64 {

@@ -125,17 +125,17 @@ pub fn request(conn: &Connection, alert_id: i64, requester: &str, reason: &str) 
     if reason.split_whitespace().count() < MIN_REASON_WORDS {
         return Err(RevealError::NoReason);
     }
-    let alert: Option<(String, String)> = conn
+    let severity = conn
         .query_row(
-            "SELECT severity, rule FROM alerts WHERE id = ?1",
+            "SELECT severity FROM alerts WHERE id = ?1",
             [alert_id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            |r| super::severity(r, 0),
         )
         .optional()?;
-    let Some((severity, rule)) = alert else {
+    let Some(severity) = severity else {
         return Err(RevealError::NoSuchAlert(alert_id));
     };
-    if super::alerts::is_illegal(&severity, &rule) {
+    if severity.class() == invigilator_policy::AlertClass::Illegal {
         return Err(RevealError::Illegal(alert_id));
     }
     let now = now_us();
@@ -295,7 +295,8 @@ pub fn list(conn: &Connection, now: i64, recent: Duration) -> Result<Vec<Request
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{NewAlert, alerts, test_db};
+    use crate::store::{alerts, test_db};
+    use invigilator_policy::Alert;
 
     const DAY: Duration = Duration::from_secs(24 * 3600);
     const REASON: &str = "pattern of self-harm searches this week";
@@ -319,14 +320,14 @@ mod tests {
     fn alert(conn: &Connection, rule: &str, severity: &str) -> i64 {
         alerts::insert(
             conn,
-            &NewAlert {
+            &Alert {
                 agent_id: "a1".into(),
                 hostname: "pc1".into(),
                 user: "amy.p".into(),
                 kind: "browsing".into(),
                 rule: rule.into(),
                 category: "c".into(),
-                severity: severity.into(),
+                severity: severity.parse().unwrap(),
                 summary: "s".into(),
                 matched: "m".into(),
                 observed_at_us: 1,

@@ -53,7 +53,7 @@ pub struct Listed {
     pub kind: String,
     pub rule: String,
     pub category: String,
-    pub severity: String,
+    pub severity: invigilator_policy::Severity,
     pub summary: String,
     pub matched: String,
     pub observed_at: String,
@@ -82,7 +82,7 @@ fn listed(r: &rusqlite::Row<'_>) -> rusqlite::Result<Listed> {
         kind: r.get(5)?,
         rule: r.get(6)?,
         category: r.get(7)?,
-        severity: r.get(8)?,
+        severity: super::severity(r, 8)?,
         summary: r.get(9)?,
         matched: r.get(10)?,
         observed_at: rfc3339(r.get(11)?),
@@ -261,19 +261,20 @@ pub fn apply(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{NewAlert, alerts, test_db};
+    use crate::store::{alerts, test_db};
+    use invigilator_policy::Alert;
 
     fn alert(conn: &Connection, user: &str, severity: &str, at: i64) -> i64 {
         alerts::insert(
             conn,
-            &NewAlert {
+            &Alert {
                 agent_id: "a1".into(),
                 hostname: "pc1".into(),
                 user: user.into(),
                 kind: "browsing".into(),
                 rule: "web.gambling".into(),
                 category: "gambling".into(),
-                severity: severity.into(),
+                severity: severity.parse().unwrap(),
                 summary: "s".into(),
                 matched: "m".into(),
                 observed_at_us: at,

@@ -3,7 +3,7 @@
 
 use super::normalise::normalise;
 use super::{KeywordExclusionsSpec, KeywordHit, KeywordLibrarySpec};
-use crate::policy::{Severity, SpecError};
+use crate::{Severity, SpecError};
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use std::collections::{HashMap, HashSet};
 use toml::Spanned;

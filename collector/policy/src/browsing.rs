@@ -12,7 +12,7 @@ use super::schedule::{Schedule, When};
 use super::scope::{Scope, Situation};
 use super::setting::Setting;
 use super::{Groups, Severity, Verdict};
-use crate::lists::{Hit, ListClass, Lists};
+use invigilator_lists::{Hit, ListClass, Lists};
 use invigilator_proto::v1::BrowsingVisit;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -111,7 +111,7 @@ pub fn redact(lists: &Lists, v: &BrowsingVisit) -> Option<BrowsingVisit> {
     if v.url.is_empty() {
         return None;
     }
-    let url = crate::lists::normalise(&v.url).ok()?;
+    let url = invigilator_lists::normalise(&v.url).ok()?;
     let hits = lists.lookup_normal(&url);
     let category = illegal(&hits)?.category;
     Some(BrowsingVisit {
@@ -127,7 +127,7 @@ pub fn evaluate(cx: &Context<'_>, v: &BrowsingVisit) -> Vec<Verdict> {
     if v.action != "visit" || v.url.is_empty() {
         return Vec::new();
     }
-    let normal = crate::lists::normalise(&v.url).ok();
+    let normal = invigilator_lists::normalise(&v.url).ok();
     let hits = normal
         .as_ref()
         .map(|u| cx.lists.lookup_normal(u))

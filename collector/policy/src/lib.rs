@@ -1,14 +1,14 @@
 //! The Acceptable Use Policy, as code: a TOML file compiled into matchers that turn events into
 //! alerts. Every alert records the rule that fired, what matched, and the policy version.
 
-use crate::lists::Lists;
-use crate::store::NewAlert;
+use invigilator_lists::Lists;
 use invigilator_proto::v1::{Event, event::Kind};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub mod alert;
 pub mod browsing;
 pub mod groups;
 pub mod keywords;
@@ -21,6 +21,7 @@ pub mod session;
 mod setting;
 pub mod usb;
 
+pub use alert::{Alert, AlertClass, Severity, UnknownSeverity};
 pub use browsing::WebRuleSpec;
 pub use groups::{Class, Device, DeviceClass, Groups, GroupsSpec, Person};
 pub use keywords::{KeywordExclusionsSpec, KeywordLibrarySpec, Keywords};
@@ -54,28 +55,7 @@ pub enum PolicyError {
     #[error("policy {path}: {message}")]
     Invalid { path: PathBuf, message: String },
     #[error("category lists: {0}")]
-    Lists(#[from] crate::lists::ListsError),
-}
-
-/// How serious a breach is; decides who is told and the recommended response.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    Informational,
-    Inappropriate,
-    Serious,
-    Illegal,
-}
-
-impl Severity {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Informational => "informational",
-            Severity::Inappropriate => "inappropriate",
-            Severity::Serious => "serious",
-            Severity::Illegal => "illegal",
-        }
-    }
+    Lists(#[from] invigilator_lists::ListsError),
 }
 
 #[derive(Debug, Deserialize)]
@@ -216,13 +196,13 @@ impl Policy {
 
     /// The files a data directory's policy is built from: the policy, its roster, the lists.
     pub fn inputs_in(&self, data_dir: &Path) -> Vec<PathBuf> {
-        let lists = crate::lists::store::lists_dir(data_dir);
+        let lists = invigilator_lists::store::lists_dir(data_dir);
         let mut v = vec![Self::path(data_dir)];
         v.extend(self.groups.roster_file.iter().cloned());
         v.extend(
             [
-                crate::lists::ListClass::Ordinary,
-                crate::lists::ListClass::Illegal,
+                invigilator_lists::ListClass::Ordinary,
+                invigilator_lists::ListClass::Illegal,
             ]
             .map(|c| lists.join(c.file_name())),
         );
@@ -314,7 +294,7 @@ impl Policy {
     }
 
     /// The alerts an event raises under this policy (usually none).
-    pub fn evaluate(&self, agent: &AgentContext<'_>, event: &Event) -> Vec<NewAlert> {
+    pub fn evaluate(&self, agent: &AgentContext<'_>, event: &Event) -> Vec<Alert> {
         let device = self.groups.device(agent.group);
         let person = self.groups.person(&event.user, &device);
         let situation = scope::Situation {
@@ -371,7 +351,7 @@ impl Policy {
     }
 
     /// An alert for `verdict` about `subject`, under this policy's version.
-    pub fn raise(&self, subject: Subject<'_>, v: Verdict) -> NewAlert {
+    pub fn raise(&self, subject: Subject<'_>, v: Verdict) -> Alert {
         // The same person (or, with nobody logged on, the same device), rule and site.
         let who = if subject.user.is_empty() {
             format!("device:{}", subject.agent_id)
@@ -380,7 +360,7 @@ impl Policy {
         };
         let site = v.site.as_deref().unwrap_or(&v.matched);
         let aggregate_key = format!("{who}|{}|{site}", v.rule);
-        NewAlert {
+        Alert {
             response: self
                 .responses
                 .for_alert(v.severity, subject.class)
@@ -392,7 +372,7 @@ impl Policy {
             kind: subject.kind.to_owned(),
             rule: v.rule,
             category: v.category,
-            severity: v.severity.as_str().into(),
+            severity: v.severity,
             summary: v.summary,
             matched: v.matched,
             observed_at_us: subject.observed_at_us,

@@ -108,7 +108,7 @@ fn an_alert_says_which_rule_what_matched_and_which_policy() {
         a.policy_version
             .starts_with(p.version.split('#').next().unwrap())
     );
-    assert_eq!(a.severity, "serious");
+    assert_eq!(a.severity, Severity::Serious);
     assert_eq!(a.event_seq, Some(7));
 }
 
@@ -270,16 +270,16 @@ fn policy_with_lists() -> (tempfile::TempDir, Policy) {
     write("ut1/games", "domains", "games-example.net\n");
     write("ut1/adult", "urls", "media-example.org/adult\n");
     write("feed/iwf", "domains", "abuse-example.test\n");
-    crate::lists::import(
+    invigilator_lists::import(
         data.path(),
         &data.path().join("ut1"),
-        crate::lists::ListClass::Ordinary,
+        invigilator_lists::ListClass::Ordinary,
     )
     .unwrap();
-    crate::lists::import(
+    invigilator_lists::import(
         data.path(),
         &data.path().join("feed"),
-        crate::lists::ListClass::Illegal,
+        invigilator_lists::ListClass::Illegal,
     )
     .unwrap();
     std::fs::write(Policy::path(data.path()), DEFAULT_POLICY).unwrap();
@@ -387,7 +387,7 @@ fn searches_and_titles_raise_their_keyword_library_and_innocent_ones_do_not() {
     );
     assert_eq!(a.len(), 1, "the title repeats the search: one alert, {a:?}");
     assert_eq!(a[0].rule, "keywords.self_harm");
-    assert_eq!(a[0].severity, "serious");
+    assert_eq!(a[0].severity, Severity::Serious);
     assert!(a[0].matched.contains("search terms"), "{}", a[0].matched);
     for innocent in [
         "how to cut my hair",
@@ -413,7 +413,7 @@ fn an_illegal_list_address_raises_one_alert_that_hides_it_and_is_redacted_in_sto
     let event = visit(url, "some title", "", LESSON_US);
     let a = p.evaluate(&CTX, &event);
     assert_eq!(a.len(), 1, "{a:?}");
-    assert_eq!(a[0].severity, "illegal");
+    assert_eq!(a[0].severity, Severity::Illegal);
     assert_eq!(a[0].rule, "illegal.iwf");
     assert_eq!(a[0].response, responses::ILLEGAL_RESPONSE);
     let shown = format!("{} {} {}", a[0].summary, a[0].matched, a[0].response);
@@ -443,7 +443,7 @@ fn an_illegal_list_address_raises_one_alert_that_hides_it_and_is_redacted_in_sto
     let text = DEFAULT_POLICY.to_owned()
         + "\n[[web]]\nid = \"x\"\ncategories = [\"iwf\"]\nseverity = \"off\"\nsummary = \"s\"\n";
     let quiet = Policy::parse(&text).unwrap().with_lists(p.lists.clone());
-    assert_eq!(quiet.evaluate(&CTX, &event)[0].severity, "illegal");
+    assert_eq!(quiet.evaluate(&CTX, &event)[0].severity, Severity::Illegal);
     let illegal_rule = DEFAULT_POLICY.replace(
         "id = \"circumvention.psiphon\"\ncategory = \"circumvention\"\nseverity = \"serious\"",
         "id = \"circumvention.psiphon\"\ncategory = \"circumvention\"\nseverity = \"illegal\"",
