@@ -2,12 +2,12 @@
 //! mTLS. The agent's identity is the verified certificate's, never a message field.
 
 use crate::admission::{Limit, Ticket};
-use crate::alerts;
 use crate::committer::Job;
 use crate::event_time::TimeWindow;
 use crate::identity;
 use crate::state::Shared;
 use crate::store::{self, delivery};
+use invigilator_policy::monitoring::{self, Device};
 use invigilator_proto::MAX_BATCH_EVENTS;
 use invigilator_proto::v1::{
     Ack, EventBatch, HeartbeatRequest, HeartbeatResponse, RenewRequest, RenewResponse,
@@ -281,7 +281,11 @@ async fn held_back(shared: &Arc<Shared>, agent: &Arc<str>, limit: Limit, what: S
     let result = shared
         .db(move |c| {
             let hostname = store::agents::hostname(c, &agent)?.unwrap_or_default();
-            let alert = alerts::quota_alert(&agent, &hostname, limit, &what, &version);
+            let device = Device {
+                agent_id: &agent,
+                hostname: &hostname,
+            };
+            let alert = monitoring::quota(device, limit.name(), &what, store::now_us(), &version);
             store::alerts::record(c, &alert, 24 * 3600 * 1_000_000).map(|_| ())
         })
         .await;

@@ -8,72 +8,14 @@
 
 use crate::accounts::{self, Role};
 use crate::audit::{self, Actor, Record};
+use crate::config::NotifyConfig;
 use crate::store;
 use invigilator_policy::Severity;
 use lettre::message::{Mailbox, header::ContentType};
 use lettre::{Message, SmtpTransport, Transport};
 use rusqlite::{Connection, OptionalExtension, params};
-use serde::Deserialize;
 use std::path::PathBuf;
 use std::time::Duration;
-
-/// `[notify]` in collector.toml.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct NotifyConfig {
-    pub enabled: bool,
-    /// A mail relay that accepts plain SMTP from this host (normally on the host itself).
-    pub smtp_host: String,
-    pub smtp_port: u16,
-    /// Require STARTTLS (rustls on ring). The relay's certificate is checked against the
-    /// system's root certificates, or only against `ca_file` (PEM) when it is given.
-    pub starttls: bool,
-    pub ca_file: Option<PathBuf>,
-    pub from: String,
-    /// Recipients; when empty, the email addresses of active DSL accounts.
-    pub to: Vec<String>,
-    pub min_severity: Severity,
-    /// The console's address as staff reach it, for the links in the mail.
-    pub console_url: String,
-    #[serde(with = "humantime_serde")]
-    pub poll_every: Duration,
-}
-
-impl Default for NotifyConfig {
-    fn default() -> Self {
-        Self {
-            enabled: false,
-            smtp_host: "127.0.0.1".into(),
-            smtp_port: 25,
-            starttls: false,
-            ca_file: None,
-            from: "invigilator@localhost".into(),
-            to: Vec::new(),
-            min_severity: Severity::Serious,
-            console_url: "http://127.0.0.1:8080".into(),
-            poll_every: Duration::from_secs(10),
-        }
-    }
-}
-
-impl NotifyConfig {
-    pub fn validate(&self) -> Result<(), String> {
-        if !self.enabled {
-            return Ok(());
-        }
-        self.from
-            .parse::<Mailbox>()
-            .map_err(|e| format!("notify.from {:?}: {e}", self.from))?;
-        for to in &self.to {
-            to.parse::<Mailbox>()
-                .map_err(|e| format!("notify.to {to:?}: {e}"))?;
-        }
-        if self.poll_every.is_zero() {
-            return Err("notify.poll_every must be above zero".into());
-        }
-        Ok(())
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum NotifyError {

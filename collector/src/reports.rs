@@ -6,9 +6,10 @@
 //! so the weeks of the clock changes are 167 or 169 hours long.
 
 use crate::audit::{self, Actor, Record};
+use crate::config::ReportsConfig;
 use crate::store::{self, rfc3339};
 use arc_swap::ArcSwap;
-use chrono::{Datelike, Duration as Days, NaiveDate, NaiveTime, TimeZone, Weekday};
+use chrono::{Datelike, Duration as Days, NaiveDate, TimeZone, Weekday};
 use chrono_tz::Europe::London;
 use invigilator_policy::Policy;
 use rusqlite::Connection;
@@ -16,54 +17,6 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-
-/// `[reports]` in collector.toml.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct ReportsConfig {
-    /// Generate and keep last week's report on a schedule.
-    pub enabled: bool,
-    /// The day of the week it is generated (for the week before).
-    pub weekly_day: String,
-    /// The local time it is generated, "HH:MM".
-    pub weekly_at: String,
-}
-
-impl Default for ReportsConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            weekly_day: "monday".into(),
-            weekly_at: "07:00".into(),
-        }
-    }
-}
-
-impl ReportsConfig {
-    pub fn validate(&self) -> Result<(), String> {
-        self.day()?;
-        self.at()?;
-        Ok(())
-    }
-
-    fn day(&self) -> Result<Weekday, String> {
-        self.weekly_day.parse().map_err(|_| {
-            format!(
-                "reports.weekly_day {:?} is not a day of the week",
-                self.weekly_day
-            )
-        })
-    }
-
-    fn at(&self) -> Result<NaiveTime, String> {
-        NaiveTime::parse_from_str(&self.weekly_at, "%H:%M").map_err(|_| {
-            format!(
-                "reports.weekly_at {:?} is not a time like \"07:00\"",
-                self.weekly_at
-            )
-        })
-    }
-}
 
 /// One ISO week in the school's zone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -242,7 +195,7 @@ pub fn weekly(conn: &Connection, policy: &Policy, week: Week) -> store::Result<W
             continue;
         }
         total += 1;
-        if a.rule == crate::alerts::SILENT_RULE {
+        if a.rule == invigilator_policy::monitoring::SILENT_RULE {
             silent += 1;
         }
         *by_category.entry(a.category.clone()).or_insert(0) += 1;

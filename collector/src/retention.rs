@@ -10,9 +10,10 @@
 //! and actions, not the monitored content itself.
 
 use crate::audit::{self, Actor, AuditError, Record};
+use crate::config::RetentionConfig;
 use crate::store::{self, Durability, rfc3339};
 use rusqlite::{Connection, params};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -24,84 +25,6 @@ pub const CHUNK: i64 = 5_000;
 /// The meta key the `incident_versions_retention_only` trigger reads: versions older than
 /// this may be deleted, nothing newer.
 pub const INCIDENTS_BEFORE_KEY: &str = "retention_incidents_before";
-
-/// Below this a typo ("90s" for "90d") would wipe the store on the next run.
-const MIN_PERIOD: Duration = Duration::from_secs(24 * 3600);
-
-/// `[retention]` in collector.toml.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct RetentionConfig {
-    /// Raw events, by when they were observed.
-    #[serde(with = "humantime_serde")]
-    pub events: Duration,
-    /// Alerts with their triage notes and reveal requests, by their latest occurrence.
-    #[serde(with = "humantime_serde")]
-    pub alerts: Duration,
-    /// Incidents, whole, by their latest version.
-    #[serde(with = "humantime_serde")]
-    pub incidents: Duration,
-    /// Checks requested by leadership, with their results.
-    #[serde(with = "humantime_serde")]
-    pub check_results: Duration,
-    #[serde(with = "humantime_serde")]
-    pub run_every: Duration,
-}
-
-const DAY: u64 = 24 * 3600;
-
-impl Default for RetentionConfig {
-    fn default() -> Self {
-        Self {
-            events: Duration::from_secs(90 * DAY),
-            // humantime's "1y" is 365.25 days.
-            alerts: humantime::parse_duration("1y").expect("valid"),
-            incidents: humantime::parse_duration("6y").expect("valid"),
-            check_results: humantime::parse_duration("1y").expect("valid"),
-            run_every: Duration::from_secs(DAY),
-        }
-    }
-}
-
-impl RetentionConfig {
-    /// The narrower and more serious the record, the longer it may be kept; never the reverse.
-    /// Raw events are the widest collection (everything every pupil did), so they must not
-    /// outlive the alerts they justify; an alert is evidence for an incident, so alerts must
-    /// not be kept longer than incidents (an alert linked to a kept incident is kept anyway).
-    pub fn validate(&self) -> Result<(), String> {
-        for (name, d) in [
-            ("events", self.events),
-            ("alerts", self.alerts),
-            ("incidents", self.incidents),
-            ("check_results", self.check_results),
-        ] {
-            if d < MIN_PERIOD {
-                return Err(format!(
-                    "retention.{name} must be at least 1d (a shorter period is almost certainly \
-                     a typo, and would delete nearly everything)"
-                ));
-            }
-        }
-        if self.alerts < self.events {
-            return Err(
-                "retention.alerts must not be shorter than retention.events: raw events must not \
-                 outlive the alerts they gave rise to"
-                    .into(),
-            );
-        }
-        if self.incidents < self.alerts {
-            return Err(
-                "retention.incidents must not be shorter than retention.alerts: an incident is \
-                 the safeguarding record the alerts are evidence for"
-                    .into(),
-            );
-        }
-        if self.run_every < Duration::from_secs(60) {
-            return Err("retention.run_every must be at least 1m".into());
-        }
-        Ok(())
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum RetentionError {
@@ -1016,42 +939,6 @@ mod tests {
             r.events.deleted,
             t.elapsed(),
             t.elapsed() / chunks as u32
-        );
-    }
-
-    #[test]
-    fn periods_are_checked() {
-        let ok = RetentionConfig::default();
-        assert_eq!(ok.validate(), Ok(()));
-        let zero = RetentionConfig {
-            events: Duration::ZERO,
-            ..ok.clone()
-        };
-        assert!(zero.validate().unwrap_err().contains("retention.events"));
-        let typo = RetentionConfig {
-            check_results: Duration::from_secs(90),
-            ..ok.clone()
-        };
-        assert!(typo.validate().unwrap_err().contains("check_results"));
-        let inverted = RetentionConfig {
-            alerts: Duration::from_secs(30 * DAY),
-            ..ok.clone()
-        };
-        assert!(
-            inverted
-                .validate()
-                .unwrap_err()
-                .contains("retention.alerts")
-        );
-        let short_incidents = RetentionConfig {
-            incidents: Duration::from_secs(100 * DAY),
-            ..ok
-        };
-        assert!(
-            short_incidents
-                .validate()
-                .unwrap_err()
-                .contains("retention.incidents")
         );
     }
 }

@@ -13,6 +13,7 @@ pub mod browsing;
 pub mod groups;
 pub mod keywords;
 mod located;
+pub mod monitoring;
 mod process;
 pub mod responses;
 pub mod schedule;

@@ -1,12 +1,14 @@
 //! Alerts: the filtered list with live updates, the detail view that explains why an alert
 //! fired, and the triage workflow. Each page has its JSON twin under `/api`.
 
+use super::alert_detail::{Detail, detail};
+use super::input::parse_when;
 use super::layout::{csrf_field, page, when};
-use super::privacy::{self, Visibility};
+use super::privacy;
 use super::{Audit, Console, ConsoleError, Staff};
 use crate::accounts::{self, Role};
+use crate::store::EventRow;
 use crate::store::triage::{self, Change, Listed, Query as AlertQuery, STATUSES};
-use crate::store::{self, EventRow};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -66,36 +68,6 @@ pub struct Filters {
 
 fn blank(s: &Option<String>) -> bool {
     s.as_deref().is_none_or(str::is_empty)
-}
-
-/// A time a member of staff typed, as microseconds.
-pub fn parse_when(field: &str, s: &str) -> Result<i64, ConsoleError> {
-    use chrono::{NaiveDate, NaiveDateTime, TimeZone};
-    let tz = chrono_tz::Europe::London;
-    let local = |t: NaiveDateTime| {
-        tz.from_local_datetime(&t)
-            .earliest()
-            .map(|t| t.timestamp_micros())
-    };
-    chrono::DateTime::parse_from_rfc3339(s)
-        .ok()
-        .map(|t| t.timestamp_micros())
-        .or_else(|| {
-            NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M")
-                .ok()
-                .and_then(local)
-        })
-        .or_else(|| {
-            NaiveDate::parse_from_str(s, "%Y-%m-%d")
-                .ok()
-                .and_then(|d| d.and_hms_opt(0, 0, 0))
-                .and_then(local)
-        })
-        .ok_or_else(|| {
-            ConsoleError::BadRequest(format!(
-                "{field} {s:?} is not a date (2026-11-20), a time (2026-11-20T09:00) or RFC 3339"
-            ))
-        })
 }
 
 impl Filters {
@@ -387,87 +359,6 @@ where
     futures_util::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(rx), Ok)
 }
 
-/// One alert with everything the detail view shows.
-#[derive(Debug, Serialize)]
-pub struct Detail {
-    pub alert: Listed,
-    pub history: Vec<triage::Note>,
-    /// The device's events just before and after the one that fired (masked per role).
-    pub events: Vec<EventRow>,
-    /// Whether the events are shown in full, host only, or not at all (illegal class).
-    pub content: &'static str,
-    pub revealable: bool,
-    pub is_child: bool,
-}
-
-/// How many events either side of the one that fired.
-const CONTEXT_EVENTS: u64 = 10;
-
-/// `reveal_grant` gives the reason of a live approved reveal for this member of staff, if any:
-/// a view it opens up is audited as `alert.view.revealed` with that reason as its purpose.
-pub async fn detail(
-    c: &Arc<Console>,
-    staff: &Staff,
-    id: i64,
-    reveal_grant: impl FnOnce(&rusqlite::Connection) -> Result<Option<String>, ConsoleError>
-    + Send
-    + 'static,
-) -> Result<(Detail, Visibility), ConsoleError> {
-    let policy = c.policy.load_full();
-    let role = staff.role;
-    let viewer = staff.username.clone();
-    c.audited_as(staff, move |conn| {
-        let a =
-            triage::get(conn, id)?.ok_or_else(|| ConsoleError::NotFound(format!("alert {id}")))?;
-        let grant = reveal_grant(conn)?;
-        let granted = grant.is_some();
-        let v = privacy::for_alert(&policy, role, &a, granted);
-        let entry = match grant.filter(|_| v != privacy::for_alert(&policy, role, &a, false)) {
-            Some(reason) => {
-                Audit::new("alert.view.revealed", format!("alert:{id}")).purpose(reason)
-            }
-            None => Audit::new("alert.view", format!("alert:{id}")),
-        };
-        // Only the same person's events: a shared computer's other users are not this
-        // alert's business.
-        let events = match a.event_seq {
-            Some(seq) if v.content != privacy::Content::None => {
-                store::events::around(conn, &a.agent_id, seq, CONTEXT_EVENTS, CONTEXT_EVENTS)?
-                    .into_iter()
-                    .filter(|e| e.user == a.user)
-                    .collect()
-            }
-            _ => Vec::new(),
-        };
-        let is_child = privacy::is_child(&policy, &a);
-        let guarded = privacy::for_alert(&policy, Role::Dsl, &a, false).revealable;
-        let mut history = triage::notes(conn, id)?;
-        // Notes on a guarded alert can repeat what the DSL saw: a technician reads only their
-        // own, and the steps (who, when, status) of the rest.
-        if role == Role::Technician && (guarded || privacy::is_illegal(&a)) {
-            for n in &mut history {
-                if !n.note.is_empty() && n.author != viewer {
-                    n.note = privacy::WITHHELD.into();
-                }
-            }
-        }
-        let detail = Detail {
-            is_child,
-            history,
-            events: privacy::events(events, v, a.event_seq, is_child && !granted),
-            content: match v.content {
-                privacy::Content::Full => "full",
-                privacy::Content::HostOnly => "host-only",
-                privacy::Content::None => "none",
-            },
-            revealable: v.revealable,
-            alert: privacy::alert(a, v),
-        };
-        Ok(((detail, v), entry))
-    })
-    .await
-}
-
 async fn detail_api(
     State(c): State<Arc<Console>>,
     Extension(staff): Extension<Staff>,
@@ -736,17 +627,6 @@ async fn bulk_api(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn times_are_read_in_the_schools_zone() {
-        // 1 July is BST: midnight in London is 23:00 UTC the day before.
-        let summer = parse_when("from", "2026-07-01").unwrap();
-        assert_eq!(crate::store::rfc3339(summer), "2026-06-30T23:00:00.000000Z");
-        let winter = parse_when("from", "2026-12-01T09:30").unwrap();
-        assert_eq!(crate::store::rfc3339(winter), "2026-12-01T09:30:00.000000Z");
-        let err = parse_when("to", "last tuesday").unwrap_err().to_string();
-        assert!(err.contains("to \"last tuesday\""), "{err}");
-    }
 
     #[test]
     fn filters_round_trip_through_the_query_string() {

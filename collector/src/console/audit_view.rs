@@ -271,7 +271,7 @@ mod tests {
                     header::COOKIE,
                     format!(
                         "{}={}",
-                        super::super::auth::SESSION_COOKIE,
+                        super::super::routes::SESSION_COOKIE,
                         self.sessions[who]
                     ),
                 )

@@ -3,6 +3,7 @@
 use super::layout::{csrf_field, page};
 use super::login::{LoginForm, log_in};
 use super::routes::{self, Access};
+use super::routes::{CSRF_HEADER, SESSION_COOKIE};
 use super::{Console, ConsoleError, Staff};
 use crate::accounts;
 use crate::audit::{self, Record};
@@ -19,9 +20,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
-pub const SESSION_COOKIE: &str = "invigilator_session";
-/// The header API clients send the CSRF token in; forms send it as the `csrf` field.
-pub const CSRF_HEADER: &str = "x-csrf-token";
 const MAX_FORM_BYTES: usize = 1 << 20;
 
 fn source_of(req: &Request) -> String {

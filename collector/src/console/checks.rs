@@ -2,7 +2,7 @@
 //! requester runs, and the requester, technicians and the DSL read the report, print it or
 //! download it as CSV. Leadership see only the checks they asked for. Every step is audited.
 
-use super::alerts::parse_when;
+use super::input::parse_when;
 use super::layout::{csrf_field, page, when};
 use super::{Audit, Console, ConsoleError, Staff};
 use crate::accounts::Role;

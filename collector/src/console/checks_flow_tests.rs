@@ -101,11 +101,11 @@ impl App {
             .header(header::HOST, "console")
             .header(
                 header::COOKIE,
-                format!("{}={token}", crate::console::auth::SESSION_COOKIE),
+                format!("{}={token}", crate::console::routes::SESSION_COOKIE),
             );
         if method == "POST" {
             req = req
-                .header(crate::console::auth::CSRF_HEADER, csrf)
+                .header(crate::console::routes::CSRF_HEADER, csrf)
                 .header(header::CONTENT_TYPE, "application/json");
         }
         let req = req.body(Body::from(json.unwrap_or("").to_owned())).unwrap();

@@ -2,7 +2,7 @@
 //! with its history, and edits, each of which appends a version. The safeguarding lead writes;
 //! leadership reads; governors see a summary without names ([`incidents::Summary`]).
 
-use super::alerts::parse_when;
+use super::input::parse_when;
 use super::layout::{csrf_field, page, when};
 use super::routes::{self, Access, INCIDENT_READERS};
 use super::{Audit, Console, ConsoleError, Staff};

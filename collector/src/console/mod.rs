@@ -3,12 +3,14 @@
 //! [`auth::enforce`]); every read or change of monitored data is written to the audit trail.
 
 pub mod agents;
+pub mod alert_detail;
 pub mod alerts;
 pub mod audit_view;
 pub mod auth;
 pub mod checks;
 pub mod error;
 pub mod incidents;
+pub mod input;
 pub mod layout;
 pub mod login;
 pub mod privacy;

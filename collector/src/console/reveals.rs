@@ -2,7 +2,7 @@
 //! addresses and searches behind one alert, another senior member of staff decides, and the
 //! alert page shows the full content to the requester while the approval lasts.
 
-use super::alerts::Detail;
+use super::alert_detail::Detail;
 use super::layout::{csrf_field, page, when};
 use super::privacy;
 use super::routes;
@@ -54,7 +54,7 @@ impl From<RevealError> for ConsoleError {
     }
 }
 
-/// What [`super::alerts::detail`] asks: the reason of this member of staff's live approval
+/// What [`super::alert_detail::detail`] asks: the reason of this member of staff's live approval
 /// for the alert, if they hold one.
 pub fn grant_of(
     staff: &Staff,

@@ -4,6 +4,11 @@
 use crate::accounts::Role;
 use serde_json::{Value, json};
 
+/// The session cookie's name.
+pub const SESSION_COOKIE: &str = "invigilator_session";
+/// The header API clients send the CSRF token in; forms send it as the `csrf` field.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
 /// Who may call an endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
@@ -205,7 +210,7 @@ pub fn openapi() -> Value {
         "paths": paths,
         "components": {
             "securitySchemes": {
-                "session": {"type": "apiKey", "in": "cookie", "name": super::auth::SESSION_COOKIE}
+                "session": {"type": "apiKey", "in": "cookie", "name": SESSION_COOKIE}
             },
             "schemas": {
                 "Error": {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}

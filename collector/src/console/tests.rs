@@ -113,7 +113,7 @@ async fn an_approved_reveal_shows_the_dsl_the_search_until_then_it_does_not() {
     let view = |who: &Staff| {
         let who = who.clone();
         async move {
-            let (d, _) = alerts::detail(c, &who, id, reveals::grant_of(&who, id))
+            let (d, _) = alert_detail::detail(c, &who, id, reveals::grant_of(&who, id))
                 .await
                 .unwrap();
             (serde_json::to_string(&d.events).unwrap(), d)
@@ -274,15 +274,15 @@ async fn the_pages_render_for_each_role_through_the_router() {
         let app = app.clone();
         let method = method.to_owned();
         async move {
-            let mut req = Request::builder()
-                .method(method.as_str())
-                .uri(uri)
-                .header(header::COOKIE, format!("{}={token}", auth::SESSION_COOKIE));
+            let mut req = Request::builder().method(method.as_str()).uri(uri).header(
+                header::COOKIE,
+                format!("{}={token}", routes::SESSION_COOKIE),
+            );
             let body = match form {
                 Some(f) => {
                     req = req
                         .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-                        .header(auth::CSRF_HEADER, csrf);
+                        .header(routes::CSRF_HEADER, csrf);
                     Body::from(f)
                 }
                 None => Body::empty(),

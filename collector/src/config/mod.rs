@@ -2,6 +2,9 @@
 //! `init` writes [`DEFAULT_CONFIG`], which explains every setting; a missing key takes the
 //! default shown there.
 
+mod jobs;
+
+pub use jobs::{NotifyConfig, ReportsConfig, RetentionConfig};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -31,9 +34,9 @@ pub struct CollectorConfig {
     pub quotas: QuotaConfig,
     pub lists: invigilator_lists::ListsConfig,
     pub console: ConsoleConfig,
-    pub reports: crate::reports::ReportsConfig,
-    pub notify: crate::notify::NotifyConfig,
-    pub retention: crate::retention::RetentionConfig,
+    pub reports: ReportsConfig,
+    pub notify: NotifyConfig,
+    pub retention: RetentionConfig,
 }
 
 /// The staff console's log-in rules.
