@@ -1,10 +1,10 @@
-//! The contract's read and admin commands, on the database directly (they work whether or not
-//! `serve` is running).
+//! The contract's read and admin commands, on the store directly (they work whether or not
+//! `serve` is running). Every read of monitored data goes through an audited handle.
 
-use crate::accounts::{self, NewAccount, Role};
-use crate::audit::{self, Actor, Record};
 use crate::pki::{CertificateAuthority, PkiPaths};
-use crate::store::{self, AlertFilter, Durability, EventFilter};
+use crate::store::accounts::{self, NewAccount, Role};
+use crate::store::audit::{self, Actor, Audit, Record};
+use crate::store::{self, AlertFilter, Audited, EventFilter, Store};
 use anyhow::{Context, bail};
 use std::io::Write;
 use std::path::Path;
@@ -47,20 +47,35 @@ pub fn token_create(
     }
     let ca = CertificateAuthority::load(&PkiPaths::new(data_dir))
         .context("loading the CA (has `init` been run?)")?;
-    let conn = store::open(data_dir, Durability::Full)?;
-    let token = store::create_token(&conn, group, ttl, uses, &ca.fingerprint)?;
-    audit(&conn, "token.create", &format!("group:{group}"))?;
+    let store = Store::open(data_dir)?;
+    let token = store.admin(|a| store::create_token(a, group, ttl, uses, &ca.fingerprint))?;
+    note(&store, Audit::new("token.create", format!("group:{group}")))?;
     Ok(token.to_string())
 }
 
-/// Records a CLI read or change in the access audit trail before its result is shown.
-fn audit(conn: &rusqlite::Connection, action: &str, object: &str) -> anyhow::Result<()> {
+/// Reads or changes monitored data as the person at the command line, with the entry written
+/// in the same transaction: nothing is shown unless its entry is.
+fn audited<R>(
+    store: &Store,
+    entry: Audit,
+    f: impl FnOnce(&Audited<'_>) -> anyhow::Result<R>,
+) -> anyhow::Result<R> {
+    store.audited(&Actor::cli(), |tx| -> anyhow::Result<(R, Audit)> {
+        Ok((f(tx)?, entry))
+    })
+}
+
+/// Records a CLI change of accounts or settings in the access audit trail.
+fn note(store: &Store, entry: Audit) -> anyhow::Result<()> {
     let rec = Record {
-        action,
-        object,
-        ..Default::default()
+        action: entry.action,
+        object: &entry.object,
+        purpose: &entry.purpose,
+        detail: &entry.detail,
     };
-    audit::append(conn, &Actor::cli(), &rec).context("writing the access audit trail")?;
+    store
+        .admin(|a| audit::append(a, &Actor::cli(), &rec))
+        .context("writing the access audit trail")?;
     Ok(())
 }
 
@@ -77,13 +92,14 @@ pub fn alerts_list(data_dir: &Path, since: Option<&str>, limit: Option<u64>) -> 
         since_us: since.map(parse_since).transpose()?,
         limit,
     };
-    let conn = store::open(data_dir, Durability::Normal)?;
-    let rows = store::alerts::list(&conn, &filter)?;
     let object = described(&[
         ("since", since.map(str::to_owned)),
         ("limit", limit.map(|l| l.to_string())),
     ]);
-    audit(&conn, "alert.list", &format!("alerts {object}"))?;
+    let entry = Audit::new("alert.list", format!("alerts {object}"));
+    let rows = audited(&Store::open(data_dir)?, entry, |tx| {
+        Ok(store::alerts::list(tx, &filter)?)
+    })?;
     print_json(&rows)
 }
 
@@ -102,36 +118,41 @@ pub fn events_list(
         agent_id: None,
         limit,
     };
-    let conn = store::open(data_dir, Durability::Normal)?;
-    let rows = store::events::list(&conn, &filter)?;
     let object = described(&[
         ("kind", kind.map(str::to_owned)),
         ("since", since.map(str::to_owned)),
         ("limit", limit.map(|l| l.to_string())),
     ]);
-    audit(&conn, "event.list", &format!("events {object}"))?;
+    let entry = Audit::new("event.list", format!("events {object}"));
+    let rows = audited(&Store::open(data_dir)?, entry, |tx| {
+        Ok(store::events::list(tx, &filter)?)
+    })?;
     print_json(&rows)
 }
 
 pub fn agents_list(data_dir: &Path) -> anyhow::Result<()> {
-    let conn = store::open(data_dir, Durability::Normal)?;
-    let rows = store::agents::list(&conn)?;
-    audit(&conn, "agent.list", "agents")?;
+    let entry = Audit::new("agent.list", "agents");
+    let rows = audited(&Store::open(data_dir)?, entry, |tx| {
+        Ok(store::agents::list(tx)?)
+    })?;
     print_json(&rows)
 }
 
 pub fn agents_revoke(data_dir: &Path, agent_id: &str) -> anyhow::Result<()> {
-    let conn = store::open(data_dir, Durability::Full)?;
-    if !store::agents::revoke(&conn, agent_id)? {
+    let store = Store::open(data_dir)?;
+    if !store.admin(|a| store::agents::revoke(a, agent_id))? {
         bail!("no agent with id {agent_id:?} (see `agents list`)");
     }
-    audit(&conn, "agent.revoke", &format!("agent:{agent_id}"))
+    note(
+        &store,
+        Audit::new("agent.revoke", format!("agent:{agent_id}")),
+    )
 }
 
 /// `audit verify`: Ok(entries) when the chain holds; an error naming the first bad entry.
 pub fn audit_verify(data_dir: &Path) -> anyhow::Result<u64> {
-    let conn = store::open(data_dir, Durability::Normal)?;
-    match audit::verify(&conn)? {
+    let entry = Audit::new("audit.verify", "audit_log");
+    match audited(&Store::open(data_dir)?, entry, |tx| Ok(audit::verify(tx)?))? {
         audit::Verdict::Intact { entries } => Ok(entries),
         audit::Verdict::Broken { id, reason } => {
             bail!("audit trail broken at entry {id}: {reason}")
@@ -143,25 +164,20 @@ pub fn audit_verify(data_dir: &Path) -> anyhow::Result<u64> {
 /// missing, unkeyed or its seal does not verify. Refused when an entry itself is broken:
 /// sealing would hide that. The act and what verify said before it are audited first.
 pub fn audit_anchor(data_dir: &Path) -> anyhow::Result<String> {
-    let conn = store::open(data_dir, Durability::Full)?;
-    let last: i64 = conn.query_row("SELECT COALESCE(MAX(id), 0) FROM audit_log", [], |r| {
-        r.get(0)
+    let store = Store::open(data_dir)?;
+    let before = store.audited(&Actor::cli(), |tx| {
+        let last = audit::last_id(tx)?;
+        let before = match audit::verify(tx)? {
+            audit::Verdict::Intact { entries } => format!("intact, {entries} entries"),
+            audit::Verdict::Broken { id, reason } if id <= last => {
+                bail!("audit trail broken at entry {id}: {reason}; not anchoring over it")
+            }
+            audit::Verdict::Broken { reason, .. } => reason,
+        };
+        let entry = Audit::new("audit.anchor", "audit.head").detail(format!("before: {before}"));
+        Ok((before, entry))
     })?;
-    let before = match audit::verify(&conn)? {
-        audit::Verdict::Intact { entries } => format!("intact, {entries} entries"),
-        audit::Verdict::Broken { id, reason } if id <= last => {
-            bail!("audit trail broken at entry {id}: {reason}; not anchoring over it")
-        }
-        audit::Verdict::Broken { reason, .. } => reason,
-    };
-    let rec = Record {
-        action: "audit.anchor",
-        object: "audit.head",
-        detail: &format!("before: {before}"),
-        ..Default::default()
-    };
-    audit::append(&conn, &Actor::cli(), &rec).context("writing the access audit trail")?;
-    let cp = audit::reanchor(&conn)?;
+    let cp = store.admin(audit::reanchor)?;
     Ok(format!(
         "{before}; sealed {} writer head(s)",
         cp.heads.len()
@@ -186,44 +202,49 @@ pub fn users_add(
     } else {
         (accounts::generate_password(), true)
     };
-    let conn = store::open(data_dir, Durability::Full)?;
-    accounts::create(
-        &conn,
-        &NewAccount {
-            username,
-            role,
-            is_admin: admin,
-            password: &password,
-            display_name: "",
-            email: "",
-            must_change_password: generated,
-        },
+    let store = Store::open(data_dir)?;
+    store.admin(|a| {
+        accounts::create(
+            a,
+            &NewAccount {
+                username,
+                role,
+                is_admin: admin,
+                password: &password,
+                display_name: "",
+                email: "",
+                must_change_password: generated,
+            },
+        )?;
+        accounts::note_made_by(a, username, accounts::MadeBy::Created, "cli")
+    })?;
+    let detail = crate::console::users::created_detail(role, admin);
+    note(
+        &store,
+        Audit::new("staff.create", format!("staff:{username}")).detail(detail),
     )?;
-    accounts::note_made_by(&conn, username, accounts::MadeBy::Created, "cli")?;
-    let rec = Record {
-        action: "staff.create",
-        object: &format!("staff:{username}"),
-        detail: &crate::console::users::created_detail(role, admin),
-        ..Default::default()
-    };
-    audit::append(&conn, &Actor::cli(), &rec).context("writing the access audit trail")?;
     Ok(generated.then_some(password))
 }
 
 pub fn users_list(data_dir: &Path) -> anyhow::Result<()> {
-    let conn = store::open(data_dir, Durability::Normal)?;
-    let rows = accounts::list(&conn)?;
-    audit(&conn, "staff.list", "staff")?;
+    let store = Store::open(data_dir)?;
+    let rows = store.admin(accounts::list)?;
+    note(&store, Audit::new("staff.list", "staff"))?;
     print_json(&rows)
 }
 
 /// `users reset-password`: a new generated password (printed), which unlocks the account.
 pub fn users_reset(data_dir: &Path, username: &str) -> anyhow::Result<String> {
-    let conn = store::open(data_dir, Durability::Full)?;
+    let store = Store::open(data_dir)?;
     let password = accounts::generate_password();
-    accounts::set_password(&conn, username, &password, true)?;
-    accounts::note_made_by(&conn, username, accounts::MadeBy::Reset, "cli")?;
-    audit(&conn, "staff.update", &format!("staff:{username}"))?;
+    store.admin(|a| {
+        accounts::set_password(a, username, &password, true)?;
+        accounts::note_made_by(a, username, accounts::MadeBy::Reset, "cli")
+    })?;
+    note(
+        &store,
+        Audit::new("staff.update", format!("staff:{username}")),
+    )?;
     Ok(password)
 }
 
@@ -234,27 +255,27 @@ pub fn users_set(
     admin: Option<bool>,
     disabled: Option<bool>,
 ) -> anyhow::Result<()> {
-    let conn = store::open(data_dir, Durability::Full)?;
-    let current = accounts::get(&conn, username)?
-        .with_context(|| format!("no account named {username:?} (see `users list`)"))?;
-    if role.is_some() || admin.is_some() {
-        let role = role
-            .map(str::parse::<Role>)
-            .transpose()?
-            .unwrap_or(current.role);
-        accounts::set_role(&conn, username, role, admin.unwrap_or(current.is_admin))?;
-    }
-    if let Some(d) = disabled {
-        accounts::set_disabled(&conn, username, d)?;
-    }
-    let rec = Record {
-        action: "staff.update",
-        object: &format!("staff:{username}"),
-        detail: &format!("role={role:?} admin={admin:?} disabled={disabled:?}"),
-        ..Default::default()
-    };
-    audit::append(&conn, &Actor::cli(), &rec).context("writing the access audit trail")?;
-    Ok(())
+    let store = Store::open(data_dir)?;
+    store.admin(|a| {
+        let current = accounts::get(a, username)?
+            .with_context(|| format!("no account named {username:?} (see `users list`)"))?;
+        if role.is_some() || admin.is_some() {
+            let role = role
+                .map(str::parse::<Role>)
+                .transpose()?
+                .unwrap_or(current.role);
+            accounts::set_role(a, username, role, admin.unwrap_or(current.is_admin))?;
+        }
+        if let Some(d) = disabled {
+            accounts::set_disabled(a, username, d)?;
+        }
+        anyhow::Ok(())
+    })?;
+    let detail = format!("role={role:?} admin={admin:?} disabled={disabled:?}");
+    note(
+        &store,
+        Audit::new("staff.update", format!("staff:{username}")).detail(detail),
+    )
 }
 
 pub fn policy_check(file: &Path, data_dir: Option<&Path>) -> anyhow::Result<()> {
@@ -283,10 +304,11 @@ pub fn policy_test(
     let since_us = since.map(parse_since).transpose()?;
     let current = invigilator_policy::Policy::load_in(data_dir)?;
     let candidate = invigilator_policy::Policy::load(candidate)?.with_lists(current.lists.clone());
-    let conn = store::open(data_dir, Durability::Normal)?;
-    let report = crate::dryrun::compare(&conn, &current, &candidate, since_us)?;
     let object = described(&[("since", since.map(str::to_owned))]);
-    audit(&conn, "event.replay", &format!("events {object}"))?;
+    let entry = Audit::new("event.replay", format!("events {object}"));
+    let report = audited(&Store::open(data_dir)?, entry, |tx| {
+        Ok(crate::dryrun::compare(tx, &current, &candidate, since_us)?)
+    })?;
     if json {
         print_json(&report)
     } else {
@@ -298,7 +320,7 @@ pub fn policy_test(
 /// `retention run`: the periods from collector.toml, applied now (or only counted).
 pub fn retention_run(data_dir: &Path, dry_run: bool, json: bool) -> anyhow::Result<()> {
     let config = crate::config::CollectorConfig::load(data_dir)?;
-    let report = crate::retention::run_in(data_dir, &config.retention, dry_run, &Actor::cli())?;
+    let report = Store::open(data_dir)?.retention(&config.retention, dry_run, &Actor::cli())?;
     if json {
         print_json(&report)
     } else {
@@ -315,7 +337,7 @@ pub fn sar_export(
     purpose: &str,
     out: Option<&Path>,
 ) -> anyhow::Result<()> {
-    let (user, purpose) = crate::sar::check_request(user, purpose)?;
+    let (user, purpose) = crate::store::sar::check_request(user, purpose)?;
     // Created first, so an unusable path fails before anything is read or recorded. Never an
     // existing file: it could be readable by others, or a link to somewhere else.
     let file = out
@@ -329,15 +351,14 @@ pub fn sar_export(
                 .with_context(|| format!("creating {} (it must not exist yet)", p.display()))
         })
         .transpose()?;
-    let conn = store::open(data_dir, Durability::Normal)?;
-    let export = crate::sar::export(&conn, user)?;
-    let rec = Record {
-        action: "sar.export",
-        object: &format!("user:{user}"),
-        purpose,
-        detail: &serde_json::to_string(&export.counts)?,
-    };
-    audit::append(&conn, &Actor::cli(), &rec).context("writing the access audit trail")?;
+    // A snapshot read outside any write transaction (it scans every event), released only
+    // with its entry written.
+    let store = Store::open(data_dir)?;
+    let sealed = store.scan(|scan| crate::store::sar::export(scan, user))?;
+    let entry = Audit::new("sar.export", format!("user:{user}"))
+        .purpose(purpose)
+        .detail(serde_json::to_string(sealed.counts())?);
+    let export = audited(&store, entry, |tx| Ok(tx.unseal(sealed)))?;
     match (file, out) {
         (Some(f), Some(p)) => {
             let mut w = std::io::BufWriter::new(f);
@@ -367,12 +388,12 @@ mod tests {
     #[test]
     fn users_add_and_set_record_the_powers_given() {
         let dir = tempfile::tempdir().unwrap();
-        drop(store::create(dir.path()).unwrap());
+        drop(Store::create(dir.path()).unwrap());
         users_add(dir.path(), "jo", "dsl", false, false).unwrap();
         users_set(dir.path(), "jo", Some("leadership"), Some(true), None).unwrap();
-        let conn = store::open(dir.path(), Durability::Normal).unwrap();
+        let conn = crate::store::test_open(dir.path());
         let trail = audit::list(
-            &conn,
+            &crate::store::Audited::test(&conn),
             &audit::Filter {
                 limit: 10,
                 ..Default::default()

@@ -1,14 +1,14 @@
-//! Group commit. One thread owns the write connection; batches from every connected agent queue
+//! Group commit. One thread does all of ingest's writing; batches from every connected agent queue
 //! here and are written together in one transaction, with the alerts they raise, and only then
 //! acknowledged. An acknowledgement therefore always means "on disk, with its alerts".
 
 use crate::admission::Room;
-use crate::store::{self, StoredBatch, delivery};
+use crate::serve::SystemKey;
+use crate::store::{self, Store, StoredBatch, System, delivery};
 use arc_swap::ArcSwap;
 use invigilator_policy::{AgentContext, Policy};
 use invigilator_proto::v1::{Event, event::Kind};
 use prost::Message;
-use rusqlite::Connection;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
@@ -39,7 +39,8 @@ pub struct Committer {
 impl Committer {
     /// Starts the committer thread. It stops when every `Committer` handle is dropped.
     pub fn spawn(
-        conn: Connection,
+        store: Store,
+        key: SystemKey,
         policy: Arc<ArcSwap<Policy>>,
         limits: CommitLimits,
     ) -> std::io::Result<(Self, std::thread::JoinHandle<()>)> {
@@ -47,7 +48,7 @@ impl Committer {
         let (tx, rx) = mpsc::channel(1024);
         let handle = std::thread::Builder::new()
             .name("committer".into())
-            .spawn(move || run(conn, rx, policy, limits))?;
+            .spawn(move || run(store, key, rx, policy, limits))?;
         Ok((Self { tx }, handle))
     }
 
@@ -58,7 +59,8 @@ impl Committer {
 }
 
 fn run(
-    mut conn: Connection,
+    store: Store,
+    key: SystemKey,
     mut rx: mpsc::Receiver<Job>,
     policy: Arc<ArcSwap<Policy>>,
     limits: CommitLimits,
@@ -80,7 +82,9 @@ fn run(
             }
         }
         let policy = policy.load();
-        match commit(&mut conn, &jobs, &policy) {
+        match store.system(&key, |sys| {
+            sys.transaction(|sys| commit(sys, &jobs, &policy))
+        }) {
             Ok(results) => {
                 for (job, result) in jobs.drain(..).zip(results) {
                     let _ = job.reply.send(Ok(result));
@@ -96,10 +100,9 @@ fn run(
     }
 }
 
-fn commit(conn: &mut Connection, jobs: &[Job], policy: &Policy) -> store::Result<Vec<StoredBatch>> {
+fn commit(tx: &System<'_>, jobs: &[Job], policy: &Policy) -> store::Result<Vec<StoredBatch>> {
     let received_at = store::now_us();
     let window = policy.alerts.aggregate_window.as_micros() as i64;
-    let tx = conn.transaction()?;
     let mut results = Vec::with_capacity(jobs.len());
     for job in jobs {
         let mut r = StoredBatch::default();
@@ -107,12 +110,12 @@ fn commit(conn: &mut Connection, jobs: &[Job], policy: &Policy) -> store::Result
         for event in &job.events {
             // Evaluated as received; stored without what nobody may see (illegal-class visits).
             let stored = policy.redacted(event);
-            if store::events::insert(&tx, &job.agent_id, &stored, received_at)? {
+            if store::events::insert(tx, &job.agent_id, &stored, received_at)? {
                 r.stored += 1;
                 stored_bytes += stored.encoded_len() as u64;
                 let user_logged_on_elsewhere = match &event.kind {
                     Some(Kind::Session(s)) => {
-                        store::sessions::apply(&tx, &job.agent_id, &job.group, event, s)?
+                        store::sessions::apply(tx, &job.agent_id, &job.group, event, s)?
                     }
                     _ => Vec::new(),
                 };
@@ -123,7 +126,7 @@ fn commit(conn: &mut Connection, jobs: &[Job], policy: &Policy) -> store::Result
                 };
                 // Only a first sighting raises alerts, so alerts are exactly-once too.
                 for alert in policy.evaluate(&ctx, event) {
-                    store::alerts::record(&tx, &alert, window)?;
+                    store::alerts::record(tx, &alert, window)?;
                     r.alerts += 1;
                 }
             } else {
@@ -133,7 +136,7 @@ fn commit(conn: &mut Connection, jobs: &[Job], policy: &Policy) -> store::Result
         r.committed_at_us = received_at;
         if let Some(last) = job.events.last() {
             r.day_bytes = delivery::record(
-                &tx,
+                tx,
                 &delivery::Committed {
                     agent_id: &job.agent_id,
                     at_us: received_at,
@@ -145,6 +148,5 @@ fn commit(conn: &mut Connection, jobs: &[Job], policy: &Policy) -> store::Result
         }
         results.push(r);
     }
-    tx.commit()?;
     Ok(results)
 }

@@ -5,7 +5,7 @@
 //! keyed by event and rule. Rules that depend on state over time (concurrent log-ons, an
 //! unattended screen) are not replayed: both policies see each event on its own.
 
-use crate::store;
+use crate::store::{self, Audited};
 use invigilator_policy::Alert;
 use invigilator_policy::{AgentContext, Policy};
 use serde::Serialize;
@@ -46,14 +46,14 @@ type Key = (String, Option<u64>, String);
 
 /// Replays every stored event since `since_us` under both policies.
 pub fn compare(
-    conn: &rusqlite::Connection,
+    tx: &Audited<'_>,
     current: &Policy,
     candidate: &Policy,
     since_us: Option<i64>,
 ) -> store::Result<Report> {
     let mut by_rule = BTreeMap::<String, (u64, u64)>::new();
     let mut differences = Vec::new();
-    let events = store::events::replay(conn, since_us, |agent_id, group, event| {
+    let events = store::events::replay(tx, since_us, |agent_id, group, event| {
         let ctx = AgentContext {
             agent_id,
             group,
@@ -208,7 +208,13 @@ mod tests {
         let (_d, mut conn) = store::test_db();
         let tx = conn.transaction().unwrap();
         for (seq, name) in [(1, "tor"), (2, "steam"), (3, "bash"), (4, "qbittorrent")] {
-            store::events::insert(&tx, "agent-1", &exec(seq, name), 0).unwrap();
+            store::events::insert(
+                &crate::store::System::test(&tx),
+                "agent-1",
+                &exec(seq, name),
+                0,
+            )
+            .unwrap();
         }
         tx.commit().unwrap();
         let current = Policy::parse(DEFAULT_POLICY).unwrap();
@@ -222,7 +228,13 @@ mod tests {
             )
             + "\n[[process]]\nid = \"shell\"\ncategory = \"c\"\nseverity = \"informational\"\nsummary = \"s\"\nnames = [\"bash\"]\n";
         let candidate = Policy::parse(&text).unwrap();
-        let r = compare(&conn, &current, &candidate, None).unwrap();
+        let r = compare(
+            &crate::store::Audited::test(&conn),
+            &current,
+            &candidate,
+            None,
+        )
+        .unwrap();
         assert_eq!(r.events, 4);
         assert_eq!((r.current_alerts, r.candidate_alerts), (3, 4));
         let summary: Vec<_> = r
@@ -246,9 +258,21 @@ mod tests {
             "{text}"
         );
 
-        let same = compare(&conn, &current, &current, None).unwrap();
+        let same = compare(
+            &crate::store::Audited::test(&conn),
+            &current,
+            &current,
+            None,
+        )
+        .unwrap();
         assert!(same.differences.is_empty());
-        let since = compare(&conn, &current, &candidate, Some(LESSON_US + 3_000_000)).unwrap();
+        let since = compare(
+            &crate::store::Audited::test(&conn),
+            &current,
+            &candidate,
+            Some(LESSON_US + 3_000_000),
+        )
+        .unwrap();
         assert_eq!(since.events, 2);
     }
 }

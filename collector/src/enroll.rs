@@ -49,7 +49,7 @@ impl Enrollment for EnrollmentService {
         let a = addr.clone();
         let gate = self
             .shared
-            .db(move |c| enrol_guard::gate(c, &a, now))
+            .db(move |c| enrol_guard::gate(&c.admin(), &a, now))
             .await?;
         if let Gate::Closed { until_us, refused } = gate {
             if crate::sparse_mark(refused) {
@@ -70,7 +70,7 @@ impl Enrollment for EnrollmentService {
             let a = addr.clone();
             let failures = self
                 .shared
-                .db(move |c| enrol_guard::failed(c, &a, now))
+                .db(move |c| enrol_guard::failed(&c.admin(), &a, now))
                 .await?;
             if failures == 1 || failures == enrol_guard::MAX_FAILURES {
                 tracing::warn!(%addr, failures, reason = %status.message(), "enrolment refused");
@@ -116,12 +116,12 @@ impl EnrollmentService {
         let group = self
             .shared
             .db(move |c| {
-                let group = match store::tokens::consume_token(c, &token)? {
+                let group = match store::tokens::consume_token(&c.admin(), &token)? {
                     Ok(g) => g,
                     Err(rejection) => return Ok(Err(rejection)),
                 };
                 store::agents::insert_agent(
-                    c,
+                    &c.admin(),
                     &store::NewAgent {
                         agent_id: &id,
                         group: &group,

@@ -47,7 +47,7 @@ impl TelemetryService {
         let id = agent_id.clone();
         let found = self
             .shared
-            .db(move |c| store::agents::credentials(c, &id))
+            .db(move |c| store::agents::credentials(&c.admin(), &id))
             .await?;
         let Some((group, current, previous)) = found else {
             return Err(Status::permission_denied(format!(
@@ -280,7 +280,7 @@ async fn held_back(shared: &Arc<Shared>, agent: &Arc<str>, limit: Limit, what: S
     let version = shared.policy.load().version.clone();
     let result = shared
         .db(move |c| {
-            let hostname = store::agents::hostname(c, &agent)?.unwrap_or_default();
+            let hostname = store::agents::hostname(&c.admin(), &agent)?.unwrap_or_default();
             let device = Device {
                 agent_id: &agent,
                 hostname: &hostname,
@@ -413,7 +413,7 @@ impl Telemetry for TelemetryService {
             issued.not_after.timestamp_micros(),
         );
         self.shared
-            .db(move |c| store::agents::record_renewal(c, &id, &serial, not_after))
+            .db(move |c| store::agents::record_renewal(&c.admin(), &id, &serial, not_after))
             .await?;
         tracing::info!(agent_id = %agent_id, serial = %issued.serial, "certificate renewed");
         Ok(Response::new(RenewResponse {

@@ -1,10 +1,10 @@
 //! `init`: a new data directory with a CA, a server certificate, an empty database and the
 //! default configuration and policy, each explained by its comments.
 
-use crate::accounts::{self, NewAccount, Role};
 use crate::config::{CollectorConfig, DEFAULT_CONFIG};
 use crate::pki::{self, PkiPaths};
-use crate::store;
+use crate::store::accounts::{self, NewAccount, Role};
+use crate::store::{self, Store};
 use anyhow::{Context, bail};
 use invigilator_policy::{DEFAULT_POLICY, Policy};
 use std::os::unix::fs::DirBuilderExt;
@@ -52,21 +52,24 @@ pub fn run(data_dir: &Path, server_names: &[String]) -> anyhow::Result<Initialis
     }
     let ca = pki::init(&PkiPaths::new(data_dir), &names)
         .context("creating the certificate authority")?;
-    let conn = store::create(data_dir).context("creating the database")?;
+    let store = Store::create(data_dir).context("creating the database")?;
     let password = accounts::generate_password();
-    accounts::create(
-        &conn,
-        &NewAccount {
-            username: FIRST_ADMIN,
-            role: Role::Technician,
-            is_admin: true,
-            password: &password,
-            display_name: "First administrator",
-            email: "",
-            must_change_password: true,
-        },
-    )
-    .context("creating the first console account")?;
+    store
+        .admin(|a| {
+            accounts::create(
+                a,
+                &NewAccount {
+                    username: FIRST_ADMIN,
+                    role: Role::Technician,
+                    is_admin: true,
+                    password: &password,
+                    display_name: "First administrator",
+                    email: "",
+                    must_change_password: true,
+                },
+            )
+        })
+        .context("creating the first console account")?;
     let admin_password_file = data_dir.join("initial-admin-password");
     pki::write_file(&admin_password_file, &format!("{password}\n"), true)?;
     for (path, text) in [

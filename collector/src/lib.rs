@@ -2,11 +2,8 @@
 //! the store, the Acceptable Use Policy engine and the alerts it raises.
 #![forbid(unsafe_code)]
 
-pub mod accounts;
 pub mod admission;
 pub mod alerts;
-pub mod approvers;
-pub mod audit;
 pub mod cli;
 pub mod committer;
 pub mod config;
@@ -22,8 +19,6 @@ pub mod notify;
 pub mod pki;
 pub mod reload;
 pub mod reports;
-pub mod retention;
-pub mod sar;
 pub mod serve;
 pub mod state;
 pub mod store;

@@ -3,26 +3,23 @@
 //! to the console: nothing a pupil did (no address, search, title or name) leaves the collector
 //! by email.
 //!
-//! Where it got to is kept in `meta` (`notify_last_alert_id`): a failed send is retried on the
-//! next poll from the same place, and a restart neither repeats nor skips alerts.
+//! Where it got to is kept by the store's outbox (`store::outbox`): a restart neither repeats
+//! nor skips alerts.
 
-use crate::accounts::{self, Role};
-use crate::audit::{self, Actor, Record};
 use crate::config::NotifyConfig;
-use crate::store;
+use crate::serve::SystemKey;
+use crate::store::accounts::{self, Role};
+use crate::store::outbox::{self, Due};
+use crate::store::{self, Admin, Store, System, audit};
 use invigilator_policy::Severity;
 use lettre::message::{Mailbox, header::ContentType};
 use lettre::{Message, SmtpTransport, Transport};
-use rusqlite::{Connection, OptionalExtension, params};
-use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NotifyError {
     #[error(transparent)]
     Store(#[from] store::StoreError),
-    #[error("database: {0}")]
-    Sql(#[from] rusqlite::Error),
     #[error(transparent)]
     Audit(#[from] audit::AuditError),
     #[error(transparent)]
@@ -39,39 +36,9 @@ pub enum NotifyError {
     },
 }
 
-pub const POSITION_KEY: &str = "notify_last_alert_id";
 /// Up to this many alerts in one poll get a mail each; more make one digest.
 const SINGLE_MAILS: usize = 3;
 const BATCH: i64 = 200;
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Due {
-    id: i64,
-    severity: String,
-    category: String,
-    hostname: String,
-    observed_at_us: i64,
-}
-
-fn position(conn: &Connection) -> Result<Option<i64>, NotifyError> {
-    let v: Option<String> = conn
-        .query_row(
-            "SELECT value FROM meta WHERE key = ?1",
-            [POSITION_KEY],
-            |r| r.get(0),
-        )
-        .optional()?;
-    Ok(v.and_then(|v| v.parse().ok()))
-}
-
-fn set_position(conn: &Connection, id: i64) -> Result<(), NotifyError> {
-    conn.execute(
-        "INSERT INTO meta(key, value) VALUES (?1, ?2)
-         ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-        params![POSITION_KEY, id.to_string()],
-    )?;
-    Ok(())
-}
 
 fn severity_rank(s: &str) -> Option<Severity> {
     serde_json::from_value(serde_json::Value::String(s.to_owned())).ok()
@@ -98,28 +65,12 @@ fn line(a: &Due, console_url: &str) -> String {
 /// then mails them. The first poll of a new install only records where alerts stand now.
 /// Returns how many alerts were notified; an error before the audit leaves the alerts for the
 /// next poll, a failed send does not.
-pub fn poll_once(conn: &Connection, cfg: &NotifyConfig) -> Result<usize, NotifyError> {
-    let Some(last) = position(conn)? else {
-        let max: i64 =
-            conn.query_row("SELECT coalesce(max(id), 0) FROM alerts", [], |r| r.get(0))?;
-        set_position(conn, max)?;
+pub fn poll_once(sys: &System<'_>, cfg: &NotifyConfig) -> Result<usize, NotifyError> {
+    let Some(last) = outbox::position(sys)? else {
+        outbox::start_at_newest(sys)?;
         return Ok(0);
     };
-    let mut stmt = conn.prepare_cached(
-        "SELECT id, severity, category, hostname, observed_at FROM alerts
-         WHERE id > ?1 ORDER BY id LIMIT ?2",
-    )?;
-    let scanned: Vec<Due> = stmt
-        .query_map(params![last, BATCH], |r| {
-            Ok(Due {
-                id: r.get(0)?,
-                severity: r.get(1)?,
-                category: r.get(2)?,
-                hostname: r.get(3)?,
-                observed_at_us: r.get(4)?,
-            })
-        })?
-        .collect::<Result<_, _>>()?;
+    let scanned = outbox::after(sys, last, BATCH)?;
     let Some(furthest) = scanned.last().map(|a| a.id) else {
         return Ok(0);
     };
@@ -128,39 +79,17 @@ pub fn poll_once(conn: &Connection, cfg: &NotifyConfig) -> Result<usize, NotifyE
         .filter(|a| severity_rank(&a.severity).is_some_and(|s| s >= cfg.min_severity))
         .collect();
     if due.is_empty() {
-        set_position(conn, furthest)?;
+        outbox::set_position(sys, furthest)?;
         return Ok(0);
     }
     // Everything that can fail without the network (addresses, the relay's CA) fails here,
     // before the alerts are passed, so that fixing the settings sends them.
-    let outbox = prepare(conn, cfg, &due)?;
-    conn.execute_batch("BEGIN IMMEDIATE")?;
-    let mut head = None;
-    let done = (|| -> Result<(), NotifyError> {
-        for a in &due {
-            let object = format!("alert:{}", a.id);
-            let rec = Record {
-                action: "alert.notify",
-                object: &object,
-                detail: &format!("{} {}", a.severity, a.category),
-                ..Default::default()
-            };
-            head = Some(audit::append_in(conn, &Actor::system(), &rec)?);
-        }
-        set_position(conn, furthest)
-    })();
-    if let Err(e) = done {
-        let _ = conn.execute_batch("ROLLBACK");
-        return Err(e);
-    }
-    match head {
-        Some((id, hash)) => audit::commit(conn, id, &hash)?,
-        None => conn.execute_batch("COMMIT")?,
-    }
+    let mail = prepare(&sys.admin(), cfg, &due)?;
+    outbox::pass(sys, &due, furthest)?;
     // Audited and passed first, so no mail leaves without its entry. A failed send is not
     // retried: a lost mail is better than a mail storm (a relay that takes the message and then
     // times out would have it sent again at every poll), and the console still shows the alert.
-    if let Err(e) = outbox.send() {
+    if let Err(e) = mail.send() {
         tracing::error!(
             error = %e,
             first = due[0].id,
@@ -172,9 +101,9 @@ pub fn poll_once(conn: &Connection, cfg: &NotifyConfig) -> Result<usize, NotifyE
     Ok(due.len())
 }
 
-fn recipients(conn: &Connection, cfg: &NotifyConfig) -> Result<Vec<Mailbox>, NotifyError> {
+fn recipients(admin: &Admin<'_>, cfg: &NotifyConfig) -> Result<Vec<Mailbox>, NotifyError> {
     let addresses: Vec<String> = if cfg.to.is_empty() {
-        accounts::active_with_role(conn, Role::Dsl)?
+        accounts::active_with_role(admin, Role::Dsl)?
             .into_iter()
             .map(|a| a.email)
             .filter(|e| !e.trim().is_empty())
@@ -219,8 +148,8 @@ impl Outbox {
     }
 }
 
-fn prepare(conn: &Connection, cfg: &NotifyConfig, due: &[&Due]) -> Result<Outbox, NotifyError> {
-    let to = recipients(conn, cfg)?;
+fn prepare(admin: &Admin<'_>, cfg: &NotifyConfig, due: &[&Due]) -> Result<Outbox, NotifyError> {
+    let to = recipients(admin, cfg)?;
     let from: Mailbox = cfg
         .from
         .parse()
@@ -287,29 +216,18 @@ fn transport(cfg: &NotifyConfig) -> Result<SmtpTransport, NotifyError> {
 }
 
 /// The notifier (spawned by `serve`).
-pub async fn run(data_dir: PathBuf, cfg: NotifyConfig) {
+pub async fn run(store: Store, key: SystemKey, cfg: NotifyConfig) {
     if !cfg.enabled {
         return;
     }
-    let conn = match store::open(&data_dir, store::Durability::Full) {
-        Ok(c) => std::sync::Arc::new(std::sync::Mutex::new(c)),
-        Err(e) => {
-            tracing::error!(error = %e, "notify: cannot open the store");
-            return;
-        }
-    };
     let mut tick = tokio::time::interval(cfg.poll_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let (conn, cfg) = (std::sync::Arc::clone(&conn), cfg.clone());
-        let done = tokio::task::spawn_blocking(move || {
-            let conn = conn
-                .lock()
-                .map_err(|_| NotifyError::Mail("lock poisoned".into()))?;
-            poll_once(&conn, &cfg)
-        })
-        .await;
+        let (store, key, cfg) = (store.clone(), key.clone(), cfg.clone());
+        let done =
+            tokio::task::spawn_blocking(move || store.system(&key, |sys| poll_once(sys, &cfg)))
+                .await;
         match done {
             Ok(Ok(0)) => {}
             Ok(Ok(n)) => tracing::info!(alerts = n, "safeguarding lead notified"),

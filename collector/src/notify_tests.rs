@@ -115,19 +115,28 @@ fn a_serious_alert_is_mailed_without_pupil_content_and_a_lesser_one_is_not() {
     let (_d, conn) = crate::store::test_db();
     let cfg = config(sink.port);
     // An alert from before the notifier's first poll is history: not mailed.
-    alerts::insert(&conn, &alert("illegal")).unwrap();
-    assert_eq!(poll_once(&conn, &cfg).unwrap(), 0);
-
-    let low = alerts::insert(&conn, &alert("inappropriate")).unwrap();
-    assert_eq!(poll_once(&conn, &cfg).unwrap(), 0);
+    alerts::insert(&crate::store::System::test(&conn), &alert("illegal")).unwrap();
     assert_eq!(
-        position(&conn).unwrap(),
+        poll_once(&crate::store::System::test(&conn), &cfg).unwrap(),
+        0
+    );
+
+    let low = alerts::insert(&crate::store::System::test(&conn), &alert("inappropriate")).unwrap();
+    assert_eq!(
+        poll_once(&crate::store::System::test(&conn), &cfg).unwrap(),
+        0
+    );
+    assert_eq!(
+        crate::store::outbox::position(&crate::store::System::test(&conn)).unwrap(),
         Some(low),
         "the lesser alert is passed over"
     );
 
-    let id = alerts::insert(&conn, &alert("serious")).unwrap();
-    assert_eq!(poll_once(&conn, &cfg).unwrap(), 1);
+    let id = alerts::insert(&crate::store::System::test(&conn), &alert("serious")).unwrap();
+    assert_eq!(
+        poll_once(&crate::store::System::test(&conn), &cfg).unwrap(),
+        1
+    );
     let mail = sink.wait_for(&format!("/alerts/{id}"));
     assert!(
         mail.contains(&format!("Alert #{id} (serious, category self-harm)")),
@@ -150,7 +159,11 @@ fn a_serious_alert_is_mailed_without_pupil_content_and_a_lesser_one_is_not() {
         )
         .unwrap();
     assert_eq!(audited, format!("system alert.notify alert:{id}"));
-    assert_eq!(poll_once(&conn, &cfg).unwrap(), 0, "sent once");
+    assert_eq!(
+        poll_once(&crate::store::System::test(&conn), &cfg).unwrap(),
+        0,
+        "sent once"
+    );
 }
 
 fn notified(conn: &rusqlite::Connection) -> Vec<String> {
@@ -172,20 +185,37 @@ fn a_send_is_audited_first_and_a_failed_one_is_not_repeated() {
         .unwrap()
         .port();
     let cfg = config(port);
-    assert_eq!(poll_once(&conn, &cfg).unwrap(), 0);
-    assert_eq!(position(&conn).unwrap(), Some(0));
-    let id = alerts::insert(&conn, &alert("serious")).unwrap();
-    let err = poll_once(&conn, &cfg).unwrap_err().to_string();
+    assert_eq!(
+        poll_once(&crate::store::System::test(&conn), &cfg).unwrap(),
+        0
+    );
+    assert_eq!(
+        crate::store::outbox::position(&crate::store::System::test(&conn)).unwrap(),
+        Some(0)
+    );
+    let id = alerts::insert(&crate::store::System::test(&conn), &alert("serious")).unwrap();
+    let err = poll_once(&crate::store::System::test(&conn), &cfg)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
     // The entry was written before the attempt, and the alert is passed: not mailed again.
     assert_eq!(notified(&conn), [format!("alert:{id}")]);
-    assert_eq!(position(&conn).unwrap(), Some(id));
+    assert_eq!(
+        crate::store::outbox::position(&crate::store::System::test(&conn)).unwrap(),
+        Some(id)
+    );
 
     let sink = Sink::start();
     let cfg = config(sink.port);
-    assert_eq!(poll_once(&conn, &cfg).unwrap(), 0);
-    let next = alerts::insert(&conn, &alert("serious")).unwrap();
-    assert_eq!(poll_once(&conn, &cfg).unwrap(), 1);
+    assert_eq!(
+        poll_once(&crate::store::System::test(&conn), &cfg).unwrap(),
+        0
+    );
+    let next = alerts::insert(&crate::store::System::test(&conn), &alert("serious")).unwrap();
+    assert_eq!(
+        poll_once(&crate::store::System::test(&conn), &cfg).unwrap(),
+        1
+    );
     let mail = sink.wait_for(&format!("Alert #{next}"));
     assert!(mail.contains(&format!("Alert #{next}")), "{mail}");
     assert!(!mail.contains(&format!("Alert #{id} ")), "{mail}");
@@ -202,13 +232,19 @@ fn bad_settings_fail_before_the_alerts_are_passed() {
         to: Vec::new(),
         ..config(1)
     };
-    assert_eq!(poll_once(&conn, &cfg).unwrap(), 0);
-    alerts::insert(&conn, &alert("serious")).unwrap();
+    assert_eq!(
+        poll_once(&crate::store::System::test(&conn), &cfg).unwrap(),
+        0
+    );
+    alerts::insert(&crate::store::System::test(&conn), &alert("serious")).unwrap();
     assert!(matches!(
-        poll_once(&conn, &cfg),
+        poll_once(&crate::store::System::test(&conn), &cfg),
         Err(NotifyError::NoRecipients)
     ));
-    assert_eq!(position(&conn).unwrap(), Some(0));
+    assert_eq!(
+        crate::store::outbox::position(&crate::store::System::test(&conn)).unwrap(),
+        Some(0)
+    );
     assert!(notified(&conn).is_empty());
 }
 
@@ -219,7 +255,7 @@ fn without_addresses_the_active_dsls_are_mailed() {
         to: Vec::new(),
         ..config(1)
     };
-    let err = recipients(&conn, &cfg).unwrap_err();
+    let err = recipients(&crate::store::Admin::test(&conn), &cfg).unwrap_err();
     assert!(matches!(err, NotifyError::NoRecipients));
     conn.execute(
         "INSERT INTO staff(username, email, role, password_hash, created_at, disabled)
@@ -229,7 +265,7 @@ fn without_addresses_the_active_dsls_are_mailed() {
         [],
     )
     .unwrap();
-    let to = recipients(&conn, &cfg).unwrap();
+    let to = recipients(&crate::store::Admin::test(&conn), &cfg).unwrap();
     assert_eq!(to.len(), 1);
     assert_eq!(to[0].email.to_string(), "dsl1@school.example");
 }
@@ -259,21 +295,34 @@ fn starttls_is_required_not_hoped_for() {
         ..config(sink.port)
     };
     assert!(cfg.validate().is_ok());
-    assert_eq!(poll_once(&conn, &cfg).unwrap(), 0);
-    let id = alerts::insert(&conn, &alert("serious")).unwrap();
+    assert_eq!(
+        poll_once(&crate::store::System::test(&conn), &cfg).unwrap(),
+        0
+    );
+    let id = alerts::insert(&crate::store::System::test(&conn), &alert("serious")).unwrap();
     // Python's sink offers no STARTTLS: the mail is not sent in clear (nor again later).
-    let err = poll_once(&conn, &cfg).unwrap_err().to_string();
+    let err = poll_once(&crate::store::System::test(&conn), &cfg)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("sending through"), "{err}");
-    assert_eq!(position(&conn).unwrap(), Some(id));
+    assert_eq!(
+        crate::store::outbox::position(&crate::store::System::test(&conn)).unwrap(),
+        Some(id)
+    );
     assert!(!sink.wait_for("never").contains(&format!("Alert #{id}")));
     let missing = NotifyConfig {
         ca_file: Some(dir.path().join("missing.pem")),
         ..cfg
     };
-    let next = alerts::insert(&conn, &alert("serious")).unwrap();
-    let err = poll_once(&conn, &missing).unwrap_err().to_string();
+    let next = alerts::insert(&crate::store::System::test(&conn), &alert("serious")).unwrap();
+    let err = poll_once(&crate::store::System::test(&conn), &missing)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("missing.pem"), "{err}");
     // A settings error, found before anything was passed: the alert waits for the fix.
-    assert_eq!(position(&conn).unwrap(), Some(id));
+    assert_eq!(
+        crate::store::outbox::position(&crate::store::System::test(&conn)).unwrap(),
+        Some(id)
+    );
     assert!(next > id);
 }

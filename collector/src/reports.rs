@@ -5,17 +5,15 @@
 //! A week runs from Monday 00:00 to the next Monday 00:00 in the school's zone (Europe/London),
 //! so the weeks of the clock changes are 167 or 169 hours long.
 
-use crate::audit::{self, Actor, Record};
 use crate::config::ReportsConfig;
-use crate::store::{self, rfc3339};
+use crate::store::audit::{Actor, Audit};
+use crate::store::{self, Audited, Store, rfc3339};
 use arc_swap::ArcSwap;
 use chrono::{Datelike, Duration as Days, NaiveDate, TimeZone, Weekday};
 use chrono_tz::Europe::London;
 use invigilator_policy::Policy;
-use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 /// One ISO week in the school's zone.
@@ -132,40 +130,7 @@ pub struct Weekly {
 
 pub const TOP_SITES: usize = 15;
 
-struct AlertFacts {
-    user: String,
-    group: String,
-    kind: String,
-    rule: String,
-    category: String,
-    severity: invigilator_policy::Severity,
-    summary: String,
-    count: u64,
-}
-
-fn alerts_between(conn: &Connection, from: i64, to: i64) -> store::Result<Vec<AlertFacts>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT a.user, coalesce(g.grp, ''), a.kind, a.rule, a.category, a.severity, a.summary,
-                a.count
-         FROM alerts a LEFT JOIN agents g ON g.agent_id = a.agent_id
-         WHERE a.observed_at >= ?1 AND a.observed_at < ?2",
-    )?;
-    let rows = stmt.query_map([from, to], |r| {
-        Ok(AlertFacts {
-            user: r.get(0)?,
-            group: r.get(1)?,
-            kind: r.get(2)?,
-            rule: r.get(3)?,
-            category: r.get(4)?,
-            severity: crate::store::severity(r, 5)?,
-            summary: r.get(6)?,
-            count: r.get::<_, i64>(7)?.max(1) as u64,
-        })
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
-}
-
-fn is_illegal(a: &AlertFacts) -> bool {
+fn is_illegal(a: &store::reports::AlertFacts) -> bool {
     a.severity.class() == invigilator_policy::AlertClass::Illegal
 }
 
@@ -179,10 +144,10 @@ fn sorted(m: BTreeMap<String, u64>) -> Vec<Count> {
 }
 
 /// Builds the report for `week` from what is stored.
-pub fn weekly(conn: &Connection, policy: &Policy, week: Week) -> store::Result<Weekly> {
+pub fn weekly(tx: &Audited<'_>, policy: &Policy, week: Week) -> store::Result<Weekly> {
     let (start, end) = (week.start_us(), week.end_us());
-    let this = alerts_between(conn, start, end)?;
-    let prev = alerts_between(conn, week.previous().start_us(), start)?;
+    let this = store::reports::alert_facts(tx, start, end)?;
+    let prev = store::reports::alert_facts(tx, week.previous().start_us(), start)?;
 
     let mut by_category = BTreeMap::new();
     let mut by_group = BTreeMap::new();
@@ -277,11 +242,7 @@ pub fn weekly(conn: &Connection, policy: &Policy, week: Week) -> store::Result<W
             .cmp(&(a.searches + a.page_titles))
             .then_with(|| a.category.cmp(&b.category))
     });
-    let incidents: i64 = conn.query_row(
-        "SELECT count(*) FROM incidents WHERE created_at >= ?1 AND created_at < ?2",
-        [start, end],
-        |r| r.get(0),
-    )?;
+    let incidents = store::reports::incidents_opened(tx, start, end)?;
     Ok(Weekly {
         week: week.label(),
         period_start: rfc3339(start),
@@ -313,9 +274,10 @@ fn due_us(cfg: &ReportsConfig, now_us: i64) -> Result<i64, String> {
 }
 
 /// Stores last week's report if this week's run is due and it is not stored yet (so a collector
-/// that was down at the time catches up when it starts). Returns the stored report's id.
+/// that was down at the time catches up when it starts). Returns the stored report's id. The
+/// collector reads the week's alerts under its own audit entry, as staff would.
 pub fn generate_due(
-    conn: &Connection,
+    store: &Store,
     policy: &Policy,
     cfg: &ReportsConfig,
     now_us: i64,
@@ -324,62 +286,51 @@ pub fn generate_due(
         return Ok(None);
     }
     let week = Week::last_complete(now_us);
-    if store::reports::exists(conn, "weekly", week.start_us())? {
+    let start = week.start_us();
+    if store.admin(|a| store::reports::exists(a, "weekly", start))? {
         return Ok(None);
     }
-    let body = serde_json::to_value(weekly(conn, policy, week)?)?;
-    conn.execute_batch("BEGIN IMMEDIATE")?;
-    let stored = (|| -> anyhow::Result<Option<(i64, (i64, String))>> {
-        let Some(id) =
-            store::reports::insert_once(conn, "weekly", week.start_us(), "system", &body)?
-        else {
-            return Ok(None);
-        };
-        let object = format!("report:{id}");
-        let rec = Record {
-            action: "report.generate",
-            object: &object,
-            detail: &format!("weekly {}", week.label()),
-            ..Default::default()
-        };
-        Ok(Some((id, audit::append_in(conn, &Actor::system(), &rec)?)))
-    })();
+    let stored = store.audited(&Actor::system(), |tx| {
+        let body = serde_json::to_value(weekly(tx, policy, week)?)
+            .map_err(|e| GenerateError::Encode(e.to_string()))?;
+        // Another collector stored it first: nothing to keep, nothing to record.
+        let id = store::reports::insert_once(tx, "weekly", start, "system", &body)?
+            .ok_or(GenerateError::AlreadyStored)?;
+        let entry = Audit::new("report.generate", format!("report:{id}"))
+            .detail(format!("weekly {}", week.label()));
+        Ok((id, entry))
+    });
     match stored {
-        Ok(Some((id, (head, hash)))) => {
-            audit::commit(conn, head, &hash)?;
-            Ok(Some(id))
-        }
-        Ok(None) => {
-            conn.execute_batch("ROLLBACK")?;
-            Ok(None)
-        }
-        Err(e) => {
-            let _ = conn.execute_batch("ROLLBACK");
-            Err(e)
-        }
+        Ok(id) => Ok(Some(id)),
+        Err(GenerateError::AlreadyStored) => Ok(None),
+        Err(e) => Err(e.into()),
     }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum GenerateError {
+    #[error("already stored")]
+    AlreadyStored,
+    #[error("encoding the report: {0}")]
+    Encode(String),
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error(transparent)]
+    Audit(#[from] store::audit::AuditError),
 }
 
 /// The scheduled weekly report (spawned by `serve`). Looks once a minute, so a changed clock or
 /// a late start still produces the report.
-pub async fn run_weekly(data_dir: PathBuf, cfg: ReportsConfig, policy: Arc<ArcSwap<Policy>>) {
+pub async fn run_weekly(store: Store, cfg: ReportsConfig, policy: Arc<ArcSwap<Policy>>) {
     if !cfg.enabled {
         return;
     }
-    let conn = match store::open(&data_dir, store::Durability::Full) {
-        Ok(c) => Arc::new(std::sync::Mutex::new(c)),
-        Err(e) => {
-            tracing::error!(error = %e, "weekly report: cannot open the store");
-            return;
-        }
-    };
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
     loop {
         tick.tick().await;
-        let (conn, cfg, policy) = (Arc::clone(&conn), cfg.clone(), policy.load_full());
+        let (store, cfg, policy) = (store.clone(), cfg.clone(), policy.load_full());
         let done = tokio::task::spawn_blocking(move || {
-            let conn = conn.lock().map_err(|_| anyhow::anyhow!("lock poisoned"))?;
-            generate_due(&conn, &policy, &cfg, store::now_us())
+            generate_due(&store, &policy, &cfg, store::now_us())
         })
         .await;
         match done {

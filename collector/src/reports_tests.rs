@@ -1,6 +1,7 @@
 use super::*;
 use crate::store::{NewAgent, agents, alerts};
 use invigilator_policy::Alert;
+use rusqlite::Connection;
 
 fn us(rfc: &str) -> i64 {
     chrono::DateTime::parse_from_rfc3339(rfc)
@@ -39,7 +40,7 @@ fn alert(at: &str, user: &str, rule: &str, category: &str, severity: &str, summa
 fn store() -> (tempfile::TempDir, Connection) {
     let (d, conn) = crate::store::test_db();
     agents::insert_agent(
-        &conn,
+        &crate::store::Admin::test(&conn),
         &NewAgent {
             agent_id: "a1",
             group: "pupils-ks2-suite",
@@ -129,14 +130,19 @@ fn the_report_counts_groups_trends_sites_and_concerns_without_names() {
         // Next week: not counted.
         web("2026-10-26T00:30:00Z", "y5.alice"),
     ] {
-        alerts::insert(&conn, &a).unwrap();
+        alerts::insert(&crate::store::System::test(&conn), &a).unwrap();
     }
     conn.execute(
         "INSERT INTO incidents(created_at, created_by) VALUES (?1, 'dsl'), (?2, 'dsl')",
         [us("2026-10-21T09:00:00Z"), us("2026-10-27T09:00:00Z")],
     )
     .unwrap();
-    let r = weekly(&conn, &p, Week::parse("2026-W43").unwrap()).unwrap();
+    let r = weekly(
+        &crate::store::Audited::test(&conn),
+        &p,
+        Week::parse("2026-W43").unwrap(),
+    )
+    .unwrap();
     assert_eq!(r.alerts, 5);
     assert_eq!(r.illegal_alerts, 1);
     assert_eq!(r.incidents_opened, 1);
@@ -184,22 +190,25 @@ fn the_report_counts_groups_trends_sites_and_concerns_without_names() {
 
 #[test]
 fn the_scheduled_run_stores_last_weeks_report_once_when_due() {
-    let (_d, conn) = store();
+    let (d, conn) = store();
+    let s = crate::store::Store::open(d.path()).unwrap();
     let p = policy();
     let cfg = ReportsConfig::default();
     // Monday 26 October 2026, 06:59 GMT: not yet.
     assert_eq!(
-        generate_due(&conn, &p, &cfg, us("2026-10-26T06:59:00Z")).unwrap(),
+        generate_due(&s, &p, &cfg, us("2026-10-26T06:59:00Z")).unwrap(),
         None
     );
-    let id = generate_due(&conn, &p, &cfg, us("2026-10-26T07:00:00Z"))
+    let id = generate_due(&s, &p, &cfg, us("2026-10-26T07:00:00Z"))
         .unwrap()
         .unwrap();
     assert_eq!(
-        generate_due(&conn, &p, &cfg, us("2026-10-27T07:00:00Z")).unwrap(),
+        generate_due(&s, &p, &cfg, us("2026-10-27T07:00:00Z")).unwrap(),
         None
     );
-    let stored = store::reports::get(&conn, id).unwrap().unwrap();
+    let stored = store::reports::get(&crate::store::Audited::test(&conn), id)
+        .unwrap()
+        .unwrap();
     assert_eq!(stored.generated_by, "system");
     assert_eq!(stored.body.unwrap()["week"], "2026-W43");
     let audited: String = conn

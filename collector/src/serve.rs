@@ -8,7 +8,8 @@ use crate::identity::Revocations;
 use crate::ingest::TelemetryService;
 use crate::pki::{CertificateAuthority, PkiPaths};
 use crate::state::Shared;
-use crate::{alerts, housekeeping, store};
+use crate::store::{self, Store};
+use crate::{alerts, housekeeping};
 use anyhow::Context;
 use arc_swap::ArcSwap;
 use invigilator_policy::Policy;
@@ -21,6 +22,18 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+
+/// What [`store::Store::system`] asks for. Minted only here and handed to the services `run`
+/// starts, so the console and the CLI, which are never given one, cannot reach the system's
+/// reads (see `store::access`).
+#[derive(Clone)]
+pub struct SystemKey(());
+
+impl SystemKey {
+    fn mint() -> Self {
+        Self(())
+    }
+}
 
 pub struct ServeOptions {
     pub grpc_listen: Option<SocketAddr>,
@@ -54,16 +67,18 @@ pub async fn run(data_dir: &Path, opts: ServeOptions) -> anyhow::Result<()> {
         config.lists.clone(),
     ));
 
-    let write_conn = store::open(data_dir, store::Durability::Full)?;
-    let admin_conn = store::open(data_dir, store::Durability::Normal)?;
-    if let Some(change) = crate::approvers::sync(&admin_conn, &config.console.reveal_approvers)? {
+    let store = Store::open(data_dir)?;
+    let key = SystemKey::mint();
+    let approvers = &config.console.reveal_approvers;
+    if let Some(change) = store.admin(|a| store::approvers::sync(a, approvers))? {
         tracing::warn!("{change}");
     }
     let revocations = Revocations::default();
-    revocations.replace(store::agents::revoked_ids(&admin_conn)?);
+    revocations.replace(store.admin(store::agents::revoked_ids)?);
     // Pending commits need no draining on shutdown: nothing unacknowledged is lost, agents resend it.
     let (committer, _committer_thread) = Committer::spawn(
-        write_conn,
+        store.clone(),
+        key.clone(),
         Arc::clone(&policy),
         CommitLimits {
             events: config.ingest.max_commit_events,
@@ -87,7 +102,8 @@ pub async fn run(data_dir: &Path, opts: ServeOptions) -> anyhow::Result<()> {
     let shared = Arc::new(Shared {
         config: config.clone(),
         ca,
-        admin_db: Mutex::new(admin_conn),
+        store: store.clone(),
+        key: key.clone(),
         committer,
         admission: Admission::new(&config.ingest, &config.quotas),
         policy,
@@ -101,9 +117,9 @@ pub async fn run(data_dir: &Path, opts: ServeOptions) -> anyhow::Result<()> {
         Arc::clone(&shared),
         config.ingest.health_flush_interval,
     ));
-    // Its own connection per run: the deletes go in short chunks beside ingest's writes.
-    tokio::spawn(crate::retention::schedule(
-        data_dir.to_path_buf(),
+    // The deletes go in short chunks beside ingest's writes.
+    tokio::spawn(housekeeping::retention(
+        store.clone(),
         config.retention.clone(),
     ));
     tokio::spawn(housekeeping::refresh_revocations(
@@ -111,12 +127,13 @@ pub async fn run(data_dir: &Path, opts: ServeOptions) -> anyhow::Result<()> {
         Duration::from_secs(2),
     ));
     tokio::spawn(crate::reports::run_weekly(
-        data_dir.to_path_buf(),
+        store.clone(),
         config.reports.clone(),
         Arc::clone(&shared.policy),
     ));
     tokio::spawn(crate::notify::run(
-        data_dir.to_path_buf(),
+        store.clone(),
+        key.clone(),
         config.notify.clone(),
     ));
 
@@ -124,11 +141,12 @@ pub async fn run(data_dir: &Path, opts: ServeOptions) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen for HTTP on {}", config.http.listen))?;
     let http_addr = http.local_addr()?;
+    // The console is given the store, never the key.
     let console = crate::console::Console::new(
-        data_dir.to_path_buf(),
+        store.clone(),
         config.console.clone(),
         Arc::clone(&shared.policy),
-    )?;
+    );
     let app = crate::console::router(console).into_make_service_with_connect_info::<SocketAddr>();
     tokio::spawn(async move {
         if let Err(e) = axum::serve(http, app).await {

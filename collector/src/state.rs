@@ -5,10 +5,10 @@ use crate::committer::Committer;
 use crate::config::CollectorConfig;
 use crate::identity::Revocations;
 use crate::pki::CertificateAuthority;
-use crate::store::AgentHealth;
+use crate::serve::SystemKey;
+use crate::store::{AgentHealth, Store, System};
 use arc_swap::ArcSwap;
 use invigilator_policy::Policy;
-use rusqlite::Connection;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tonic::Status;
@@ -16,8 +16,9 @@ use tonic::Status;
 pub struct Shared {
     pub config: CollectorConfig,
     pub ca: CertificateAuthority,
-    /// Short administrative writes (enrolment, renewal, health); the committer has its own.
-    pub admin_db: Mutex<Connection>,
+    pub store: Store,
+    /// The services' key to the system's own reads and writes (see `store::access`).
+    pub key: SystemKey,
     pub committer: Committer,
     /// Per-agent fairness in front of the committer: one stream, byte budgets, quotas.
     pub admission: Arc<Admission>,
@@ -28,18 +29,14 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// Runs a database call off the async threads.
+    /// Runs the system's own store work off the async threads.
     pub async fn db<R: Send + 'static>(
         self: &Arc<Self>,
-        f: impl FnOnce(&mut Connection) -> crate::store::Result<R> + Send + 'static,
+        f: impl FnOnce(&System<'_>) -> crate::store::Result<R> + Send + 'static,
     ) -> Result<R, Status> {
         let me = Arc::clone(self);
         tokio::task::spawn_blocking(move || {
-            let mut conn = me
-                .admin_db
-                .lock()
-                .map_err(|_| Status::internal("database lock poisoned"))?;
-            f(&mut conn).map_err(|e| {
+            me.store.system(&me.key, f).map_err(|e| {
                 tracing::error!(error = %e, "database call failed");
                 Status::unavailable(format!("collector storage error: {e}"))
             })

@@ -2,8 +2,8 @@
 //! (from the same table the server enforces), sessions, CSRF, lock-out, and the audit trail,
 //! including `audit verify` catching an edited, deleted or reordered entry.
 
-use invigilator_collector::accounts::Role;
 use invigilator_collector::console::routes::{Access, ROUTES};
+use invigilator_collector::store::accounts::Role;
 use invigilator_proto::v1::{Event, ProcessExec, event::Kind};
 use invigilator_tests::console::{Session, add_user, anonymous_get, audit_verify};
 use invigilator_tests::{Agent, Collector, now_us, stream_batches, wait_for};

@@ -4,9 +4,9 @@
 
 use super::privacy::{self, Visibility};
 use super::{Audit, Console, ConsoleError, Staff};
-use crate::accounts::Role;
+use crate::store::accounts::Role;
 use crate::store::triage::{self, Listed};
-use crate::store::{self, EventRow};
+use crate::store::{self, Audited, EventRow};
 use serde::Serialize;
 use std::sync::Arc;
 
@@ -32,9 +32,7 @@ pub async fn detail(
     c: &Arc<Console>,
     staff: &Staff,
     id: i64,
-    reveal_grant: impl FnOnce(&rusqlite::Connection) -> Result<Option<String>, ConsoleError>
-    + Send
-    + 'static,
+    reveal_grant: impl FnOnce(&Audited<'_>) -> Result<Option<String>, ConsoleError> + Send + 'static,
 ) -> Result<(Detail, Visibility), ConsoleError> {
     let policy = c.policy.load_full();
     let role = staff.role;

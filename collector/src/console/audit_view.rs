@@ -3,8 +3,8 @@
 
 use super::layout::{page, when};
 use super::{Audit, Console, ConsoleError, Staff};
-use crate::accounts::Role;
-use crate::audit::{self, Entry, Filter, Verdict};
+use crate::store::accounts::Role;
+use crate::store::audit::{self, Entry, Filter, Verdict};
 use axum::extract::{Query, State};
 use axum::routing::get;
 use axum::{Extension, Json, Router};
@@ -113,15 +113,23 @@ async fn api(
 
 async fn verify(
     State(c): State<Arc<Console>>,
-    Extension(_staff): Extension<Staff>,
+    Extension(staff): Extension<Staff>,
 ) -> Result<Json<serde_json::Value>, ConsoleError> {
-    let v = c.db(|conn| Ok(audit::verify(conn)?)).await?;
+    let v = verify_chain(&c, &staff).await?;
     Ok(Json(match v {
         Verdict::Intact { entries } => serde_json::json!({"intact": true, "entries": entries}),
         Verdict::Broken { id, reason } => {
             serde_json::json!({"intact": false, "first_bad_entry": id, "reason": reason})
         }
     }))
+}
+
+/// Reading the whole trail to check it is a read of the trail like any other.
+async fn verify_chain(c: &Arc<Console>, staff: &Staff) -> Result<Verdict, ConsoleError> {
+    c.audited(staff, Audit::new("audit.verify", "audit_log"), |tx| {
+        Ok(audit::verify(tx)?)
+    })
+    .await
 }
 
 async fn page_view(
@@ -133,7 +141,7 @@ async fn page_view(
     let check = p.verify.as_deref() == Some("1");
     let entries = fetch(&c, &staff, p).await?;
     let verdict = match check {
-        true => Some(c.db(|conn| Ok(audit::verify(conn)?)).await?),
+        true => Some(verify_chain(&c, &staff).await?),
         false => None,
     };
     let older = entries
@@ -171,7 +179,7 @@ async fn page_view(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::{Actor, Record};
+    use crate::store::audit::{Actor, Record};
     use axum::body::Body;
     use axum::http::{Request, StatusCode, header};
     use tower::ServiceExt;
@@ -206,7 +214,8 @@ mod tests {
 
     fn app() -> App {
         let dir = tempfile::tempdir().unwrap();
-        let conn = crate::store::create(dir.path()).unwrap();
+        let store = crate::store::Store::create(dir.path()).unwrap();
+        let conn = crate::store::test_open(dir.path());
         let mut sessions = std::collections::HashMap::new();
         for (name, role) in [("gov", "governor"), ("dsl", "dsl")] {
             conn.execute(
@@ -214,8 +223,8 @@ mod tests {
                 [name, role],
             )
             .unwrap();
-            let (token, _) = crate::accounts::open_session(
-                &conn,
+            let (token, _) = crate::store::accounts::open_session(
+                &crate::store::Admin::test(&conn),
                 name,
                 std::time::Duration::from_secs(600),
                 "test",
@@ -247,15 +256,14 @@ mod tests {
                 ..Default::default()
             },
         ] {
-            audit::append(&conn, &actor, &rec).unwrap();
+            audit::append(&crate::store::Admin::test(&conn), &actor, &rec).unwrap();
         }
         let policy = invigilator_policy::Policy::parse(invigilator_policy::DEFAULT_POLICY).unwrap();
         let console = Console::new(
-            dir.path().to_path_buf(),
+            store,
             Default::default(),
             Arc::new(arc_swap::ArcSwap::from_pointee(policy)),
-        )
-        .unwrap();
+        );
         App {
             _dir: dir,
             app: crate::console::router(console),

@@ -5,8 +5,8 @@ use super::login::{LoginForm, log_in};
 use super::routes::{self, Access};
 use super::routes::{CSRF_HEADER, SESSION_COOKIE};
 use super::{Console, ConsoleError, Staff};
-use crate::accounts;
-use crate::audit::{self, Record};
+use crate::store::accounts;
+use crate::store::audit::{self, Record};
 use crate::store::now_us;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, MatchedPath, Query, Request, State};
@@ -138,12 +138,12 @@ pub async fn enforce(State(c): State<Arc<Console>>, req: Request, next: Next) ->
     let idle = c.config.idle_timeout;
     let session = match token {
         Some(t) => c
-            .db(move |conn| {
+            .admin(move |conn| {
                 let Some(session) = accounts::find_session(conn, &t, idle)? else {
                     return Ok(None);
                 };
                 let notices = if routes::SENIOR.contains(&session.account.role) {
-                    crate::approvers::recent(conn)?
+                    crate::store::approvers::recent(conn)?
                 } else {
                     Vec::new()
                 };
@@ -183,7 +183,7 @@ pub async fn enforce(State(c): State<Arc<Console>>, req: Request, next: Next) ->
         let object = format!("{} {}", req.method(), req.uri().path());
         let actor = staff.actor();
         let _ = c
-            .db(move |conn| {
+            .admin(move |conn| {
                 let rec = Record {
                     action: "access.denied",
                     object: &object,
@@ -357,7 +357,7 @@ async fn end_session(c: &Arc<Console>, staff: &Staff, headers: &HeaderMap) {
     let token = session_token(headers);
     let actor = staff.actor();
     let _ = c
-        .db(move |conn| {
+        .admin(move |conn| {
             if let Some(t) = token {
                 accounts::close_session(conn, &t)?;
             }
@@ -408,7 +408,7 @@ pub async fn me(
 ) -> Result<Json<serde_json::Value>, ConsoleError> {
     let name = staff.username.clone();
     let account = c
-        .db(move |conn| Ok(accounts::get(conn, &name)?))
+        .admin(move |conn| Ok(accounts::get(conn, &name)?))
         .await?
         .ok_or_else(|| ConsoleError::NotFound("account".into()))?;
     Ok(Json(serde_json::json!({
@@ -428,7 +428,7 @@ pub async fn account_page(
 ) -> Result<maud::Markup, ConsoleError> {
     let name = staff.username.clone();
     let account = c
-        .db(move |conn| Ok(accounts::get(conn, &name)?))
+        .admin(move |conn| Ok(accounts::get(conn, &name)?))
         .await?
         .ok_or_else(|| ConsoleError::NotFound("account".into()))?;
     Ok(account_markup(&staff, &account, None))
@@ -495,7 +495,7 @@ async fn confirm_password(
         .map_err(|_| {
             ConsoleError::Forbidden("too many wrong passwords: wait a while and try again".into())
         })?;
-    c.db(move |conn| match candidate.conclude(conn, ok, None)? {
+    c.admin(move |conn| match candidate.conclude(conn, ok, None)? {
         Ok(_) => Ok(()),
         Err(_) => {
             accounts::throttle::failed(conn, &attempt, rules, now_us())?;
@@ -516,7 +516,7 @@ async fn replace_password(
     let actor = staff.actor();
     let lifetime = c.config.session_lifetime;
     confirm_password(c, staff, form.current).await?;
-    c.db(move |conn| {
+    c.admin(move |conn| {
         accounts::set_password(conn, &name, &form.new, false)?;
         audit::append(
             conn,
@@ -579,7 +579,7 @@ pub async fn set_totp(
     confirm_password(&c, &staff, form.current).await?;
     let enable = form.enable;
     let (account, secret) = c
-        .db(move |conn| {
+        .admin(move |conn| {
             let secret = accounts::set_totp(conn, &name, enable)?;
             audit::append(
                 conn,

@@ -5,8 +5,7 @@
 use super::input::parse_when;
 use super::layout::{csrf_field, page, when};
 use super::{Audit, Console, ConsoleError, Staff};
-use crate::accounts::Role;
-use crate::audit;
+use crate::store::accounts::Role;
 use crate::store::checks::{self, Check, CheckError, KINDS, Scope};
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -146,57 +145,36 @@ async fn list(c: &Arc<Console>, staff: &Staff) -> Result<Vec<Check>, ConsoleErro
 /// Stores the request and its audit entry (naming the new check) in one transaction.
 async fn request(c: &Arc<Console>, staff: &Staff, n: NewCheck) -> Result<i64, ConsoleError> {
     let scope = n.scope()?;
-    let (who, actor) = (staff.username.clone(), staff.actor());
-    c.db(move |conn| {
-        conn.execute_batch("BEGIN IMMEDIATE")?;
-        let done = (|| {
-            let id = checks::request(conn, &who, &n.reason, scope)?;
-            let object = format!("check:{id}");
-            let rec = audit::Record {
-                action: "check.request",
-                object: &object,
-                purpose: n.reason.trim(),
-                detail: "",
-            };
-            Ok::<_, ConsoleError>((id, audit::append_in(conn, &actor, &rec)?))
-        })();
-        match done {
-            Ok((id, (head, hash))) => {
-                audit::commit(conn, head, &hash)?;
-                Ok(id)
-            }
-            Err(e) => {
-                let _ = conn.execute_batch("ROLLBACK");
-                Err(e)
-            }
-        }
+    let who = staff.username.clone();
+    c.audited_as(staff, move |tx| {
+        let id = checks::request(tx, &who, &n.reason, scope)?;
+        let entry = Audit::new("check.request", format!("check:{id}")).purpose(n.reason.trim());
+        Ok((id, entry))
     })
     .await
 }
 
 async fn run(c: &Arc<Console>, staff: &Staff, id: i64) -> Result<Check, ConsoleError> {
     let policy = c.policy.load_full();
-    let (runner, data_dir) = (staff.username.clone(), c.data_dir.clone());
-    // The scan runs on a connection of its own, outside any transaction: it may take a while,
-    // and neither ingest nor other staff should wait for it.
-    let outcome = tokio::task::spawn_blocking(move || {
-        let conn = crate::store::open(&data_dir, crate::store::Durability::Normal)?;
-        Ok::<_, ConsoleError>(checks::prepare(&conn, id, &runner, &policy)?)
-    })
-    .await
-    .map_err(|e| ConsoleError::Internal(format!("check task failed: {e}")))??;
+    let runner = staff.username.clone();
+    // The scan runs outside any transaction: it may take a while, and neither ingest nor other
+    // staff should wait for it. Its result stays sealed until `record` stores it, audited.
+    let prepared = c
+        .scan(move |scan| Ok(checks::prepare(scan, id, &runner, &policy)?))
+        .await?;
+    let (events, alerts, capped) = prepared.counts();
     let runner = staff.username.clone();
     let detail = format!(
         "{} events, {} alerts{}",
-        outcome.events,
-        outcome.alerts,
-        if outcome.capped { ", capped" } else { "" }
+        events,
+        alerts,
+        if capped { ", capped" } else { "" }
     );
     c.audited(
         staff,
         Audit::new("check.run", format!("check:{id}")).detail(detail),
         move |conn| {
-            checks::record(conn, id, &runner, &outcome)?;
+            checks::record(conn, id, &runner, &prepared)?;
             checks::get(conn, id)?.ok_or_else(|| ConsoleError::NotFound(format!("check {id}")))
         },
     )

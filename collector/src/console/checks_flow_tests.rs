@@ -36,7 +36,7 @@ fn app() -> App {
         .unwrap();
     }
     crate::store::agents::insert_agent(
-        &conn,
+        &crate::store::Admin::test(&conn),
         &crate::store::NewAgent {
             agent_id: "a2",
             group: "staff-laptops",
@@ -63,12 +63,16 @@ fn app() -> App {
             ..Default::default()
         })),
     };
-    crate::store::events::insert(&tx, "a2", &visit, T0).unwrap();
+    crate::store::events::insert(&crate::store::System::test(&tx), "a2", &visit, T0).unwrap();
     tx.commit().unwrap();
     let policy = Arc::new(ArcSwap::from_pointee(
         Policy::parse(invigilator_policy::DEFAULT_POLICY).unwrap(),
     ));
-    let console = Console::new(dir.path().to_path_buf(), Default::default(), policy).unwrap();
+    let console = Console::new(
+        crate::store::Store::open(dir.path()).unwrap(),
+        Default::default(),
+        policy,
+    );
     App {
         _dir: dir,
         app: router(console),
@@ -78,8 +82,8 @@ fn app() -> App {
 
 impl App {
     fn session(&self, user: &str) -> (String, String) {
-        crate::accounts::open_session(
-            &self.conn,
+        crate::store::accounts::open_session(
+            &crate::store::Admin::test(&self.conn),
             user,
             std::time::Duration::from_secs(3600),
             "test",

@@ -38,13 +38,6 @@ impl ConsoleError {
     }
 }
 
-impl From<rusqlite::Error> for ConsoleError {
-    fn from(e: rusqlite::Error) -> Self {
-        tracing::error!(error = %e, "console database call failed");
-        ConsoleError::Internal(format!("database: {e}"))
-    }
-}
-
 impl From<crate::store::StoreError> for ConsoleError {
     fn from(e: crate::store::StoreError) -> Self {
         tracing::error!(error = %e, "console store call failed");
@@ -52,18 +45,18 @@ impl From<crate::store::StoreError> for ConsoleError {
     }
 }
 
-impl From<crate::audit::AuditError> for ConsoleError {
-    fn from(e: crate::audit::AuditError) -> Self {
+impl From<crate::store::audit::AuditError> for ConsoleError {
+    fn from(e: crate::store::audit::AuditError) -> Self {
         tracing::error!(error = %e, "audit trail write failed");
         ConsoleError::Internal(format!("audit trail: {e}"))
     }
 }
 
-impl From<crate::accounts::AccountError> for ConsoleError {
-    fn from(e: crate::accounts::AccountError) -> Self {
-        use crate::accounts::AccountError as A;
+impl From<crate::store::accounts::AccountError> for ConsoleError {
+    fn from(e: crate::store::accounts::AccountError) -> Self {
+        use crate::store::accounts::AccountError as A;
         match e {
-            A::Sql(e) => e.into(),
+            A::Sql(e) => crate::store::StoreError::from(e).into(),
             A::Hash(m) => ConsoleError::Internal(m),
             A::NoSuchUser(_) => ConsoleError::NotFound(e.to_string()),
             A::Exists(_) => ConsoleError::Conflict(e.to_string()),

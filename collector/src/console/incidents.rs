@@ -6,7 +6,7 @@ use super::input::parse_when;
 use super::layout::{csrf_field, page, when};
 use super::routes::{self, Access, INCIDENT_READERS};
 use super::{Audit, Console, ConsoleError, Staff};
-use crate::accounts::Role;
+use crate::store::accounts::Role;
 use crate::store::incidents::{
     self, CLASSES, Current, Filter, Incident, IncidentError, IncidentRecord, OTHER, SEVERITIES,
     STATUSES, Summary,
@@ -39,7 +39,7 @@ impl From<IncidentError> for ConsoleError {
             | IncidentError::Triage(..) => ConsoleError::BadRequest(e.to_string()),
             IncidentError::NoSuchIncident(id) => ConsoleError::NotFound(format!("incident {id}")),
             IncidentError::NoSuchAlert(id) => ConsoleError::NotFound(format!("alert {id}")),
-            IncidentError::Sql(e) => e.into(),
+            IncidentError::Sql(e) => crate::store::StoreError::from(e).into(),
             IncidentError::Store(e) => e.into(),
             IncidentError::Corrupt(..) => ConsoleError::Internal(e.to_string()),
         }
@@ -560,8 +560,11 @@ pub async fn alert_panel(
     if staff.role != Role::Dsl {
         return Ok(html! {});
     }
+    let entry = Audit::new("incident.list", format!("alert:{alert_id}"));
     let linked = c
-        .db(move |conn| Ok(incidents::for_alert(conn, alert_id)?))
+        .audited(staff, entry, move |tx| {
+            Ok(incidents::for_alert(tx, alert_id)?)
+        })
         .await?;
     Ok(html! {
         section #alert-incidents {

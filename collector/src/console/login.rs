@@ -7,9 +7,9 @@
 //! only at the 1st, 10th, 100th ... so a flood of guesses cannot flood the trail.
 
 use super::{Console, ConsoleError};
-use crate::accounts::{self, LoginRefused, throttle};
-use crate::audit::{self, Actor, Record};
-use crate::store::now_us;
+use crate::store::accounts::{self, LoginRefused, throttle};
+use crate::store::audit::{self, Actor, Record};
+use crate::store::{Admin, now_us};
 use serde::Deserialize;
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,7 +58,7 @@ pub async fn log_in(
                     humantime::format_duration(Duration::from_secs(held.retry_after.as_secs()))
                 );
                 let (name, src) = (username.clone(), source.clone());
-                c.db(move |conn| audit_failure(conn, &name, &src, &detail))
+                c.admin(move |conn| audit_failure(conn, &name, &src, &detail))
                     .await?;
             }
             return Err(ConsoleError::Forbidden(LOGIN_REFUSED.into()));
@@ -66,7 +66,7 @@ pub async fn log_in(
     };
 
     let lifetime = c.config.session_lifetime;
-    c.db(move |conn| {
+    c.admin(move |conn| {
         let totp = totp.as_deref().filter(|t| !t.is_empty());
         match candidate.conclude(conn, password_ok, Some(totp))? {
             Ok(account) => {
@@ -112,7 +112,7 @@ pub async fn log_in(
 /// wrong box, and the trail is append-only: it keeps only a short digest of such a name, enough
 /// to see repeated attempts with the same text.
 fn audit_failure(
-    conn: &rusqlite::Connection,
+    conn: &Admin<'_>,
     typed_name: &str,
     source: &str,
     detail: &str,
@@ -169,7 +169,7 @@ impl Console {
         let rules = self.throttle_rules();
         let (a, name) = (attempt.clone(), username.to_owned());
         let admitted = self
-            .db(
+            .admin(
                 move |conn| match throttle::admit(conn, &a, rules, now_us())? {
                     Ok(()) => Ok(Ok(accounts::candidate(conn, &name)?)),
                     Err(held) => Ok(Err(held)),
@@ -209,29 +209,28 @@ impl Console {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::accounts::{NewAccount, Role};
+    use crate::store::accounts::{NewAccount, Role};
 
     fn console(max_failed_logins: u32) -> (tempfile::TempDir, Arc<Console>) {
         let dir = tempfile::tempdir().unwrap();
-        drop(crate::store::create(dir.path()).unwrap());
+        drop(crate::store::Store::create(dir.path()).unwrap());
         let policy = invigilator_policy::Policy::parse(invigilator_policy::DEFAULT_POLICY).unwrap();
         let config = crate::config::ConsoleConfig {
             max_failed_logins,
             ..Default::default()
         };
         let c = Console::new(
-            dir.path().to_path_buf(),
+            crate::store::Store::open(dir.path()).unwrap(),
             config,
             Arc::new(arc_swap::ArcSwap::from_pointee(policy)),
-        )
-        .unwrap();
+        );
         (dir, c)
     }
 
     fn add(c: &Console, name: &str) {
-        let conn = crate::store::open(&c.data_dir, crate::store::Durability::Normal).unwrap();
+        let conn = crate::store::test_open(c.data_dir());
         accounts::create(
-            &conn,
+            &crate::store::Admin::test(&conn),
             &NewAccount {
                 username: name,
                 role: Role::Dsl,
@@ -255,12 +254,12 @@ mod tests {
     }
 
     fn trail(c: &Console) -> Vec<audit::Entry> {
-        let conn = crate::store::open(&c.data_dir, crate::store::Durability::Normal).unwrap();
+        let conn = crate::store::test_open(c.data_dir());
         let f = audit::Filter {
             limit: 1000,
             ..Default::default()
         };
-        audit::list(&conn, &f).unwrap()
+        audit::list(&crate::store::Audited::test(&conn), &f).unwrap()
     }
 
     #[tokio::test]
@@ -269,8 +268,8 @@ mod tests {
         add(&c, "jo");
         add(&c, "sam");
         {
-            let conn = crate::store::open(&c.data_dir, crate::store::Durability::Normal).unwrap();
-            accounts::set_disabled(&conn, "sam", true).unwrap();
+            let conn = crate::store::test_open(c.data_dir());
+            accounts::set_disabled(&crate::store::Admin::test(&conn), "sam", true).unwrap();
         }
         let mut messages = Vec::new();
         // Wrong passwords until the name waits, the right one while it waits, a disabled

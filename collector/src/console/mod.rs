@@ -23,24 +23,22 @@ pub mod users;
 #[cfg(test)]
 mod tests;
 
-use crate::audit::{self, Actor, Record};
 use crate::config::ConsoleConfig;
-use crate::store;
+use crate::store::audit::Actor;
+pub use crate::store::audit::Audit;
+use crate::store::{Admin, Audited, Scan, Store};
 use arc_swap::ArcSwap;
 use axum::Router;
 use axum::routing::{get, post};
 pub use error::ConsoleError;
 use invigilator_policy::Policy;
-use rusqlite::Connection;
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// What every handler shares.
 pub struct Console {
-    pub data_dir: PathBuf,
     pub config: ConsoleConfig,
     pub policy: Arc<ArcSwap<Policy>>,
-    db: Mutex<Connection>,
+    store: Store,
     /// Slots for the argon2 check (19 MiB and tens of milliseconds each), one per core.
     password_checks: Arc<tokio::sync::Semaphore>,
 }
@@ -49,12 +47,12 @@ pub struct Console {
 #[derive(Debug, Clone)]
 pub struct Staff {
     pub username: String,
-    pub role: crate::accounts::Role,
+    pub role: crate::store::accounts::Role,
     pub is_admin: bool,
     pub csrf_token: String,
     pub source: String,
     /// Notices every page shows this member of staff (DSL and leadership: approver changes).
-    pub notices: Vec<crate::approvers::Notice>,
+    pub notices: Vec<crate::store::approvers::Notice>,
 }
 
 impl Staff {
@@ -68,56 +66,56 @@ impl Staff {
 }
 
 impl Console {
-    pub fn new(
-        data_dir: PathBuf,
-        config: ConsoleConfig,
-        policy: Arc<ArcSwap<Policy>>,
-    ) -> Result<Arc<Self>, store::StoreError> {
-        let conn = store::open(&data_dir, store::Durability::Full)?;
-        Ok(Arc::new(Self {
-            data_dir,
+    pub fn new(store: Store, config: ConsoleConfig, policy: Arc<ArcSwap<Policy>>) -> Arc<Self> {
+        Arc::new(Self {
+            store,
             config,
             policy,
-            db: Mutex::new(conn),
             password_checks: Arc::new(tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get().min(4)),
             )),
-        }))
+        })
     }
 
-    pub fn throttle_rules(&self) -> crate::accounts::throttle::Rules {
-        crate::accounts::throttle::Rules {
+    #[cfg(test)]
+    pub(crate) fn data_dir(&self) -> &std::path::Path {
+        self.store.data_dir()
+    }
+
+    pub fn throttle_rules(&self) -> crate::store::accounts::throttle::Rules {
+        crate::store::accounts::throttle::Rules {
             free_failures: self.config.max_failed_logins,
             longest_wait: self.config.lockout,
         }
     }
 
-    /// Runs database work off the async threads.
-    pub async fn db<R: Send + 'static>(
+    /// Staff accounts, sessions, settings: no children's data (see `store::access`).
+    pub async fn admin<R: Send + 'static>(
         self: &Arc<Self>,
-        f: impl FnOnce(&Connection) -> Result<R, ConsoleError> + Send + 'static,
+        f: impl FnOnce(&Admin<'_>) -> Result<R, ConsoleError> + Send + 'static,
     ) -> Result<R, ConsoleError> {
-        let me = Arc::clone(self);
-        tokio::task::spawn_blocking(move || {
-            let conn = me
-                .db
-                .lock()
-                .map_err(|_| ConsoleError::Internal("database lock poisoned".into()))?;
-            f(&conn)
-        })
-        .await
-        .map_err(|e| ConsoleError::Internal(format!("database task failed: {e}")))?
+        let store = self.store.clone();
+        blocking(move || store.admin(f)).await
     }
 
-    /// Runs database work and records it in the audit trail in the same transaction: a read is
-    /// only returned, and a change only kept, once its entry is written.
+    /// A long read outside any write transaction, its result sealed (see `store::Scan`).
+    pub async fn scan<R: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Scan<'_>) -> Result<R, ConsoleError> + Send + 'static,
+    ) -> Result<R, ConsoleError> {
+        let store = self.store.clone();
+        blocking(move || store.scan(f)).await
+    }
+
+    /// Reads or changes monitored data, with its audit entry written in the same transaction:
+    /// a read is only returned, and a change only kept, once its entry is written.
     pub async fn audited<R: Send + 'static>(
         self: &Arc<Self>,
         staff: &Staff,
         entry: Audit,
-        f: impl FnOnce(&Connection) -> Result<R, ConsoleError> + Send + 'static,
+        f: impl FnOnce(&Audited<'_>) -> Result<R, ConsoleError> + Send + 'static,
     ) -> Result<R, ConsoleError> {
-        self.audited_as(staff, move |conn| f(conn).map(|r| (r, entry)))
+        self.audited_as(staff, move |tx| f(tx).map(|r| (r, entry)))
             .await
     }
 
@@ -126,64 +124,21 @@ impl Console {
     pub async fn audited_as<R: Send + 'static>(
         self: &Arc<Self>,
         staff: &Staff,
-        f: impl FnOnce(&Connection) -> Result<(R, Audit), ConsoleError> + Send + 'static,
+        f: impl FnOnce(&Audited<'_>) -> Result<(R, Audit), ConsoleError> + Send + 'static,
     ) -> Result<R, ConsoleError> {
         let actor = staff.actor();
-        self.db(move |conn| {
-            conn.execute_batch("BEGIN IMMEDIATE")?;
-            let done = f(conn).and_then(|(r, entry)| {
-                let rec = Record {
-                    action: entry.action,
-                    object: &entry.object,
-                    purpose: &entry.purpose,
-                    detail: &entry.detail,
-                };
-                let head = audit::append_in(conn, &actor, &rec)?;
-                Ok((r, head))
-            });
-            match done {
-                Ok((r, (id, hash))) => {
-                    audit::commit(conn, id, &hash)?;
-                    Ok(r)
-                }
-                Err(e) => {
-                    let _ = conn.execute_batch("ROLLBACK");
-                    Err(e)
-                }
-            }
-        })
+        let store = self.store.clone();
+        blocking(move || store.audited(&actor, f)).await
+    }
+}
+
+/// Store work runs off the async threads.
+async fn blocking<R: Send + 'static>(
+    f: impl FnOnce() -> Result<R, ConsoleError> + Send + 'static,
+) -> Result<R, ConsoleError> {
+    tokio::task::spawn_blocking(f)
         .await
-    }
-}
-
-/// An audit entry a handler asks for: `action` on `object`, with the purpose stated for a
-/// sensitive read and any detail worth keeping.
-#[derive(Debug, Clone, Default)]
-pub struct Audit {
-    pub action: &'static str,
-    pub object: String,
-    pub purpose: String,
-    pub detail: String,
-}
-
-impl Audit {
-    pub fn new(action: &'static str, object: impl Into<String>) -> Self {
-        Self {
-            action,
-            object: object.into(),
-            ..Default::default()
-        }
-    }
-
-    pub fn purpose(mut self, purpose: impl Into<String>) -> Self {
-        self.purpose = purpose.into();
-        self
-    }
-
-    pub fn detail(mut self, detail: impl Into<String>) -> Self {
-        self.detail = detail.into();
-        self
-    }
+        .map_err(|e| ConsoleError::Internal(format!("store task failed: {e}")))?
 }
 
 /// The whole console.

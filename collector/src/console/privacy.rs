@@ -7,8 +7,8 @@
 //!   serious or keyword alert stay hidden until a second senior person approves a reveal
 //!   (the policies' "more than one senior member of staff").
 
-use crate::accounts::Role;
 use crate::store::EventRow;
+use crate::store::accounts::Role;
 use crate::store::triage::Listed;
 use invigilator_policy::Policy;
 use invigilator_policy::groups::Class;

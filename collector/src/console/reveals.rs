@@ -7,9 +7,9 @@ use super::layout::{csrf_field, page, when};
 use super::privacy;
 use super::routes;
 use super::{Audit, Console, ConsoleError, Staff};
-use crate::accounts::Role;
+use crate::store::accounts::Role;
 use crate::store::reveals::{self, Request, RevealError};
-use crate::store::{now_us, triage};
+use crate::store::{Audited, now_us, triage};
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -35,7 +35,7 @@ const RECENT: Duration = Duration::from_secs(14 * 24 * 3600);
 impl From<RevealError> for ConsoleError {
     fn from(e: RevealError) -> Self {
         match e {
-            RevealError::Sql(e) => e.into(),
+            RevealError::Sql(e) => crate::store::StoreError::from(e).into(),
             RevealError::NoSuchAlert(id) => ConsoleError::NotFound(format!("alert {id}")),
             RevealError::NoSuchRequest(id) => {
                 ConsoleError::NotFound(format!("reveal request {id}"))
@@ -59,7 +59,7 @@ impl From<RevealError> for ConsoleError {
 pub fn grant_of(
     staff: &Staff,
     alert_id: i64,
-) -> impl FnOnce(&rusqlite::Connection) -> Result<Option<String>, ConsoleError> + Send + 'static {
+) -> impl FnOnce(&Audited<'_>) -> Result<Option<String>, ConsoleError> + Send + 'static {
     let user = staff.username.clone();
     move |conn| Ok(reveals::grant(conn, alert_id, &user, now_us())?.map(|r| r.reason))
 }
@@ -293,9 +293,7 @@ pub async fn alert_panel(
         return Ok(html! {});
     }
     let (id, user) = (d.alert.id, staff.username.clone());
-    let latest = c
-        .db(move |conn| Ok(reveals::latest(conn, id, &user)?))
-        .await?;
+    let latest = c.admin(move |a| Ok(reveals::latest(a, id, &user)?)).await?;
     let now = now_us();
     Ok(html! {
         section #reveal {

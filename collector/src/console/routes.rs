@@ -1,7 +1,7 @@
 //! Every console endpoint and who may use it: the one table that the access check, the OpenAPI
 //! description and the role-by-endpoint test all read, so they cannot disagree.
 
-use crate::accounts::Role;
+use crate::store::accounts::Role;
 use serde_json::{Value, json};
 
 /// The session cookie's name.

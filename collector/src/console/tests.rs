@@ -2,11 +2,12 @@
 //! the default policy and the audit trail (the access table itself is tested in `routes`).
 
 use super::*;
-use crate::accounts::Role;
 use crate::store::incidents::{IncidentRecord, action_options};
+use crate::store::{self, accounts::Role};
 use invigilator_policy::Alert;
 use invigilator_proto::v1::event::Kind;
 use invigilator_proto::v1::{BrowsingVisit, Event};
+use rusqlite::Connection;
 
 struct Harness {
     _dir: tempfile::TempDir,
@@ -29,23 +30,22 @@ const REASON: &str = "third self-harm alert for this pupil this week";
 
 fn harness() -> Harness {
     let dir = tempfile::tempdir().unwrap();
-    drop(store::create(dir.path()).unwrap());
+    drop(crate::store::Store::create(dir.path()).unwrap());
     let policy = Policy::parse(invigilator_policy::DEFAULT_POLICY).unwrap();
     let console = Console::new(
-        dir.path().to_path_buf(),
+        crate::store::Store::open(dir.path()).unwrap(),
         ConsoleConfig {
             reveal_approvers: vec!["head".into()],
             ..Default::default()
         },
         Arc::new(ArcSwap::from_pointee(policy)),
-    )
-    .unwrap();
+    );
     Harness { _dir: dir, console }
 }
 
 impl Harness {
     fn conn(&self) -> Connection {
-        store::open(self.console.data_dir.as_path(), store::Durability::Normal).unwrap()
+        crate::store::test_open(self.console.data_dir())
     }
 
     /// A pupil's search and the alert it raised.
@@ -67,10 +67,16 @@ impl Harness {
                 ..Default::default()
             })),
         };
-        store::events::insert(&tx, "agent-1", &event, 1_000_000).unwrap();
+        store::events::insert(
+            &crate::store::System::test(&tx),
+            "agent-1",
+            &event,
+            1_000_000,
+        )
+        .unwrap();
         tx.commit().unwrap();
         store::alerts::insert(
-            &conn,
+            &crate::store::System::test(&conn),
             &Alert {
                 agent_id: "agent-1".into(),
                 hostname: "ict-01".into(),
@@ -91,12 +97,14 @@ impl Harness {
         .unwrap()
     }
 
-    fn last_audit(&self) -> crate::audit::Entry {
-        let f = crate::audit::Filter {
+    fn last_audit(&self) -> crate::store::audit::Entry {
+        let f = crate::store::audit::Filter {
             limit: 1,
             ..Default::default()
         };
-        crate::audit::list(&self.conn(), &f).unwrap().remove(0)
+        crate::store::audit::list(&crate::store::Audited::test(&self.conn()), &f)
+            .unwrap()
+            .remove(0)
     }
 }
 
@@ -181,7 +189,7 @@ async fn an_illegal_alert_cannot_be_requested() {
     );
     // Nothing was written, not even to the trail.
     assert!(
-        crate::store::reveals::latest(&h.conn(), id, "dsl1")
+        crate::store::reveals::latest(&crate::store::Admin::test(&h.conn()), id, "dsl1")
             .unwrap()
             .is_none()
     );
@@ -245,9 +253,9 @@ async fn the_pages_render_for_each_role_through_the_router() {
             ("gov", Role::Governor),
             ("tech", Role::Technician),
         ] {
-            crate::accounts::create(
-                &conn,
-                &crate::accounts::NewAccount {
+            crate::store::accounts::create(
+                &crate::store::Admin::test(&conn),
+                &crate::store::accounts::NewAccount {
                     username: name,
                     role,
                     is_admin: false,
@@ -258,8 +266,8 @@ async fn the_pages_render_for_each_role_through_the_router() {
                 },
             )
             .unwrap();
-            let (token, csrf) = crate::accounts::open_session(
-                &conn,
+            let (token, csrf) = crate::store::accounts::open_session(
+                &crate::store::Admin::test(&conn),
                 name,
                 std::time::Duration::from_secs(600),
                 "test",
@@ -374,7 +382,7 @@ async fn the_pages_render_for_each_role_through_the_router() {
 #[tokio::test]
 async fn a_saved_change_is_not_reported_as_failed_when_the_head_file_cannot_be_written() {
     let h = harness();
-    let head = h.console.data_dir.join("audit.head");
+    let head = h.console.data_dir().join("audit.head");
     let _ = std::fs::remove_file(&head);
     std::fs::create_dir(&head).unwrap();
     let dsl = staff("dsl1", Role::Dsl);

@@ -2,7 +2,7 @@
 
 use super::layout::{csrf_field, page};
 use super::{Audit, Console, ConsoleError, Staff};
-use crate::accounts::{self, Account, MadeBy, NewAccount, Role};
+use crate::store::accounts::{self, Account, MadeBy, NewAccount, Role};
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -24,7 +24,7 @@ async fn api(
     Extension(staff): Extension<Staff>,
 ) -> Result<Json<Vec<Account>>, ConsoleError> {
     c.audited(&staff, Audit::new("staff.list", "staff"), |conn| {
-        Ok(accounts::list(conn)?)
+        Ok(accounts::list(&conn.admin())?)
     })
     .await
     .map(Json)
@@ -65,7 +65,7 @@ async fn create(
     let by = staff.username.clone();
     c.audited(staff, entry, move |conn| {
         accounts::create(
-            conn,
+            &conn.admin(),
             &NewAccount {
                 username: &input.username,
                 role,
@@ -77,7 +77,7 @@ async fn create(
                 must_change_password: true,
             },
         )?;
-        accounts::note_made_by(conn, &input.username, MadeBy::Created, &by)?;
+        accounts::note_made_by(&conn.admin(), &input.username, MadeBy::Created, &by)?;
         Ok(())
     })
     .await?;
@@ -171,23 +171,23 @@ async fn update(
     let entry = Audit::new("staff.update", object).detail(detail);
     let by = staff.username.clone();
     c.audited(staff, entry, move |conn| {
-        let current = accounts::get(conn, &username)?
+        let current = accounts::get(&conn.admin(), &username)?
             .ok_or_else(|| ConsoleError::NotFound(format!("account {username:?}")))?;
         if role.is_some() || yes(&input.is_admin).is_some() {
             accounts::set_role(
-                conn,
+                &conn.admin(),
                 &username,
                 role.unwrap_or(current.role),
                 yes(&input.is_admin).unwrap_or(current.is_admin),
             )?;
         }
         if let Some(d) = yes(&input.disabled) {
-            accounts::set_disabled(conn, &username, d)?;
+            accounts::set_disabled(&conn.admin(), &username, d)?;
         }
         if yes(&input.reset_password) == Some(true) {
             let p = accounts::generate_password();
-            accounts::set_password(conn, &username, &p, true)?;
-            accounts::note_made_by(conn, &username, MadeBy::Reset, &by)?;
+            accounts::set_password(&conn.admin(), &username, &p, true)?;
+            accounts::note_made_by(&conn.admin(), &username, MadeBy::Reset, &by)?;
             return Ok(Some(p));
         }
         Ok(None)
@@ -239,7 +239,7 @@ async fn list_markup(
 ) -> Result<Markup, ConsoleError> {
     let accounts = c
         .audited(staff, Audit::new("staff.list", "staff"), |conn| {
-            Ok(accounts::list(conn)?)
+            Ok(accounts::list(&conn.admin())?)
         })
         .await?;
     Ok(page(
@@ -297,7 +297,7 @@ async fn list_markup(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit;
+    use crate::store::audit;
 
     fn admin(role: Role) -> Staff {
         Staff {
@@ -322,14 +322,13 @@ mod tests {
     #[tokio::test]
     async fn administrators_cannot_change_their_own_role_and_creation_records_powers() {
         let dir = tempfile::tempdir().unwrap();
-        drop(crate::store::create(dir.path()).unwrap());
+        drop(crate::store::Store::create(dir.path()).unwrap());
         let policy = invigilator_policy::Policy::parse(invigilator_policy::DEFAULT_POLICY).unwrap();
         let c = Console::new(
-            dir.path().to_path_buf(),
+            crate::store::Store::open(dir.path()).unwrap(),
             Default::default(),
             Arc::new(arc_swap::ArcSwap::from_pointee(policy)),
-        )
-        .unwrap();
+        );
         let me = admin(Role::Technician);
         for name in ["boss", "jo"] {
             let made = CreateInput {
@@ -342,9 +341,9 @@ mod tests {
             };
             create(&c, &me, made).await.unwrap();
         }
-        let conn = crate::store::open(dir.path(), crate::store::Durability::Normal).unwrap();
+        let conn = crate::store::test_open(dir.path());
         let created = audit::list(
-            &conn,
+            &crate::store::Audited::test(&conn),
             &audit::Filter {
                 action_prefix: Some("staff.create".into()),
                 limit: 10,
@@ -366,7 +365,10 @@ mod tests {
             "{err}"
         );
         assert_eq!(
-            accounts::get(&conn, "boss").unwrap().unwrap().role,
+            accounts::get(&crate::store::Admin::test(&conn), "boss")
+                .unwrap()
+                .unwrap()
+                .role,
             Role::Technician
         );
         // The same role again changes nothing and is no reason to refuse; another's role may change.
@@ -376,6 +378,12 @@ mod tests {
         update(&c, &me, "jo".into(), input(Some("dsl")))
             .await
             .unwrap();
-        assert_eq!(accounts::get(&conn, "jo").unwrap().unwrap().role, Role::Dsl);
+        assert_eq!(
+            accounts::get(&crate::store::Admin::test(&conn), "jo")
+                .unwrap()
+                .unwrap()
+                .role,
+            Role::Dsl
+        );
     }
 }

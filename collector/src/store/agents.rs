@@ -1,7 +1,8 @@
 //! Enrolled agents: identity, certificate, revocation and health.
 
+use super::{Admin, Audited, System};
 use super::{Result, now_us, rfc3339};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
 pub struct NewAgent<'a> {
@@ -47,7 +48,8 @@ pub struct AgentRow {
     pub silent: bool,
 }
 
-pub fn insert_agent(conn: &Connection, a: &NewAgent<'_>) -> Result<()> {
+pub fn insert_agent(tx: &Admin<'_>, a: &NewAgent<'_>) -> Result<()> {
+    let conn = tx.conn;
     let now = now_us();
     conn.execute(
         "INSERT INTO agents(agent_id, grp, hostname, os, agent_version, enrolled_at, cert_serial,
@@ -68,11 +70,12 @@ pub fn insert_agent(conn: &Connection, a: &NewAgent<'_>) -> Result<()> {
 }
 
 pub fn record_renewal(
-    conn: &Connection,
+    tx: &Admin<'_>,
     agent_id: &str,
     serial: &str,
     not_after_us: i64,
 ) -> Result<()> {
+    let conn = tx.conn;
     conn.execute(
         "UPDATE agents SET prev_cert_serial = cert_serial, cert_serial = ?2, cert_not_after = ?3
          WHERE agent_id = ?1",
@@ -82,7 +85,8 @@ pub fn record_renewal(
 }
 
 /// Marks an agent revoked. Returns false if there is no such agent.
-pub fn revoke(conn: &Connection, agent_id: &str) -> Result<bool> {
+pub fn revoke(tx: &Admin<'_>, agent_id: &str) -> Result<bool> {
+    let conn = tx.conn;
     let n = conn.execute(
         "UPDATE agents SET revoked_at = COALESCE(revoked_at, ?2) WHERE agent_id = ?1",
         params![agent_id, now_us()],
@@ -92,9 +96,10 @@ pub fn revoke(conn: &Connection, agent_id: &str) -> Result<bool> {
 
 /// An active agent's group, its current certificate serial and the one it replaced.
 pub fn credentials(
-    conn: &Connection,
+    tx: &Admin<'_>,
     agent_id: &str,
 ) -> Result<Option<(String, String, Option<String>)>> {
+    let conn = tx.conn;
     Ok(conn
         .query_row(
             "SELECT grp, cert_serial, prev_cert_serial FROM agents
@@ -106,7 +111,8 @@ pub fn credentials(
 }
 
 /// The host name the agent last reported.
-pub fn hostname(conn: &Connection, agent_id: &str) -> Result<Option<String>> {
+pub fn hostname(tx: &Admin<'_>, agent_id: &str) -> Result<Option<String>> {
+    let conn = tx.conn;
     Ok(conn
         .query_row(
             "SELECT hostname FROM agents WHERE agent_id = ?1",
@@ -117,7 +123,8 @@ pub fn hostname(conn: &Connection, agent_id: &str) -> Result<Option<String>> {
 }
 
 /// Every agent id that is not allowed in: revoked ones.
-pub fn revoked_ids(conn: &Connection) -> Result<Vec<String>> {
+pub fn revoked_ids(tx: &Admin<'_>) -> Result<Vec<String>> {
+    let conn = tx.conn;
     let mut stmt =
         conn.prepare_cached("SELECT agent_id FROM agents WHERE revoked_at IS NOT NULL")?;
     let ids = stmt
@@ -127,10 +134,11 @@ pub fn revoked_ids(conn: &Connection) -> Result<Vec<String>> {
 }
 
 pub fn write_health<'a>(
-    conn: &mut Connection,
+    tx: &System<'_>,
     health: impl IntoIterator<Item = (&'a String, &'a AgentHealth)>,
 ) -> Result<()> {
-    let tx = conn.transaction()?;
+    let conn = tx.conn;
+    let tx = conn.unchecked_transaction()?;
     {
         let mut stmt = tx.prepare_cached(
             "UPDATE agents SET last_seen = MAX(COALESCE(last_seen, 0), ?2), hostname = ?3, os = ?4,
@@ -157,8 +165,9 @@ pub fn write_health<'a>(
 }
 
 /// Agents last seen before `cutoff_us` that have not been alerted on yet; marks them alerted.
-pub fn take_newly_silent(conn: &mut Connection, cutoff_us: i64) -> Result<Vec<AgentRow>> {
-    let tx = conn.transaction()?;
+pub fn take_newly_silent(tx: &System<'_>, cutoff_us: i64) -> Result<Vec<AgentRow>> {
+    let conn = tx.conn;
+    let tx = conn.unchecked_transaction()?;
     let rows = {
         let mut stmt = tx.prepare(&format!(
             "{SELECT} WHERE revoked_at IS NULL AND silent_alerted = 0 AND last_seen < ?1"
@@ -176,7 +185,8 @@ pub fn take_newly_silent(conn: &mut Connection, cutoff_us: i64) -> Result<Vec<Ag
     Ok(rows)
 }
 
-pub fn list(conn: &Connection) -> Result<Vec<AgentRow>> {
+pub fn list(tx: &Audited<'_>) -> Result<Vec<AgentRow>> {
+    let conn = tx.conn;
     let mut stmt = conn.prepare(&format!("{SELECT} ORDER BY enrolled_at, agent_id"))?;
     let rows = stmt.query_map([], row)?.collect::<Result<Vec<_>, _>>()?;
     Ok(rows)
@@ -224,17 +234,25 @@ mod tests {
             cert_serial: "01",
             cert_not_after_us: 0,
         };
-        insert_agent(&conn, &a).unwrap();
-        let (group, serial, previous) = credentials(&conn, "a1").unwrap().unwrap();
+        insert_agent(&crate::store::Admin::test(&conn), &a).unwrap();
+        let (group, serial, previous) = credentials(&crate::store::Admin::test(&conn), "a1")
+            .unwrap()
+            .unwrap();
         assert_eq!(
             (group.as_str(), serial.as_str(), previous),
             ("staff", "01", None)
         );
-        assert!(revoke(&conn, "a1").unwrap());
-        assert!(!revoke(&conn, "nobody").unwrap());
-        assert_eq!(credentials(&conn, "a1").unwrap(), None);
-        assert_eq!(revoked_ids(&conn).unwrap(), vec!["a1".to_string()]);
-        let listed = list(&conn).unwrap();
+        assert!(revoke(&crate::store::Admin::test(&conn), "a1").unwrap());
+        assert!(!revoke(&crate::store::Admin::test(&conn), "nobody").unwrap());
+        assert_eq!(
+            credentials(&crate::store::Admin::test(&conn), "a1").unwrap(),
+            None
+        );
+        assert_eq!(
+            revoked_ids(&crate::store::Admin::test(&conn)).unwrap(),
+            vec!["a1".to_string()]
+        );
+        let listed = list(&crate::store::Audited::test(&conn)).unwrap();
         assert!(listed[0].revoked && listed[0].group == "staff");
     }
 }

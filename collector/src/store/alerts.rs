@@ -2,9 +2,10 @@
 //! (same aggregation key, within the policy's window, while the alert is still new) add to one
 //! alert's count instead of making hundreds.
 
+use super::{Audited, System};
 use super::{Result, now_us, rfc3339};
 use invigilator_policy::{Alert, Severity};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
 #[derive(Debug, Clone, Serialize)]
@@ -41,7 +42,8 @@ pub enum Recorded {
 
 /// Stores a new alert, or counts it into an open alert with the same aggregation key whose last
 /// occurrence is no more than `window_us` before this one.
-pub fn record(conn: &Connection, a: &Alert, window_us: i64) -> Result<Recorded> {
+pub fn record(tx: &System<'_>, a: &Alert, window_us: i64) -> Result<Recorded> {
+    let conn = tx.conn;
     if let Some(key) = &a.aggregate_key
         && window_us > 0
     {
@@ -73,11 +75,12 @@ pub fn record(conn: &Connection, a: &Alert, window_us: i64) -> Result<Recorded> 
             return Ok(Recorded::Repeat(id));
         }
     }
-    insert(conn, a).map(Recorded::New)
+    insert(tx, a).map(Recorded::New)
 }
 
 /// Stores an alert on its own, whatever its key.
-pub fn insert(conn: &Connection, a: &Alert) -> Result<i64> {
+pub fn insert(tx: &System<'_>, a: &Alert) -> Result<i64> {
+    let conn = tx.conn;
     let mut stmt = conn.prepare_cached(
         "INSERT INTO alerts(agent_id, hostname, user, kind, rule, category, severity, summary,
                             matched, observed_at, created_at, policy_version, event_seq,
@@ -110,7 +113,8 @@ pub struct AlertFilter {
     pub limit: Option<u64>,
 }
 
-pub fn list(conn: &Connection, f: &AlertFilter) -> Result<Vec<AlertRow>> {
+pub fn list(tx: &Audited<'_>, f: &AlertFilter) -> Result<Vec<AlertRow>> {
+    let conn = tx.conn;
     let mut stmt = conn.prepare(
         "SELECT id, agent_id, hostname, user, kind, rule, category, severity, summary, matched,
                 observed_at, created_at, policy_version, event_seq, status,
@@ -171,11 +175,16 @@ mod tests {
     #[test]
     fn inserted_alerts_list_in_order_with_since_and_limit() {
         let (_d, conn) = crate::store::test_db();
-        insert(&conn, &alert(1)).unwrap();
-        insert(&conn, &alert(5)).unwrap();
-        assert_eq!(list(&conn, &AlertFilter::default()).unwrap().len(), 2);
+        insert(&crate::store::System::test(&conn), &alert(1)).unwrap();
+        insert(&crate::store::System::test(&conn), &alert(5)).unwrap();
+        assert_eq!(
+            list(&crate::store::Audited::test(&conn), &AlertFilter::default())
+                .unwrap()
+                .len(),
+            2
+        );
         let since = list(
-            &conn,
+            &crate::store::Audited::test(&conn),
             &AlertFilter {
                 since_us: Some(2_000_000),
                 limit: None,
@@ -190,7 +199,12 @@ mod tests {
             since_us: None,
             limit: Some(1),
         };
-        assert_eq!(list(&conn, &limited).unwrap().len(), 1);
+        assert_eq!(
+            list(&crate::store::Audited::test(&conn), &limited)
+                .unwrap()
+                .len(),
+            1
+        );
     }
 
     #[test]
@@ -201,33 +215,63 @@ mod tests {
             ..alert(at_s)
         };
         let window = 600 * 1_000_000;
-        let first = record(&conn, &keyed(100, "u|tor"), window).unwrap();
+        let first = record(
+            &crate::store::System::test(&conn),
+            &keyed(100, "u|tor"),
+            window,
+        )
+        .unwrap();
         let Recorded::New(id) = first else {
             panic!("{first:?}")
         };
         assert_eq!(
-            record(&conn, &keyed(400, "u|tor"), window).unwrap(),
+            record(
+                &crate::store::System::test(&conn),
+                &keyed(400, "u|tor"),
+                window
+            )
+            .unwrap(),
             Recorded::Repeat(id)
         );
         // The window runs from the latest occurrence, so a steady trickle stays one alert.
         assert_eq!(
-            record(&conn, &keyed(950, "u|tor"), window).unwrap(),
+            record(
+                &crate::store::System::test(&conn),
+                &keyed(950, "u|tor"),
+                window
+            )
+            .unwrap(),
             Recorded::Repeat(id)
         );
         // Events arrive out of order from agents that were offline: still the same breach.
         assert_eq!(
-            record(&conn, &keyed(50, "u|tor"), window).unwrap(),
+            record(
+                &crate::store::System::test(&conn),
+                &keyed(50, "u|tor"),
+                window
+            )
+            .unwrap(),
             Recorded::Repeat(id)
         );
         assert!(matches!(
-            record(&conn, &keyed(960, "other|tor"), window).unwrap(),
+            record(
+                &crate::store::System::test(&conn),
+                &keyed(960, "other|tor"),
+                window
+            )
+            .unwrap(),
             Recorded::New(_)
         ));
         assert!(matches!(
-            record(&conn, &keyed(2000, "u|tor"), window).unwrap(),
+            record(
+                &crate::store::System::test(&conn),
+                &keyed(2000, "u|tor"),
+                window
+            )
+            .unwrap(),
             Recorded::New(_)
         ));
-        let rows = list(&conn, &AlertFilter::default()).unwrap();
+        let rows = list(&crate::store::Audited::test(&conn), &AlertFilter::default()).unwrap();
         assert_eq!(rows.len(), 3);
         assert_eq!(rows[0].count, 4);
         assert_eq!(rows[0].observed_at, rfc3339(50_000_000));
@@ -237,16 +281,21 @@ mod tests {
         conn.execute("UPDATE alerts SET status = 'triaged' WHERE id = ?1", [id])
             .unwrap();
         assert!(matches!(
-            record(&conn, &keyed(960, "u|tor"), window).unwrap(),
+            record(
+                &crate::store::System::test(&conn),
+                &keyed(960, "u|tor"),
+                window
+            )
+            .unwrap(),
             Recorded::New(_)
         ));
         // No key, or no window: never aggregated.
         assert!(matches!(
-            record(&conn, &alert(961), window).unwrap(),
+            record(&crate::store::System::test(&conn), &alert(961), window).unwrap(),
             Recorded::New(_)
         ));
         assert!(matches!(
-            record(&conn, &keyed(962, "u|tor"), 0).unwrap(),
+            record(&crate::store::System::test(&conn), &keyed(962, "u|tor"), 0).unwrap(),
             Recorded::New(_)
         ));
     }

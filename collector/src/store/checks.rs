@@ -7,6 +7,7 @@
 //! the search; a page title is shown for staff but not for pupils (nor for anyone the policy
 //! cannot place, who are treated as children).
 
+use super::{Audited, Scan, Sealed};
 use super::{events, now_us, rfc3339};
 use invigilator_policy::Policy;
 use invigilator_policy::groups::Class;
@@ -129,7 +130,8 @@ pub struct Check {
     pub result: Option<Outcome>,
 }
 
-pub fn request(conn: &Connection, requested_by: &str, reason: &str, scope: Scope) -> Result<i64> {
+pub fn request(tx: &Audited<'_>, requested_by: &str, reason: &str, scope: Scope) -> Result<i64> {
+    let conn = tx.conn;
     let reason = reason.trim();
     if reason.is_empty() {
         return Err(CheckError::NoReason);
@@ -172,7 +174,11 @@ fn check(r: &rusqlite::Row<'_>, with_result: bool) -> rusqlite::Result<Check> {
     })
 }
 
-pub fn get(conn: &Connection, id: i64) -> Result<Option<Check>> {
+pub fn get(tx: &Audited<'_>, id: i64) -> Result<Option<Check>> {
+    get_in(tx.conn, id)
+}
+
+fn get_in(conn: &Connection, id: i64) -> Result<Option<Check>> {
     Ok(conn
         .query_row(
             &format!("SELECT {COLUMNS} FROM checks WHERE id = ?1"),
@@ -205,7 +211,8 @@ impl Readable<'_> {
 }
 
 /// Checks, newest first, without their results; only those `who` may read.
-pub fn list(conn: &Connection, who: Readable<'_>) -> Result<Vec<Check>> {
+pub fn list(tx: &Audited<'_>, who: Readable<'_>) -> Result<Vec<Check>> {
+    let conn = tx.conn;
     let (requested_by, runner) = match who {
         Readable::All => (None, None),
         Readable::RequestedBy(w) => (Some(w), None),
@@ -222,22 +229,38 @@ pub fn list(conn: &Connection, who: Readable<'_>) -> Result<Vec<Check>> {
 }
 
 /// Runs a requested check as `runner` and stores the result: [`prepare`] then [`record`].
-pub fn run(conn: &Connection, id: i64, runner: &str, policy: &Policy) -> Result<Outcome> {
-    let outcome = prepare(conn, id, runner, policy)?;
-    record(conn, id, runner, &outcome)?;
-    Ok(outcome)
+pub fn run(tx: &Audited<'_>, id: i64, runner: &str, policy: &Policy) -> Result<Outcome> {
+    let prepared = Sealed(produce(
+        tx.conn,
+        &runnable(tx.conn, id, runner)?.scope,
+        policy,
+    )?);
+    record(tx, id, runner, &prepared)?;
+    Ok(prepared.0)
+}
+
+/// A check's result produced by [`prepare`], sealed until [`record`] stores it under its audit
+/// entry: only its counts can be read before.
+pub type Prepared = Sealed<Outcome>;
+
+impl Sealed<Outcome> {
+    /// Events and alerts matched, and whether the result was capped: what the entry records.
+    pub fn counts(&self) -> (usize, usize, bool) {
+        (self.0.events, self.0.alerts, self.0.capped)
+    }
 }
 
 /// Produces a check's result without writing anything, so a long scan can run on a reader
 /// connection outside any write transaction (ingest must not wait for it). The two-person rule
 /// is checked here and again in [`record`], so no caller can skip it.
-pub fn prepare(conn: &Connection, id: i64, runner: &str, policy: &Policy) -> Result<Outcome> {
+pub fn prepare(tx: &Scan<'_>, id: i64, runner: &str, policy: &Policy) -> Result<Prepared> {
+    let conn = tx.conn;
     let c = runnable(conn, id, runner)?;
-    produce(conn, &c.scope, policy)
+    Ok(Sealed(produce(conn, &c.scope, policy)?))
 }
 
 fn runnable(conn: &Connection, id: i64, runner: &str) -> Result<Check> {
-    let c = get(conn, id)?.ok_or(CheckError::NoSuchCheck(id))?;
+    let c = get_in(conn, id)?.ok_or(CheckError::NoSuchCheck(id))?;
     if c.status != "requested" {
         return Err(CheckError::AlreadyRun(id));
     }
@@ -251,7 +274,9 @@ fn runnable(conn: &Connection, id: i64, runner: &str) -> Result<Check> {
 }
 
 /// Stores a result from [`prepare`]; refuses if someone else ran the check meanwhile.
-pub fn record(conn: &Connection, id: i64, runner: &str, outcome: &Outcome) -> Result<()> {
+pub fn record(tx: &Audited<'_>, id: i64, runner: &str, prepared: &Prepared) -> Result<()> {
+    let outcome = &prepared.0;
+    let conn = tx.conn;
     runnable(conn, id, runner)?;
     let n = conn.execute(
         "UPDATE checks SET status = 'run', run_by = ?2, run_at = ?3, result = ?4
@@ -301,7 +326,7 @@ fn in_list(column: &str, list: &[String], args: &mut Vec<Sql>) -> String {
 }
 
 /// The check's rows: events and alerts in the range that match the scope, in time order.
-pub fn produce(conn: &Connection, scope: &Scope, policy: &Policy) -> Result<Outcome> {
+fn produce(conn: &Connection, scope: &Scope, policy: &Policy) -> Result<Outcome> {
     let mut rows: Vec<(i64, Row)> = Vec::new();
     let mut capped = false;
     let (mut n_events, mut n_alerts) = (0, 0);

@@ -13,7 +13,7 @@ fn policy() -> Policy {
 
 fn enrol(conn: &Connection, id: &str, group: &str, host: &str) {
     agents::insert_agent(
-        conn,
+        &crate::store::Admin::test(conn),
         &NewAgent {
             agent_id: id,
             group,
@@ -119,11 +119,11 @@ fn store() -> (tempfile::TempDir, Connection) {
         ),
     ];
     for (agent, e) in &evs {
-        crate::store::events::insert(&tx, agent, e, T0).unwrap();
+        crate::store::events::insert(&crate::store::System::test(&tx), agent, e, T0).unwrap();
     }
     tx.commit().unwrap();
     alerts::insert(
-        &conn,
+        &crate::store::System::test(&conn),
         &Alert {
             agent_id: "a1".into(),
             hostname: "suite-pc1".into(),
@@ -156,19 +156,33 @@ fn scope() -> Scope {
 #[test]
 fn the_requester_cannot_run_their_own_check() {
     let (_d, conn) = store();
-    let id = request(&conn, "head", "concern raised by parent", scope()).unwrap();
-    let err = run(&conn, id, "HEAD", &policy()).unwrap_err();
+    let id = request(
+        &crate::store::Audited::test(&conn),
+        "head",
+        "concern raised by parent",
+        scope(),
+    )
+    .unwrap();
+    let err = run(&crate::store::Audited::test(&conn), id, "HEAD", &policy()).unwrap_err();
     assert!(matches!(err, CheckError::OwnRequest { .. }));
     assert!(err.to_string().contains("requested by head"), "{err}");
-    assert_eq!(get(&conn, id).unwrap().unwrap().status, "requested");
-    run(&conn, id, "tech", &policy()).unwrap();
-    let c = get(&conn, id).unwrap().unwrap();
+    assert_eq!(
+        get(&crate::store::Audited::test(&conn), id)
+            .unwrap()
+            .unwrap()
+            .status,
+        "requested"
+    );
+    run(&crate::store::Audited::test(&conn), id, "tech", &policy()).unwrap();
+    let c = get(&crate::store::Audited::test(&conn), id)
+        .unwrap()
+        .unwrap();
     assert_eq!(
         (c.status.as_str(), c.run_by.as_deref()),
         ("run", Some("tech"))
     );
     assert!(
-        matches!(run(&conn, id, "tech2", &policy()), Err(CheckError::AlreadyRun(i)) if i == id)
+        matches!(run(&crate::store::Audited::test(&conn), id, "tech2", &policy()), Err(CheckError::AlreadyRun(i)) if i == id)
     );
 }
 
@@ -176,7 +190,7 @@ fn the_requester_cannot_run_their_own_check() {
 fn a_request_needs_a_reason_a_range_and_known_kinds() {
     let (_d, conn) = store();
     assert!(matches!(
-        request(&conn, "head", "  ", scope()),
+        request(&crate::store::Audited::test(&conn), "head", "  ", scope()),
         Err(CheckError::NoReason)
     ));
     let backwards = Scope {
@@ -185,7 +199,7 @@ fn a_request_needs_a_reason_a_range_and_known_kinds() {
         ..scope()
     };
     assert!(matches!(
-        request(&conn, "head", "r", backwards),
+        request(&crate::store::Audited::test(&conn), "head", "r", backwards),
         Err(CheckError::EmptyRange)
     ));
     let odd = Scope {
@@ -193,7 +207,7 @@ fn a_request_needs_a_reason_a_range_and_known_kinds() {
         ..scope()
     };
     assert!(
-        matches!(request(&conn, "head", "r", odd), Err(CheckError::BadKind(k)) if k == "email")
+        matches!(request(&crate::store::Audited::test(&conn), "head", "r", odd), Err(CheckError::BadKind(k)) if k == "email")
     );
 }
 
@@ -285,7 +299,7 @@ fn a_big_scope_stops_at_the_cap_and_says_so() {
             "y5.sam",
             visit("https://a.example/", ""),
         );
-        crate::store::events::insert(&tx, "a1", &e, T0).unwrap();
+        crate::store::events::insert(&crate::store::System::test(&tx), "a1", &e, T0).unwrap();
     }
     tx.commit().unwrap();
     let r = produce(&conn, &scope(), &policy()).unwrap();

@@ -3,7 +3,8 @@
 //! they hold when several collectors share it.
 
 use super::Result;
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use super::System;
+use rusqlite::{OptionalExtension, params};
 
 const DAY_US: i64 = 86_400_000_000;
 
@@ -30,7 +31,8 @@ pub struct Committed<'a> {
 
 /// Adds a commit to the agent's usage for the day and moves its acknowledged sequence on;
 /// returns the agent's total bytes for the day, this commit included.
-pub fn record(tx: &Transaction<'_>, c: &Committed<'_>) -> Result<u64> {
+pub fn record(sys: &System<'_>, c: &Committed<'_>) -> Result<u64> {
+    let tx = sys.conn;
     let total: i64 = tx
         .prepare_cached(
             "INSERT INTO agent_usage(agent_id, day, bytes, events) VALUES (?1, ?2, ?3, ?4)
@@ -55,7 +57,8 @@ pub fn record(tx: &Transaction<'_>, c: &Committed<'_>) -> Result<u64> {
 }
 
 /// Bytes the agent has added to the store on the UTC day of `now_us`.
-pub fn used_on_day(conn: &Connection, agent_id: &str, now_us: i64) -> Result<u64> {
+pub fn used_on_day(tx: &System<'_>, agent_id: &str, now_us: i64) -> Result<u64> {
+    let conn = tx.conn;
     let bytes: Option<i64> = conn
         .prepare_cached("SELECT bytes FROM agent_usage WHERE agent_id = ?1 AND day = ?2")?
         .query_row(params![agent_id, day_of(now_us)], |r| r.get(0))
@@ -79,11 +82,12 @@ pub struct Stalled {
 /// acknowledged, whose acknowledged sequence has not moved since `progress_before_us`; marks
 /// them alerted (the next commit for the agent clears the mark).
 pub fn take_newly_stalled(
-    conn: &mut Connection,
+    tx: &System<'_>,
     heard_since_us: i64,
     progress_before_us: i64,
 ) -> Result<Vec<Stalled>> {
-    let tx = conn.transaction()?;
+    let conn = tx.conn;
+    let tx = conn.unchecked_transaction()?;
     let rows = {
         let mut stmt = tx.prepare(
             "SELECT agent_id, hostname, acked_seq, last_seq, spool_depth, acked_at FROM agents
@@ -117,10 +121,11 @@ pub fn take_newly_stalled(
 mod tests {
     use super::*;
     use crate::store::{self, AgentHealth, NewAgent, agents};
+    use rusqlite::Connection;
 
     fn enrol(conn: &Connection, id: &str) {
         agents::insert_agent(
-            conn,
+            &crate::store::Admin::test(conn),
             &NewAgent {
                 agent_id: id,
                 group: "default",
@@ -142,13 +147,13 @@ mod tests {
             last_seq,
             ..Default::default()
         };
-        agents::write_health(conn, [(&id.to_owned(), &h)]).unwrap();
+        agents::write_health(&crate::store::System::test(conn), [(&id.to_owned(), &h)]).unwrap();
     }
 
     fn commit(conn: &mut Connection, id: &str, at: i64, bytes: u64, up_to: u64) -> u64 {
-        let tx = conn.transaction().unwrap();
+        let tx = conn.unchecked_transaction().unwrap();
         let total = record(
-            &tx,
+            &crate::store::System::test(&tx),
             &Committed {
                 agent_id: id,
                 at_us: at,
@@ -170,9 +175,18 @@ mod tests {
         assert_eq!(commit(&mut conn, "a", day2 - 1, 100, 1), 100);
         assert_eq!(commit(&mut conn, "a", day2, 40, 2), 40);
         assert_eq!(commit(&mut conn, "a", day2 + 5, 2, 3), 42);
-        assert_eq!(used_on_day(&conn, "a", day2 + DAY_US - 1).unwrap(), 42);
-        assert_eq!(used_on_day(&conn, "a", day2 - 1).unwrap(), 100);
-        assert_eq!(used_on_day(&conn, "b", day2).unwrap(), 0);
+        assert_eq!(
+            used_on_day(&crate::store::System::test(&conn), "a", day2 + DAY_US - 1).unwrap(),
+            42
+        );
+        assert_eq!(
+            used_on_day(&crate::store::System::test(&conn), "a", day2 - 1).unwrap(),
+            100
+        );
+        assert_eq!(
+            used_on_day(&crate::store::System::test(&conn), "b", day2).unwrap(),
+            0
+        );
         assert_eq!(next_day_us(day2 + 5), day2 + DAY_US);
         assert_eq!(day_of(-1), -1);
     }
@@ -201,20 +215,23 @@ mod tests {
         .unwrap();
 
         let cutoff = now - 600_000_000;
-        let stalled = take_newly_stalled(&mut conn, cutoff, cutoff).unwrap();
+        let stalled =
+            take_newly_stalled(&crate::store::System::test(&conn), cutoff, cutoff).unwrap();
         let ids: Vec<_> = stalled.iter().map(|s| s.agent_id.as_str()).collect();
         assert_eq!(ids, ["stuck"]);
         assert_eq!((stalled[0].acked_seq, stalled[0].last_seq), (10, 60));
         // Once per stall ...
         assert!(
-            take_newly_stalled(&mut conn, cutoff, cutoff)
+            take_newly_stalled(&crate::store::System::test(&conn), cutoff, cutoff)
                 .unwrap()
                 .is_empty()
         );
         // ... and a commit re-arms it.
         commit(&mut conn, "stuck", long_ago + 1, 1, 11);
         assert_eq!(
-            take_newly_stalled(&mut conn, cutoff, cutoff).unwrap().len(),
+            take_newly_stalled(&crate::store::System::test(&conn), cutoff, cutoff)
+                .unwrap()
+                .len(),
             1
         );
     }

@@ -3,8 +3,9 @@
 //! attempts are refused before any token or CSR is looked at, until the window ends.
 //! Successes never count: a school enrolling a whole suite from behind one NAT address is normal.
 
+use super::Admin;
 use super::Result;
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{OptionalExtension, params};
 
 pub const WINDOW_US: i64 = 10 * 60 * 1_000_000;
 pub const MAX_FAILURES: u32 = 20;
@@ -20,7 +21,8 @@ pub enum Gate {
     },
 }
 
-pub fn gate(conn: &Connection, addr: &str, now_us: i64) -> Result<Gate> {
+pub fn gate(tx: &Admin<'_>, addr: &str, now_us: i64) -> Result<Gate> {
+    let conn = tx.conn;
     let row: Option<(i64, i64)> = conn
         .prepare_cached("SELECT window_start, failures FROM enrol_failures WHERE addr = ?1")?
         .query_row([addr], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -45,7 +47,8 @@ pub fn gate(conn: &Connection, addr: &str, now_us: i64) -> Result<Gate> {
 }
 
 /// Counts a failure; returns the failures in the address's current window, this one included.
-pub fn failed(conn: &Connection, addr: &str, now_us: i64) -> Result<u32> {
+pub fn failed(tx: &Admin<'_>, addr: &str, now_us: i64) -> Result<u32> {
+    let conn = tx.conn;
     let failures: i64 = conn
         .prepare_cached(
             "INSERT INTO enrol_failures(addr, window_start, failures, refused) VALUES (?1, ?2, 1, 0)
@@ -68,20 +71,35 @@ mod tests {
         let (_d, conn) = crate::store::test_db();
         let t = 1_000_000_000;
         for n in 1..=MAX_FAILURES {
-            assert_eq!(gate(&conn, "10.0.0.1", t).unwrap(), Gate::Open);
-            assert_eq!(failed(&conn, "10.0.0.1", t).unwrap(), n);
+            assert_eq!(
+                gate(&crate::store::Admin::test(&conn), "10.0.0.1", t).unwrap(),
+                Gate::Open
+            );
+            assert_eq!(
+                failed(&crate::store::Admin::test(&conn), "10.0.0.1", t).unwrap(),
+                n
+            );
         }
         for refused in 1..=3 {
             assert_eq!(
-                gate(&conn, "10.0.0.1", t + 1).unwrap(),
+                gate(&crate::store::Admin::test(&conn), "10.0.0.1", t + 1).unwrap(),
                 Gate::Closed {
                     until_us: t + WINDOW_US,
                     refused
                 }
             );
         }
-        assert_eq!(gate(&conn, "10.0.0.2", t).unwrap(), Gate::Open);
-        assert_eq!(gate(&conn, "10.0.0.1", t + WINDOW_US).unwrap(), Gate::Open);
-        assert_eq!(failed(&conn, "10.0.0.1", t + WINDOW_US).unwrap(), 1);
+        assert_eq!(
+            gate(&crate::store::Admin::test(&conn), "10.0.0.2", t).unwrap(),
+            Gate::Open
+        );
+        assert_eq!(
+            gate(&crate::store::Admin::test(&conn), "10.0.0.1", t + WINDOW_US).unwrap(),
+            Gate::Open
+        );
+        assert_eq!(
+            failed(&crate::store::Admin::test(&conn), "10.0.0.1", t + WINDOW_US).unwrap(),
+            1
+        );
     }
 }

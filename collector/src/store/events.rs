@@ -1,9 +1,10 @@
 //! Events, stored exactly once per (agent_id, seq).
 
+use super::{Audited, System};
 use super::{Result, StoreError, rfc3339};
 use invigilator_proto::v1::{Event, event::Kind};
 use prost::Message;
-use rusqlite::{Connection, Transaction, params};
+use rusqlite::params;
 use serde::Serialize;
 
 /// What the committer did with one agent's batch.
@@ -20,11 +21,12 @@ pub struct StoredBatch {
 
 /// Inserts one event; false if it was already stored (a resend after a lost acknowledgement).
 pub fn insert(
-    tx: &Transaction<'_>,
+    sys: &System<'_>,
     agent_id: &str,
     event: &Event,
     received_at_us: i64,
 ) -> Result<bool> {
+    let tx = sys.conn;
     let kind = event.kind.as_ref().map(Kind::name).unwrap_or("unknown");
     let mut stmt = tx.prepare_cached(
         "INSERT INTO events(agent_id, seq, kind, observed_at, received_at, hostname, user, payload)
@@ -66,7 +68,8 @@ pub struct EventRow {
     pub details: serde_json::Map<String, serde_json::Value>,
 }
 
-pub fn list(conn: &Connection, f: &EventFilter) -> Result<Vec<EventRow>> {
+pub fn list(tx: &Audited<'_>, f: &EventFilter) -> Result<Vec<EventRow>> {
+    let conn = tx.conn;
     let mut stmt = conn.prepare(
         "SELECT agent_id, seq, kind, observed_at, received_at, hostname, user, payload FROM events
          WHERE (?1 IS NULL OR kind = ?1) AND (?2 IS NULL OR observed_at >= ?2)
@@ -116,12 +119,13 @@ fn details(event: &Event) -> serde_json::Map<String, serde_json::Value> {
 /// An agent's events from `seq - before` to `seq + after` (what the device was doing around an
 /// alert), found through the (agent_id, seq) key.
 pub fn around(
-    conn: &Connection,
+    tx: &Audited<'_>,
     agent_id: &str,
     seq: u64,
     before: u64,
     after: u64,
 ) -> Result<Vec<EventRow>> {
+    let conn = tx.conn;
     let mut stmt = conn.prepare_cached(
         "SELECT agent_id, seq, kind, observed_at, received_at, hostname, user, payload FROM events
          WHERE agent_id = ?1 AND seq BETWEEN ?2 AND ?3 ORDER BY seq",
@@ -139,7 +143,8 @@ pub fn around(
 /// Every event whose `user` is exactly `user`, in the order stored, handed to `f` one at a
 /// time. A full scan on purpose: an index on `user` would cost every ingest commit, and this
 /// is only needed for a subject access request.
-pub fn for_user(conn: &Connection, user: &str, mut f: impl FnMut(EventRow)) -> Result<u64> {
+pub fn for_user(tx: &Audited<'_>, user: &str, mut f: impl FnMut(EventRow)) -> Result<u64> {
+    let conn = tx.conn;
     let mut stmt = conn.prepare(
         "SELECT agent_id, seq, kind, observed_at, received_at, hostname, user, payload FROM events
          WHERE user = ?1 ORDER BY id",
@@ -175,10 +180,11 @@ pub(crate) fn row(r: &rusqlite::Row<'_>) -> Result<EventRow> {
 }
 
 pub fn replay(
-    conn: &Connection,
+    tx: &Audited<'_>,
     since_us: Option<i64>,
     mut f: impl FnMut(&str, &str, Event),
 ) -> Result<u64> {
+    let conn = tx.conn;
     let mut stmt = conn.prepare(
         "SELECT e.agent_id, coalesce(a.grp, ''), e.seq, e.payload
          FROM events e LEFT JOIN agents a ON a.agent_id = e.agent_id
@@ -202,7 +208,8 @@ pub fn replay(
 }
 
 /// Sequence numbers stored for one agent, in order (used by tests and the loss report).
-pub fn seqs_for(conn: &Connection, agent_id: &str) -> Result<Vec<u64>> {
+pub fn seqs_for(tx: &System<'_>, agent_id: &str) -> Result<Vec<u64>> {
+    let conn = tx.conn;
     let mut stmt = conn.prepare("SELECT seq FROM events WHERE agent_id = ?1 ORDER BY seq")?;
     let v = stmt
         .query_map([agent_id], |r| r.get::<_, i64>(0).map(|s| s as u64))?
@@ -237,14 +244,17 @@ mod tests {
     fn each_seq_is_stored_once_and_listed_with_its_fields() {
         let (_d, mut conn) = crate::store::test_db();
         let tx = conn.transaction().unwrap();
-        assert!(insert(&tx, "a", &ev(1), 5).unwrap());
-        assert!(!insert(&tx, "a", &ev(1), 6).unwrap());
-        assert!(insert(&tx, "b", &ev(1), 6).unwrap());
-        assert!(insert(&tx, "a", &ev(2), 7).unwrap());
+        assert!(insert(&crate::store::System::test(&tx), "a", &ev(1), 5).unwrap());
+        assert!(!insert(&crate::store::System::test(&tx), "a", &ev(1), 6).unwrap());
+        assert!(insert(&crate::store::System::test(&tx), "b", &ev(1), 6).unwrap());
+        assert!(insert(&crate::store::System::test(&tx), "a", &ev(2), 7).unwrap());
         tx.commit().unwrap();
-        assert_eq!(seqs_for(&conn, "a").unwrap(), vec![1, 2]);
+        assert_eq!(
+            seqs_for(&crate::store::System::test(&conn), "a").unwrap(),
+            vec![1, 2]
+        );
         let all = list(
-            &conn,
+            &crate::store::Audited::test(&conn),
             &EventFilter {
                 kind: Some("process".into()),
                 ..Default::default()
@@ -257,7 +267,7 @@ mod tests {
         assert_eq!(json["seq"], 1);
         assert_eq!(json["argv"][1], "<script>");
         let limited = list(
-            &conn,
+            &crate::store::Audited::test(&conn),
             &EventFilter {
                 limit: Some(1),
                 ..Default::default()
@@ -266,7 +276,7 @@ mod tests {
         .unwrap();
         assert_eq!(limited.len(), 1);
         let none = list(
-            &conn,
+            &crate::store::Audited::test(&conn),
             &EventFilter {
                 kind: Some("usb".into()),
                 ..Default::default()

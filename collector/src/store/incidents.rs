@@ -2,6 +2,7 @@
 //! (the schema refuses updates, and deletes before the retention cut-off), so what the log said
 //! on any day can always be shown.
 
+use super::Audited;
 use super::triage::{self, Change};
 use super::{now_us, rfc3339};
 use invigilator_policy::groups::Class;
@@ -329,15 +330,16 @@ fn parse(id: i64, json: &str) -> Result<IncidentRecord> {
 /// A new incident (version 1), linked to `alert_ids`; those still new or triaged become
 /// escalated through triage, so the alerts' own history says why. Run it in a transaction.
 pub fn create(
-    conn: &Connection,
+    tx: &Audited<'_>,
     author: &str,
     record: IncidentRecord,
     alert_ids: &[i64],
     actions: &[String],
 ) -> Result<i64> {
+    let conn = tx.conn;
     let record = record.validated(actions)?;
     for &a in alert_ids {
-        if triage::get(conn, a)?.is_none() {
+        if triage::get(tx, a)?.is_none() {
             return Err(IncidentError::NoSuchAlert(a));
         }
     }
@@ -353,14 +355,14 @@ pub fn create(
             "INSERT OR IGNORE INTO incident_alerts(incident_id, alert_id) VALUES (?1, ?2)",
             params![id, a],
         )?;
-        let status = triage::get(conn, a)?.map(|l| l.status).unwrap_or_default();
+        let status = triage::get(tx, a)?.map(|l| l.status).unwrap_or_default();
         if status == "new" || status == "triaged" {
             let change = Change {
                 status: Some("escalated".into()),
                 note: format!("recorded in incident {id}"),
                 ..Default::default()
             };
-            triage::apply(conn, a, author, &change)?.map_err(|e| IncidentError::Triage(a, e))?;
+            triage::apply(tx, a, author, &change)?.map_err(|e| IncidentError::Triage(a, e))?;
         }
     }
     Ok(id)
@@ -385,12 +387,13 @@ fn insert_version(
 
 /// An edit: appends version n+1. Returns the new version's number.
 pub fn update(
-    conn: &Connection,
+    tx: &Audited<'_>,
     id: i64,
     author: &str,
     record: IncidentRecord,
     actions: &[String],
 ) -> Result<u32> {
+    let conn = tx.conn;
     let record = record.validated(actions)?;
     let last: Option<(u32, String)> = conn
         .query_row(
@@ -410,7 +413,8 @@ pub fn update(
     Ok(n + 1)
 }
 
-pub fn get(conn: &Connection, id: i64) -> Result<Option<Incident>> {
+pub fn get(tx: &Audited<'_>, id: i64) -> Result<Option<Incident>> {
+    let conn = tx.conn;
     let head: Option<(i64, String)> = conn
         .query_row(
             "SELECT created_at, created_by FROM incidents WHERE id = ?1",
@@ -476,7 +480,8 @@ pub fn get(conn: &Connection, id: i64) -> Result<Option<Incident>> {
 }
 
 /// Incidents as they stand now, newest first (at most 500).
-pub fn list(conn: &Connection, f: &Filter) -> Result<Vec<Current>> {
+pub fn list(tx: &Audited<'_>, f: &Filter) -> Result<Vec<Current>> {
+    let conn = tx.conn;
     let mut stmt = conn.prepare_cached(
         "SELECT i.id, i.created_at, i.created_by, v.version, v.at, v.author, v.record
          FROM incidents i JOIN incident_versions v ON v.incident_id = i.id
@@ -516,7 +521,8 @@ pub fn list(conn: &Connection, f: &Filter) -> Result<Vec<Current>> {
 }
 
 /// The incidents an alert is recorded in: (id, status).
-pub fn for_alert(conn: &Connection, alert_id: i64) -> Result<Vec<(i64, String)>> {
+pub fn for_alert(tx: &Audited<'_>, alert_id: i64) -> Result<Vec<(i64, String)>> {
+    let conn = tx.conn;
     let mut stmt = conn.prepare_cached(
         "SELECT l.incident_id, json_extract(v.record, '$.status')
          FROM incident_alerts l JOIN incident_versions v ON v.incident_id = l.incident_id
@@ -531,10 +537,10 @@ pub fn for_alert(conn: &Connection, alert_id: i64) -> Result<Vec<(i64, String)>>
 /// A record to start from, from the alerts an incident is opened on: every user named, the
 /// earliest time, the most severe alert's category and severity. The caller sets the class
 /// (it needs the policy's groups).
-pub fn prefill(conn: &Connection, alert_ids: &[i64]) -> Result<IncidentRecord> {
+pub fn prefill(tx: &Audited<'_>, alert_ids: &[i64]) -> Result<IncidentRecord> {
     let mut alerts = Vec::new();
     for &a in alert_ids {
-        alerts.push(triage::get(conn, a)?.ok_or(IncidentError::NoSuchAlert(a))?);
+        alerts.push(triage::get(tx, a)?.ok_or(IncidentError::NoSuchAlert(a))?);
     }
     let mut users: Vec<&str> = Vec::new();
     for a in &alerts {

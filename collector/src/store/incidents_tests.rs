@@ -4,7 +4,7 @@ use invigilator_policy::Alert;
 
 fn alert(conn: &Connection, user: &str, severity: &str, at: i64) -> i64 {
     alerts::insert(
-        conn,
+        &crate::store::System::test(conn),
         &Alert {
             agent_id: "a1".into(),
             hostname: "pc1".into(),
@@ -111,7 +111,7 @@ fn creating_from_alerts_links_and_escalates_them() {
     let b = alert(&conn, "ben.q", "inappropriate", 1_000_000);
     let c = alert(&conn, "amy.p", "informational", 3_000_000);
     triage::apply(
-        &conn,
+        &crate::store::Audited::test(&conn),
         c,
         "dsl",
         &Change {
@@ -121,25 +121,65 @@ fn creating_from_alerts_links_and_escalates_them() {
     )
     .unwrap()
     .unwrap();
-    let pre = prefill(&conn, &[a, b, c]).unwrap();
+    let pre = prefill(&crate::store::Audited::test(&conn), &[a, b, c]).unwrap();
     assert_eq!(pre.subject, "amy.p, ben.q");
     assert_eq!(pre.severity, "serious");
     assert_eq!(pre.category, "cat-serious");
     assert_eq!(pre.occurred_at, rfc3339(1_000_000));
-    let id = create(&conn, "dsl", record(), &[a, b, c], &actions()).unwrap();
-    assert_eq!(triage::get(&conn, a).unwrap().unwrap().status, "escalated");
-    assert_eq!(triage::get(&conn, b).unwrap().unwrap().status, "escalated");
+    let id = create(
+        &crate::store::Audited::test(&conn),
+        "dsl",
+        record(),
+        &[a, b, c],
+        &actions(),
+    )
+    .unwrap();
+    assert_eq!(
+        triage::get(&crate::store::Audited::test(&conn), a)
+            .unwrap()
+            .unwrap()
+            .status,
+        "escalated"
+    );
+    assert_eq!(
+        triage::get(&crate::store::Audited::test(&conn), b)
+            .unwrap()
+            .unwrap()
+            .status,
+        "escalated"
+    );
     // A closed alert is not reopened by being recorded.
-    assert_eq!(triage::get(&conn, c).unwrap().unwrap().status, "resolved");
-    let notes = triage::notes(&conn, a).unwrap();
+    assert_eq!(
+        triage::get(&crate::store::Audited::test(&conn), c)
+            .unwrap()
+            .unwrap()
+            .status,
+        "resolved"
+    );
+    let notes = triage::notes(&crate::store::Audited::test(&conn), a).unwrap();
     assert_eq!(
         notes.last().unwrap().note,
         format!("recorded in incident {id}")
     );
-    assert_eq!(for_alert(&conn, a).unwrap(), vec![(id, "open".to_string())]);
-    assert_eq!(get(&conn, id).unwrap().unwrap().alerts, vec![a, b, c]);
+    assert_eq!(
+        for_alert(&crate::store::Audited::test(&conn), a).unwrap(),
+        vec![(id, "open".to_string())]
+    );
+    assert_eq!(
+        get(&crate::store::Audited::test(&conn), id)
+            .unwrap()
+            .unwrap()
+            .alerts,
+        vec![a, b, c]
+    );
     assert!(matches!(
-        create(&conn, "dsl", record(), &[999], &actions()),
+        create(
+            &crate::store::Audited::test(&conn),
+            "dsl",
+            record(),
+            &[999],
+            &actions()
+        ),
         Err(IncidentError::NoSuchAlert(999))
     ));
 }
@@ -147,19 +187,41 @@ fn creating_from_alerts_links_and_escalates_them() {
 #[test]
 fn an_edit_appends_a_version_and_the_old_one_stays() {
     let (_d, conn) = test_db();
-    let id = create(&conn, "dsl1", record(), &[], &actions()).unwrap();
+    let id = create(
+        &crate::store::Audited::test(&conn),
+        "dsl1",
+        record(),
+        &[],
+        &actions(),
+    )
+    .unwrap();
     let mut edited = record();
     edited.status = "closed".into();
     edited.notes = "Closed after the review meeting".into();
     assert_eq!(
-        update(&conn, id, "dsl2", edited.clone(), &actions()).unwrap(),
+        update(
+            &crate::store::Audited::test(&conn),
+            id,
+            "dsl2",
+            edited.clone(),
+            &actions()
+        )
+        .unwrap(),
         2
     );
     assert!(matches!(
-        update(&conn, id, "dsl2", edited, &actions()),
+        update(
+            &crate::store::Audited::test(&conn),
+            id,
+            "dsl2",
+            edited,
+            &actions()
+        ),
         Err(IncidentError::Unchanged(2))
     ));
-    let inc = get(&conn, id).unwrap().unwrap();
+    let inc = get(&crate::store::Audited::test(&conn), id)
+        .unwrap()
+        .unwrap();
     assert_eq!(inc.current.version, 2);
     assert_eq!(inc.current.record.status, "closed");
     assert_eq!(inc.current.opened_by, "dsl1");
@@ -169,7 +231,13 @@ fn an_edit_appends_a_version_and_the_old_one_stays() {
     assert_eq!(inc.history[0].record.notes, "Amy's mother called back");
     assert_eq!(inc.history[1].changed, vec!["notes", "status"]);
     assert!(matches!(
-        update(&conn, 77, "dsl", record(), &actions()),
+        update(
+            &crate::store::Audited::test(&conn),
+            77,
+            "dsl",
+            record(),
+            &actions()
+        ),
         Err(IncidentError::NoSuchIncident(77))
     ));
     // The schema itself refuses to rewrite history.
@@ -183,7 +251,14 @@ fn an_edit_appends_a_version_and_the_old_one_stays() {
 #[test]
 fn versions_are_deleted_only_before_the_retention_cut_off() {
     let (_d, conn) = test_db();
-    let id = create(&conn, "dsl", record(), &[], &actions()).unwrap();
+    let id = create(
+        &crate::store::Audited::test(&conn),
+        "dsl",
+        record(),
+        &[],
+        &actions(),
+    )
+    .unwrap();
     let delete = || conn.execute("DELETE FROM incident_versions WHERE incident_id = ?1", [id]);
     let err = delete().unwrap_err().to_string();
     assert!(err.contains("retention"), "{err}");
@@ -205,14 +280,28 @@ fn versions_are_deleted_only_before_the_retention_cut_off() {
 #[test]
 fn lists_filter_and_governors_see_no_names() {
     let (_d, conn) = test_db();
-    let first = create(&conn, "dsl", record(), &[], &actions()).unwrap();
+    let first = create(
+        &crate::store::Audited::test(&conn),
+        "dsl",
+        record(),
+        &[],
+        &actions(),
+    )
+    .unwrap();
     let mut other = record();
     other.category = "bullying".into();
     other.occurred_at = "2026-12-01T10:00:00Z".into();
     other.status = "closed".into();
-    let second = create(&conn, "dsl", other, &[], &actions()).unwrap();
+    let second = create(
+        &crate::store::Audited::test(&conn),
+        "dsl",
+        other,
+        &[],
+        &actions(),
+    )
+    .unwrap();
     let ids = |f: Filter| {
-        list(&conn, &f)
+        list(&crate::store::Audited::test(&conn), &f)
             .unwrap()
             .iter()
             .map(|c| c.id)
@@ -229,7 +318,7 @@ fn lists_filter_and_governors_see_no_names() {
         ..Default::default()
     };
     assert_eq!(ids(december), [second]);
-    let summaries: Vec<Summary> = list(&conn, &Filter::default())
+    let summaries: Vec<Summary> = list(&crate::store::Audited::test(&conn), &Filter::default())
         .unwrap()
         .iter()
         .map(Summary::from)

@@ -10,19 +10,27 @@ use rusqlite::{Connection, OpenFlags};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod access;
+pub mod accounts;
 pub mod agents;
 pub mod alerts;
+pub mod approvers;
+pub mod audit;
 pub mod checks;
 pub mod delivery;
 pub mod enrol_guard;
 pub mod events;
 pub mod incidents;
+pub mod outbox;
 pub mod reports;
+pub mod retention;
 pub mod reveals;
+pub mod sar;
 pub mod sessions;
 pub mod tokens;
 pub mod triage;
 
+pub use access::{Admin, Audited, Scan, Sealed, Store, System};
 pub use agents::{AgentHealth, AgentRow, NewAgent};
 pub use alerts::{AlertFilter, AlertRow};
 pub use events::{EventFilter, EventRow, StoredBatch};
@@ -70,8 +78,9 @@ pub enum Durability {
     Normal,
 }
 
-/// Opens the database of an initialised data directory.
-pub fn open(data_dir: &Path, durability: Durability) -> Result<Connection> {
+/// Opens the database of an initialised data directory. Only the store opens connections:
+/// everything else goes through [`Store`].
+pub(in crate::store) fn open(data_dir: &Path, durability: Durability) -> Result<Connection> {
     let path = db_path(data_dir);
     if !path.exists() {
         return Err(StoreError::NotInitialised(data_dir.to_path_buf()));
@@ -79,8 +88,8 @@ pub fn open(data_dir: &Path, durability: Durability) -> Result<Connection> {
     open_path(&path, durability, false)
 }
 
-/// Creates the database (for `init`).
-pub fn create(data_dir: &Path) -> Result<Connection> {
+/// Creates the database (for `init`, through [`Store::create`]).
+pub(in crate::store) fn create(data_dir: &Path) -> Result<Connection> {
     open_path(&db_path(data_dir), Durability::Full, true)
 }
 
@@ -230,6 +239,12 @@ pub fn rfc3339(us: i64) -> String {
     chrono::DateTime::from_timestamp_micros(us)
         .unwrap_or_default()
         .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+/// A connection of a test's own, to set up and inspect what the code under test stored.
+#[cfg(test)]
+pub(crate) fn test_open(data_dir: &Path) -> Connection {
+    open(data_dir, Durability::Normal).unwrap()
 }
 
 #[cfg(test)]

@@ -6,8 +6,9 @@
 //! is the console's (it needs the policy). This module still refuses illegal-class alerts
 //! itself: nothing may ever open those.
 
+use super::{Admin, Audited};
 use super::{now_us, rfc3339};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 use std::time::Duration;
 
@@ -109,7 +110,8 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Request> {
     })
 }
 
-pub fn get(conn: &Connection, id: i64) -> Result<Option<Request>> {
+pub fn get(tx: &Audited<'_>, id: i64) -> Result<Option<Request>> {
+    let conn = tx.conn;
     Ok(conn
         .query_row(
             &format!("SELECT {COLUMNS} FROM reveal_requests WHERE id = ?1"),
@@ -120,7 +122,8 @@ pub fn get(conn: &Connection, id: i64) -> Result<Option<Request>> {
 }
 
 /// Asks to see one alert in full. Returns the request's id.
-pub fn request(conn: &Connection, alert_id: i64, requester: &str, reason: &str) -> Result<i64> {
+pub fn request(tx: &Audited<'_>, alert_id: i64, requester: &str, reason: &str) -> Result<i64> {
+    let conn = tx.conn;
     let reason = reason.trim();
     if reason.split_whitespace().count() < MIN_REASON_WORDS {
         return Err(RevealError::NoReason);
@@ -139,7 +142,7 @@ pub fn request(conn: &Connection, alert_id: i64, requester: &str, reason: &str) 
         return Err(RevealError::Illegal(alert_id));
     }
     let now = now_us();
-    if let Some(mine) = latest(conn, alert_id, requester)?
+    if let Some(mine) = latest(&tx.admin(), alert_id, requester)?
         && (mine.waiting() || mine.live(now))
     {
         return Err(RevealError::Outstanding(mine.id));
@@ -156,14 +159,15 @@ pub fn request(conn: &Connection, alert_id: i64, requester: &str, reason: &str) 
 /// Approves or refuses a request. `approvers` are the names in collector.toml: an account
 /// administrator can mint accounts with any role, so a role alone does not make a second person.
 pub fn decide(
-    conn: &Connection,
+    tx: &Audited<'_>,
     id: i64,
     approver: &str,
     approve: bool,
     lasts: Duration,
     approvers: &[String],
 ) -> Result<Request> {
-    let req = get(conn, id)?.ok_or(RevealError::NoSuchRequest(id))?;
+    let conn = tx.conn;
+    let req = get(tx, id)?.ok_or(RevealError::NoSuchRequest(id))?;
     if req.requested_by.eq_ignore_ascii_case(approver) {
         return Err(RevealError::OwnRequest(id));
     }
@@ -232,7 +236,7 @@ pub fn decide(
          WHERE id = ?1 AND decision IS NULL",
         params![id, approver, now, decision, expires],
     )?;
-    let req = get(conn, id)?.ok_or(RevealError::NoSuchRequest(id))?;
+    let req = get(tx, id)?.ok_or(RevealError::NoSuchRequest(id))?;
     if n == 0 {
         return Err(RevealError::Decided {
             id,
@@ -243,7 +247,10 @@ pub fn decide(
 }
 
 /// This user's most recent request for this alert.
-pub fn latest(conn: &Connection, alert_id: i64, username: &str) -> Result<Option<Request>> {
+/// This member of staff's own latest request for an alert: the workflow's state, not the
+/// alert's content.
+pub fn latest(tx: &Admin<'_>, alert_id: i64, username: &str) -> Result<Option<Request>> {
+    let conn = tx.conn;
     Ok(conn
         .query_row(
             &format!(
@@ -257,12 +264,8 @@ pub fn latest(conn: &Connection, alert_id: i64, username: &str) -> Result<Option
 }
 
 /// The live approval letting this user see this alert in full, if any.
-pub fn grant(
-    conn: &Connection,
-    alert_id: i64,
-    username: &str,
-    now: i64,
-) -> Result<Option<Request>> {
+pub fn grant(tx: &Audited<'_>, alert_id: i64, username: &str, now: i64) -> Result<Option<Request>> {
+    let conn = tx.conn;
     Ok(conn
         .query_row(
             &format!(
@@ -277,12 +280,13 @@ pub fn grant(
         .optional()?)
 }
 
-pub fn granted(conn: &Connection, alert_id: i64, username: &str, now: i64) -> Result<bool> {
-    Ok(grant(conn, alert_id, username, now)?.is_some())
+pub fn granted(tx: &Audited<'_>, alert_id: i64, username: &str, now: i64) -> Result<bool> {
+    Ok(grant(tx, alert_id, username, now)?.is_some())
 }
 
 /// Requests waiting for a decision, then those decided in the last `recent`, newest first.
-pub fn list(conn: &Connection, now: i64, recent: Duration) -> Result<Vec<Request>> {
+pub fn list(tx: &Audited<'_>, now: i64, recent: Duration) -> Result<Vec<Request>> {
+    let conn = tx.conn;
     let since = now.saturating_sub(recent.as_micros() as i64);
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM reveal_requests WHERE decision IS NULL OR decided_at >= ?1
@@ -297,6 +301,7 @@ mod tests {
     use super::*;
     use crate::store::{alerts, test_db};
     use invigilator_policy::Alert;
+    use rusqlite::Connection;
 
     const DAY: Duration = Duration::from_secs(24 * 3600);
     const REASON: &str = "pattern of self-harm searches this week";
@@ -319,7 +324,7 @@ mod tests {
 
     fn alert(conn: &Connection, rule: &str, severity: &str) -> i64 {
         alerts::insert(
-            conn,
+            &crate::store::System::test(conn),
             &Alert {
                 agent_id: "a1".into(),
                 hostname: "pc1".into(),
@@ -345,22 +350,45 @@ mod tests {
         let (_d, conn) = test_db();
         senior_staff(&conn);
         let a = alert(&conn, "keywords.self-harm", "serious");
-        let id = request(&conn, a, "dsl1", REASON).unwrap();
-        let err = decide(&conn, id, "DSL1", true, DAY, &named()).unwrap_err();
+        let id = request(&crate::store::Audited::test(&conn), a, "dsl1", REASON).unwrap();
+        let err = decide(
+            &crate::store::Audited::test(&conn),
+            id,
+            "DSL1",
+            true,
+            DAY,
+            &named(),
+        )
+        .unwrap_err();
         assert!(matches!(err, RevealError::OwnRequest(_)), "{err}");
         assert!(err.to_string().contains("another senior"), "{err}");
-        assert!(!granted(&conn, a, "dsl1", now_us()).unwrap());
-        let done = decide(&conn, id, "head", true, DAY, &named()).unwrap();
+        assert!(!granted(&crate::store::Audited::test(&conn), a, "dsl1", now_us()).unwrap());
+        let done = decide(
+            &crate::store::Audited::test(&conn),
+            id,
+            "head",
+            true,
+            DAY,
+            &named(),
+        )
+        .unwrap();
         assert_eq!(done.decided_by.as_deref(), Some("head"));
-        assert!(granted(&conn, a, "dsl1", now_us()).unwrap());
+        assert!(granted(&crate::store::Audited::test(&conn), a, "dsl1", now_us()).unwrap());
         // Decided once; and the grant is the requester's alone.
         assert!(matches!(
-            decide(&conn, id, "deputy", false, DAY, &named()),
+            decide(
+                &crate::store::Audited::test(&conn),
+                id,
+                "deputy",
+                false,
+                DAY,
+                &named()
+            ),
             Err(RevealError::Decided { .. })
         ));
-        assert!(!granted(&conn, a, "head", now_us()).unwrap());
+        assert!(!granted(&crate::store::Audited::test(&conn), a, "head", now_us()).unwrap());
         assert!(matches!(
-            request(&conn, a, "dsl1", REASON),
+            request(&crate::store::Audited::test(&conn), a, "dsl1", REASON),
             Err(RevealError::Outstanding(_))
         ));
     }
@@ -370,16 +398,21 @@ mod tests {
         let (_d, conn) = test_db();
         let a = alert(&conn, "keywords.self-harm", "serious");
         assert!(matches!(
-            request(&conn, a, "dsl1", "  because  "),
+            request(
+                &crate::store::Audited::test(&conn),
+                a,
+                "dsl1",
+                "  because  "
+            ),
             Err(RevealError::NoReason)
         ));
         let illegal = alert(&conn, "illegal.iwf", "illegal");
         assert!(matches!(
-            request(&conn, illegal, "dsl1", REASON),
+            request(&crate::store::Audited::test(&conn), illegal, "dsl1", REASON),
             Err(RevealError::Illegal(_))
         ));
         assert!(matches!(
-            request(&conn, 999, "dsl1", REASON),
+            request(&crate::store::Audited::test(&conn), 999, "dsl1", REASON),
             Err(RevealError::NoSuchAlert(999))
         ));
     }
@@ -389,20 +422,52 @@ mod tests {
         let (_d, conn) = test_db();
         senior_staff(&conn);
         let a = alert(&conn, "keywords.self-harm", "serious");
-        let id = request(&conn, a, "dsl1", REASON).unwrap();
-        decide(&conn, id, "head", true, DAY, &named()).unwrap();
+        let id = request(&crate::store::Audited::test(&conn), a, "dsl1", REASON).unwrap();
+        decide(
+            &crate::store::Audited::test(&conn),
+            id,
+            "head",
+            true,
+            DAY,
+            &named(),
+        )
+        .unwrap();
         let now = now_us();
-        assert!(granted(&conn, a, "dsl1", now + 23 * 3600 * 1_000_000).unwrap());
-        assert!(!granted(&conn, a, "dsl1", now + 25 * 3600 * 1_000_000).unwrap());
+        assert!(
+            granted(
+                &crate::store::Audited::test(&conn),
+                a,
+                "dsl1",
+                now + 23 * 3600 * 1_000_000
+            )
+            .unwrap()
+        );
+        assert!(
+            !granted(
+                &crate::store::Audited::test(&conn),
+                a,
+                "dsl1",
+                now + 25 * 3600 * 1_000_000
+            )
+            .unwrap()
+        );
 
         let b = alert(&conn, "keywords.self-harm", "serious");
-        let id = request(&conn, b, "dsl1", REASON).unwrap();
-        let refused = decide(&conn, id, "head", false, DAY, &named()).unwrap();
+        let id = request(&crate::store::Audited::test(&conn), b, "dsl1", REASON).unwrap();
+        let refused = decide(
+            &crate::store::Audited::test(&conn),
+            id,
+            "head",
+            false,
+            DAY,
+            &named(),
+        )
+        .unwrap();
         assert_eq!(refused.decision.as_deref(), Some("refused"));
-        assert!(!granted(&conn, b, "dsl1", now_us()).unwrap());
+        assert!(!granted(&crate::store::Audited::test(&conn), b, "dsl1", now_us()).unwrap());
         // Asking again after a refusal is allowed (new information), and shows as waiting.
-        let again = request(&conn, b, "dsl1", REASON).unwrap();
-        let pending = list(&conn, now_us(), DAY).unwrap();
+        let again = request(&crate::store::Audited::test(&conn), b, "dsl1", REASON).unwrap();
+        let pending = list(&crate::store::Audited::test(&conn), now_us(), DAY).unwrap();
         assert_eq!(pending[0].id, again);
         assert!(pending[0].waiting());
         assert_eq!(pending.len(), 3);
@@ -421,46 +486,110 @@ mod tests {
         senior_staff(&conn);
         staff(&conn, "dsl2", 0);
         let a = alert(&conn, "keywords.self-harm", "serious");
-        let id = request(&conn, a, "dsl1", REASON).unwrap();
-        let err = decide(&conn, id, "dsl2", true, DAY, &named()).unwrap_err();
+        let id = request(&crate::store::Audited::test(&conn), a, "dsl1", REASON).unwrap();
+        let err = decide(
+            &crate::store::Audited::test(&conn),
+            id,
+            "dsl2",
+            true,
+            DAY,
+            &named(),
+        )
+        .unwrap_err();
         assert!(matches!(err, RevealError::NotAnApprover(_)), "{err}");
         assert!(err.to_string().contains("collector.toml"), "{err}");
         // A named approver whose account the requester created, or reset, may not.
         staff(&conn, "made", 0);
         for what in [
-            crate::accounts::MadeBy::Created,
-            crate::accounts::MadeBy::Reset,
+            crate::store::accounts::MadeBy::Created,
+            crate::store::accounts::MadeBy::Reset,
         ] {
             conn.execute("UPDATE staff SET created_by = NULL, reset_by = NULL", [])
                 .unwrap();
-            crate::accounts::note_made_by(&conn, "made", what, "DSL1").unwrap();
-            let err = decide(&conn, id, "made", true, DAY, &named()).unwrap_err();
+            crate::store::accounts::note_made_by(
+                &crate::store::Admin::test(&conn),
+                "made",
+                what,
+                "DSL1",
+            )
+            .unwrap();
+            let err = decide(
+                &crate::store::Audited::test(&conn),
+                id,
+                "made",
+                true,
+                DAY,
+                &named(),
+            )
+            .unwrap_err();
             assert!(matches!(err, RevealError::MadeByRequester { .. }), "{err}");
         }
-        assert!(get(&conn, id).unwrap().unwrap().waiting());
-        decide(&conn, id, "head", true, DAY, &named()).unwrap();
+        assert!(
+            get(&crate::store::Audited::test(&conn), id)
+                .unwrap()
+                .unwrap()
+                .waiting()
+        );
+        decide(
+            &crate::store::Audited::test(&conn),
+            id,
+            "head",
+            true,
+            DAY,
+            &named(),
+        )
+        .unwrap();
     }
 
     #[test]
     fn an_account_created_after_the_request_cannot_approve_it() {
         let (_d, conn) = test_db();
         let a = alert(&conn, "keywords.self-harm", "serious");
-        let id = request(&conn, a, "dsl1", REASON).unwrap();
-        let err = decide(&conn, id, "nobody", true, DAY, &named()).unwrap_err();
+        let id = request(&crate::store::Audited::test(&conn), a, "dsl1", REASON).unwrap();
+        let err = decide(
+            &crate::store::Audited::test(&conn),
+            id,
+            "nobody",
+            true,
+            DAY,
+            &named(),
+        )
+        .unwrap_err();
         assert!(matches!(err, RevealError::NoSuchApprover(_)), "{err}");
         staff(&conn, "dsl1-second", now_us() + 1);
-        let err = decide(&conn, id, "dsl1-second", true, DAY, &named()).unwrap_err();
+        let err = decide(
+            &crate::store::Audited::test(&conn),
+            id,
+            "dsl1-second",
+            true,
+            DAY,
+            &named(),
+        )
+        .unwrap_err();
         assert!(matches!(err, RevealError::ApproverNewer { .. }), "{err}");
         assert!(
             err.to_string()
                 .contains("already have been a member of staff"),
             "{err}"
         );
-        assert!(get(&conn, id).unwrap().unwrap().waiting());
-        assert!(!granted(&conn, a, "dsl1", now_us()).unwrap());
+        assert!(
+            get(&crate::store::Audited::test(&conn), id)
+                .unwrap()
+                .unwrap()
+                .waiting()
+        );
+        assert!(!granted(&crate::store::Audited::test(&conn), a, "dsl1", now_us()).unwrap());
         // Someone who was already on the staff may.
         staff(&conn, "head", 0);
-        decide(&conn, id, "head", true, DAY, &named()).unwrap();
-        assert!(granted(&conn, a, "dsl1", now_us()).unwrap());
+        decide(
+            &crate::store::Audited::test(&conn),
+            id,
+            "head",
+            true,
+            DAY,
+            &named(),
+        )
+        .unwrap();
+        assert!(granted(&crate::store::Audited::test(&conn), a, "dsl1", now_us()).unwrap());
     }
 }

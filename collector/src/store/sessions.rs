@@ -2,18 +2,20 @@
 //! transaction.
 
 use super::Result;
+use super::System;
 use invigilator_proto::v1::{Event, SessionChange};
-use rusqlite::{Connection, params};
+use rusqlite::params;
 
 /// Applies a session event. For a logon, returns the host names where the same user already has
 /// a session open on another device.
 pub fn apply(
-    conn: &Connection,
+    tx: &System<'_>,
     agent_id: &str,
     group: &str,
     event: &Event,
     s: &SessionChange,
 ) -> Result<Vec<String>> {
+    let conn = tx.conn;
     let now = event.observed_at_us;
     let idle_since = (s.idle).then_some(if s.idle_since_us > 0 {
         s.idle_since_us
@@ -66,8 +68,9 @@ pub struct IdleSession {
 }
 
 /// Unlocked sessions idle since before `cutoff_us` and not yet alerted on; marks them alerted.
-pub fn take_unattended(conn: &mut Connection, cutoff_us: i64) -> Result<Vec<IdleSession>> {
-    let tx = conn.transaction()?;
+pub fn take_unattended(tx: &System<'_>, cutoff_us: i64) -> Result<Vec<IdleSession>> {
+    let conn = tx.conn;
+    let tx = conn.unchecked_transaction()?;
     let rows = {
         let mut stmt = tx.prepare(
             "SELECT agent_id, session_id, user, hostname, grp, idle_since FROM sessions
@@ -125,50 +128,67 @@ mod tests {
     fn logons_elsewhere_are_found_and_logoffs_forgotten() {
         let (_d, conn) = crate::store::test_db();
         let (e, s) = ev("logon", "1", "staff.jones", "lab-1", 10);
-        assert!(apply(&conn, "a1", "staff", &e, &s).unwrap().is_empty());
+        assert!(
+            apply(&crate::store::System::test(&conn), "a1", "staff", &e, &s)
+                .unwrap()
+                .is_empty()
+        );
         let (e, s) = ev("logon", "7", "staff.jones", "office-2", 20);
         assert_eq!(
-            apply(&conn, "a2", "staff", &e, &s).unwrap(),
+            apply(&crate::store::System::test(&conn), "a2", "staff", &e, &s).unwrap(),
             vec!["lab-1".to_string()]
         );
         let (e, s) = ev("logoff", "1", "staff.jones", "lab-1", 30);
-        apply(&conn, "a1", "staff", &e, &s).unwrap();
+        apply(&crate::store::System::test(&conn), "a1", "staff", &e, &s).unwrap();
         let (e, s) = ev("logon", "9", "staff.jones", "lab-3", 40);
         assert_eq!(
-            apply(&conn, "a3", "staff", &e, &s).unwrap(),
+            apply(&crate::store::System::test(&conn), "a3", "staff", &e, &s).unwrap(),
             vec!["office-2".to_string()]
         );
     }
 
     #[test]
     fn idle_unlocked_sessions_are_taken_once_and_reset_by_activity() {
-        let (_d, mut conn) = crate::store::test_db();
+        let (_d, conn) = crate::store::test_db();
         for (action, t) in [("logon", 0), ("idle", 100)] {
             let (e, s) = ev(action, "1", "staff.jones", "lab-1", t);
-            apply(&conn, "a1", "staff", &e, &s).unwrap();
+            apply(&crate::store::System::test(&conn), "a1", "staff", &e, &s).unwrap();
         }
         assert!(
-            take_unattended(&mut conn, 50).unwrap().is_empty(),
+            take_unattended(&crate::store::System::test(&conn), 50)
+                .unwrap()
+                .is_empty(),
             "not idle long enough"
         );
-        assert_eq!(take_unattended(&mut conn, 500).unwrap().len(), 1);
+        assert_eq!(
+            take_unattended(&crate::store::System::test(&conn), 500)
+                .unwrap()
+                .len(),
+            1
+        );
         assert!(
-            take_unattended(&mut conn, 500).unwrap().is_empty(),
+            take_unattended(&crate::store::System::test(&conn), 500)
+                .unwrap()
+                .is_empty(),
             "once per idle spell"
         );
         for (action, t) in [("active", 600), ("idle", 700)] {
             let (e, s) = ev(action, "1", "staff.jones", "lab-1", t);
-            apply(&conn, "a1", "staff", &e, &s).unwrap();
+            apply(&crate::store::System::test(&conn), "a1", "staff", &e, &s).unwrap();
         }
         assert_eq!(
-            take_unattended(&mut conn, 800).unwrap().len(),
+            take_unattended(&crate::store::System::test(&conn), 800)
+                .unwrap()
+                .len(),
             1,
             "a new idle spell alerts again"
         );
         let (e, s) = ev("lock", "1", "staff.jones", "lab-1", 900);
-        apply(&conn, "a1", "staff", &e, &s).unwrap();
+        apply(&crate::store::System::test(&conn), "a1", "staff", &e, &s).unwrap();
         assert!(
-            take_unattended(&mut conn, 10_000).unwrap().is_empty(),
+            take_unattended(&crate::store::System::test(&conn), 10_000)
+                .unwrap()
+                .is_empty(),
             "a locked screen is attended to"
         );
     }

@@ -1,9 +1,10 @@
 //! Enrolment tokens: created by an administrator, consumed by agents' first contact.
 
+use super::Admin;
 use super::{Result, now_us};
 use invigilator_proto::EnrollmentToken;
 use rand::distr::{Alphanumeric, SampleString};
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{OptionalExtension, TransactionBehavior, params};
 use std::time::Duration;
 use subtle::ConstantTimeEq;
 
@@ -20,12 +21,13 @@ pub enum TokenRejection {
 
 /// Creates a token bound to `group`, valid for `ttl`, usable `uses` times.
 pub fn create_token(
-    conn: &Connection,
+    tx: &Admin<'_>,
     group: &str,
     ttl: Duration,
     uses: u32,
     ca_fingerprint: &str,
 ) -> Result<EnrollmentToken> {
+    let conn = tx.conn;
     let mut rng = rand::rng();
     let token = EnrollmentToken {
         id: Alphanumeric.sample_string(&mut rng, 12),
@@ -50,10 +52,11 @@ pub fn create_token(
 
 /// Checks a presented token and takes one use from it, atomically. Returns its group.
 pub fn consume_token(
-    conn: &mut Connection,
+    tx: &Admin<'_>,
     token: &EnrollmentToken,
 ) -> Result<std::result::Result<String, TokenRejection>> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let conn = tx.conn;
+    let tx = rusqlite::Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
     let row: Option<(Vec<u8>, String, i64, i64)> = tx
         .query_row(
             "SELECT secret_hash, grp, expires_at, uses_left FROM enrollment_tokens WHERE token_id = ?1",
@@ -90,32 +93,62 @@ mod tests {
 
     #[test]
     fn a_token_is_good_for_its_uses_then_refused() {
-        let (_d, mut conn) = crate::store::test_db();
-        let t = create_token(&conn, "staff", Duration::from_secs(60), 2, FP).unwrap();
-        assert_eq!(consume_token(&mut conn, &t).unwrap(), Ok("staff".into()));
-        assert_eq!(consume_token(&mut conn, &t).unwrap(), Ok("staff".into()));
+        let (_d, conn) = crate::store::test_db();
+        let t = create_token(
+            &crate::store::Admin::test(&conn),
+            "staff",
+            Duration::from_secs(60),
+            2,
+            FP,
+        )
+        .unwrap();
         assert_eq!(
-            consume_token(&mut conn, &t).unwrap(),
+            consume_token(&crate::store::Admin::test(&conn), &t).unwrap(),
+            Ok("staff".into())
+        );
+        assert_eq!(
+            consume_token(&crate::store::Admin::test(&conn), &t).unwrap(),
+            Ok("staff".into())
+        );
+        assert_eq!(
+            consume_token(&crate::store::Admin::test(&conn), &t).unwrap(),
             Err(TokenRejection::UsedUp)
         );
     }
 
     #[test]
     fn wrong_secret_and_expiry_are_refused() {
-        let (_d, mut conn) = crate::store::test_db();
-        let mut t = create_token(&conn, "staff", Duration::from_secs(60), 1, FP).unwrap();
+        let (_d, conn) = crate::store::test_db();
+        let mut t = create_token(
+            &crate::store::Admin::test(&conn),
+            "staff",
+            Duration::from_secs(60),
+            1,
+            FP,
+        )
+        .unwrap();
         let good = t.secret.clone();
         t.secret = "x".repeat(32);
         assert_eq!(
-            consume_token(&mut conn, &t).unwrap(),
+            consume_token(&crate::store::Admin::test(&conn), &t).unwrap(),
             Err(TokenRejection::Unknown)
         );
         t.secret = good;
-        let expired = create_token(&conn, "staff", Duration::ZERO, 1, FP).unwrap();
+        let expired = create_token(
+            &crate::store::Admin::test(&conn),
+            "staff",
+            Duration::ZERO,
+            1,
+            FP,
+        )
+        .unwrap();
         assert_eq!(
-            consume_token(&mut conn, &expired).unwrap(),
+            consume_token(&crate::store::Admin::test(&conn), &expired).unwrap(),
             Err(TokenRejection::Expired)
         );
-        assert_eq!(consume_token(&mut conn, &t).unwrap(), Ok("staff".into()));
+        assert_eq!(
+            consume_token(&crate::store::Admin::test(&conn), &t).unwrap(),
+            Ok("staff".into())
+        );
     }
 }

@@ -1,9 +1,10 @@
 //! Alerts as staff work with them: filtered pages of the list, one alert with its history, and
 //! the workflow new -> triaged -> escalated / resolved / false positive.
 
+use super::{Admin, Audited};
 use super::{Result, now_us, rfc3339};
 use rusqlite::types::Value;
-use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
+use rusqlite::{OptionalExtension, params, params_from_iter};
 use serde::Serialize;
 
 /// The workflow's states, in the order a list shows them.
@@ -99,7 +100,8 @@ fn listed(r: &rusqlite::Row<'_>) -> rusqlite::Result<Listed> {
 
 /// One page of alerts. The WHERE clause names only the filters given, so SQLite can walk the
 /// matching index in id order and stop at the page's end.
-pub fn search(conn: &Connection, q: &Query) -> Result<Vec<Listed>> {
+pub fn search(tx: &Audited<'_>, q: &Query) -> Result<Vec<Listed>> {
+    let conn = tx.conn;
     let mut sql = format!(
         "SELECT {COLUMNS} FROM alerts a LEFT JOIN agents g ON g.agent_id = a.agent_id WHERE 1"
     );
@@ -137,7 +139,8 @@ pub fn search(conn: &Connection, q: &Query) -> Result<Vec<Listed>> {
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-pub fn get(conn: &Connection, id: i64) -> Result<Option<Listed>> {
+pub fn get(tx: &Audited<'_>, id: i64) -> Result<Option<Listed>> {
+    let conn = tx.conn;
     Ok(conn
         .query_row(
             &format!(
@@ -151,7 +154,8 @@ pub fn get(conn: &Connection, id: i64) -> Result<Option<Listed>> {
 }
 
 /// The values the filters offer, from what is stored.
-pub fn distinct(conn: &Connection, column: &str) -> Result<Vec<String>> {
+pub fn distinct(tx: &Admin<'_>, column: &str) -> Result<Vec<String>> {
+    let conn = tx.conn;
     let sql = match column {
         "category" => "SELECT DISTINCT category FROM alerts ORDER BY 1",
         "group" => "SELECT DISTINCT grp FROM agents ORDER BY 1",
@@ -172,7 +176,8 @@ pub struct Note {
     pub note: String,
 }
 
-pub fn notes(conn: &Connection, alert_id: i64) -> Result<Vec<Note>> {
+pub fn notes(tx: &Audited<'_>, alert_id: i64) -> Result<Vec<Note>> {
+    let conn = tx.conn;
     let mut stmt = conn.prepare_cached(
         "SELECT at, author, status_from, status_to, assigned_to, note FROM alert_notes
          WHERE alert_id = ?1 ORDER BY id",
@@ -213,11 +218,12 @@ pub enum TriageError {
 
 /// Applies a change and records it in the alert's history. Returns the status it moved from.
 pub fn apply(
-    conn: &Connection,
+    tx: &Audited<'_>,
     id: i64,
     author: &str,
     change: &Change,
 ) -> Result<std::result::Result<String, TriageError>> {
+    let conn = tx.conn;
     if change.status.is_none() && change.assign_to.is_none() && change.note.trim().is_empty() {
         return Ok(Err(TriageError::Empty));
     }
@@ -263,10 +269,11 @@ mod tests {
     use super::*;
     use crate::store::{alerts, test_db};
     use invigilator_policy::Alert;
+    use rusqlite::Connection;
 
     fn alert(conn: &Connection, user: &str, severity: &str, at: i64) -> i64 {
         alerts::insert(
-            conn,
+            &crate::store::System::test(conn),
             &Alert {
                 agent_id: "a1".into(),
                 hostname: "pc1".into(),
@@ -304,10 +311,10 @@ mod tests {
             limit: 3,
             ..Default::default()
         };
-        let page1 = search(&conn, &q).unwrap();
+        let page1 = search(&crate::store::Audited::test(&conn), &q).unwrap();
         assert_eq!(page1.iter().map(|a| a.id).collect::<Vec<_>>(), [25, 19, 13]);
         let page2 = search(
-            &conn,
+            &crate::store::Audited::test(&conn),
             &Query {
                 before_id: Some(13),
                 ..q.clone()
@@ -316,7 +323,7 @@ mod tests {
         .unwrap();
         assert_eq!(page2.iter().map(|a| a.id).collect::<Vec<_>>(), [7, 1]);
         let later = search(
-            &conn,
+            &crate::store::Audited::test(&conn),
             &Query {
                 after_id: Some(28),
                 limit: 10,
@@ -326,7 +333,7 @@ mod tests {
         .unwrap();
         assert_eq!(later.iter().map(|a| a.id).collect::<Vec<_>>(), [29, 30]);
         let window = search(
-            &conn,
+            &crate::store::Audited::test(&conn),
             &Query {
                 from_us: Some(5000),
                 to_us: Some(8000),
@@ -347,15 +354,33 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            apply(&conn, id, "tech", &step("triaged")).unwrap(),
+            apply(
+                &crate::store::Audited::test(&conn),
+                id,
+                "tech",
+                &step("triaged")
+            )
+            .unwrap(),
             Ok("new".into())
         );
         assert!(matches!(
-            apply(&conn, id, "tech", &step("new")).unwrap(),
+            apply(
+                &crate::store::Audited::test(&conn),
+                id,
+                "tech",
+                &step("new")
+            )
+            .unwrap(),
             Err(TriageError::NotAllowed { .. })
         ));
         assert!(matches!(
-            apply(&conn, id, "tech", &step("closed")).unwrap(),
+            apply(
+                &crate::store::Audited::test(&conn),
+                id,
+                "tech",
+                &step("closed")
+            )
+            .unwrap(),
             Err(TriageError::BadStatus(_))
         ));
         let assign = Change {
@@ -363,20 +388,35 @@ mod tests {
             assign_to: Some("dsl1".into()),
             note: "looks like a pattern".into(),
         };
-        apply(&conn, id, "tech", &assign).unwrap().unwrap();
-        apply(&conn, id, "dsl1", &step("resolved"))
+        apply(&crate::store::Audited::test(&conn), id, "tech", &assign)
             .unwrap()
             .unwrap();
-        let a = get(&conn, id).unwrap().unwrap();
+        apply(
+            &crate::store::Audited::test(&conn),
+            id,
+            "dsl1",
+            &step("resolved"),
+        )
+        .unwrap()
+        .unwrap();
+        let a = get(&crate::store::Audited::test(&conn), id)
+            .unwrap()
+            .unwrap();
         assert_eq!(
             (a.status.as_str(), a.assigned_to.as_deref()),
             ("resolved", Some("dsl1"))
         );
-        let h = notes(&conn, id).unwrap();
+        let h = notes(&crate::store::Audited::test(&conn), id).unwrap();
         assert_eq!(h.len(), 3);
         assert_eq!(h[1].note, "looks like a pattern");
         assert_eq!(
-            apply(&conn, 999, "x", &step("triaged")).unwrap(),
+            apply(
+                &crate::store::Audited::test(&conn),
+                999,
+                "x",
+                &step("triaged")
+            )
+            .unwrap(),
             Err(TriageError::NoSuchAlert(999))
         );
     }

@@ -8,9 +8,9 @@
 //! scan of the events table: there is deliberately no index on `events.user` (ingest pays for
 //! every index on every commit), and a request like this is rare.
 
-use crate::audit::Entry;
+use crate::store::audit::Entry;
 use crate::store::triage::{self, Listed, Note};
-use crate::store::{self, EventRow, StoreError, rfc3339};
+use crate::store::{self, Audited, EventRow, Scan, Sealed, StoreError, rfc3339};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use std::collections::BTreeSet;
@@ -114,10 +114,12 @@ pub struct LoginSession {
 
 /// Everything held about `user`, read in one snapshot (a read transaction, which does not
 /// block ingest).
-pub fn export(conn: &Connection, user: &str) -> Result<SubjectExport, StoreError> {
-    let tx = conn.unchecked_transaction()?;
+/// Everything held about `user`, read in one snapshot outside any write transaction (it scans
+/// every event), and sealed until an audited transaction releases it.
+pub fn export(scan: &Scan<'_>, user: &str) -> Result<Sealed<SubjectExport>, StoreError> {
+    let tx = scan.conn.unchecked_transaction()?;
     let mut events = Vec::new();
-    store::events::for_user(&tx, user, |e| events.push(e))?;
+    store::events::for_user(&Audited { conn: &tx }, user, |e| events.push(e))?;
     let alerts = alerts_of(&tx, user)?;
     let incidents = incidents_of(&tx, user)?;
     let login_sessions = sessions_of(&tx, user)?;
@@ -125,7 +127,7 @@ pub fn export(conn: &Connection, user: &str) -> Result<SubjectExport, StoreError
     let incident_ids: BTreeSet<i64> = incidents.iter().map(|i| i.id).collect();
     let access_log = access_of(&tx, user, &alert_ids, &incident_ids)?;
     tx.commit()?;
-    Ok(SubjectExport {
+    Ok(Sealed(SubjectExport {
         generated_at: rfc3339(store::now_us()),
         user: user.to_owned(),
         counts: Counts {
@@ -141,7 +143,14 @@ pub fn export(conn: &Connection, user: &str) -> Result<SubjectExport, StoreError
         login_sessions,
         access_log,
         notes: NOTES.to_vec(),
-    })
+    }))
+}
+
+impl Sealed<SubjectExport> {
+    /// How much the export holds, what its entry records.
+    pub fn counts(&self) -> &Counts {
+        &self.0.counts
+    }
 }
 
 fn alerts_of(conn: &Connection, user: &str) -> Result<Vec<AlertHeld>, StoreError> {
@@ -155,7 +164,7 @@ fn alerts_of(conn: &Connection, user: &str) -> Result<Vec<AlertHeld>, StoreError
     )?;
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
-        let Some(alert) = triage::get(conn, id)? else {
+        let Some(alert) = triage::get(&Audited { conn }, id)? else {
             continue;
         };
         let reveal_requests = reveals
@@ -171,7 +180,7 @@ fn alerts_of(conn: &Connection, user: &str) -> Result<Vec<AlertHeld>, StoreError
             })?
             .collect::<Result<_, _>>()?;
         out.push(AlertHeld {
-            history: triage::notes(conn, id)?,
+            history: triage::notes(&Audited { conn }, id)?,
             alert,
             reveal_requests,
         });
@@ -379,7 +388,7 @@ pub fn check_request<'a>(user: &'a str, purpose: &'a str) -> Result<(&'a str, &'
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::audit::{self, Actor, Record};
+    use crate::store::audit::{self, Actor, Record};
     use crate::store::{alerts, test_db};
     use invigilator_policy::{Alert, Severity};
     use invigilator_proto::v1::{BrowsingVisit, Event, ProcessExec, SessionChange, event::Kind};
@@ -395,13 +404,13 @@ pub(crate) mod tests {
             user: user.into(),
             kind: Some(kind),
         };
-        store::events::insert(&tx, "a1", &e, 0).unwrap();
+        store::events::insert(&crate::store::System::test(&tx), "a1", &e, 0).unwrap();
         tx.commit().unwrap();
     }
 
     fn put_alert(conn: &Connection, user: &str, summary: &str) -> i64 {
         alerts::insert(
-            conn,
+            &crate::store::System::test(conn),
             &Alert {
                 agent_id: "a1".into(),
                 hostname: "pc1".into(),
@@ -461,7 +470,7 @@ pub(crate) mod tests {
             kind: Some(Kind::Session(s.clone())),
             ..Default::default()
         };
-        store::sessions::apply(conn, agent, "pupils", &e, &s).unwrap();
+        store::sessions::apply(&crate::store::System::test(conn), agent, "pupils", &e, &s).unwrap();
     }
 
     fn proc(name: &str) -> Kind {
@@ -524,10 +533,10 @@ pub(crate) mod tests {
                 object: &object,
                 ..Default::default()
             };
-            audit::append(&conn, &actor, &rec).unwrap();
+            audit::append(&crate::store::Admin::test(&conn), &actor, &rec).unwrap();
         }
 
-        let x = export(&conn, "amy").unwrap();
+        let x = export(&crate::store::Scan::test(&conn), "amy").unwrap().0;
         assert_eq!(x.user, "amy");
         assert_eq!(
             x.events.iter().map(|e| e.seq).collect::<Vec<_>>(),
@@ -578,12 +587,24 @@ pub(crate) mod tests {
             "<script>alert(1)</script>"
         );
 
-        let other = export(&conn, "amy2").unwrap();
+        let other = export(&crate::store::Scan::test(&conn), "amy2").unwrap().0;
         assert_eq!(other.events.len(), 1);
         assert_eq!(other.alerts[0].alert.id, theirs);
         assert_eq!(other.incidents.len(), 1);
-        assert!(export(&conn, "am").unwrap().events.is_empty());
-        assert!(export(&conn, "nobody").unwrap().incidents.is_empty());
+        assert!(
+            export(&crate::store::Scan::test(&conn), "am")
+                .unwrap()
+                .0
+                .events
+                .is_empty()
+        );
+        assert!(
+            export(&crate::store::Scan::test(&conn), "nobody")
+                .unwrap()
+                .0
+                .incidents
+                .is_empty()
+        );
     }
 
     #[test]
@@ -632,7 +653,7 @@ pub(crate) mod tests {
                     ..Default::default()
                 })),
             };
-            store::events::insert(&tx, "a1", &e, 0).unwrap();
+            store::events::insert(&crate::store::System::test(&tx), "a1", &e, 0).unwrap();
         }
         tx.commit().unwrap();
         let size = std::fs::metadata(store::db_path(_d.path())).unwrap().len();
@@ -644,10 +665,11 @@ pub(crate) mod tests {
         for round in 0..3 {
             let t = std::time::Instant::now();
             let mut n = 0;
-            store::events::for_user(&conn, "amy", |_| n += 1).unwrap();
+            store::events::for_user(&crate::store::Audited::test(&conn), "amy", |_| n += 1)
+                .unwrap();
             let scan = t.elapsed();
             let t = std::time::Instant::now();
-            let x = export(&conn, "amy").unwrap();
+            let x = export(&crate::store::Scan::test(&conn), "amy").unwrap().0;
             eprintln!(
                 "round {round}: scan {scan:?} ({n} rows), whole export {:?} ({} events)",
                 t.elapsed(),

@@ -7,8 +7,9 @@
 //! change to the audit trail, and leaves a notice that every DSL and leadership account sees on
 //! every console page for `NOTICE_DAYS` days.
 
-use crate::audit::{self, Actor, AuditError, Record};
-use rusqlite::{Connection, OptionalExtension, params};
+use crate::store::Admin;
+use crate::store::audit::{self, Actor, AuditError, Record};
+use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
 /// How long a notice stays on DSL and leadership pages.
@@ -22,7 +23,8 @@ pub struct Notice {
 
 /// Records a change of the configured list since the last start: an audit entry and a notice.
 /// Returns the notice's text when there was a change.
-pub fn sync(conn: &Connection, configured: &[String]) -> Result<Option<String>, AuditError> {
+pub fn sync(tx: &Admin<'_>, configured: &[String]) -> Result<Option<String>, AuditError> {
+    let conn = tx.conn;
     let mut now: Vec<String> = configured.iter().map(|n| n.to_lowercase()).collect();
     now.sort();
     now.dedup();
@@ -61,7 +63,7 @@ pub fn sync(conn: &Connection, configured: &[String]) -> Result<Option<String>, 
         params![crate::store::now_us(), text],
     )?;
     audit::append(
-        conn,
+        tx,
         &Actor {
             name: "collector.toml".into(),
             role: "configuration".into(),
@@ -78,17 +80,20 @@ pub fn sync(conn: &Connection, configured: &[String]) -> Result<Option<String>, 
 }
 
 /// Notices from the last `NOTICE_DAYS` days, newest first.
-pub fn recent(conn: &Connection) -> rusqlite::Result<Vec<Notice>> {
+pub fn recent(tx: &Admin<'_>) -> crate::store::Result<Vec<Notice>> {
+    let conn = tx.conn;
     let since = crate::store::now_us() - NOTICE_DAYS * 86_400_000_000;
     let mut stmt =
         conn.prepare_cached("SELECT at, text FROM notices WHERE at >= ?1 ORDER BY id DESC")?;
-    stmt.query_map([since], |r| {
-        Ok(Notice {
-            at: crate::store::rfc3339(r.get(0)?),
-            text: r.get(1)?,
-        })
-    })?
-    .collect()
+    let notices = stmt
+        .query_map([since], |r| {
+            Ok(Notice {
+                at: crate::store::rfc3339(r.get(0)?),
+                text: r.get(1)?,
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(notices)
 }
 
 #[cfg(test)]
@@ -99,22 +104,36 @@ mod tests {
     fn a_change_is_audited_and_noticed_once() {
         let (_d, conn) = crate::store::test_db();
         let list = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
-        let first = sync(&conn, &list(&["Head", "deputy"])).unwrap().unwrap();
+        let first = sync(
+            &crate::store::Admin::test(&conn),
+            &list(&["Head", "deputy"]),
+        )
+        .unwrap()
+        .unwrap();
         assert!(first.contains("was nobody, now deputy, head"), "{first}");
         assert_eq!(
-            sync(&conn, &list(&["deputy", "head", "HEAD"])).unwrap(),
+            sync(
+                &crate::store::Admin::test(&conn),
+                &list(&["deputy", "head", "HEAD"])
+            )
+            .unwrap(),
             None
         );
-        let second = sync(&conn, &list(&["head", "newcomer"])).unwrap().unwrap();
+        let second = sync(
+            &crate::store::Admin::test(&conn),
+            &list(&["head", "newcomer"]),
+        )
+        .unwrap()
+        .unwrap();
         assert!(
             second.contains("was deputy, head, now head, newcomer"),
             "{second}"
         );
-        let notices = recent(&conn).unwrap();
+        let notices = recent(&crate::store::Admin::test(&conn)).unwrap();
         assert_eq!(notices.len(), 2);
         assert_eq!(notices[0].text, second);
         let trail = audit::list(
-            &conn,
+            &crate::store::Audited::test(&conn),
             &audit::Filter {
                 limit: 10,
                 ..Default::default()

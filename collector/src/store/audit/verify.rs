@@ -2,7 +2,8 @@
 
 use super::anchor::{self, Stored};
 use super::{AuditError, GENESIS, entry_hash};
-use rusqlite::Connection;
+use crate::store::Audited;
+
 use std::collections::HashMap;
 
 /// What `verify` found.
@@ -13,7 +14,8 @@ pub enum Verdict {
 }
 
 /// Walks the whole trail and names the first entry that does not hold.
-pub fn verify(conn: &Connection) -> Result<Verdict, AuditError> {
+pub fn verify(tx: &Audited<'_>) -> Result<Verdict, AuditError> {
+    let conn = tx.conn;
     let mut stmt = conn.prepare(
         "SELECT id, at, actor, role, action, object, purpose, source, detail, prev_hash, hash,
                 writer

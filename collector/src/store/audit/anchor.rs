@@ -11,6 +11,7 @@
 //! recreated: `audit anchor` (an audited operator action) seals the trail as it stands.
 
 use super::AuditError;
+use crate::store::Admin;
 use ring::hmac;
 use rusqlite::Connection;
 use std::collections::BTreeMap;
@@ -220,7 +221,8 @@ fn write(path: &Path, text: &str) -> std::io::Result<()> {
 
 /// Seals the trail as it stands into a new checkpoint: after a verified trail lost its
 /// checkpoint, or after an upgrade from an unkeyed one. The caller audits the act first.
-pub fn reanchor(conn: &Connection) -> Result<Checkpoint, AuditError> {
+pub fn reanchor(tx: &Admin<'_>) -> Result<Checkpoint, AuditError> {
+    let conn = tx.conn;
     let (Some(path), Some(dir)) = (head_path(conn), dir_of(conn)) else {
         return Ok(Checkpoint::default());
     };

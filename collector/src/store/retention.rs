@@ -9,12 +9,11 @@
 //! its old entries would break the chain that `audit verify` checks. Its entries hold names
 //! and actions, not the monitored content itself.
 
-use crate::audit::{self, Actor, AuditError, Record};
 use crate::config::RetentionConfig;
-use crate::store::{self, Durability, rfc3339};
+use crate::store::audit::{self, Actor, AuditError, Record};
+use crate::store::{self, Admin, Store, rfc3339};
 use rusqlite::{Connection, params};
 use serde::Serialize;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// Rows per transaction. A chunk of events (three indexes to update) took ~23 ms on the
@@ -133,7 +132,7 @@ const INCIDENT_LATEST: &str = "coalesce((SELECT max(v.at) FROM incident_versions
 
 /// Applies the retention periods as of `now_us`, or with `dry_run` only counts what would go.
 /// Either way the run is recorded in the audit trail as `actor`, with its counts and cutoffs.
-pub fn run(
+pub(in crate::store) fn run(
     conn: &Connection,
     cfg: &RetentionConfig,
     now_us: i64,
@@ -163,7 +162,7 @@ pub fn run(
         purpose: "retention periods in collector.toml [retention]",
         detail: &detail.to_string(),
     };
-    audit::append(conn, actor, &rec)?;
+    audit::append(&Admin { conn }, actor, &rec)?;
     result?;
     Ok(report)
 }
@@ -424,38 +423,17 @@ fn give_back_space(conn: &Connection) -> Result<u64, RetentionError> {
     Ok((before - free(conn)?).max(0) as u64)
 }
 
-/// Opens the store and runs once (the CLI and the schedule).
-pub fn run_in(
-    data_dir: &Path,
-    cfg: &RetentionConfig,
-    dry_run: bool,
-    actor: &Actor,
-) -> Result<Report, RetentionError> {
-    let conn = store::open(data_dir, Durability::Normal)?;
-    run(&conn, cfg, store::now_us(), dry_run, actor)
-}
-
-/// The schedule: first a minute after start (not during start-up's own work), then every
-/// `run_every`. Spawn it from `serve`; it runs until dropped.
-pub async fn schedule(data_dir: PathBuf, cfg: RetentionConfig) {
-    let first = tokio::time::Instant::now() + Duration::from_secs(60);
-    let mut tick = tokio::time::interval_at(first, cfg.run_every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let (d, c) = (data_dir.clone(), cfg.clone());
-        match tokio::task::spawn_blocking(move || run_in(&d, &c, false, &Actor::system())).await {
-            Ok(Ok(r)) => tracing::info!(
-                events = r.events.deleted,
-                alerts = r.alerts.deleted,
-                incidents = r.incidents.deleted,
-                check_results = r.check_results.deleted,
-                elapsed_ms = r.elapsed_ms,
-                "retention run"
-            ),
-            Ok(Err(e)) => tracing::error!(error = %e, "retention run failed"),
-            Err(e) => tracing::error!(error = %e, "retention task failed"),
-        }
+impl Store {
+    /// Applies the retention periods now, or with `dry_run` only counts what would go: the
+    /// scheduled run (as the system) and `retention run` (as the operator). It returns counts,
+    /// never content, and is recorded in the trail either way.
+    pub fn retention(
+        &self,
+        cfg: &RetentionConfig,
+        dry_run: bool,
+        actor: &Actor,
+    ) -> Result<Report, RetentionError> {
+        self.with_conn(|conn| run(conn, cfg, store::now_us(), dry_run, actor))
     }
 }
 
@@ -484,13 +462,13 @@ mod tests {
                 ..Default::default()
             })),
         };
-        store::events::insert(&tx, "a1", &e, at).unwrap();
+        store::events::insert(&crate::store::System::test(&tx), "a1", &e, at).unwrap();
         tx.commit().unwrap();
     }
 
     fn alert(conn: &Connection, at: i64) -> i64 {
         let id = alerts::insert(
-            conn,
+            &crate::store::System::test(conn),
             &Alert {
                 agent_id: "a1".into(),
                 hostname: "pc1".into(),
@@ -817,7 +795,7 @@ mod tests {
         run(&conn, &cfg, NOW, true, &Actor::cli()).unwrap();
         run(&conn, &cfg, NOW, false, &Actor::system()).unwrap();
         let entries = audit::list(
-            &conn,
+            &crate::store::Audited::test(&conn),
             &audit::Filter {
                 action_prefix: Some("retention.".into()),
                 limit: 10,
@@ -834,7 +812,7 @@ mod tests {
         assert_eq!(detail["events"]["deleted"], 10);
         assert_eq!(detail["alerts"]["cutoff"], rfc3339(cutoff(NOW, cfg.alerts)));
         assert_eq!(
-            audit::verify(&conn).unwrap(),
+            audit::verify(&crate::store::Audited::test(&conn)).unwrap(),
             audit::Verdict::Intact { entries: 2 }
         );
     }
@@ -850,7 +828,7 @@ mod tests {
                 observed_at_us: NOW - 200 * DAY_US,
                 ..Default::default()
             };
-            store::events::insert(&tx, "a1", &e, 0).unwrap();
+            store::events::insert(&crate::store::System::test(&tx), "a1", &e, 0).unwrap();
         }
         tx.commit().unwrap();
         event(&mut conn, n as u64, NOW);
@@ -885,7 +863,7 @@ mod tests {
                 user: "x".repeat(200),
                 ..Default::default()
             };
-            store::events::insert(&tx, "a1", &e, 0).unwrap();
+            store::events::insert(&crate::store::System::test(&tx), "a1", &e, 0).unwrap();
         }
         tx.commit().unwrap();
         let r = run(
@@ -921,7 +899,7 @@ mod tests {
                     ..Default::default()
                 })),
             };
-            store::events::insert(&tx, "a1", &e, 0).unwrap();
+            store::events::insert(&crate::store::System::test(&tx), "a1", &e, 0).unwrap();
         }
         tx.commit().unwrap();
         let t = Instant::now();

@@ -12,7 +12,8 @@
 //! held up only once the name as a whole has seen many more failures (a spread-out attack).
 //! Names are kept as a digest: what was typed into the name box is sometimes a password.
 
-use rusqlite::{Connection, OptionalExtension, params};
+use crate::store::Admin;
+use rusqlite::{OptionalExtension, params};
 use sha2::{Digest, Sha256};
 use std::time::Duration;
 
@@ -81,11 +82,12 @@ pub struct Held {
 
 /// Whether the attempt may be checked now. A refusal is counted on the key that holds it.
 pub fn admit(
-    conn: &Connection,
+    tx: &Admin<'_>,
     attempt: &Attempt,
     rules: Rules,
     now_us: i64,
-) -> rusqlite::Result<Result<(), Held>> {
+) -> crate::store::Result<Result<(), Held>> {
+    let conn = tx.conn;
     for (name, addr, _) in attempt.keys(rules) {
         let until: Option<i64> = conn
             .prepare_cached(
@@ -113,11 +115,12 @@ pub fn admit(
 
 /// Counts a failed check on every key; returns the longest wait it starts, if any.
 pub fn failed(
-    conn: &Connection,
+    tx: &Admin<'_>,
     attempt: &Attempt,
     rules: Rules,
     now_us: i64,
-) -> rusqlite::Result<Option<Duration>> {
+) -> crate::store::Result<Option<Duration>> {
+    let conn = tx.conn;
     let mut longest: Option<Duration> = None;
     for (name, addr, free) in attempt.keys(rules) {
         let failures: i64 = conn
@@ -145,30 +148,34 @@ pub fn failed(
 
 /// A successful log-in clears its name's keys. The address key stays: one right password
 /// must not wipe out a spray of guesses at other names from the same address.
-pub fn succeeded(conn: &Connection, attempt: &Attempt) -> rusqlite::Result<()> {
+pub fn succeeded(tx: &Admin<'_>, attempt: &Attempt) -> crate::store::Result<()> {
+    let conn = tx.conn;
     conn.prepare_cached("DELETE FROM login_throttle WHERE name = ?1")?
         .execute([&attempt.name])?;
     Ok(())
 }
 
 /// An administrator's password reset lifts every wait on the account's name.
-pub fn clear_name(conn: &Connection, username: &str) -> rusqlite::Result<()> {
+pub fn clear_name(tx: &Admin<'_>, username: &str) -> crate::store::Result<()> {
+    let conn = tx.conn;
     conn.prepare_cached("DELETE FROM login_throttle WHERE name = ?1")?
         .execute([name_digest(username)])?;
     Ok(())
 }
 
 /// Forgets keys untouched for a day and no longer waiting.
-pub fn prune(conn: &Connection, now_us: i64) -> rusqlite::Result<usize> {
-    conn.execute(
+pub fn prune(tx: &Admin<'_>, now_us: i64) -> crate::store::Result<usize> {
+    let conn = tx.conn;
+    Ok(conn.execute(
         "DELETE FROM login_throttle WHERE until_at <= ?1 AND last_at < ?1 - 86400000000",
         [now_us],
-    )
+    )?)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rusqlite::Connection;
 
     const RULES: Rules = Rules {
         free_failures: 3,
@@ -185,38 +192,69 @@ mod tests {
         let a = Attempt::new("head", "10.0.0.5");
         let mut now = 1_000_000_000;
         for _ in 0..2 {
-            assert_eq!(failed(&conn, &a, RULES, now).unwrap(), None);
+            assert_eq!(
+                failed(&crate::store::Admin::test(&conn), &a, RULES, now).unwrap(),
+                None
+            );
         }
-        assert_eq!(failed(&conn, &a, RULES, now).unwrap(), Some(FIRST_WAIT));
-        let held = admit(&conn, &a, RULES, now + 1).unwrap().unwrap_err();
+        assert_eq!(
+            failed(&crate::store::Admin::test(&conn), &a, RULES, now).unwrap(),
+            Some(FIRST_WAIT)
+        );
+        let held = admit(&crate::store::Admin::test(&conn), &a, RULES, now + 1)
+            .unwrap()
+            .unwrap_err();
         assert!(held.retry_after <= FIRST_WAIT && held.audit && held.refused == 1);
         for n in 2..=100u64 {
-            let held = admit(&conn, &a, RULES, now + 2).unwrap().unwrap_err();
+            let held = admit(&crate::store::Admin::test(&conn), &a, RULES, now + 2)
+                .unwrap()
+                .unwrap_err();
             assert_eq!(held.audit, n == 10 || n == 100, "{n}");
         }
         // The same name from another address is not held: only that address guessed.
         assert!(
-            admit(&conn, &Attempt::new("head", "10.0.0.9"), RULES, now + 1)
+            admit(
+                &crate::store::Admin::test(&conn),
+                &Attempt::new("head", "10.0.0.9"),
+                RULES,
+                now + 1
+            )
+            .unwrap()
+            .is_ok()
+        );
+        now += FIRST_WAIT.as_micros() as i64;
+        assert!(
+            admit(&crate::store::Admin::test(&conn), &a, RULES, now)
                 .unwrap()
                 .is_ok()
         );
-        now += FIRST_WAIT.as_micros() as i64;
-        assert!(admit(&conn, &a, RULES, now).unwrap().is_ok());
-        assert_eq!(failed(&conn, &a, RULES, now).unwrap(), Some(FIRST_WAIT * 2));
+        assert_eq!(
+            failed(&crate::store::Admin::test(&conn), &a, RULES, now).unwrap(),
+            Some(FIRST_WAIT * 2)
+        );
         for _ in 0..30 {
-            failed(&conn, &a, RULES, now).unwrap();
+            failed(&crate::store::Admin::test(&conn), &a, RULES, now).unwrap();
         }
         assert_eq!(
-            failed(&conn, &a, RULES, now).unwrap(),
+            failed(&crate::store::Admin::test(&conn), &a, RULES, now).unwrap(),
             Some(RULES.longest_wait)
         );
         // A reset lifts the name's waits, not the address's: 35 failures came from it.
-        clear_name(&conn, "head").unwrap();
-        assert!(admit(&conn, &a, RULES, now).unwrap().is_err());
+        clear_name(&crate::store::Admin::test(&conn), "head").unwrap();
         assert!(
-            admit(&conn, &Attempt::new("head", "10.0.0.7"), RULES, now)
+            admit(&crate::store::Admin::test(&conn), &a, RULES, now)
                 .unwrap()
-                .is_ok()
+                .is_err()
+        );
+        assert!(
+            admit(
+                &crate::store::Admin::test(&conn),
+                &Attempt::new("head", "10.0.0.7"),
+                RULES,
+                now
+            )
+            .unwrap()
+            .is_ok()
         );
     }
 
@@ -227,7 +265,7 @@ mod tests {
         // 12 failures on one name from 12 addresses: the name as a whole waits.
         for i in 0..12 {
             failed(
-                &conn,
+                &crate::store::Admin::test(&conn),
                 &Attempt::new("head", &format!("10.0.1.{i}")),
                 RULES,
                 now,
@@ -235,15 +273,20 @@ mod tests {
             .unwrap();
         }
         assert!(
-            admit(&conn, &Attempt::new("head", "10.9.9.9"), RULES, now)
-                .unwrap()
-                .is_err()
+            admit(
+                &crate::store::Admin::test(&conn),
+                &Attempt::new("head", "10.9.9.9"),
+                RULES,
+                now
+            )
+            .unwrap()
+            .is_err()
         );
         // 12 names, one failure each, from one address: the address waits, for any name,
         // and unknown names count like real ones.
         for i in 0..12 {
             failed(
-                &conn,
+                &crate::store::Admin::test(&conn),
                 &Attempt::new(&format!("nobody{i}"), "10.0.2.1"),
                 RULES,
                 now,
@@ -251,29 +294,57 @@ mod tests {
             .unwrap();
         }
         assert!(
-            admit(&conn, &Attempt::new("someone-else", "10.0.2.1"), RULES, now)
-                .unwrap()
-                .is_err()
+            admit(
+                &crate::store::Admin::test(&conn),
+                &Attempt::new("someone-else", "10.0.2.1"),
+                RULES,
+                now
+            )
+            .unwrap()
+            .is_err()
         );
         // Success clears the name, not the address.
-        succeeded(&conn, &Attempt::new("head", "10.0.1.0")).unwrap();
+        succeeded(
+            &crate::store::Admin::test(&conn),
+            &Attempt::new("head", "10.0.1.0"),
+        )
+        .unwrap();
         assert!(
-            admit(&conn, &Attempt::new("head", "10.9.9.9"), RULES, now)
-                .unwrap()
-                .is_ok()
+            admit(
+                &crate::store::Admin::test(&conn),
+                &Attempt::new("head", "10.9.9.9"),
+                RULES,
+                now
+            )
+            .unwrap()
+            .is_ok()
         );
         assert!(
-            admit(&conn, &Attempt::new("x", "10.0.2.1"), RULES, now)
-                .unwrap()
-                .is_err()
+            admit(
+                &crate::store::Admin::test(&conn),
+                &Attempt::new("x", "10.0.2.1"),
+                RULES,
+                now
+            )
+            .unwrap()
+            .is_err()
         );
-        assert_eq!(prune(&conn, now + 2 * 86_400_000_000).unwrap(), 37);
+        assert_eq!(
+            prune(&crate::store::Admin::test(&conn), now + 2 * 86_400_000_000).unwrap(),
+            37
+        );
     }
 
     #[test]
     fn names_are_kept_only_as_digests() {
         let (_d, conn) = db();
-        failed(&conn, &Attempt::new("my secret password", "::1"), RULES, 1).unwrap();
+        failed(
+            &crate::store::Admin::test(&conn),
+            &Attempt::new("my secret password", "::1"),
+            RULES,
+            1,
+        )
+        .unwrap();
         let names: Vec<String> = conn
             .prepare("SELECT name FROM login_throttle")
             .unwrap()

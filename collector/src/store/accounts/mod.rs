@@ -3,6 +3,7 @@
 
 pub mod throttle;
 
+use crate::store::Admin;
 use crate::store::now_us;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier, phc::PasswordHash};
 use rand::Rng;
@@ -89,6 +90,8 @@ pub enum AccountError {
     Hash(String),
     #[error("database error: {0}")]
     Sql(#[from] rusqlite::Error),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
 }
 
 pub const MIN_PASSWORD: usize = 10;
@@ -161,7 +164,8 @@ pub struct NewAccount<'a> {
     pub must_change_password: bool,
 }
 
-pub fn create(conn: &Connection, a: &NewAccount<'_>) -> Result<(), AccountError> {
+pub fn create(tx: &Admin<'_>, a: &NewAccount<'_>) -> Result<(), AccountError> {
+    let conn = tx.conn;
     check_username(a.username)?;
     let hash = hash_password(a.password)?;
     let n = conn.execute(
@@ -204,7 +208,8 @@ fn account_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<Account> {
     })
 }
 
-pub fn get(conn: &Connection, username: &str) -> Result<Option<Account>, AccountError> {
+pub fn get(tx: &Admin<'_>, username: &str) -> Result<Option<Account>, AccountError> {
+    let conn = tx.conn;
     Ok(conn
         .query_row(
             &format!("SELECT {ACCOUNT_COLUMNS} FROM staff WHERE username = ?1"),
@@ -214,7 +219,8 @@ pub fn get(conn: &Connection, username: &str) -> Result<Option<Account>, Account
         .optional()?)
 }
 
-pub fn list(conn: &Connection) -> Result<Vec<Account>, AccountError> {
+pub fn list(tx: &Admin<'_>) -> Result<Vec<Account>, AccountError> {
+    let conn = tx.conn;
     let mut stmt = conn.prepare(&format!(
         "SELECT {ACCOUNT_COLUMNS} FROM staff ORDER BY username"
     ))?;
@@ -223,8 +229,8 @@ pub fn list(conn: &Connection) -> Result<Vec<Account>, AccountError> {
 }
 
 /// Accounts with this role that can log in (e.g. the DSLs to notify).
-pub fn active_with_role(conn: &Connection, role: Role) -> Result<Vec<Account>, AccountError> {
-    Ok(list(conn)?
+pub fn active_with_role(tx: &Admin<'_>, role: Role) -> Result<Vec<Account>, AccountError> {
+    Ok(list(tx)?
         .into_iter()
         .filter(|a| a.role == role && !a.disabled)
         .collect())
@@ -239,11 +245,12 @@ fn must_exist(n: usize, username: &str) -> Result<(), AccountError> {
 }
 
 pub fn set_password(
-    conn: &Connection,
+    tx: &Admin<'_>,
     username: &str,
     password: &str,
     must_change: bool,
 ) -> Result<(), AccountError> {
+    let conn = tx.conn;
     let hash = hash_password(password)?;
     let n = conn.execute(
         "UPDATE staff SET password_hash = ?2, must_change_password = ?3, failed_logins = 0,
@@ -252,7 +259,7 @@ pub fn set_password(
     )?;
     must_exist(n, username)?;
     // An administrator's reset is how a held-up account is let in at once.
-    throttle::clear_name(conn, username)?;
+    throttle::clear_name(tx, username)?;
     // A new password ends every session the old one opened.
     conn.execute(
         "DELETE FROM console_sessions WHERE username = ?1",
@@ -271,11 +278,12 @@ pub enum MadeBy {
 /// Records who created an account or reset its password: `by` is a console user name, or
 /// "cli" for the command line (someone with the server's files).
 pub fn note_made_by(
-    conn: &Connection,
+    tx: &Admin<'_>,
     username: &str,
     what: MadeBy,
     by: &str,
 ) -> Result<(), AccountError> {
+    let conn = tx.conn;
     let column = match what {
         MadeBy::Created => "created_by",
         MadeBy::Reset => "reset_by",
@@ -288,11 +296,12 @@ pub fn note_made_by(
 }
 
 pub fn set_role(
-    conn: &Connection,
+    tx: &Admin<'_>,
     username: &str,
     role: Role,
     is_admin: bool,
 ) -> Result<(), AccountError> {
+    let conn = tx.conn;
     let n = conn.execute(
         "UPDATE staff SET role = ?2, is_admin = ?3 WHERE username = ?1",
         params![username, role.as_str(), is_admin],
@@ -300,7 +309,8 @@ pub fn set_role(
     must_exist(n, username)
 }
 
-pub fn set_disabled(conn: &Connection, username: &str, disabled: bool) -> Result<(), AccountError> {
+pub fn set_disabled(tx: &Admin<'_>, username: &str, disabled: bool) -> Result<(), AccountError> {
+    let conn = tx.conn;
     let n = conn.execute(
         "UPDATE staff SET disabled = ?2 WHERE username = ?1",
         params![username, disabled],
@@ -317,10 +327,11 @@ pub fn set_disabled(conn: &Connection, username: &str, disabled: bool) -> Result
 
 /// Turns TOTP on with a new secret (returned, base32, for the authenticator app) or off.
 pub fn set_totp(
-    conn: &Connection,
+    tx: &Admin<'_>,
     username: &str,
     enable: bool,
 ) -> Result<Option<String>, AccountError> {
+    let conn = tx.conn;
     let secret = enable.then(|| totp_rs::Secret::generate().to_base32());
     let n = conn.execute(
         "UPDATE staff SET totp_secret = ?2 WHERE username = ?1",
@@ -380,7 +391,8 @@ pub struct Candidate {
 
 /// Looks up what [`Candidate::password_matches`] needs. Quick: hold the database for this, not
 /// for the check itself.
-pub fn candidate(conn: &Connection, username: &str) -> Result<Candidate, AccountError> {
+pub fn candidate(tx: &Admin<'_>, username: &str) -> Result<Candidate, AccountError> {
+    let conn = tx.conn;
     let row: Option<(String, Option<String>)> = conn
         .query_row(
             "SELECT password_hash, totp_secret FROM staff WHERE username = ?1",
@@ -388,7 +400,7 @@ pub fn candidate(conn: &Connection, username: &str) -> Result<Candidate, Account
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .optional()?;
-    let account = get(conn, username)?;
+    let account = get(tx, username)?;
     let (phc, totp_secret, usable) = match (row, account) {
         (Some((phc, totp)), Some(a)) if !a.disabled => (phc, totp, Ok(a)),
         (Some(_), Some(_)) => (DUMMY_HASH.into(), None, Err(LoginRefused::Disabled)),
@@ -414,10 +426,11 @@ impl Candidate {
     /// password, who gave their code at log-in).
     pub fn conclude(
         self,
-        conn: &Connection,
+        tx: &Admin<'_>,
         password_ok: bool,
         totp_code: Option<Option<&str>>,
     ) -> Result<Result<Account, LoginRefused>, AccountError> {
+        let conn = tx.conn;
         let account = match self.usable {
             Ok(a) => a,
             Err(refused) => return Ok(Err(refused)),
@@ -452,14 +465,14 @@ impl Candidate {
 /// The whole check in one call, holding `conn` throughout: for tests and the command line,
 /// never for the console, which runs the argon2 step off the lock.
 pub fn check(
-    conn: &Connection,
+    tx: &Admin<'_>,
     username: &str,
     password: &str,
     totp_code: Option<Option<&str>>,
 ) -> Result<Result<Account, LoginRefused>, AccountError> {
-    let c = candidate(conn, username)?;
+    let c = candidate(tx, username)?;
     let ok = c.password_matches(password);
-    c.conclude(conn, ok, totp_code)
+    c.conclude(tx, ok, totp_code)
 }
 
 /// argon2id of a random password nobody knows; checked against when the user does not exist.
@@ -483,11 +496,12 @@ fn random_token() -> String {
 
 /// Opens a session; returns the cookie token (shown once, never stored) and the CSRF token.
 pub fn open_session(
-    conn: &Connection,
+    tx: &Admin<'_>,
     username: &str,
     lifetime: Duration,
     source: &str,
 ) -> Result<(String, String), AccountError> {
+    let conn = tx.conn;
     let token = random_token();
     let csrf = random_token();
     let now = now_us();
@@ -544,19 +558,20 @@ fn lookup(
 }
 
 pub fn find_session(
-    conn: &Connection,
+    tx: &Admin<'_>,
     token: &str,
     idle: Duration,
 ) -> Result<Option<Session>, AccountError> {
+    let conn = tx.conn;
     let now = now_us();
     let Some(live) = lookup(conn, token, idle, now)? else {
         return Ok(None);
     };
     if live.idle {
-        close_session(conn, token)?;
+        close_session(tx, token)?;
         return Ok(None);
     }
-    let Some(account) = get(conn, &live.username)?.filter(|a| !a.disabled) else {
+    let Some(account) = get(tx, &live.username)?.filter(|a| !a.disabled) else {
         return Ok(None);
     };
     // Touching on every request would make each page view a write; a minute is precise enough.
@@ -575,19 +590,21 @@ pub fn find_session(
 /// Whether a session is still live, without counting this as activity (a page's live updates
 /// must not keep an idle log-in open for ever). The account's current role is returned.
 pub fn live_role(
-    conn: &Connection,
+    tx: &Admin<'_>,
     token: &str,
     idle: Duration,
 ) -> Result<Option<Role>, AccountError> {
+    let conn = tx.conn;
     let Some(live) = lookup(conn, token, idle, now_us())?.filter(|l| !l.idle) else {
         return Ok(None);
     };
-    Ok(get(conn, &live.username)?
+    Ok(get(tx, &live.username)?
         .filter(|a| !a.disabled)
         .map(|a| a.role))
 }
 
-pub fn close_session(conn: &Connection, token: &str) -> Result<(), AccountError> {
+pub fn close_session(tx: &Admin<'_>, token: &str) -> Result<(), AccountError> {
+    let conn = tx.conn;
     conn.execute(
         "DELETE FROM console_sessions WHERE token_hash = ?1",
         [token_hash(token)],
@@ -602,7 +619,7 @@ mod tests {
 
     fn add(conn: &Connection, name: &str, role: Role) {
         create(
-            conn,
+            &crate::store::Admin::test(conn),
             &NewAccount {
                 username: name,
                 role,
@@ -625,11 +642,22 @@ mod tests {
             .unwrap();
         assert!(stored.starts_with("$argon2id$"), "{stored}");
         assert!(!stored.contains("correct horse"));
-        let ok = check(&conn, "tech1", "correct horse battery", Some(None));
+        let ok = check(
+            &crate::store::Admin::test(&conn),
+            "tech1",
+            "correct horse battery",
+            Some(None),
+        );
         assert_eq!(ok.unwrap().unwrap().role, Role::Technician);
-        let bad = check(&conn, "tech1", "wrong", Some(None)).unwrap();
+        let bad = check(
+            &crate::store::Admin::test(&conn),
+            "tech1",
+            "wrong",
+            Some(None),
+        )
+        .unwrap();
         assert_eq!(bad.unwrap_err(), LoginRefused::BadPassword);
-        let nobody = check(&conn, "nobody", "x", Some(None)).unwrap();
+        let nobody = check(&crate::store::Admin::test(&conn), "nobody", "x", Some(None)).unwrap();
         assert_eq!(nobody.unwrap_err(), LoginRefused::UnknownUser);
     }
 
@@ -651,35 +679,61 @@ mod tests {
             must_change_password: false,
         };
         assert!(matches!(
-            create(&conn, &a),
+            create(&crate::store::Admin::test(&conn), &a),
             Err(AccountError::BadUsername(_))
         ));
         a.username = "dsl";
         a.password = "short";
-        assert!(matches!(create(&conn, &a), Err(AccountError::WeakPassword)));
+        assert!(matches!(
+            create(&crate::store::Admin::test(&conn), &a),
+            Err(AccountError::WeakPassword)
+        ));
         assert!("headteacher".parse::<Role>().is_err());
         a.password = "long enough password";
-        create(&conn, &a).unwrap();
-        assert!(matches!(create(&conn, &a), Err(AccountError::Exists(_))));
+        create(&crate::store::Admin::test(&conn), &a).unwrap();
+        assert!(matches!(
+            create(&crate::store::Admin::test(&conn), &a),
+            Err(AccountError::Exists(_))
+        ));
     }
 
     #[test]
     fn totp_is_required_once_enabled() {
         let (_d, conn) = test_db();
         add(&conn, "dsl", Role::Dsl);
-        let secret = set_totp(&conn, "dsl", true).unwrap().unwrap();
+        let secret = set_totp(&crate::store::Admin::test(&conn), "dsl", true)
+            .unwrap()
+            .unwrap();
         let pw = "correct horse battery";
-        let none = check(&conn, "dsl", pw, Some(None)).unwrap();
+        let none = check(&crate::store::Admin::test(&conn), "dsl", pw, Some(None)).unwrap();
         assert_eq!(none.unwrap_err(), LoginRefused::BadTotp);
-        let wrong = check(&conn, "dsl", pw, Some(Some("000000"))).unwrap();
+        let wrong = check(
+            &crate::store::Admin::test(&conn),
+            "dsl",
+            pw,
+            Some(Some("000000")),
+        )
+        .unwrap();
         // One in a million the current code really is 000000; the right code must pass anyway.
         let code = totp_for(&secret).unwrap().generate_current().to_string();
         if code != "000000" {
             assert_eq!(wrong.unwrap_err(), LoginRefused::BadTotp);
         }
-        let ok = check(&conn, "dsl", pw, Some(Some(&code))).unwrap();
+        let ok = check(
+            &crate::store::Admin::test(&conn),
+            "dsl",
+            pw,
+            Some(Some(&code)),
+        )
+        .unwrap();
         assert!(ok.unwrap().totp_enabled);
-        let replayed = check(&conn, "dsl", pw, Some(Some(&code))).unwrap();
+        let replayed = check(
+            &crate::store::Admin::test(&conn),
+            "dsl",
+            pw,
+            Some(Some(&code)),
+        )
+        .unwrap();
         assert_eq!(replayed.unwrap_err(), LoginRefused::BadTotp);
     }
 
@@ -687,13 +741,18 @@ mod tests {
     fn confirming_a_password_asks_no_code() {
         let (_d, conn) = test_db();
         add(&conn, "dsl", Role::Dsl);
-        set_totp(&conn, "dsl", true).unwrap();
+        set_totp(&crate::store::Admin::test(&conn), "dsl", true).unwrap();
         assert!(
-            check(&conn, "dsl", "correct horse battery", None)
-                .unwrap()
-                .is_ok()
+            check(
+                &crate::store::Admin::test(&conn),
+                "dsl",
+                "correct horse battery",
+                None
+            )
+            .unwrap()
+            .is_ok()
         );
-        let r = check(&conn, "dsl", "guess", None).unwrap();
+        let r = check(&crate::store::Admin::test(&conn), "dsl", "guess", None).unwrap();
         assert_eq!(r.unwrap_err(), LoginRefused::BadPassword);
     }
 
@@ -701,10 +760,15 @@ mod tests {
     fn unknown_and_disabled_accounts_cost_a_password_check_too() {
         let (_d, conn) = test_db();
         add(&conn, "lead", Role::Leadership);
-        set_disabled(&conn, "lead", true).unwrap();
+        set_disabled(&crate::store::Admin::test(&conn), "lead", true).unwrap();
         let time = |name: &str| {
             let t = std::time::Instant::now();
-            let r = check(&conn, name, "whatever at all", Some(None));
+            let r = check(
+                &crate::store::Admin::test(&conn),
+                name,
+                "whatever at all",
+                Some(None),
+            );
             (t.elapsed(), r.unwrap().unwrap_err())
         };
         let (unknown, why) = time("nobody");
@@ -725,25 +789,49 @@ mod tests {
     fn sessions_store_only_a_hash_and_end_with_a_password_change() {
         let (_d, conn) = test_db();
         add(&conn, "gov", Role::Governor);
-        let (token, csrf) = open_session(&conn, "gov", Duration::from_secs(3600), "::1").unwrap();
+        let (token, csrf) = open_session(
+            &crate::store::Admin::test(&conn),
+            "gov",
+            Duration::from_secs(3600),
+            "::1",
+        )
+        .unwrap();
         let stored: Vec<u8> = conn
             .query_row("SELECT token_hash FROM console_sessions", [], |r| r.get(0))
             .unwrap();
         assert_ne!(stored, token.as_bytes());
-        let s = find_session(&conn, &token, Duration::from_secs(60))
-            .unwrap()
-            .unwrap();
+        let s = find_session(
+            &crate::store::Admin::test(&conn),
+            &token,
+            Duration::from_secs(60),
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!((s.account.role, s.csrf_token), (Role::Governor, csrf));
         assert!(
-            find_session(&conn, "forged", Duration::from_secs(60))
-                .unwrap()
-                .is_none()
+            find_session(
+                &crate::store::Admin::test(&conn),
+                "forged",
+                Duration::from_secs(60)
+            )
+            .unwrap()
+            .is_none()
         );
-        set_password(&conn, "gov", "a brand new password", false).unwrap();
+        set_password(
+            &crate::store::Admin::test(&conn),
+            "gov",
+            "a brand new password",
+            false,
+        )
+        .unwrap();
         assert!(
-            find_session(&conn, &token, Duration::from_secs(60))
-                .unwrap()
-                .is_none()
+            find_session(
+                &crate::store::Admin::test(&conn),
+                &token,
+                Duration::from_secs(60)
+            )
+            .unwrap()
+            .is_none()
         );
     }
 }

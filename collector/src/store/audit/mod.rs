@@ -17,6 +17,7 @@ pub use anchor::{Checkpoint, reanchor};
 pub use verify::{Verdict, verify};
 
 use crate::store::{self, now_us, rfc3339};
+use crate::store::{Admin, Audited};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -90,6 +91,36 @@ pub struct Record<'a> {
     pub detail: &'a str,
 }
 
+/// An audit entry a caller asks for: `action` on `object`, with the purpose stated for a
+/// sensitive read and any detail worth keeping.
+#[derive(Debug, Clone, Default)]
+pub struct Audit {
+    pub action: &'static str,
+    pub object: String,
+    pub purpose: String,
+    pub detail: String,
+}
+
+impl Audit {
+    pub fn new(action: &'static str, object: impl Into<String>) -> Self {
+        Self {
+            action,
+            object: object.into(),
+            ..Default::default()
+        }
+    }
+
+    pub fn purpose(mut self, purpose: impl Into<String>) -> Self {
+        self.purpose = purpose.into();
+        self
+    }
+
+    pub fn detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = detail.into();
+        self
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Entry {
     pub id: i64,
@@ -121,7 +152,8 @@ pub(crate) fn entry_hash(prev_hash: &str, id: i64, at_us: i64, fields: [&str; 7]
 
 /// Appends one entry. Runs in its own immediate transaction so the CLI and the server, each
 /// appending, never chain two entries from the same predecessor.
-pub fn append(conn: &Connection, actor: &Actor, rec: &Record<'_>) -> Result<i64, AuditError> {
+pub fn append(tx: &Admin<'_>, actor: &Actor, rec: &Record<'_>) -> Result<i64, AuditError> {
+    let conn = tx.conn;
     conn.execute_batch("BEGIN IMMEDIATE")?;
     let result = append_in(conn, actor, rec);
     match &result {
@@ -140,7 +172,7 @@ pub fn append(conn: &Connection, actor: &Actor, rec: &Record<'_>) -> Result<i64,
 
 /// Appends inside a transaction the caller already holds, so that a change and its audit entry
 /// commit together. The caller must call [`commit`] to commit and seal the head.
-pub fn append_in(
+pub(in crate::store) fn append_in(
     conn: &Connection,
     actor: &Actor,
     rec: &Record<'_>,
@@ -194,7 +226,7 @@ pub fn append_in(
 /// records the head. The change and its entry are saved and the chain in the database is the
 /// record; the head file is a second check, so failing to write it is logged, not returned
 /// (returning it would tell the user that something saved was not).
-pub fn commit(conn: &Connection, id: i64, hash: &str) -> Result<(), AuditError> {
+pub(in crate::store) fn commit(conn: &Connection, id: i64, hash: &str) -> Result<(), AuditError> {
     conn.execute_batch("COMMIT")?;
     if let Err(e) = anchor::advance(conn, WRITER, id, hash) {
         tracing::error!(error = %e, entry = id, "could not record the audit head");
@@ -213,8 +245,18 @@ pub struct Filter {
     pub limit: u32,
 }
 
+/// The id of the newest entry of any writer (0 for an empty trail).
+pub fn last_id(tx: &Audited<'_>) -> Result<i64, AuditError> {
+    Ok(tx
+        .conn
+        .query_row("SELECT COALESCE(MAX(id), 0) FROM audit_log", [], |r| {
+            r.get(0)
+        })?)
+}
+
 /// The newest entries first.
-pub fn list(conn: &Connection, f: &Filter) -> Result<Vec<Entry>, AuditError> {
+pub fn list(tx: &Audited<'_>, f: &Filter) -> Result<Vec<Entry>, AuditError> {
+    let conn = tx.conn;
     let mut stmt = conn.prepare(
         "SELECT id, at, actor, role, action, object, purpose, source, detail, prev_hash, hash
          FROM audit_log
@@ -263,7 +305,7 @@ mod tests {
         for i in 0..n {
             let object = format!("alert:{i}");
             append(
-                &conn,
+                &crate::store::Admin::test(&conn),
                 &actor,
                 &Record {
                     action: "alert.view",
@@ -288,7 +330,10 @@ mod tests {
     #[test]
     fn an_untouched_chain_verifies() {
         let (_d, conn) = filled(20);
-        assert_eq!(verify(&conn).unwrap(), Verdict::Intact { entries: 20 });
+        assert_eq!(
+            verify(&crate::store::Audited::test(&conn)).unwrap(),
+            Verdict::Intact { entries: 20 }
+        );
     }
 
     #[test]
@@ -320,7 +365,7 @@ mod tests {
                     &conn,
                     &format!("UPDATE audit_log SET {set} WHERE id = {id}"),
                 );
-                match verify(&conn).unwrap() {
+                match verify(&crate::store::Audited::test(&conn)).unwrap() {
                     Verdict::Broken { id: bad, reason } => {
                         assert_eq!(bad, id, "{set}: {reason}");
                         assert!(reason.contains("changed"), "{reason}");
@@ -361,7 +406,7 @@ mod tests {
             &format!("UPDATE audit_log SET object = 'alert:0', hash = '{forged}' WHERE id = 3"),
         );
         assert!(matches!(
-            verify(&conn).unwrap(),
+            verify(&crate::store::Audited::test(&conn)).unwrap(),
             Verdict::Broken { id: 4, .. }
         ));
     }
@@ -370,7 +415,8 @@ mod tests {
     fn deletion_in_the_middle_names_the_gap() {
         let (_d, conn) = filled(10);
         tamper(&conn, "DELETE FROM audit_log WHERE id = 4");
-        let Verdict::Broken { id, reason } = verify(&conn).unwrap() else {
+        let Verdict::Broken { id, reason } = verify(&crate::store::Audited::test(&conn)).unwrap()
+        else {
             panic!("deletion went unnoticed");
         };
         assert_eq!(id, 5);
@@ -385,7 +431,7 @@ mod tests {
             "DELETE FROM audit_log WHERE id = 4; UPDATE audit_log SET id = id - 1 WHERE id > 4",
         );
         assert!(matches!(
-            verify(&conn).unwrap(),
+            verify(&crate::store::Audited::test(&conn)).unwrap(),
             Verdict::Broken { id: 4, .. }
         ));
     }
@@ -400,7 +446,7 @@ mod tests {
              UPDATE audit_log SET id = 3 WHERE id = 100;",
         );
         assert!(matches!(
-            verify(&conn).unwrap(),
+            verify(&crate::store::Audited::test(&conn)).unwrap(),
             Verdict::Broken { id: 2, .. }
         ));
     }
@@ -409,7 +455,8 @@ mod tests {
     fn deleting_the_newest_entries_is_caught_by_the_head() {
         let (_d, conn) = filled(8);
         tamper(&conn, "DELETE FROM audit_log WHERE id > 5");
-        let Verdict::Broken { id, reason } = verify(&conn).unwrap() else {
+        let Verdict::Broken { id, reason } = verify(&crate::store::Audited::test(&conn)).unwrap()
+        else {
             panic!("truncation went unnoticed");
         };
         assert_eq!(id, 6);
@@ -428,7 +475,12 @@ mod tests {
                     conn.busy_timeout(std::time::Duration::from_secs(30))
                         .unwrap();
                     for _ in 0..20 {
-                        append(&conn, &Actor::system(), &Record::default()).unwrap();
+                        append(
+                            &crate::store::Admin::test(&conn),
+                            &Actor::system(),
+                            &Record::default(),
+                        )
+                        .unwrap();
                     }
                 })
             })
@@ -436,7 +488,10 @@ mod tests {
         for w in writers {
             w.join().unwrap();
         }
-        assert_eq!(verify(&conn).unwrap(), Verdict::Intact { entries: 161 });
+        assert_eq!(
+            verify(&crate::store::Audited::test(&conn)).unwrap(),
+            Verdict::Intact { entries: 161 }
+        );
         let left: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
             .filter_map(|e| e.ok()?.file_name().into_string().ok())
@@ -446,7 +501,7 @@ mod tests {
     }
 
     fn broken_reason(conn: &Connection) -> String {
-        match verify(conn).unwrap() {
+        match verify(&crate::store::Audited::test(conn)).unwrap() {
             Verdict::Broken { reason, .. } => reason,
             v => panic!("went unnoticed: {v:?}"),
         }
@@ -459,11 +514,18 @@ mod tests {
         tamper(&conn, "DELETE FROM audit_log WHERE id > 5");
         assert!(broken_reason(&conn).contains("missing"));
         // The next access does not paper over it ...
-        let _ = append(&conn, &Actor::system(), &Record::default());
+        let _ = append(
+            &crate::store::Admin::test(&conn),
+            &Actor::system(),
+            &Record::default(),
+        );
         assert!(broken_reason(&conn).contains("missing"));
         // ... an operator's re-anchoring does, on the record.
-        reanchor(&conn).unwrap();
-        assert_eq!(verify(&conn).unwrap(), Verdict::Intact { entries: 6 });
+        reanchor(&crate::store::Admin::test(&conn)).unwrap();
+        assert_eq!(
+            verify(&crate::store::Audited::test(&conn)).unwrap(),
+            Verdict::Intact { entries: 6 }
+        );
     }
 
     #[test]
@@ -482,8 +544,16 @@ mod tests {
         assert!(broken_reason(&conn).contains("unkeyed"));
         // Nor is a new key: the checkpoint was sealed with the old one.
         std::fs::remove_file(dir.path().join("audit.key")).unwrap();
-        let _ = append(&conn, &Actor::system(), &Record::default());
-        assert!(broken_reason(&conn).contains("seal"), "{:?}", verify(&conn));
+        let _ = append(
+            &crate::store::Admin::test(&conn),
+            &Actor::system(),
+            &Record::default(),
+        );
+        assert!(
+            broken_reason(&conn).contains("seal"),
+            "{:?}",
+            verify(&crate::store::Audited::test(&conn))
+        );
     }
 
     #[test]
@@ -504,10 +574,18 @@ mod tests {
             anchor::advance(&conn, "b", id, &hash).unwrap();
             prev = hash;
             if id == 4 {
-                append(&conn, &Actor::system(), &Record::default()).unwrap();
+                append(
+                    &crate::store::Admin::test(&conn),
+                    &Actor::system(),
+                    &Record::default(),
+                )
+                .unwrap();
             }
         }
-        assert_eq!(verify(&conn).unwrap(), Verdict::Intact { entries: 6 });
+        assert_eq!(
+            verify(&crate::store::Audited::test(&conn)).unwrap(),
+            Verdict::Intact { entries: 6 }
+        );
         // Removing the other writer's newest entry is caught by its head in the checkpoint.
         tamper(&conn, "DELETE FROM audit_log WHERE id = 6");
         assert!(broken_reason(&conn).contains("writer b"));
@@ -517,7 +595,7 @@ mod tests {
     fn list_reads_newest_first_with_filters() {
         let (_d, conn) = filled(5);
         let all = list(
-            &conn,
+            &crate::store::Audited::test(&conn),
             &Filter {
                 limit: 3,
                 ..Default::default()
@@ -526,7 +604,7 @@ mod tests {
         .unwrap();
         assert_eq!(all.iter().map(|e| e.id).collect::<Vec<_>>(), [5, 4, 3]);
         let one = list(
-            &conn,
+            &crate::store::Audited::test(&conn),
             &Filter {
                 object: Some("alert:1".into()),
                 limit: 10,

@@ -1,0 +1,253 @@
+//! The one way into the store, and what each kind of caller may do there.
+//!
+//! Nothing outside `store` holds a connection. A caller gets a short-lived handle for one
+//! closure, and the handle's type decides which operations it can name:
+//!
+//! - [`Audited`]: monitored data (events, alerts, incidents, checks, reveals, subject access,
+//!   the trail itself) and the changes staff make to it. Made only by [`Store::audited`], which
+//!   writes the caller's audit entry in the same transaction: a read is returned, and a change
+//!   kept, only once its entry is written. The console, its API and the CLI read this way.
+//! - [`Admin`]: staff accounts, log-in sessions and back-off, enrolment tokens, the agent
+//!   registry, settings and notices. None of it is children's data; what is done to it is
+//!   audited where it matters (log-ins, account changes) by the callers that know why.
+//! - [`System`]: the collector's own work (committing batches and the alerts they raise,
+//!   aggregation, agent watches, notification and report outboxes, quotas). Made only by
+//!   [`Store::system`] with a [`SystemKey`], which only `serve` can mint and hands to the
+//!   services it starts: the console and the CLI are never given one, so they cannot
+//!   reach these reads.
+//!
+//! The store is a module of the collector crate rather than a crate of its own because these
+//! capabilities are enforced by module privacy: the key's constructor is private to `serve`,
+//! which a separate store crate could not express.
+//!
+//! One engine today (SQLite in WAL mode; connections pooled, each used by one closure at a
+//! time); the handles are where a second engine plugs in.
+
+use super::audit::{self, Actor, Audit, AuditError, Record};
+use super::{Durability, Result, StoreError};
+use crate::serve::SystemKey;
+use rusqlite::Connection;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// Connections kept open between uses; more are opened under load and closed after.
+const MAX_IDLE: usize = 8;
+
+/// A collector's store. Cheap to clone; every clone shares the pool.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    data_dir: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+/// Monitored data, readable only once its audit entry is written (see the module doc).
+pub struct Audited<'a> {
+    pub(in crate::store) conn: &'a Connection,
+}
+
+/// Staff accounts, sessions, tokens, the agent registry and settings: no children's data.
+pub struct Admin<'a> {
+    pub(in crate::store) conn: &'a Connection,
+}
+
+/// A long read outside any write transaction (a leadership check's scan), so that ingest and
+/// other staff do not wait for it. What it produces is sealed: its content reaches a caller
+/// only through an [`Audited`] operation that stores it under its entry.
+pub struct Scan<'a> {
+    pub(in crate::store) conn: &'a Connection,
+}
+
+/// What a [`Scan`] produced: readable only through [`Audited::unseal`], in the transaction
+/// that writes its entry. The store gives each sealed result the summary its entry records.
+#[derive(Debug)]
+pub struct Sealed<T>(pub(in crate::store) T);
+
+/// The collector's own work; only `serve` and what it starts hold the key.
+pub struct System<'a> {
+    pub(in crate::store) conn: &'a Connection,
+}
+
+#[cfg(test)]
+impl<'a> Audited<'a> {
+    /// A handle on a test's own connection, with no entry written.
+    pub(crate) fn test(conn: &'a Connection) -> Self {
+        Self { conn }
+    }
+}
+
+#[cfg(test)]
+impl<'a> Admin<'a> {
+    pub(crate) fn test(conn: &'a Connection) -> Self {
+        Self { conn }
+    }
+}
+
+#[cfg(test)]
+impl<'a> System<'a> {
+    pub(crate) fn test(conn: &'a Connection) -> Self {
+        Self { conn }
+    }
+}
+
+impl Audited<'_> {
+    /// A scan's result, released under this transaction's entry.
+    pub fn unseal<T>(&self, sealed: Sealed<T>) -> T {
+        sealed.0
+    }
+
+    /// A change to accounts or settings made in the same transaction as its entry.
+    pub fn admin(&self) -> Admin<'_> {
+        Admin { conn: self.conn }
+    }
+}
+
+#[cfg(test)]
+impl<'a> Scan<'a> {
+    pub(crate) fn test(conn: &'a Connection) -> Self {
+        Self { conn }
+    }
+}
+
+impl System<'_> {
+    /// Runs `f` in one transaction: all of it is stored, or none of it (a group commit and
+    /// the alerts it raises).
+    pub fn transaction<R, E: From<StoreError>>(
+        &self,
+        f: impl FnOnce(&System<'_>) -> std::result::Result<R, E>,
+    ) -> std::result::Result<R, E> {
+        let tx = self
+            .conn
+            .unchecked_transaction()
+            .map_err(StoreError::from)?;
+        let r = f(&System { conn: &tx })?;
+        tx.commit().map_err(StoreError::from)?;
+        Ok(r)
+    }
+
+    /// The system also keeps the registry (enrolment, renewal, health).
+    pub fn admin(&self) -> Admin<'_> {
+        Admin { conn: self.conn }
+    }
+}
+
+impl Store {
+    /// The store of an initialised data directory.
+    pub fn open(data_dir: &Path) -> Result<Self> {
+        let first = super::open(data_dir, Durability::Full)?;
+        Ok(Self::with(data_dir, first))
+    }
+
+    /// Creates the store of a new data directory (for `init`).
+    pub fn create(data_dir: &Path) -> Result<Self> {
+        let first = super::create(data_dir)?;
+        Ok(Self::with(data_dir, first))
+    }
+
+    fn with(data_dir: &Path, first: Connection) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                data_dir: data_dir.to_path_buf(),
+                idle: Mutex::new(vec![first]),
+            }),
+        }
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.inner.data_dir
+    }
+
+    /// Runs `f` on a pooled connection, opening one when none is idle.
+    pub(in crate::store) fn with_conn<R, E: From<StoreError>>(
+        &self,
+        f: impl FnOnce(&Connection) -> std::result::Result<R, E>,
+    ) -> std::result::Result<R, E> {
+        let idle = self.inner.idle.lock().ok().and_then(|mut v| v.pop());
+        let conn = match idle {
+            Some(c) => c,
+            None => super::open(&self.inner.data_dir, Durability::Full)?,
+        };
+        let result = f(&conn);
+        // A connection left inside a transaction (a panic or a failed rollback) is not reused.
+        if conn.is_autocommit()
+            && let Ok(mut idle) = self.inner.idle.lock()
+            && idle.len() < MAX_IDLE
+        {
+            idle.push(conn);
+        }
+        result
+    }
+
+    /// Reads or changes monitored data as `actor`. `f` returns its result with the entry to
+    /// record (which may depend on what it found); the entry is appended in the same
+    /// immediate transaction, and nothing is returned or kept unless both succeed.
+    pub fn audited<R, E>(
+        &self,
+        actor: &Actor,
+        f: impl FnOnce(&Audited<'_>) -> std::result::Result<(R, Audit), E>,
+    ) -> std::result::Result<R, E>
+    where
+        E: From<StoreError> + From<AuditError>,
+    {
+        self.with_conn(|conn| {
+            conn.execute_batch("BEGIN IMMEDIATE")
+                .map_err(StoreError::from)?;
+            let done = f(&Audited { conn }).and_then(|(r, entry)| {
+                let rec = Record {
+                    action: entry.action,
+                    object: &entry.object,
+                    purpose: &entry.purpose,
+                    detail: &entry.detail,
+                };
+                let head = audit::append_in(conn, actor, &rec)?;
+                Ok((r, head))
+            });
+            match done {
+                Ok((r, (id, hash))) => {
+                    audit::commit(conn, id, &hash)?;
+                    Ok(r)
+                }
+                Err(e) => {
+                    let _ = conn.execute_batch("ROLLBACK");
+                    Err(e)
+                }
+            }
+        })
+    }
+
+    /// A long read whose result stays sealed until an audited operation stores it.
+    pub fn scan<R, E: From<StoreError>>(
+        &self,
+        f: impl FnOnce(&Scan<'_>) -> std::result::Result<R, E>,
+    ) -> std::result::Result<R, E> {
+        self.with_conn(|conn| f(&Scan { conn }))
+    }
+
+    /// Accounts, sessions, tokens, the agent registry, settings.
+    pub fn admin<R, E: From<StoreError>>(
+        &self,
+        f: impl FnOnce(&Admin<'_>) -> std::result::Result<R, E>,
+    ) -> std::result::Result<R, E> {
+        self.with_conn(|conn| f(&Admin { conn }))
+    }
+
+    /// The collector's own work, for the holders of the key.
+    pub fn system<R, E: From<StoreError>>(
+        &self,
+        _key: &SystemKey,
+        f: impl FnOnce(&System<'_>) -> std::result::Result<R, E>,
+    ) -> std::result::Result<R, E> {
+        self.with_conn(|conn| f(&System { conn }))
+    }
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("data_dir", &self.inner.data_dir)
+            .finish_non_exhaustive()
+    }
+}
