@@ -22,6 +22,57 @@
 //!
 //! One engine today (SQLite in WAL mode; connections pooled, each used by one closure at a
 //! time); the handles are where a second engine plugs in.
+//!
+//! # What the compiler refuses
+//!
+//! These are compile-fail tests (`cargo test --doc`), each pinned to the error it must fail
+//! with, beside one that compiles to show the paths are real.
+//!
+//! An audited read compiles:
+//! ```no_run
+//! use invigilator_collector::store::audit::{Actor, Audit, AuditError};
+//! use invigilator_collector::store::{self, EventFilter, Store};
+//! # fn f(store: &Store) -> Result<(), AuditError> {
+//! let rows = store.audited(&Actor::cli(), |tx| {
+//!     let rows = store::events::list(tx, &EventFilter::default())?;
+//!     Ok::<_, AuditError>((rows, Audit::new("event.list", "events")))
+//! })?;
+//! # Ok(()) }
+//! ```
+//! Monitored data cannot be read with the accounts handle:
+//! ```compile_fail,E0308
+//! use invigilator_collector::store::{self, EventFilter, Store};
+//! # fn f(store: &Store) -> Result<(), store::StoreError> {
+//! let rows = store.admin(|a| store::events::list(a, &EventFilter::default()))?;
+//! # Ok(()) }
+//! ```
+//! Nor can an audited handle be made without its entry:
+//! ```compile_fail,E0451
+//! # fn f(conn: &rusqlite::Connection) {
+//! let tx = invigilator_collector::store::Audited { conn };
+//! # }
+//! ```
+//! Nor can a connection be opened outside the store:
+//! ```compile_fail,E0603
+//! # fn f(dir: &std::path::Path) {
+//! let conn = invigilator_collector::store::open(dir, invigilator_collector::store::Durability::Full);
+//! # }
+//! ```
+//! A scan's result stays sealed until an audited transaction releases it:
+//! ```compile_fail,E0616
+//! use invigilator_collector::store::{self, Store};
+//! # fn f(store: &Store) -> Result<(), store::StoreError> {
+//! let sealed = store.scan(|s| store::sar::export(s, "amy"))?;
+//! let export = sealed.0;
+//! # Ok(()) }
+//! ```
+//! And only `serve` can mint the key to the system's own reads:
+//! ```compile_fail,E0423
+//! use invigilator_collector::{serve::SystemKey, store::{self, Store}};
+//! # fn f(store: &Store) -> Result<(), store::StoreError> {
+//! let due = store.system(&SystemKey(()), |s| store::outbox::after(s, 0, 100))?;
+//! # Ok(()) }
+//! ```
 
 use super::audit::{self, Actor, Audit, AuditError, Record};
 use super::{Durability, Result, StoreError};

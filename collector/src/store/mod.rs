@@ -1,16 +1,20 @@
-//! The collector's store: one SQLite file in the data directory.
+//! The collector's store: all of its SQL, behind one seam. One SQLite file in the data
+//! directory today.
 //!
-//! Writers: the ingest committer (events and the alerts they raise, one transaction per group of
-//! batches) and short administrative writes (tokens, enrolment, revocation, health). Readers:
-//! the CLI and the console, on their own connections; WAL mode lets them read while ingest
-//! writes.
+//! Nothing outside this module holds a connection: callers get typed handles from [`Store`]
+//! (see [`access`] for who may hold which, and why the store is a module rather than a crate),
+//! and each operation names the handle it needs. Monitored data is read through [`Audited`]
+//! only, with its entry written in the same transaction. The writers: the ingest committer
+//! (events and the alerts they raise, one transaction per group of batches) and short
+//! administrative writes; readers use their own pooled connections, which WAL mode lets read
+//! while ingest writes.
 
 use invigilator_policy::Severity;
 use rusqlite::{Connection, OpenFlags};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-mod access;
+pub mod access;
 pub mod accounts;
 pub mod agents;
 pub mod alerts;
@@ -273,6 +277,58 @@ mod tests {
         let _conn = open(dir.path(), Durability::Full).unwrap();
         assert_eq!(mode(dir.path()), 0o700);
         assert_eq!(mode(&db_path(dir.path())), 0o600);
+    }
+
+    /// The seam holds by construction (handles), and this keeps it so: no production code
+    /// outside `store/` names the SQLite crate. Tests may, to set up and inspect.
+    #[test]
+    fn no_sql_outside_the_store() {
+        fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+            for e in std::fs::read_dir(dir).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    walk(&p, out);
+                } else if p.extension().is_some_and(|x| x == "rs") {
+                    out.push(p);
+                }
+            }
+        }
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = Vec::new();
+        walk(&src, &mut files);
+        // Test modules declared from a file (`mod tests;`) are files of their own, skipped
+        // below; an inline one runs to the end of its file.
+        let declared =
+            regex::Regex::new(r#"#\[cfg\(test\)\]\s*(#\[path = "[^"]*"\]\s*)?mod \w+;"#).unwrap();
+        let mut offenders = Vec::new();
+        for f in files {
+            let rel = f.strip_prefix(&src).unwrap();
+            let name = rel.to_string_lossy();
+            if rel.starts_with("store") || name.ends_with("tests.rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&f).unwrap();
+            // Test modules declared from here (`mod tests;`) are files of their own, skipped
+            // above; an inline one runs to the end of the file.
+            let declared =
+                regex::Regex::new(r#"#\[cfg\(test\)\]\s*(#\[path = "[^"]*"\]\s*)?mod \w+;"#)
+                    .unwrap();
+            let text = declared.replace_all(&text, "");
+            let production = text
+                .split("#[cfg(test)]\nmod tests {")
+                .next()
+                .unwrap_or_default();
+            if production.contains("rusqlite") {
+                offenders.push(name.into_owned());
+            }
+        }
+        assert!(offenders.is_empty(), "SQL outside the store: {offenders:?}");
+        // And the check itself can fail: the store's own files do name it.
+        assert!(
+            std::fs::read_to_string(src.join("store/access.rs"))
+                .unwrap()
+                .contains("rusqlite")
+        );
     }
 
     #[test]
