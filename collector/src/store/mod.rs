@@ -308,11 +308,6 @@ mod tests {
                 continue;
             }
             let text = std::fs::read_to_string(&f).unwrap();
-            // Test modules declared from here (`mod tests;`) are files of their own, skipped
-            // above; an inline one runs to the end of the file.
-            let declared =
-                regex::Regex::new(r#"#\[cfg\(test\)\]\s*(#\[path = "[^"]*"\]\s*)?mod \w+;"#)
-                    .unwrap();
             let text = declared.replace_all(&text, "");
             let production = text
                 .split("#[cfg(test)]\nmod tests {")
