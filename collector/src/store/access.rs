@@ -21,7 +21,12 @@
 //! which a separate store crate could not express.
 //!
 //! One engine today (SQLite in WAL mode; connections pooled, each used by one closure at a
-//! time); the handles are where a second engine plugs in.
+//! time). The handles are where a second engine plugs in, as an enum rather than a trait: a
+//! handle will hold either engine's connection, and each operation matches on it, so one
+//! operation's two dialects sit side by side and the compiler refuses an operation that one
+//! engine lacks. A trait would put every operation twice in two impls far apart, and make every
+//! caller generic over the engine (or pay for a trait object) for no gain: a collector runs one
+//! engine, chosen in `collector.toml`.
 //!
 //! # What the compiler refuses
 //!
