@@ -281,6 +281,9 @@ pub fn users_set(
 pub fn policy_check(file: &Path, data_dir: Option<&Path>) -> anyhow::Result<()> {
     let mut p = invigilator_policy::Policy::load(file)?;
     println!("{}: valid, version {}", file.display(), p.version);
+    for line in p.web_exceptions().describe() {
+        println!("{line}");
+    }
     if !p.schedule.has_lessons() {
         println!(
             "warning: [school_times] has no lesson periods: rules with when = \"lessons\" never apply"

@@ -5,6 +5,7 @@
 //! hash of the address, never the address, title or search, and the stored event is redacted
 //! the same way (`redact`), so nobody can open it by looking at the alert's event.
 
+use super::exceptions::{Exceptions, ExceptionsSpec, Sites};
 use super::groups::DeviceClass;
 use super::keywords::{KeywordHit, Keywords};
 use super::located::SpecError;
@@ -12,7 +13,7 @@ use super::schedule::{Schedule, When};
 use super::scope::{Scope, Situation};
 use super::setting::Setting;
 use super::{Groups, Severity, Verdict};
-use invigilator_lists::{Hit, ListClass, Lists};
+use invigilator_lists::{Hit, ListClass, Lists, NormalUrl};
 use invigilator_proto::v1::BrowsingVisit;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -33,6 +34,9 @@ pub struct WebRuleSpec {
     pub devices: Vec<DeviceClass>,
     #[serde(default)]
     pub when: When,
+    /// Sites this rule never fires on (domains with their subdomains, or URL prefixes).
+    #[serde(default)]
+    pub allow: Vec<Spanned<String>>,
 }
 
 #[derive(Debug)]
@@ -42,15 +46,21 @@ struct WebRule {
     severity: Setting,
     summary: String,
     scope: Scope,
+    allow: Sites,
 }
 
 #[derive(Debug, Default)]
 pub struct WebRules {
     rules: Vec<WebRule>,
+    pub exceptions: Exceptions,
 }
 
 impl WebRules {
-    pub fn compile(specs: &[WebRuleSpec], groups: &Groups) -> Result<Self, SpecError> {
+    pub fn compile(
+        specs: &[WebRuleSpec],
+        exceptions: &ExceptionsSpec,
+        groups: &Groups,
+    ) -> Result<Self, SpecError> {
         let mut seen = std::collections::HashSet::new();
         let mut rules = Vec::new();
         for s in specs {
@@ -73,9 +83,12 @@ impl WebRules {
                 severity: s.severity,
                 summary: s.summary.clone(),
                 scope: Scope::compile(id, &s.users, &s.devices, s.when, groups)?,
+                allow: Sites::compile(&format!("rule {id:?}: allow"), &s.allow)?,
             });
         }
-        Ok(Self { rules })
+        let ids: Vec<&str> = rules.iter().map(|r| r.id.as_str()).collect();
+        let exceptions = Exceptions::compile(exceptions, &ids, groups)?;
+        Ok(Self { rules, exceptions })
     }
 
     /// Categories the rules name, for warning about ones no imported list provides.
@@ -148,36 +161,11 @@ pub fn evaluate(cx: &Context<'_>, v: &BrowsingVisit) -> Vec<Verdict> {
         }];
     }
     let host = normal.as_ref().map(|u| u.host()).unwrap_or_default();
-    let mut out = Vec::new();
-    for rule in &cx.web.rules {
-        let Some(hit) = hits
-            .iter()
-            .find(|h| rule.categories.iter().any(|c| c == h.category))
-        else {
-            continue;
-        };
-        if !rule.scope.applies(&cx.situation, cx.schedule) {
-            continue;
-        }
-        out.extend(
-            Verdict::new(
-                &rule.id,
-                hit.category,
-                rule.severity,
-                format!("{}: {host}", rule.summary),
-                format!(
-                    "{} {:?} in list {:?}",
-                    hit.kind.as_str(),
-                    hit.entry,
-                    hit.category
-                ),
-            )
-            .map(|verdict| Verdict {
-                site: Some(host.to_owned()),
-                ..verdict
-            }),
-        );
-    }
+    let mut out: Vec<Verdict> = normal
+        .as_ref()
+        .and_then(|url| category_verdict(cx, url, &hits))
+        .into_iter()
+        .collect();
     if !v.search_terms.is_empty() {
         let engine = if v.search_engine.is_empty() {
             host
@@ -209,6 +197,67 @@ pub fn evaluate(cx: &Context<'_>, v: &BrowsingVisit) -> Vec<Verdict> {
         }
     }
     out
+}
+
+/// One visit, one verdict: of the category rules that apply (in scope, switched on, not excused
+/// by an exception), the most severe fires, first in file order among equals; the visit's other
+/// listed categories are named in what matched ("bookmakers are in UT1's games list too").
+fn category_verdict(cx: &Context<'_>, url: &NormalUrl, hits: &[Hit<'_>]) -> Option<Verdict> {
+    let mut best: Option<(&WebRule, &Hit<'_>, Severity)> = None;
+    for rule in &cx.web.rules {
+        let Some(hit) = hits
+            .iter()
+            .find(|h| rule.categories.iter().any(|c| c == h.category))
+        else {
+            continue;
+        };
+        let Some(severity) = rule.severity.severity() else {
+            continue;
+        };
+        if !rule.scope.applies(&cx.situation, cx.schedule)
+            || rule.allow.covering(url).is_some()
+            || cx
+                .web
+                .exceptions
+                .excuse(&rule.id, url, &cx.situation, cx.schedule)
+                .is_some()
+        {
+            continue;
+        }
+        if best.is_none_or(|(_, _, s)| severity > s) {
+            best = Some((rule, hit, severity));
+        }
+    }
+    let (rule, hit, _) = best?;
+    let host = url.host();
+    let mut others: Vec<&str> = hits
+        .iter()
+        .map(|h| h.category)
+        .filter(|c| *c != hit.category)
+        .collect();
+    others.sort_unstable();
+    others.dedup();
+    let also = if others.is_empty() {
+        String::new()
+    } else {
+        format!("; also listed in {}", others.join(", "))
+    };
+    Verdict::new(
+        &rule.id,
+        hit.category,
+        rule.severity,
+        format!("{}: {host}", rule.summary),
+        format!(
+            "{} {:?} in list {:?}{also}",
+            hit.kind.as_str(),
+            hit.entry,
+            hit.category
+        ),
+    )
+    .map(|verdict| Verdict {
+        site: Some(host.to_owned()),
+        ..verdict
+    })
 }
 
 fn keyword_verdict(hit: &KeywordHit, where_: String, field: &str) -> Verdict {

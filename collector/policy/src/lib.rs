@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 pub mod alert;
 pub mod browsing;
+pub mod exceptions;
 pub mod groups;
 pub mod keywords;
 mod located;
@@ -77,6 +78,8 @@ struct PolicyFile {
     session: SessionSpec,
     #[serde(default)]
     web: Vec<WebRuleSpec>,
+    #[serde(default)]
+    web_exceptions: exceptions::ExceptionsSpec,
     #[serde(default)]
     school_times: ScheduleSpec,
     #[serde(default)]
@@ -178,6 +181,11 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// The sites the category rules do not fire on (for `policy check`).
+    pub fn web_exceptions(&self) -> &exceptions::Exceptions {
+        &self.web.exceptions
+    }
+
     pub fn path(data_dir: &Path) -> PathBuf {
         data_dir.join("policy.toml")
     }
@@ -286,7 +294,7 @@ impl Policy {
             process: process::ProcessRules::compile(file.process, &groups)?,
             usb: file.usb,
             session: file.session,
-            web: browsing::WebRules::compile(&file.web, &groups)?,
+            web: browsing::WebRules::compile(&file.web, &file.web_exceptions, &groups)?,
             keywords: Keywords::compile(&file.keywords, &file.keyword_exclusions)?,
             schedule: Schedule::compile(&file.school_times)?,
             lists: Arc::new(Lists::empty()),

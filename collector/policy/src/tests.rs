@@ -267,7 +267,12 @@ fn policy_with_lists() -> (tempfile::TempDir, Policy) {
         std::fs::write(d.join(file), text).unwrap();
     };
     write("ut1/gambling", "domains", "bet-example.com\n");
-    write("ut1/games", "domains", "games-example.net\n");
+    // Bookmakers are in UT1's games list too; homework platforms are filed as games.
+    write(
+        "ut1/games",
+        "domains",
+        "games-example.net\nbet-example.com\nttrockstars.com\nscratch-example.org\n",
+    );
     write("ut1/adult", "urls", "media-example.org/adult\n");
     write("feed/iwf", "domains", "abuse-example.test\n");
     invigilator_lists::import(
@@ -323,7 +328,7 @@ fn listed_sites_raise_their_rule_by_group_and_time() {
     assert_eq!(a[0].category, "gambling");
     assert_eq!(
         a[0].matched,
-        "domain \"bet-example.com\" in list \"gambling\""
+        "domain \"bet-example.com\" in list \"gambling\"; also listed in games"
     );
     assert!(
         a[0].response.contains("parents"),
@@ -453,4 +458,57 @@ fn an_illegal_list_address_raises_one_alert_that_hides_it_and_is_redacted_in_sto
             .unwrap_err()
             .contains("illegal")
     );
+}
+
+#[test]
+fn the_education_list_keeps_homework_platforms_out_of_the_games_rule() {
+    let (_d, p) = policy_with_lists();
+    let at = |url: &str| p.evaluate(&CTX, &visit(url, "", "", LESSON_US));
+    // Control: a game in a lesson is an alert, so the silence below is the exception's.
+    assert_eq!(at("https://games-example.net/play")[0].rule, "web.games_in_lessons");
+    assert!(at("https://play.ttrockstars.com/garage").is_empty());
+    // A concerning search is a concern on any site: keyword rules take no exceptions.
+    let search = visit(
+        "https://ttrockstars.com/search?q=how+to+kill+myself",
+        "",
+        "how to kill myself",
+        LESSON_US,
+    );
+    assert_eq!(p.evaluate(&CTX, &search)[0].rule, "keywords.self_harm");
+}
+
+#[test]
+fn an_allow_entry_covers_its_rules_users_and_sites_only() {
+    let (d, _) = policy_with_lists();
+    let text = DEFAULT_POLICY.to_owned()
+        + "\n[[web_exceptions.allow]]\nsites = [\"scratch-example.org/projects\"]\n\
+           rules = [\"web.games_in_lessons\"]\nusers = [\"ks2\"]\nreason = \"coding club\"\n";
+    std::fs::write(Policy::path(d.path()), text).unwrap();
+    let p = Policy::load_in(d.path()).unwrap();
+    let lesson = |url: &str, user: &str| {
+        let mut e = visit(url, "", "", LESSON_US);
+        e.user = user.into();
+        p.evaluate(&CTX, &e)
+    };
+    assert!(lesson("https://scratch-example.org/projects/1", "y5smith").is_empty());
+    // Outside its prefix, or for another group, the rule still fires.
+    assert_eq!(lesson("https://scratch-example.org/games/1", "y5smith").len(), 1);
+    assert_eq!(lesson("https://scratch-example.org/projects/1", "y1jones").len(), 1);
+    let described = p.web_exceptions().describe().join("\n");
+    assert!(described.contains("coding club"), "{described}");
+
+    let bad = DEFAULT_POLICY.to_owned()
+        + "\n[[web_exceptions.allow]]\nsites = [\"x.example\"]\nrules = [\"web.nope\"]\n";
+    let err = Policy::parse(&bad).unwrap_err();
+    assert!(err.contains("web.nope"), "{err}");
+}
+
+#[test]
+fn one_visit_gets_one_verdict_the_most_severe_naming_the_other_categories() {
+    let (_d, p) = policy_with_lists();
+    let a = p.evaluate(&CTX, &visit("https://www.bet-example.com/slots", "", "", LESSON_US));
+    assert_eq!(a.len(), 1, "{a:?}");
+    assert_eq!(a[0].rule, "web.gambling");
+    assert_eq!(a[0].severity, Severity::Serious);
+    assert!(a[0].matched.contains("also listed in games"), "{}", a[0].matched);
 }
