@@ -150,3 +150,102 @@ fn listed_sites_keywords_and_illegal_addresses_raise_the_right_alerts() {
         );
     }
 }
+
+/// The default policy with its term dates and closures removed (every week a school week), so
+/// a lesson falls within the last week whenever the test runs: the latest lesson-time minute
+/// before now (the collector accepts event times up to 30 days old).
+fn latest_lesson_time(c: &mut Collector) -> i64 {
+    let mut text = String::new();
+    c.edit_policy(|t| {
+        let mut out = String::new();
+        let mut skipping = false;
+        for line in t.lines() {
+            if line.starts_with("terms = [") || line.starts_with("non_teaching_days = [") {
+                out.push_str(&line[..line.find('[').unwrap()]);
+                out.push_str("[]\n");
+                skipping = !line.trim_end().ends_with(']');
+                continue;
+            }
+            if skipping {
+                skipping = line.trim() != "]";
+                continue;
+            }
+            out.push_str(line);
+            out.push('\n');
+        }
+        text = out.clone();
+        out
+    });
+    let policy = invigilator_policy::Policy::parse(&text).unwrap();
+    let minute = 60_000_000;
+    (1..7 * 24 * 60)
+        .map(|m| now_us() - m * minute)
+        .find(|&at| policy.schedule.is_lesson_time(at))
+        .expect("a lesson in the last week of a term-less school year")
+}
+
+#[test]
+fn homework_platforms_are_exempt_and_a_visit_listed_twice_is_one_alert() {
+    let mut c = Collector::start("");
+    let lesson = latest_lesson_time(&mut c);
+    let lists = c.dir.path().join("ut1");
+    // As UT1 files them: homework platforms and bookmakers among the games.
+    list(
+        &lists,
+        "games",
+        "ttrockstars.com\nbet-example.com\ngames-example.net\n",
+    );
+    list(&lists, "gambling", "bet-example.com\n");
+    list(&lists, "chat", "teams.microsoft.com\n");
+    import(&c, &lists, false);
+    c.restart();
+    let pc = Agent::enroll_with(&c, &c.token("pupils-ks2", "1h", 1), "");
+    let at = |seq, url: &str| Event {
+        observed_at_us: lesson,
+        ..visit(seq, url, "", "")
+    };
+    stream_batches(
+        &c,
+        &pc,
+        vec![vec![
+            at(1, "https://play.ttrockstars.com/garage"),
+            at(2, "https://teams.microsoft.com/v2/"),
+            at(3, "https://www.bet-example.com/slots"),
+            // Control: an ordinary game in the same lesson is an alert.
+            at(4, "https://games-example.net/play"),
+        ]],
+    );
+    let alerts = c.alerts();
+    let rules: Vec<&str> = alerts.iter().map(|a| a["rule"].as_str().unwrap()).collect();
+    assert_eq!(
+        rules
+            .iter()
+            .filter(|r| **r == "web.games_in_lessons")
+            .count(),
+        1,
+        "only the ordinary game is a games alert: {alerts:#?}"
+    );
+    assert_eq!(alerts.len(), 2, "{alerts:#?}");
+    let gambling = alerts.iter().find(|a| a["rule"] == "web.gambling").unwrap();
+    assert!(
+        gambling["matched"]
+            .as_str()
+            .unwrap()
+            .ends_with("also listed in games"),
+        "{gambling:#?}"
+    );
+    assert!(
+        !serde_json::to_string(&alerts)
+            .unwrap()
+            .contains("ttrockstars"),
+        "{alerts:#?}"
+    );
+    // The education list is in the policy file, which `policy check` describes.
+    let check = output(&mut c.cli(&[
+        "policy",
+        "check",
+        c.data_dir().join("policy.toml").to_str().unwrap(),
+    ]));
+    let said = String::from_utf8_lossy(&check.stdout);
+    assert!(said.contains("on the education list"), "{said}");
+}

@@ -98,7 +98,11 @@ impl Sites {
                         .strip_suffix(d.as_str())
                         .is_some_and(|rest| rest.ends_with('.'))
             })
-            .or_else(|| self.prefixes.iter().find(|p| url.stripped().starts_with(p.as_str())))
+            .or_else(|| {
+                self.prefixes
+                    .iter()
+                    .find(|p| url.stripped().starts_with(p.as_str()))
+            })
             .map(String::as_str)
     }
 }
@@ -130,7 +134,9 @@ impl Exceptions {
         for (n, a) in spec.allow.iter().enumerate() {
             let what = format!("web_exceptions.allow[{n}]");
             if a.sites.is_empty() {
-                return Err(SpecError::new(format!("{what}: sites must name at least one site")));
+                return Err(SpecError::new(format!(
+                    "{what}: sites must name at least one site"
+                )));
             }
             for r in &a.rules {
                 if !rule_ids.contains(&r.get_ref().as_str()) {
@@ -222,16 +228,25 @@ mod tests {
     fn a_domain_covers_its_subdomains_and_nothing_that_merely_ends_like_it() {
         let s = sites(&["ttrockstars.com"]);
         assert!(s.covering(&url("https://ttrockstars.com/")).is_some());
-        assert!(s.covering(&url("https://play.ttrockstars.com/game")).is_some());
+        assert!(
+            s.covering(&url("https://play.ttrockstars.com/game"))
+                .is_some()
+        );
         assert!(s.covering(&url("https://WWW.TTROCKSTARS.COM/x")).is_some());
         assert!(s.covering(&url("https://notttrockstars.com/")).is_none());
-        assert!(s.covering(&url("https://ttrockstars.com.evil.example/")).is_none());
+        assert!(
+            s.covering(&url("https://ttrockstars.com.evil.example/"))
+                .is_none()
+        );
     }
 
     #[test]
     fn a_prefix_covers_only_what_starts_with_it() {
         let s = sites(&["https://www.bbc.co.uk/bitesize"]);
-        assert!(s.covering(&url("https://www.bbc.co.uk/bitesize/subjects")).is_some());
+        assert!(
+            s.covering(&url("https://www.bbc.co.uk/bitesize/subjects"))
+                .is_some()
+        );
         assert!(s.covering(&url("http://bbc.co.uk/bitesize")).is_some());
         assert!(s.covering(&url("https://www.bbc.co.uk/sport")).is_none());
     }

@@ -465,7 +465,10 @@ fn the_education_list_keeps_homework_platforms_out_of_the_games_rule() {
     let (_d, p) = policy_with_lists();
     let at = |url: &str| p.evaluate(&CTX, &visit(url, "", "", LESSON_US));
     // Control: a game in a lesson is an alert, so the silence below is the exception's.
-    assert_eq!(at("https://games-example.net/play")[0].rule, "web.games_in_lessons");
+    assert_eq!(
+        at("https://games-example.net/play")[0].rule,
+        "web.games_in_lessons"
+    );
     assert!(at("https://play.ttrockstars.com/garage").is_empty());
     // A concerning search is a concern on any site: keyword rules take no exceptions.
     let search = visit(
@@ -492,8 +495,14 @@ fn an_allow_entry_covers_its_rules_users_and_sites_only() {
     };
     assert!(lesson("https://scratch-example.org/projects/1", "y5smith").is_empty());
     // Outside its prefix, or for another group, the rule still fires.
-    assert_eq!(lesson("https://scratch-example.org/games/1", "y5smith").len(), 1);
-    assert_eq!(lesson("https://scratch-example.org/projects/1", "y1jones").len(), 1);
+    assert_eq!(
+        lesson("https://scratch-example.org/games/1", "y5smith").len(),
+        1
+    );
+    assert_eq!(
+        lesson("https://scratch-example.org/projects/1", "y1jones").len(),
+        1
+    );
     let described = p.web_exceptions().describe().join("\n");
     assert!(described.contains("coding club"), "{described}");
 
@@ -506,9 +515,16 @@ fn an_allow_entry_covers_its_rules_users_and_sites_only() {
 #[test]
 fn one_visit_gets_one_verdict_the_most_severe_naming_the_other_categories() {
     let (_d, p) = policy_with_lists();
-    let a = p.evaluate(&CTX, &visit("https://www.bet-example.com/slots", "", "", LESSON_US));
+    let a = p.evaluate(
+        &CTX,
+        &visit("https://www.bet-example.com/slots", "", "", LESSON_US),
+    );
     assert_eq!(a.len(), 1, "{a:?}");
     assert_eq!(a[0].rule, "web.gambling");
     assert_eq!(a[0].severity, Severity::Serious);
-    assert!(a[0].matched.contains("also listed in games"), "{}", a[0].matched);
+    assert!(
+        a[0].matched.contains("also listed in games"),
+        "{}",
+        a[0].matched
+    );
 }
