@@ -17,6 +17,9 @@ pub enum Class {
     Pupil,
     Staff,
     Visitor,
+    /// The operating system's own accounts (root, SYSTEM, services): what they run is the
+    /// machine's own work (updates, services), never a pupil's.
+    System,
     Unknown,
 }
 
@@ -26,6 +29,7 @@ impl Class {
             Class::Pupil => "pupil",
             Class::Staff => "staff",
             Class::Visitor => "visitor",
+            Class::System => "system",
             Class::Unknown => "unknown",
         }
     }
@@ -35,6 +39,7 @@ impl Class {
             "pupil" => Class::Pupil,
             "staff" => Class::Staff,
             "visitor" => Class::Visitor,
+            "system" => Class::System,
             "unknown" => Class::Unknown,
             _ => return None,
         })

@@ -63,7 +63,7 @@ impl ResponsesSpec {
 
     fn table(&self, class: Class) -> &LevelResponses {
         match class {
-            Class::Staff | Class::Visitor => &self.staff,
+            Class::Staff | Class::Visitor | Class::System => &self.staff,
             Class::Pupil | Class::Unknown => &self.pupil,
         }
     }

@@ -35,7 +35,7 @@ impl Scope {
                 return Err(SpecError::at(
                     u.span(),
                     format!(
-                        "rule {rule:?}: users: {:?} is neither a [[groups.users]] group nor one of pupil, staff, visitor, unknown",
+                        "rule {rule:?}: users: {:?} is neither a [[groups.users]] group nor one of pupil, staff, visitor, system, unknown",
                         u.get_ref()
                     ),
                 ));

@@ -528,3 +528,143 @@ fn one_visit_gets_one_verdict_the_most_severe_naming_the_other_categories() {
         a[0].matched
     );
 }
+
+#[test]
+fn installers_remote_control_hacking_and_agent_tampering_are_caught_for_the_right_people() {
+    let p = Policy::parse(DEFAULT_POLICY).unwrap();
+    let as_user = |user: &str, exe: &str, argv: &[&str]| {
+        let name = exe.rsplit(['/', '\\']).next().unwrap().to_owned();
+        let mut e = exec(exe, &name, argv);
+        e.user = user.into();
+        p.evaluate(&CTX, &e)
+            .into_iter()
+            .map(|a| (a.rule, a.severity))
+            .collect::<Vec<_>>()
+    };
+    let rules = |user: &str, exe: &str, argv: &[&str]| {
+        as_user(user, exe, argv)
+            .into_iter()
+            .map(|(r, _)| r)
+            .collect::<Vec<_>>()
+    };
+    // A pupil installing software; the machine's own updates as root or SYSTEM are not.
+    let apt = ["apt-get", "install", "-y", "steam"];
+    assert_eq!(
+        rules("y9smith", "/usr/bin/apt-get", &apt),
+        ["install.by_pupil"]
+    );
+    assert!(rules("root", "/usr/bin/apt-get", &apt).is_empty());
+    let msi = ["msiexec.exe", "/i", "C:\\Users\\y9\\Downloads\\game.msi"];
+    assert_eq!(
+        rules("y9smith", "C:\\Windows\\System32\\msiexec.exe", &msi),
+        ["install.by_pupil"]
+    );
+    assert!(rules("SYSTEM", "C:\\Windows\\System32\\msiexec.exe", &msi).is_empty());
+    assert!(
+        rules(
+            "NT AUTHORITY\\SYSTEM",
+            "C:\\Windows\\Temp\\ChromeSetup.exe",
+            &[]
+        )
+        .is_empty()
+    );
+    assert_eq!(
+        rules("y9smith", "C:\\Users\\y9\\Downloads\\ChromeSetup.exe", &[]),
+        ["install.by_pupil"]
+    );
+    assert!(rules("staff.jones", "/usr/bin/apt-get", &apt).is_empty());
+    // Remote control by a pupil, not by staff.
+    assert_eq!(
+        rules("y9smith", "C:\\Users\\y9\\Downloads\\AnyDesk.exe", &[]),
+        ["remote_control.tools"]
+    );
+    assert!(rules("staff.jones", "/usr/bin/anydesk", &["anydesk"]).is_empty());
+    // Credential theft by anyone; network tools by pupils and visitors.
+    assert_eq!(
+        rules(
+            "staff.jones",
+            "C:\\tools\\mimikatz.exe",
+            &["mimikatz.exe", "sekurlsa::logonpasswords"]
+        ),
+        ["hacking.credentials"]
+    );
+    assert_eq!(
+        rules("y9smith", "/usr/bin/nmap", &["nmap", "10.0.0.0/24"]),
+        ["hacking.network_tools"]
+    );
+    assert!(rules("staff.tech", "/usr/bin/nmap", &["nmap", "10.0.0.0/24"]).is_empty());
+    // Stopping or removing the agent: serious, whoever does it.
+    for (user, exe, argv) in [
+        (
+            "root",
+            "/usr/bin/systemctl",
+            &["systemctl", "stop", "invigilator-agent"][..],
+        ),
+        (
+            "y9smith",
+            "/usr/bin/systemctl",
+            &["systemctl", "disable", "--now", "invigilator-agent.service"],
+        ),
+        (
+            "y9smith",
+            "C:\\Windows\\System32\\sc.exe",
+            &["sc.exe", "stop", "InvigilatorAgent"],
+        ),
+        (
+            "y9smith",
+            "C:\\Windows\\System32\\net.exe",
+            &["net", "stop", "InvigilatorAgent"],
+        ),
+        (
+            "root",
+            "/usr/bin/apt-get",
+            &["apt-get", "purge", "invigilator-agent"],
+        ),
+        (
+            "root",
+            "/usr/bin/rm",
+            &["rm", "-rf", "/var/lib/invigilator-agent"],
+        ),
+        ("y9smith", "/usr/bin/pkill", &["pkill", "-f", "invigilator"]),
+    ] {
+        assert!(
+            as_user(user, exe, argv).contains(&("tamper.agent".to_owned(), Severity::Serious)),
+            "{user} {argv:?}"
+        );
+    }
+    // Ordinary work names none of them.
+    for (user, exe, argv) in [
+        (
+            "y9smith",
+            "/usr/bin/systemctl",
+            &["systemctl", "status", "invigilator-agent"][..],
+        ),
+        ("y9smith", "/usr/bin/apt", &["apt", "list", "--installed"]),
+        (
+            "y9smith",
+            "/usr/bin/python3",
+            &["python3", "install_notes.py"],
+        ),
+        (
+            "y9smith",
+            "C:\\Program Files\\Microsoft Office\\WINWORD.EXE",
+            &["WINWORD.EXE", "installation-guide.docx"],
+        ),
+        (
+            "root",
+            "/usr/bin/unattended-upgrade",
+            &["unattended-upgrade"],
+        ),
+        (
+            "y9smith",
+            "/usr/bin/grep",
+            &["grep", "-r", "invigilator", "notes.txt"],
+        ),
+    ] {
+        assert!(
+            rules(user, exe, argv).is_empty(),
+            "{user} {argv:?}: {:?}",
+            rules(user, exe, argv)
+        );
+    }
+}
