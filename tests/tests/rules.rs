@@ -207,3 +207,92 @@ fn a_staff_screen_left_unlocked_and_idle_raises_one_alert_and_locking_it_clears_
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(rules(&c).len(), 1);
 }
+
+fn exec(seq: u64, user: &str, exe: &str, argv: &[&str]) -> Event {
+    Event {
+        truncated: Vec::new(),
+        device_time_us: 0,
+        seq,
+        observed_at_us: now_us(),
+        hostname: "ict-07".into(),
+        user: user.into(),
+        kind: Some(Kind::Process(invigilator_proto::v1::ProcessExec {
+            exe: exe.into(),
+            name: exe.rsplit('/').next().unwrap().chars().take(15).collect(),
+            argv: argv.iter().map(|a| a.to_string()).collect(),
+            ..Default::default()
+        })),
+    }
+}
+
+#[test]
+fn installing_remote_control_hacking_and_stopping_the_agent_raise_alerts_for_the_right_people() {
+    let c = Collector::start("");
+    let pc = Agent::enroll_with(&c, &c.token("pupils-ks3", "1h", 1), "");
+    stream_batches(
+        &c,
+        &pc,
+        vec![vec![
+            exec(
+                1,
+                "y9smith",
+                "/usr/bin/apt-get",
+                &["apt-get", "install", "-y", "steam"],
+            ),
+            // The machine's own update, as root: not a pupil installing software.
+            exec(
+                2,
+                "root",
+                "/usr/bin/apt-get",
+                &["apt-get", "install", "-y", "tzdata"],
+            ),
+            exec(3, "y9smith", "/opt/anydesk/anydesk", &["anydesk"]),
+            exec(
+                4,
+                "y9smith",
+                "/usr/bin/nmap",
+                &["nmap", "-sS", "10.0.0.0/24"],
+            ),
+            exec(
+                5,
+                "root",
+                "/usr/bin/systemctl",
+                &["systemctl", "stop", "invigilator-agent"],
+            ),
+            exec(
+                6,
+                "y9smith",
+                "/usr/bin/systemctl",
+                &["systemctl", "status", "invigilator-agent"],
+            ),
+        ]],
+    );
+    let alerts = c.alerts();
+    let mut got: Vec<(String, String, String)> = alerts
+        .iter()
+        .map(|a| {
+            let s = |k: &str| a[k].as_str().unwrap().to_owned();
+            (s("rule"), s("user"), s("severity"))
+        })
+        .collect();
+    got.sort();
+    let want = |r: &str, u: &str, s: &str| (r.to_owned(), u.to_owned(), s.to_owned());
+    assert_eq!(
+        got,
+        [
+            want("hacking.network_tools", "y9smith", "serious"),
+            want("install.by_pupil", "y9smith", "inappropriate"),
+            want("remote_control.tools", "y9smith", "serious"),
+            want("tamper.agent", "root", "serious"),
+        ],
+        "{alerts:#?}"
+    );
+    let tamper = alerts.iter().find(|a| a["rule"] == "tamper.agent").unwrap();
+    assert!(
+        tamper["summary"]
+            .as_str()
+            .unwrap()
+            .contains("technical staff"),
+        "{tamper:#?}"
+    );
+}
