@@ -41,9 +41,16 @@ impl Scope {
                 ));
             }
         }
+        // "During lessons" is a rule about the school's systems: a visitor's (or anyone's) own
+        // device in a lesson is not on them, unless the rule names its devices itself.
+        let devices = if when == When::Lessons && devices.is_empty() {
+            vec![DeviceClass::SchoolSingleUser, DeviceClass::SchoolShared]
+        } else {
+            devices.to_vec()
+        };
         Ok(Self {
             users: users.iter().map(|u| u.get_ref().clone()).collect(),
-            devices: devices.to_vec(),
+            devices,
             when,
         })
     }

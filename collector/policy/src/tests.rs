@@ -668,3 +668,35 @@ fn installers_remote_control_hacking_and_agent_tampering_are_caught_for_the_righ
         );
     }
 }
+
+#[test]
+fn lesson_time_rules_are_for_the_schools_own_devices() {
+    let (_d, p) = policy_with_lists();
+    let on = |group: &str, user: &str| {
+        let ctx = AgentContext {
+            group,
+            ..CTX.clone()
+        };
+        let mut e = visit("https://games-example.net/play", "", "", LESSON_US);
+        e.user = user.into();
+        p.evaluate(&ctx, &e)
+    };
+    // A game in a lesson on a school PC is an alert; on a visitor's own laptop it is not.
+    assert_eq!(on("pupils-ks2", "y5smith").len(), 1);
+    assert!(on("guest-wifi", "guest1").is_empty());
+    assert!(on("byod-pupil", "y5smith").is_empty());
+    // Unless the rule names its devices itself.
+    let text = DEFAULT_POLICY.replace(
+        "summary = \"Non-educational games during lessons\"\nusers = [\"pupil\"]\nwhen = \"lessons\"",
+        "summary = \"Non-educational games during lessons\"\nusers = [\"pupil\"]\nwhen = \"lessons\"\ndevices = [\"personal\"]",
+    );
+    assert_ne!(text, DEFAULT_POLICY);
+    let own = Policy::parse(&text).unwrap().with_lists(p.lists.clone());
+    let ctx = AgentContext {
+        group: "byod-pupil",
+        ..CTX.clone()
+    };
+    let mut e = visit("https://games-example.net/play", "", "", LESSON_US);
+    e.user = "y5smith".into();
+    assert_eq!(own.evaluate(&ctx, &e).len(), 1);
+}
