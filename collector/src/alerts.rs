@@ -27,6 +27,8 @@ pub async fn watch_silent_agents(shared: Arc<Shared>) {
                 let cutoff = now - silent_after.as_micros() as i64;
                 let silent = store::agents::take_newly_silent(c, cutoff)?;
                 for a in &silent {
+                    // Nothing a silent device reported can be trusted to be still open.
+                    store::sessions::close_device(c, &a.agent_id)?;
                     let device = Device {
                         agent_id: &a.agent_id,
                         hostname: &a.hostname,
@@ -70,6 +72,9 @@ pub async fn watch_silent_agents(shared: Arc<Shared>) {
     }
 }
 
+/// Heartbeats come every 30 s by default: an agent heard from within this is up to date.
+const HEARD_LATELY_US: i64 = 2 * 60 * 1_000_000;
+
 /// Every `check_interval`, raises one alert per staff session left unlocked and idle for
 /// longer than the policy's `session.unattended_after` ("screens are locked when they are left
 /// unattended"). Pupil sessions are left to classroom supervision.
@@ -85,9 +90,11 @@ pub async fn watch_unattended_sessions(shared: Arc<Shared>) {
         let result = shared
             .db(move |c| {
                 let now = store::now_us();
-                let cutoff = now - policy.session.unattended_after.as_micros() as i64;
+                let idle_for = policy.session.unattended_after.as_micros() as i64;
+                // An agent heard from this recently, with nothing in its spool, is caught up.
+                let heard_since = now - HEARD_LATELY_US;
                 let mut raised = 0;
-                for s in store::sessions::take_unattended(c, cutoff)? {
+                for s in store::sessions::take_unattended(c, idle_for, now, heard_since)? {
                     let device = policy.groups.device(&s.group);
                     let person = policy.groups.person(&s.user, &device);
                     let staff = person.class == invigilator_policy::Class::Staff
@@ -95,7 +102,9 @@ pub async fn watch_unattended_sessions(shared: Arc<Shared>) {
                     if !staff {
                         continue;
                     }
-                    let idle_for = Duration::from_micros((now - s.idle_since_us).max(0) as u64);
+                    // Measured to what the device last told us, not to now.
+                    let idle_for =
+                        Duration::from_micros((s.as_of_us - s.idle_since_us).max(0) as u64);
                     let Some(verdict) = policy.session.unattended_verdict(
                         &s.user,
                         &s.hostname,
@@ -110,7 +119,7 @@ pub async fn watch_unattended_sessions(shared: Arc<Shared>) {
                         user: &s.user,
                         class: person.class,
                         kind: "session",
-                        observed_at_us: now,
+                        observed_at_us: s.as_of_us,
                         event_seq: None,
                     };
                     let alert = policy.raise(subject, verdict);

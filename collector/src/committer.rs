@@ -119,10 +119,18 @@ fn commit(tx: &System<'_>, jobs: &[Job], policy: &Policy) -> store::Result<Vec<S
                     }
                     _ => Vec::new(),
                 };
+                // A USB event names nobody: who is logged on at the device decides.
+                let logged_on = match &event.kind {
+                    Some(Kind::Usb(_)) if event.user.is_empty() => {
+                        store::sessions::logged_on(tx, &job.agent_id, event.observed_at_us)?
+                    }
+                    _ => Vec::new(),
+                };
                 let ctx = AgentContext {
                     agent_id: &job.agent_id,
                     group: &job.group,
                     user_logged_on_elsewhere,
+                    logged_on,
                 };
                 // Only a first sighting raises alerts, so alerts are exactly-once too.
                 for alert in policy.evaluate(&ctx, event) {

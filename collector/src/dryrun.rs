@@ -58,6 +58,7 @@ pub fn compare(
             agent_id,
             group,
             user_logged_on_elsewhere: Vec::new(),
+            logged_on: Vec::new(),
         };
         let before = keyed(current.evaluate(&ctx, &event));
         let after = keyed(candidate.evaluate(&ctx, &event));

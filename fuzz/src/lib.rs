@@ -550,6 +550,7 @@ fn evaluate(policy: &Policy, event: &Event) {
         agent_id: "agent-1",
         group: "pupils",
         user_logged_on_elsewhere: vec!["ict-08".into()],
+        logged_on: Vec::new(),
     };
     for alert in policy.evaluate(&ctx, event) {
         let _ = format!("{alert:?}");

@@ -199,6 +199,7 @@ pub fn enforce(event: &mut Event) -> bool {
                 ("remote_host", &mut s.remote_host),
                 ("session_type", &mut s.session_type),
                 ("session_class", &mut s.session_class),
+                ("boot_id", &mut s.boot_id),
             ] {
                 c.note(field, cut(v, NAME));
             }

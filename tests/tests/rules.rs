@@ -296,3 +296,107 @@ fn installing_remote_control_hacking_and_stopping_the_agent_raise_alerts_for_the
         "{tamper:#?}"
     );
 }
+
+fn stick(vendor: &str, product: &str) -> Kind {
+    Kind::Usb(UsbDevice {
+        action: "attach".into(),
+        vendor_id: vendor.into(),
+        product_id: product.into(),
+        manufacturer: "Kingston".into(),
+        interface_classes: vec!["mass-storage".into()],
+        ..Default::default()
+    })
+}
+
+#[test]
+fn usb_storage_is_judged_by_who_is_logged_on_not_only_by_the_device() {
+    let mut c = Collector::start("");
+    // The school's encrypted staff sticks.
+    c.edit_policy(|t| {
+        t.replace(
+            "approved_storage = []",
+            "approved_storage = [\"0951:1665\"]",
+        )
+    });
+    let classroom = Agent::enroll_with(&c, &c.token("pupils-ks2", "1h", 1), "");
+    let laptop = Agent::enroll_with(&c, &c.token("staff-laptops", "1h", 1), "");
+    // A teacher at a classroom PC: the approved stick is fine, any other is not.
+    send(
+        &c,
+        &classroom,
+        1,
+        "ks2-pc-01",
+        vec![
+            session("logon", "1", "staff.jones"),
+            stick("0951", "1665"),
+            stick("0781", "5581"),
+        ],
+    );
+    assert_eq!(rules(&c), ["usb.unapproved_storage"]);
+    assert_eq!(c.alerts()[0]["user"], "staff.jones");
+    // A pupil at a staff laptop: storage used by a pupil, whatever the stick.
+    send(
+        &c,
+        &laptop,
+        1,
+        "staff-laptop-9",
+        vec![session("logon", "c2", "y6smith"), stick("0951", "1665")],
+    );
+    let alerts = c.alerts();
+    let pupil = alerts
+        .iter()
+        .find(|a| a["rule"] == "usb.storage_on_pupil_device")
+        .unwrap_or_else(|| panic!("{alerts:#?}"));
+    assert_eq!(pupil["user"], "y6smith");
+    assert!(
+        pupil["response"].as_str().unwrap().contains("class teacher"),
+        "the pupil response: {pupil:#?}"
+    );
+}
+
+#[test]
+fn a_reboot_without_logoff_does_not_leave_an_account_logged_on_for_ever() {
+    let c = Collector::start("");
+    let lab = Agent::enroll_with(&c, &c.token("pupils-ks2", "1h", 1), "");
+    let other = Agent::enroll_with(&c, &c.token("pupils-ks2", "1h", 1), "");
+    let boot = |id: &str| {
+        Kind::Session(SessionChange {
+            action: "boot".into(),
+            boot_id: id.into(),
+            ..Default::default()
+        })
+    };
+    send(
+        &c,
+        &lab,
+        1,
+        "lab-pc-01",
+        vec![boot("b-1"), session("logon", "3", "y5jones")],
+    );
+    // The power goes off; no logoff. The agent's next start reports a new boot.
+    send(&c, &lab, 3, "lab-pc-01", vec![boot("b-2")]);
+    send(
+        &c,
+        &other,
+        1,
+        "lab-pc-02",
+        vec![session("logon", "8", "y5jones")],
+    );
+    assert!(rules(&c).is_empty(), "{:#?}", c.alerts());
+    // Control: a session still open elsewhere is a concurrent logon.
+    send(
+        &c,
+        &other,
+        2,
+        "lab-pc-02",
+        vec![session("logon", "9", "y5smith")],
+    );
+    send(
+        &c,
+        &lab,
+        4,
+        "lab-pc-01",
+        vec![session("logon", "4", "y5smith")],
+    );
+    assert_eq!(rules(&c), ["session.concurrent_logon"]);
+}

@@ -32,7 +32,18 @@ impl Source {
             bus_address: Some(bus_address.into()),
         };
         rt.spawn(session::run(cfg, tx));
-        Self { rt, rx }
+        let mut src = Self { rt, rx };
+        // First, always, which boot this is: the kernel's own id, which a reboot changes.
+        let boot = src.next_event();
+        let Some(event::Kind::Session(b)) = boot.kind else {
+            panic!("not a session event: {boot:?}");
+        };
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+        assert_eq!(
+            (b.action.as_str(), b.boot_id.as_str(), boot.user.as_str()),
+            ("boot", kernel.trim(), "")
+        );
+        src
     }
 
     fn next_event(&mut self) -> Event {
@@ -106,6 +117,7 @@ fn source_follows_logind_sessions_locks_and_idleness_in_order() {
             locked: false,
             idle: false,
             idle_since_us: 0,
+            boot_id: String::new(),
         }
     );
 

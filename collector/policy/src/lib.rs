@@ -113,6 +113,9 @@ pub struct AgentContext<'a> {
     pub group: &'a str,
     /// For a session logon: host names where the same user already has a session open.
     pub user_logged_on_elsewhere: Vec<String>,
+    /// For a USB event that names nobody: the users with a session open on this device, the
+    /// most recently active first.
+    pub logged_on: Vec<String>,
 }
 
 /// What an alert is about: the device, the user and their class, the time, and the event when
@@ -305,7 +308,12 @@ impl Policy {
     /// The alerts an event raises under this policy (usually none).
     pub fn evaluate(&self, agent: &AgentContext<'_>, event: &Event) -> Vec<Alert> {
         let device = self.groups.device(agent.group);
-        let person = self.groups.person(&event.user, &device);
+        // A USB event names nobody: it is judged by who is logged on at the device.
+        let user = match (&event.kind, event.user.as_str()) {
+            (Some(Kind::Usb(_)), "") => agent.logged_on.first().map_or("", String::as_str),
+            (_, user) => user,
+        };
+        let person = self.groups.person(user, &device);
         let situation = scope::Situation {
             person,
             device,
@@ -325,7 +333,7 @@ impl Policy {
                     site: None,
                 })
                 .collect(),
-            Some(Kind::Usb(u)) => self.usb.evaluate(device.owner, u),
+            Some(Kind::Usb(u)) => self.usb.evaluate(device.owner, person.class, u),
             Some(Kind::Session(s)) => self.session.evaluate(
                 device.owner,
                 self.groups.person(&s.user, &device).class,
@@ -347,7 +355,7 @@ impl Policy {
         let subject = Subject {
             agent_id: agent.agent_id,
             hostname: &event.hostname,
-            user: &event.user,
+            user,
             class: person.class,
             kind: event.kind.as_ref().map(Kind::name).unwrap_or("unknown"),
             observed_at_us: event.observed_at_us,

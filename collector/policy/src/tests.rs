@@ -29,6 +29,7 @@ const CTX: AgentContext<'static> = AgentContext {
     agent_id: "a",
     group: "pupils",
     user_logged_on_elsewhere: Vec::new(),
+    logged_on: Vec::new(),
 };
 
 #[test]
@@ -139,6 +140,7 @@ fn usb_rules_depend_on_the_device_group_and_the_approved_list() {
             agent_id: "a",
             group,
             user_logged_on_elsewhere: vec![],
+            logged_on: Vec::new(),
         };
         p.evaluate(&ctx, &e)
             .into_iter()
@@ -171,6 +173,7 @@ fn usb_rules_depend_on_the_device_group_and_the_approved_list() {
         agent_id: "a",
         group: "staff",
         user_logged_on_elsewhere: vec![],
+        logged_on: Vec::new(),
     };
     assert!(
         p2.evaluate(&ctx, &usb("attach", &["mass-storage"], false))
@@ -203,6 +206,7 @@ fn session_rules_catch_a_pupil_on_a_staff_laptop_and_double_logons() {
             agent_id: "a",
             group,
             user_logged_on_elsewhere: elsewhere,
+            logged_on: Vec::new(),
         };
         p.evaluate(&ctx, &logon(user))
             .into_iter()

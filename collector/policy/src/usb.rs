@@ -57,18 +57,31 @@ impl UsbSpec {
             })
     }
 
-    pub fn evaluate(&self, device: Class, u: &UsbDevice) -> Vec<Verdict> {
+    /// `device`: the class of the device's usual users; `person`: the class of whoever is
+    /// logged on (or named by the event), Unknown when nobody is. The person decides: a
+    /// teacher's approved stick in a classroom PC is fine, a pupil's stick in a staff laptop is
+    /// not, and the approved-storage list applies wherever staff use it.
+    pub fn evaluate(&self, device: Class, person: Class, u: &UsbDevice) -> Vec<Verdict> {
         let mut out = Vec::new();
         let present_or_attached = matches!(u.action.as_str(), "attach" | "present");
         let storage = u.interface_classes.iter().any(|c| c == "mass-storage");
         let what = describe(u);
+        let judged_as = match person {
+            Class::Pupil | Class::Staff => person,
+            // Nobody placed (no session, a system account, a visitor): the device decides.
+            _ => device,
+        };
         if present_or_attached && storage {
-            match device {
+            match judged_as {
                 Class::Pupil => out.extend(Verdict::new(
                     "usb.storage_on_pupil_device",
                     "removable-media",
                     self.storage_on_pupil_devices,
-                    format!("USB storage on a pupil device: {what}"),
+                    if person == Class::Pupil {
+                        format!("USB storage used by a pupil: {what}")
+                    } else {
+                        format!("USB storage on a pupil device: {what}")
+                    },
                     "interface class mass-storage".into(),
                 )),
                 Class::Staff if !self.approved(u) => out.extend(Verdict::new(

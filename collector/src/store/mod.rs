@@ -183,6 +183,9 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     // The certificate a renewal replaced: refused from then on, except to renew again (the
     // agent may not have received the new one).
     ("agents", "prev_cert_serial", "TEXT"),
+    // The boot the agent last reported ("boot" session events): a new one closes the device's
+    // sessions.
+    ("agents", "boot_id", "TEXT"),
 ];
 
 fn migrate(conn: &Connection) -> rusqlite::Result<()> {

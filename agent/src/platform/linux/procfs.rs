@@ -97,6 +97,16 @@ pub fn list_pids() -> io::Result<Vec<u32>> {
     Ok(pids)
 }
 
+/// The kernel's id of the current boot: a new one after every reboot, the same across agent
+/// restarts. None where /proc does not say (not Linux, or a restricted container).
+pub fn boot_id() -> Option<String> {
+    let id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let id = id.trim();
+    // A UUID: anything else is not what the kernel writes there.
+    (id.len() == 36 && id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-'))
+        .then(|| id.to_owned())
+}
+
 /// Time since boot including suspend (`CLOCK_BOOTTIME`, the clock of `start_ticks`), from
 /// /proc/uptime: to 10 ms.
 pub fn uptime_ns() -> Option<u64> {

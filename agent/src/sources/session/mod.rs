@@ -90,6 +90,13 @@ pub enum SessionError {
 /// Follows logind until the spool closes `tx` (agent shutting down). Never returns early: when
 /// the bus or logind is unavailable it warns, naming the bus, and tries again with backoff.
 pub async fn run(cfg: SessionSourceConfig, tx: EventTx) {
+    // First, which boot this is: spooled ahead of the sessions reported below, it lets the
+    // collector close the sessions a power cut left open (no logoff was ever sent for them).
+    if let Some(id) = current_boot()
+        && tx.send(boot_event(&cfg.hostname, id)).await.is_err()
+    {
+        return;
+    }
     let mut source = Source {
         cfg,
         tx,
@@ -107,6 +114,29 @@ pub async fn run(cfg: SessionSourceConfig, tx: EventTx) {
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
+}
+
+#[cfg(target_os = "linux")]
+fn current_boot() -> Option<String> {
+    crate::platform::linux::procfs::boot_id()
+}
+
+#[cfg(not(target_os = "linux"))]
+fn current_boot() -> Option<String> {
+    None
+}
+
+/// "boot": the agent started in the boot `id`.
+fn boot_event(hostname: &str, id: String) -> Event {
+    crate::sources::observed(
+        hostname,
+        String::new(),
+        event::Kind::Session(SessionChange {
+            action: "boot".into(),
+            boot_id: id,
+            ..Default::default()
+        }),
+    )
 }
 
 mod bus;

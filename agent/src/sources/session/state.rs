@@ -109,6 +109,7 @@ impl SessionInfo {
                 } else {
                     0
                 },
+                boot_id: String::new(),
             }),
         )
     }
