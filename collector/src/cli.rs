@@ -320,6 +320,57 @@ pub fn policy_test(
     }
 }
 
+/// `policy eval`: the keyword libraries measured on a labelled corpus, as a Markdown table;
+/// with `repeat`, their throughput on one core.
+pub fn policy_eval(
+    corpus: &Path,
+    policy: Option<&Path>,
+    mistakes: bool,
+    repeat: Option<u32>,
+) -> anyhow::Result<()> {
+    use invigilator_policy::keywords::eval;
+    let policy = match policy {
+        Some(p) => invigilator_policy::Policy::load(p)?,
+        None => invigilator_policy::Policy::parse(invigilator_policy::DEFAULT_POLICY)
+            .map_err(anyhow::Error::msg)?,
+    };
+    let items = eval::load(corpus).map_err(anyhow::Error::msg)?;
+    let report = eval::evaluate(policy.keywords(), &items);
+    let mut out = std::io::stdout().lock();
+    report.render(&mut out)?;
+    if mistakes {
+        for (what, list) in [
+            ("miss", &report.misses),
+            ("false positive", &report.false_positives),
+        ] {
+            for m in list {
+                writeln!(
+                    out,
+                    "{what}: [{} {}] {:?} fired {:?}",
+                    m.label, m.lang, m.text, m.fired
+                )?;
+            }
+        }
+    }
+    if let Some(n) = repeat.filter(|n| *n > 0) {
+        let started = std::time::Instant::now();
+        let mut hits = 0usize;
+        for _ in 0..n {
+            for item in &items {
+                hits += policy.keywords().scan(&item.text).len();
+            }
+        }
+        let secs = started.elapsed().as_secs_f64();
+        let texts = items.len() as f64 * f64::from(n);
+        writeln!(
+            out,
+            "\nthroughput: {texts:.0} texts in {secs:.2} s on one core = {:.0} texts/s ({hits} hits)",
+            texts / secs
+        )?;
+    }
+    Ok(())
+}
+
 /// `retention run`: the periods from collector.toml, applied now (or only counted).
 pub fn retention_run(data_dir: &Path, dry_run: bool, json: bool) -> anyhow::Result<()> {
     let config = crate::config::CollectorConfig::load(data_dir)?;

@@ -329,6 +329,21 @@ enum PolicyCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Measure the keyword libraries on a labelled corpus (JSON lines: text, kind, label,
+    /// lang): recall per concern and false positives on innocent text.
+    Eval {
+        /// The corpus, e.g. collector/policy/corpus/keywords.jsonl.
+        corpus: PathBuf,
+        /// The policy whose libraries to measure (default: the built-in default policy).
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// Also list every miss and false positive.
+        #[arg(long)]
+        mistakes: bool,
+        /// Then scan the corpus this many times on one core and print texts per second.
+        #[arg(long)]
+        repeat: Option<u32>,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -434,6 +449,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     json,
                 },
         } => cli::policy_test(&dir.data_dir, &file, since.as_deref(), json),
+        Command::Policy {
+            command:
+                PolicyCommand::Eval {
+                    corpus,
+                    policy,
+                    mistakes,
+                    repeat,
+                },
+        } => cli::policy_eval(&corpus, policy.as_deref(), mistakes, repeat),
         Command::Lists { command } => lists_command(command),
         Command::Audit {
             command: AuditCommand::Verify { dir },

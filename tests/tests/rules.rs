@@ -349,7 +349,10 @@ fn usb_storage_is_judged_by_who_is_logged_on_not_only_by_the_device() {
         .unwrap_or_else(|| panic!("{alerts:#?}"));
     assert_eq!(pupil["user"], "y6smith");
     assert!(
-        pupil["response"].as_str().unwrap().contains("class teacher"),
+        pupil["response"]
+            .as_str()
+            .unwrap()
+            .contains("class teacher"),
         "the pupil response: {pupil:#?}"
     );
 }

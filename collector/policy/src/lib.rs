@@ -184,6 +184,11 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// The keyword libraries (for `policy eval`).
+    pub fn keywords(&self) -> &Keywords {
+        &self.keywords
+    }
+
     /// The sites the category rules do not fire on (for `policy check`).
     pub fn web_exceptions(&self) -> &exceptions::Exceptions {
         &self.web.exceptions

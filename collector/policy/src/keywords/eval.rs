@@ -1,0 +1,234 @@
+//! Measuring the keyword libraries on a labelled corpus: recall per concern (the concern's own
+//! library raised an alert) and the false-positive rate on innocent text (any library did).
+//! `invigilator-collector policy eval` prints it; tests hold floors on the repository's corpus
+//! (`collector/policy/corpus/`), which was written apart from the libraries and frozen first.
+
+use super::Keywords;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// One labelled search or page title (a line of the corpus, JSON).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Item {
+    pub text: String,
+    /// "search" or "title".
+    pub kind: String,
+    /// A concern id, or "none" for innocent text.
+    pub label: String,
+    pub lang: String,
+    #[serde(default)]
+    pub band: String,
+    #[serde(default)]
+    pub note: String,
+}
+
+/// The label of innocent text.
+pub const NONE: &str = "none";
+
+/// The library that should fire for a corpus label: the same id, except where the corpus
+/// and the libraries name a concern differently.
+pub fn library_for(label: &str) -> &str {
+    match label {
+        "sexual_content" => "sexual",
+        other => other,
+    }
+}
+
+/// Reads a JSON-lines corpus; an error names the line.
+pub fn load(path: &Path) -> Result<Vec<Item>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(n, l)| {
+            serde_json::from_str(l).map_err(|e| format!("{}:{}: {e}", path.display(), n + 1))
+        })
+        .collect()
+}
+
+/// How one group of items fared.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Score {
+    pub items: usize,
+    /// Concerning items: the concern's own library fired. Innocent items: any library fired.
+    pub flagged: usize,
+}
+
+impl Score {
+    pub fn rate(&self) -> f64 {
+        if self.items == 0 {
+            0.0
+        } else {
+            self.flagged as f64 / self.items as f64
+        }
+    }
+}
+
+/// One item the libraries got wrong, for reading: what it was and what fired.
+#[derive(Debug, Clone, Serialize)]
+pub struct Mistake {
+    pub text: String,
+    pub label: String,
+    pub lang: String,
+    pub fired: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    /// Recall per concern, all languages.
+    pub concerns: BTreeMap<String, Score>,
+    /// Recall per concern and language, for the items not in English.
+    pub by_language: BTreeMap<(String, String), Score>,
+    /// Innocent items and how many raised anything.
+    pub innocent: Score,
+    pub misses: Vec<Mistake>,
+    pub false_positives: Vec<Mistake>,
+}
+
+impl Report {
+    /// The lowest recall of any concern, with its name.
+    pub fn worst(&self) -> Option<(&str, f64)> {
+        self.concerns
+            .iter()
+            .map(|(c, s)| (c.as_str(), s.rate()))
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+    }
+
+    pub fn render(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
+        writeln!(out, "| concern | items | caught | recall |")?;
+        writeln!(out, "|---|---|---|---|")?;
+        for (c, s) in &self.concerns {
+            writeln!(
+                out,
+                "| {c} | {} | {} | {:.1}% |",
+                s.items,
+                s.flagged,
+                100.0 * s.rate()
+            )?;
+        }
+        writeln!(
+            out,
+            "| innocent (false positives) | {} | {} | {:.1}% |",
+            self.innocent.items,
+            self.innocent.flagged,
+            100.0 * self.innocent.rate()
+        )?;
+        if !self.by_language.is_empty() {
+            writeln!(out)?;
+            writeln!(out, "| concern | language | items | caught | recall |")?;
+            writeln!(out, "|---|---|---|---|---|")?;
+            for ((c, l), s) in &self.by_language {
+                writeln!(
+                    out,
+                    "| {c} | {l} | {} | {} | {:.1}% |",
+                    s.items,
+                    s.flagged,
+                    100.0 * s.rate()
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs every item through the libraries.
+pub fn evaluate(keywords: &Keywords, items: &[Item]) -> Report {
+    let mut r = Report::default();
+    for item in items {
+        let fired: Vec<String> = keywords
+            .scan(&item.text)
+            .into_iter()
+            .map(|h| h.library)
+            .collect();
+        let mistake = || Mistake {
+            text: item.text.clone(),
+            label: item.label.clone(),
+            lang: item.lang.clone(),
+            fired: fired.clone(),
+        };
+        if item.label == NONE {
+            r.innocent.items += 1;
+            if !fired.is_empty() {
+                r.innocent.flagged += 1;
+                r.false_positives.push(mistake());
+            }
+            continue;
+        }
+        let caught = fired.iter().any(|l| l == library_for(&item.label));
+        let score = r.concerns.entry(item.label.clone()).or_default();
+        score.items += 1;
+        score.flagged += usize::from(caught);
+        if item.lang != "en" {
+            let lang = item.lang.split('-').next().unwrap_or_default().to_owned();
+            let s = r.by_language.entry((item.label.clone(), lang)).or_default();
+            s.items += 1;
+            s.flagged += usize::from(caught);
+        }
+        if !caught {
+            r.misses.push(mistake());
+        }
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{DEFAULT_POLICY, Policy};
+
+    fn corpus() -> Vec<Item> {
+        load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus/keywords.jsonl")).unwrap()
+    }
+
+    #[test]
+    fn a_bad_corpus_line_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.jsonl");
+        std::fs::write(&path, "{\"text\": \"x\"}\nnot json\n").unwrap();
+        let err = load(&path).unwrap_err();
+        assert!(err.contains("c.jsonl:1"), "{err}");
+    }
+
+    /// Floors on the repository's corpus, as measured when they were set (BENCHMARKS.md has the
+    /// figures and the command): the libraries may only get better. Raise a floor when a
+    /// change lifts it; never lower one to let a change in.
+    #[test]
+    fn the_default_libraries_hold_their_floors_on_the_corpus() {
+        let p = Policy::parse(DEFAULT_POLICY).unwrap();
+        let r = evaluate(p.keywords(), &corpus());
+        let mut shown = Vec::new();
+        r.render(&mut shown).unwrap();
+        let shown = String::from_utf8(shown).unwrap();
+        for (concern, floor) in FLOORS {
+            let got = r.concerns.get(*concern).map_or(0.0, Score::rate);
+            assert!(
+                got >= *floor,
+                "{concern}: recall {got:.3} below its floor {floor}\n{shown}"
+            );
+        }
+        assert!(
+            r.innocent.rate() <= MAX_FALSE_POSITIVES,
+            "false positives {:.3} above {MAX_FALSE_POSITIVES}\n{shown}",
+            r.innocent.rate()
+        );
+    }
+
+    const MAX_FALSE_POSITIVES: f64 = 0.02;
+    /// Set from `policy eval` on 2026-12-03 (the corpus's first measurement, before any
+    /// pattern work): far below the 95% the libraries are meant to reach.
+    const FLOORS: &[(&str, f64)] = &[
+        ("bullying", 0.15),
+        ("circumvention", 0.0),
+        ("drugs", 0.47),
+        ("extremism", 0.23),
+        ("grooming", 0.018),
+        ("help_seeking", 0.0),
+        ("self_harm", 0.11),
+        ("sextortion", 0.0),
+        ("sexual_content", 0.52),
+        ("weapons", 0.44),
+    ];
+}
