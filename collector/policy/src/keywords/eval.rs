@@ -217,18 +217,19 @@ mod tests {
     }
 
     const MAX_FALSE_POSITIVES: f64 = 0.02;
-    /// Set from `policy eval` on 2026-12-03 (the corpus's first measurement, before any
-    /// pattern work): far below the 95% the libraries are meant to reach.
+    /// Set from `policy eval` on 2026-12-03, after the first pattern work (three new
+    /// libraries, slang and intent phrasing in English): still far below the 95% the libraries
+    /// are meant to reach, above all in the home languages, which have no libraries yet.
     const FLOORS: &[(&str, f64)] = &[
-        ("bullying", 0.15),
-        ("circumvention", 0.0),
-        ("drugs", 0.47),
-        ("extremism", 0.23),
-        ("grooming", 0.018),
-        ("help_seeking", 0.0),
-        ("self_harm", 0.11),
-        ("sextortion", 0.0),
-        ("sexual_content", 0.52),
-        ("weapons", 0.44),
+        ("bullying", 0.32),
+        ("circumvention", 0.53),
+        ("drugs", 0.58),
+        ("extremism", 0.34),
+        ("grooming", 0.09),
+        ("help_seeking", 0.57),
+        ("self_harm", 0.22),
+        ("sextortion", 0.18),
+        ("sexual_content", 0.59),
+        ("weapons", 0.62),
     ];
 }

@@ -104,7 +104,10 @@ fn default_libraries_compile() {
             "sexual",
             "drugs",
             "weapons",
-            "grooming"
+            "grooming",
+            "sextortion",
+            "circumvention",
+            "help_seeking"
         ]
     );
 }
@@ -136,7 +139,7 @@ fn each_concern_raises_its_library_for_a_plain_case() {
         ("painless suicide methods", "self_harm"),
         ("suicidal thoughts at night", "self_harm"),
         ("how to join isis", "extremism"),
-        ("the great replacement explained", "extremism"),
+        ("the great replacement is happening", "extremism"),
         ("everyone hates me at school", "bullying"),
         ("you should kill yourself", "bullying"),
         ("pornhub", "sexual"),
