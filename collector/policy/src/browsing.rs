@@ -158,6 +158,7 @@ pub fn evaluate(cx: &Context<'_>, v: &BrowsingVisit) -> Vec<Verdict> {
             ),
             site: Some(hash.clone()),
             matched: hash,
+            response: None,
         }];
     }
     let host = normal.as_ref().map(|u| u.host()).unwrap_or_default();
@@ -268,5 +269,6 @@ fn keyword_verdict(hit: &KeywordHit, where_: String, field: &str) -> Verdict {
         summary: format!("{} terms in a {where_}", hit.concern),
         matched: format!("{} in the {field}", hit.matched()),
         site: Some(hit.found.clone()),
+        response: hit.response.clone(),
     }
 }

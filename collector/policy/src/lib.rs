@@ -142,6 +142,8 @@ pub struct Verdict {
     /// What makes a repeat "the same breach" besides user and rule: the site for browsing;
     /// when None, what matched.
     pub site: Option<String>,
+    /// A response of the rule's own, instead of the `[responses]` row for its severity.
+    pub response: Option<String>,
 }
 
 impl Verdict {
@@ -160,6 +162,7 @@ impl Verdict {
             summary,
             matched,
             site: None,
+            response: None,
         })
     }
 }
@@ -336,6 +339,7 @@ impl Policy {
                     summary: format!("{}: {}", rule.summary, display_program(p)),
                     matched,
                     site: None,
+                    response: None,
                 })
                 .collect(),
             Some(Kind::Usb(u)) => self.usb.evaluate(device.owner, person.class, u),
@@ -383,10 +387,14 @@ impl Policy {
         let site = v.site.as_deref().unwrap_or(&v.matched);
         let aggregate_key = format!("{who}|{}|{site}", v.rule);
         Alert {
-            response: self
-                .responses
-                .for_alert(v.severity, subject.class)
-                .to_owned(),
+            response: match (&v.response, v.severity) {
+                // The illegal class's response is fixed; nothing overrides it.
+                (Some(own), s) if s != Severity::Illegal => own.clone(),
+                _ => self
+                    .responses
+                    .for_alert(v.severity, subject.class)
+                    .to_owned(),
+            },
             aggregate_key: Some(aggregate_key),
             agent_id: subject.agent_id.to_owned(),
             hostname: subject.hostname.to_owned(),

@@ -704,3 +704,22 @@ fn lesson_time_rules_are_for_the_schools_own_devices() {
     e.user = "y5smith".into();
     assert_eq!(own.evaluate(&ctx, &e).len(), 1);
 }
+
+#[test]
+fn a_child_seeking_help_is_seen_at_once_and_never_sanctioned() {
+    let (_d, p) = policy_with_lists();
+    let a = p.evaluate(
+        &CTX,
+        &visit(
+            "https://www.google.com/search?q=childline+number",
+            "",
+            "childline number",
+            LESSON_US,
+        ),
+    );
+    assert_eq!(a.len(), 1, "{a:?}");
+    assert_eq!(a[0].rule, "keywords.help_seeking");
+    assert_eq!(a[0].severity, Severity::Serious);
+    assert!(a[0].response.contains("supportively"), "{}", a[0].response);
+    assert!(!a[0].response.contains("parents"), "{}", a[0].response);
+}

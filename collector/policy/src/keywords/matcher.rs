@@ -27,6 +27,7 @@ struct Library {
     id: String,
     concern: String,
     severity: Severity,
+    response: Option<String>,
 }
 
 /// Compiled keyword libraries; cheap to share, `scan` takes `&self`.
@@ -167,6 +168,7 @@ impl Keywords {
                     id: id.clone(),
                     concern: lib.concern.clone(),
                     severity,
+                    response: lib.response.clone().filter(|r| !r.trim().is_empty()),
                 });
             }
         }
@@ -260,6 +262,7 @@ impl Keywords {
                     library: lib.id.clone(),
                     concern: lib.concern.clone(),
                     severity: lib.severity,
+                    response: lib.response.clone(),
                     term: self.written[written].clone(),
                     found: found(&text, start, end),
                 })

@@ -51,6 +51,10 @@ pub struct KeywordLibrarySpec {
     /// Schoolwork words for this library only.
     #[serde(default)]
     pub schoolwork: Vec<Spanned<String>>,
+    /// The recommended response for this library's alerts, instead of the severity's row of
+    /// `[responses]`: a child reaching out for help is not to be sanctioned.
+    #[serde(default)]
+    pub response: Option<String>,
 }
 
 /// The `[keyword_exclusions]` table, for every library.
@@ -72,6 +76,8 @@ pub struct KeywordHit {
     pub library: String,
     pub concern: String,
     pub severity: Severity,
+    /// The library's own recommended response, if it has one.
+    pub response: Option<String>,
     /// The term as written in the policy (`suicid*`).
     pub term: String,
     /// The words of the text that matched it, normalised (`suicidal`).
