@@ -307,10 +307,13 @@ fn session_events_reach_the_collector_from_the_real_agent() {
             },
         )
     };
-    at_collector(5);
+    at_collector(6);
     logind.remove_session("c2");
 
-    let expected = ["present", "lock", "unlock", "idle", "logon", "logoff"];
+    // First the boot the agent runs in (spooled ahead of the sessions it reports).
+    let expected = [
+        "boot", "present", "lock", "unlock", "idle", "logon", "logoff",
+    ];
     let events = at_collector(expected.len());
     let actions: Vec<&str> = events
         .iter()
@@ -322,7 +325,9 @@ fn session_events_reach_the_collector_from_the_real_agent() {
         assert_eq!(e["agent_id"], Value::from(a.agent_id.as_str()));
         assert_eq!(e["hostname"], Value::from(invigilator_agent::hostname()));
     }
-    let present = &events[0];
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+    assert_eq!(events[0]["boot_id"], Value::from(kernel.trim()));
+    let present = &events[1];
     assert_eq!(
         (&present["session_id"], &present["user"], &present["uid"]),
         (
@@ -335,9 +340,9 @@ fn session_events_reach_the_collector_from_the_real_agent() {
         (&present["seat"], &present["display"]),
         (&Value::from("seat0"), &Value::from(":0"))
     );
-    assert_eq!(events[1]["locked"], true);
-    assert_eq!(events[3]["idle_since_us"], 1_767_000_000_000_000i64);
-    let logoff = &events[5];
+    assert_eq!(events[2]["locked"], true);
+    assert_eq!(events[4]["idle_since_us"], 1_767_000_000_000_000i64);
+    let logoff = &events[6];
     assert_eq!(
         (
             &logoff["session_id"],
