@@ -157,12 +157,17 @@ fn listed_sites_keywords_and_illegal_addresses_raise_the_right_alerts() {
 fn latest_lesson_time(c: &mut Collector) -> i64 {
     let mut text = String::new();
     c.edit_policy(|t| {
-        let mut out = String::new();
+        // Only in [school_times]: the keyword libraries have `terms` too.
+        let start = t.find("[school_times]").expect("a [school_times] table");
+        let end = t[start + 1..]
+            .find("\n[")
+            .map_or(t.len(), |i| start + 1 + i);
+        let mut table = String::new();
         let mut skipping = false;
-        for line in t.lines() {
+        for line in t[start..end].lines() {
             if line.starts_with("terms = [") || line.starts_with("non_teaching_days = [") {
-                out.push_str(&line[..line.find('[').unwrap()]);
-                out.push_str("[]\n");
+                table.push_str(&line[..line.find('[').unwrap()]);
+                table.push_str("[]\n");
                 skipping = !line.trim_end().ends_with(']');
                 continue;
             }
@@ -170,11 +175,11 @@ fn latest_lesson_time(c: &mut Collector) -> i64 {
                 skipping = line.trim() != "]";
                 continue;
             }
-            out.push_str(line);
-            out.push('\n');
+            table.push_str(line);
+            table.push('\n');
         }
-        text = out.clone();
-        out
+        text = format!("{}{table}{}", &t[..start], &t[end..]);
+        text.clone()
     });
     let policy = invigilator_policy::Policy::parse(&text).unwrap();
     let minute = 60_000_000;
