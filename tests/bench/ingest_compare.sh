@@ -13,15 +13,20 @@ cpid=""
 cleanup() {
   [ -n "$cpid" ] && kill "$cpid" 2>/dev/null
   wait 2>/dev/null || true
-  git -C "$root" worktree remove --force "$work/old" 2>/dev/null || true
   rm -rf "$work"
 }
 trap cleanup EXIT
 cargo build --release -p invigilator-collector -p invigilator-tests --bins >&2
-git -C "$root" worktree add --detach "$work/old" "$rev" >&2
-# Its own target directory: the two builds must not overwrite each other's binaries.
+# The earlier tree is kept at a fixed place under target/ (a worktree), so that its build is
+# reused from one run to the next; its own target directory keeps the two builds apart.
+src="$root/target/ingest-compare-src"
+if [ "$(git -C "$src" rev-parse HEAD 2>/dev/null)" != "$(git rev-parse "$rev^{commit}")" ]; then
+  git -C "$root" worktree remove --force "$src" 2>/dev/null || rm -rf "$src"
+  git -C "$root" worktree prune
+  git -C "$root" worktree add --detach "$src" "$rev" >&2
+fi
 CARGO_TARGET_DIR="$root/target/ingest-compare-old" cargo build --release \
-  --manifest-path "$work/old/Cargo.toml" -p invigilator-collector --bins >&2
+  --manifest-path "$src/Cargo.toml" -p invigilator-collector --bins >&2
 new="$root/target/release/invigilator-collector"
 old="$root/target/ingest-compare-old/release/invigilator-collector"
 lg="$root/target/release/invigilator-loadgen"

@@ -218,17 +218,17 @@ mod tests {
 
     const MAX_FALSE_POSITIVES: f64 = 0.02;
     /// Set from `policy eval` on 2026-12-03, after the first pattern work (three new
-    /// libraries, slang and intent phrasing in English): still far below the 95% the libraries
+    /// libraries, slang, intent phrasing and phrase patterns in English): still far below the 95% the libraries
     /// are meant to reach, above all in the home languages, which have no libraries yet.
     const FLOORS: &[(&str, f64)] = &[
-        ("bullying", 0.32),
-        ("circumvention", 0.53),
+        ("bullying", 0.38),
+        ("circumvention", 0.57),
         ("drugs", 0.58),
         ("extremism", 0.34),
-        ("grooming", 0.09),
-        ("help_seeking", 0.57),
-        ("self_harm", 0.22),
-        ("sextortion", 0.18),
+        ("grooming", 0.17),
+        ("help_seeking", 0.61),
+        ("self_harm", 0.23),
+        ("sextortion", 0.20),
         ("sexual_content", 0.59),
         ("weapons", 0.62),
     ];

@@ -2,6 +2,7 @@
 //! one automaton, so a text is read once whatever the number of libraries.
 
 use super::normalise::normalise;
+use super::phrase::{Phrase, Words};
 use super::{KeywordExclusionsSpec, KeywordHit, KeywordLibrarySpec};
 use crate::{Severity, SpecError};
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
@@ -40,6 +41,13 @@ pub struct Keywords {
     roles: Vec<Vec<Role>>,
     /// Terms as written, for hits.
     written: Vec<String>,
+    /// Phrase patterns: (library, written, pattern).
+    patterns: Vec<(usize, usize, Phrase)>,
+    /// Which patterns can begin with a word: most words begin none, so most positions of a
+    /// text cost one lookup.
+    first_word: HashMap<String, Vec<usize>>,
+    /// Patterns that can begin with an open word (prefix), with the prefix.
+    first_prefix: Vec<(String, usize)>,
 }
 
 /// The automaton being built: patterns by text, each with its roles.
@@ -99,6 +107,7 @@ impl Keywords {
         let mut pats = Patterns::default();
         let mut libraries = Vec::new();
         let mut written = Vec::new();
+        let mut patterns = Vec::new();
         let mut ids = HashSet::new();
         for lib in libs {
             let id = lib.id.get_ref();
@@ -115,10 +124,10 @@ impl Keywords {
                 ));
             }
             let owner = format!("keywords {id:?}");
-            if lib.terms.is_empty() && lib.topic_terms.is_empty() {
+            if lib.terms.is_empty() && lib.topic_terms.is_empty() && lib.patterns.is_empty() {
                 return Err(SpecError::at(
                     lib.id.span(),
-                    format!("{owner}: matches nothing: give terms or topic_terms"),
+                    format!("{owner}: matches nothing: give terms, topic_terms or patterns"),
                 ));
             }
             // Check every pattern even in a library that is off, so switching it on later
@@ -147,6 +156,13 @@ impl Keywords {
                             written,
                         },
                     );
+                }
+            }
+            for raw in &lib.patterns {
+                let p = Phrase::compile(&owner, raw)?;
+                written.push(raw.get_ref().trim().to_owned());
+                if severity.is_some() {
+                    patterns.push((n, written.len() - 1, p));
                 }
             }
             for raw in &lib.exclusions {
@@ -191,11 +207,26 @@ impl Keywords {
                 .map_err(|e| SpecError::new(format!("keywords: cannot build the matcher: {e}")))?;
             Some(ac)
         };
+        let mut first_word: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut first_prefix = Vec::new();
+        for (i, (_, _, p)) in patterns.iter().enumerate() {
+            let (exact, open) = p.first_words();
+            for w in exact {
+                let list = first_word.entry(w.to_owned()).or_default();
+                if !list.contains(&i) {
+                    list.push(i);
+                }
+            }
+            first_prefix.extend(open.into_iter().map(|o| (o.to_owned(), i)));
+        }
         Ok(Self {
             libraries,
             automaton,
             roles: pats.roles,
             written,
+            patterns,
+            first_word,
+            first_prefix,
         })
     }
 
@@ -233,6 +264,29 @@ impl Keywords {
                     Role::Phrase(lib) => phrases.push((lib, m.start(), m.end())),
                     Role::Schoolwork(None) => schoolwork_all = true,
                     Role::Schoolwork(Some(lib)) => schoolwork[lib] = true,
+                }
+            }
+        }
+        if !self.patterns.is_empty() {
+            let words = Words::of(&text);
+            let mut found = vec![false; self.patterns.len()];
+            for at in 0..words.len() {
+                let w = words.word(at);
+                let exact = self.first_word.get(w).into_iter().flatten().copied();
+                let open = self
+                    .first_prefix
+                    .iter()
+                    .filter(|(p, _)| w.starts_with(p.as_str()))
+                    .map(|(_, i)| *i);
+                for i in exact.chain(open) {
+                    if found[i] {
+                        continue;
+                    }
+                    let (library, written, p) = &self.patterns[i];
+                    if let Some((start, end)) = p.find_at(&words, at) {
+                        found[i] = true;
+                        terms.push((*library, false, *written, start, end));
+                    }
                 }
             }
         }

@@ -14,6 +14,7 @@
 pub mod eval;
 mod matcher;
 mod normalise;
+mod phrase;
 #[cfg(test)]
 mod tests;
 
@@ -41,6 +42,10 @@ pub struct KeywordLibrarySpec {
     /// begins with the rest (`suicid*`: suicide, suicidal).
     #[serde(default)]
     pub terms: Vec<Spanned<String>>,
+    /// Phrase patterns: words with `{a|b}` alternatives and `..` gaps (see `phrase.rs`). They
+    /// count like terms.
+    #[serde(default)]
+    pub patterns: Vec<Spanned<String>>,
     /// Terms naming a subject also studied at school: they count only when the text has no
     /// schoolwork word (global `keyword_exclusions.schoolwork` or this library's `schoolwork`).
     #[serde(default)]

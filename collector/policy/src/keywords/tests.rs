@@ -299,7 +299,7 @@ fn errors_point_at_the_line_of_the_bad_term() {
     );
     assert_eq!(
         bad("terms = [\"kill\", \"knife crime\", \"knife\"]", ""),
-        r#"line 11: keywords "b": matches nothing: give terms or topic_terms"#
+        r#"line 11: keywords "b": matches nothing: give terms, topic_terms or patterns"#
     );
     let unknown = bad("exclusions =", "exclude =");
     assert!(
