@@ -4,7 +4,7 @@
 //! imported roster or name patterns. Rules then apply by group and by device class.
 
 use super::located::SpecError;
-use globset::{GlobBuilder, GlobMatcher};
+use globset::{GlobBuilder, GlobMatcher, GlobSet, GlobSetBuilder};
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -123,7 +123,10 @@ struct Group {
 pub struct Groups {
     groups: Vec<Group>,
     devices: Vec<(Vec<GlobMatcher>, DeviceClass, Option<usize>)>,
-    user_patterns: Vec<(GlobMatcher, usize)>,
+    /// Every group's name patterns in one set (a name is matched once, whatever the number of
+    /// patterns), with the group of each pattern in file order.
+    user_patterns: GlobSet,
+    user_pattern_group: Vec<usize>,
     /// Lower-cased user name -> group index.
     roster: HashMap<String, usize>,
     /// Where the roster was read from, so a change to it reloads the policy.
@@ -202,12 +205,17 @@ impl Groups {
                 .transpose()?;
             devices.push((globs, d.class, users));
         }
-        let mut user_patterns = Vec::new();
+        let mut user_set = GlobSetBuilder::new();
+        let mut user_pattern_group = Vec::new();
         for (i, g) in spec.users.iter().enumerate() {
             for p in &g.names {
-                user_patterns.push((glob("users.names", p)?, i));
+                user_set.add(glob("users.names", p)?.glob().clone());
+                user_pattern_group.push(i);
             }
         }
+        let user_patterns = user_set
+            .build()
+            .map_err(|e| SpecError::new(format!("groups.users: {e}")))?;
         let roster_file = spec
             .roster
             .as_ref()
@@ -222,6 +230,7 @@ impl Groups {
             groups,
             devices,
             user_patterns,
+            user_pattern_group,
             roster,
             roster_file,
         })
@@ -255,10 +264,12 @@ impl Groups {
     /// usual users of the device they are on.
     pub fn person<'a>(&'a self, user: &str, device: &Device<'a>) -> Person<'a> {
         let found = self.roster.get(&user.to_lowercase()).copied().or_else(|| {
+            // The first matching pattern in file order wins.
             self.user_patterns
-                .iter()
-                .find(|(g, _)| g.is_match(user))
-                .map(|(_, i)| *i)
+                .matches(user)
+                .into_iter()
+                .min()
+                .map(|p| self.user_pattern_group[p])
         });
         match found {
             Some(i) => Person {
