@@ -10,6 +10,8 @@ use toml::Spanned;
 pub struct Scope {
     users: Vec<String>,
     devices: Vec<DeviceClass>,
+    /// Device classes the rule never applies to, when it names none itself.
+    not_on: Vec<DeviceClass>,
     pub when: When,
 }
 
@@ -42,15 +44,17 @@ impl Scope {
             }
         }
         // "During lessons" is a rule about the school's systems: a visitor's (or anyone's) own
-        // device in a lesson is not on them, unless the rule names its devices itself.
-        let devices = if when == When::Lessons && devices.is_empty() {
-            vec![DeviceClass::SchoolSingleUser, DeviceClass::SchoolShared]
+        // device in a lesson is not one, unless the rule names its devices itself. A device of
+        // no known class is taken to be the school's (the agent is installed on those).
+        let not_on = if when == When::Lessons && devices.is_empty() {
+            vec![DeviceClass::Personal]
         } else {
-            devices.to_vec()
+            Vec::new()
         };
         Ok(Self {
             users: users.iter().map(|u| u.get_ref().clone()).collect(),
-            devices,
+            devices: devices.to_vec(),
+            not_on,
             when,
         })
     }
@@ -61,8 +65,9 @@ impl Scope {
                 .users
                 .iter()
                 .any(|u| Some(u.as_str()) == s.person.group || u == s.person.class.as_str());
-        let device_ok =
-            self.devices.is_empty() || s.device.class.is_some_and(|c| self.devices.contains(&c));
+        let device_ok = (self.devices.is_empty()
+            || s.device.class.is_some_and(|c| self.devices.contains(&c)))
+            && !s.device.class.is_some_and(|c| self.not_on.contains(&c));
         user_ok && device_ok && self.when.applies(schedule, s.at_us)
     }
 }
