@@ -3,7 +3,7 @@
 
 use crate::pki::{CertificateAuthority, PkiPaths};
 use crate::store::accounts::{self, NewAccount, Role};
-use crate::store::audit::{self, Actor, Audit, Record};
+use crate::store::audit::{self, Actor, Audit};
 use crate::store::{self, AlertFilter, Audited, EventFilter, Store};
 use anyhow::{Context, bail};
 use std::io::Write;
@@ -67,14 +67,8 @@ fn audited<R>(
 
 /// Records a CLI change of accounts or settings in the access audit trail.
 fn note(store: &Store, entry: Audit) -> anyhow::Result<()> {
-    let rec = Record {
-        action: entry.action,
-        object: &entry.object,
-        purpose: &entry.purpose,
-        detail: &entry.detail,
-    };
     store
-        .admin(|a| audit::append(a, &Actor::cli(), &rec))
+        .admin(|a| audit::append(a, &Actor::cli(), &entry.record()))
         .context("writing the access audit trail")?;
     Ok(())
 }

@@ -290,33 +290,18 @@ pub fn generate_due(
     if store.admin(|a| store::reports::exists(a, "weekly", start))? {
         return Ok(None);
     }
-    let stored = store.audited(&Actor::system(), |tx| {
+    // Another collector may store it first: then there is nothing to keep or record.
+    let stored = store.audited_if(&Actor::system(), |tx| {
         let body = serde_json::to_value(weekly(tx, policy, week)?)
-            .map_err(|e| GenerateError::Encode(e.to_string()))?;
-        // Another collector stored it first: nothing to keep, nothing to record.
-        let id = store::reports::insert_once(tx, "weekly", start, "system", &body)?
-            .ok_or(GenerateError::AlreadyStored)?;
+            .map_err(|e| anyhow::anyhow!("encoding the report: {e}"))?;
+        let Some(id) = store::reports::insert_once(tx, "weekly", start, "system", &body)? else {
+            return Ok(None);
+        };
         let entry = Audit::new("report.generate", format!("report:{id}"))
             .detail(format!("weekly {}", week.label()));
-        Ok((id, entry))
-    });
-    match stored {
-        Ok(id) => Ok(Some(id)),
-        Err(GenerateError::AlreadyStored) => Ok(None),
-        Err(e) => Err(e.into()),
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-enum GenerateError {
-    #[error("already stored")]
-    AlreadyStored,
-    #[error("encoding the report: {0}")]
-    Encode(String),
-    #[error(transparent)]
-    Store(#[from] store::StoreError),
-    #[error(transparent)]
-    Audit(#[from] store::audit::AuditError),
+        anyhow::Ok(Some((id, entry)))
+    })?;
+    Ok(stored)
 }
 
 /// The scheduled weekly report (spawned by `serve`). Looks once a minute, so a changed clock or

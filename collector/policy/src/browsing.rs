@@ -216,12 +216,11 @@ fn category_verdict(cx: &Context<'_>, url: &NormalUrl, hits: &[Hit<'_>]) -> Opti
             continue;
         };
         if !rule.scope.applies(&cx.situation, cx.schedule)
-            || rule.allow.covering(url).is_some()
+            || rule.allow.covers(url)
             || cx
                 .web
                 .exceptions
-                .excuse(&rule.id, url, &cx.situation, cx.schedule)
-                .is_some()
+                .covers(&rule.id, url, &cx.situation, cx.schedule)
         {
             continue;
         }

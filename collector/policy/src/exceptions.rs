@@ -87,23 +87,18 @@ impl Sites {
         self.domains.len() + self.prefixes.len()
     }
 
-    /// The entry covering `url`, if any.
-    pub fn covering(&self, url: &NormalUrl) -> Option<&str> {
+    /// Whether an entry covers `url`.
+    pub fn covers(&self, url: &NormalUrl) -> bool {
         let host = url.host();
-        self.domains
+        self.domains.iter().any(|d| {
+            host == d.as_str()
+                || host
+                    .strip_suffix(d.as_str())
+                    .is_some_and(|rest| rest.ends_with('.'))
+        }) || self
+            .prefixes
             .iter()
-            .find(|d| {
-                host == d.as_str()
-                    || host
-                        .strip_suffix(d.as_str())
-                        .is_some_and(|rest| rest.ends_with('.'))
-            })
-            .or_else(|| {
-                self.prefixes
-                    .iter()
-                    .find(|p| url.stripped().starts_with(p.as_str()))
-            })
-            .map(String::as_str)
+            .any(|p| url.stripped().starts_with(p.as_str()))
     }
 }
 
@@ -156,27 +151,19 @@ impl Exceptions {
         Ok(Self { education, allows })
     }
 
-    /// Why category rule `rule` does not fire on `url` in this situation, if an exception
-    /// covers it.
-    pub fn excuse(
+    /// Whether an exception keeps category rule `rule` from firing on `url` in this situation.
+    pub fn covers(
         &self,
         rule: &str,
         url: &NormalUrl,
         situation: &Situation<'_>,
         schedule: &Schedule,
-    ) -> Option<String> {
-        if let Some(site) = self.education.covering(url) {
-            return Some(format!("{site} is on the school's education list"));
-        }
-        self.allows
-            .iter()
-            .filter(|a| a.rules.is_empty() || a.rules.iter().any(|r| r == rule))
-            .filter(|a| a.scope.applies(situation, schedule))
-            .find_map(|a| {
-                a.sites.covering(url).map(|site| match a.reason.as_str() {
-                    "" => format!("{site} is allowed"),
-                    why => format!("{site} is allowed: {why}"),
-                })
+    ) -> bool {
+        self.education.covers(url)
+            || self.allows.iter().any(|a| {
+                (a.rules.is_empty() || a.rules.iter().any(|r| r == rule))
+                    && a.scope.applies(situation, schedule)
+                    && a.sites.covers(url)
             })
     }
 
@@ -227,28 +214,19 @@ mod tests {
     #[test]
     fn a_domain_covers_its_subdomains_and_nothing_that_merely_ends_like_it() {
         let s = sites(&["ttrockstars.com"]);
-        assert!(s.covering(&url("https://ttrockstars.com/")).is_some());
-        assert!(
-            s.covering(&url("https://play.ttrockstars.com/game"))
-                .is_some()
-        );
-        assert!(s.covering(&url("https://WWW.TTROCKSTARS.COM/x")).is_some());
-        assert!(s.covering(&url("https://notttrockstars.com/")).is_none());
-        assert!(
-            s.covering(&url("https://ttrockstars.com.evil.example/"))
-                .is_none()
-        );
+        assert!(s.covers(&url("https://ttrockstars.com/")));
+        assert!(s.covers(&url("https://play.ttrockstars.com/game")));
+        assert!(s.covers(&url("https://WWW.TTROCKSTARS.COM/x")));
+        assert!(!s.covers(&url("https://notttrockstars.com/")));
+        assert!(!s.covers(&url("https://ttrockstars.com.evil.example/")));
     }
 
     #[test]
     fn a_prefix_covers_only_what_starts_with_it() {
         let s = sites(&["https://www.bbc.co.uk/bitesize"]);
-        assert!(
-            s.covering(&url("https://www.bbc.co.uk/bitesize/subjects"))
-                .is_some()
-        );
-        assert!(s.covering(&url("http://bbc.co.uk/bitesize")).is_some());
-        assert!(s.covering(&url("https://www.bbc.co.uk/sport")).is_none());
+        assert!(s.covers(&url("https://www.bbc.co.uk/bitesize/subjects")));
+        assert!(s.covers(&url("http://bbc.co.uk/bitesize")));
+        assert!(!s.covers(&url("https://www.bbc.co.uk/sport")));
     }
 
     #[test]

@@ -130,6 +130,18 @@ impl Console {
         let store = self.store.clone();
         blocking(move || store.audited(&actor, f)).await
     }
+
+    /// Like [`Console::audited_as`], for a read that may find nothing worth recording: None
+    /// rolls it back, entry and all (see `Store::audited_if`).
+    pub async fn audited_if<R: Send + 'static>(
+        self: &Arc<Self>,
+        staff: &Staff,
+        f: impl FnOnce(&Audited<'_>) -> Result<Option<(R, Audit)>, ConsoleError> + Send + 'static,
+    ) -> Result<Option<R>, ConsoleError> {
+        let actor = staff.actor();
+        let store = self.store.clone();
+        blocking(move || store.audited_if(&actor, f)).await
+    }
 }
 
 /// Store work runs off the async threads.

@@ -79,7 +79,7 @@
 //! # Ok(()) }
 //! ```
 
-use super::audit::{self, Actor, Audit, AuditError, Record};
+use super::audit::{self, Actor, Audit, AuditError};
 use super::{Durability, Result, StoreError};
 use crate::serve::SystemKey;
 use rusqlite::Connection;
@@ -249,28 +249,36 @@ impl Store {
         E: From<StoreError> + From<AuditError>,
     {
         self.with_conn(|conn| {
-            conn.execute_batch("BEGIN IMMEDIATE")
-                .map_err(StoreError::from)?;
-            let done = f(&Audited { conn }).and_then(|(r, entry)| {
-                let rec = Record {
-                    action: entry.action,
-                    object: &entry.object,
-                    purpose: &entry.purpose,
-                    detail: &entry.detail,
-                };
-                let head = audit::append_in(conn, actor, &rec)?;
-                Ok((r, head))
-            });
-            match done {
-                Ok((r, (id, hash))) => {
-                    audit::commit(conn, id, &hash)?;
-                    Ok(r)
+            audit::transaction(conn, |entries| {
+                let (r, entry) = f(&Audited { conn })?;
+                entries.add(actor, &entry.record())?;
+                Ok(r)
+            })
+        })
+    }
+
+    /// Like [`Store::audited`], for a read that may find nothing worth recording (a poll with
+    /// nothing new, a report another collector stored first): when `f` returns None the
+    /// transaction is rolled back, and the caller gets None, so nothing it read goes unrecorded.
+    pub fn audited_if<R, E>(
+        &self,
+        actor: &Actor,
+        f: impl FnOnce(&Audited<'_>) -> std::result::Result<Option<(R, Audit)>, E>,
+    ) -> std::result::Result<Option<R>, E>
+    where
+        E: From<StoreError> + From<AuditError>,
+    {
+        self.with_conn(|conn| {
+            audit::transaction(conn, |entries| match f(&Audited { conn })? {
+                Some((r, entry)) => {
+                    entries.add(actor, &entry.record())?;
+                    Ok(Some(r))
                 }
-                Err(e) => {
-                    let _ = conn.execute_batch("ROLLBACK");
-                    Err(e)
+                None => {
+                    entries.discard();
+                    Ok(None)
                 }
-            }
+            })
         })
     }
 

@@ -76,10 +76,7 @@ pub fn pass(
     due: &[&Due],
     furthest: i64,
 ) -> std::result::Result<(), audit::AuditError> {
-    let conn = sys.conn;
-    conn.execute_batch("BEGIN IMMEDIATE")?;
-    let mut head = None;
-    let done = (|| -> std::result::Result<(), audit::AuditError> {
+    audit::transaction(sys.conn, |entries| {
         for a in due {
             let object = format!("alert:{}", a.id);
             let rec = Record {
@@ -88,17 +85,9 @@ pub fn pass(
                 detail: &format!("{} {}", a.severity, a.category),
                 ..Default::default()
             };
-            head = Some(audit::append_in(conn, &Actor::system(), &rec)?);
+            entries.add(&Actor::system(), &rec)?;
         }
         set_position(sys, furthest)?;
         Ok(())
-    })();
-    if let Err(e) = done {
-        let _ = conn.execute_batch("ROLLBACK");
-        return Err(e);
-    }
-    match head {
-        Some((id, hash)) => audit::commit(conn, id, &hash),
-        None => Ok(conn.execute_batch("COMMIT")?),
-    }
+    })
 }

@@ -119,6 +119,16 @@ impl Audit {
         self.detail = detail.into();
         self
     }
+
+    /// The entry as the trail records it.
+    pub fn record(&self) -> Record<'_> {
+        Record {
+            action: self.action,
+            object: &self.object,
+            purpose: &self.purpose,
+            detail: &self.detail,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -153,26 +163,71 @@ pub(crate) fn entry_hash(prev_hash: &str, id: i64, at_us: i64, fields: [&str; 7]
 /// Appends one entry. Runs in its own immediate transaction so the CLI and the server, each
 /// appending, never chain two entries from the same predecessor.
 pub fn append(tx: &Admin<'_>, actor: &Actor, rec: &Record<'_>) -> Result<i64, AuditError> {
-    let conn = tx.conn;
-    conn.execute_batch("BEGIN IMMEDIATE")?;
-    let result = append_in(conn, actor, rec);
-    match &result {
-        Ok(_) => conn.execute_batch("COMMIT")?,
-        Err(_) => {
-            let _ = conn.execute_batch("ROLLBACK");
-        }
-    }
-    let (id, hash) = result?;
-    // As in `commit`: the entry is saved; a checkpoint that cannot move is verify's to report.
-    if let Err(e) = anchor::advance(conn, WRITER, id, &hash) {
-        tracing::error!(error = %e, entry = id, "could not seal the audit head");
-    }
-    Ok(id)
+    transaction(tx.conn, |entries| entries.add(actor, rec))
 }
 
-/// Appends inside a transaction the caller already holds, so that a change and its audit entry
-/// commit together. The caller must call [`commit`] to commit and seal the head.
-pub(in crate::store) fn append_in(
+/// The entries appended inside a [`transaction`].
+pub(in crate::store) struct Entries<'c> {
+    conn: &'c Connection,
+    /// The newest entry's id and hash: the head sealed at commit.
+    head: Option<(i64, String)>,
+    discard: bool,
+}
+
+impl Entries<'_> {
+    /// Appends an entry, to be committed with the transaction's change.
+    pub(in crate::store) fn add(
+        &mut self,
+        actor: &Actor,
+        rec: &Record<'_>,
+    ) -> Result<i64, AuditError> {
+        let (id, hash) = append_in(self.conn, actor, rec)?;
+        self.head = Some((id, hash));
+        Ok(id)
+    }
+
+    /// Keeps nothing: the transaction is rolled back, its change and entries with it. The
+    /// caller must then return nothing of what it read.
+    pub(in crate::store) fn discard(&mut self) {
+        self.discard = true;
+    }
+}
+
+/// Runs `f` in one immediate transaction: the change it makes and the entries it adds are
+/// committed together (and the head sealed), or, on an error or a discard, neither is. The
+/// one way the store writes a change with its audit entries.
+pub(in crate::store) fn transaction<R, E: From<AuditError>>(
+    conn: &Connection,
+    f: impl FnOnce(&mut Entries<'_>) -> Result<R, E>,
+) -> Result<R, E> {
+    conn.execute_batch("BEGIN IMMEDIATE")
+        .map_err(AuditError::from)?;
+    let mut entries = Entries {
+        conn,
+        head: None,
+        discard: false,
+    };
+    match f(&mut entries) {
+        Ok(r) if entries.discard => {
+            conn.execute_batch("ROLLBACK").map_err(AuditError::from)?;
+            Ok(r)
+        }
+        Ok(r) => {
+            match entries.head {
+                Some((id, hash)) => commit(conn, id, &hash)?,
+                None => conn.execute_batch("COMMIT").map_err(AuditError::from)?,
+            }
+            Ok(r)
+        }
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
+}
+
+/// Appends inside the transaction held (see [`transaction`]).
+fn append_in(
     conn: &Connection,
     actor: &Actor,
     rec: &Record<'_>,
@@ -222,11 +277,11 @@ pub(in crate::store) fn append_in(
     Ok((id, hash))
 }
 
-/// Commits the caller's transaction holding a change and its entry (from [`append_in`]), then
-/// records the head. The change and its entry are saved and the chain in the database is the
-/// record; the head file is a second check, so failing to write it is logged, not returned
-/// (returning it would tell the user that something saved was not).
-pub(in crate::store) fn commit(conn: &Connection, id: i64, hash: &str) -> Result<(), AuditError> {
+/// Commits the transaction holding a change and its entries, then records the head. The change
+/// and its entries are saved and the chain in the database is the record; the head file is a
+/// second check, so failing to write it is logged, not returned (returning it would tell the
+/// user that something saved was not).
+fn commit(conn: &Connection, id: i64, hash: &str) -> Result<(), AuditError> {
     conn.execute_batch("COMMIT")?;
     if let Err(e) = anchor::advance(conn, WRITER, id, hash) {
         tracing::error!(error = %e, entry = id, "could not record the audit head");
