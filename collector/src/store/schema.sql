@@ -102,6 +102,8 @@ CREATE TABLE IF NOT EXISTS sessions (
     PRIMARY KEY (agent_id, session_id)
 );
 CREATE INDEX IF NOT EXISTS sessions_by_user ON sessions (user);
+-- Who is logged on at a device, most recently active first (store::sessions::logged_on).
+CREATE INDEX IF NOT EXISTS sessions_by_activity ON sessions (agent_id, locked, updated_at DESC);
 
 -- ---------------------------------------------------------------------------------------------
 -- Staff console (issue 5)

@@ -110,15 +110,23 @@ pub fn close_device(tx: &System<'_>, agent_id: &str) -> Result<usize> {
         .execute("DELETE FROM sessions WHERE agent_id = ?1", [agent_id])?)
 }
 
+/// How many of a device's users [`logged_on`] returns: a device that invents sessions by the
+/// thousand must not make every USB event of its commit sort them all.
+const LOGGED_ON_MAX: i64 = 4;
+
 /// The users with a plausible session on this device, unlocked before locked, the most
-/// recently active first: who a USB device plugged in now belongs to.
+/// recently active first (at most [`LOGGED_ON_MAX`], read through the `sessions_by_activity`
+/// index): who a USB device plugged in now belongs to.
 pub fn logged_on(tx: &System<'_>, agent_id: &str, at_us: i64) -> Result<Vec<String>> {
     let mut stmt = tx.conn.prepare_cached(
         "SELECT user FROM sessions WHERE agent_id = ?1 AND user <> '' AND updated_at >= ?2
-         ORDER BY locked, updated_at DESC",
+         ORDER BY locked, updated_at DESC LIMIT ?3",
     )?;
     let users = stmt
-        .query_map(params![agent_id, at_us - PLAUSIBLE_FOR_US], |r| r.get(0))?
+        .query_map(
+            params![agent_id, at_us - PLAUSIBLE_FOR_US, LOGGED_ON_MAX],
+            |r| r.get(0),
+        )?
         .collect::<Result<Vec<String>, _>>()?;
     Ok(users)
 }
