@@ -71,10 +71,30 @@ pub fn stream_batches(
 /// renamed tool.
 pub fn run_as(name: &str) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let exe = dir.path().join(name);
-    std::fs::copy("/bin/sleep", &exe).expect("copying /bin/sleep");
+    let exe = renamed_sleep(dir.path(), name);
     let status = Command::new(&exe).arg("0.05").status().expect("running it");
     assert!(status.success(), "{name}: {status}");
+}
+
+/// A copy of `/bin/sleep` at `dir/name`, ready to execute.
+///
+/// The copy is written by a `cp` child rather than in this process: tests run on several
+/// threads, and a thread forking while this one holds the new file open for writing would hand
+/// the open descriptor to its child until that child execs, making our exec fail with "Text file
+/// busy" (ETXTBSY). `cp` has exited, and its descriptor with it, before we return.
+pub fn renamed_sleep(dir: &Path, name: &str) -> PathBuf {
+    let exe = dir.join(name);
+    let copied = Command::new("cp")
+        .arg("/bin/sleep")
+        .arg(&exe)
+        .status()
+        .expect("running cp");
+    assert!(
+        copied.success(),
+        "copying /bin/sleep to {}: {copied}",
+        exe.display()
+    );
+    exe
 }
 
 /// A Chromium-shaped History database with one visit to `url` now (the columns the agent's

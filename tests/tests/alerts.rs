@@ -1,7 +1,7 @@
 //! Alerts from real activity: a circumvention tool starting, an agent going silent, and
 //! certificates renewing without re-enrolment.
 
-use invigilator_tests::{Agent, Collector, wait_for};
+use invigilator_tests::{Agent, Collector, renamed_sleep, wait_for};
 use std::process::Command;
 use std::time::Duration;
 
@@ -15,8 +15,7 @@ fn running_a_program_named_tor_raises_a_circumvention_alert() {
     a.start();
     a.wait_ready();
     let dir = tempfile::tempdir().unwrap();
-    let tor = dir.path().join("tor");
-    std::fs::copy("/bin/sleep", &tor).unwrap();
+    let tor = renamed_sleep(dir.path(), "tor");
     Command::new(&tor).arg("0.05").status().unwrap();
     let alert = wait_for(Duration::from_secs(30), "the tor alert", || {
         c.alerts()
@@ -116,8 +115,7 @@ fn certificates_renew_before_expiry_and_the_agent_keeps_reporting_past_the_old_e
         first_expiry.saturating_duration_since(std::time::Instant::now()) + Duration::from_secs(2),
     );
     let dir = tempfile::tempdir().unwrap();
-    let prog = dir.path().join("after-expiry-marker");
-    std::fs::copy("/bin/sleep", &prog).unwrap();
+    let prog = renamed_sleep(dir.path(), "after-expiry-marker");
     Command::new(&prog).arg("0.05").status().unwrap();
     wait_for(
         Duration::from_secs(30),

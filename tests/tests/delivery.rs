@@ -1,7 +1,7 @@
 //! Delivery guarantees with real processes: every exec captured, nothing lost or duplicated
 //! across `kill -9` of either side, and spooled events delivered after an outage.
 
-use invigilator_tests::{Agent, Collector, assert_exactly_once, wait_for};
+use invigilator_tests::{Agent, Collector, assert_exactly_once, renamed_sleep, wait_for};
 use std::collections::HashSet;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -120,9 +120,8 @@ fn events_spooled_while_the_collector_is_down_arrive_when_it_returns() {
     let a = started_agent(&c);
     c.kill9();
     let dir = tempfile::tempdir().unwrap();
-    let prog = dir.path().join("outage-marker-prog");
     // Long enough for /proc to be read, so the event names the program.
-    std::fs::copy("/bin/sleep", &prog).unwrap();
+    let prog = renamed_sleep(dir.path(), "outage-marker-prog");
     for _ in 0..25 {
         Command::new(&prog).arg("0.05").status().unwrap();
     }

@@ -3,7 +3,7 @@
 //! still works (finding 14 of issue 13). systemd itself is not running here; `setpriv` applies
 //! the same kernel settings.
 
-use invigilator_tests::{Agent, Collector, chromium_history, wait_for};
+use invigilator_tests::{Agent, Collector, chromium_history, renamed_sleep, wait_for};
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use std::time::Duration;
@@ -65,8 +65,7 @@ fn the_agent_works_within_its_units_capabilities() {
     // Another user's renamed program: the exe path needs CAP_SYS_PTRACE.
     let bin_dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(bin_dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let tor = bin_dir.path().join("tor");
-    std::fs::copy("/bin/sleep", &tor).unwrap();
+    let tor = renamed_sleep(bin_dir.path(), "tor");
     let ran = Command::new("setpriv")
         .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
         .arg(&tor)
