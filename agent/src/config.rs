@@ -73,10 +73,20 @@ pub struct UplinkConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ProcessConfig {
-    /// Poll /proc instead of using the kernel's proc connector (which needs root).
+    /// Poll /proc instead of using the kernel's eBPF or proc connector (which need root).
     pub force_poll: bool,
     #[serde(with = "humantime_serde")]
     pub poll_interval: Duration,
+    /// Name programs in the kernel with the eBPF exec program where the machine allows it
+    /// (BTF, Linux 5.8+, no lockdown at "confidentiality"), else use the proc connector.
+    /// Default true.
+    pub ebpf: bool,
+    /// The eBPF ring buffer in bytes: a power of two of at least 4096. Its pages count in the
+    /// agent's memory; a full ring loses records, each loss reported as a gap. Default 1 MiB.
+    pub ring_buffer_bytes: u64,
+    /// Where the kernel publishes its BTF and its lockdown level. Only tests change them.
+    pub btf_path: PathBuf,
+    pub lockdown_path: PathBuf,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -185,9 +195,14 @@ impl Default for UplinkConfig {
 
 impl Default for ProcessConfig {
     fn default() -> Self {
+        let source = crate::sources::process::ProcessSourceConfig::default();
         Self {
-            force_poll: false,
-            poll_interval: Duration::from_secs(1),
+            force_poll: source.force_poll,
+            poll_interval: source.poll_interval,
+            ebpf: source.ebpf,
+            ring_buffer_bytes: source.ring_buffer_bytes,
+            btf_path: source.btf_path,
+            lockdown_path: source.lockdown_path,
         }
     }
 }
@@ -246,6 +261,13 @@ impl AgentConfig {
         }
         if cfg.spool.max_bytes < 64 * 1024 {
             return Err(invalid("spool.max_bytes must be at least 65536"));
+        }
+        let ring = cfg.process.ring_buffer_bytes;
+        if !ring.is_power_of_two() || !(4096..=256 << 20).contains(&ring) {
+            return Err(invalid(&format!(
+                "process.ring_buffer_bytes must be a power of two from 4096 to 268435456 \
+                 (256 MiB), not {ring}"
+            )));
         }
         #[cfg(unix)]
         if let Some(address) = &cfg.session.bus_address {

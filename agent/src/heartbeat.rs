@@ -54,6 +54,8 @@ impl Heartbeat {
             dropped_total: s.dropped_total,
             last_seq: s.last_seq,
             process_source: self.process_source.get().as_str().into(),
+            process_stats: self.process_source.stats(),
+            process_fallback: self.process_source.fallback(),
         });
         req.set_timeout(Duration::from_secs(15));
         self.client().heartbeat(req).await?;

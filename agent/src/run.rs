@@ -85,6 +85,10 @@ pub async fn run_until(
                 hostname: crate::hostname(),
                 poll_interval: cfg.process.poll_interval,
                 force_poll: cfg.process.force_poll,
+                ebpf: cfg.process.ebpf,
+                ring_buffer_bytes: cfg.process.ring_buffer_bytes,
+                btf_path: cfg.process.btf_path.clone(),
+                lockdown_path: cfg.process.lockdown_path.clone(),
             },
             events_tx.clone(),
         )

@@ -154,6 +154,7 @@ pub fn enforce(event: &mut Event) -> bool {
     match event.kind.as_mut() {
         Some(Kind::Process(p)) => {
             c.note("exe", cut(&mut p.exe, PATH));
+            c.note("cwd", cut(&mut p.cwd, PATH));
             c.note("name", cut(&mut p.name, NAME));
             c.note("parent_name", cut(&mut p.parent_name, NAME));
             c.note("source", cut(&mut p.source, NAME));

@@ -219,6 +219,7 @@ impl EtwSource {
                 uid: None,
                 ppid: Some(start.parent_pid),
                 parent_name: parent.map(|p| p.name().to_string_lossy().into_owned()),
+                ..Details::default()
             };
             return self.describe.details(start.pid, details, "etw");
         };

@@ -1,10 +1,14 @@
 //! The process source: one event per program started (exec).
 //!
-//! On Linux it listens to the kernel's proc connector, which announces every exec as it happens,
-//! and reads /proc for the details at once, before the process can exit. Where the kernel will
-//! not serve it (before Linux 6.6 it needs root or CAP_NET_ADMIN; inside a container it stays
-//! silent) the source falls back to polling the process table, which misses programs that start
-//! and finish between two polls; the heartbeat says which mode runs.
+//! On Linux it runs a BPF program at the kernel's `sched_process_exec` tracepoint, which reads
+//! the new program's path, command line and working directory before the process can exit
+//! (`ebpf.rs`). Where that cannot run (no BTF, a kernel before 5.8, lockdown, a refused load, or
+//! an agent built without clang) it listens to the kernel's proc connector, which announces every
+//! exec as it happens, and reads /proc for the details at once; a program that exits first is
+//! reported without its name. Where the kernel will not serve that either (before Linux 6.6 it
+//! needs root or CAP_NET_ADMIN; inside a container it stays silent) the source polls the process
+//! table, which misses programs that start and finish between two polls. The heartbeat says
+//! which mode runs and why it is not the first.
 //!
 //! On Windows the same role is played by ETW (the `Microsoft-Windows-Kernel-Process`
 //! provider), with the same fallback to polling.
@@ -12,10 +16,11 @@
 #[cfg(unix)]
 use std::collections::HashMap;
 use std::io;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::thread;
 use std::time::Duration;
 
-use invigilator_proto::v1::{Event, ProcessExec, event};
+use invigilator_proto::v1::{Event, ProcessExec, ProcessSourceStats, event};
 #[cfg(unix)]
 use nix::unistd::{Uid, User};
 
@@ -24,7 +29,9 @@ use super::{EventTx, observed};
 /// Which mechanism the process source actually runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
-    /// The kernel's proc connector: every exec, as it happens.
+    /// A BPF program at `sched_process_exec`: every exec, named inside the kernel.
+    Ebpf,
+    /// The kernel's proc connector: every exec, as it happens, named from /proc afterwards.
     Netlink,
     /// Windows' kernel process provider (ETW): every process start, as it happens.
     Etw,
@@ -33,9 +40,12 @@ pub enum Mode {
 }
 
 impl Mode {
+    const ALL: [Mode; 4] = [Mode::Ebpf, Mode::Netlink, Mode::Etw, Mode::Poll];
+
     /// The name the heartbeat reports (`process_source`).
     pub fn as_str(self) -> &'static str {
         match self {
+            Mode::Ebpf => "ebpf",
             Mode::Netlink => "netlink",
             Mode::Etw => "etw",
             Mode::Poll => "poll",
@@ -43,34 +53,68 @@ impl Mode {
     }
 }
 
-/// The mode running now, shared with the heartbeat: a source that has to fall back while
-/// running (ETW whose session is stopped under it) updates it, so the collector is told.
+/// What the process source is doing now, shared with the heartbeat: which mode runs (a source
+/// that has to fall back while running, like ETW whose session is stopped under it, updates
+/// it), why it is not the preferred one, and the eBPF program's counters.
 #[derive(Debug, Clone)]
-pub struct RunningMode(std::sync::Arc<std::sync::atomic::AtomicU8>);
+pub struct RunningMode(std::sync::Arc<Status>);
+
+#[derive(Debug, Default)]
+struct Status {
+    mode: AtomicU8,
+    fallback: std::sync::Mutex<String>,
+    stats: std::sync::Mutex<Option<ProcessSourceStats>>,
+}
 
 impl RunningMode {
     fn new(mode: Mode) -> Self {
-        Self(std::sync::Arc::new(std::sync::atomic::AtomicU8::new(
-            mode as u8,
-        )))
+        let status = Status::default();
+        status.mode.store(mode as u8, Ordering::Relaxed);
+        Self(std::sync::Arc::new(status))
     }
 
     pub fn get(&self) -> Mode {
-        match self.0.load(std::sync::atomic::Ordering::Relaxed) {
-            m if m == Mode::Netlink as u8 => Mode::Netlink,
-            m if m == Mode::Etw as u8 => Mode::Etw,
-            _ => Mode::Poll,
-        }
+        let m = self.0.mode.load(Ordering::Relaxed);
+        Mode::ALL
+            .into_iter()
+            .find(|mode| *mode as u8 == m)
+            .unwrap_or(Mode::Poll)
     }
 
     #[cfg_attr(not(windows), allow(dead_code))]
     fn set(&self, mode: Mode) {
-        self.0
-            .store(mode as u8, std::sync::atomic::Ordering::Relaxed);
+        self.0.mode.store(mode as u8, Ordering::Relaxed);
+    }
+
+    /// Why the preferred source is not running; empty when it is.
+    pub fn fallback(&self) -> String {
+        self.0.fallback.lock().map(|f| f.clone()).unwrap_or_default()
+    }
+
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    fn set_fallback(&self, reason: String) {
+        if let Ok(mut f) = self.0.fallback.lock() {
+            *f = reason;
+        }
+    }
+
+    /// The eBPF program's counters, where it runs.
+    pub fn stats(&self) -> Option<ProcessSourceStats> {
+        self.0.stats.lock().ok().and_then(|s| *s)
+    }
+
+    #[cfg_attr(not(invigilator_bpf), allow(dead_code))]
+    fn set_stats(&self, stats: ProcessSourceStats) {
+        if let Ok(mut s) = self.0.stats.lock() {
+            *s = Some(stats);
+        }
     }
 }
 
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// 1 MiB: a storm of 2,000 short programs fits with room to spare (BENCHMARKS.md), and the
+/// pages count in the agent's memory.
+pub const DEFAULT_RING_BUFFER_BYTES: u64 = 1 << 20;
 
 #[derive(Debug, Clone)]
 pub struct ProcessSourceConfig {
@@ -80,6 +124,14 @@ pub struct ProcessSourceConfig {
     pub poll_interval: Duration,
     /// Poll even where the proc connector (or ETW) would work.
     pub force_poll: bool,
+    /// Try the eBPF exec program first (Linux, where the agent was built with it).
+    pub ebpf: bool,
+    /// The eBPF program's ring buffer: a power of two, at least 4096.
+    pub ring_buffer_bytes: u64,
+    /// Where the eBPF preflight looks for the kernel's BTF and lockdown state; only tests
+    /// change them.
+    pub btf_path: std::path::PathBuf,
+    pub lockdown_path: std::path::PathBuf,
 }
 
 impl Default for ProcessSourceConfig {
@@ -88,6 +140,10 @@ impl Default for ProcessSourceConfig {
             hostname: String::new(),
             poll_interval: DEFAULT_POLL_INTERVAL,
             force_poll: false,
+            ebpf: true,
+            ring_buffer_bytes: DEFAULT_RING_BUFFER_BYTES,
+            btf_path: "/sys/kernel/btf/vmlinux".into(),
+            lockdown_path: "/sys/kernel/security/lockdown".into(),
         }
     }
 }
@@ -96,18 +152,41 @@ impl Default for ProcessSourceConfig {
 /// keeps it current, see [`RunningMode`]). When
 /// this returns, the source is watching: every program started afterwards is reported.
 ///
-/// Tries the netlink proc connector (Linux) or ETW (Windows) first; if it cannot be used, says
-/// why in a warning and polls instead. The thread ends when the receiving side of `tx` is
-/// dropped.
+/// On Linux tries the eBPF exec program, then the netlink proc connector; on Windows ETW. If the
+/// preferred one cannot be used it says why in a warning (and in the heartbeat) and takes the
+/// next, polling last. The thread ends when the receiving side of `tx` is dropped.
 pub fn spawn(cfg: ProcessSourceConfig, tx: EventTx) -> io::Result<RunningMode> {
     #[cfg(target_os = "linux")]
     if cfg.force_poll {
         tracing::info!("process source: polling, as configured");
     } else {
+        let mut fallback = String::new();
+        if cfg.ebpf {
+            match ebpf_source(&cfg) {
+                Ok(source) => {
+                    let mode = RunningMode::new(Mode::Ebpf);
+                    let status = mode.clone();
+                    start_thread(move || source.run(&tx, &status))?;
+                    return Ok(mode);
+                }
+                Err(reason) => {
+                    tracing::warn!(
+                        "process source: eBPF exec program unavailable: {reason}. Falling back \
+                         to the netlink proc connector, which misses the names of programs \
+                         that exit before /proc is read"
+                    );
+                    fallback = format!("ebpf: {reason}");
+                }
+            }
+        } else {
+            tracing::info!("process source: eBPF off, as configured");
+        }
         match netlink::NetlinkSource::start(cfg.hostname.clone()) {
             Ok(source) => {
                 start_thread(move || source.run(&tx))?;
-                return Ok(RunningMode::new(Mode::Netlink));
+                let mode = RunningMode::new(Mode::Netlink);
+                mode.set_fallback(fallback);
+                return Ok(mode);
             }
             Err(err) => tracing::warn!(
                 "process source: netlink proc connector unavailable: {err}. Falling back to \
@@ -137,6 +216,31 @@ pub fn spawn(cfg: ProcessSourceConfig, tx: EventTx) -> io::Result<RunningMode> {
     let source = poll::PollSource::start(cfg)?;
     start_thread(move || source.run(&tx))?;
     Ok(RunningMode::new(Mode::Poll))
+}
+
+/// The eBPF source, or why it cannot run here.
+#[cfg(all(target_os = "linux", invigilator_bpf))]
+fn ebpf_source(cfg: &ProcessSourceConfig) -> Result<ebpf::EbpfSource, String> {
+    ebpf::EbpfSource::start(cfg).map_err(|err| err.to_string())
+}
+
+#[cfg(all(target_os = "linux", not(invigilator_bpf)))]
+fn ebpf_source(_: &ProcessSourceConfig) -> Result<std::convert::Infallible, String> {
+    Err("this agent was built without its eBPF exec program (no clang at build time, or \
+         without the `ebpf` feature)"
+        .into())
+}
+
+#[cfg(all(target_os = "linux", not(invigilator_bpf)))]
+trait Never {
+    fn run(self, tx: &EventTx, status: &RunningMode);
+}
+
+#[cfg(all(target_os = "linux", not(invigilator_bpf)))]
+impl Never for std::convert::Infallible {
+    fn run(self, _: &EventTx, _: &RunningMode) {
+        match self {}
+    }
 }
 
 fn start_thread(body: impl FnOnce() + Send + 'static) -> io::Result<()> {
@@ -178,6 +282,11 @@ struct Details {
     ppid: Option<u32>,
     name: Option<String>,
     parent_name: Option<String>,
+    /// Only the eBPF source reads these.
+    cwd: Option<String>,
+    login_uid: Option<u32>,
+    session_id: Option<u32>,
+    gid: Option<u32>,
 }
 
 impl Details {
@@ -212,6 +321,10 @@ impl Details {
                 parent_name: self.parent_name.unwrap_or_default(),
                 unavailable,
                 source: source.to_owned(),
+                cwd: self.cwd.unwrap_or_default(),
+                login_uid: self.login_uid,
+                session_id: self.session_id,
+                gid: self.gid,
             }),
         )
     }
@@ -262,6 +375,8 @@ impl UserNames {
     }
 }
 
+#[cfg(all(target_os = "linux", invigilator_bpf))]
+mod ebpf;
 #[cfg(windows)]
 mod etw;
 #[cfg(target_os = "linux")]
@@ -281,7 +396,7 @@ mod tests {
 
     #[test]
     fn the_running_mode_is_shared_with_whoever_reads_it() {
-        for mode in [Mode::Netlink, Mode::Etw, Mode::Poll] {
+        for mode in Mode::ALL {
             assert_eq!(RunningMode::new(mode).get(), mode);
         }
         // The heartbeat's copy sees the source's fall-back.
@@ -394,6 +509,78 @@ mod tests {
         );
     }
 
+    /// The acceptance storm: short programs started as background jobs, each named with its
+    /// executable, full command line and working directory.
+    #[cfg(all(target_os = "linux", invigilator_bpf))]
+    #[test]
+    fn process_ebpf_names_every_short_lived_process() {
+        let _ = tracing_subscriber::fmt().with_test_writer().try_init();
+        assert!(
+            nix::unistd::Uid::effective().is_root(),
+            "this test needs root (CAP_BPF, CAP_PERFMON) to load the exec program; run it as root"
+        );
+        let (tx, mut rx) = crate::sources::channel(65536);
+        let cfg = ProcessSourceConfig {
+            hostname: "test-host".into(),
+            ..ProcessSourceConfig::default()
+        };
+        let mode = spawn(cfg, tx).unwrap();
+        assert_eq!(mode.get(), Mode::Ebpf, "fell back: {}", mode.fallback());
+
+        const RUNS: usize = 500;
+        let dir = tempfile::tempdir().unwrap();
+        // One shell starts them all in the background and prints their PIDs.
+        let script = format!(
+            "cd {} && for i in $(seq {RUNS}); do /bin/true marker-$i & echo $!; done; wait",
+            dir.path().display()
+        );
+        let out = Command::new("bash").arg("-c").arg(&script).output().unwrap();
+        let pids: HashSet<u32> = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| l.parse().unwrap())
+            .collect();
+        assert_eq!(pids.len(), RUNS);
+        let (found, gaps) = collect(&mut rx, &pids, Duration::from_secs(10));
+        let cwd = dir.path().canonicalize().unwrap();
+        let complete = found
+            .values()
+            .filter(|(_, p)| {
+                p.exe == "/usr/bin/true"
+                    && p.argv.len() == 2
+                    && p.argv[0] == "/bin/true"
+                    && p.argv[1].starts_with("marker-")
+                    && std::path::Path::new(&p.cwd) == cwd
+            })
+            .count();
+        println!("ebpf: {} of {RUNS} seen, {complete} complete, {gaps} gap(s)", found.len());
+        let (event, p) = found.values().next().unwrap();
+        assert_eq!((event.hostname.as_str(), p.source.as_str()), ("test-host", "ebpf"));
+        assert_eq!(p.name, "true");
+        assert_eq!(p.parent_name, "bash");
+        assert_eq!(p.uid, Some(0));
+        assert!(p.unavailable.is_empty(), "{p:?}");
+        assert_eq!(complete, RUNS, "every exec named with exe, argv and cwd");
+        let stats = mode.stats().expect("counters");
+        assert!(stats.seen >= RUNS as u64, "{stats:?}");
+        assert_eq!(stats.dropped, 0);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn process_without_btf_falls_back_to_netlink_and_says_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, _rx) = crate::sources::channel(65536);
+        let cfg = ProcessSourceConfig {
+            btf_path: dir.path().join("no-vmlinux"),
+            ..ProcessSourceConfig::default()
+        };
+        let mode = spawn(cfg, tx).unwrap();
+        assert_eq!(mode.get(), Mode::Netlink);
+        assert!(mode.fallback().contains("no BTF"), "{}", mode.fallback());
+        assert!(mode.fallback().contains("no-vmlinux"), "{}", mode.fallback());
+    }
+
     #[test]
     fn process_poll_sees_a_process_started_after_the_baseline() {
         let (tx, mut rx) = crate::sources::channel(4096);
@@ -401,6 +588,7 @@ mod tests {
             hostname: "test-host".into(),
             poll_interval: Duration::from_millis(200),
             force_poll: true,
+            ..ProcessSourceConfig::default()
         };
         assert_eq!(spawn(cfg, tx).unwrap().get(), Mode::Poll);
 

@@ -234,6 +234,7 @@ impl Reporter {
             ppid: info.ppid,
             name: info.name,
             parent_name: info.parent_name,
+            ..Details::default()
         };
         let event = details.into_event(pid, source, &self.hostname, &mut self.users);
         send(tx, event)

@@ -106,6 +106,7 @@ impl Describe {
             name: Some(process.name().to_string_lossy().into_owned())
                 .filter(|name| !name.is_empty()),
             parent_name: parent.map(|parent| parent.name().to_string_lossy().into_owned()),
+            ..Details::default()
         };
         let event = self.details(process.pid().as_u32(), details, source);
         self.with_account(event, process)
