@@ -387,6 +387,14 @@ impl Telemetry for TelemetryService {
             h.dropped_total = hb.dropped_total;
             h.last_seq = hb.last_seq;
             h.process_source = clip(&hb.process_source);
+            h.process_fallback = clip(&hb.process_fallback);
+            if let Some(s) = hb.process_stats {
+                h.process_stats = store::agents::ProcessStats {
+                    seen: s.seen,
+                    dropped: s.dropped,
+                    truncated: s.truncated,
+                };
+            }
         });
         Ok(Response::new(HeartbeatResponse {
             server_time_us: store::now_us(),

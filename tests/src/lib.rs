@@ -366,6 +366,20 @@ impl Collector {
         self.child.as_ref().map(Child::id)
     }
 
+    /// Every event stored for one agent, decoded from the database directly (the CLI pages
+    /// and renders; a storm's thousands are read faster this way).
+    pub fn stored_events(&self, agent_id: &str) -> Vec<invigilator_proto::v1::Event> {
+        use prost::Message;
+        let db = rusqlite::Connection::open(self.data_dir().join("invigilator.db")).unwrap();
+        let mut stmt = db
+            .prepare("SELECT payload FROM events WHERE agent_id = ?1 ORDER BY seq")
+            .unwrap();
+        stmt.query_map([agent_id], |r| r.get::<_, Vec<u8>>(0))
+            .unwrap()
+            .map(|p| invigilator_proto::v1::Event::decode(p.unwrap().as_slice()).unwrap())
+            .collect()
+    }
+
     /// Sequence numbers stored for one agent, read from the database directly.
     pub fn stored_seqs(&self, agent_id: &str) -> Vec<u64> {
         let db = rusqlite::Connection::open(self.data_dir().join("invigilator.db")).unwrap();

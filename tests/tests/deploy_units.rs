@@ -61,6 +61,12 @@ fn the_agent_works_within_its_units_capabilities() {
     a.wait_ready();
     let status = std::fs::read_to_string(format!("/proc/{}/status", a.pid().unwrap())).unwrap();
     assert!(status.contains("NoNewPrivs:\t1"), "{status}");
+    // CAP_BPF and CAP_PERFMON: the eBPF exec program loads, rather than falling back.
+    assert!(
+        a.log().contains("process_source=\"ebpf\""),
+        "the unit's capabilities did not let the eBPF source run:\n{}",
+        a.log()
+    );
 
     // Another user's renamed program: the exe path needs CAP_SYS_PTRACE.
     let bin_dir = tempfile::tempdir().unwrap();

@@ -53,7 +53,7 @@ async fn page_view(
                 tbody { @for a in &agents { tr {
                     td { (a.hostname) } td { (a.group) } td { (a.os) } td { (a.agent_version) }
                     td { (a.last_seen.as_deref().map(when).unwrap_or_else(|| "never".into())) }
-                    td { (a.spool_depth) } td { (a.dropped_total) } td { (a.process_source) }
+                    td { (a.spool_depth) } td { (a.dropped_total) } td title=(a.process_fallback) { (a.process_source) @if !a.process_fallback.is_empty() { " (fallback)" } }
                     td {
                         @if a.revoked { "revoked" }
                         @else if a.silent { strong.error { "silent" } }

@@ -26,6 +26,16 @@ pub struct AgentHealth {
     pub dropped_total: u64,
     pub last_seq: u64,
     pub process_source: String,
+    pub process_fallback: String,
+    /// The eBPF exec program's counters: execs seen, records dropped, records truncated.
+    pub process_stats: ProcessStats,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct ProcessStats {
+    pub seen: u64,
+    pub dropped: u64,
+    pub truncated: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -45,6 +55,9 @@ pub struct AgentRow {
     pub dropped_total: u64,
     pub last_seq: u64,
     pub process_source: String,
+    /// Why the preferred process source is not running ("ebpf: no BTF at ..."); empty if it is.
+    pub process_fallback: String,
+    pub process_stats: ProcessStats,
     pub silent: bool,
 }
 
@@ -143,7 +156,8 @@ pub fn write_health<'a>(
         let mut stmt = tx.prepare_cached(
             "UPDATE agents SET last_seen = MAX(COALESCE(last_seen, 0), ?2), hostname = ?3, os = ?4,
                     agent_version = ?5, spool_depth = ?6, dropped_total = ?7, last_seq = ?8,
-                    process_source = ?9, silent_alerted = 0
+                    process_source = ?9, process_fallback = ?10, process_seen = ?11,
+                    process_dropped = ?12, process_truncated = ?13, silent_alerted = 0
              WHERE agent_id = ?1",
         )?;
         for (id, h) in health {
@@ -156,7 +170,11 @@ pub fn write_health<'a>(
                 h.spool_depth as i64,
                 h.dropped_total as i64,
                 h.last_seq as i64,
-                h.process_source
+                h.process_source,
+                h.process_fallback,
+                h.process_stats.seen as i64,
+                h.process_stats.dropped as i64,
+                h.process_stats.truncated as i64,
             ])?;
         }
     }
@@ -194,7 +212,7 @@ pub fn list(tx: &Audited<'_>) -> Result<Vec<AgentRow>> {
 
 const SELECT: &str = "SELECT agent_id, grp, hostname, os, agent_version, enrolled_at, cert_serial,
     cert_not_after, last_seen, revoked_at, spool_depth, dropped_total, last_seq, process_source,
-    silent_alerted FROM agents";
+    silent_alerted, process_fallback, process_seen, process_dropped, process_truncated FROM agents";
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AgentRow> {
     let revoked_at: Option<i64> = r.get(9)?;
@@ -215,6 +233,12 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AgentRow> {
         last_seq: r.get::<_, i64>(12)? as u64,
         process_source: r.get(13)?,
         silent: r.get::<_, i64>(14)? != 0,
+        process_fallback: r.get(15)?,
+        process_stats: ProcessStats {
+            seen: r.get::<_, i64>(16)? as u64,
+            dropped: r.get::<_, i64>(17)? as u64,
+            truncated: r.get::<_, i64>(18)? as u64,
+        },
     })
 }
 

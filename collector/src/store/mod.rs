@@ -186,6 +186,12 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     // The boot the agent last reported ("boot" session events): a new one closes the device's
     // sessions.
     ("agents", "boot_id", "TEXT"),
+    // Why the agent's preferred process source is not the one running, and the eBPF exec
+    // program's counters (heartbeat `process_stats`).
+    ("agents", "process_fallback", "TEXT NOT NULL DEFAULT ''"),
+    ("agents", "process_seen", "INTEGER NOT NULL DEFAULT 0"),
+    ("agents", "process_dropped", "INTEGER NOT NULL DEFAULT 0"),
+    ("agents", "process_truncated", "INTEGER NOT NULL DEFAULT 0"),
 ];
 
 fn migrate(conn: &Connection) -> rusqlite::Result<()> {

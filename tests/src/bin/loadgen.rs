@@ -237,6 +237,7 @@ fn event(seq: u64, i: u64, alert: bool) -> Event {
             unavailable: vec![],
             source: "netlink".into(),
             argv_bytes: 0,
+            ..Default::default()
         })),
         truncated: vec![],
         device_time_us: 0,

@@ -147,10 +147,13 @@ impl ExecRecord {
     /// Parses one record (header, then exe, argv and cwd in that order; see exec.bpf.c).
     pub fn parse(raw: &[u8]) -> Result<Self, Malformed> {
         let bad = |why| Malformed(raw.len(), why);
-        let header = raw.get(..HEADER).ok_or_else(|| bad("shorter than its header"))?;
+        let header = raw
+            .get(..HEADER)
+            .ok_or_else(|| bad("shorter than its header"))?;
         let u64_at = |at: usize| u64::from_le_bytes(header[at..at + 8].try_into().unwrap());
         let u32_at = |at: usize| u32::from_le_bytes(header[at..at + 4].try_into().unwrap());
-        let u16_at = |at: usize| u16::from_le_bytes(header[at..at + 2].try_into().unwrap()) as usize;
+        let u16_at =
+            |at: usize| u16::from_le_bytes(header[at..at + 2].try_into().unwrap()) as usize;
         let (exe_len, argv_len, cwd_len) = (u16_at(52), u16_at(54), u16_at(56));
         let flags = header[58];
         let data = &raw[HEADER..];
@@ -314,7 +317,9 @@ fn open_and_load(ring_bytes: u32, hook: Hook) -> Result<ExecSkel<'static>, libbp
     let mut open = ExecSkelBuilder::default().open(object)?;
     open.maps.events.set_max_entries(ring_bytes)?;
     let cpus = libbpf_rs::num_possible_cpus()?;
-    open.maps.scratch.set_max_entries(u32::try_from(cpus).unwrap_or(u32::MAX))?;
+    open.maps
+        .scratch
+        .set_max_entries(u32::try_from(cpus).unwrap_or(u32::MAX))?;
     open.progs
         .exec_btf
         .set_autoload(hook == Hook::BtfTracepoint);
@@ -372,18 +377,29 @@ mod tests {
             0,
         );
         let r = ExecRecord::parse(&raw).unwrap();
-        assert_eq!(r.exe.as_deref(), Some(&b"/home/pupil/tor-browser/start"[..]));
+        assert_eq!(
+            r.exe.as_deref(),
+            Some(&b"/home/pupil/tor-browser/start"[..])
+        );
         assert_eq!(r.cwd.as_deref(), Some(&b"/home/pupil"[..]));
         assert_eq!(r.argv, b"./tor-browser/start\0--detach\0");
         assert_eq!((r.pid, r.ppid, r.uid, r.exe_inode), (42, 1, 1000, 1234));
         assert_eq!((r.login_uid, r.session_id), (None, Some(3)));
-        assert_eq!((r.comm.as_slice(), r.parent_comm.as_slice()), (&b"tor"[..], &b"bash"[..]));
+        assert_eq!(
+            (r.comm.as_slice(), r.parent_comm.as_slice()),
+            (&b"tor"[..], &b"bash"[..])
+        );
         assert!(r.truncated.is_empty());
     }
 
     #[test]
     fn flags_say_what_was_cut_or_absent() {
-        let raw = record(&[], b"", &[], FLAG_ARGV_TRUNCATED | FLAG_NO_EXE | FLAG_CWD_TRUNCATED);
+        let raw = record(
+            &[],
+            b"",
+            &[],
+            FLAG_ARGV_TRUNCATED | FLAG_NO_EXE | FLAG_CWD_TRUNCATED,
+        );
         let r = ExecRecord::parse(&raw).unwrap();
         assert_eq!(r.exe, None);
         // A cwd at the root has no components.
@@ -413,15 +429,24 @@ mod tests {
         };
         assert!(pf("6.18.44-fc", &btf).check().is_ok(), "no lockdown file");
         let missing = dir.path().join("absent");
-        assert!(matches!(pf("6.1.0", &missing).check(), Err(Unavailable::NoBtf(_))));
+        assert!(matches!(
+            pf("6.1.0", &missing).check(),
+            Err(Unavailable::NoBtf(_))
+        ));
         assert!(matches!(
             pf("5.4.0-150-generic", &btf).check(),
             Err(Unavailable::OldKernel(_))
         ));
-        assert!(matches!(pf("5.10.0", &btf).check(), Err(Unavailable::OldKernel(_))));
+        assert!(matches!(
+            pf("5.10.0", &btf).check(),
+            Err(Unavailable::OldKernel(_))
+        ));
         assert!(pf("5.17.0", &btf).check().is_ok());
         fs::write(&lockdown, "none [integrity] confidentiality\n").unwrap();
-        assert!(pf("6.1.0", &btf).check().is_ok(), "integrity allows BPF reads");
+        assert!(
+            pf("6.1.0", &btf).check().is_ok(),
+            "integrity allows BPF reads"
+        );
         fs::write(&lockdown, "none integrity [confidentiality]\n").unwrap();
         let err = pf("6.1.0", &btf).check().unwrap_err();
         assert!(err.to_string().contains("confidentiality"), "{err}");

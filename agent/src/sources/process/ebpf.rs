@@ -12,7 +12,9 @@ use invigilator_proto::v1::{Event, ProcessSourceStats};
 use super::{
     Details, EventTx, ProcessSourceConfig, ReceiverGone, RunningMode, UserNames, gap_event, send,
 };
-use crate::platform::linux::exec_bpf::{ExecProbe, ExecRecord, ExecStats, Hook, Preflight, Unavailable};
+use crate::platform::linux::exec_bpf::{
+    ExecProbe, ExecRecord, ExecStats, Hook, Preflight, Unavailable,
+};
 use crate::platform::linux::procfs;
 
 /// How long one wait for records lasts: also how often counters are read for drops.

@@ -88,7 +88,11 @@ impl RunningMode {
 
     /// Why the preferred source is not running; empty when it is.
     pub fn fallback(&self) -> String {
-        self.0.fallback.lock().map(|f| f.clone()).unwrap_or_default()
+        self.0
+            .fallback
+            .lock()
+            .map(|f| f.clone())
+            .unwrap_or_default()
     }
 
     #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
@@ -226,9 +230,11 @@ fn ebpf_source(cfg: &ProcessSourceConfig) -> Result<ebpf::EbpfSource, String> {
 
 #[cfg(all(target_os = "linux", not(invigilator_bpf)))]
 fn ebpf_source(_: &ProcessSourceConfig) -> Result<std::convert::Infallible, String> {
-    Err("this agent was built without its eBPF exec program (no clang at build time, or \
+    Err(
+        "this agent was built without its eBPF exec program (no clang at build time, or \
          without the `ebpf` feature)"
-        .into())
+            .into(),
+    )
 }
 
 #[cfg(all(target_os = "linux", not(invigilator_bpf)))]
@@ -534,7 +540,11 @@ mod tests {
             "cd {} && for i in $(seq {RUNS}); do /bin/true marker-$i & echo $!; done; wait",
             dir.path().display()
         );
-        let out = Command::new("bash").arg("-c").arg(&script).output().unwrap();
+        let out = Command::new("bash")
+            .arg("-c")
+            .arg(&script)
+            .output()
+            .unwrap();
         let pids: HashSet<u32> = String::from_utf8(out.stdout)
             .unwrap()
             .lines()
@@ -553,9 +563,15 @@ mod tests {
                     && std::path::Path::new(&p.cwd) == cwd
             })
             .count();
-        println!("ebpf: {} of {RUNS} seen, {complete} complete, {gaps} gap(s)", found.len());
+        println!(
+            "ebpf: {} of {RUNS} seen, {complete} complete, {gaps} gap(s)",
+            found.len()
+        );
         let (event, p) = found.values().next().unwrap();
-        assert_eq!((event.hostname.as_str(), p.source.as_str()), ("test-host", "ebpf"));
+        assert_eq!(
+            (event.hostname.as_str(), p.source.as_str()),
+            ("test-host", "ebpf")
+        );
         assert_eq!(p.name, "true");
         assert_eq!(p.parent_name, "bash");
         assert_eq!(p.uid, Some(0));
@@ -578,7 +594,11 @@ mod tests {
         let mode = spawn(cfg, tx).unwrap();
         assert_eq!(mode.get(), Mode::Netlink);
         assert!(mode.fallback().contains("no BTF"), "{}", mode.fallback());
-        assert!(mode.fallback().contains("no-vmlinux"), "{}", mode.fallback());
+        assert!(
+            mode.fallback().contains("no-vmlinux"),
+            "{}",
+            mode.fallback()
+        );
     }
 
     #[test]
