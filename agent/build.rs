@@ -8,11 +8,13 @@ fn main() {
     println!("cargo::rerun-if-changed=src/platform/linux/bpf");
     println!("cargo::rerun-if-env-changed=CLANG");
     let linux = std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux");
-    if !linux || std::env::var_os("CARGO_FEATURE_EBPF").is_none() {
-        return;
-    }
+    // The feature is the build script's own (`cfg(feature)`), since libbpf-cargo is optional.
     #[cfg(feature = "ebpf")]
-    bpf::build();
+    if linux {
+        bpf::build();
+    }
+    #[cfg(not(feature = "ebpf"))]
+    let _ = linux;
 }
 
 #[cfg(feature = "ebpf")]

@@ -23,10 +23,18 @@ profile="${INVIGILATOR_PROFILE:-release}"
 
 cd "$root"
 if [ "${1:-}" != --built ]; then
+  # The agent's eBPF exec source needs clang and the libelf and zlib headers to build; without
+  # them the agent is built without it and uses the kernel's proc connector (tests/setup.sh, or
+  # `apt-get install clang libelf-dev zlib1g-dev pkg-config`, brings them).
+  features=()
+  if ! command -v clang >/dev/null || [ ! -e /usr/include/libelf.h ] || [ ! -e /usr/include/zlib.h ]; then
+    echo "quickstart: clang, libelf-dev or zlib1g-dev missing: building the agent without its eBPF exec source"
+    features=(--no-default-features)
+  fi
   if [ "$profile" = release ]; then
-    cargo build --release --bins -p invigilator-collector -p invigilator-agent
+    cargo build --release --bins -p invigilator-collector -p invigilator-agent "${features[@]}"
   else
-    cargo build --bins -p invigilator-collector -p invigilator-agent
+    cargo build --bins -p invigilator-collector -p invigilator-agent "${features[@]}"
   fi
   if [ "$(id -u)" != 0 ] && [ -z "${INVIGILATOR_NO_SUDO:-}" ] && command -v sudo >/dev/null; then
     echo "quickstart: running the collector and agent as root through sudo (INVIGILATOR_NO_SUDO=1 to stay $(id -un))"

@@ -11,6 +11,10 @@ if ! python3 -c 'import grpc, grpc_tools' 2>/dev/null; then
   python3 -m pip install --quiet --root-user-action=ignore grpcio grpcio-tools 2>/dev/null \
     || python3 -m pip install --quiet --break-system-packages grpcio grpcio-tools
 fi
+# The agent's eBPF exec source: clang compiles the BPF program (agent/build.rs), libbpf-sys
+# builds libbpf against the libelf and zlib headers.
+command -v clang >/dev/null && [ -e /usr/include/libelf.h ] && [ -e /usr/include/zlib.h ] && command -v pkg-config >/dev/null \
+  || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends clang libelf-dev zlib1g-dev pkg-config; }
 # The session tests run a private bus and a stand-in for systemd-logind on it.
 command -v dbus-daemon >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dbus-daemon; }
 for cmd in pgrep bash; do

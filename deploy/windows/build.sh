@@ -67,7 +67,9 @@ profile_flag=()
 # Page-aligned sections in the file (MinGW's default is 512 bytes) let Wine map the image
 # instead of copying it into private memory: about 6 MB less resident under Wine, no change on
 # Windows. Given to the final link only (cargo rustc), so no dependency is rebuilt for it.
-/usr/bin/cargo rustc "${profile_flag[@]}" \
+# --no-default-features: the only default feature is the Linux eBPF source, whose build script
+# would otherwise compile libbpf for the build host for nothing.
+/usr/bin/cargo rustc "${profile_flag[@]}" --no-default-features \
   -Zbuild-std=std,panic_abort \
   --target "$target" \
   -p invigilator-agent --bin invigilator-agent \
