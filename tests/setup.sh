@@ -15,6 +15,11 @@ fi
 # builds libbpf against the libelf and zlib headers.
 command -v clang >/dev/null && [ -e /usr/include/libelf.h ] && [ -e /usr/include/zlib.h ] && command -v pkg-config >/dev/null \
   || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends clang libelf-dev zlib1g-dev pkg-config; }
+# The package test (tests/tests/packages.rs) builds .debs with dpkg-deb, installs them with
+# debconf preseeds, and checks the units with systemd-analyze (systemd is installed, not run).
+for cmd in systemd-analyze deb-systemd-helper debconf-set-selections runuser setpriv adduser strip; do
+  command -v "$cmd" >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends systemd init-system-helpers debconf util-linux adduser binutils; break; }
+done
 # The session tests run a private bus and a stand-in for systemd-logind on it.
 command -v dbus-daemon >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dbus-daemon; }
 for cmd in pgrep bash; do
