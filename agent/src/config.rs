@@ -6,6 +6,12 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+// Each source's table is the source's own type, kept beside it.
+pub use crate::sources::browsing::BrowsingConfig;
+pub use crate::sources::process::ProcessConfig;
+pub use crate::sources::session::SessionConfig;
+pub use crate::sources::usb::UsbConfig;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{path} not found: enrol this device first with `invigilator-agent enroll`")]
@@ -70,109 +76,6 @@ pub struct UplinkConfig {
     pub reconnect_max: Duration,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct ProcessConfig {
-    /// Poll /proc instead of using the kernel's eBPF or proc connector (which need root).
-    pub force_poll: bool,
-    #[serde(with = "humantime_serde")]
-    pub poll_interval: Duration,
-    /// Name programs in the kernel with the eBPF exec program where the machine allows it
-    /// (BTF, Linux 5.8+, no lockdown at "confidentiality"), else use the proc connector.
-    /// Default true.
-    pub ebpf: bool,
-    /// The eBPF ring buffer in bytes: a power of two of at least 4096. Its pages count in the
-    /// agent's memory; a full ring loses records, each loss reported as a gap. Default 1 MiB.
-    pub ring_buffer_bytes: u64,
-    /// Where the kernel publishes its BTF and its lockdown level. Only tests change them.
-    pub btf_path: PathBuf,
-    pub lockdown_path: PathBuf,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct UsbConfig {
-    /// Report USB devices attached, detached and present at start.
-    pub enabled: bool,
-    /// Where sysfs is mounted. Only tests change it (to a fake tree).
-    pub sysfs_root: PathBuf,
-}
-
-impl Default for UsbConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            sysfs_root: PathBuf::from("/sys"),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct SessionConfig {
-    /// Report logons, logoffs, screen locks and idleness from systemd-logind.
-    pub enabled: bool,
-    /// D-Bus address where logind is found (e.g. "unix:path=/run/dbus/system_bus_socket");
-    /// unset means the system bus.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub bus_address: Option<String>,
-}
-
-impl Default for SessionConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            bus_address: None,
-        }
-    }
-}
-
-/// The browsing source (see `sources::browsing`).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct BrowsingConfig {
-    pub enabled: bool,
-    /// Look for profiles in every user's home directory.
-    pub scan_homes: bool,
-    /// Quiet time after a history change before it is read.
-    #[serde(with = "humantime_serde")]
-    pub debounce: Duration,
-    /// Safety-net check of every profile, in case a change notification was lost.
-    #[serde(with = "humantime_serde")]
-    pub poll_interval: Duration,
-    /// How often to look for new profiles.
-    #[serde(with = "humantime_serde")]
-    pub rediscover_interval: Duration,
-    /// How much existing history of a newly found profile is reported.
-    #[serde(with = "humantime_serde")]
-    pub backfill: Duration,
-    /// More profile locations, e.g. `[{ browser = "chromium", path = "/srv/kiosk/chromium" }]`.
-    pub extra_roots: Vec<crate::sources::browsing::Root>,
-    /// Largest history database (or -wal / -journal) copied for reading, in bytes; a larger
-    /// one is refused unread and warned about (default 512 MiB).
-    pub max_history_bytes: u64,
-    /// Longest the queries of one profile's read may run before they are stopped (default 5 s).
-    #[serde(with = "humantime_serde")]
-    pub read_deadline: Duration,
-}
-
-impl Default for BrowsingConfig {
-    fn default() -> Self {
-        let d = crate::sources::browsing::BrowsingSourceConfig::default();
-        Self {
-            enabled: true,
-            scan_homes: d.scan_homes,
-            debounce: d.debounce,
-            poll_interval: d.poll_interval,
-            rediscover_interval: d.rediscover_interval,
-            backfill: d.backfill,
-            extra_roots: Vec::new(),
-            max_history_bytes: d.limits.max_bytes,
-            read_deadline: d.limits.deadline,
-        }
-    }
-}
-
 impl Default for SpoolConfig {
     fn default() -> Self {
         Self {
@@ -189,20 +92,6 @@ impl Default for UplinkConfig {
             window: 4,
             heartbeat_interval: Duration::from_secs(30),
             reconnect_max: Duration::from_secs(60),
-        }
-    }
-}
-
-impl Default for ProcessConfig {
-    fn default() -> Self {
-        let source = crate::sources::process::ProcessSourceConfig::default();
-        Self {
-            force_poll: source.force_poll,
-            poll_interval: source.poll_interval,
-            ebpf: source.ebpf,
-            ring_buffer_bytes: source.ring_buffer_bytes,
-            btf_path: source.btf_path,
-            lockdown_path: source.lockdown_path,
         }
     }
 }
@@ -262,13 +151,7 @@ impl AgentConfig {
         if cfg.spool.max_bytes < 64 * 1024 {
             return Err(invalid("spool.max_bytes must be at least 65536"));
         }
-        let ring = cfg.process.ring_buffer_bytes;
-        if !ring.is_power_of_two() || !(4096..=256 << 20).contains(&ring) {
-            return Err(invalid(&format!(
-                "process.ring_buffer_bytes must be a power of two from 4096 to 268435456 \
-                 (256 MiB), not {ring}"
-            )));
-        }
+        cfg.process.validate().map_err(|m| invalid(&m))?;
         #[cfg(unix)]
         if let Some(address) = &cfg.session.bus_address {
             // Caught here rather than as a warning every minute from a source that cannot start.

@@ -1,7 +1,9 @@
 //! Invigilator agent: sources observe the device, the spool keeps what they saw on disk, the
 //! uplink delivers it to the collector over mutual TLS.
-// `deny`, not `forbid`: the thin Windows binding modules (`platform::windows::{etw, setupapi,
-// volumes, wts}`) opt back in with `#![allow(unsafe_code)]`, each block carrying a SAFETY note.
+// `deny`, not `forbid`: the thin OS binding modules (`platform::windows::{etw, setupapi,
+// volumes, wts}`, and the libbpf skeleton generated for `platform::linux::exec_bpf`) opt back
+// in with `#![allow(unsafe_code)]`, each block carrying a SAFETY note (the generated one, the
+// notes of libbpf-rs).
 // Nothing else may.
 #![deny(unsafe_code)]
 
@@ -11,6 +13,9 @@ pub mod heartbeat;
 pub mod identity;
 pub mod platform;
 pub mod run;
+/// The Windows service host: the agent under the service control manager.
+#[cfg(windows)]
+pub mod service;
 pub mod sources;
 pub mod spool;
 pub mod tls;

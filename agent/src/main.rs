@@ -84,7 +84,7 @@ fn main() -> std::process::ExitCode {
         state: StateDir { state_dir },
     } = cli.command
     {
-        use invigilator_agent::platform::windows::service;
+        use invigilator_agent::service;
         match service::log_file(&state_dir, SERVICE_LOG_MAX_BYTES) {
             Ok(file) => tracing_subscriber::fmt()
                 .with_env_filter(filter)

@@ -4,7 +4,7 @@
 use crate::config::AgentConfig;
 use crate::heartbeat::Heartbeat;
 use crate::identity::StatePaths;
-use crate::sources::process::{self, ProcessSourceConfig};
+use crate::sources::{SourceConfig, SourceContext};
 use crate::spool::{self, Spool};
 use crate::tls;
 use crate::uplink::Uplink;
@@ -45,75 +45,22 @@ pub async fn run_until(
             .spawn(move || spool::run_writer(events_rx, writer_spool, seq_tx))
             .context("starting the spool writer")?;
 
-        #[cfg(unix)]
-        if cfg.session.enabled {
-            use crate::sources::session::{self, SessionSourceConfig};
-            let session_cfg = SessionSourceConfig {
-                hostname: crate::hostname(),
-                bus_address: cfg.session.bus_address.clone(),
-            };
-            tokio::spawn(session::run(session_cfg, events_tx.clone()).in_current_span());
-        }
-
-        if cfg.browsing.enabled {
-            let b = &cfg.browsing;
-            let source = crate::sources::browsing::BrowsingSourceConfig {
-                hostname: crate::hostname(),
-                scan_homes: b.scan_homes,
-                extra_roots: b.extra_roots.clone(),
-                work_dir: state_dir.join("browsing"),
-                debounce: b.debounce,
-                poll_interval: b.poll_interval,
-                rediscover_interval: b.rediscover_interval,
-                backfill: b.backfill,
-                limits: crate::sources::browsing::snapshot::ReadLimits {
-                    max_bytes: b.max_history_bytes,
-                    deadline: b.read_deadline,
-                },
-                ..Default::default()
-            };
-            let cursors = Arc::clone(&spool);
-            crate::sources::browsing::spawn(source, Box::new(move |key| cursors.checkpoint(key)), events_tx.clone())
-                .context("starting the browsing source")?;
-        }
-
-        // On Windows, session changes reach the service only (`platform::windows::service`);
-        // `run` from a prompt has none.
-
-        let mode = process::spawn(
-            ProcessSourceConfig {
-                hostname: crate::hostname(),
-                poll_interval: cfg.process.poll_interval,
-                force_poll: cfg.process.force_poll,
-                ebpf: cfg.process.ebpf,
-                ring_buffer_bytes: cfg.process.ring_buffer_bytes,
-                btf_path: cfg.process.btf_path.clone(),
-                lockdown_path: cfg.process.lockdown_path.clone(),
+        let cx = SourceContext {
+            hostname: crate::hostname(),
+            state_dir: state_dir.to_path_buf(),
+            events: events_tx.clone(),
+            checkpoints: {
+                let spool = Arc::clone(&spool);
+                Arc::new(move |key: &str| spool.checkpoint(key))
             },
-            events_tx.clone(),
-        )
-        .context("starting the process source")?;
-        let process_source = mode.get().as_str();
-        tracing::info!(process_source, "process source running");
-
-        // USB monitoring failing must not stop the agent reporting everything else.
-        #[cfg(target_os = "linux")]
-        if cfg.usb.enabled {
-            let usb = crate::sources::usb::UsbSourceConfig {
-                hostname: crate::hostname(),
-                sysfs_root: cfg.usb.sysfs_root.clone(),
-            };
-            if let Err(err) = crate::sources::usb::spawn(usb, events_tx.clone()) {
-                tracing::warn!(%err, "usb source not started");
-            }
-        }
-
-        #[cfg(windows)]
-        if cfg.usb.enabled
-            && let Err(err) = crate::sources::usb_pnp::spawn(crate::hostname(), events_tx.clone())
-        {
-            tracing::warn!(%err, "usb source not started");
-        }
+        };
+        // Only the process source is essential: without it the agent would be blind to what
+        // the policy most relies on. The others warn and the agent reports the rest.
+        start_optional(&cfg.session, &cx);
+        start_optional(&cfg.browsing, &cx);
+        start_optional(&cfg.usb, &cx);
+        let mode = cfg.process.build(&cx)?;
+        tracing::info!(process_source = mode.get().as_str(), "process source running");
 
         let channel = tls::channel(&cfg.agent.collector, tls::mtls_config(&paths)?)?;
         let (channel_tx, channel_rx) = watch::channel(channel);
@@ -136,6 +83,15 @@ pub async fn run_until(
     }
     .instrument(span)
     .await
+}
+
+/// Starts a source the agent can run without, if enabled; a failure is a warning.
+fn start_optional<C: SourceConfig<Handle = ()>>(config: &C, cx: &SourceContext) {
+    if !config.enabled() {
+        tracing::info!("{} source off, as configured", C::NAME);
+    } else if let Err(err) = config.build(cx) {
+        tracing::warn!(%err, "{} source not started", C::NAME);
+    }
 }
 
 #[cfg(not(unix))]

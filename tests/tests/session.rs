@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use invigilator_agent::sources::session::{self, SessionSourceConfig};
+use invigilator_agent::sources::session::logind::{self as session, SessionSourceConfig};
 use invigilator_agent::sources::{self, EventRx};
 use invigilator_proto::v1::{Event, SessionChange, event};
 use invigilator_tests::fake_logind::{BusDaemon, FakeLogind, SessionSpec, session_path};

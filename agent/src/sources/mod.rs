@@ -1,24 +1,78 @@
 //! Event sources. Each source runs on its own (thread or task), observes one thing, and sends
 //! typed [`Event`]s to the spool. Sources never assign sequence numbers: the spool does.
 //!
+//! Every source has one shape: its settings are its own table of `agent.toml`, a type that
+//! lives in the source's module and implements [`SourceConfig`]; `run` starts each from the
+//! same [`SourceContext`] (the device's name, the state directory, the queue to the spool and
+//! the spool's stored cursors), as Vector's `SourceConfig::build` does. OS calls are made
+//! through `crate::platform`, which knows nothing of sources.
+//!
 //! A source that reads something incrementally (a browser's history) sends its cursor as a
 //! [`Checkpoint`] with the events it covers; the spool stores both in one transaction, so after
 //! a crash the source resumes exactly after the last event that was kept: nothing is sent
 //! twice, nothing skipped.
 
+use std::path::PathBuf;
+use std::sync::Arc;
+
 use invigilator_proto::v1::Event;
 use tokio::sync::mpsc;
 
-// The session source talks to systemd-logind, so it is Unix-only (on Windows session changes
-// reach the service: `platform::windows::service`); the USB source reads Linux uevents.
+use crate::spool::SpoolError;
+
 pub mod browsing;
 pub mod process;
-#[cfg(unix)]
 pub mod session;
-#[cfg(target_os = "linux")]
 pub mod usb;
-/// USB on Windows (Plug and Play readings); its logic builds and is tested everywhere.
-pub mod usb_pnp;
+
+/// Reads back a cursor the spool stored with a source's events ([`Checkpoint`]).
+pub type Checkpoints = Arc<dyn Fn(&str) -> Result<Option<String>, SpoolError> + Send + Sync>;
+
+/// What every source starts from.
+#[derive(Clone)]
+pub struct SourceContext {
+    /// Put on every event.
+    pub hostname: String,
+    /// The agent's state directory: a source keeps private working files under it.
+    pub state_dir: PathBuf,
+    /// Where events go (to the spool).
+    pub events: EventTx,
+    pub checkpoints: Checkpoints,
+}
+
+/// A source's settings (its `agent.toml` table), and how it starts.
+pub trait SourceConfig {
+    /// The table's name, used in logs.
+    const NAME: &'static str;
+    /// What a running source hands back to `run` (e.g. the process source's mode, which the
+    /// heartbeat reports); `()` for most.
+    type Handle;
+
+    /// False when the administrator turned the source off.
+    fn enabled(&self) -> bool;
+
+    /// Starts the source; once this returns `Ok` it is observing. An error means it could not
+    /// start at all (each source falls back on its own first where it can, and says so).
+    fn build(&self, cx: &SourceContext) -> Result<Self::Handle, SourceError>;
+}
+
+/// A source that could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("the {source_name} source could not start: {cause}")]
+pub struct SourceError {
+    pub source_name: &'static str,
+    #[source]
+    pub cause: std::io::Error,
+}
+
+impl SourceError {
+    pub fn new<C: SourceConfig>(cause: std::io::Error) -> Self {
+        Self {
+            source_name: C::NAME,
+            cause,
+        }
+    }
+}
 
 /// A source's position in what it reads, stored by the spool with the events it covers.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,16 +1,13 @@
 //! Windows: where things are, and the bindings to what only Windows has. The pure parts (path
-//! arithmetic on strings, session-change bookkeeping, the ETW process-start payload, device
-//! ids) compile and are unit-tested on Linux as well; `etw`, `service`, `setupapi`, `volumes` and `wts` call
-//! Windows and build only there.
+//! arithmetic on strings, the ETW process-start payload, device ids) compile and are
+//! unit-tested on Linux as well; `etw`, `setupapi`, `volumes` and `wts` call Windows and build
+//! only there. Nothing here knows the sources that use it.
 
 pub mod device_id;
 #[cfg(windows)]
 pub mod etw;
 pub mod etw_layout;
 pub mod profiles;
-#[cfg(windows)]
-pub mod service;
-pub mod session_change;
 #[cfg(windows)]
 pub mod setupapi;
 #[cfg(windows)]
@@ -19,6 +16,14 @@ pub mod volumes;
 pub mod wts;
 
 pub use profiles::{state_dir, users_dir};
+
+/// What Windows says of a session when asked (`wts::lookup`): its user, empty if Windows no
+/// longer has it, and whether the client is remote (Remote Desktop).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionLookup {
+    pub user: String,
+    pub remote: bool,
+}
 
 /// Joins Windows path components with single backslashes, whatever separators (`\` or `/`)
 /// the parts carry: `join("C:\\Users\\", &["ada", "AppData"])` is `C:\Users\ada\AppData`.

@@ -1,4 +1,5 @@
-//! Browser history databases on Windows, for every user under `C:\Users`.
+//! Where things are on Windows: the agent's state folder, the users' profile folders, and (for
+//! the browsing source, which names the browsers) the folders browsers keep their profiles in.
 //!
 //! | browser | history database |
 //! |---|---|
@@ -12,7 +13,6 @@
 //! any platform; `sources::browsing::profiles` lists the folders with them on Windows.
 
 use super::join;
-use crate::sources::browsing::Browser;
 
 /// Where the agent keeps its state on Windows, given `%ProgramData%` (unset: the default
 /// `C:\ProgramData`).
@@ -42,32 +42,17 @@ const NOT_USERS: &[&str] = &[
     "desktop.ini",
 ];
 
-pub fn is_user_profile(name: &str) -> bool {
-    !name.is_empty() && !NOT_USERS.contains(&name.to_ascii_lowercase().as_str())
+/// `%LOCALAPPDATA%` and `%APPDATA%` of the user whose home is `home` (`C:\Users\<user>`).
+pub fn local_app_data(home: &str) -> String {
+    join(home, &["AppData", "Local"])
 }
 
-/// The browsers looked for on Windows, in reporting order.
-pub const BROWSERS: [Browser; 5] = [
-    Browser::Chrome,
-    Browser::Edge,
-    Browser::Brave,
-    Browser::Chromium,
-    Browser::Firefox,
-];
+pub fn roaming_app_data(home: &str) -> String {
+    join(home, &["AppData", "Roaming"])
+}
 
-/// The folder holding `browser`'s profiles for the user whose home is `home`
-/// (`C:\Users\<user>`).
-pub fn profiles_root(browser: Browser, home: &str) -> String {
-    const LOCAL: [&str; 2] = ["AppData", "Local"];
-    const ROAMING: [&str; 2] = ["AppData", "Roaming"];
-    let (base, rest): ([&str; 2], &[&str]) = match browser {
-        Browser::Chrome => (LOCAL, &["Google", "Chrome", "User Data"]),
-        Browser::Edge => (LOCAL, &["Microsoft", "Edge", "User Data"]),
-        Browser::Brave => (LOCAL, &["BraveSoftware", "Brave-Browser", "User Data"]),
-        Browser::Chromium => (LOCAL, &["Chromium", "User Data"]),
-        Browser::Firefox => (ROAMING, &["Mozilla", "Firefox", "Profiles"]),
-    };
-    join(&join(home, &base), rest)
+pub fn is_user_profile(name: &str) -> bool {
+    !name.is_empty() && !NOT_USERS.contains(&name.to_ascii_lowercase().as_str())
 }
 
 #[cfg(test)]
@@ -89,31 +74,6 @@ mod tests {
     fn users_dir_follows_the_system_drive() {
         assert_eq!(users_dir(None), r"C:\Users");
         assert_eq!(users_dir(Some("D:")), r"D:\Users");
-    }
-
-    #[test]
-    fn profile_roots() {
-        let home = r"C:\Users\ada";
-        assert_eq!(
-            profiles_root(Browser::Chrome, home),
-            r"C:\Users\ada\AppData\Local\Google\Chrome\User Data"
-        );
-        assert_eq!(
-            profiles_root(Browser::Edge, home),
-            r"C:\Users\ada\AppData\Local\Microsoft\Edge\User Data"
-        );
-        assert_eq!(
-            profiles_root(Browser::Brave, home),
-            r"C:\Users\ada\AppData\Local\BraveSoftware\Brave-Browser\User Data"
-        );
-        assert_eq!(
-            profiles_root(Browser::Chromium, home),
-            r"C:\Users\ada\AppData\Local\Chromium\User Data"
-        );
-        assert_eq!(
-            profiles_root(Browser::Firefox, home),
-            r"C:\Users\ada\AppData\Roaming\Mozilla\Firefox\Profiles"
-        );
     }
 
     #[test]

@@ -9,7 +9,7 @@ use windows_sys::Win32::System::RemoteDesktop::{
     WTSQuerySessionInformationW, WTSSessionInfo, WTSUserName,
 };
 
-use super::session_change::Lookup;
+use super::SessionLookup as Lookup;
 
 /// The user logged on to `session_id` (empty when nobody is, or Windows no longer knows), and
 /// whether its client is remote (Remote Desktop).

@@ -27,14 +27,101 @@ pub mod snapshot;
 pub mod tracker;
 pub mod url_clean;
 pub mod watch;
+/// Where browsers keep profiles on Windows: built and tested everywhere.
+pub mod windows_paths;
 
 pub use profiles::{Browser, Root};
 pub use tracker::CheckpointReader;
 
-use super::EventTx;
+use super::{EventTx, SourceConfig, SourceContext, SourceError};
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// `[browsing]` in agent.toml.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrowsingConfig {
+    /// Report visits and searches from browsers' history databases. Default true.
+    pub enabled: bool,
+    /// Look for profiles in every user's home directory.
+    pub scan_homes: bool,
+    /// Quiet time after a history change before it is read.
+    #[serde(with = "humantime_serde")]
+    pub debounce: Duration,
+    /// Safety-net check of every profile, in case a change notification was lost.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// How often to look for new profiles.
+    #[serde(with = "humantime_serde")]
+    pub rediscover_interval: Duration,
+    /// How much existing history of a newly found profile is reported.
+    #[serde(with = "humantime_serde")]
+    pub backfill: Duration,
+    /// More profile locations, e.g. `[{ browser = "chromium", path = "/srv/kiosk/chromium" }]`.
+    pub extra_roots: Vec<Root>,
+    /// Largest history database (or -wal / -journal) copied for reading, in bytes; a larger
+    /// one is refused unread and warned about (default 512 MiB).
+    pub max_history_bytes: u64,
+    /// Longest the queries of one profile's read may run before they are stopped (default 5 s).
+    #[serde(with = "humantime_serde")]
+    pub read_deadline: Duration,
+}
+
+impl Default for BrowsingConfig {
+    fn default() -> Self {
+        let d = BrowsingSourceConfig::default();
+        Self {
+            enabled: true,
+            scan_homes: d.scan_homes,
+            debounce: d.debounce,
+            poll_interval: d.poll_interval,
+            rediscover_interval: d.rediscover_interval,
+            backfill: d.backfill,
+            extra_roots: Vec::new(),
+            max_history_bytes: d.limits.max_bytes,
+            read_deadline: d.limits.deadline,
+        }
+    }
+}
+
+impl SourceConfig for BrowsingConfig {
+    const NAME: &'static str = "browsing";
+    type Handle = ();
+
+    fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// Copies of history databases are read in `browsing/` under the state directory; cursors
+    /// come back from the spool.
+    fn build(&self, cx: &SourceContext) -> Result<(), SourceError> {
+        let settings = BrowsingSourceConfig {
+            hostname: cx.hostname.clone(),
+            scan_homes: self.scan_homes,
+            extra_roots: self.extra_roots.clone(),
+            work_dir: cx.state_dir.join("browsing"),
+            debounce: self.debounce,
+            poll_interval: self.poll_interval,
+            rediscover_interval: self.rediscover_interval,
+            backfill: self.backfill,
+            limits: snapshot::ReadLimits {
+                max_bytes: self.max_history_bytes,
+                deadline: self.read_deadline,
+            },
+            ..BrowsingSourceConfig::default()
+        };
+        let checkpoints = std::sync::Arc::clone(&cx.checkpoints);
+        spawn(
+            settings,
+            Box::new(move |key| checkpoints(key)),
+            cx.events.clone(),
+        )
+        .map_err(SourceError::new::<Self>)
+    }
+}
+
+/// The running source's settings: `[browsing]`, with where it works and what it is called.
 #[derive(Debug, Clone)]
 pub struct BrowsingSourceConfig {
     /// Put on every event.

@@ -146,7 +146,7 @@ fn roots_in_home(home: &Path) -> Vec<(Browser, PathBuf)> {
 /// Each browser's profile folders under `C:\Users\<user>`.
 #[cfg(windows)]
 fn roots_in_home(home: &Path) -> Vec<(Browser, PathBuf)> {
-    use crate::platform::windows::profiles::{BROWSERS, profiles_root};
+    use super::windows_paths::{BROWSERS, profiles_root};
     let home = home.to_string_lossy();
     BROWSERS
         .iter()

@@ -10,7 +10,7 @@ use invigilator_proto::limits;
 use invigilator_proto::v1::{Event, ProcessSourceStats};
 
 use super::{
-    Details, EventTx, ProcessSourceConfig, ReceiverGone, RunningMode, UserNames, gap_event, send,
+    Details, EventTx, ProcessConfig, ReceiverGone, RunningMode, UserNames, gap_event, send,
 };
 use crate::platform::linux::exec_bpf::{
     ExecProbe, ExecRecord, ExecStats, Hook, Preflight, Unavailable,
@@ -29,7 +29,7 @@ pub(super) struct EbpfSource {
 }
 
 impl EbpfSource {
-    pub(super) fn start(cfg: &ProcessSourceConfig) -> Result<Self, Unavailable> {
+    pub(super) fn start(cfg: &ProcessConfig, hostname: String) -> Result<Self, Unavailable> {
         let preflight = Preflight {
             btf: cfg.btf_path.clone(),
             lockdown: cfg.lockdown_path.clone(),
@@ -48,7 +48,7 @@ impl EbpfSource {
         // Programs that started before the probe: reported once, as the netlink source does.
         Ok(Self {
             probe,
-            hostname: cfg.hostname.clone(),
+            hostname,
             users: UserNames::default(),
             reported_drops: 0,
         })

@@ -21,9 +21,7 @@ use sysinfo::{Pid, Process, ProcessesToUpdate, System};
 use thiserror::Error;
 
 use super::poll::{Describe, PollSource, refresh};
-use super::{
-    Details, EventTx, Mode, ProcessSourceConfig, ReceiverGone, RunningMode, gap_event, send,
-};
+use super::{Details, EventTx, Mode, ProcessConfig, ReceiverGone, RunningMode, gap_event, send};
 use crate::platform::windows::etw::{self, EtwError, ProcessStartTrace, RawEvent};
 use crate::platform::windows::etw_layout::{
     LayoutError, ProcessStart, nt_to_dos_path, parse_process_start,
@@ -69,12 +67,13 @@ pub(super) struct EtwSource {
     /// Other programs' starts that arrived during the self-test, reported first.
     pending: Vec<ProcessStart>,
     /// For the poller, should the session end while running.
-    cfg: ProcessSourceConfig,
+    cfg: ProcessConfig,
+    hostname: String,
 }
 
 impl EtwSource {
     /// Starts the session and proves it delivers (see the module comment).
-    pub(super) fn start(cfg: ProcessSourceConfig) -> Result<Self, StartError> {
+    pub(super) fn start(cfg: ProcessConfig, hostname: String) -> Result<Self, StartError> {
         let (raw_tx, rx) = mpsc::channel();
         let trace = ProcessStartTrace::start(raw_tx)?;
         let system = System::new().map_err(|e| StartError::System(io::Error::other(e)))?;
@@ -82,7 +81,8 @@ impl EtwSource {
             _trace: trace,
             rx,
             system,
-            describe: Describe::new(cfg.hostname.clone()),
+            describe: Describe::new(hostname.clone()),
+            hostname,
             devices: etw::dos_devices(),
             pending: Vec::new(),
             cfg,
@@ -147,7 +147,7 @@ impl EtwSource {
                     Ok(start) => starts.push(start),
                     Err(err) => {
                         let reason = format!("a process start could not be decoded: {err}");
-                        let mut gap = gap_event(&self.cfg.hostname, reason);
+                        let mut gap = gap_event(&self.hostname, reason);
                         if let Some(event::Kind::Gap(g)) = &mut gap.kind {
                             g.lost = 1;
                         }
@@ -172,7 +172,7 @@ impl EtwSource {
              now on",
             self.cfg.poll_interval
         );
-        match PollSource::start(self.cfg.clone()) {
+        match PollSource::start(self.cfg.poll_interval, self.hostname.clone()) {
             Ok(poll) => {
                 mode.set(Mode::Poll);
                 poll.run(tx)

@@ -24,7 +24,9 @@ use invigilator_proto::v1::{Event, ProcessExec, ProcessSourceStats, event};
 #[cfg(unix)]
 use nix::unistd::{Uid, User};
 
-use super::{EventTx, observed};
+use serde::{Deserialize, Serialize};
+
+use super::{EventTx, SourceConfig, SourceContext, SourceError, observed};
 
 /// Which mechanism the process source actually runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,35 +122,69 @@ pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// pages count in the agent's memory.
 pub const DEFAULT_RING_BUFFER_BYTES: u64 = 1 << 20;
 
-#[derive(Debug, Clone)]
-pub struct ProcessSourceConfig {
-    /// Put on every event.
-    pub hostname: String,
-    /// How often the fallback scans the process table.
-    pub poll_interval: Duration,
-    /// Poll even where the proc connector (or ETW) would work.
+/// `[process]` in agent.toml.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProcessConfig {
+    /// Poll the process table instead of using the kernel's eBPF or proc connector (which need
+    /// root). Default false.
     pub force_poll: bool,
-    /// Try the eBPF exec program first (Linux, where the agent was built with it).
+    /// How often the fallback scans the process table. Default 1 s.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// Name programs in the kernel with the eBPF exec program where the machine allows it
+    /// (BTF, Linux 5.17+, lockdown below "confidentiality"), else use the proc connector.
+    /// Default true.
     pub ebpf: bool,
-    /// The eBPF program's ring buffer: a power of two, at least 4096.
+    /// The eBPF ring buffer in bytes: a power of two from 4096 to 256 MiB. Its pages count in
+    /// the agent's memory; a full ring loses records, each loss reported as a gap. Default 1 MiB.
     pub ring_buffer_bytes: u64,
-    /// Where the eBPF preflight looks for the kernel's BTF and lockdown state; only tests
-    /// change them.
+    /// Where the kernel publishes its BTF and its lockdown level. Only tests change them.
     pub btf_path: std::path::PathBuf,
     pub lockdown_path: std::path::PathBuf,
 }
 
-impl Default for ProcessSourceConfig {
+impl Default for ProcessConfig {
     fn default() -> Self {
         Self {
-            hostname: String::new(),
-            poll_interval: DEFAULT_POLL_INTERVAL,
             force_poll: false,
+            poll_interval: DEFAULT_POLL_INTERVAL,
             ebpf: true,
             ring_buffer_bytes: DEFAULT_RING_BUFFER_BYTES,
             btf_path: "/sys/kernel/btf/vmlinux".into(),
             lockdown_path: "/sys/kernel/security/lockdown".into(),
         }
+    }
+}
+
+impl ProcessConfig {
+    /// Settings that cannot work, named; checked when agent.toml is read.
+    pub fn validate(&self) -> Result<(), String> {
+        let ring = self.ring_buffer_bytes;
+        if !ring.is_power_of_two() || !(4096..=256 << 20).contains(&ring) {
+            return Err(format!(
+                "process.ring_buffer_bytes must be a power of two from 4096 to 268435456 \
+                 (256 MiB), not {ring}"
+            ));
+        }
+        if self.poll_interval.is_zero() {
+            return Err("process.poll_interval must be above zero".into());
+        }
+        Ok(())
+    }
+}
+
+impl SourceConfig for ProcessConfig {
+    const NAME: &'static str = "process";
+    type Handle = RunningMode;
+
+    /// The process source always runs: it is what the policy most relies on.
+    fn enabled(&self) -> bool {
+        true
+    }
+
+    fn build(&self, cx: &SourceContext) -> Result<RunningMode, SourceError> {
+        spawn(self, cx.hostname.clone(), cx.events.clone()).map_err(SourceError::new::<Self>)
     }
 }
 
@@ -159,14 +195,14 @@ impl Default for ProcessSourceConfig {
 /// On Linux tries the eBPF exec program, then the netlink proc connector; on Windows ETW. If the
 /// preferred one cannot be used it says why in a warning (and in the heartbeat) and takes the
 /// next, polling last. The thread ends when the receiving side of `tx` is dropped.
-pub fn spawn(cfg: ProcessSourceConfig, tx: EventTx) -> io::Result<RunningMode> {
+pub fn spawn(cfg: &ProcessConfig, hostname: String, tx: EventTx) -> io::Result<RunningMode> {
     #[cfg(target_os = "linux")]
     if cfg.force_poll {
         tracing::info!("process source: polling, as configured");
     } else {
         let mut fallback = String::new();
         if cfg.ebpf {
-            match ebpf_source(&cfg) {
+            match ebpf_source(cfg, &hostname) {
                 Ok(source) => {
                     let mode = RunningMode::new(Mode::Ebpf);
                     let status = mode.clone();
@@ -185,7 +221,7 @@ pub fn spawn(cfg: ProcessSourceConfig, tx: EventTx) -> io::Result<RunningMode> {
         } else {
             tracing::info!("process source: eBPF off, as configured");
         }
-        match netlink::NetlinkSource::start(cfg.hostname.clone()) {
+        match netlink::NetlinkSource::start(hostname.clone()) {
             Ok(source) => {
                 start_thread(move || source.run(&tx))?;
                 let mode = RunningMode::new(Mode::Netlink);
@@ -203,7 +239,7 @@ pub fn spawn(cfg: ProcessSourceConfig, tx: EventTx) -> io::Result<RunningMode> {
     if cfg.force_poll {
         tracing::info!("process source: polling, as configured");
     } else {
-        match etw::EtwSource::start(cfg.clone()) {
+        match etw::EtwSource::start(cfg.clone(), hostname.clone()) {
             Ok(source) => {
                 let mode = RunningMode::new(Mode::Etw);
                 let current = mode.clone();
@@ -217,19 +253,19 @@ pub fn spawn(cfg: ProcessSourceConfig, tx: EventTx) -> io::Result<RunningMode> {
             ),
         }
     }
-    let source = poll::PollSource::start(cfg)?;
+    let source = poll::PollSource::start(cfg.poll_interval, hostname)?;
     start_thread(move || source.run(&tx))?;
     Ok(RunningMode::new(Mode::Poll))
 }
 
 /// The eBPF source, or why it cannot run here.
 #[cfg(all(target_os = "linux", invigilator_bpf))]
-fn ebpf_source(cfg: &ProcessSourceConfig) -> Result<ebpf::EbpfSource, String> {
-    ebpf::EbpfSource::start(cfg).map_err(|err| err.to_string())
+fn ebpf_source(cfg: &ProcessConfig, hostname: &str) -> Result<ebpf::EbpfSource, String> {
+    ebpf::EbpfSource::start(cfg, hostname.to_owned()).map_err(|err| err.to_string())
 }
 
 #[cfg(all(target_os = "linux", not(invigilator_bpf)))]
-fn ebpf_source(_: &ProcessSourceConfig) -> Result<std::convert::Infallible, String> {
+fn ebpf_source(_: &ProcessConfig, _: &str) -> Result<std::convert::Infallible, String> {
     Err(
         "this agent was built without its eBPF exec program (no clang at build time, or \
          without the `ebpf` feature)"
@@ -474,12 +510,12 @@ mod tests {
              run it as root"
         );
         let (tx, mut rx) = crate::sources::channel(65536);
-        let cfg = ProcessSourceConfig {
-            hostname: "test-host".into(),
-            ..ProcessSourceConfig::default()
+        let netlink = ProcessConfig {
+            ebpf: false,
+            ..ProcessConfig::default()
         };
         assert_eq!(
-            spawn(cfg, tx).unwrap().get(),
+            spawn(&netlink, "test-host".into(), tx).unwrap().get(),
             Mode::Netlink,
             "running as root, yet the proc connector could not be used (see the warning)"
         );
@@ -526,11 +562,7 @@ mod tests {
             "this test needs root (CAP_BPF, CAP_PERFMON) to load the exec program; run it as root"
         );
         let (tx, mut rx) = crate::sources::channel(65536);
-        let cfg = ProcessSourceConfig {
-            hostname: "test-host".into(),
-            ..ProcessSourceConfig::default()
-        };
-        let mode = spawn(cfg, tx).unwrap();
+        let mode = spawn(&ProcessConfig::default(), "test-host".into(), tx).unwrap();
         assert_eq!(mode.get(), Mode::Ebpf, "fell back: {}", mode.fallback());
 
         const RUNS: usize = 500;
@@ -587,11 +619,11 @@ mod tests {
     fn process_without_btf_falls_back_to_netlink_and_says_why() {
         let dir = tempfile::tempdir().unwrap();
         let (tx, _rx) = crate::sources::channel(65536);
-        let cfg = ProcessSourceConfig {
+        let cfg = ProcessConfig {
             btf_path: dir.path().join("no-vmlinux"),
-            ..ProcessSourceConfig::default()
+            ..ProcessConfig::default()
         };
-        let mode = spawn(cfg, tx).unwrap();
+        let mode = spawn(&cfg, "test-host".into(), tx).unwrap();
         assert_eq!(mode.get(), Mode::Netlink);
         assert!(mode.fallback().contains("no BTF"), "{}", mode.fallback());
         assert!(
@@ -604,13 +636,15 @@ mod tests {
     #[test]
     fn process_poll_sees_a_process_started_after_the_baseline() {
         let (tx, mut rx) = crate::sources::channel(4096);
-        let cfg = ProcessSourceConfig {
-            hostname: "test-host".into(),
+        let cfg = ProcessConfig {
             poll_interval: Duration::from_millis(200),
             force_poll: true,
-            ..ProcessSourceConfig::default()
+            ..ProcessConfig::default()
         };
-        assert_eq!(spawn(cfg, tx).unwrap().get(), Mode::Poll);
+        assert_eq!(
+            spawn(&cfg, "test-host".into(), tx).unwrap().get(),
+            Mode::Poll
+        );
 
         let mut child = Command::new("sleep").arg("3").spawn().unwrap();
         let pid = child.id();

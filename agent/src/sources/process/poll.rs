@@ -11,7 +11,7 @@ use sysinfo::{Pid, Process, ProcessRefreshKind, ProcessesToUpdate, System, Updat
 use invigilator_proto::limits;
 use invigilator_proto::v1::Event;
 
-use super::{Details, EventTx, ProcessSourceConfig, ReceiverGone, UserNames, send};
+use super::{Details, EventTx, ReceiverGone, UserNames, send};
 
 pub(super) struct PollSource {
     system: System,
@@ -25,15 +25,15 @@ impl PollSource {
     /// Takes the baseline scan. Processes already running are not reported: the source
     /// reports programs being started, and those started before the agent we did not see
     /// start (an inventory of running processes would be a different kind of event).
-    pub(super) fn start(cfg: ProcessSourceConfig) -> io::Result<Self> {
+    pub(super) fn start(interval: Duration, hostname: String) -> io::Result<Self> {
         let mut system = System::new().map_err(io::Error::other)?;
         refresh(&mut system, ProcessesToUpdate::All);
         let seen = start_times(&system);
         Ok(Self {
             system,
             seen,
-            interval: cfg.poll_interval,
-            describe: Describe::new(cfg.hostname),
+            interval,
+            describe: Describe::new(hostname),
         })
     }
 

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use invigilator_proto::v1::{Event, SessionChange, event};
 
+pub use crate::platform::windows::SessionLookup as Lookup;
 use crate::sources::observed;
 
 /// The `wParam` codes of `WM_WTSSESSION_CHANGE` / `SERVICE_CONTROL_SESSIONCHANGE` (winuser.h).
@@ -62,15 +63,6 @@ struct Known {
 pub struct Sessions {
     hostname: String,
     known: HashMap<u32, Known>,
-}
-
-/// What the service knows of a session when a notification arrives: its user (looked up with
-/// `WTSQuerySessionInformation`, empty if Windows no longer has it) and whether the client is
-/// remote (Remote Desktop).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Lookup {
-    pub user: String,
-    pub remote: bool,
 }
 
 impl Sessions {

@@ -28,9 +28,9 @@ use windows_service::service_control_handler::{self, ServiceControlHandlerResult
 use windows_service::service_dispatcher;
 use windows_service::service_manager::{ServiceManager, ServiceManagerAccess};
 
-use super::session_change::{IDLE_CHECK, Sessions};
-use super::wts;
+use crate::platform::windows::wts;
 use crate::sources::EventTx;
+use crate::sources::session::windows::{IDLE_CHECK, Sessions};
 
 /// The service's name in the SCM (the MSI's ServiceInstall uses the same).
 pub const SERVICE_NAME: &str = "InvigilatorAgent";

@@ -21,9 +21,9 @@ use std::time::Duration;
 
 use invigilator_proto::v1::{Event, UsbDevice, event};
 
-use super::observed;
 use crate::platform::usb_names::{class_name, is_keyboard, sanitize};
 use crate::platform::windows::device_id::{DevNode, class_of, is_usb_disk, parse_usb_instance};
+use crate::sources::observed;
 
 /// How often Plug and Play is read.
 pub const SCAN_INTERVAL: Duration = Duration::from_secs(2);
@@ -199,7 +199,7 @@ impl Tracker {
 
 /// Reads Plug and Play on a thread of its own ("usb-source") until the agent stops.
 #[cfg(windows)]
-pub fn spawn(hostname: String, tx: super::EventTx) -> std::io::Result<()> {
+pub fn spawn(hostname: String, tx: crate::sources::EventTx) -> std::io::Result<()> {
     use crate::platform::windows::setupapi;
     std::thread::Builder::new()
         .name("usb-source".into())

@@ -22,9 +22,9 @@ fn fixture(text: &str) -> Vec<Vec<u8>> {
         .collect()
 }
 
-const STICK: &str = include_str!("../../../tests/fixtures/uevent/sandisk-stick.uevents");
-const PHONE: &str = include_str!("../../../tests/fixtures/uevent/samsung-phone-mtp.uevents");
-const KEYBOARD: &str = include_str!("../../../tests/fixtures/uevent/logitech-keyboard.uevents");
+const STICK: &str = include_str!("../../../../tests/fixtures/uevent/sandisk-stick.uevents");
+const PHONE: &str = include_str!("../../../../tests/fixtures/uevent/samsung-phone-mtp.uevents");
+const KEYBOARD: &str = include_str!("../../../../tests/fixtures/uevent/logitech-keyboard.uevents");
 
 fn parsed(text: &str) -> Vec<Uevent> {
     fixture(text)
