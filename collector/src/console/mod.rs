@@ -39,7 +39,7 @@ pub struct Console {
     pub config: ConsoleConfig,
     pub policy: Arc<ArcSwap<Policy>>,
     store: Store,
-    /// Slots for the argon2 check (19 MiB and tens of milliseconds each), one per core.
+    /// Slots for the argon2 check (19 MiB and tens of milliseconds each), one per core but one.
     password_checks: Arc<tokio::sync::Semaphore>,
 }
 
@@ -71,8 +71,11 @@ impl Console {
             store,
             config,
             policy,
+            // One core is always left to everything else: a flood of guesses, each costing
+            // tens of milliseconds of argon2 by design, must not take the CPU that staff
+            // requests and ingest need.
             password_checks: Arc::new(tokio::sync::Semaphore::new(
-                std::thread::available_parallelism().map_or(2, |n| n.get().min(4)),
+                std::thread::available_parallelism().map_or(1, |n| (n.get() - 1).clamp(1, 4)),
             )),
         })
     }

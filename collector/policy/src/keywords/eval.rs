@@ -202,6 +202,8 @@ mod tests {
         let mut shown = Vec::new();
         r.render(&mut shown).unwrap();
         let shown = String::from_utf8(shown).unwrap();
+        // With --nocapture: the figures, as `policy eval` prints them.
+        println!("{shown}");
         for (concern, floor) in FLOORS {
             let got = r.concerns.get(*concern).map_or(0.0, Score::rate);
             assert!(

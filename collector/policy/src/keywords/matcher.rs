@@ -99,6 +99,18 @@ fn pattern(owner: &str, field: &str, raw: &Spanned<String>) -> Result<String, Sp
     Ok(norm)
 }
 
+/// A term of several words also as one word (` kill myself ` → ` killmyself `): hashtags and
+/// letters spelled out (`k i l l m y s e l f`, which normalising joins) run the words together.
+/// Only where the result is long enough not to be some other word by chance.
+fn run_together(pattern: &str) -> Option<String> {
+    let words: Vec<&str> = pattern.split(' ').filter(|w| !w.is_empty()).collect();
+    if words.len() < 2 || !pattern.ends_with(' ') {
+        return None;
+    }
+    let joined: String = words.concat();
+    (joined.chars().count() >= 8).then(|| format!(" {joined} "))
+}
+
 impl Keywords {
     pub fn compile(
         libs: &[KeywordLibrarySpec],
@@ -146,16 +158,15 @@ impl Keywords {
                 for raw in list {
                     let p = pattern(&owner, field, raw)?;
                     written.push(raw.get_ref().trim().to_owned());
-                    let written = written.len() - 1;
-                    add(
-                        &mut pats,
-                        p,
-                        Role::Term {
-                            library: n,
-                            topic,
-                            written,
-                        },
-                    );
+                    let role = Role::Term {
+                        library: n,
+                        topic,
+                        written: written.len() - 1,
+                    };
+                    if let Some(joined) = run_together(&p) {
+                        add(&mut pats, joined, role);
+                    }
+                    add(&mut pats, p, role);
                 }
             }
             for raw in &lib.patterns {

@@ -3,12 +3,20 @@
 //! "How to kill myself?" both become ` how to kill myself `.
 
 use percent_encoding::percent_decode_str;
+use unicode_normalization::char::decompose_canonical;
 
 /// Lower-case words separated by single spaces, with a space at each end so that a pattern
 /// written as ` word ` only matches whole words.
 ///
 /// - `%XX` escapes are decoded (search terms copied out of a URL);
-/// - letters are lower-cased and common Latin accents dropped (`é` → `e`);
+/// - letters are lower-cased and Latin diacritics dropped (`é` → `e`, `ą` → `a`, `ș` → `s`,
+///   `ŵ` → `w`), so Polish, Romanian or Welsh typed without them still matches;
+/// - Arabic-script text (Arabic, Urdu, Shahmukhi Punjabi) loses its optional vowel marks and
+///   the stretching tatweel, and letters typed in either language's form are folded to one
+///   (`ي ى` → `ی`, `ك` → `ک`, `ة ہ ۃ ھ` → `ه`, `أ إ آ ٱ` → `ا`); Gurmukhi loses nukta, tippi,
+///   bindi and addak, which writers use inconsistently;
+/// - a run of three or more single letters is one word (`k i l l`, `s.u.i.c.i.d.e` →
+///   `kill`, `suicide`): letters spaced or dotted out to dodge a filter;
 /// - apostrophes vanish (`I'm` → `im`, `don’t` → `dont`) so contractions stay one word;
 /// - invisible characters (zero-width space, soft hyphen) vanish, as they are used to dodge filters;
 /// - every other non-alphanumeric character (`+ _ - . / ?` ...) separates words;
@@ -26,17 +34,62 @@ pub fn normalise(text: &str) -> String {
     out.push(' ');
     let mut word = String::new();
     for c in text.chars().flat_map(char::to_lowercase) {
-        match c {
-            '\'' | '\u{2019}' | '\u{2018}' | '\u{02bc}' | '`' => {}
-            '\u{200b}'..='\u{200d}' | '\u{2060}' | '\u{feff}' | '\u{00ad}' => {}
-            // Combining accents (decomposed "é", or the dot `İ` lower-cases to) are dropped.
-            '\u{0300}'..='\u{036f}' => {}
-            '@' | '$' | '!' => word.push(c),
-            c if c.is_alphanumeric() => word.push(fold_accent(c)),
-            _ => flush(&mut word, &mut out),
+        if c.is_ascii() {
+            push(c, &mut word, &mut out);
+        } else {
+            decompose_canonical(c, |d| push(fold(d), &mut word, &mut out));
         }
     }
     flush(&mut word, &mut out);
+    join_spelled_out(&out)
+}
+
+fn push(c: char, word: &mut String, out: &mut String) {
+    match c {
+        '\'' | '\u{2019}' | '\u{2018}' | '\u{02bc}' | '`' => {}
+        '\u{200b}'..='\u{200d}' | '\u{2060}' | '\u{feff}' | '\u{00ad}' => {}
+        // Combining marks: Latin diacritics (what decomposing "é" leaves, or the dot `İ`
+        // lower-cases to), Arabic vowel marks and tatweel, Gurmukhi nukta, tippi, bindi, addak.
+        '\u{0300}'..='\u{036f}'
+        | '\u{064b}'..='\u{065f}'
+        | '\u{0670}'
+        | '\u{0640}'
+        | '\u{0a01}'
+        | '\u{0a02}'
+        | '\u{0a3c}'
+        | '\u{0a70}'
+        | '\u{0a71}' => {}
+        '@' | '$' | '!' => word.push(c),
+        c if c.is_alphanumeric() => word.push(c),
+        _ => flush(word, out),
+    }
+}
+
+/// A run of three or more one-letter words becomes one word; anything else is kept.
+fn join_spelled_out(text: &str) -> String {
+    let words: Vec<&str> = text.split(' ').filter(|w| !w.is_empty()).collect();
+    let single = |w: &str| {
+        let mut cs = w.chars();
+        cs.next().is_some_and(char::is_alphabetic) && cs.next().is_none()
+    };
+    if !words.windows(3).any(|w| w.iter().all(|x| single(x))) {
+        return text.to_owned();
+    }
+    let mut out = String::with_capacity(text.len());
+    out.push(' ');
+    let mut i = 0;
+    while i < words.len() {
+        let run = words[i..].iter().take_while(|w| single(w)).count();
+        if run >= 3 {
+            words[i..i + run].iter().for_each(|w| out.push_str(w));
+            out.push(' ');
+            i += run;
+        } else {
+            out.push_str(words[i]);
+            out.push(' ');
+            i += 1;
+        }
+    }
     out
 }
 
@@ -69,21 +122,20 @@ fn flush(word: &mut String, out: &mut String) {
     word.clear();
 }
 
-/// Common accented Latin letters to their base letter (no Unicode tables in the dependencies;
-/// this covers the accents pupils in English schools type or paste).
-fn fold_accent(c: char) -> char {
+/// Letters with no canonical decomposition to fold by hand: Latin ones (ł, ø, đ ...) to their
+/// base letter, and the Arabic and Urdu forms of the same letter to one.
+fn fold(c: char) -> char {
     match c {
-        'à' | 'á' | 'â' | 'ã' | 'ä' | 'å' | 'ā' => 'a',
-        'ç' | 'ć' | 'č' => 'c',
-        'è' | 'é' | 'ê' | 'ë' | 'ē' | 'ę' => 'e',
-        'ì' | 'í' | 'î' | 'ï' | 'ī' | 'ı' => 'i',
-        'ñ' | 'ń' => 'n',
-        'ò' | 'ó' | 'ô' | 'õ' | 'ö' | 'ø' | 'ō' => 'o',
-        'ù' | 'ú' | 'û' | 'ü' | 'ū' => 'u',
-        'ý' | 'ÿ' => 'y',
-        'ś' | 'š' => 's',
-        'ź' | 'ż' | 'ž' => 'z',
         'ł' => 'l',
+        'ø' => 'o',
+        'đ' => 'd',
+        'ı' => 'i',
+        'ß' => 's',
+        // Arabic-script letters Urdu and Arabic write differently.
+        '\u{064a}' | '\u{0649}' | '\u{06d2}' => '\u{06cc}', // ي ى ے → ی
+        '\u{0643}' => '\u{06a9}',                           // ك → ک
+        '\u{0629}' | '\u{06c1}' | '\u{06c3}' | '\u{06be}' => '\u{0647}', // ة ہ ۃ ھ → ه
+        '\u{0623}' | '\u{0625}' | '\u{0622}' | '\u{0671}' => '\u{0627}', // أ إ آ ٱ → ا
         c => c,
     }
 }
@@ -119,6 +171,37 @@ mod tests {
         assert_eq!(normalise("$ex pr0n"), " sex pron ");
         assert_eq!(normalise("help! @bbc"), " help bbc ");
         assert_eq!(normalise("year 6, 1488, $5"), " year 6 1488 5 ");
+    }
+
+    #[test]
+    fn diacritics_of_home_languages_fold_away() {
+        assert_eq!(normalise("Chcę się zabić"), " chce sie zabic ");
+        assert_eq!(normalise("vreau să mă sinucid"), " vreau sa ma sinucid ");
+        assert_eq!(
+            normalise("școală şcoala țară ţara ŵyn tŷ łódź"),
+            " scoala scoala tara tara wyn ty lodz "
+        );
+        assert_eq!(normalise("suicídio ação"), " suicidio acao ");
+    }
+
+    #[test]
+    fn arabic_script_forms_fold_to_one() {
+        // With and without vowel marks and tatweel; Arabic ي / ك and Urdu ی / ک.
+        assert_eq!(normalise("انتـــحَار"), normalise("انتحار"));
+        assert_eq!(normalise("خودكشي"), normalise("خودکشی"));
+        assert_eq!(normalise("أريد"), normalise("اريد"));
+        // Gurmukhi with and without nukta and tippi.
+        assert_eq!(normalise("ਖ਼ੁਦਕੁਸ਼ੀ"), normalise("ਖੁਦਕੁਸੀ"));
+    }
+
+    #[test]
+    fn letters_spelled_out_become_one_word() {
+        assert_eq!(normalise("k i l l myself"), " kill myself ");
+        assert_eq!(normalise("s.u.i.c.i.d.e"), " suicide ");
+        assert_eq!(normalise("s-u-i-c-i-d-e notes"), " suicide notes ");
+        // Two single letters are not a spelled-out word ("a b testing", "i a m" is three).
+        assert_eq!(normalise("plan a b"), " plan a b ");
+        assert_eq!(normalise("year 6 a"), " year 6 a ");
     }
 
     #[test]

@@ -352,3 +352,29 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn a_term_spelled_out_or_run_together_still_matches() {
+    let k = compile(
+        r#"
+[[keywords]]
+id = "self_harm"
+concern = "self-harm"
+severity = "serious"
+terms = ["kill myself", "cut"]
+"#,
+    )
+    .unwrap();
+    for text in ["k i l l m y s e l f", "#killmyself", "k.i.l.l myself"] {
+        let hits = k.scan(text);
+        assert_eq!(hits.len(), 1, "{text}");
+        // The hit names the term as written, and what was found.
+        assert_eq!(hits[0].term, "kill myself", "{text}");
+    }
+    // A short term is never run together: "cut" stays a word of its own.
+    assert!(k.scan("shortcut keys").is_empty());
+    assert!(
+        k.scan("c u t e").is_empty(),
+        "spelled out: `cute`, not `cut`"
+    );
+}
