@@ -54,6 +54,8 @@ import sys
 p, root = sys.argv[1:]
 s = open(p).read()
 s = s.replace("extra_roots = []", f'extra_roots = [{{ browser = "chromium", path = "{root}" }}]', 1)
+# This run measures the proc connector source (the eBPF one is tests/bench/exec.sh's).
+s = s.replace("ebpf = true", "ebpf = false", 1)
 open(p, "w").write(s)
 PY
 "$bin/invigilator-agent" run --state-dir "$work/agent" >"$work/agent.log" 2>&1 &

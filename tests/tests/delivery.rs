@@ -14,8 +14,8 @@ fn started_agent(c: &Collector) -> Agent {
     a.start();
     a.wait_ready();
     assert!(
-        a.log().contains("process_source=\"netlink\""),
-        "the proc connector needs root (CAP_NET_ADMIN); these tests must run as root:\n{}",
+        a.log().contains("process_source=\"ebpf\""),
+        "the eBPF exec source needs root (CAP_BPF); these tests must run as root:\n{}",
         a.log()
     );
     a

@@ -202,8 +202,11 @@ mod tests {
         let mut shown = Vec::new();
         r.render(&mut shown).unwrap();
         let shown = String::from_utf8(shown).unwrap();
-        // With --nocapture: the figures, as `policy eval` prints them.
+        // With --nocapture: the figures, as `policy eval` prints them, and the false positives.
         println!("{shown}");
+        for m in &r.false_positives {
+            println!("false positive: {m:?}");
+        }
         for (concern, floor) in FLOORS {
             let got = r.concerns.get(*concern).map_or(0.0, Score::rate);
             assert!(
@@ -219,18 +222,19 @@ mod tests {
     }
 
     const MAX_FALSE_POSITIVES: f64 = 0.02;
-    /// Set from `policy eval` on 2026-12-03, after the first pattern work (three new
-    /// libraries, slang, intent phrasing and phrase patterns in English): still far below the 95% the libraries
-    /// are meant to reach, above all in the home languages, which have no libraries yet.
+    /// Set from `policy eval` on 2026-12-03: first after the English pattern work, then
+    /// raised for self-harm, extremism, grooming and sextortion by the home-language lists
+    /// (written without reading the corpus's items in those languages). Still far below the 95%
+    /// the libraries are meant to reach.
     const FLOORS: &[(&str, f64)] = &[
         ("bullying", 0.38),
         ("circumvention", 0.57),
         ("drugs", 0.58),
-        ("extremism", 0.34),
-        ("grooming", 0.17),
+        ("extremism", 0.46),
+        ("grooming", 0.34),
         ("help_seeking", 0.61),
-        ("self_harm", 0.23),
-        ("sextortion", 0.20),
+        ("self_harm", 0.55),
+        ("sextortion", 0.36),
         ("sexual_content", 0.59),
         ("weapons", 0.62),
     ];

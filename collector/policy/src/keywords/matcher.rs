@@ -3,7 +3,7 @@
 
 use super::normalise::normalise;
 use super::phrase::{Phrase, Words};
-use super::{KeywordExclusionsSpec, KeywordHit, KeywordLibrarySpec};
+use super::{KeywordExclusionsSpec, KeywordHit, KeywordLibrarySpec, LanguageSpec};
 use crate::{Severity, SpecError};
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use std::collections::{HashMap, HashSet};
@@ -41,6 +41,8 @@ pub struct Keywords {
     roles: Vec<Vec<Role>>,
     /// Terms as written, for hits.
     written: Vec<String>,
+    /// By written term: its language, when not the library's own.
+    languages: Vec<Option<String>>,
     /// Phrase patterns: (library, written, pattern).
     patterns: Vec<(usize, usize, Phrase)>,
     /// Which patterns can begin with a word: most words begin none, so most positions of a
@@ -99,6 +101,34 @@ fn pattern(owner: &str, field: &str, raw: &Spanned<String>) -> Result<String, Sp
     Ok(norm)
 }
 
+/// The lists of a library, or of one of its languages.
+struct Lists<'a> {
+    terms: &'a [Spanned<String>],
+    topic_terms: &'a [Spanned<String>],
+    patterns: &'a [Spanned<String>],
+    exclusions: &'a [Spanned<String>],
+}
+
+impl<'a> Lists<'a> {
+    fn of(lib: &'a KeywordLibrarySpec) -> Self {
+        Self {
+            terms: &lib.terms,
+            topic_terms: &lib.topic_terms,
+            patterns: &lib.patterns,
+            exclusions: &lib.exclusions,
+        }
+    }
+
+    fn of_language(l: &'a LanguageSpec) -> Self {
+        Self {
+            terms: &l.terms,
+            topic_terms: &l.topic_terms,
+            patterns: &l.patterns,
+            exclusions: &l.exclusions,
+        }
+    }
+}
+
 /// A term of several words also as one word (` kill myself ` → ` killmyself `): hashtags and
 /// letters spelled out (`k i l l m y s e l f`, which normalising joins) run the words together.
 /// Only where the result is long enough not to be some other word by chance.
@@ -119,6 +149,7 @@ impl Keywords {
         let mut pats = Patterns::default();
         let mut libraries = Vec::new();
         let mut written = Vec::new();
+        let mut languages: Vec<Option<String>> = Vec::new();
         let mut patterns = Vec::new();
         let mut ids = HashSet::new();
         for lib in libs {
@@ -136,7 +167,10 @@ impl Keywords {
                 ));
             }
             let owner = format!("keywords {id:?}");
-            if lib.terms.is_empty() && lib.topic_terms.is_empty() && lib.patterns.is_empty() {
+            let empty =
+                |l: &Lists| l.terms.is_empty() && l.topic_terms.is_empty() && l.patterns.is_empty();
+            if empty(&Lists::of(lib)) && lib.languages.iter().all(|l| empty(&Lists::of_language(l)))
+            {
                 return Err(SpecError::at(
                     lib.id.span(),
                     format!("{owner}: matches nothing: give terms, topic_terms or patterns"),
@@ -151,37 +185,57 @@ impl Keywords {
                     pats.add(pattern, role);
                 }
             };
-            for (field, list, topic) in [
-                ("term", &lib.terms, false),
-                ("topic term", &lib.topic_terms, true),
-            ] {
-                for raw in list {
-                    let p = pattern(&owner, field, raw)?;
-                    written.push(raw.get_ref().trim().to_owned());
-                    let role = Role::Term {
-                        library: n,
-                        topic,
-                        written: written.len() - 1,
-                    };
-                    if let Some(joined) = run_together(&p) {
-                        add(&mut pats, joined, role);
+            let mut sets = vec![(None, Lists::of(lib))];
+            for l in &lib.languages {
+                let tag = l.language.get_ref().trim();
+                if tag.is_empty() || tag.len() > 16 {
+                    return Err(SpecError::at(
+                        l.language.span(),
+                        format!("{owner}: `language` must be a short tag such as \"pl\""),
+                    ));
+                }
+                let label = if l.reviewed {
+                    tag.to_owned()
+                } else {
+                    format!("{tag}, not yet reviewed by native speakers")
+                };
+                sets.push((Some(label), Lists::of_language(l)));
+            }
+            for (language, lists) in sets {
+                for (field, list, topic) in [
+                    ("term", lists.terms, false),
+                    ("topic term", lists.topic_terms, true),
+                ] {
+                    for raw in list {
+                        let p = pattern(&owner, field, raw)?;
+                        written.push(raw.get_ref().trim().to_owned());
+                        languages.push(language.clone());
+                        let role = Role::Term {
+                            library: n,
+                            topic,
+                            written: written.len() - 1,
+                        };
+                        if let Some(joined) = run_together(&p) {
+                            add(&mut pats, joined, role);
+                        }
+                        add(&mut pats, p, role);
                     }
-                    add(&mut pats, p, role);
                 }
-            }
-            for raw in &lib.patterns {
-                let p = Phrase::compile(&owner, raw)?;
-                written.push(raw.get_ref().trim().to_owned());
-                if severity.is_some() {
-                    patterns.push((n, written.len() - 1, p));
+                for raw in lists.patterns {
+                    let p = Phrase::compile(&owner, raw)?;
+                    written.push(raw.get_ref().trim().to_owned());
+                    languages.push(language.clone());
+                    if severity.is_some() {
+                        patterns.push((n, written.len() - 1, p));
+                    }
                 }
-            }
-            for raw in &lib.exclusions {
-                add(
-                    &mut pats,
-                    pattern(&owner, "exclusion", raw)?,
-                    Role::Phrase(Some(n)),
-                );
+                for raw in lists.exclusions {
+                    add(
+                        &mut pats,
+                        pattern(&owner, "exclusion", raw)?,
+                        Role::Phrase(Some(n)),
+                    );
+                }
             }
             for raw in &lib.schoolwork {
                 add(
@@ -235,6 +289,7 @@ impl Keywords {
             automaton,
             roles: pats.roles,
             written,
+            languages,
             patterns,
             first_word,
             first_prefix,
@@ -330,6 +385,7 @@ impl Keywords {
                     response: lib.response.clone(),
                     term: self.written[written].clone(),
                     found: found(&text, start, end),
+                    language: self.languages[written].clone(),
                 })
             })
             .collect()

@@ -60,6 +60,30 @@ pub struct KeywordLibrarySpec {
     /// `[responses]`: a child reaching out for help is not to be sanctioned.
     #[serde(default)]
     pub response: Option<String>,
+    /// The same concern in another language (`[[keywords.languages]]` after the library):
+    /// terms and patterns that count like the library's own, with the language named in the
+    /// alert.
+    #[serde(default)]
+    pub languages: Vec<LanguageSpec>,
+}
+
+/// One language's terms for a library.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LanguageSpec {
+    /// A language tag: "pl", "ur", "ur-Latn" (romanised Urdu), "cy" ...
+    pub language: Spanned<String>,
+    /// False until a native speaker has reviewed the list; alerts say so.
+    #[serde(default)]
+    pub reviewed: bool,
+    #[serde(default)]
+    pub terms: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub patterns: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub topic_terms: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub exclusions: Vec<Spanned<String>>,
 }
 
 /// The `[keyword_exclusions]` table, for every library.
@@ -87,13 +111,21 @@ pub struct KeywordHit {
     pub term: String,
     /// The words of the text that matched it, normalised (`suicidal`).
     pub found: String,
+    /// The language of the term when it is not the library's own (English): "pl", or "pl, not
+    /// yet reviewed by native speakers".
+    pub language: Option<String>,
 }
 
 impl KeywordHit {
     /// For an alert's `matched` field: the term and the words, never the whole text.
     pub fn matched(&self) -> String {
+        let language = self
+            .language
+            .as_ref()
+            .map(|l| format!(" [{l}]"))
+            .unwrap_or_default();
         format!(
-            "keyword {:?} ({:?}) in {:?}",
+            "keyword {:?} ({:?}) in {:?}{language}",
             self.term, self.found, self.library
         )
     }

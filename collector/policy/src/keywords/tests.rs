@@ -378,3 +378,62 @@ terms = ["kill myself", "cut"]
         "spelled out: `cute`, not `cut`"
     );
 }
+
+#[test]
+fn a_hit_in_another_language_names_it_and_whether_it_was_reviewed() {
+    let k = defaults();
+    let hits = k.scan("chce sie zabic");
+    let hit = hits
+        .iter()
+        .find(|h| h.library == "self_harm")
+        .expect("Polish, typed without diacritics");
+    assert_eq!(
+        hit.language.as_deref(),
+        Some("pl, not yet reviewed by native speakers")
+    );
+    assert!(
+        hit.matched().contains("[pl, not yet reviewed"),
+        "{}",
+        hit.matched()
+    );
+    // The library's own (English) terms name no language.
+    let hits = k.scan("i want to kill myself");
+    assert_eq!(hits[0].language, None);
+    // Arabic with vowel marks and stretched with tatweel is still found.
+    let hits = k.scan("أُرِيدُ أَنْ أَمُـــوتَ");
+    assert!(hits.iter().any(|h| h.library == "self_harm"), "{hits:?}");
+}
+
+#[test]
+fn a_language_block_is_checked_like_its_library() {
+    let err = compile(
+        r#"
+[[keywords]]
+id = "self_harm"
+concern = "self-harm"
+severity = "serious"
+terms = ["kill myself"]
+
+[[keywords.languages]]
+language = ""
+terms = ["zabić się"]
+"#,
+    )
+    .unwrap_err();
+    assert!(err.contains("language"), "{err}");
+    let err = compile(
+        r#"
+[[keywords]]
+id = "self_harm"
+concern = "self-harm"
+severity = "serious"
+terms = ["kill myself"]
+
+[[keywords.languages]]
+language = "pl"
+terms = ["a*"]
+"#,
+    )
+    .unwrap_err();
+    assert!(err.contains("at least 3 letters"), "{err}");
+}
