@@ -346,6 +346,19 @@ pub fn policy_eval(
             }
         }
     }
+    // The classifier is trained on this corpus: it is measured only on folds it did not see.
+    let cv = eval::cross_validate(
+        policy.keywords(),
+        &items,
+        5,
+        invigilator_policy::keywords::model::DEFAULT_THRESHOLD,
+    );
+    writeln!(
+        out,
+        "\nWith the classifier (threshold {}), 5-fold cross-validated:\n",
+        invigilator_policy::keywords::model::DEFAULT_THRESHOLD
+    )?;
+    cv.render(&mut out)?;
     if let Some(n) = repeat.filter(|n| *n > 0) {
         let started = std::time::Instant::now();
         let mut hits = 0usize;
@@ -362,6 +375,24 @@ pub fn policy_eval(
             texts / secs
         )?;
     }
+    Ok(())
+}
+
+/// `policy train`: the keyword classifier trained on a labelled corpus, written as a model
+/// file (the shipped one is `collector/policy/src/default_keyword_model.txt`).
+pub fn policy_train(corpus: &Path, out: &Path) -> anyhow::Result<()> {
+    use invigilator_policy::keywords::eval;
+    let items = eval::load(corpus).map_err(anyhow::Error::msg)?;
+    let model = eval::train(&items);
+    let text = model.write(invigilator_policy::keywords::model::WRITTEN_MIN_WEIGHT);
+    std::fs::write(out, &text).with_context(|| format!("writing {}", out.display()))?;
+    eprintln!(
+        "trained on {} items, {} concerns; {} features kept in {}",
+        items.len(),
+        model.labels.len(),
+        text.lines().count().saturating_sub(3),
+        out.display()
+    );
     Ok(())
 }
 

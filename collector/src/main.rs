@@ -344,6 +344,14 @@ enum PolicyCommand {
         #[arg(long)]
         repeat: Option<u32>,
     },
+    /// Train the keyword classifier on a labelled corpus and write it as a model file.
+    Train {
+        /// The corpus, e.g. collector/policy/corpus/keywords.jsonl.
+        corpus: PathBuf,
+        /// Where to write the model.
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -458,6 +466,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     repeat,
                 },
         } => cli::policy_eval(&corpus, policy.as_deref(), mistakes, repeat),
+        Command::Policy {
+            command: PolicyCommand::Train { corpus, out },
+        } => cli::policy_train(&corpus, &out),
         Command::Lists { command } => lists_command(command),
         Command::Audit {
             command: AuditCommand::Verify { dir },

@@ -86,6 +86,34 @@ struct PolicyFile {
     keywords: Vec<KeywordLibrarySpec>,
     #[serde(default)]
     keyword_exclusions: KeywordExclusionsSpec,
+    #[serde(default)]
+    keyword_model: keywords::model::ModelSpec,
+}
+
+/// The keyword libraries, with the shipped classifier unless `[keyword_model]` turns it off.
+fn keywords_of(file: &PolicyFile) -> Result<Keywords, SpecError> {
+    let keywords = Keywords::compile(&file.keywords, &file.keyword_exclusions)?;
+    let spec = &file.keyword_model;
+    if !spec.enabled {
+        return Ok(keywords);
+    }
+    if !(spec.threshold > 0.0 && spec.threshold <= 1.0) {
+        return Err(SpecError::new(format!(
+            "keyword_model.threshold must be above 0 and at most 1, not {}",
+            spec.threshold
+        )));
+    }
+    static SHIPPED: std::sync::OnceLock<Result<Arc<keywords::model::Model>, String>> =
+        std::sync::OnceLock::new();
+    let model = SHIPPED
+        .get_or_init(|| {
+            keywords::model::Model::read(keywords::model::DEFAULT_MODEL)
+                .map(Arc::new)
+                .map_err(|e| e.to_string())
+        })
+        .clone()
+        .map_err(SpecError::new)?;
+    Ok(keywords.with_model(model, spec.threshold))
 }
 
 /// `[alerts]`: how alerts are raised, whatever the rule.
@@ -298,6 +326,7 @@ impl Policy {
         let hash = hex::encode(&Sha256::digest(text.as_bytes())[..4]);
         file.usb.validate()?;
         let groups = Groups::compile(&file.groups, base)?;
+        let keywords = keywords_of(&file)?;
         Ok(Self {
             version: format!("{}#{hash}", file.version.trim()),
             responses: file.responses,
@@ -306,7 +335,7 @@ impl Policy {
             usb: file.usb,
             session: file.session,
             web: browsing::WebRules::compile(&file.web, &file.web_exceptions, &groups)?,
-            keywords: Keywords::compile(&file.keywords, &file.keyword_exclusions)?,
+            keywords,
             schedule: Schedule::compile(&file.school_times)?,
             lists: Arc::new(Lists::empty()),
             groups,

@@ -723,3 +723,36 @@ fn a_child_seeking_help_is_seen_at_once_and_never_sanctioned() {
     assert!(a[0].response.contains("supportively"), "{}", a[0].response);
     assert!(!a[0].response.contains("parents"), "{}", a[0].response);
 }
+
+#[test]
+fn the_keyword_classifier_is_on_by_default_and_the_policy_can_switch_it_off() {
+    // A text of the corpus's kind no term of the default libraries matches.
+    let texts = [
+        "everyone would be happier if i just disappeared for good",
+        "i cant do this anymore i just want it all to stop",
+    ];
+    let on = Policy::parse(DEFAULT_POLICY).unwrap();
+    let off = Policy::parse(&format!(
+        "{DEFAULT_POLICY}\n[keyword_model]\nenabled = false\n"
+    ))
+    .unwrap();
+    for text in texts {
+        assert!(
+            off.keywords()
+                .scan(text)
+                .iter()
+                .all(|h| h.model_percent.is_none()),
+            "{text}"
+        );
+        // Whatever the shipped model makes of it, it is the same as its terms with the model.
+        let with = on.keywords().scan(text);
+        let terms = on.keywords().scan_terms(text);
+        assert!(with.len() >= terms.len(), "{text}");
+    }
+    let bad = format!("{DEFAULT_POLICY}\n[keyword_model]\nthreshold = 1.5\n");
+    assert!(
+        Policy::parse(&bad)
+            .unwrap_err()
+            .contains("keyword_model.threshold")
+    );
+}

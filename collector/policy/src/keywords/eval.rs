@@ -4,6 +4,7 @@
 //! (`collector/policy/corpus/`), which was written apart from the libraries and frozen first.
 
 use super::Keywords;
+use super::model::{Model, Training};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -134,15 +135,93 @@ impl Report {
     }
 }
 
-/// Runs every item through the libraries.
+/// Runs every item through the libraries' terms and patterns alone (the classifier, trained on
+/// this very corpus, is measured by [`cross_validate`]).
 pub fn evaluate(keywords: &Keywords, items: &[Item]) -> Report {
-    let mut r = Report::default();
-    for item in items {
-        let fired: Vec<String> = keywords
-            .scan(&item.text)
+    score(items, |text| {
+        keywords
+            .scan_terms(text)
+            .into_iter()
+            .map(|h| h.library)
+            .collect()
+    })
+}
+
+/// Terms and patterns with the classifier, measured fairly: the items are split into `folds`
+/// (every `folds`-th item), and each fold is judged by a model trained on the others only.
+pub fn cross_validate(keywords: &Keywords, items: &[Item], folds: usize, threshold: f32) -> Report {
+    cross_validate_with(keywords, items, folds, threshold, &Training::default())
+}
+
+pub fn cross_validate_with(
+    keywords: &Keywords,
+    items: &[Item],
+    folds: usize,
+    threshold: f32,
+    training: &Training,
+) -> Report {
+    let folds = folds.max(2);
+    let labels = model_labels(items);
+    let models: Vec<Model> = (0..folds)
+        .map(|k| {
+            let train: Vec<(&str, &str)> = items
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| i % folds != k)
+                .map(|(_, it)| (it.text.as_str(), library_for(&it.label)))
+                .collect();
+            // Written and read back, so the figures are those of a model as shipped (small
+            // weights left out).
+            let model = Model::train_with(&train, &labels, training);
+            Model::read(&model.write(super::model::WRITTEN_MIN_WEIGHT))
+                .expect("a written model reads back")
+        })
+        .collect();
+    // `score` asks in item order, so the n-th call is the n-th item.
+    let mut n = 0;
+    score(items, |text| {
+        let k = n % folds;
+        n += 1;
+        let mut fired: Vec<String> = keywords
+            .scan_terms(text)
             .into_iter()
             .map(|h| h.library)
             .collect();
+        for v in models[k].classify(text, threshold) {
+            if keywords.libraries().any(|l| l == v.label) && !fired.contains(&v.label) {
+                fired.push(v.label);
+            }
+        }
+        fired
+    })
+}
+
+/// The libraries a model is trained for: every concern of the corpus.
+pub fn model_labels(items: &[Item]) -> Vec<String> {
+    let mut labels: Vec<String> = items
+        .iter()
+        .filter(|it| it.label != NONE)
+        .map(|it| library_for(&it.label).to_owned())
+        .collect();
+    labels.sort();
+    labels.dedup();
+    labels
+}
+
+/// Trains the classifier on the whole corpus (for shipping; never measured on it).
+pub fn train(items: &[Item]) -> Model {
+    let pairs: Vec<(&str, &str)> = items
+        .iter()
+        .map(|it| (it.text.as_str(), library_for(&it.label)))
+        .collect();
+    Model::train(&pairs, &model_labels(items))
+}
+
+/// Scores every item, in order, by what `fired` says of its text.
+fn score(items: &[Item], mut fired: impl FnMut(&str) -> Vec<String>) -> Report {
+    let mut r = Report::default();
+    for item in items {
+        let fired = fired(&item.text);
         let mistake = || Mistake {
             text: item.text.clone(),
             label: item.label.clone(),
@@ -207,6 +286,18 @@ mod tests {
         for m in &r.false_positives {
             println!("false positive: {m:?}");
         }
+        let cv = cross_validate(
+            p.keywords(),
+            &corpus(),
+            5,
+            super::super::model::DEFAULT_THRESHOLD,
+        );
+        let mut cv_shown = Vec::new();
+        cv.render(&mut cv_shown).unwrap();
+        println!(
+            "with the classifier, 5-fold cross-validated:\n{}",
+            String::from_utf8(cv_shown).unwrap()
+        );
         for (concern, floor) in FLOORS {
             let got = r.concerns.get(*concern).map_or(0.0, Score::rate);
             assert!(
@@ -238,4 +329,65 @@ mod tests {
         ("sexual_content", 0.59),
         ("weapons", 0.62),
     ];
+}
+
+#[cfg(test)]
+mod sweep {
+    use super::*;
+    use crate::{DEFAULT_POLICY, Policy};
+
+    /// Rewrites the shipped model from the corpus, as `invigilator-collector policy train`
+    /// does: `cargo test --release -p invigilator-policy write_shipped_model -- --ignored`.
+    #[test]
+    #[ignore]
+    fn write_shipped_model() {
+        let items =
+            load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus/keywords.jsonl")).unwrap();
+        let text = train(&items).write(crate::keywords::model::WRITTEN_MIN_WEIGHT);
+        std::fs::write(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("src/default_keyword_model.txt"),
+            text,
+        )
+        .unwrap();
+    }
+
+    /// `cargo test -p invigilator-policy sweep -- --ignored --nocapture`: recall and false
+    /// positives of the cross-validated classifier at several thresholds.
+    #[test]
+    #[ignore]
+    fn threshold_sweep() {
+        let p = Policy::parse(DEFAULT_POLICY).unwrap();
+        let items =
+            load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus/keywords.jsonl")).unwrap();
+        let env = |k: &str, d: f32| {
+            std::env::var(k)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(d)
+        };
+        let training = Training {
+            epochs: env("EPOCHS", 30.0) as usize,
+            rate: env("RATE", 0.5),
+            l2: env("L2", 1e-4),
+            balance: env("BALANCE", 0.0) > 0.0,
+            min_texts: env("MIN_TEXTS", 2.0) as u32,
+        };
+        println!("{training:?}");
+        for t in [0.5, 0.7, 0.9, 0.95, 0.98, 0.99] {
+            let r = cross_validate_with(p.keywords(), &items, 5, t, &training);
+            let (caught, all): (usize, usize) = r
+                .concerns
+                .values()
+                .fold((0, 0), |(c, a), s| (c + s.flagged, a + s.items));
+            let worst = r
+                .worst()
+                .map(|(c, x)| format!("{c} {:.1}%", x * 100.0))
+                .unwrap_or_default();
+            println!(
+                "threshold {t}: recall {:.1}% (worst {worst}), false positives {:.1}%",
+                100.0 * caught as f64 / all as f64,
+                100.0 * r.innocent.rate()
+            );
+        }
+    }
 }

@@ -1,6 +1,7 @@
 //! The compiled libraries: every term, innocent phrase and schoolwork word of every library in
 //! one automaton, so a text is read once whatever the number of libraries.
 
+use super::model::Model;
 use super::normalise::normalise;
 use super::phrase::{Phrase, Words};
 use super::{KeywordExclusionsSpec, KeywordHit, KeywordLibrarySpec, LanguageSpec};
@@ -50,6 +51,8 @@ pub struct Keywords {
     first_word: HashMap<String, Vec<usize>>,
     /// Patterns that can begin with an open word (prefix), with the prefix.
     first_prefix: Vec<(String, usize)>,
+    /// The second signal, with its threshold, when the policy has it on.
+    model: Option<(std::sync::Arc<Model>, f32)>,
 }
 
 /// The automaton being built: patterns by text, each with its roles.
@@ -293,7 +296,50 @@ impl Keywords {
             patterns,
             first_word,
             first_prefix,
+            model: None,
         })
+    }
+
+    /// Adds the classifier: from then on `scan` also reports concerns it finds at or above
+    /// `threshold` that no term of their library matched.
+    pub fn with_model(mut self, model: std::sync::Arc<Model>, threshold: f32) -> Self {
+        self.model = Some((model, threshold));
+        self
+    }
+
+    /// The libraries' terms and patterns and, when on, the classifier.
+    pub fn scan(&self, text: &str) -> Vec<KeywordHit> {
+        let mut hits = self.scan_terms(text);
+        let Some((model, threshold)) = &self.model else {
+            return hits;
+        };
+        for v in model.classify(text, *threshold) {
+            let Some(lib) = self.libraries.iter().find(|l| l.id == v.label) else {
+                continue; // a library the policy switched off, or has not
+            };
+            if hits.iter().any(|h| h.library == lib.id) {
+                continue;
+            }
+            hits.push(KeywordHit {
+                library: lib.id.clone(),
+                concern: lib.concern.clone(),
+                severity: lib.severity,
+                response: lib.response.clone(),
+                term: "model".into(),
+                found: v
+                    .because
+                    .iter()
+                    .map(|b| format!("{b:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                language: None,
+                model_percent: Some((v.probability * 100.0).floor().clamp(0.0, 100.0) as u8),
+            });
+        }
+        // Policy order, as for terms.
+        let order = |id: &str| self.libraries.iter().position(|l| l.id == id);
+        hits.sort_by_key(|h| order(&h.library));
+        hits
     }
 
     /// True when no library is on.
@@ -306,9 +352,10 @@ impl Keywords {
         self.libraries.iter().map(|l| l.id.as_str())
     }
 
-    /// The libraries that match `text` (a search query or a page title), in policy order, each
-    /// with the best term: a plain term before a topic term, then the longest, then the first.
-    pub fn scan(&self, text: &str) -> Vec<KeywordHit> {
+    /// The libraries whose terms or patterns match `text` (a search query or a page title), in
+    /// policy order, each with the best term: a plain term before a topic term, then the
+    /// longest, then the first.
+    pub fn scan_terms(&self, text: &str) -> Vec<KeywordHit> {
         let Some(ac) = &self.automaton else {
             return Vec::new();
         };
@@ -386,6 +433,7 @@ impl Keywords {
                     term: self.written[written].clone(),
                     found: found(&text, start, end),
                     language: self.languages[written].clone(),
+                    model_percent: None,
                 })
             })
             .collect()

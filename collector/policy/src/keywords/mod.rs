@@ -13,6 +13,7 @@
 
 pub mod eval;
 mod matcher;
+pub mod model;
 mod normalise;
 mod phrase;
 #[cfg(test)]
@@ -114,11 +115,20 @@ pub struct KeywordHit {
     /// The language of the term when it is not the library's own (English): "pl", or "pl, not
     /// yet reviewed by native speakers".
     pub language: Option<String>,
+    /// Set when the classifier (`model.rs`), not a term, found the concern: its probability in
+    /// percent. `term` is then "model" and `found` the features that weighed most.
+    pub model_percent: Option<u8>,
 }
 
 impl KeywordHit {
     /// For an alert's `matched` field: the term and the words, never the whole text.
     pub fn matched(&self) -> String {
+        if let Some(p) = self.model_percent {
+            return format!(
+                "keyword model ({p}%) on {} in {:?}",
+                self.found, self.library
+            );
+        }
         let language = self
             .language
             .as_ref()

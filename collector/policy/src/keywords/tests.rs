@@ -437,3 +437,47 @@ terms = ["a*"]
     .unwrap_err();
     assert!(err.contains("at least 3 letters"), "{err}");
 }
+
+#[test]
+fn the_classifier_adds_what_terms_miss_and_says_why() {
+    let k = compile(
+        r#"
+[[keywords]]
+id = "self_harm"
+concern = "self-harm"
+severity = "serious"
+terms = ["kill myself"]
+"#,
+    )
+    .unwrap();
+    let items = [
+        ("i want to disappear forever", "self_harm"),
+        ("nobody would notice if i was gone", "self_harm"),
+        ("i just want everything to stop forever", "self_harm"),
+        ("how to make my pain stop forever", "self_harm"),
+        ("best football boots", "none"),
+        ("how to make pancakes", "none"),
+        ("disappearing ink science experiment", "none"),
+    ];
+    let model = model::Model::train(&items, &["self_harm".to_owned()]);
+    let k = k.with_model(std::sync::Arc::new(model), 0.5);
+    let hits = k.scan("i want it all to stop forever");
+    assert_eq!(hits.len(), 1, "{hits:?}");
+    let hit = &hits[0];
+    assert_eq!(
+        (hit.library.as_str(), hit.term.as_str()),
+        ("self_harm", "model")
+    );
+    assert!(hit.model_percent.is_some_and(|p| p >= 50));
+    assert!(
+        hit.matched().starts_with("keyword model ("),
+        "{}",
+        hit.matched()
+    );
+    // A term's hit is reported as the term's, not twice.
+    let hits = k.scan("i want to kill myself forever");
+    assert_eq!(hits.len(), 1);
+    assert_eq!(hits[0].term, "kill myself");
+    // Terms alone, for measuring them.
+    assert!(k.scan_terms("i want it all to stop forever").is_empty());
+}
