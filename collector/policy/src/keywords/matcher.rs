@@ -309,17 +309,20 @@ impl Keywords {
 
     /// The libraries' terms and patterns and, when on, the classifier.
     pub fn scan(&self, text: &str) -> Vec<KeywordHit> {
-        let mut hits = self.scan_terms(text);
+        let norm = normalise(text);
+        let mut hits = self.scan_normalised(&norm);
         let Some((model, threshold)) = &self.model else {
             return hits;
         };
-        for v in model.classify(text, *threshold) {
+        // Only the libraries that are on and that no term matched.
+        let skip = |label: &str| {
+            hits.iter().any(|h| h.library == label) || !self.libraries.iter().any(|l| l.id == label)
+        };
+        let verdicts = model.classify_normalised(&norm, *threshold, skip);
+        for v in verdicts {
             let Some(lib) = self.libraries.iter().find(|l| l.id == v.label) else {
-                continue; // a library the policy switched off, or has not
-            };
-            if hits.iter().any(|h| h.library == lib.id) {
                 continue;
-            }
+            };
             hits.push(KeywordHit {
                 library: lib.id.clone(),
                 concern: lib.concern.clone(),
@@ -356,17 +359,20 @@ impl Keywords {
     /// policy order, each with the best term: a plain term before a topic term, then the
     /// longest, then the first.
     pub fn scan_terms(&self, text: &str) -> Vec<KeywordHit> {
+        self.scan_normalised(&normalise(text))
+    }
+
+    fn scan_normalised(&self, text: &str) -> Vec<KeywordHit> {
         let Some(ac) = &self.automaton else {
             return Vec::new();
         };
-        let text = normalise(text);
         let n = self.libraries.len();
         // (library, topic, written, start, end) of each term occurrence.
         let mut terms = Vec::new();
         let mut phrases: Vec<(Option<usize>, usize, usize)> = Vec::new();
         let mut schoolwork_all = false;
         let mut schoolwork = vec![false; n];
-        for m in ac.find_overlapping_iter(&text) {
+        for m in ac.find_overlapping_iter(text) {
             for role in &self.roles[m.pattern().as_usize()] {
                 match *role {
                     Role::Term {
@@ -381,7 +387,7 @@ impl Keywords {
             }
         }
         if !self.patterns.is_empty() {
-            let words = Words::of(&text);
+            let words = Words::of(text);
             let mut found = vec![false; self.patterns.len()];
             for at in 0..words.len() {
                 let w = words.word(at);
@@ -431,7 +437,7 @@ impl Keywords {
                     severity: lib.severity,
                     response: lib.response.clone(),
                     term: self.written[written].clone(),
-                    found: found(&text, start, end),
+                    found: found(text, start, end),
                     language: self.languages[written].clone(),
                     model_percent: None,
                 })

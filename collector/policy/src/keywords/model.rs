@@ -54,7 +54,43 @@ pub struct Model {
     pub labels: Vec<String>,
     bias: Vec<f32>,
     /// Feature hash → weight per label.
-    weights: HashMap<u32, Vec<f32>>,
+    weights: Table,
+}
+
+/// Feature hash → a row of one weight per label, the rows side by side in one array: a lookup
+/// is one probe and one cache line, where a vector per feature cost a pointer chase each.
+#[derive(Debug, Clone, Default)]
+struct Table {
+    labels: usize,
+    rows: foldhash::HashMap<u32, u32>,
+    values: Vec<f32>,
+}
+
+impl Table {
+    fn new(labels: usize) -> Self {
+        Self {
+            labels,
+            ..Self::default()
+        }
+    }
+
+    fn get(&self, h: &u32) -> Option<&[f32]> {
+        let at = *self.rows.get(h)? as usize * self.labels;
+        Some(&self.values[at..at + self.labels])
+    }
+
+    fn row(&mut self, h: u32) -> &mut [f32] {
+        let next = self.rows.len() as u32;
+        let at = *self.rows.entry(h).or_insert(next) as usize * self.labels;
+        if at == self.values.len() {
+            self.values.resize(at + self.labels, 0.0);
+        }
+        &mut self.values[at..at + self.labels]
+    }
+
+    fn keys(&self) -> impl Iterator<Item = &u32> {
+        self.rows.keys()
+    }
 }
 
 /// How a model is trained.
@@ -105,48 +141,42 @@ enum Span {
 /// character 4-grams, spaces included, so a misspelt or run-together word still shares most
 /// of its grams with the right one. No allocation per feature: this runs on every text.
 fn features(norm: &str) -> Vec<(u32, Span)> {
-    let mut out = Vec::with_capacity(norm.len() * 2);
-    let words: Vec<(usize, usize)> = word_spans(norm);
-    for &(s, e) in &words {
-        out.push((hash(b'w', &[&norm.as_bytes()[s..e]]), Span::Words(s, e)));
-    }
-    for pair in words.windows(2) {
-        let (a, b) = (pair[0], pair[1]);
-        let bytes = norm.as_bytes();
-        let h = hash(b'b', &[&bytes[a.0..a.1], b" ", &bytes[b.0..b.1]]);
-        out.push((h, Span::Words(a.0, b.1)));
-    }
-    let bounds: Vec<usize> = norm
-        .char_indices()
-        .map(|(i, _)| i)
-        .chain([norm.len()])
-        .collect();
-    for w in bounds.windows(5) {
-        let (s, e) = (w[0], w[4]);
-        out.push((hash(b'c', &[&norm.as_bytes()[s..e]]), Span::Gram(s, e)));
-    }
-    out.sort_unstable_by_key(|(h, _)| *h);
-    out.dedup_by_key(|(h, _)| *h);
-    out
-}
-
-fn word_spans(norm: &str) -> Vec<(usize, usize)> {
-    let mut spans = Vec::new();
+    let bytes = norm.as_bytes();
+    let mut out = Vec::with_capacity(norm.len() + norm.len() / 2);
+    let mut previous: Option<(usize, usize)> = None;
     let mut start = None;
-    for (i, c) in norm.char_indices() {
-        match (c == ' ', start) {
+    for (i, &b) in bytes.iter().enumerate() {
+        match (b == b' ', start) {
             (true, Some(s)) => {
-                spans.push((s, i));
+                out.push((hash(b'w', &[&bytes[s..i]]), Span::Words(s, i)));
+                if let Some((ps, pe)) = previous {
+                    let h = hash(b'b', &[&bytes[ps..pe], b" ", &bytes[s..i]]);
+                    out.push((h, Span::Words(ps, i)));
+                }
+                previous = Some((s, i));
                 start = None;
             }
             (false, None) => start = Some(i),
             _ => {}
         }
     }
-    if let Some(s) = start {
-        spans.push((s, norm.len()));
+    let mut gram = |s: usize, e: usize| {
+        out.push((hash(b'c', &[&bytes[s..e]]), Span::Gram(s, e)));
+    };
+    if norm.is_ascii() {
+        // Most text: every byte a character, no boundaries to collect.
+        (0..norm.len().saturating_sub(3)).for_each(|s| gram(s, s + 4));
+    } else {
+        let bounds: Vec<usize> = norm
+            .char_indices()
+            .map(|(i, _)| i)
+            .chain([norm.len()])
+            .collect();
+        bounds.windows(5).for_each(|w| gram(w[0], w[4]));
     }
-    spans
+    out.sort_unstable_by_key(|(h, _)| *h);
+    out.dedup_by_key(|(h, _)| *h);
+    out
 }
 
 fn show(norm: &str, span: Span) -> String {
@@ -215,7 +245,7 @@ impl Model {
             .collect();
         let n = labels.len();
         let mut bias = vec![0.0f32; n];
-        let mut weights: HashMap<u32, Vec<f32>> = HashMap::new();
+        let mut weights = Table::new(n);
         // AdaGrad: features seen rarely still move.
         let mut g2: HashMap<u32, Vec<f32>> = HashMap::new();
         let mut g2_bias = vec![1e-6f32; n];
@@ -260,12 +290,12 @@ impl Model {
                     bias[k] -= rate * *z / g2_bias[k].sqrt();
                 }
                 for h in f {
-                    let w = weights.entry(*h).or_insert_with(|| vec![0.0; n]);
+                    let w = weights.row(*h);
                     let g = g2.entry(*h).or_insert_with(|| vec![1e-6; n]);
-                    for k in 0..n {
-                        let gk = grads[k] + l2 * w[k];
-                        g[k] += gk * gk;
-                        w[k] -= rate * gk / g[k].sqrt();
+                    for ((w, g), grad) in w.iter_mut().zip(g.iter_mut()).zip(&grads) {
+                        let gk = grad + l2 * *w;
+                        *g += gk * gk;
+                        *w -= rate * gk / g.sqrt();
                     }
                 }
             }
@@ -279,36 +309,49 @@ impl Model {
 
     /// Every label at or above `threshold`, most likely first.
     pub fn classify(&self, text: &str, threshold: f32) -> Vec<Verdict> {
+        self.classify_normalised(&normalise(text), threshold, |_| false)
+    }
+
+    /// [`Model::classify`] of text already normalised, leaving out the labels `skip` says are
+    /// already known (a term matched them): no explanation is built for those.
+    pub(super) fn classify_normalised(
+        &self,
+        norm: &str,
+        threshold: f32,
+        skip: impl Fn(&str) -> bool,
+    ) -> Vec<Verdict> {
         if self.labels.is_empty() {
             return Vec::new();
         }
-        let norm = normalise(text);
-        let feats = features(&norm);
-        let found: Vec<(Span, &Vec<f32>)> = feats
-            .iter()
-            .filter_map(|(h, span)| self.weights.get(h).map(|w| (*span, w)))
-            .collect();
+        let feats = features(norm);
+        let mut z = self.bias.clone();
+        for (h, _) in &feats {
+            if let Some(w) = self.weights.get(h) {
+                z.iter_mut().zip(w).for_each(|(z, w)| *z += w);
+            }
+        }
+        // Most texts stop here: nothing likely enough.
         let mut out = Vec::new();
         for (k, label) in self.labels.iter().enumerate() {
-            let z = self.bias[k] + found.iter().map(|(_, w)| w[k]).sum::<f32>();
-            let p = sigmoid(z);
-            if p < threshold {
+            let p = sigmoid(z[k]);
+            if p < threshold || skip(label) {
                 continue;
             }
-            let mut top: Vec<(Span, f32)> = found
-                .iter()
-                .map(|(span, w)| (*span, w[k]))
-                .filter(|(_, w)| *w > 0.0)
-                .collect();
-            top.sort_by(|a, b| b.1.total_cmp(&a.1));
+            // The three features that weighed most for it, without sorting them all.
+            let mut top: [Option<(Span, f32)>; 3] = [None; 3];
+            for (h, span) in &feats {
+                let Some(w) = self.weights.get(h).map(|w| w[k]).filter(|w| *w > 0.0) else {
+                    continue;
+                };
+                if let Some(i) = top.iter().position(|t| t.is_none_or(|(_, x)| w > x)) {
+                    top[i..].rotate_right(1);
+                    top[i] = Some((*span, w));
+                }
+            }
             out.push(Verdict {
                 label: label.clone(),
                 probability: p,
-                because: top
-                    .into_iter()
-                    .take(3)
-                    .map(|(s, _)| show(&norm, s))
-                    .collect(),
+                because: top.iter().flatten().map(|(s, _)| show(norm, *s)).collect(),
             });
         }
         out.sort_by(|a, b| b.probability.total_cmp(&a.probability));
@@ -326,7 +369,7 @@ impl Model {
         let mut keys: Vec<&u32> = self.weights.keys().collect();
         keys.sort_unstable();
         for h in keys {
-            let w = &self.weights[h];
+            let w = self.weights.get(h).unwrap_or_default();
             let kept: Vec<String> = w
                 .iter()
                 .enumerate()
@@ -369,7 +412,7 @@ impl Model {
         if bias.len() != n {
             return Err(fail(3, "one bias per label expected"));
         }
-        let mut weights = HashMap::new();
+        let mut weights = Table::new(n);
         for (i, line) in lines {
             let mut parts = line.split_whitespace();
             let Some(h) = parts.next() else { continue };
@@ -386,7 +429,7 @@ impl Model {
                 }
                 w[k] = x;
             }
-            weights.insert(h, w);
+            weights.row(h).copy_from_slice(&w);
         }
         Ok(Self {
             labels,
