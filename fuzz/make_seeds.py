@@ -70,6 +70,29 @@ def proc_connector():
     out("proc_connector", "several", pad4(exec_) + pad4(fork) + pad4(other) + exit_)
 
 
+def exec_record():
+    """Records as exec.bpf.c lays them out (96-byte header, then exe components leaf first,
+    the raw command line, cwd components): a short program, one with every field cut, and one
+    with no executable (a kernel helper)."""
+    def components(parts):
+        return b"".join(p.encode() + b"\0" for p in reversed(parts))
+
+    def record(exe, argv, cwd, flags, comm=b"true", parent=b"bash"):
+        exe_b, cwd_b = components(exe), components(cwd)
+        head = struct.pack(
+            "<QQQIIIIIIIHHHB5x16s16s",
+            123456789, 4242, len(argv), 1000, 999, 1000, 1000, 1000, 3, 2049,
+            len(exe_b), len(argv), len(cwd_b), flags, comm, parent,
+        )
+        assert len(head) == 96
+        return head + exe_b + argv + cwd_b
+
+    out("exec_record", "true", record(["usr", "bin", "true"], b"/bin/true\0marker-1\0", ["tmp", "storm"], 0))
+    out("exec_record", "tor", record(["home", "pupil", "tor-browser", "start"], b"./tor-browser/start\0--detach\0", ["home", "pupil"], 0, b"start"))
+    out("exec_record", "cut", record(["a"] * 48, b"x" * 8192, ["d"] * 48, 1 | 2 | 4))
+    out("exec_record", "no_exe", record([], b"", [], 8 | 16, b"kworker", b"kthreadd"))
+
+
 def procfs():
     out("procfs", "cmdline", b"/usr/bin/python3\0-c\0print('hi')\0")
     out("procfs", "cmdline-empty-args", b"sleep\0\0\x00300\0")
@@ -216,7 +239,7 @@ def urls():
 
 def policies():
     parts = ["default_policy.toml", "default_web.toml", "default_schedule.toml", "default_keywords.toml"]
-    text = "\n".join(open(os.path.join(ROOT, "collector/src/policy", p)).read() for p in parts)
+    text = "\n".join(open(os.path.join(ROOT, "collector/policy/src", p)).read() for p in parts)
     out("policy_file", "default", text)
     out("policy_file", "minimal", 'version = "1"\n')
 
@@ -270,6 +293,7 @@ def batch():
 if __name__ == "__main__":
     uevents()
     proc_connector()
+    exec_record()
     procfs()
     etw()
     history()

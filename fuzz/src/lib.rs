@@ -70,6 +70,31 @@ pub fn proc_connector(data: &[u8]) {
     }
 }
 
+/// The eBPF exec program's ring-buffer records: the kernel writes them, but the paths and the
+/// command line inside are a pupil's choosing, and the lengths in the header must be checked.
+pub fn exec_record(data: &[u8]) {
+    use invigilator_agent::platform::linux::exec_record::ExecRecord;
+    match ExecRecord::parse(data) {
+        Ok(r) => {
+            // Every section came out of the record: nothing is longer than what was given.
+            let exe = r.exe.as_ref().map_or(0, Vec::len);
+            let cwd = r.cwd.as_ref().map_or(0, Vec::len);
+            assert!(r.argv.len() <= data.len());
+            // A path gains at most one '/' per component it was given (and "/" for none).
+            assert!(exe <= 2 * data.len() + 1 && cwd <= 2 * data.len() + 1);
+            assert!(r.comm.len() <= 16 && r.parent_comm.len() <= 16);
+            assert!(
+                r.truncated
+                    .iter()
+                    .all(|t| ["exe", "argv", "cwd"].contains(t))
+            );
+        }
+        Err(e) => {
+            let _ = e.to_string();
+        }
+    }
+}
+
 /// /proc/PID/cmdline, status and stat: a process chooses its own arguments and name (comm),
 /// which appear in all three.
 pub fn procfs(data: &[u8]) {
@@ -646,6 +671,7 @@ pub type Target = fn(&[u8]);
 pub const TARGETS: &[(&str, Target)] = &[
     ("uevent", uevent),
     ("proc_connector", proc_connector),
+    ("exec_record", exec_record),
     ("procfs", procfs),
     ("etw_layout", etw_layout),
     ("history", history),

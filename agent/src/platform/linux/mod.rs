@@ -3,6 +3,7 @@
 pub mod beneath;
 #[cfg(invigilator_bpf)]
 pub mod exec_bpf;
+pub mod exec_record;
 pub mod proc_connector;
 pub mod procfs;
 pub mod sysfs_usb;

@@ -127,6 +127,7 @@ impl EbpfSource {
             name: name(&r.comm),
             parent_name: name(&r.parent_comm),
             cwd,
+            exe_file: r.exe.is_some().then_some((r.exe_inode, r.exe_dev)),
             login_uid: r.login_uid,
             session_id: r.session_id,
             gid: Some(r.gid),

@@ -326,6 +326,8 @@ struct Details {
     parent_name: Option<String>,
     /// Only the eBPF source reads these.
     cwd: Option<String>,
+    /// The executable's (inode, device).
+    exe_file: Option<(u64, u32)>,
     login_uid: Option<u32>,
     session_id: Option<u32>,
     gid: Option<u32>,
@@ -367,6 +369,8 @@ impl Details {
                 login_uid: self.login_uid,
                 session_id: self.session_id,
                 gid: self.gid,
+                exe_inode: self.exe_file.map(|(ino, _)| ino),
+                exe_dev: self.exe_file.map(|(_, dev)| dev),
             }),
         )
     }
@@ -608,6 +612,9 @@ mod tests {
         assert_eq!(p.parent_name, "bash");
         assert_eq!(p.uid, Some(0));
         assert!(p.unavailable.is_empty(), "{p:?}");
+        // The file itself, whatever it is called: its inode, as stat(2) gives it.
+        let ino = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata("/usr/bin/true").unwrap());
+        assert_eq!(p.exe_inode, Some(ino), "{p:?}");
         assert_eq!(complete, RUNS, "every exec named with exe, argv and cwd");
         let stats = mode.stats().expect("counters");
         assert!(stats.seen >= RUNS as u64, "{stats:?}");
