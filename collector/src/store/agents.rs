@@ -167,19 +167,25 @@ pub fn write_health<'a>(
                 h.hostname,
                 h.os,
                 h.agent_version,
-                h.spool_depth as i64,
-                h.dropped_total as i64,
-                h.last_seq as i64,
+                count(h.spool_depth),
+                count(h.dropped_total),
+                count(h.last_seq),
                 h.process_source,
                 h.process_fallback,
-                h.process_stats.seen as i64,
-                h.process_stats.dropped as i64,
-                h.process_stats.truncated as i64,
+                count(h.process_stats.seen),
+                count(h.process_stats.dropped),
+                count(h.process_stats.truncated),
             ])?;
         }
     }
     tx.commit()?;
     Ok(())
+}
+
+/// A count a device reported, as SQLite stores it: the device chose the number, so one past
+/// i64 is held at the largest, never wrapped to a negative.
+fn count(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 /// Agents last seen before `cutoff_us` that have not been alerted on yet; marks them alerted.
@@ -278,5 +284,34 @@ mod tests {
         );
         let listed = list(&crate::store::Audited::test(&conn)).unwrap();
         assert!(listed[0].revoked && listed[0].group == "staff");
+    }
+
+    #[test]
+    fn counts_past_what_sqlite_holds_are_kept_at_the_largest() {
+        let (_d, conn) = crate::store::test_db();
+        let a = NewAgent {
+            agent_id: "a1",
+            group: "staff",
+            hostname: "h",
+            os: "linux",
+            agent_version: "0.1.0",
+            cert_serial: "01",
+            cert_not_after_us: 0,
+        };
+        insert_agent(&crate::store::Admin::test(&conn), &a).unwrap();
+        let h = AgentHealth {
+            spool_depth: u64::MAX,
+            process_stats: ProcessStats {
+                seen: u64::MAX,
+                dropped: 7,
+                truncated: 0,
+            },
+            ..AgentHealth::default()
+        };
+        write_health(&crate::store::System::test(&conn), [(&"a1".to_owned(), &h)]).unwrap();
+        let row = &list(&crate::store::Audited::test(&conn)).unwrap()[0];
+        assert_eq!(row.spool_depth, i64::MAX as u64);
+        assert_eq!(row.process_stats.seen, i64::MAX as u64);
+        assert_eq!(row.process_stats.dropped, 7);
     }
 }
