@@ -321,6 +321,7 @@ pub fn policy_eval(
     policy: Option<&Path>,
     mistakes: bool,
     repeat: Option<u32>,
+    thresholds: &[f32],
 ) -> anyhow::Result<()> {
     use invigilator_policy::keywords::eval;
     let policy = match policy {
@@ -347,18 +348,22 @@ pub fn policy_eval(
         }
     }
     // The classifier is trained on this corpus: it is measured only on folds it did not see.
-    let cv = eval::cross_validate(
-        policy.keywords(),
-        &items,
-        5,
-        invigilator_policy::keywords::model::DEFAULT_THRESHOLD,
-    );
-    writeln!(
-        out,
-        "\nWith the classifier (threshold {}), 5-fold cross-validated:\n",
-        invigilator_policy::keywords::model::DEFAULT_THRESHOLD
-    )?;
-    cv.render(&mut out)?;
+    if let Some(t) = thresholds.iter().find(|t| !(**t > 0.0 && **t <= 1.0)) {
+        anyhow::bail!("--threshold {t}: a probability above 0 and at most 1");
+    }
+    let thresholds = if thresholds.is_empty() {
+        vec![invigilator_policy::keywords::model::DEFAULT_THRESHOLD]
+    } else {
+        thresholds.to_vec()
+    };
+    let reports = eval::cross_validate(policy.keywords(), &items, 5, &thresholds);
+    for (threshold, cv) in thresholds.iter().zip(&reports) {
+        writeln!(
+            out,
+            "\nWith the classifier (threshold {threshold}), 5-fold cross-validated:\n"
+        )?;
+        cv.render(&mut out)?;
+    }
     if let Some(n) = repeat.filter(|n| *n > 0) {
         let started = std::time::Instant::now();
         let mut hits = 0usize;

@@ -343,6 +343,10 @@ enum PolicyCommand {
         /// Then scan the corpus this many times on one core and print texts per second.
         #[arg(long)]
         repeat: Option<u32>,
+        /// The classifier's threshold to measure it at (cross-validated); repeat it to compare
+        /// several in one run. Default: the policy's default, 0.98.
+        #[arg(long = "threshold")]
+        thresholds: Vec<f32>,
     },
     /// Train the keyword classifier on a labelled corpus and write it as a model file.
     Train {
@@ -464,8 +468,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     policy,
                     mistakes,
                     repeat,
+                    thresholds,
                 },
-        } => cli::policy_eval(&corpus, policy.as_deref(), mistakes, repeat),
+        } => cli::policy_eval(&corpus, policy.as_deref(), mistakes, repeat, &thresholds),
         Command::Policy {
             command: PolicyCommand::Train { corpus, out },
         } => cli::policy_train(&corpus, &out),

@@ -97,6 +97,27 @@ pub fn renamed_sleep(dir: &Path, name: &str) -> PathBuf {
     exe
 }
 
+/// The `setpriv` command line that applies what systemd would for `unit` (a unit file's text):
+/// its `CapabilityBoundingSet=` as the bounding set, no-new-privileges, no inheritable
+/// capabilities. The program and its arguments follow it.
+pub fn as_unit_would(unit: &str) -> Vec<String> {
+    let caps: Vec<String> = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
+        .expect("the unit names a capability bounding set")
+        .split_whitespace()
+        .map(|c| format!("+{}", c.trim_start_matches("CAP_").to_lowercase()))
+        .collect();
+    [
+        "setpriv".to_owned(),
+        "--no-new-privs".to_owned(),
+        format!("--bounding-set=-all,{}", caps.join(",")),
+        "--inh-caps=-all".to_owned(),
+        "--".to_owned(),
+    ]
+    .into()
+}
+
 /// A Chromium-shaped History database with one visit to `url` now (the columns the agent's
 /// reader uses).
 pub fn chromium_history(path: &Path, url: &str) {

@@ -3,23 +3,12 @@
 //! still works (finding 14 of issue 13). systemd itself is not running here; `setpriv` applies
 //! the same kernel settings.
 
-use invigilator_tests::{Agent, Collector, chromium_history, renamed_sleep, wait_for};
+use invigilator_tests::{
+    Agent, Collector, as_unit_would, chromium_history, renamed_sleep, wait_for,
+};
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use std::time::Duration;
-
-/// `CapabilityBoundingSet=` of a unit, as setpriv's `-all,+cap,...`.
-fn bounding_set(unit: &str) -> String {
-    let line = unit
-        .lines()
-        .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
-        .expect("the unit names a capability bounding set");
-    let caps: Vec<String> = line
-        .split_whitespace()
-        .map(|c| format!("+{}", c.trim_start_matches("CAP_").to_lowercase()))
-        .collect();
-    format!("-all,{}", caps.join(","))
-}
 
 #[test]
 fn the_agent_works_within_its_units_capabilities() {
@@ -29,7 +18,6 @@ fn the_agent_works_within_its_units_capabilities() {
     )
     .unwrap();
     assert!(unit.contains("\nNoNewPrivileges=yes"));
-    let caps = bounding_set(&unit);
 
     // A pupil's profile in a directory only its owner may enter.
     let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
@@ -51,13 +39,7 @@ fn the_agent_works_within_its_units_capabilities() {
             home.path().display()
         ),
     );
-    a.start_under(&[
-        "setpriv".into(),
-        "--no-new-privs".into(),
-        format!("--bounding-set={caps}"),
-        "--inh-caps=-all".into(),
-        "--".into(),
-    ]);
+    a.start_under(&as_unit_would(&unit));
     a.wait_ready();
     let status = std::fs::read_to_string(format!("/proc/{}/status", a.pid().unwrap())).unwrap();
     assert!(status.contains("NoNewPrivs:\t1"), "{status}");

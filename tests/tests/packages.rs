@@ -10,7 +10,7 @@
 //! It installs into the real root filesystem, so it is alone in its test binary and purges both
 //! packages when it ends, passed or failed.
 
-use invigilator_tests::{bin, kill9, wait_for};
+use invigilator_tests::{as_unit_would, bin, kill9, wait_for};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
@@ -207,19 +207,10 @@ fn packages_install_silently_upgrade_in_place_and_purge_clean() {
 
     // The installed agent under its unit's capabilities reports, with the eBPF source.
     let unit = std::fs::read_to_string("/lib/systemd/system/invigilator-agent.service").unwrap();
-    let caps: Vec<String> = unit
-        .lines()
-        .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
-        .unwrap()
-        .split_whitespace()
-        .map(|c| format!("+{}", c.trim_start_matches("CAP_").to_lowercase()))
-        .collect();
-    let agent = Command::new("setpriv")
-        .args([
-            "--no-new-privs",
-            &format!("--bounding-set=-all,{}", caps.join(",")),
-        ])
-        .args(["--inh-caps=-all", "--", "/usr/bin/invigilator-agent", "run"])
+    let wrapper = as_unit_would(&unit);
+    let agent = Command::new(&wrapper[0])
+        .args(&wrapper[1..])
+        .args(["/usr/bin/invigilator-agent", "run"])
         .args(["--state-dir", AGENT_STATE])
         .stderr(Stdio::null())
         .spawn()

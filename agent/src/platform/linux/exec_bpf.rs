@@ -55,13 +55,12 @@ pub struct Preflight {
 }
 
 impl Preflight {
-    pub const BTF: &str = "/sys/kernel/btf/vmlinux";
-    pub const LOCKDOWN: &str = "/sys/kernel/security/lockdown";
-
-    pub fn this_machine() -> Self {
+    /// Looks at `btf` and `lockdown` (the process source's settings, `/sys/kernel/...` by
+    /// default) and at this machine's kernel release.
+    pub fn new(btf: PathBuf, lockdown: PathBuf) -> Self {
         Self {
-            btf: Self::BTF.into(),
-            lockdown: Self::LOCKDOWN.into(),
+            btf,
+            lockdown,
             release: nix::sys::utsname::uname()
                 .map(|u| u.release().to_string_lossy().into_owned())
                 .unwrap_or_default(),

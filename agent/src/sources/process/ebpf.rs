@@ -30,11 +30,7 @@ pub(super) struct EbpfSource {
 
 impl EbpfSource {
     pub(super) fn start(cfg: &ProcessConfig, hostname: String) -> Result<Self, Unavailable> {
-        let preflight = Preflight {
-            btf: cfg.btf_path.clone(),
-            lockdown: cfg.lockdown_path.clone(),
-            ..Preflight::this_machine()
-        };
+        let preflight = Preflight::new(cfg.btf_path.clone(), cfg.lockdown_path.clone());
         let probe = ExecProbe::load(&preflight, cfg.ring_buffer_bytes)?;
         let hook = match probe.hook {
             Hook::BtfTracepoint => "tp_btf/sched_process_exec",

@@ -2,7 +2,7 @@
 //!
 //! On Linux it runs a BPF program at the kernel's `sched_process_exec` tracepoint, which reads
 //! the new program's path, command line and working directory before the process can exit
-//! (`ebpf.rs`). Where that cannot run (no BTF, a kernel before 5.8, lockdown, a refused load, or
+//! (`ebpf.rs`). Where that cannot run (no BTF, a kernel before 5.17, lockdown, a refused load, or
 //! an agent built without clang) it listens to the kernel's proc connector, which announces every
 //! exec as it happens, and reads /proc for the details at once; a program that exits first is
 //! reported without its name. Where the kernel will not serve that either (before Linux 6.6 it
@@ -202,13 +202,8 @@ pub fn spawn(cfg: &ProcessConfig, hostname: String, tx: EventTx) -> io::Result<R
     } else {
         let mut fallback = String::new();
         if cfg.ebpf {
-            match ebpf_source(cfg, &hostname) {
-                Ok(source) => {
-                    let mode = RunningMode::new(Mode::Ebpf);
-                    let status = mode.clone();
-                    start_thread(move || source.run(&tx, &status))?;
-                    return Ok(mode);
-                }
+            match start_ebpf(cfg, &hostname, &tx)? {
+                Ok(mode) => return Ok(mode),
                 Err(reason) => {
                     tracing::warn!(
                         "process source: eBPF exec program unavailable: {reason}. Falling back \
@@ -258,31 +253,30 @@ pub fn spawn(cfg: &ProcessConfig, hostname: String, tx: EventTx) -> io::Result<R
     Ok(RunningMode::new(Mode::Poll))
 }
 
-/// The eBPF source, or why it cannot run here.
+/// Starts the eBPF source on its thread; `Ok(Err(reason))` when it cannot run here.
 #[cfg(all(target_os = "linux", invigilator_bpf))]
-fn ebpf_source(cfg: &ProcessConfig, hostname: &str) -> Result<ebpf::EbpfSource, String> {
-    ebpf::EbpfSource::start(cfg, hostname.to_owned()).map_err(|err| err.to_string())
+fn start_ebpf(
+    cfg: &ProcessConfig,
+    hostname: &str,
+    tx: &EventTx,
+) -> io::Result<Result<RunningMode, String>> {
+    let source = match ebpf::EbpfSource::start(cfg, hostname.to_owned()) {
+        Ok(source) => source,
+        Err(err) => return Ok(Err(err.to_string())),
+    };
+    let mode = RunningMode::new(Mode::Ebpf);
+    let (status, tx) = (mode.clone(), tx.clone());
+    start_thread(move || source.run(&tx, &status))?;
+    Ok(Ok(mode))
 }
 
 #[cfg(all(target_os = "linux", not(invigilator_bpf)))]
-fn ebpf_source(_: &ProcessConfig, _: &str) -> Result<std::convert::Infallible, String> {
-    Err(
-        "this agent was built without its eBPF exec program (no clang at build time, or \
-         without the `ebpf` feature)"
+fn start_ebpf(_: &ProcessConfig, _: &str, _: &EventTx) -> io::Result<Result<RunningMode, String>> {
+    Ok(Err(
+        "this agent was built without its eBPF exec program (no clang at build \
+            time, or without the `ebpf` feature)"
             .into(),
-    )
-}
-
-#[cfg(all(target_os = "linux", not(invigilator_bpf)))]
-trait Never {
-    fn run(self, tx: &EventTx, status: &RunningMode);
-}
-
-#[cfg(all(target_os = "linux", not(invigilator_bpf)))]
-impl Never for std::convert::Infallible {
-    fn run(self, _: &EventTx, _: &RunningMode) {
-        match self {}
-    }
+    ))
 }
 
 fn start_thread(body: impl FnOnce() + Send + 'static) -> io::Result<()> {

@@ -4,7 +4,7 @@
 //! (`collector/policy/corpus/`), which was written apart from the libraries and frozen first.
 
 use super::Keywords;
-use super::model::{Model, Training};
+use super::model::Model;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -148,18 +148,14 @@ pub fn evaluate(keywords: &Keywords, items: &[Item]) -> Report {
 }
 
 /// Terms and patterns with the classifier, measured fairly: the items are split into `folds`
-/// (every `folds`-th item), and each fold is judged by a model trained on the others only.
-pub fn cross_validate(keywords: &Keywords, items: &[Item], folds: usize, threshold: f32) -> Report {
-    cross_validate_with(keywords, items, folds, threshold, &Training::default())
-}
-
-pub fn cross_validate_with(
+/// (every `folds`-th item), and each fold is judged by a model trained on the others only. One
+/// report per threshold, the models trained once for all of them.
+pub fn cross_validate(
     keywords: &Keywords,
     items: &[Item],
     folds: usize,
-    threshold: f32,
-    training: &Training,
-) -> Report {
+    thresholds: &[f32],
+) -> Vec<Report> {
     let folds = folds.max(2);
     let labels = model_labels(items);
     let models: Vec<Model> = (0..folds)
@@ -172,28 +168,33 @@ pub fn cross_validate_with(
                 .collect();
             // Written and read back, so the figures are those of a model as shipped (small
             // weights left out).
-            let model = Model::train_with(&train, &labels, training);
+            let model = Model::train(&train, &labels);
             Model::read(&model.write(super::model::WRITTEN_MIN_WEIGHT))
                 .expect("a written model reads back")
         })
         .collect();
-    // `score` asks in item order, so the n-th call is the n-th item.
-    let mut n = 0;
-    score(items, |text| {
-        let k = n % folds;
-        n += 1;
-        let mut fired: Vec<String> = keywords
-            .scan_terms(text)
-            .into_iter()
-            .map(|h| h.library)
-            .collect();
-        for v in models[k].classify(text, threshold) {
-            if keywords.libraries().any(|l| l == v.label) && !fired.contains(&v.label) {
-                fired.push(v.label);
-            }
-        }
-        fired
-    })
+    thresholds
+        .iter()
+        .map(|&threshold| {
+            // `score` asks in item order, so the n-th call is the n-th item.
+            let mut n = 0;
+            score(items, |text| {
+                let k = n % folds;
+                n += 1;
+                let mut fired: Vec<String> = keywords
+                    .scan_terms(text)
+                    .into_iter()
+                    .map(|h| h.library)
+                    .collect();
+                for v in models[k].classify(text, threshold) {
+                    if keywords.libraries().any(|l| l == v.label) && !fired.contains(&v.label) {
+                        fired.push(v.label);
+                    }
+                }
+                fired
+            })
+        })
+        .collect()
 }
 
 /// The libraries a model is trained for: every concern of the corpus.
@@ -286,18 +287,6 @@ mod tests {
         for m in &r.false_positives {
             println!("false positive: {m:?}");
         }
-        let cv = cross_validate(
-            p.keywords(),
-            &corpus(),
-            5,
-            super::super::model::DEFAULT_THRESHOLD,
-        );
-        let mut cv_shown = Vec::new();
-        cv.render(&mut cv_shown).unwrap();
-        println!(
-            "with the classifier, 5-fold cross-validated:\n{}",
-            String::from_utf8(cv_shown).unwrap()
-        );
         for (concern, floor) in FLOORS {
             let got = r.concerns.get(*concern).map_or(0.0, Score::rate);
             assert!(
@@ -329,65 +318,4 @@ mod tests {
         ("sexual_content", 0.59),
         ("weapons", 0.62),
     ];
-}
-
-#[cfg(test)]
-mod sweep {
-    use super::*;
-    use crate::{DEFAULT_POLICY, Policy};
-
-    /// Rewrites the shipped model from the corpus, as `invigilator-collector policy train`
-    /// does: `cargo test --release -p invigilator-policy write_shipped_model -- --ignored`.
-    #[test]
-    #[ignore]
-    fn write_shipped_model() {
-        let items =
-            load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus/keywords.jsonl")).unwrap();
-        let text = train(&items).write(crate::keywords::model::WRITTEN_MIN_WEIGHT);
-        std::fs::write(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("src/default_keyword_model.txt"),
-            text,
-        )
-        .unwrap();
-    }
-
-    /// `cargo test -p invigilator-policy sweep -- --ignored --nocapture`: recall and false
-    /// positives of the cross-validated classifier at several thresholds.
-    #[test]
-    #[ignore]
-    fn threshold_sweep() {
-        let p = Policy::parse(DEFAULT_POLICY).unwrap();
-        let items =
-            load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus/keywords.jsonl")).unwrap();
-        let env = |k: &str, d: f32| {
-            std::env::var(k)
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(d)
-        };
-        let training = Training {
-            epochs: env("EPOCHS", 30.0) as usize,
-            rate: env("RATE", 0.5),
-            l2: env("L2", 1e-4),
-            balance: env("BALANCE", 0.0) > 0.0,
-            min_texts: env("MIN_TEXTS", 2.0) as u32,
-        };
-        println!("{training:?}");
-        for t in [0.5, 0.7, 0.9, 0.95, 0.98, 0.99] {
-            let r = cross_validate_with(p.keywords(), &items, 5, t, &training);
-            let (caught, all): (usize, usize) = r
-                .concerns
-                .values()
-                .fold((0, 0), |(c, a), s| (c + s.flagged, a + s.items));
-            let worst = r
-                .worst()
-                .map(|(c, x)| format!("{c} {:.1}%", x * 100.0))
-                .unwrap_or_default();
-            println!(
-                "threshold {t}: recall {:.1}% (worst {worst}), false positives {:.1}%",
-                100.0 * caught as f64 / all as f64,
-                100.0 * r.innocent.rate()
-            );
-        }
-    }
 }

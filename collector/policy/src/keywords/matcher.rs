@@ -41,9 +41,7 @@ pub struct Keywords {
     /// By pattern id.
     roles: Vec<Vec<Role>>,
     /// Terms as written, for hits.
-    written: Vec<String>,
-    /// By written term: its language, when not the library's own.
-    languages: Vec<Option<String>>,
+    written: Vec<Written>,
     /// Phrase patterns: (library, written, pattern).
     patterns: Vec<(usize, usize, Phrase)>,
     /// Which patterns can begin with a word: most words begin none, so most positions of a
@@ -104,6 +102,23 @@ fn pattern(owner: &str, field: &str, raw: &Spanned<String>) -> Result<String, Sp
     Ok(norm)
 }
 
+/// A term or pattern as the policy writes it, for the hits it makes.
+#[derive(Debug)]
+struct Written {
+    text: String,
+    /// Its language, when not the library's own.
+    language: Option<String>,
+}
+
+impl Written {
+    fn of(raw: &Spanned<String>, language: Option<&str>) -> Self {
+        Self {
+            text: raw.get_ref().trim().to_owned(),
+            language: language.map(str::to_owned),
+        }
+    }
+}
+
 /// The lists of a library, or of one of its languages.
 struct Lists<'a> {
     terms: &'a [Spanned<String>],
@@ -151,8 +166,7 @@ impl Keywords {
     ) -> Result<Self, SpecError> {
         let mut pats = Patterns::default();
         let mut libraries = Vec::new();
-        let mut written = Vec::new();
-        let mut languages: Vec<Option<String>> = Vec::new();
+        let mut written: Vec<Written> = Vec::new();
         let mut patterns = Vec::new();
         let mut ids = HashSet::new();
         for lib in libs {
@@ -211,8 +225,7 @@ impl Keywords {
                 ] {
                     for raw in list {
                         let p = pattern(&owner, field, raw)?;
-                        written.push(raw.get_ref().trim().to_owned());
-                        languages.push(language.clone());
+                        written.push(Written::of(raw, language.as_deref()));
                         let role = Role::Term {
                             library: n,
                             topic,
@@ -226,8 +239,7 @@ impl Keywords {
                 }
                 for raw in lists.patterns {
                     let p = Phrase::compile(&owner, raw)?;
-                    written.push(raw.get_ref().trim().to_owned());
-                    languages.push(language.clone());
+                    written.push(Written::of(raw, language.as_deref()));
                     if severity.is_some() {
                         patterns.push((n, written.len() - 1, p));
                     }
@@ -292,7 +304,6 @@ impl Keywords {
             automaton,
             roles: pats.roles,
             written,
-            languages,
             patterns,
             first_word,
             first_prefix,
@@ -436,9 +447,9 @@ impl Keywords {
                     concern: lib.concern.clone(),
                     severity: lib.severity,
                     response: lib.response.clone(),
-                    term: self.written[written].clone(),
+                    term: self.written[written].text.clone(),
                     found: found(text, start, end),
-                    language: self.languages[written].clone(),
+                    language: self.written[written].language.clone(),
                     model_percent: None,
                 })
             })

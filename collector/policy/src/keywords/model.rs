@@ -6,7 +6,7 @@
 //!
 //! The default model is trained by `invigilator-collector policy train` on the labelled corpus
 //! in `corpus/` and shipped as `default_keyword_model.txt`; nothing is downloaded. Its figures
-//! are measured by cross-validation (`policy eval --cross-validate`), never on the items it was
+//! are measured by cross-validation (`policy eval`, `--threshold` to compare), never on the items it was
 //! trained on.
 
 use std::collections::HashMap;
@@ -93,31 +93,14 @@ impl Table {
     }
 }
 
-/// How a model is trained.
-#[derive(Debug, Clone)]
-pub struct Training {
-    pub epochs: usize,
-    pub rate: f32,
-    pub l2: f32,
-    /// Weigh each concern's few positive examples up against the many others.
-    pub balance: bool,
-    /// Features found in fewer texts than this are left out of the model.
-    pub min_texts: u32,
-}
-
-impl Default for Training {
-    fn default() -> Self {
-        Self {
-            epochs: 30,
-            rate: 0.5,
-            l2: 1e-4,
-            // Weighing positives up raised cross-validated recall a little and false positives
-            // far more (tests' threshold sweep; BENCHMARKS.md).
-            balance: false,
-            min_texts: 2,
-        }
-    }
-}
+/// Training: passes over the corpus, AdaGrad's base rate and the L2 penalty.
+const EPOCHS: usize = 30;
+const RATE: f32 = 0.5;
+const L2: f32 = 1e-4;
+/// Features found in fewer texts than this are left out: a feature of one text says little
+/// beyond that text, and most features are such. It keeps the shipped file small enough to
+/// review, and cross-validated it cost less recall than false positives it saved.
+const MIN_TEXTS: u32 = 2;
 
 /// A concern the model found likely, with why.
 #[derive(Debug, Clone, PartialEq)]
@@ -212,12 +195,9 @@ pub struct ModelError {
 impl Model {
     /// Trains one logistic regression per label on `(text, label)` pairs; `label` is a library
     /// id or anything else for innocent text. Deterministic: same items, same model.
+    /// Classes are not weighed: weighing each concern's few positives up against the many
+    /// others raised cross-validated recall a little and false positives far more.
     pub fn train(items: &[(&str, &str)], labels: &[String]) -> Self {
-        Self::train_with(items, labels, &Training::default())
-    }
-
-    pub fn train_with(items: &[(&str, &str)], labels: &[String], t: &Training) -> Self {
-        let (epochs, rate, l2) = (t.epochs, t.rate, t.l2);
         let examples: Vec<(Vec<u32>, Option<usize>)> = items
             .iter()
             .map(|(text, label)| {
@@ -228,8 +208,6 @@ impl Model {
                 (f, labels.iter().position(|l| l == label))
             })
             .collect();
-        // A feature of one text only says little beyond that text, and most features are
-        // such: leaving them out keeps the model small (and the shipped file reviewable).
         let mut seen: HashMap<u32, u32> = HashMap::new();
         for (f, _) in &examples {
             for h in f {
@@ -239,7 +217,7 @@ impl Model {
         let examples: Vec<(Vec<u32>, Option<usize>)> = examples
             .into_iter()
             .map(|(f, y)| {
-                let kept = f.into_iter().filter(|h| seen[h] >= t.min_texts).collect();
+                let kept = f.into_iter().filter(|h| seen[h] >= MIN_TEXTS).collect();
                 (kept, y)
             })
             .collect();
@@ -249,20 +227,9 @@ impl Model {
         // AdaGrad: features seen rarely still move.
         let mut g2: HashMap<u32, Vec<f32>> = HashMap::new();
         let mut g2_bias = vec![1e-6f32; n];
-        // Positives are rare for each label: weigh them up to balance the classes.
-        let positives: Vec<f32> = (0..n)
-            .map(|k| {
-                examples
-                    .iter()
-                    .filter(|(_, y)| *y == Some(k))
-                    .count()
-                    .max(1) as f32
-            })
-            .collect();
-        let total = examples.len() as f32;
         let mut order: Vec<usize> = (0..examples.len()).collect();
         let mut seed = 0x2545_f491_u32;
-        for _ in 0..epochs {
+        for _ in 0..EPOCHS {
             // A fixed-seed shuffle (xorshift) per epoch.
             for i in (1..order.len()).rev() {
                 seed ^= seed << 13;
@@ -279,23 +246,17 @@ impl Model {
                     }
                 }
                 for (k, z) in grads.iter_mut().enumerate() {
-                    let positive = *y == Some(k);
-                    let weight = if positive && t.balance {
-                        ((total - positives[k]) / positives[k]).sqrt()
-                    } else {
-                        1.0
-                    };
-                    *z = (sigmoid(*z) - if positive { 1.0 } else { 0.0 }) * weight;
+                    *z = sigmoid(*z) - if *y == Some(k) { 1.0 } else { 0.0 };
                     g2_bias[k] += *z * *z;
-                    bias[k] -= rate * *z / g2_bias[k].sqrt();
+                    bias[k] -= RATE * *z / g2_bias[k].sqrt();
                 }
                 for h in f {
                     let w = weights.row(*h);
                     let g = g2.entry(*h).or_insert_with(|| vec![1e-6; n]);
                     for ((w, g), grad) in w.iter_mut().zip(g.iter_mut()).zip(&grads) {
-                        let gk = grad + l2 * *w;
+                        let gk = grad + L2 * *w;
                         *g += gk * gk;
-                        *w -= rate * gk / g.sqrt();
+                        *w -= RATE * gk / g.sqrt();
                     }
                 }
             }
@@ -440,10 +401,11 @@ impl Model {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn toy() -> Model {
+    /// A one-concern model from eight texts, for tests here and in the matcher's.
+    pub(crate) fn toy() -> Model {
         let items = [
             ("i want to disappear forever", "self_harm"),
             ("nobody would notice if i was gone", "self_harm"),

@@ -41,7 +41,7 @@ pub fn normalise(text: &str) -> String {
         }
     }
     flush(&mut word, &mut out);
-    join_spelled_out(&out)
+    join_spelled_out(out)
 }
 
 fn push(c: char, word: &mut String, out: &mut String) {
@@ -66,15 +66,21 @@ fn push(c: char, word: &mut String, out: &mut String) {
 }
 
 /// A run of three or more one-letter words becomes one word; anything else is kept.
-fn join_spelled_out(text: &str) -> String {
-    let words: Vec<&str> = text.split(' ').filter(|w| !w.is_empty()).collect();
+/// Nearly every text has no such run: it is returned as it came, without a copy.
+fn join_spelled_out(text: String) -> String {
     let single = |w: &str| {
         let mut cs = w.chars();
         cs.next().is_some_and(char::is_alphabetic) && cs.next().is_none()
     };
-    if !words.windows(3).any(|w| w.iter().all(|x| single(x))) {
-        return text.to_owned();
+    let mut run = 0;
+    let spelled_out = text.split(' ').filter(|w| !w.is_empty()).any(|w| {
+        run = if single(w) { run + 1 } else { 0 };
+        run >= 3
+    });
+    if !spelled_out {
+        return text;
     }
+    let words: Vec<&str> = text.split(' ').filter(|w| !w.is_empty()).collect();
     let mut out = String::with_capacity(text.len());
     out.push(' ');
     let mut i = 0;

@@ -450,16 +450,7 @@ terms = ["kill myself"]
 "#,
     )
     .unwrap();
-    let items = [
-        ("i want to disappear forever", "self_harm"),
-        ("nobody would notice if i was gone", "self_harm"),
-        ("i just want everything to stop forever", "self_harm"),
-        ("how to make my pain stop forever", "self_harm"),
-        ("best football boots", "none"),
-        ("how to make pancakes", "none"),
-        ("disappearing ink science experiment", "none"),
-    ];
-    let model = model::Model::train(&items, &["self_harm".to_owned()]);
+    let model = model::tests::toy();
     let k = k.with_model(std::sync::Arc::new(model), 0.5);
     let hits = k.scan("i want it all to stop forever");
     assert_eq!(hits.len(), 1, "{hits:?}");
