@@ -37,3 +37,14 @@ command -v squidGuard >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=nonint
 command -v wine >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wine wine64; }
 # The fault tests jump one agent's clock with libfaketime (LD_PRELOAD), never the machine's.
 [ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ] || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends faketime; }
+# The metrics test scrapes the collector with Debian's Prometheus and asks its query API. The
+# package would start a system-wide Prometheus; a policy-rc.d kept only for the install stops that.
+if ! command -v prometheus >/dev/null; then
+  made_policy=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && made_policy=1
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus
+  [ "$made_policy" = 1 ] && rm -f /usr/sbin/policy-rc.d
+fi

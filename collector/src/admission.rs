@@ -212,6 +212,12 @@ impl Admission {
         })
     }
 
+    /// Agents with a live event stream to this collector.
+    pub fn live_streams(&self) -> usize {
+        let map = self.agents.lock().unwrap_or_else(|p| p.into_inner());
+        map.values().filter(|s| s.live.is_some()).count()
+    }
+
     /// Bytes currently waiting for the committer, all agents together.
     pub fn pending_bytes(&self) -> usize {
         self.pending_bytes as usize - self.pending.available_permits()

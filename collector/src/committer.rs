@@ -3,13 +3,15 @@
 //! acknowledged. An acknowledgement therefore always means "on disk, with its alerts".
 
 use crate::admission::Room;
+use crate::metrics::Metrics;
 use crate::serve::SystemKey;
 use crate::store::{self, Store, StoredBatch, System, delivery};
 use arc_swap::ArcSwap;
-use invigilator_policy::{AgentContext, Policy};
+use invigilator_policy::{AgentContext, Policy, Severity};
 use invigilator_proto::v1::{Event, event::Kind};
 use prost::Message;
 use std::sync::Arc;
+use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
 /// Everything a stream asks the committer to store.
@@ -36,6 +38,9 @@ pub struct Committer {
     tx: mpsc::Sender<Job>,
 }
 
+/// The channel's bound on queued jobs; memory is bounded by the admission's byte budget.
+const QUEUE: usize = 1024;
+
 impl Committer {
     /// Starts the committer thread. It stops when every `Committer` handle is dropped.
     pub fn spawn(
@@ -43,13 +48,18 @@ impl Committer {
         key: SystemKey,
         policy: Arc<ArcSwap<Policy>>,
         limits: CommitLimits,
+        metrics: Arc<Metrics>,
     ) -> std::io::Result<(Self, std::thread::JoinHandle<()>)> {
-        // Memory is bounded by the admission's byte budget; this only bounds the job count.
-        let (tx, rx) = mpsc::channel(1024);
+        let (tx, rx) = mpsc::channel(QUEUE);
         let handle = std::thread::Builder::new()
             .name("committer".into())
-            .spawn(move || run(store, key, rx, policy, limits))?;
+            .spawn(move || run(store, key, rx, policy, limits, &metrics))?;
         Ok((Self { tx }, handle))
+    }
+
+    /// Batches waiting to be committed.
+    pub fn queued(&self) -> usize {
+        QUEUE - self.tx.capacity()
     }
 
     /// Queues a job; the reply arrives on the job's channel after the commit.
@@ -64,6 +74,7 @@ fn run(
     mut rx: mpsc::Receiver<Job>,
     policy: Arc<ArcSwap<Policy>>,
     limits: CommitLimits,
+    metrics: &Metrics,
 ) {
     let mut jobs: Vec<Job> = Vec::new();
     while let Some(first) = rx.blocking_recv() {
@@ -82,10 +93,13 @@ fn run(
             }
         }
         let policy = policy.load();
+        let started = Instant::now();
         match store.system(&key, |sys| {
             sys.transaction(|sys| commit(sys, &jobs, &policy))
         }) {
-            Ok(results) => {
+            Ok((results, tally)) => {
+                metrics.commit_took(started.elapsed(), total);
+                tally.count(metrics);
                 for (job, result) in jobs.drain(..).zip(results) {
                     let _ = job.reply.send(Ok(result));
                 }
@@ -100,7 +114,49 @@ fn run(
     }
 }
 
-fn commit(tx: &System<'_>, jobs: &[Job], policy: &Policy) -> store::Result<Vec<StoredBatch>> {
+/// What one commit stored, counted for the metrics only once it is on disk: a rolled-back
+/// commit counts nothing. Kept per kind in place, so the hot path allocates nothing.
+#[derive(Default)]
+struct Tally {
+    /// (kind, stored, duplicates), for the handful of kinds there are.
+    kinds: Vec<(&'static str, u64, u64)>,
+    alerts: Vec<(String, Severity)>,
+}
+
+impl Tally {
+    fn event(&mut self, event: &Event, stored: bool) {
+        let kind = event.kind.as_ref().map(Kind::name).unwrap_or("unknown");
+        let i = match self.kinds.iter().position(|k| k.0 == kind) {
+            Some(i) => i,
+            None => {
+                self.kinds.push((kind, 0, 0));
+                self.kinds.len() - 1
+            }
+        };
+        if stored {
+            self.kinds[i].1 += 1;
+        } else {
+            self.kinds[i].2 += 1;
+        }
+    }
+
+    fn count(self, metrics: &Metrics) {
+        for (kind, stored, duplicates) in self.kinds {
+            metrics.events_stored(kind, stored);
+            metrics.events_duplicate(kind, duplicates);
+        }
+        for (rule, severity) in self.alerts {
+            metrics.alert_raised(&rule, severity);
+        }
+    }
+}
+
+fn commit(
+    tx: &System<'_>,
+    jobs: &[Job],
+    policy: &Policy,
+) -> store::Result<(Vec<StoredBatch>, Tally)> {
+    let mut tally = Tally::default();
     let received_at = store::now_us();
     let window = policy.alerts.aggregate_window.as_micros() as i64;
     let mut results = Vec::with_capacity(jobs.len());
@@ -110,7 +166,9 @@ fn commit(tx: &System<'_>, jobs: &[Job], policy: &Policy) -> store::Result<Vec<S
         for event in &job.events {
             // Evaluated as received; stored without what nobody may see (illegal-class visits).
             let stored = policy.redacted(event);
-            if store::events::insert(tx, &job.agent_id, &stored, received_at)? {
+            let first_sighting = store::events::insert(tx, &job.agent_id, &stored, received_at)?;
+            tally.event(event, first_sighting);
+            if first_sighting {
                 r.stored += 1;
                 stored_bytes += stored.encoded_len() as u64;
                 let user_logged_on_elsewhere = match &event.kind {
@@ -136,6 +194,7 @@ fn commit(tx: &System<'_>, jobs: &[Job], policy: &Policy) -> store::Result<Vec<S
                 for alert in policy.evaluate(&ctx, event) {
                     store::alerts::record(tx, &alert, window)?;
                     r.alerts += 1;
+                    tally.alerts.push((alert.rule, alert.severity));
                 }
             } else {
                 r.duplicates += 1;
@@ -156,5 +215,5 @@ fn commit(tx: &System<'_>, jobs: &[Job], policy: &Policy) -> store::Result<Vec<S
         }
         results.push(r);
     }
-    Ok(results)
+    Ok((results, tally))
 }

@@ -1,6 +1,7 @@
 //! The `Enrollment` gRPC service: a one-time token and a CSR in, a client certificate out.
 //! Served over server-authenticated TLS; the only call that needs no client certificate.
 
+use crate::metrics::Refusal;
 use crate::state::Shared;
 use crate::store::{
     self,
@@ -55,18 +56,23 @@ impl Enrollment for EnrollmentService {
             if crate::sparse_mark(refused) {
                 tracing::warn!(%addr, refused, "enrolment attempts refused: too many failures from this address");
             }
+            self.shared.metrics.refused(Refusal::enrolment_rationed);
             return Err(Status::resource_exhausted(format!(
                 "too many failed enrolments from {addr}; try again after {}",
                 store::rfc3339(until_us)
             )));
         }
         let result = self.try_enroll(req.into_inner()).await;
+        if result.is_ok() {
+            self.shared.metrics.enrolled();
+        }
         // Only what the caller sent counts against it, not the collector's own storage trouble.
         if let Some(status) = result
             .as_ref()
             .err()
             .filter(|s| !matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Internal))
         {
+            self.shared.metrics.refused(Refusal::enrolment);
             let a = addr.clone();
             let failures = self
                 .shared

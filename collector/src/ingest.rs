@@ -5,6 +5,7 @@ use crate::admission::{Limit, Ticket};
 use crate::committer::Job;
 use crate::event_time::TimeWindow;
 use crate::identity;
+use crate::metrics::Refusal;
 use crate::state::Shared;
 use crate::store::{self, delivery};
 use invigilator_policy::monitoring::{self, Device};
@@ -37,6 +38,21 @@ impl TelemetryService {
     /// current certificate. The one a renewal replaced is refused, except for `renew` itself:
     /// the agent may have missed the answer to its last renewal.
     async fn authorise<T>(
+        &self,
+        req: &Request<T>,
+        renewing: bool,
+    ) -> Result<(identity::PeerCert, String), Status> {
+        let result = self.check_credentials(req, renewing).await;
+        if result
+            .as_ref()
+            .is_err_and(|s| s.code() == tonic::Code::PermissionDenied)
+        {
+            self.shared.metrics.refused(Refusal::not_authorised);
+        }
+        result
+    }
+
+    async fn check_credentials<T>(
         &self,
         req: &Request<T>,
         renewing: bool,
@@ -134,9 +150,12 @@ impl Reader {
             }
             let next = tokio::select! {
                 m = inbound.message() => m,
-                _ = &mut self.ticket.superseded => return self.fail(Status::aborted(
-                    "a newer event stream from this agent replaced this one",
-                )).await,
+                _ = &mut self.ticket.superseded => {
+                    self.shared.metrics.refused(Refusal::superseded);
+                    return self.fail(Status::aborted(
+                        "a newer event stream from this agent replaced this one",
+                    )).await;
+                }
             };
             let mut batch = match next {
                 Ok(Some(b)) => b,
@@ -147,6 +166,7 @@ impl Reader {
                 }
             };
             if let Err(status) = self.shared.revocations.check(&self.agent) {
+                self.shared.metrics.refused(Refusal::not_authorised);
                 return self.fail(status).await;
             }
             // The agent's budgets again: an old or rogue agent is held to them too.
@@ -156,6 +176,7 @@ impl Reader {
             let up_to = match validate(&batch) {
                 Ok(last) => last,
                 Err(status) => {
+                    self.shared.metrics.refused(Refusal::malformed);
                     tracing::warn!(error = %status.message(), "rejected a malformed batch");
                     return self.fail(status).await;
                 }
@@ -271,6 +292,11 @@ impl Reader {
 
 /// Raises the quota alert the first time in a day that `limit` holds the agent back.
 async fn held_back(shared: &Arc<Shared>, agent: &Arc<str>, limit: Limit, what: String) {
+    shared.metrics.refused(match limit {
+        Limit::Rate => Refusal::rate_quota,
+        Limit::Daily => Refusal::daily_quota,
+        Limit::Streams => Refusal::stream_quota,
+    });
     let now = store::now_us();
     if !shared.admission.first_hit_today(agent, limit, now) {
         return;

@@ -15,6 +15,7 @@ pub mod housekeeping;
 pub mod identity;
 pub mod ingest;
 pub mod init;
+pub mod metrics;
 pub mod notify;
 pub mod pki;
 pub mod reload;

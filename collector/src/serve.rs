@@ -6,6 +6,7 @@ use crate::config::CollectorConfig;
 use crate::enroll::EnrollmentService;
 use crate::identity::Revocations;
 use crate::ingest::TelemetryService;
+use crate::metrics::{self, Metrics};
 use crate::pki::{CertificateAuthority, PkiPaths};
 use crate::state::Shared;
 use crate::store::{self, Store};
@@ -76,6 +77,14 @@ pub async fn run(data_dir: &Path, opts: ServeOptions) -> anyhow::Result<()> {
     let revocations = Revocations::default();
     revocations.replace(store.admin(store::agents::revoked_ids)?);
     // Pending commits need no draining on shutdown: nothing unacknowledged is lost, agents resend it.
+    let metrics = Arc::new(Metrics::new());
+    // Read before anything listens: a bad token file stops the start with its reason.
+    let metrics_token = config
+        .metrics
+        .token_file
+        .as_ref()
+        .map(|f| metrics::http::Token::load(&data_dir.join(f)))
+        .transpose()?;
     let (committer, _committer_thread) = Committer::spawn(
         store.clone(),
         key.clone(),
@@ -84,6 +93,7 @@ pub async fn run(data_dir: &Path, opts: ServeOptions) -> anyhow::Result<()> {
             events: config.ingest.max_commit_events,
             bytes: config.ingest.max_commit_mib * 1024 * 1024,
         },
+        Arc::clone(&metrics),
     )?;
 
     let read = |p: std::path::PathBuf| {
@@ -109,6 +119,7 @@ pub async fn run(data_dir: &Path, opts: ServeOptions) -> anyhow::Result<()> {
         policy,
         revocations,
         health: Mutex::new(Default::default()),
+        metrics: Arc::clone(&metrics),
     });
 
     tokio::spawn(alerts::watch_silent_agents(Arc::clone(&shared)));
@@ -136,6 +147,29 @@ pub async fn run(data_dir: &Path, opts: ServeOptions) -> anyhow::Result<()> {
         key.clone(),
         config.notify.clone(),
     ));
+    tokio::spawn(metrics::fleet::run(Arc::clone(&shared)));
+    let scrape = Arc::new(metrics::http::Scrape {
+        metrics: Arc::clone(&metrics),
+        admission: Arc::clone(&shared.admission),
+        committer: shared.committer.clone(),
+        data_dir: data_dir.to_path_buf(),
+    });
+    let metrics_addr = match config.metrics.listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen for metrics on {addr}"))?;
+            let bound = listener.local_addr()?;
+            let app = metrics::http::routes(Arc::clone(&scrape), None);
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, app).await {
+                    tracing::error!(error = %e, "metrics listener stopped");
+                }
+            });
+            Some(bound)
+        }
+        None => None,
+    };
 
     let http = tokio::net::TcpListener::bind(config.http.listen)
         .await
@@ -147,7 +181,13 @@ pub async fn run(data_dir: &Path, opts: ServeOptions) -> anyhow::Result<()> {
         config.console.clone(),
         Arc::clone(&shared.policy),
     );
-    let app = crate::console::router(console).into_make_service_with_connect_info::<SocketAddr>();
+    let mut app = crate::console::router(console).route_layer(
+        axum::middleware::from_fn_with_state(Arc::clone(&metrics), metrics::http::track),
+    );
+    if metrics_token.is_some() {
+        app = app.merge(metrics::http::routes(scrape, metrics_token));
+    }
+    let app = app.into_make_service_with_connect_info::<SocketAddr>();
     tokio::spawn(async move {
         if let Err(e) = axum::serve(http, app).await {
             tracing::error!(error = %e, "HTTP server stopped");
@@ -158,9 +198,12 @@ pub async fn run(data_dir: &Path, opts: ServeOptions) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen for gRPC on {}", config.grpc.listen))?;
     let grpc_addr = grpc.local_addr()?;
-    tracing::info!(grpc = %grpc_addr, http = %http_addr, data_dir = %data_dir.display(), "collector serving");
+    tracing::info!(grpc = %grpc_addr, http = %http_addr, metrics = ?metrics_addr, data_dir = %data_dir.display(), "collector serving");
     // Tests and scripts wait for this line.
-    eprintln!("invigilator-collector listening: grpc={grpc_addr} http={http_addr}");
+    let metrics_field = metrics_addr
+        .map(|a| format!(" metrics={a}"))
+        .unwrap_or_default();
+    eprintln!("invigilator-collector listening: grpc={grpc_addr} http={http_addr}{metrics_field}");
 
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc);
     Server::builder()

@@ -4,6 +4,7 @@ use crate::admission::Admission;
 use crate::committer::Committer;
 use crate::config::CollectorConfig;
 use crate::identity::Revocations;
+use crate::metrics::Metrics;
 use crate::pki::CertificateAuthority;
 use crate::serve::SystemKey;
 use crate::store::{AgentHealth, Store, System};
@@ -26,6 +27,7 @@ pub struct Shared {
     pub revocations: Revocations,
     /// Latest heartbeat per agent, written to the database every few seconds in one go.
     pub health: Mutex<HashMap<String, AgentHealth>>,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Shared {

@@ -218,6 +218,8 @@ pub struct Collector {
     pub dir: tempfile::TempDir,
     pub grpc: String,
     pub http: String,
+    /// The start-up line naming every listener.
+    listening: String,
     child: Option<Child>,
 }
 
@@ -225,6 +227,13 @@ impl Collector {
     /// `init` and `serve` on loopback ports chosen by the OS. `config` is appended to
     /// collector.toml (e.g. shorter silent-agent timings).
     pub fn start(config: &str) -> Self {
+        let mut c = Self::init(config);
+        c.spawn();
+        c
+    }
+
+    /// `init` only, with `config` appended to collector.toml: nothing is started.
+    pub fn init(config: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         run_ok(
             Command::new(bin("invigilator-collector"))
@@ -237,14 +246,22 @@ impl Collector {
             let text = std::fs::read_to_string(&path).unwrap();
             std::fs::write(&path, override_tables(&text, config)).unwrap();
         }
-        let mut c = Self {
+        Self {
             dir,
             grpc: "127.0.0.1:0".into(),
             http: "127.0.0.1:0".into(),
+            listening: String::new(),
             child: None,
-        };
-        c.spawn();
-        c
+        }
+    }
+
+    /// An address from the start-up line: `listening("metrics=")`.
+    pub fn listening(&self, key: &str) -> String {
+        self.listening
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(key))
+            .unwrap_or_else(|| panic!("no {key} in {:?}", self.listening))
+            .to_owned()
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -289,14 +306,9 @@ impl Collector {
                 .find(|l| l.starts_with("invigilator-collector listening:"))
                 .map(str::to_owned)
         });
-        let field = |k: &str| {
-            line.split_whitespace()
-                .find_map(|w| w.strip_prefix(k))
-                .unwrap()
-                .to_owned()
-        };
-        self.grpc = field("grpc=");
-        self.http = field("http=");
+        self.listening = line;
+        self.grpc = self.listening("grpc=");
+        self.http = self.listening("http=");
     }
 
     /// https://localhost:PORT, a name the server certificate carries.

@@ -37,6 +37,7 @@ pub struct CollectorConfig {
     pub reports: ReportsConfig,
     pub notify: NotifyConfig,
     pub retention: RetentionConfig,
+    pub metrics: MetricsConfig,
 }
 
 /// The staff console's log-in rules.
@@ -94,6 +95,30 @@ pub struct GrpcConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
     pub listen: SocketAddr,
+}
+
+/// Prometheus metrics (`/metrics`). Off unless a listener or a token is set.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// A listener serving only `/metrics`, asking no token.
+    pub listen: Option<SocketAddr>,
+    /// A file holding the bearer token for `/metrics` on the console's listener; relative to
+    /// the data directory unless absolute.
+    pub token_file: Option<PathBuf>,
+    /// How often the fleet's figures (agents per group, silent, spools) are read from the store.
+    #[serde(with = "humantime_serde")]
+    pub refresh_interval: Duration,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            token_file: None,
+            refresh_interval: Duration::from_secs(15),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -232,6 +257,9 @@ impl CollectorConfig {
     }
 
     fn validate(&self) -> Result<(), String> {
+        if self.metrics.refresh_interval < Duration::from_secs(1) {
+            return Err("metrics.refresh_interval must be at least 1s".into());
+        }
         if self.agents.cert_validity < Duration::from_secs(10) {
             return Err("agents.cert_validity must be at least 10s".into());
         }

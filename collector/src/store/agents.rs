@@ -209,6 +209,44 @@ pub fn take_newly_silent(tx: &System<'_>, cutoff_us: i64) -> Result<Vec<AgentRow
     Ok(rows)
 }
 
+/// The fleet's health by group and process source, for the metrics: counts and sums only,
+/// nothing that names a device.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FleetRow {
+    pub group: String,
+    /// As the agents reported it; the metrics hold it to the names they know.
+    pub process_source: String,
+    pub agents: u64,
+    pub silent: u64,
+    /// Sums of what the devices reported, as floats: a device may claim any count, and an
+    /// integer sum of such claims could overflow.
+    pub spool_depth: f64,
+    pub dropped: f64,
+}
+
+/// Enrolled, unrevoked agents by group and process source; silent = not heard from since
+/// `silent_before_us`, or never.
+pub fn fleet(tx: &System<'_>, silent_before_us: i64) -> Result<Vec<FleetRow>> {
+    let mut stmt = tx.conn.prepare(
+        "SELECT grp, process_source, COUNT(*),
+                TOTAL(last_seen IS NULL OR last_seen < ?1), TOTAL(spool_depth), TOTAL(dropped_total)
+         FROM agents WHERE revoked_at IS NULL GROUP BY grp, process_source ORDER BY grp",
+    )?;
+    let rows = stmt
+        .query_map([silent_before_us], |r| {
+            Ok(FleetRow {
+                group: r.get(0)?,
+                process_source: r.get(1)?,
+                agents: r.get::<_, i64>(2)?.max(0) as u64,
+                silent: r.get::<_, f64>(3)? as u64,
+                spool_depth: r.get(4)?,
+                dropped: r.get(5)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
 pub fn list(tx: &Audited<'_>) -> Result<Vec<AgentRow>> {
     let conn = tx.conn;
     let mut stmt = conn.prepare(&format!("{SELECT} ORDER BY enrolled_at, agent_id"))?;
@@ -284,6 +322,48 @@ mod tests {
         );
         let listed = list(&crate::store::Audited::test(&conn)).unwrap();
         assert!(listed[0].revoked && listed[0].group == "staff");
+    }
+
+    #[test]
+    fn the_fleet_is_counted_by_group_and_source_without_overflowing() {
+        let (_d, conn) = crate::store::test_db();
+        for (id, group) in [("a1", "ks3"), ("a2", "ks3"), ("a3", "staff")] {
+            let a = NewAgent {
+                agent_id: id,
+                group,
+                hostname: "h",
+                os: "linux",
+                agent_version: "0.1.0",
+                cert_serial: "01",
+                cert_not_after_us: 0,
+            };
+            insert_agent(&crate::store::Admin::test(&conn), &a).unwrap();
+        }
+        let heard = |spool| AgentHealth {
+            last_seen_us: 2_000,
+            spool_depth: spool,
+            process_source: "ebpf".into(),
+            ..AgentHealth::default()
+        };
+        let (a1, a2) = ("a1".to_owned(), "a2".to_owned());
+        let (h1, h2) = (heard(u64::MAX), heard(u64::MAX));
+        write_health(&crate::store::System::test(&conn), [(&a1, &h1), (&a2, &h2)]).unwrap();
+        let rows = fleet(&crate::store::System::test(&conn), 0).unwrap();
+        assert_eq!(rows.len(), 2, "{rows:?}");
+        let ks3 = &rows[0];
+        assert_eq!(
+            (ks3.group.as_str(), ks3.process_source.as_str()),
+            ("ks3", "ebpf")
+        );
+        assert_eq!((ks3.agents, ks3.silent), (2, 0));
+        assert!(
+            ks3.spool_depth > 1.8e19,
+            "two claims of i64::MAX, summed without overflow"
+        );
+        assert_eq!((rows[1].group.as_str(), rows[1].agents), ("staff", 1));
+        // Nobody heard from since a cutoff still to come: all silent.
+        let later = fleet(&crate::store::System::test(&conn), i64::MAX).unwrap();
+        assert_eq!((later[0].silent, later[1].silent), (2, 1));
     }
 
     #[test]

@@ -17,7 +17,7 @@ pub use anchor::{Checkpoint, reanchor};
 pub use verify::{Verdict, verify};
 
 use crate::store::{self, now_us, rfc3339};
-use crate::store::{Admin, Audited};
+use crate::store::{Admin, Audited, System};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -303,6 +303,15 @@ pub struct Filter {
 /// The id of the newest entry of any writer (0 for an empty trail).
 pub fn last_id(tx: &Audited<'_>) -> Result<i64, AuditError> {
     Ok(tx
+        .conn
+        .query_row("SELECT COALESCE(MAX(id), 0) FROM audit_log", [], |r| {
+            r.get(0)
+        })?)
+}
+
+/// How long the trail is (its newest id), for the metrics: a count, no entry is read.
+pub fn length(sys: &System<'_>) -> store::Result<i64> {
+    Ok(sys
         .conn
         .query_row("SELECT COALESCE(MAX(id), 0) FROM audit_log", [], |r| {
             r.get(0)
