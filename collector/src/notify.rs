@@ -66,8 +66,8 @@ fn line(a: &Due, console_url: &str) -> String {
 /// Returns how many alerts were notified; an error before the audit leaves the alerts for the
 /// next poll, a failed send does not.
 pub fn poll_once(sys: &System<'_>, cfg: &NotifyConfig) -> Result<usize, NotifyError> {
-    let Some(last) = outbox::position(sys)? else {
-        outbox::start_at_newest(sys)?;
+    let Some(last) = outbox::position(sys, outbox::NOTIFY)? else {
+        outbox::start_at_newest(sys, outbox::NOTIFY)?;
         return Ok(0);
     };
     let scanned = outbox::after(sys, last, BATCH)?;
@@ -79,7 +79,7 @@ pub fn poll_once(sys: &System<'_>, cfg: &NotifyConfig) -> Result<usize, NotifyEr
         .filter(|a| severity_rank(&a.severity).is_some_and(|s| s >= cfg.min_severity))
         .collect();
     if due.is_empty() {
-        outbox::set_position(sys, furthest)?;
+        outbox::set_position(sys, outbox::NOTIFY, furthest)?;
         return Ok(0);
     }
     // Everything that can fail without the network (addresses, the relay's CA) fails here,

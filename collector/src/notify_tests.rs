@@ -127,7 +127,11 @@ fn a_serious_alert_is_mailed_without_pupil_content_and_a_lesser_one_is_not() {
         0
     );
     assert_eq!(
-        crate::store::outbox::position(&crate::store::System::test(&conn)).unwrap(),
+        crate::store::outbox::position(
+            &crate::store::System::test(&conn),
+            crate::store::outbox::NOTIFY
+        )
+        .unwrap(),
         Some(low),
         "the lesser alert is passed over"
     );
@@ -190,7 +194,11 @@ fn a_send_is_audited_first_and_a_failed_one_is_not_repeated() {
         0
     );
     assert_eq!(
-        crate::store::outbox::position(&crate::store::System::test(&conn)).unwrap(),
+        crate::store::outbox::position(
+            &crate::store::System::test(&conn),
+            crate::store::outbox::NOTIFY
+        )
+        .unwrap(),
         Some(0)
     );
     let id = alerts::insert(&crate::store::System::test(&conn), &alert("serious")).unwrap();
@@ -201,7 +209,11 @@ fn a_send_is_audited_first_and_a_failed_one_is_not_repeated() {
     // The entry was written before the attempt, and the alert is passed: not mailed again.
     assert_eq!(notified(&conn), [format!("alert:{id}")]);
     assert_eq!(
-        crate::store::outbox::position(&crate::store::System::test(&conn)).unwrap(),
+        crate::store::outbox::position(
+            &crate::store::System::test(&conn),
+            crate::store::outbox::NOTIFY
+        )
+        .unwrap(),
         Some(id)
     );
 
@@ -242,7 +254,11 @@ fn bad_settings_fail_before_the_alerts_are_passed() {
         Err(NotifyError::NoRecipients)
     ));
     assert_eq!(
-        crate::store::outbox::position(&crate::store::System::test(&conn)).unwrap(),
+        crate::store::outbox::position(
+            &crate::store::System::test(&conn),
+            crate::store::outbox::NOTIFY
+        )
+        .unwrap(),
         Some(0)
     );
     assert!(notified(&conn).is_empty());
@@ -306,7 +322,11 @@ fn starttls_is_required_not_hoped_for() {
         .to_string();
     assert!(err.contains("sending through"), "{err}");
     assert_eq!(
-        crate::store::outbox::position(&crate::store::System::test(&conn)).unwrap(),
+        crate::store::outbox::position(
+            &crate::store::System::test(&conn),
+            crate::store::outbox::NOTIFY
+        )
+        .unwrap(),
         Some(id)
     );
     assert!(!sink.wait_for("never").contains(&format!("Alert #{id}")));
@@ -321,7 +341,11 @@ fn starttls_is_required_not_hoped_for() {
     assert!(err.contains("missing.pem"), "{err}");
     // A settings error, found before anything was passed: the alert waits for the fix.
     assert_eq!(
-        crate::store::outbox::position(&crate::store::System::test(&conn)).unwrap(),
+        crate::store::outbox::position(
+            &crate::store::System::test(&conn),
+            crate::store::outbox::NOTIFY
+        )
+        .unwrap(),
         Some(id)
     );
     assert!(next > id);

@@ -148,6 +148,10 @@ pub async fn run(data_dir: &Path, opts: ServeOptions) -> anyhow::Result<()> {
         config.notify.clone(),
     ));
     tokio::spawn(metrics::fleet::run(Arc::clone(&shared)));
+    for hook in &config.webhooks {
+        let dest = crate::handoff::Destination::load(hook.clone(), data_dir)?;
+        tokio::spawn(crate::handoff::run(store.clone(), key.clone(), dest));
+    }
     let scrape = Arc::new(metrics::http::Scrape {
         metrics: Arc::clone(&metrics),
         admission: Arc::clone(&shared.admission),

@@ -192,7 +192,7 @@ fn override_tables(text: &str, overrides: &str) -> String {
     text
 }
 
-fn run_ok(cmd: &mut Command) -> String {
+pub fn run_ok(cmd: &mut Command) -> String {
     let out = output(cmd);
     assert!(
         out.status.success(),

@@ -2,8 +2,10 @@
 //! `init` writes [`DEFAULT_CONFIG`], which explains every setting; a missing key takes the
 //! default shown there.
 
+mod handoff;
 mod jobs;
 
+pub use handoff::WebhookConfig;
 pub use jobs::{NotifyConfig, ReportsConfig, RetentionConfig};
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -38,6 +40,8 @@ pub struct CollectorConfig {
     pub notify: NotifyConfig,
     pub retention: RetentionConfig,
     pub metrics: MetricsConfig,
+    /// Where alerts are handed off, each with its own outbox.
+    pub webhooks: Vec<WebhookConfig>,
 }
 
 /// The staff console's log-in rules.
@@ -312,6 +316,13 @@ impl CollectorConfig {
         }
         self.reports.validate()?;
         self.notify.validate()?;
+        let mut names = std::collections::HashSet::new();
+        for w in &self.webhooks {
+            w.validate()?;
+            if !names.insert(&w.name) {
+                return Err(format!("webhooks: the name {:?} is used twice", w.name));
+            }
+        }
         if self.console.reveal_for.is_zero() {
             return Err("console.reveal_for must be above zero".into());
         }

@@ -1,12 +1,15 @@
-//! The notification outbox: which alerts the safeguarding lead has been told of. Where the
-//! notifier got to is kept in `meta` (`notify_last_alert_id`): a restart neither repeats nor
-//! skips alerts, and several collectors share one position.
+//! Outboxes over the alerts: which alerts the safeguarding lead has been told of by mail, and
+//! which each hand-off destination has taken. Where each reader got to is kept in `meta` under
+//! its own key: a restart neither repeats nor skips alerts, and several collectors share one
+//! position.
 
 use super::audit::{self, Actor, Record};
 use super::{Result, System};
+use invigilator_policy::Severity;
 use rusqlite::{OptionalExtension, params};
 
-pub const POSITION_KEY: &str = "notify_last_alert_id";
+/// The mail notifier's position.
+pub const NOTIFY: &str = "notify_last_alert_id";
 
 /// What a notification says of an alert: never what a pupil did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,35 +21,31 @@ pub struct Due {
     pub observed_at_us: i64,
 }
 
-/// The last alert passed, or None before the first poll of a new install.
-pub fn position(sys: &System<'_>) -> Result<Option<i64>> {
+/// The last alert `key`'s reader passed, or None before its first poll.
+pub fn position(sys: &System<'_>, key: &str) -> Result<Option<i64>> {
     let v: Option<String> = sys
         .conn
-        .query_row(
-            "SELECT value FROM meta WHERE key = ?1",
-            [POSITION_KEY],
-            |r| r.get(0),
-        )
+        .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
         .optional()?;
     Ok(v.and_then(|v| v.parse().ok()))
 }
 
-/// Moves the position on without telling anyone of what it passes.
-pub fn set_position(sys: &System<'_>, id: i64) -> Result<()> {
+/// Moves `key`'s position on without telling anyone of what it passes.
+pub fn set_position(sys: &System<'_>, key: &str, id: i64) -> Result<()> {
     sys.conn.execute(
         "INSERT INTO meta(key, value) VALUES (?1, ?2)
          ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-        params![POSITION_KEY, id.to_string()],
+        params![key, id.to_string()],
     )?;
     Ok(())
 }
 
-/// Starts a new install's outbox at the newest alert: older alerts were never due.
-pub fn start_at_newest(sys: &System<'_>) -> Result<()> {
+/// Starts a new reader at the newest alert: older alerts were never due to it.
+pub fn start_at_newest(sys: &System<'_>, key: &str) -> Result<()> {
     let max: i64 = sys
         .conn
         .query_row("SELECT coalesce(max(id), 0) FROM alerts", [], |r| r.get(0))?;
-    set_position(sys, max)
+    set_position(sys, key, max)
 }
 
 /// Up to `limit` alerts after `last`, oldest first.
@@ -87,7 +86,73 @@ pub fn pass(
             };
             entries.add(&Actor::system(), &rec)?;
         }
-        set_position(sys, furthest)?;
+        set_position(sys, NOTIFY, furthest)?;
+        Ok(())
+    })
+}
+
+/// An alert as a hand-off destination may receive it; the hand-off decides what of it leaves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    pub id: i64,
+    pub kind: String,
+    pub rule: String,
+    pub category: String,
+    pub severity: Severity,
+    pub summary: String,
+    pub hostname: String,
+    pub user: String,
+    pub matched: String,
+    pub observed_at_us: i64,
+    pub policy_version: String,
+}
+
+/// Up to `limit` alerts after `last`, oldest first, whole.
+pub fn outgoing_after(sys: &System<'_>, last: i64, limit: i64) -> Result<Vec<Outgoing>> {
+    let mut stmt = sys.conn.prepare_cached(
+        "SELECT id, kind, rule, category, severity, summary, hostname, user, matched,
+                observed_at, policy_version
+         FROM alerts WHERE id > ?1 ORDER BY id LIMIT ?2",
+    )?;
+    let rows = stmt
+        .query_map(params![last, limit], |r| {
+            Ok(Outgoing {
+                id: r.get(0)?,
+                kind: r.get(1)?,
+                rule: r.get(2)?,
+                category: r.get(3)?,
+                severity: super::severity(r, 4)?,
+                summary: r.get(5)?,
+                hostname: r.get(6)?,
+                user: r.get(7)?,
+                matched: r.get(8)?,
+                observed_at_us: r.get(9)?,
+                policy_version: r.get(10)?,
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(rows)
+}
+
+/// Records that `destination` took alert `id` (`alert.handoff`, by the system) and moves
+/// `key` to it, in one transaction: the next delivery starts after it, and every delivery
+/// that counted is in the trail.
+pub fn handed_off(
+    sys: &System<'_>,
+    key: &str,
+    destination: &str,
+    id: i64,
+) -> std::result::Result<(), audit::AuditError> {
+    audit::transaction(sys.conn, |entries| {
+        let object = format!("alert:{id}");
+        let rec = Record {
+            action: "alert.handoff",
+            object: &object,
+            detail: destination,
+            ..Default::default()
+        };
+        entries.add(&Actor::system(), &rec)?;
+        set_position(sys, key, id)?;
         Ok(())
     })
 }
