@@ -192,6 +192,15 @@ fn override_tables(text: &str, overrides: &str) -> String {
     text
 }
 
+/// A loopback port free at the moment of asking, for a server that must be told its port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 pub fn run_ok(cmd: &mut Command) -> String {
     let out = output(cmd);
     assert!(
@@ -253,6 +262,25 @@ impl Collector {
             listening: String::new(),
             child: None,
         }
+    }
+
+    /// `serve` on this data directory, expected to refuse to start: its standard error.
+    pub fn serve_refused(&self) -> String {
+        let out = output(
+            Command::new(bin("invigilator-collector"))
+                .args([
+                    "serve",
+                    "--grpc-listen",
+                    "127.0.0.1:0",
+                    "--http-listen",
+                    "127.0.0.1:0",
+                ])
+                .arg("--data-dir")
+                .arg(self.data_dir()),
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!out.status.success(), "serve started: {stderr}");
+        stderr
     }
 
     /// An address from the start-up line: `listening("metrics=")`.

@@ -231,22 +231,7 @@ fn a_bad_secret_or_url_stops_the_start_with_its_reason() {
             "[[webhooks]]\nname = \"siem\"\nurl = \"{url}\"\nsecret_file = \"{}\"\n",
             file.display()
         ));
-        let out = invigilator_tests::output(
-            std::process::Command::new(invigilator_tests::bin("invigilator-collector"))
-                .args([
-                    "serve",
-                    "--grpc-listen",
-                    "127.0.0.1:0",
-                    "--http-listen",
-                    "127.0.0.1:0",
-                ])
-                .arg("--data-dir")
-                .arg(c.data_dir()),
-        );
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            !out.status.success() && stderr.contains(reason),
-            "{reason}: {stderr}"
-        );
+        let stderr = c.serve_refused();
+        assert!(stderr.contains(reason), "{reason}: {stderr}");
     }
 }

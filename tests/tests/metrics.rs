@@ -4,7 +4,7 @@
 //! enrolled identity as agents send them; nothing they name may appear in the figures.
 
 use invigilator_proto::v1::{BrowsingVisit, Event, ProcessExec, event::Kind};
-use invigilator_tests::{Agent, Collector, now_us, stream_batches};
+use invigilator_tests::{Agent, Collector, free_port, now_us, stream_batches};
 use serde_json::Value;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -56,14 +56,6 @@ impl Drop for Prometheus {
     fn drop(&mut self) {
         invigilator_tests::kill9(&mut self.child);
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl Prometheus {
@@ -251,19 +243,7 @@ fn a_short_or_missing_token_file_stops_the_start_with_its_reason() {
         ),
     ] {
         let c = Collector::init(&format!("[metrics]\ntoken_file = \"{}\"\n", file.display()));
-        let out = invigilator_tests::output(
-            Command::new(invigilator_tests::bin("invigilator-collector"))
-                .args([
-                    "serve",
-                    "--grpc-listen",
-                    "127.0.0.1:0",
-                    "--http-listen",
-                    "127.0.0.1:0",
-                ])
-                .arg("--data-dir")
-                .arg(c.data_dir()),
-        );
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success() && stderr.contains(reason), "{stderr}");
+        let stderr = c.serve_refused();
+        assert!(stderr.contains(reason), "{reason}: {stderr}");
     }
 }

@@ -7,20 +7,12 @@
 #[path = "browsing_support/mod.rs"]
 mod support;
 
-use invigilator_tests::{bin, wait_for};
+use invigilator_tests::{bin, free_port, wait_for};
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A home under /home that the agent's profile discovery scans, removed when dropped.
 struct PupilHome(PathBuf);

@@ -290,19 +290,23 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AgentRow> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn enrol_revoke_list() {
-        let (_d, conn) = crate::store::test_db();
+    fn enrol(conn: &rusqlite::Connection, agent_id: &str, group: &str) {
         let a = NewAgent {
-            agent_id: "a1",
-            group: "staff",
+            agent_id,
+            group,
             hostname: "h",
             os: "linux",
             agent_version: "0.1.0",
             cert_serial: "01",
             cert_not_after_us: 0,
         };
-        insert_agent(&crate::store::Admin::test(&conn), &a).unwrap();
+        insert_agent(&crate::store::Admin::test(conn), &a).unwrap();
+    }
+
+    #[test]
+    fn enrol_revoke_list() {
+        let (_d, conn) = crate::store::test_db();
+        enrol(&conn, "a1", "staff");
         let (group, serial, previous) = credentials(&crate::store::Admin::test(&conn), "a1")
             .unwrap()
             .unwrap();
@@ -369,16 +373,7 @@ mod tests {
     #[test]
     fn counts_past_what_sqlite_holds_are_kept_at_the_largest() {
         let (_d, conn) = crate::store::test_db();
-        let a = NewAgent {
-            agent_id: "a1",
-            group: "staff",
-            hostname: "h",
-            os: "linux",
-            agent_version: "0.1.0",
-            cert_serial: "01",
-            cert_not_after_us: 0,
-        };
-        insert_agent(&crate::store::Admin::test(&conn), &a).unwrap();
+        enrol(&conn, "a1", "staff");
         let h = AgentHealth {
             spool_depth: u64::MAX,
             process_stats: ProcessStats {
