@@ -332,16 +332,7 @@ mod tests {
     fn the_fleet_is_counted_by_group_and_source_without_overflowing() {
         let (_d, conn) = crate::store::test_db();
         for (id, group) in [("a1", "ks3"), ("a2", "ks3"), ("a3", "staff")] {
-            let a = NewAgent {
-                agent_id: id,
-                group,
-                hostname: "h",
-                os: "linux",
-                agent_version: "0.1.0",
-                cert_serial: "01",
-                cert_not_after_us: 0,
-            };
-            insert_agent(&crate::store::Admin::test(&conn), &a).unwrap();
+            enrol(&conn, id, group);
         }
         let heard = |spool| AgentHealth {
             last_seen_us: 2_000,
