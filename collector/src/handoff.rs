@@ -180,7 +180,7 @@ fn next_due(sys: &System<'_>, key: &str, min: Severity) -> store::Result<Option<
         outbox::start_at_newest(sys, key)?;
         return Ok(None);
     };
-    let scanned = outbox::outgoing_after(sys, last, 200)?;
+    let scanned = outbox::after(sys, last, 200)?;
     let furthest = scanned.last().map(|a| a.id);
     match scanned.into_iter().find(|a| a.severity >= min) {
         Some(a) => {

@@ -9,9 +9,8 @@
 use crate::config::NotifyConfig;
 use crate::serve::SystemKey;
 use crate::store::accounts::{self, Role};
-use crate::store::outbox::{self, Due};
+use crate::store::outbox::{self, Outgoing};
 use crate::store::{self, Admin, Store, System, audit};
-use invigilator_policy::Severity;
 use lettre::message::{Mailbox, header::ContentType};
 use lettre::{Message, SmtpTransport, Transport};
 use std::time::Duration;
@@ -40,11 +39,7 @@ pub enum NotifyError {
 const SINGLE_MAILS: usize = 3;
 const BATCH: i64 = 200;
 
-fn severity_rank(s: &str) -> Option<Severity> {
-    serde_json::from_value(serde_json::Value::String(s.to_owned())).ok()
-}
-
-fn line(a: &Due, console_url: &str) -> String {
+fn line(a: &Outgoing, console_url: &str) -> String {
     let at = chrono::DateTime::from_timestamp_micros(a.observed_at_us)
         .unwrap_or_default()
         .with_timezone(&chrono_tz::Europe::London)
@@ -74,9 +69,9 @@ pub fn poll_once(sys: &System<'_>, cfg: &NotifyConfig) -> Result<usize, NotifyEr
     let Some(furthest) = scanned.last().map(|a| a.id) else {
         return Ok(0);
     };
-    let due: Vec<&Due> = scanned
+    let due: Vec<&Outgoing> = scanned
         .iter()
-        .filter(|a| severity_rank(&a.severity).is_some_and(|s| s >= cfg.min_severity))
+        .filter(|a| a.severity >= cfg.min_severity)
         .collect();
     if due.is_empty() {
         outbox::set_position(sys, outbox::NOTIFY, furthest)?;
@@ -148,7 +143,11 @@ impl Outbox {
     }
 }
 
-fn prepare(admin: &Admin<'_>, cfg: &NotifyConfig, due: &[&Due]) -> Result<Outbox, NotifyError> {
+fn prepare(
+    admin: &Admin<'_>,
+    cfg: &NotifyConfig,
+    due: &[&Outgoing],
+) -> Result<Outbox, NotifyError> {
     let to = recipients(admin, cfg)?;
     let from: Mailbox = cfg
         .from

@@ -11,16 +11,6 @@ use rusqlite::{OptionalExtension, params};
 /// The mail notifier's position.
 pub const NOTIFY: &str = "notify_last_alert_id";
 
-/// What a notification says of an alert: never what a pupil did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Due {
-    pub id: i64,
-    pub severity: String,
-    pub category: String,
-    pub hostname: String,
-    pub observed_at_us: i64,
-}
-
 /// The last alert `key`'s reader passed, or None before its first poll.
 pub fn position(sys: &System<'_>, key: &str) -> Result<Option<i64>> {
     let v: Option<String> = sys
@@ -48,31 +38,11 @@ pub fn start_at_newest(sys: &System<'_>, key: &str) -> Result<()> {
     set_position(sys, key, max)
 }
 
-/// Up to `limit` alerts after `last`, oldest first.
-pub fn after(sys: &System<'_>, last: i64, limit: i64) -> Result<Vec<Due>> {
-    let mut stmt = sys.conn.prepare_cached(
-        "SELECT id, severity, category, hostname, observed_at FROM alerts
-         WHERE id > ?1 ORDER BY id LIMIT ?2",
-    )?;
-    let due = stmt
-        .query_map(params![last, limit], |r| {
-            Ok(Due {
-                id: r.get(0)?,
-                severity: r.get(1)?,
-                category: r.get(2)?,
-                hostname: r.get(3)?,
-                observed_at_us: r.get(4)?,
-            })
-        })?
-        .collect::<rusqlite::Result<_>>()?;
-    Ok(due)
-}
-
 /// Records each alert as notified (`alert.notify`, by the system) and moves the position to
 /// `furthest`, in one transaction: no mail leaves without its entry.
 pub fn pass(
     sys: &System<'_>,
-    due: &[&Due],
+    due: &[&Outgoing],
     furthest: i64,
 ) -> std::result::Result<(), audit::AuditError> {
     audit::transaction(sys.conn, |entries| {
@@ -91,7 +61,8 @@ pub fn pass(
     })
 }
 
-/// An alert as a hand-off destination may receive it; the hand-off decides what of it leaves.
+/// An alert as an outbox reads it; each reader decides what of it leaves (the mail, almost
+/// nothing; a hand-off, by its destination's settings).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outgoing {
     pub id: i64,
@@ -107,8 +78,8 @@ pub struct Outgoing {
     pub policy_version: String,
 }
 
-/// Up to `limit` alerts after `last`, oldest first, whole.
-pub fn outgoing_after(sys: &System<'_>, last: i64, limit: i64) -> Result<Vec<Outgoing>> {
+/// Up to `limit` alerts after `last`, oldest first.
+pub fn after(sys: &System<'_>, last: i64, limit: i64) -> Result<Vec<Outgoing>> {
     let mut stmt = sys.conn.prepare_cached(
         "SELECT id, kind, rule, category, severity, summary, hostname, user, matched,
                 observed_at, policy_version

@@ -404,52 +404,40 @@ fn a_hit_in_another_language_names_it_and_whether_it_was_reviewed() {
     assert!(hits.iter().any(|h| h.library == "self_harm"), "{hits:?}");
 }
 
-#[test]
-fn a_language_block_is_checked_like_its_library() {
-    let err = compile(
-        r#"
+/// One English self-harm library, for tests that add to it.
+const SELF_HARM: &str = r#"
 [[keywords]]
 id = "self_harm"
 concern = "self-harm"
 severity = "serious"
 terms = ["kill myself"]
+"#;
 
+#[test]
+fn a_language_block_is_checked_like_its_library() {
+    let err = compile(&format!(
+        r#"{SELF_HARM}
 [[keywords.languages]]
 language = ""
 terms = ["zabić się"]
-"#,
-    )
+"#
+    ))
     .unwrap_err();
     assert!(err.contains("language"), "{err}");
-    let err = compile(
-        r#"
-[[keywords]]
-id = "self_harm"
-concern = "self-harm"
-severity = "serious"
-terms = ["kill myself"]
-
+    let err = compile(&format!(
+        r#"{SELF_HARM}
 [[keywords.languages]]
 language = "pl"
 terms = ["a*"]
-"#,
-    )
+"#
+    ))
     .unwrap_err();
     assert!(err.contains("at least 3 letters"), "{err}");
 }
 
 #[test]
 fn the_classifier_adds_what_terms_miss_and_says_why() {
-    let k = compile(
-        r#"
-[[keywords]]
-id = "self_harm"
-concern = "self-harm"
-severity = "serious"
-terms = ["kill myself"]
-"#,
-    )
-    .unwrap();
+    let k = compile(SELF_HARM).unwrap();
     let model = model::tests::toy();
     let k = k.with_model(std::sync::Arc::new(model), 0.5);
     let hits = k.scan("i want it all to stop forever");
