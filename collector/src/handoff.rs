@@ -320,28 +320,8 @@ mod tests {
         let sys = System::test(&conn);
         let key = "webhook:t:last_alert_id";
         assert!(next_due(&sys, key, Severity::Serious).unwrap().is_none());
-        for (i, sev) in [Severity::Informational, Severity::Serious]
-            .into_iter()
-            .enumerate()
-        {
-            let a = invigilator_policy::Alert {
-                agent_id: "a".into(),
-                hostname: "h".into(),
-                user: "u".into(),
-                kind: "process".into(),
-                rule: format!("r{i}"),
-                category: "c".into(),
-                severity: sev,
-                summary: String::new(),
-                matched: String::new(),
-                observed_at_us: 1,
-                policy_version: "1".into(),
-                event_seq: None,
-                response: String::new(),
-                aggregate_key: None,
-            };
-            store::alerts::record(&sys, &a, 0).unwrap();
-        }
+        outbox::tests::record(&sys, "r0", Severity::Informational);
+        outbox::tests::record(&sys, "r1", Severity::Serious);
         let due = next_due(&sys, key, Severity::Serious).unwrap().unwrap();
         assert_eq!(due.rule, "r1");
         outbox::handed_off(&sys, key, "t", due.id).unwrap();

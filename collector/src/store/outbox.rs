@@ -78,7 +78,8 @@ pub struct Outgoing {
     pub policy_version: String,
 }
 
-/// Up to `limit` alerts after `last`, oldest first.
+/// Up to `limit` alerts after `last`, oldest first. An alert whose stored severity is not one
+/// (a corrupt row) is logged and passed over, so that it cannot hold up every alert behind it.
 pub fn after(sys: &System<'_>, last: i64, limit: i64) -> Result<Vec<Outgoing>> {
     let mut stmt = sys.conn.prepare_cached(
         "SELECT id, kind, rule, category, severity, summary, hostname, user, matched,
@@ -87,20 +88,29 @@ pub fn after(sys: &System<'_>, last: i64, limit: i64) -> Result<Vec<Outgoing>> {
     )?;
     let rows = stmt
         .query_map(params![last, limit], |r| {
-            Ok(Outgoing {
-                id: r.get(0)?,
+            let id: i64 = r.get(0)?;
+            let severity = match r.get::<_, String>(4)?.parse() {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(alert = id, error = %e, "outbox: passing over an alert whose stored severity is corrupt");
+                    return Ok(None);
+                }
+            };
+            Ok(Some(Outgoing {
+                id,
                 kind: r.get(1)?,
                 rule: r.get(2)?,
                 category: r.get(3)?,
-                severity: super::severity(r, 4)?,
+                severity,
                 summary: r.get(5)?,
                 hostname: r.get(6)?,
                 user: r.get(7)?,
                 matched: r.get(8)?,
                 observed_at_us: r.get(9)?,
                 policy_version: r.get(10)?,
-            })
+            }))
         })?
+        .filter_map(Result::transpose)
         .collect::<rusqlite::Result<_>>()?;
     Ok(rows)
 }
@@ -126,4 +136,49 @@ pub fn handed_off(
         set_position(sys, key, id)?;
         Ok(())
     })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// Records one alert of `rule` at `severity` (nothing else about it matters to a reader).
+    pub(crate) fn record(sys: &System<'_>, rule: &str, severity: Severity) {
+        let a = invigilator_policy::Alert {
+            agent_id: "a".into(),
+            hostname: "h".into(),
+            user: "u".into(),
+            kind: "process".into(),
+            rule: rule.into(),
+            category: "c".into(),
+            severity,
+            summary: String::new(),
+            matched: String::new(),
+            observed_at_us: 1,
+            policy_version: "1".into(),
+            event_seq: None,
+            response: String::new(),
+            aggregate_key: None,
+        };
+        crate::store::alerts::record(sys, &a, 0).unwrap();
+    }
+
+    #[test]
+    fn an_alert_with_a_corrupt_severity_does_not_hold_up_the_ones_behind_it() {
+        let (_d, conn) = crate::store::test_db();
+        let sys = System::test(&conn);
+        record(&sys, "first", Severity::Serious);
+        record(&sys, "second", Severity::Serious);
+        conn.execute(
+            "UPDATE alerts SET severity = 'dire' WHERE rule = 'first'",
+            [],
+        )
+        .unwrap();
+        let rules: Vec<String> = after(&sys, 0, 10)
+            .unwrap()
+            .into_iter()
+            .map(|a| a.rule)
+            .collect();
+        assert_eq!(rules, ["second"]);
+    }
 }
