@@ -8,6 +8,7 @@ use std::time::Duration;
 
 // Each source's table is the source's own type, kept beside it.
 pub use crate::sources::browsing::BrowsingConfig;
+pub use crate::sources::extension::ExtensionConfig;
 pub use crate::sources::process::ProcessConfig;
 pub use crate::sources::session::SessionConfig;
 pub use crate::sources::usb::UsbConfig;
@@ -39,6 +40,9 @@ pub struct AgentConfig {
     pub usb: UsbConfig,
     pub session: SessionConfig,
     pub browsing: BrowsingConfig,
+    /// Added after agents were deployed: an agent.toml without it takes the defaults.
+    #[serde(default)]
+    pub extension: ExtensionConfig,
 }
 
 /// Who this agent is and where it reports. Written once by `enroll`.
@@ -107,6 +111,7 @@ impl AgentConfig {
             usb: UsbConfig::default(),
             session: SessionConfig::default(),
             browsing: BrowsingConfig::default(),
+            extension: ExtensionConfig::default(),
         }
     }
 
@@ -194,6 +199,7 @@ mod tests {
             usb: UsbConfig::default(),
             session: SessionConfig::default(),
             browsing: BrowsingConfig::default(),
+            extension: ExtensionConfig::default(),
         };
         std::fs::write(AgentConfig::path(dir.path()), cfg.render()).unwrap();
         assert_eq!(AgentConfig::load(dir.path()).unwrap(), cfg);

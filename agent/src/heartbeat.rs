@@ -56,6 +56,7 @@ impl Heartbeat {
             process_source: self.process_source.get().as_str().into(),
             process_stats: self.process_source.stats(),
             process_fallback: self.process_source.fallback(),
+            browsers: Vec::new(),
         });
         req.set_timeout(Duration::from_secs(15));
         self.client().heartbeat(req).await?;

@@ -11,6 +11,7 @@ pub mod config;
 pub mod enroll;
 pub mod heartbeat;
 pub mod identity;
+pub mod native_host;
 pub mod platform;
 pub mod run;
 /// The Windows service host: the agent under the service control manager.

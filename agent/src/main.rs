@@ -53,6 +53,15 @@ enum Command {
         #[command(flatten)]
         state: StateDir,
     },
+    /// Relay between a browser's extension (stdin/stdout, native messaging) and the running
+    /// agent's local socket. Browsers start this themselves, as the user, from the host
+    /// manifest that names `uk.invigilator.agent`; it is never run by hand.
+    #[command(hide = true)]
+    NativeHost {
+        /// What the browser passes: the extension's origin, or Firefox's manifest path and id.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        _browser_args: Vec<String>,
+    },
     /// Delete the state directory: key, certificates, settings and undelivered events. Run by the
     /// uninstaller, after the agent has stopped; the collector keeps what it already received.
     Forget {
@@ -76,7 +85,15 @@ struct StateDir {
 const SERVICE_LOG_MAX_BYTES: u64 = 10 * 1024 * 1024;
 
 fn main() -> std::process::ExitCode {
+    // A browser starts its native-messaging host with arguments of its own, not a subcommand.
+    let args: Vec<_> = std::env::args_os().collect();
+    if invigilator_agent::native_host::invoked_by_browser(&args) {
+        return native_host();
+    }
     let cli = Cli::parse();
+    if let Command::NativeHost { .. } = cli.command {
+        return native_host();
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_env("INVIGILATOR_LOG")
         .unwrap_or_else(|_| "info".into());
     #[cfg(windows)]
@@ -143,6 +160,7 @@ fn main() -> std::process::ExitCode {
                     } => invigilator_agent::run::run(&state_dir).await,
                     #[cfg(windows)]
                     Command::Service { .. } => unreachable!("handled before the runtime starts"),
+                    Command::NativeHost { .. } => unreachable!("handled before the runtime starts"),
                     Command::MarkUpgrade {
                         state: StateDir { state_dir },
                     } => invigilator_agent::enroll::mark_upgrade(&state_dir),
@@ -167,6 +185,17 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// The native-messaging host: no runtime, no logging set-up (stdout belongs to the browser).
+fn native_host() -> std::process::ExitCode {
+    match invigilator_agent::native_host::run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("invigilator native host: {e}");
             std::process::ExitCode::FAILURE
         }
     }

@@ -58,6 +58,7 @@ pub async fn run_until(
         // the policy most relies on. The others warn and the agent reports the rest.
         start_optional(&cfg.session, &cx);
         start_optional(&cfg.browsing, &cx);
+        start_optional(&cfg.extension, &cx);
         start_optional(&cfg.usb, &cx);
         let mode = cfg.process.build(&cx)?;
         tracing::info!(process_source = mode.get().as_str(), "process source running");

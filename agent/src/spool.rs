@@ -306,11 +306,13 @@ pub fn run_writer(
     const MAX_PER_COMMIT: usize = 1000;
     let mut batch = Vec::with_capacity(MAX_PER_COMMIT);
     let mut checkpoints: Vec<Checkpoint> = Vec::new();
+    let mut waiting = Vec::new();
     while let Some(first) = rx.blocking_recv() {
         let mut next = Some(first);
         while let Some(obs) = next.take() {
             batch.extend(obs.event);
             checkpoints.extend(obs.checkpoint);
+            waiting.extend(obs.committed);
             if batch.len() < MAX_PER_COMMIT {
                 next = rx.try_recv().ok();
             }
@@ -330,6 +332,9 @@ pub fn run_writer(
                     std::thread::sleep(std::time::Duration::from_secs(1));
                 }
             }
+        }
+        for committed in waiting.drain(..) {
+            let _ = committed.send(());
         }
         batch.clear();
         checkpoints.clear();

@@ -507,9 +507,16 @@ impl Agent {
             .find_map(|l| l.strip_prefix("agent_id = "))
             .map(|v| v.trim_matches('"').to_owned())
             .expect("agent_id in agent.toml");
-        if !settings.is_empty() {
-            std::fs::write(state.join("agent.toml"), override_tables(&cfg, settings)).unwrap();
+        // Each test agent listens for the browser extension on a socket of its own, unless the
+        // test says where: several agents share this machine.
+        let mut settings = settings.to_owned();
+        if !settings.contains("[extension]") {
+            settings.push_str(&format!(
+                "\n[extension]\nsocket = \"{}\"\n",
+                dir.path().join("browser.sock").display()
+            ));
         }
+        std::fs::write(state.join("agent.toml"), override_tables(&cfg, &settings)).unwrap();
         Self {
             dir,
             agent_id,

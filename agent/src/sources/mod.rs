@@ -21,6 +21,7 @@ use tokio::sync::mpsc;
 use crate::spool::SpoolError;
 
 pub mod browsing;
+pub mod extension;
 pub mod process;
 pub mod session;
 pub mod usb;
@@ -87,6 +88,9 @@ pub struct Checkpoint {
 pub struct Observation {
     pub event: Option<Event>,
     pub checkpoint: Option<Checkpoint>,
+    /// Told once the event is on disk in the spool, for a source whose own sender keeps it
+    /// until then (the browser extension's queue).
+    pub committed: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 /// The spool writer has stopped: the agent is shutting down.
@@ -129,7 +133,11 @@ impl EventTx {
         checkpoint: Option<Checkpoint>,
     ) -> Result<(), Closed> {
         self.0
-            .blocking_send(Observation { event, checkpoint })
+            .blocking_send(Observation {
+                event,
+                checkpoint,
+                committed: None,
+            })
             .map_err(|_| Closed)
     }
 
@@ -139,9 +147,28 @@ impl EventTx {
         checkpoint: Option<Checkpoint>,
     ) -> Result<(), Closed> {
         self.0
-            .send(Observation { event, checkpoint })
+            .send(Observation {
+                event,
+                checkpoint,
+                committed: None,
+            })
             .await
             .map_err(|_| Closed)
+    }
+
+    /// Sends an event and resolves once the spool has committed it: an acknowledgement that
+    /// may be passed on to whoever will otherwise send it again.
+    pub async fn send_committed(&self, event: Event) -> Result<(), Closed> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.0
+            .send(Observation {
+                event: Some(event),
+                checkpoint: None,
+                committed: Some(tx),
+            })
+            .await
+            .map_err(|_| Closed)?;
+        rx.await.map_err(|_| Closed)
     }
 }
 

@@ -1,0 +1,500 @@
+//! The local socket the native-messaging hosts connect to, one task per connection.
+//!
+//! Every connection is a process the pupil runs, so each is bounded: message size, connections
+//! in all and per user, visits per user per minute. One connection waiting on a half-written
+//! line holds only its own task.
+
+use super::ExtensionConfig;
+use super::message::{self, Incoming, Refused};
+use crate::sources::{EventTx, SourceContext, now_us, observed};
+use invigilator_proto::v1::{Gap, event::Kind};
+use std::collections::HashMap;
+use std::io;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+
+const RATE_WINDOW: Duration = Duration::from_secs(60);
+
+/// Binds the socket (replacing a stale one left by a killed agent) and starts accepting.
+pub(super) fn start(cfg: ExtensionConfig, cx: &SourceContext) -> io::Result<()> {
+    if let Some(dir) = cfg.socket.parent()
+        && !dir.exists()
+    {
+        std::fs::create_dir_all(dir)?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
+    }
+    match std::fs::symlink_metadata(&cfg.socket) {
+        Ok(m) if m.file_type().is_socket() => {
+            // Replace it only if nobody answers: a second agent must not take a live one's.
+            if std::os::unix::net::UnixStream::connect(&cfg.socket).is_ok() {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!("another process is listening on {}", cfg.socket.display()),
+                ));
+            }
+            std::fs::remove_file(&cfg.socket)?
+        }
+        Ok(_) => {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{} exists and is not a socket", cfg.socket.display()),
+            ));
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let listener = std::os::unix::net::UnixListener::bind(&cfg.socket)?;
+    // Every user's browser starts a host, and the host runs as that user: anyone may connect;
+    // the peer's uid says who they are.
+    std::fs::set_permissions(&cfg.socket, std::fs::Permissions::from_mode(0o666))?;
+    listener.set_nonblocking(true)?;
+    let listener = UnixListener::from_std(listener)?;
+    tracing::info!(socket = %cfg.socket.display(), "extension: listening for the browser extension's host");
+    let shared = Arc::new(Shared {
+        cfg,
+        hostname: cx.hostname.clone(),
+        events: cx.events.clone(),
+        users: Mutex::new(HashMap::new()),
+    });
+    tokio::spawn(accept(listener, shared));
+    Ok(())
+}
+
+struct Shared {
+    cfg: ExtensionConfig,
+    hostname: String,
+    events: EventTx,
+    users: Mutex<HashMap<u32, PerUser>>,
+}
+
+#[derive(Default)]
+struct PerUser {
+    connections: usize,
+    window: Option<Instant>,
+    visits: u32,
+    refused_this_window: u64,
+}
+
+impl Shared {
+    fn users(&self) -> std::sync::MutexGuard<'_, HashMap<u32, PerUser>> {
+        self.users.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes a connection slot for `uid`, or says why not.
+    fn admit(&self, uid: u32) -> Result<(), &'static str> {
+        let mut users = self.users();
+        let total: usize = users.values().map(|u| u.connections).sum();
+        let user = users.entry(uid).or_default();
+        if total >= self.cfg.max_connections {
+            return Err("too many browser connections to the agent");
+        }
+        if user.connections >= self.cfg.max_connections_per_user {
+            return Err("too many browser connections for this user");
+        }
+        user.connections += 1;
+        Ok(())
+    }
+
+    fn release(&self, uid: u32) {
+        let mut users = self.users();
+        if let Some(u) = users.get_mut(&uid) {
+            u.connections = u.connections.saturating_sub(1);
+            if u.connections == 0 {
+                users.remove(&uid);
+            }
+        }
+    }
+
+    /// Counts a visit against the user's rate; Err(first) when over it, `first` being true for
+    /// the first refusal in this window (reported once as a gap).
+    fn take_visit(&self, uid: u32) -> Result<(), bool> {
+        let mut users = self.users();
+        let u = users.entry(uid).or_default();
+        let now = Instant::now();
+        if u.window
+            .is_none_or(|w| now.duration_since(w) >= RATE_WINDOW)
+        {
+            u.window = Some(now);
+            u.visits = 0;
+            u.refused_this_window = 0;
+        }
+        if u.visits >= self.cfg.max_visits_per_minute {
+            u.refused_this_window += 1;
+            return Err(u.refused_this_window == 1);
+        }
+        u.visits += 1;
+        Ok(())
+    }
+}
+
+async fn accept(listener: UnixListener, shared: Arc<Shared>) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of descriptors, most likely: wait rather than spin.
+                tracing::warn!(error = %e, "extension: cannot accept a connection");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        if shared.events.is_closed() {
+            return;
+        }
+        let uid = match stream.peer_cred() {
+            Ok(cred) => cred.uid(),
+            Err(e) => {
+                tracing::warn!(error = %e, "extension: no peer credentials; connection dropped");
+                continue;
+            }
+        };
+        if let Err(why) = shared.admit(uid) {
+            tracing::warn!(uid, why, "extension: connection refused");
+            let mut stream = stream;
+            let _ = stream.write_all(&reply_error(why)).await;
+            continue;
+        }
+        let shared = Arc::clone(&shared);
+        tokio::spawn(async move {
+            let result = serve(stream, uid, &shared).await;
+            shared.release(uid);
+            if let Err(e) = result {
+                tracing::debug!(uid, error = %e, "extension: connection ended");
+            }
+        });
+    }
+}
+
+/// The account behind a uid (the lookup may go to the directory over the network, so it runs
+/// off the runtime); a uid without a name is reported as its number.
+async fn user_name(uid: u32) -> String {
+    tokio::task::spawn_blocking(move || {
+        nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+            .ok()
+            .flatten()
+            .map(|u| u.name)
+    })
+    .await
+    .ok()
+    .flatten()
+    .unwrap_or_else(|| uid.to_string())
+}
+
+async fn serve(stream: UnixStream, uid: u32, shared: &Shared) -> io::Result<()> {
+    let user = user_name(uid).await;
+    let (read, mut write) = stream.into_split();
+    let mut read = BufReader::new(read);
+    let max = shared.cfg.max_message_bytes;
+    let mut line = Vec::with_capacity(1024);
+    loop {
+        line.clear();
+        let n = (&mut read)
+            .take(max as u64 + 1)
+            .read_until(b'\n', &mut line)
+            .await?;
+        if n == 0 {
+            return Ok(());
+        }
+        if line.last() != Some(&b'\n') {
+            // Longer than allowed (or cut off by the peer): nothing after it can be framed.
+            let why = format!("a message longer than {max} bytes; connection closed");
+            tracing::warn!(%user, "extension: {why}");
+            write.write_all(&reply_error(&why)).await?;
+            return Ok(());
+        }
+        let text = line.trim_ascii();
+        if text.is_empty() {
+            continue;
+        }
+        let reply = match message::parse(text) {
+            Ok(Incoming::Hello {
+                version,
+                browser,
+                incognito_access,
+            }) => {
+                let hello = Incoming::hello(version, browser, incognito_access);
+                tracing::info!(%user, browser = hello.browser, version = %hello.version, incognito_access = hello.incognito_access, "extension: connected");
+                serde_json::json!({ "hello": "ok" })
+            }
+            Ok(Incoming::Visit(raw)) => {
+                let id = message::valid_id(&raw.id).then(|| raw.id.clone());
+                match visit(raw, uid, &user, shared).await {
+                    Ok(()) => serde_json::json!({ "ack": id }),
+                    Err(why) => {
+                        tracing::debug!(%user, %why, "extension: visit refused");
+                        match id {
+                            Some(id) => serde_json::json!({ "reject": id, "why": why }),
+                            None => serde_json::json!({ "error": why }),
+                        }
+                    }
+                }
+            }
+            Err(why) => serde_json::json!({ "error": why.to_string() }),
+        };
+        let mut bytes = serde_json::to_vec(&reply).unwrap_or_default();
+        bytes.push(b'\n');
+        write.write_all(&bytes).await?;
+    }
+}
+
+/// Checks, rates and spools one visit; Ok once the spool has committed it.
+async fn visit(
+    raw: message::RawVisit,
+    uid: u32,
+    user: &str,
+    shared: &Shared,
+) -> Result<(), String> {
+    let checked = raw.check(now_us()).map_err(|e: Refused| e.to_string())?;
+    if let Err(first) = shared.take_visit(uid) {
+        if first {
+            let limit = shared.cfg.max_visits_per_minute;
+            tracing::warn!(%user, limit, "extension: visit rate over the limit; refusing for the rest of the minute");
+            let gap = observed(
+                &shared.hostname,
+                user.to_owned(),
+                Kind::Gap(Gap {
+                    source: "extension".into(),
+                    reason: format!(
+                        "more than {limit} visits a minute from the browser extension; the rest of the minute refused"
+                    ),
+                    lost: 0,
+                }),
+            );
+            shared.events.send(gap).await.map_err(|e| e.to_string())?;
+        }
+        return Err("too many visits this minute".into());
+    }
+    let event = observed(&shared.hostname, user.to_owned(), Kind::Browsing(checked));
+    shared
+        .events
+        .send_committed(event)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+fn reply_error(why: &str) -> Vec<u8> {
+    let mut bytes = serde_json::to_vec(&serde_json::json!({ "error": why })).unwrap_or_default();
+    bytes.push(b'\n');
+    bytes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sources::{Observation, channel};
+    use tokio::io::AsyncBufReadExt;
+
+    async fn started(
+        cfg: impl FnOnce(&mut ExtensionConfig),
+    ) -> (tempfile::TempDir, ExtensionConfig, crate::sources::EventRx) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = ExtensionConfig {
+            socket: dir.path().join("run/browser.sock"),
+            ..Default::default()
+        };
+        cfg(&mut c);
+        let (tx, rx) = channel(64);
+        let cx = SourceContext {
+            hostname: "pc1".into(),
+            state_dir: dir.path().to_path_buf(),
+            events: tx,
+            checkpoints: Arc::new(|_| Ok(None)),
+        };
+        start(c.clone(), &cx).unwrap();
+        (dir, c, rx)
+    }
+
+    /// Plays the spool: commits whatever arrives, after `delay`.
+    fn spool(
+        mut rx: crate::sources::EventRx,
+        delay: Duration,
+    ) -> tokio::sync::mpsc::UnboundedReceiver<invigilator_proto::v1::Event> {
+        let (out, got) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Some(Observation {
+                event, committed, ..
+            }) = rx.recv().await
+            {
+                tokio::time::sleep(delay).await;
+                if let Some(e) = event {
+                    let _ = out.send(e);
+                }
+                if let Some(c) = committed {
+                    let _ = c.send(());
+                }
+            }
+        });
+        got
+    }
+
+    async fn ask(
+        lines: &mut tokio::io::Lines<BufReader<tokio::net::unix::OwnedReadHalf>>,
+        w: &mut tokio::net::unix::OwnedWriteHalf,
+        msg: &str,
+    ) -> serde_json::Value {
+        w.write_all(format!("{msg}\n").as_bytes()).await.unwrap();
+        let line = lines.next_line().await.unwrap().expect("a reply");
+        serde_json::from_str(&line).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_visit_is_acknowledged_only_after_the_spool_commits_it_and_names_the_peer() {
+        let (_dir, cfg, rx) = started(|_| {}).await;
+        let mode = std::fs::metadata(&cfg.socket).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o666);
+        let mut got = spool(rx, Duration::from_millis(300));
+        let (r, mut w) = UnixStream::connect(&cfg.socket).await.unwrap().into_split();
+        let mut lines = BufReader::new(r).lines();
+        assert_eq!(
+            ask(
+                &mut lines,
+                &mut w,
+                r#"{"type":"hello","version":"0.1.0","browser":"chromium"}"#
+            )
+            .await,
+            serde_json::json!({"hello": "ok"})
+        );
+        let started = Instant::now();
+        let reply = ask(
+            &mut lines,
+            &mut w,
+            r#"{"type":"visit","id":"v-1","url":"https://www.bing.com/search?q=kms","title":"kms","transition":"typed","incognito":true,"time":1764780000000,"browser":"chromium","user":"someone-else"}"#,
+        )
+        .await;
+        assert_eq!(reply, serde_json::json!({"ack": "v-1"}));
+        assert!(
+            started.elapsed() >= Duration::from_millis(300),
+            "acknowledged before the commit"
+        );
+        let e = got.recv().await.unwrap();
+        let me = nix::unistd::User::from_uid(nix::unistd::getuid())
+            .unwrap()
+            .unwrap()
+            .name;
+        assert_eq!(
+            e.user, me,
+            "the user is the socket's peer, not the message's claim"
+        );
+        assert_eq!(e.hostname, "pc1");
+        let Some(Kind::Browsing(b)) = e.kind else {
+            panic!("{e:?}")
+        };
+        assert_eq!(
+            (b.search_terms.as_str(), b.incognito, b.reporter.as_str()),
+            ("kms", true, "extension")
+        );
+
+        let reply = ask(
+            &mut lines,
+            &mut w,
+            r#"{"type":"visit","id":"v-2","url":"chrome://settings","time":1}"#,
+        )
+        .await;
+        assert_eq!(reply["reject"], "v-2");
+        let reply = ask(&mut lines, &mut w, "not json").await;
+        assert!(
+            reply["error"].as_str().unwrap().contains("not a message"),
+            "{reply}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_hostile_host_is_bounded() {
+        let (_dir, cfg, rx) = started(|c| {
+            c.max_message_bytes = 1024;
+            c.max_connections_per_user = 2;
+            c.max_visits_per_minute = 3;
+        })
+        .await;
+        let mut got = spool(rx, Duration::ZERO);
+        // An over-long message closes that connection only.
+        let (r, mut w) = UnixStream::connect(&cfg.socket).await.unwrap().into_split();
+        let mut lines = BufReader::new(r).lines();
+        let reply = ask(&mut lines, &mut w, &"x".repeat(5000)).await;
+        assert!(
+            reply["error"]
+                .as_str()
+                .unwrap()
+                .contains("longer than 1024"),
+            "{reply}"
+        );
+        assert!(lines.next_line().await.unwrap().is_none(), "closed");
+        // Its slot is given back once its task has ended.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+
+        // A third connection of one user is refused while two are open.
+        let a = UnixStream::connect(&cfg.socket).await.unwrap();
+        let (r, mut w) = UnixStream::connect(&cfg.socket).await.unwrap().into_split();
+        let mut lines = BufReader::new(r).lines();
+        // (wait until both are admitted: a reply on the second proves it)
+        ask(&mut lines, &mut w, r#"{"type":"hello"}"#).await;
+        let third = UnixStream::connect(&cfg.socket).await.unwrap();
+        let mut third = BufReader::new(third).lines();
+        let refused = third.next_line().await.unwrap().unwrap();
+        assert!(
+            refused.contains("too many browser connections for this user"),
+            "{refused}"
+        );
+        drop(a);
+
+        // Three visits a minute, then refusals, and one gap event says so.
+        for i in 0..5 {
+            let reply = ask(
+                &mut lines,
+                &mut w,
+                &format!(r#"{{"type":"visit","id":"r{i}","url":"http://a.test/{i}","time":1}}"#),
+            )
+            .await;
+            if i < 3 {
+                assert_eq!(reply["ack"], format!("r{i}"));
+            } else {
+                assert_eq!(reply["reject"], format!("r{i}"), "{reply}");
+            }
+        }
+        let mut kinds = Vec::new();
+        while let Ok(Some(e)) = tokio::time::timeout(Duration::from_millis(500), got.recv()).await {
+            kinds.push(e.kind.unwrap().name());
+        }
+        assert_eq!(kinds, ["browsing", "browsing", "browsing", "gap"]);
+    }
+
+    #[tokio::test]
+    async fn a_stale_socket_is_replaced_but_another_file_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("browser.sock");
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        let (tx, _rx) = channel(4);
+        let cx = SourceContext {
+            hostname: "pc1".into(),
+            state_dir: dir.path().to_path_buf(),
+            events: tx,
+            checkpoints: Arc::new(|_| Ok(None)),
+        };
+        let cfg = ExtensionConfig {
+            socket: path.clone(),
+            ..Default::default()
+        };
+        start(cfg.clone(), &cx).unwrap();
+        UnixStream::connect(&path).await.unwrap();
+        let err = start(cfg.clone(), &cx).unwrap_err();
+        assert!(
+            err.to_string().contains("another process is listening"),
+            "{err}"
+        );
+        let file = dir.path().join("file");
+        std::fs::write(&file, "keep").unwrap();
+        let err = start(
+            ExtensionConfig {
+                socket: file.clone(),
+                ..cfg
+            },
+            &cx,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("is not a socket"), "{err}");
+        assert_eq!(std::fs::read_to_string(file).unwrap(), "keep");
+    }
+}

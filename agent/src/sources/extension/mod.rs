@@ -1,0 +1,82 @@
+//! The extension source: visits reported by the managed browser extension, as they happen,
+//! private windows included where the browser lets the extension in.
+//!
+//! extension --native messaging--> host (`invigilator-agent native-host`, run by the browser
+//! as the pupil) --local socket--> this source --> spool. The user is the socket peer's uid
+//! (`SO_PEERCRED`), never anything the message says: a pupil can forge visits only as
+//! themselves. Each visit is acknowledged only once the spool has committed it; the extension
+//! keeps, and sends again, what was not acknowledged, and the collector links a resent or
+//! history-reported copy to the first report of the visit, so it is counted once.
+//!
+//! The history-database source stays on beside this one: it is the safety net for a browser
+//! without the extension, or with it switched off.
+
+#[cfg(unix)]
+mod listener;
+pub mod message;
+
+use super::{SourceConfig, SourceContext, SourceError};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// Where the native-messaging host finds the agent unless `INVIGILATOR_BROWSER_SOCKET` says
+/// otherwise. Under /run, which only root can write, so no user can put a socket of their own
+/// in its place.
+pub const DEFAULT_SOCKET: &str = "/run/invigilator/browser.sock";
+
+/// The environment variable that overrides [`DEFAULT_SOCKET`] for the host (tests, and
+/// installations that move the agent's runtime directory).
+pub const SOCKET_ENV: &str = "INVIGILATOR_BROWSER_SOCKET";
+
+/// `[extension]` in agent.toml.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExtensionConfig {
+    /// Take visits from the managed browser extension. Default true (Linux; the Windows
+    /// named-pipe transport is not built yet).
+    pub enabled: bool,
+    /// The socket the native-messaging host connects to (default /run/invigilator/browser.sock).
+    pub socket: PathBuf,
+    /// Longest message, in bytes; a longer one closes the connection (default 64 KiB).
+    pub max_message_bytes: usize,
+    /// Hosts connected at once, in all (default 64) and per user (default 8).
+    pub max_connections: usize,
+    pub max_connections_per_user: usize,
+    /// Visits taken per user per minute; more are refused and reported as a gap (default 600).
+    pub max_visits_per_minute: u32,
+}
+
+impl Default for ExtensionConfig {
+    fn default() -> Self {
+        Self {
+            enabled: cfg!(unix),
+            socket: PathBuf::from(DEFAULT_SOCKET),
+            max_message_bytes: 64 * 1024,
+            max_connections: 64,
+            max_connections_per_user: 8,
+            max_visits_per_minute: 600,
+        }
+    }
+}
+
+impl SourceConfig for ExtensionConfig {
+    const NAME: &'static str = "extension";
+    type Handle = ();
+
+    fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    #[cfg(unix)]
+    fn build(&self, cx: &SourceContext) -> Result<(), SourceError> {
+        listener::start(self.clone(), cx).map_err(SourceError::new::<Self>)
+    }
+
+    #[cfg(not(unix))]
+    fn build(&self, _cx: &SourceContext) -> Result<(), SourceError> {
+        Err(SourceError::new::<Self>(std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            "the extension's local socket is not built for this platform yet",
+        )))
+    }
+}
