@@ -5,7 +5,7 @@
 use crate::admission::Room;
 use crate::metrics::Metrics;
 use crate::serve::SystemKey;
-use crate::store::{self, Store, StoredBatch, System, delivery};
+use crate::store::{self, Store, StoredBatch, System, delivery, visits};
 use arc_swap::ArcSwap;
 use invigilator_policy::{AgentContext, Policy, Severity};
 use invigilator_proto::v1::{Event, event::Kind};
@@ -190,8 +190,39 @@ fn commit(
                     user_logged_on_elsewhere,
                     logged_on,
                 };
+                // A visit the extension and the history both report links to its first report;
+                // a later copy raises only what the visit has not raised yet.
+                let visit = match &stored.kind {
+                    Some(Kind::Browsing(v)) if v.action == "visit" => Some(visits::link(
+                        tx,
+                        &visits::Report {
+                            agent_id: &job.agent_id,
+                            seq: event.seq,
+                            user: &event.user,
+                            url: &v.url,
+                            visit_time_us: v.visit_time_us,
+                            reporter: visits::Reporter::from_field(&v.reporter),
+                        },
+                    )?),
+                    _ => None,
+                };
+                let mut alerts = policy.evaluate(&ctx, event);
+                if let Some(first) = &visit {
+                    if let Some(first) = first {
+                        alerts.retain(|a| !first.rules.contains(&a.rule));
+                    }
+                    let rules: Vec<&str> = alerts.iter().map(|a| a.rule.as_str()).collect();
+                    let at = match first {
+                        Some(first) => visits::Raised::First(first.event_id),
+                        None => visits::Raised::Own {
+                            agent_id: &job.agent_id,
+                            seq: event.seq,
+                        },
+                    };
+                    visits::raised(tx, at, &rules)?;
+                }
                 // Only a first sighting raises alerts, so alerts are exactly-once too.
-                for alert in policy.evaluate(&ctx, event) {
+                for alert in alerts {
                     store::alerts::record(tx, &alert, window)?;
                     r.alerts += 1;
                     tally.alerts.push((alert.rule, alert.severity));

@@ -33,6 +33,7 @@ pub mod sar;
 pub mod sessions;
 pub mod tokens;
 pub mod triage;
+pub mod visits;
 
 pub use access::{Admin, Audited, Scan, Sealed, Store, System};
 pub use agents::{AgentHealth, AgentRow, NewAgent};

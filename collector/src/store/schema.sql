@@ -262,3 +262,19 @@ CREATE INDEX IF NOT EXISTS alerts_by_host ON alerts (hostname, id);
 CREATE INDEX IF NOT EXISTS alerts_by_status ON alerts (status, id);
 -- No new index on events: ingest pays for every one. The detail view finds an alert's
 -- neighbours through (agent_id, seq); checks and exports scan by time.
+
+-- One row per reported browsing visit, so the reports of one visit are counted once: the
+-- browser extension's and the history database's (both report a visit the extension saw), and
+-- an extension resend after a lost acknowledgement. Deleted with its event.
+CREATE TABLE IF NOT EXISTS visit_reports (
+    event_id    INTEGER PRIMARY KEY REFERENCES events(id) ON DELETE CASCADE,
+    agent_id    TEXT NOT NULL,
+    user        TEXT NOT NULL,
+    url_hash    BLOB NOT NULL,           -- SHA-256 of the URL as stored (redacted ones too)
+    visit_time  INTEGER NOT NULL,        -- the browser's time for the visit, microseconds
+    reporter    TEXT NOT NULL,           -- 'history' or 'extension'
+    same_as     INTEGER,                 -- the first report's event_id; NULL on the first
+    rules       TEXT NOT NULL DEFAULT '' -- on the first report: every alert rule the visit raised
+);
+CREATE INDEX IF NOT EXISTS visit_reports_by_url ON visit_reports (agent_id, url_hash, visit_time);
+CREATE INDEX IF NOT EXISTS visit_reports_by_first ON visit_reports (same_as) WHERE same_as IS NOT NULL;

@@ -1,0 +1,456 @@
+// Invigilator browser extension: background (Chromium service worker, Firefox
+// event page). Reports each top-level http(s) page visit to the Invigilator
+// agent on this device over native messaging ("uk.invigilator.agent").
+//
+// Every visit goes first into a persistent queue in storage.local ("pending")
+// and leaves it only when the agent answers {"ack": id} (stored) or
+// {"reject": id, "why": ...} (refused for good). Whatever is still pending is
+// sent again, oldest first, each time the port (re)connects.
+//
+// Plain classic script, no modules, no dependencies. It touches the browser
+// only through `api`, so the node test (test/queue.test.mjs) can run it with a
+// fake `chrome` object. The INVIGILATOR_* globals exist only for that test;
+// nothing sets them in a browser, so the defaults below apply there.
+//
+// Holds no secrets: the agent on the device authenticates to the school's
+// collector, not the extension.
+
+"use strict";
+
+(() => {
+  const api = globalThis.browser ?? globalThis.chrome;
+
+  const HOST = "uk.invigilator.agent";
+  const TITLE_WAIT_MS = globalThis.INVIGILATOR_TITLE_WAIT_MS ?? 700;
+  const TITLE_POLL_MS = Math.max(10, Math.floor(TITLE_WAIT_MS / 5));
+  const BACKOFF_MIN_MS = globalThis.INVIGILATOR_BACKOFF_MIN_MS ?? 1000;
+  const BACKOFF_MAX_MS = globalThis.INVIGILATOR_BACKOFF_MAX_MS ?? 30000;
+  const QUEUE_MAX = globalThis.INVIGILATOR_QUEUE_MAX ?? 5000;
+  // Chromium's storage.local quota is 5 MiB before Chrome 114 (10 MiB after)
+  // without "unlimitedStorage"; records are small (~300 bytes) but a queue of
+  // long URLs must not hit it, so the queue is also bounded in size.
+  const QUEUE_MAX_CHARS = globalThis.INVIGILATOR_QUEUE_MAX_CHARS ?? 4000000;
+  const URL_MAX = 8192;
+  const TITLE_MAX = 1024;
+  const ACTION_TITLE = "Monitored by your school";
+
+  const BROWSER = detectBrowser();
+  const VERSION = manifestVersion();
+
+  // ---------------------------------------------------------------- helpers
+
+  function detectBrowser() {
+    const ff = globalThis.browser;
+    if (ff && ff.runtime && typeof ff.runtime.getBrowserInfo === "function") {
+      return "firefox";
+    }
+    const nav = globalThis.navigator;
+    if (nav && nav.brave) return "brave";
+    const brands = (nav && nav.userAgentData && nav.userAgentData.brands) || [];
+    const has = (name) => brands.some((b) => b && b.brand === name);
+    if (has("Brave")) return "brave";
+    if (has("Microsoft Edge")) return "edge";
+    if (has("Google Chrome")) return "chrome";
+    return "chromium";
+  }
+
+  function manifestVersion() {
+    try {
+      return String(api.runtime.getManifest().version);
+    } catch (_) {
+      return "0.0.0";
+    }
+  }
+
+  // Cut to at most `max` UTF-16 units without splitting a surrogate pair.
+  function truncate(s, max) {
+    if (typeof s !== "string") return "";
+    if (s.length <= max) return s;
+    let end = max;
+    const last = s.charCodeAt(end - 1);
+    if (last >= 0xd800 && last <= 0xdbff) end -= 1;
+    return s.slice(0, end);
+  }
+
+  function isReported(url) {
+    return typeof url === "string" && /^https?:\/\//i.test(url);
+  }
+
+  // A title is worth sending if there is one and it is not just the URL
+  // (Chromium shows the URL, sometimes without its scheme, until the page
+  // has a <title>).
+  function usableTitle(title, url) {
+    if (typeof title !== "string" || title.trim() === "") return false;
+    if (title === url) return false;
+    const bare = url.replace(/^https?:\/\//i, "");
+    return title !== bare && title !== bare.replace(/\/$/, "");
+  }
+
+  function setActionTitle(title) {
+    try {
+      const p = api.action && api.action.setTitle({ title });
+      if (p && typeof p.catch === "function") p.catch(() => {});
+    } catch (_) {
+      // no action API (should not happen in MV3): nothing to show
+    }
+  }
+
+  function noteAgentState(connected, error) {
+    // For the notice page (technicians); not part of the queue.
+    try {
+      const p = api.storage.local.set({
+        agent: { connected, error: error || "", at: Date.now() },
+      });
+      if (p && typeof p.catch === "function") p.catch(() => {});
+    } catch (_) {
+      // storage unavailable: the notice just shows less
+    }
+  }
+
+  // ------------------------------------------------------------------ queue
+  //
+  // All changes to "pending" go through one promise chain, so concurrent
+  // navigations and acks cannot overwrite each other's read-modify-write.
+  // Changes that arrive while a step is running are coalesced into the next
+  // step (one storage write for a burst of acks, e.g. after a reconnect).
+
+  let chain = Promise.resolve();
+  let stepQueued = false;
+  let toAdd = []; // records waiting to be persisted
+  let toRemove = new Set(); // ids acked or rejected, to forget
+
+  function schedule() {
+    if (!stepQueued) {
+      stepQueued = true;
+      chain = chain.then(step).catch((err) => {
+        console.error("Invigilator: queue update failed:", err);
+      });
+    }
+    return chain;
+  }
+
+  async function step() {
+    stepQueued = false;
+    const adds = toAdd;
+    const removes = toRemove;
+    toAdd = [];
+    toRemove = new Set();
+
+    let pending;
+    let dropped;
+    let changed = adds.length > 0;
+    try {
+      const got = await api.storage.local.get(["pending", "dropped"]);
+      pending = Array.isArray(got.pending) ? got.pending : [];
+      dropped = Number.isFinite(got.dropped) ? got.dropped : 0;
+      const valid = pending.filter((r) => r && typeof r.id === "string");
+      if (valid.length !== pending.length) changed = true;
+      pending = valid.concat(adds);
+      if (removes.size > 0) {
+        const before = pending.length;
+        pending = pending.filter((r) => !removes.has(r.id));
+        if (pending.length !== before) changed = true;
+      }
+      const excess = overflow(pending);
+      if (excess > 0) {
+        pending = pending.slice(excess);
+        dropped += excess;
+        changed = true;
+      }
+      if (changed) await api.storage.local.set({ pending, dropped });
+    } catch (err) {
+      // Keep the changes for the next step rather than losing them.
+      toAdd = adds.concat(toAdd);
+      for (const id of removes) toRemove.add(id);
+      if (pending) pump(pending); // the agent still gets them now
+      if (toAdd.length > 0 || toRemove.size > 0) setTimeout(schedule, 5000);
+      throw err;
+    }
+    pump(pending);
+  }
+
+  // How many of the oldest records must go to respect both bounds.
+  function overflow(pending) {
+    let excess = Math.max(0, pending.length - QUEUE_MAX);
+    let chars = 0;
+    for (let i = pending.length - 1; i >= excess; i--) {
+      chars += JSON.stringify(pending[i]).length + 1;
+      if (chars > QUEUE_MAX_CHARS) return i + 1;
+    }
+    return excess;
+  }
+
+  function enqueue(record) {
+    toAdd.push(record);
+    return schedule();
+  }
+
+  function forget(id) {
+    toRemove.add(id);
+    return schedule();
+  }
+
+  // ------------------------------------------------------------ native port
+
+  let port = null; // open port that has had its hello
+  let connecting = false;
+  let sent = new Set(); // ids already posted on the current port
+  let backoff = BACKOFF_MIN_MS;
+  let reconnectTimer = null;
+
+  // Post, in queue order, every pending record not yet sent on this port.
+  function pump(pending) {
+    if (!port) return;
+    const live = new Set();
+    for (const record of pending) {
+      live.add(record.id);
+      if (sent.has(record.id) || toRemove.has(record.id)) continue;
+      try {
+        port.postMessage(record);
+      } catch (err) {
+        // The port died under us; onDisconnect reconnects and resends.
+        console.warn("Invigilator: send failed:", err);
+        return;
+      }
+      sent.add(record.id);
+    }
+    for (const id of sent) if (!live.has(id)) sent.delete(id);
+  }
+
+  async function connect() {
+    if (port || connecting || reconnectTimer !== null) return;
+    connecting = true;
+    let incognitoAccess = false;
+    try {
+      incognitoAccess = Boolean(await api.extension.isAllowedIncognitoAccess());
+    } catch (_) {
+      incognitoAccess = false;
+    }
+    let p;
+    try {
+      p = api.runtime.connectNative(HOST);
+    } catch (err) {
+      connecting = false;
+      console.warn("Invigilator: cannot reach the agent:", err);
+      noteAgentState(false, String(err && err.message ? err.message : err));
+      retryLater();
+      return;
+    }
+    p.onMessage.addListener((msg) => onAgentMessage(p, msg));
+    p.onDisconnect.addListener(() => onDisconnect(p));
+    try {
+      p.postMessage({
+        type: "hello",
+        version: VERSION,
+        browser: BROWSER,
+        incognito_access: incognitoAccess,
+      });
+    } catch (err) {
+      // Already disconnected: onDisconnect (if it fires) or this retries.
+      connecting = false;
+      console.warn("Invigilator: hello failed:", err);
+      try {
+        p.disconnect();
+      } catch (_) {}
+      retryLater();
+      return;
+    }
+    connecting = false;
+    port = p;
+    sent = new Set();
+    schedule(); // resend everything still pending, oldest first
+  }
+
+  function onAgentMessage(p, msg) {
+    if (p !== port) return;
+    backoff = BACKOFF_MIN_MS; // the agent is there and talking
+    if (!msg || typeof msg !== "object") {
+      console.warn("Invigilator: unexpected message from the agent:", msg);
+      return;
+    }
+    if (typeof msg.ack === "string") {
+      forget(msg.ack);
+    } else if (typeof msg.reject === "string") {
+      console.warn(
+        "Invigilator: the agent refused visit " + msg.reject + ":",
+        msg.why
+      );
+      forget(msg.reject);
+    } else if (msg.hello === "ok") {
+      noteAgentState(true, "");
+    } else {
+      console.warn("Invigilator: unexpected message from the agent:", msg);
+    }
+  }
+
+  function onDisconnect(p) {
+    // Reading lastError marks it checked (Chromium); Firefox puts it on p.error.
+    const lastError = api.runtime.lastError;
+    const error = (lastError && lastError.message) || (p.error && p.error.message) || "";
+    if (p !== port) return;
+    port = null;
+    sent = new Set();
+    console.warn("Invigilator: agent disconnected" + (error ? ": " + error : ""));
+    noteAgentState(false, error);
+    retryLater();
+  }
+
+  function retryLater() {
+    if (reconnectTimer !== null) return;
+    const delay = backoff;
+    backoff = Math.min(backoff * 2, BACKOFF_MAX_MS);
+    reconnectTimer = setTimeout(() => {
+      reconnectTimer = null;
+      connect();
+    }, delay);
+  }
+
+  // ----------------------------------------------------------------- titles
+
+  const titleWaiters = new Map(); // tabId -> Set of {url, finish}
+
+  // Resolves with the tab's title as soon as one is known for `url`, or ""
+  // after TITLE_WAIT_MS.
+  function waitForTitle(tabId, url) {
+    return new Promise((resolve) => {
+      let done = false;
+      let poller = null;
+      const entry = { url, finish };
+      function finish(title) {
+        if (done) return;
+        done = true;
+        clearTimeout(deadline);
+        if (poller !== null) clearTimeout(poller);
+        const set = titleWaiters.get(tabId);
+        if (set) {
+          set.delete(entry);
+          if (set.size === 0) titleWaiters.delete(tabId);
+        }
+        resolve(title);
+      }
+      async function poll() {
+        poller = null;
+        try {
+          const tab = await api.tabs.get(tabId);
+          if (tab && tab.url === url && usableTitle(tab.title, url)) {
+            finish(tab.title);
+          }
+        } catch (_) {
+          finish(""); // the tab is gone
+        }
+        if (!done) poller = setTimeout(poll, TITLE_POLL_MS);
+      }
+      const deadline = setTimeout(() => finish(""), TITLE_WAIT_MS);
+      if (!titleWaiters.has(tabId)) titleWaiters.set(tabId, new Set());
+      titleWaiters.get(tabId).add(entry);
+      poller = setTimeout(poll, TITLE_POLL_MS);
+    });
+  }
+
+  function onTabUpdated(tabId, changeInfo, tab) {
+    if (!changeInfo || typeof changeInfo.title !== "string") return;
+    const set = titleWaiters.get(tabId);
+    if (!set) return;
+    for (const entry of Array.from(set)) {
+      if (tab && typeof tab.url === "string" && tab.url !== entry.url) continue;
+      if (usableTitle(changeInfo.title, entry.url)) entry.finish(changeInfo.title);
+    }
+  }
+
+  // ----------------------------------------------------------------- visits
+
+  async function tabIncognito(tabId) {
+    try {
+      const tab = await api.tabs.get(tabId);
+      return Boolean(tab && tab.incognito);
+    } catch (_) {
+      return false; // the tab is gone
+    }
+  }
+
+  function visitRecord({ url, title, transition, incognito, time }) {
+    return {
+      type: "visit",
+      id: crypto.randomUUID(),
+      url: truncate(url, URL_MAX),
+      title: truncate(title, TITLE_MAX),
+      transition: typeof transition === "string" && transition ? transition : "link",
+      incognito: Boolean(incognito),
+      time: Math.round(Number(time) || Date.now()),
+      browser: BROWSER,
+    };
+  }
+
+  const committedTabs = new Set(); // tabs with a top-level commit seen here
+
+  async function onCommitted(details) {
+    if (!details || details.frameId !== 0) return;
+    committedTabs.add(details.tabId);
+    if (!isReported(details.url)) return;
+    const [incognito, title] = await Promise.all([
+      tabIncognito(details.tabId),
+      waitForTitle(details.tabId, details.url),
+    ]);
+    await enqueue(
+      visitRecord({
+        url: details.url,
+        title,
+        transition: details.transitionType,
+        incognito,
+        time: details.timeStamp,
+      })
+    );
+  }
+
+  // When the browser starts, or the extension is installed or updated, pages
+  // can commit before this script has registered its listeners (the first
+  // window's pages, or tabs already open when the extension is force-
+  // installed). Report the pages open at that moment, once, as "start_page"
+  // (a Chromium transition type). Tabs this worker has already seen commit
+  // are left to onCommitted; discarded tabs (restored but not loaded) were
+  // not visited and are skipped.
+  async function reportOpenTabs() {
+    let tabs;
+    try {
+      tabs = await api.tabs.query({});
+    } catch (err) {
+      console.warn("Invigilator: cannot list open tabs:", err);
+      return;
+    }
+    for (const tab of tabs || []) {
+      if (!tab || committedTabs.has(tab.id) || tab.discarded) continue;
+      if (!isReported(tab.url)) continue;
+      committedTabs.add(tab.id);
+      enqueue(
+        visitRecord({
+          url: tab.url,
+          title: usableTitle(tab.title, tab.url) ? tab.title : "",
+          transition: "start_page",
+          incognito: tab.incognito,
+          time: Date.now(),
+        })
+      );
+    }
+  }
+
+  // ------------------------------------------------------------- listeners
+  // Registered synchronously at the top level, as MV3 service workers need.
+
+  api.webNavigation.onCommitted.addListener((details) => {
+    onCommitted(details).catch((err) => {
+      console.error("Invigilator: could not record a visit:", err);
+    });
+  });
+  api.tabs.onUpdated.addListener(onTabUpdated);
+  function onBrowserOrExtensionStart() {
+    connect();
+    reportOpenTabs().catch((err) => {
+      console.error("Invigilator: could not report open tabs:", err);
+    });
+  }
+  api.runtime.onStartup.addListener(onBrowserOrExtensionStart);
+  api.runtime.onInstalled.addListener(onBrowserOrExtensionStart);
+
+  setActionTitle(ACTION_TITLE);
+  connect();
+})();
