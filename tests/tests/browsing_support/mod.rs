@@ -107,6 +107,18 @@ impl Chromium {
     /// As `start`, with `hosts` (real names, e.g. a listed gambling site) also resolved to the
     /// local site.
     pub fn start_resolving(user_data: &Path, site_port: u16, hosts: &[&str]) -> Self {
+        Self::launch(user_data, site_port, hosts, &[], &[])
+    }
+
+    /// As `start_resolving`, with more arguments (the first page last, in place of
+    /// about:blank) and environment variables for the browser and what it starts.
+    pub fn launch(
+        user_data: &Path,
+        site_port: u16,
+        hosts: &[&str],
+        args: &[String],
+        env: &[(&str, &Path)],
+    ) -> Self {
         let rules: String = std::iter::once("*.test")
             .chain(hosts.iter().copied())
             .map(|h| format!("MAP {h} 127.0.0.1:{site_port}"))
@@ -138,7 +150,9 @@ impl Chromium {
             ])
             .arg(format!("--user-data-dir={}", user_data.display()))
             .arg(format!("--host-resolver-rules={rules}"))
-            .arg("about:blank")
+            .args(args)
+            .args(args.is_empty().then_some("about:blank"))
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)

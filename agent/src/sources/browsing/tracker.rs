@@ -170,6 +170,7 @@ impl Tracker {
                 title: truncate(v.title.as_deref().unwrap_or(""), MAX_TITLE),
                 visit_time_us: (q.to_unix_us)(v.time),
                 transition: (q.transition)(v.transition).into(),
+                reporter: "history".into(),
                 search_terms: found.as_ref().map(|s| s.terms.clone()).unwrap_or_default(),
                 search_engine: found.map(|s| s.engine.to_owned()).unwrap_or_default(),
                 ..Default::default()

@@ -1,0 +1,166 @@
+//! Whole system, the managed browser extension: Debian's Chromium (headless) loads
+//! `agent/browser-extension`, which reports each navigation through the native-messaging host
+//! (`invigilator-agent`, started by the browser from the host manifest) to the running agent's
+//! socket, then spool -> mTLS -> collector. The history source runs beside it, so each visit is
+//! reported twice and must be counted once.
+
+// Shared with the history tests, which use the rest of it.
+#[allow(dead_code)]
+#[path = "browsing_support/mod.rs"]
+mod support;
+
+use invigilator_tests::{Agent, Collector, bin, wait_for};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use support::{Chromium, start_site, visits};
+
+fn extension_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../agent/browser-extension")
+}
+
+fn extension_id() -> String {
+    std::fs::read_to_string(extension_dir().join("EXTENSION_ID"))
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+/// The host manifest as `deploy/` ships it, pointing at this build's agent, in the profile's
+/// own NativeMessagingHosts directory (where Chromium looks for a user-level host).
+fn install_host(user_data: &Path) {
+    let dir = user_data.join("NativeMessagingHosts");
+    std::fs::create_dir_all(&dir).unwrap();
+    let shipped: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../deploy/browsers/native-messaging/chromium/uk.invigilator.agent.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let mut manifest = shipped.clone();
+    manifest["path"] = bin("invigilator-agent").display().to_string().into();
+    assert_eq!(
+        shipped["allowed_origins"][0],
+        format!("chrome-extension://{}/", extension_id()),
+        "the shipped manifest allows the extension's id"
+    );
+    std::fs::write(
+        dir.join("uk.invigilator.agent.json"),
+        serde_json::to_vec_pretty(&manifest).unwrap(),
+    )
+    .unwrap();
+}
+
+fn chromium_with_extension(user_data: &Path, port: u16, socket: &Path, first: &str) -> Chromium {
+    install_host(user_data);
+    Chromium::launch(
+        user_data,
+        port,
+        &[],
+        &[
+            format!("--load-extension={}", extension_dir().display()),
+            first.to_owned(),
+        ],
+        &[("INVIGILATOR_BROWSER_SOCKET", socket)],
+    )
+}
+
+fn reported_by<'a>(events: &'a [Value], url: &str, reporter: &str) -> Vec<&'a Value> {
+    events
+        .iter()
+        .filter(|e| e["url"] == url && e["reporter"] == reporter)
+        .collect()
+}
+
+#[test]
+fn extension_visits_arrive_at_once_survive_an_agent_kill_and_count_once() {
+    let port = start_site();
+    let tmp = tempfile::tempdir().unwrap();
+    let user_data = tmp.path().join("chromium-profile");
+    std::fs::create_dir_all(&user_data).unwrap();
+    let socket = tmp.path().join("browser.sock");
+
+    let c = Collector::start("");
+    let settings = format!(
+        "[browsing]\nscan_homes = false\ndebounce = \"200ms\"\nrediscover_interval = \"1s\"\n\
+         extra_roots = [{{ browser = \"chromium\", path = \"{}\" }}]\n\
+         [extension]\nsocket = \"{}\"\n",
+        user_data.display(),
+        socket.display()
+    );
+    let mut a = Agent::enroll(&c, &settings);
+    a.start();
+    a.wait_ready();
+    let mut browser = chromium_with_extension(&user_data, port, &socket, "about:blank");
+    wait_for(
+        Duration::from_secs(60),
+        "the extension's host to say hello to the agent",
+        || a.log().contains("extension: connected").then_some(()),
+    );
+    assert!(
+        a.log().contains("browser=\"chromium\"") || a.log().contains("browser=chromium"),
+        "{}",
+        a.log()
+    );
+
+    let search = "http://www.google.test/search?q=how+to+kill+myself".to_owned();
+    let opened = Instant::now();
+    browser.open(&search);
+    let took = wait_for(Duration::from_secs(30), "the extension's report", || {
+        (!reported_by(&visits(&c), &search, "extension").is_empty()).then(|| opened.elapsed())
+    });
+    eprintln!("extension: navigation to stored at the collector in {took:?}");
+    // The history source's copy arrives after Chromium commits its database.
+    wait_for(Duration::from_secs(60), "the history's report", || {
+        (!reported_by(&visits(&c), &search, "history").is_empty()).then_some(())
+    });
+    let events = visits(&c);
+    let ext = reported_by(&events, &search, "extension");
+    assert_eq!(ext.len(), 1, "{events:#?}");
+    assert_eq!(ext[0]["search_terms"], "how to kill myself");
+    assert_eq!(ext[0]["search_engine"], "google");
+    assert_eq!(ext[0]["incognito"], false);
+    assert_eq!(ext[0]["browser"], "chromium");
+    assert_eq!(ext[0]["user"], "root", "the socket peer's user");
+    let self_harm: Vec<Value> = c
+        .alerts()
+        .into_iter()
+        .filter(|a| a["rule"] == "keywords.self_harm")
+        .collect();
+    assert_eq!(self_harm.len(), 1, "{self_harm:#?}");
+    assert_eq!(
+        self_harm[0]["count"], 1,
+        "two reports, one visit: {self_harm:#?}"
+    );
+
+    // A hostile title is carried as data.
+    let maths = "http://school.test/maths".to_owned();
+    browser.open(&maths);
+    wait_for(Duration::from_secs(30), "the titled page", || {
+        reported_by(&visits(&c), &maths, "extension")
+            .first()
+            .filter(|e| !e["title"].as_str().unwrap_or("").is_empty())
+            .map(|e| e["title"].clone())
+    });
+    let events = visits(&c);
+    assert_eq!(
+        reported_by(&events, &maths, "extension")[0]["title"],
+        "<b>Maths</b> <script>alert(1)</script>"
+    );
+
+    // The agent is killed: the extension keeps the visit made meanwhile and sends it once the
+    // agent is back.
+    a.kill9();
+    let while_down = "http://school.test/while-the-agent-is-down".to_owned();
+    browser.open(&while_down);
+    std::thread::sleep(Duration::from_secs(2));
+    a.start();
+    wait_for(
+        Duration::from_secs(90),
+        "the visit made while the agent was down, from the extension",
+        || (!reported_by(&visits(&c), &while_down, "extension").is_empty()).then_some(()),
+    );
+    browser.assert_running();
+}
