@@ -45,6 +45,14 @@ impl Heartbeat {
 
     async fn beat(&self) -> Result<(), tonic::Status> {
         let s = self.spool.stats();
+        #[cfg(target_os = "linux")]
+        let browsers =
+            tokio::task::spawn_blocking(|| crate::posture::read(std::path::Path::new("/")))
+                .await
+                .unwrap_or_default();
+        // The Windows registry's browser policies are not read yet.
+        #[cfg(not(target_os = "linux"))]
+        let browsers = Vec::new();
         let mut req = tonic::Request::new(HeartbeatRequest {
             agent_version: env!("CARGO_PKG_VERSION").into(),
             os: crate::os_description(),
@@ -56,7 +64,7 @@ impl Heartbeat {
             process_source: self.process_source.get().as_str().into(),
             process_stats: self.process_source.stats(),
             process_fallback: self.process_source.fallback(),
-            browsers: Vec::new(),
+            browsers,
         });
         req.set_timeout(Duration::from_secs(15));
         self.client().heartbeat(req).await?;
