@@ -361,7 +361,17 @@ mod tests {
         let p = &read(root.path())[0];
         assert!(p.private_unseen);
         assert_eq!(p.problems.len(), 2, "{p:?}");
-        assert!(p.problems.iter().any(|m| m.contains("a.json: not a JSON object")), "{p:?}");
-        assert!(p.problems.iter().any(|m| m.contains("big.json: larger than")), "{p:?}");
+        assert!(
+            p.problems
+                .iter()
+                .any(|m| m.contains("a.json: not a JSON object")),
+            "{p:?}"
+        );
+        assert!(
+            p.problems
+                .iter()
+                .any(|m| m.contains("big.json: larger than")),
+            "{p:?}"
+        );
     }
 }

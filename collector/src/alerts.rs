@@ -59,6 +59,19 @@ pub async fn watch_silent_agents(shared: Arc<Shared>) {
                     let alert = monitoring::stalled(delivery, stalled_after, now, &policy_version);
                     store::alerts::insert(c, &alert)?;
                 }
+                for a in store::agents::take_newly_unseen(c)? {
+                    let device = Device {
+                        agent_id: &a.agent_id,
+                        hostname: &a.hostname,
+                    };
+                    let alert = monitoring::private_browsing(
+                        device,
+                        &a.browsers_unseen,
+                        now,
+                        &policy_version,
+                    );
+                    store::alerts::insert(c, &alert)?;
+                }
                 Ok((silent.len(), stalled.len()))
             })
             .await;

@@ -414,6 +414,9 @@ impl Telemetry for TelemetryService {
             h.last_seq = hb.last_seq;
             h.process_source = clip(&hb.process_source);
             h.process_fallback = clip(&hb.process_fallback);
+            if !hb.browsers.is_empty() {
+                h.browsers = Some(posture(&hb.browsers));
+            }
             if let Some(s) = hb.process_stats {
                 h.process_stats = store::agents::ProcessStats {
                     seen: s.seen,
@@ -456,9 +459,76 @@ impl Telemetry for TelemetryService {
     }
 }
 
+/// Browsers a heartbeat may describe, and problems kept per browser: a device cannot make the
+/// agents table grow without bound.
+const MAX_BROWSERS: usize = 8;
+const MAX_PROBLEMS: usize = 4;
+
+/// A heartbeat's browser posture, bounded and with every string clipped, as the store keeps it.
+fn posture(browsers: &[invigilator_proto::v1::BrowserPosture]) -> store::agents::BrowserPosture {
+    let clip = |s: &str, n: usize| {
+        s.chars()
+            .filter(|c| !c.is_control())
+            .take(n)
+            .collect::<String>()
+    };
+    let list: Vec<serde_json::Value> = browsers
+        .iter()
+        .take(MAX_BROWSERS)
+        .map(|b| {
+            serde_json::json!({
+                "browser": clip(&b.browser, 16),
+                "private_unseen": b.private_unseen,
+                "extension_forced": b.extension_forced,
+                "developer_mode": b.developer_mode,
+                "problems": b.problems.iter().take(MAX_PROBLEMS).map(|p| clip(p, 300)).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let unseen: Vec<String> = list
+        .iter()
+        .filter(|b| b["private_unseen"] == true)
+        .filter_map(|b| b["browser"].as_str().map(str::to_owned))
+        .collect();
+    store::agents::BrowserPosture {
+        json: serde_json::Value::Array(list).to_string(),
+        unseen: unseen.join(", "),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_heartbeats_browser_posture_is_bounded() {
+        let b = |name: &str, unseen: bool| invigilator_proto::v1::BrowserPosture {
+            browser: name.into(),
+            private_unseen: unseen,
+            problems: vec!["x\u{1b}[31m".repeat(500); 10],
+            ..Default::default()
+        };
+        let mut many = vec![b("chromium\n<script>", true), b("firefox", false)];
+        many.extend((0..20).map(|_| b("brave", true)));
+        let p = posture(&many);
+        let list: Vec<serde_json::Value> = serde_json::from_str(&p.json).unwrap();
+        assert_eq!(list.len(), MAX_BROWSERS);
+        assert_eq!(
+            list[0]["browser"], "chromium<script>",
+            "no control characters"
+        );
+        assert_eq!(list[0]["problems"].as_array().unwrap().len(), MAX_PROBLEMS);
+        assert_eq!(
+            list[0]["problems"][0].as_str().unwrap().chars().count(),
+            300
+        );
+        assert!(
+            p.unseen.starts_with("chromium<script>, brave"),
+            "{}",
+            p.unseen
+        );
+        assert!(!p.unseen.contains("firefox"));
+    }
     use invigilator_proto::v1::{Event, Gap, event::Kind};
 
     fn ev(seq: u64) -> Event {

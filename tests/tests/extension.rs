@@ -53,16 +53,15 @@ fn install_host(user_data: &Path) {
     .unwrap();
 }
 
-fn chromium_with_extension(user_data: &Path, port: u16, socket: &Path, first: &str) -> Chromium {
+fn chromium_with_extension(user_data: &Path, port: u16, socket: &Path, args: &[&str]) -> Chromium {
     install_host(user_data);
+    let mut all = vec![format!("--load-extension={}", extension_dir().display())];
+    all.extend(args.iter().map(|a| a.to_string()));
     Chromium::launch(
         user_data,
         port,
         &[],
-        &[
-            format!("--load-extension={}", extension_dir().display()),
-            first.to_owned(),
-        ],
+        &all,
         &[("INVIGILATOR_BROWSER_SOCKET", socket)],
     )
 }
@@ -93,7 +92,7 @@ fn extension_visits_arrive_at_once_survive_an_agent_kill_and_count_once() {
     let mut a = Agent::enroll(&c, &settings);
     a.start();
     a.wait_ready();
-    let mut browser = chromium_with_extension(&user_data, port, &socket, "about:blank");
+    let mut browser = chromium_with_extension(&user_data, port, &socket, &["about:blank"]);
     wait_for(
         Duration::from_secs(60),
         "the extension's host to say hello to the agent",
@@ -163,4 +162,138 @@ fn extension_visits_arrive_at_once_survive_an_agent_kill_and_count_once() {
         || (!reported_by(&visits(&c), &while_down, "extension").is_empty()).then_some(()),
     );
     browser.assert_running();
+}
+
+/// The shipped private-window policy in Chromium's managed directory, which is the machine's
+/// own (Chromium reads no other): removed again when the test ends, however it ends. Only this
+/// test writes there, and no other test opens a private window.
+struct PolicyInstalled(PathBuf);
+
+impl PolicyInstalled {
+    fn new() -> Self {
+        let dir = Path::new("/etc/chromium/policies/managed");
+        std::fs::create_dir_all(dir).unwrap();
+        let path = dir.join("invigilator-private-browsing.json");
+        std::fs::copy(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../deploy/browsers/policies/chromium/invigilator-private-browsing.json"),
+            &path,
+        )
+        .unwrap();
+        Self(path)
+    }
+}
+
+impl Drop for PolicyInstalled {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn chromium_posture(c: &Collector) -> Option<Value> {
+    c.agents().first()?["browsers"]
+        .as_array()?
+        .iter()
+        .find(|b| b["browser"] == "chromium")
+        .cloned()
+}
+
+#[test]
+fn a_private_window_is_unseen_and_alerted_until_the_shipped_policy_closes_it() {
+    let stale = Path::new("/etc/chromium/policies/managed/invigilator-private-browsing.json");
+    let _ = std::fs::remove_file(stale);
+    let port = start_site();
+    let tmp = tempfile::tempdir().unwrap();
+    let socket = tmp.path().join("browser.sock");
+    let c = Collector::start("[agents]\nsilent_check_interval = \"1s\"\n");
+    let settings = format!(
+        "[browsing]\nscan_homes = false\ndebounce = \"200ms\"\nrediscover_interval = \"1s\"\n\
+         extra_roots = [{{ browser = \"chromium\", path = \"{}\" }}, {{ browser = \"chromium\", path = \"{}\" }}]\n\
+         [extension]\nsocket = \"{}\"\n[uplink]\nheartbeat_interval = \"1s\"\n",
+        tmp.path().join("open").display(),
+        tmp.path().join("closed").display(),
+        socket.display()
+    );
+    let mut a = Agent::enroll(&c, &settings);
+    a.start();
+    a.wait_ready();
+
+    // No policy: the device is reported open and alerted; a private window is seen by nothing.
+    let alert = wait_for(
+        Duration::from_secs(30),
+        "the private-browsing alert",
+        || {
+            c.alerts()
+                .into_iter()
+                .find(|a| a["rule"] == "agent.private_browsing")
+        },
+    );
+    assert!(
+        alert["summary"].as_str().unwrap().contains("chromium"),
+        "{alert:#}"
+    );
+    assert_eq!(chromium_posture(&c).unwrap()["private_unseen"], true);
+    let open = tmp.path().join("open");
+    std::fs::create_dir_all(&open).unwrap();
+    let hidden = "http://school.test/private-window-unseen".to_owned();
+    // As a pupil would start it: the page given with --incognito opens in a private window
+    // (pages opened through DevTools would go to a normal one).
+    let browser = chromium_with_extension(&open, port, &socket, &["--incognito", &hidden]);
+    wait_for(
+        Duration::from_secs(30),
+        "the private window's page to load",
+        || {
+            support::SERVED
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|p| p == "/private-window-unseen")
+                .then_some(())
+        },
+    );
+    // The extension would report within a second and the history within a few: give both
+    // far longer, then check that nothing came.
+    std::thread::sleep(Duration::from_secs(8));
+    assert!(
+        visits(&c).iter().all(|e| e["url"] != hidden),
+        "a private window's visit arrived without the policy: the test no longer shows the gap"
+    );
+    drop(browser);
+
+    // The shipped policy: the same private window opens as a normal one, and is seen.
+    let _policy = PolicyInstalled::new();
+    wait_for(Duration::from_secs(30), "the posture to clear", || {
+        (chromium_posture(&c)?["private_unseen"] == false).then_some(())
+    });
+    let closed = tmp.path().join("closed");
+    std::fs::create_dir_all(&closed).unwrap();
+    let seen = "http://school.test/private-window-refused".to_owned();
+    let _browser = chromium_with_extension(&closed, port, &socket, &["--incognito", &seen]);
+    let report = wait_for(
+        Duration::from_secs(30),
+        "the visit from the extension",
+        || {
+            reported_by(&visits(&c), &seen, "extension")
+                .first()
+                .map(|e| (*e).clone())
+        },
+    );
+    assert_eq!(report["incognito"], false, "opened in a normal window");
+    wait_for(
+        Duration::from_secs(60),
+        "the visit from the history",
+        || (!reported_by(&visits(&c), &seen, "history").is_empty()).then_some(()),
+    );
+    assert!(
+        !c.agents()[0]["browsers_unseen"]
+            .as_str()
+            .unwrap()
+            .contains("chromium")
+    );
+    let raised = c
+        .alerts()
+        .into_iter()
+        .filter(|a| a["rule"] == "agent.private_browsing")
+        .count();
+    assert_eq!(raised, 1, "raised once, not again while nothing changed");
 }

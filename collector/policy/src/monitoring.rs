@@ -9,6 +9,7 @@ use std::time::Duration;
 pub const SILENT_RULE: &str = "agent.silent";
 pub const STALLED_RULE: &str = "agent.stalled";
 pub const QUOTA_RULE: &str = "agent.quota";
+pub const PRIVATE_BROWSING_RULE: &str = "agent.private_browsing";
 
 /// The device an alert is about.
 #[derive(Debug, Clone, Copy)]
@@ -45,6 +46,24 @@ fn monitoring_alert(d: Device<'_>, rule: &str, now_us: i64, policy_version: &str
         response: String::new(),
         // Raised once per silent or stalled spell already.
         aggregate_key: None,
+    }
+}
+
+/// A device where a pupil can browse unseen: `browsers` names each browser whose managed
+/// policies leave a private or guest window open that neither its history nor the extension
+/// sees (the agent's heartbeat posture).
+pub fn private_browsing(d: Device<'_>, browsers: &str, now_us: i64, policy_version: &str) -> Alert {
+    Alert {
+        summary: format!(
+            "on {}, private browsing is not covered in {browsers}: a pupil can browse there unseen",
+            d.hostname
+        ),
+        matched: format!("browser policies on the device: {browsers}"),
+        response: "Technical staff: install the browser policies from deploy/browsers/policies \
+            (private and guest windows off for Chrome, Chromium, Edge and Brave; the extension \
+            forced into private windows for Firefox). The alert is raised again if they go."
+            .into(),
+        ..monitoring_alert(d, PRIVATE_BROWSING_RULE, now_us, policy_version)
     }
 }
 

@@ -29,6 +29,17 @@ pub struct AgentHealth {
     pub process_fallback: String,
     /// The eBPF exec program's counters: execs seen, records dropped, records truncated.
     pub process_stats: ProcessStats,
+    /// The browsers' posture, when the agent reports one (older agents and Windows do not).
+    pub browsers: Option<BrowserPosture>,
+}
+
+/// A device's browsers as its heartbeat described them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BrowserPosture {
+    /// Each browser's posture, as JSON for the agents list.
+    pub json: String,
+    /// The browsers where a pupil can browse unseen, comma-separated; empty when none.
+    pub unseen: String,
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
@@ -59,6 +70,10 @@ pub struct AgentRow {
     pub process_fallback: String,
     pub process_stats: ProcessStats,
     pub silent: bool,
+    /// Each browser's managed-policy posture (empty until an agent reports it).
+    pub browsers: serde_json::Value,
+    /// The browsers where a pupil can browse unseen, comma-separated.
+    pub browsers_unseen: String,
 }
 
 pub fn insert_agent(tx: &Admin<'_>, a: &NewAgent<'_>) -> Result<()> {
@@ -176,10 +191,42 @@ pub fn write_health<'a>(
                 count(h.process_stats.dropped),
                 count(h.process_stats.truncated),
             ])?;
+            if let Some(b) = &h.browsers {
+                tx.prepare_cached(
+                    "UPDATE agents SET browser_posture = ?2, browsers_unseen = ?3 WHERE agent_id = ?1",
+                )?
+                .execute(params![id, b.json, b.unseen])?;
+            }
         }
     }
     tx.commit()?;
     Ok(())
+}
+
+/// Agents whose browsers now let a pupil browse unseen and that have not been alerted on;
+/// marks them alerted. An agent whose posture has cleared is unmarked, so it alerts again if
+/// the policies go.
+pub fn take_newly_unseen(tx: &System<'_>) -> Result<Vec<AgentRow>> {
+    let conn = tx.conn;
+    let tx = conn.unchecked_transaction()?;
+    tx.execute(
+        "UPDATE agents SET posture_alerted = 0 WHERE posture_alerted = 1 AND browsers_unseen = ''",
+        [],
+    )?;
+    let rows = {
+        let mut stmt = tx.prepare(&format!(
+            "{SELECT} WHERE revoked_at IS NULL AND posture_alerted = 0 AND browsers_unseen != ''"
+        ))?;
+        stmt.query_map([], row)?.collect::<Result<Vec<_>, _>>()?
+    };
+    for r in &rows {
+        tx.execute(
+            "UPDATE agents SET posture_alerted = 1 WHERE agent_id = ?1",
+            [&r.agent_id],
+        )?;
+    }
+    tx.commit()?;
+    Ok(rows)
 }
 
 /// A count a device reported, as SQLite stores it: the device chose the number, so one past
@@ -256,7 +303,8 @@ pub fn list(tx: &Audited<'_>) -> Result<Vec<AgentRow>> {
 
 const SELECT: &str = "SELECT agent_id, grp, hostname, os, agent_version, enrolled_at, cert_serial,
     cert_not_after, last_seen, revoked_at, spool_depth, dropped_total, last_seq, process_source,
-    silent_alerted, process_fallback, process_seen, process_dropped, process_truncated FROM agents";
+    silent_alerted, process_fallback, process_seen, process_dropped, process_truncated,
+    browser_posture, browsers_unseen FROM agents";
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AgentRow> {
     let revoked_at: Option<i64> = r.get(9)?;
@@ -283,6 +331,9 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AgentRow> {
             dropped: r.get::<_, i64>(17)? as u64,
             truncated: r.get::<_, i64>(18)? as u64,
         },
+        // Written by the collector from a bounded heartbeat; unreadable is shown as none.
+        browsers: serde_json::from_str(&r.get::<_, String>(19)?).unwrap_or(serde_json::json!([])),
+        browsers_unseen: r.get(20)?,
     })
 }
 

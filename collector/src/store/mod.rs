@@ -193,6 +193,11 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("agents", "process_seen", "INTEGER NOT NULL DEFAULT 0"),
     ("agents", "process_dropped", "INTEGER NOT NULL DEFAULT 0"),
     ("agents", "process_truncated", "INTEGER NOT NULL DEFAULT 0"),
+    // The browsers' managed-policy posture from the heartbeat (JSON), the browsers in it where
+    // a pupil can browse unseen (comma-separated; '' when none), and whether that was alerted.
+    ("agents", "browser_posture", "TEXT NOT NULL DEFAULT ''"),
+    ("agents", "browsers_unseen", "TEXT NOT NULL DEFAULT ''"),
+    ("agents", "posture_alerted", "INTEGER NOT NULL DEFAULT 0"),
 ];
 
 fn migrate(conn: &Connection) -> rusqlite::Result<()> {

@@ -25,6 +25,10 @@ fn title_html(path: &str) -> String {
 
 pub static FIREFOX_GO: AtomicBool = AtomicBool::new(false);
 
+/// Every path the site has served, so a test can tell a page loaded even where nothing else
+/// records it (a private window).
+pub static SERVED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
 /// A page that goes on to `next` by script, as a pupil's click would.
 fn navigate(title: &str, next: &str) -> String {
     format!(
@@ -55,6 +59,7 @@ fn serve(mut stream: TcpStream) {
         line.clear();
     }
     let path = request.split_whitespace().nth(1).unwrap_or("/").to_owned();
+    SERVED.lock().unwrap().push(path.clone());
     let (status, body) = if path == "/favicon.ico" {
         ("404 Not Found", String::new())
     } else if path == "/ff-wait" {
