@@ -29,6 +29,8 @@ done
 # The console tests drive the same Chromium through chromedriver (WebDriver).
 command -v chromium >/dev/null && command -v firefox-esr >/dev/null && command -v chromedriver >/dev/null \
   || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver firefox-esr; }
+# The browser extension's own tests (agent/browser-extension/test) run under node's test runner.
+command -v node >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs; }
 # The category-list differential test and benchmark compare `lists classify` with squidGuard
 # (not squid itself, which it recommends).
 command -v squidGuard >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends squidguard; }

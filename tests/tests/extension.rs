@@ -73,6 +73,24 @@ fn reported_by<'a>(events: &'a [Value], url: &str, reporter: &str) -> Vec<&'a Va
         .collect()
 }
 
+/// The extension's own tests (queue, acknowledgements, reconnection, bounds), under node's test
+/// runner with a fake browser API; run here so that `cargo test` covers them.
+#[test]
+fn the_extensions_unit_tests_pass_under_node() {
+    let out = std::process::Command::new("node")
+        .arg("--test")
+        .arg(extension_dir().join("test/queue.test.mjs"))
+        .output()
+        .expect("node (tests/setup.sh installs Debian's nodejs)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("# fail 0"), "{text}");
+}
+
 #[test]
 fn extension_visits_arrive_at_once_survive_an_agent_kill_and_count_once() {
     let port = start_site();
