@@ -18,6 +18,9 @@ pub struct Heartbeat {
     /// Read at each beat: the process source may fall back while running.
     pub process_source: crate::sources::process::RunningMode,
     pub channel: watch::Sender<Channel>,
+    /// The browsers' posture and the extension's tamper check, reported with each beat.
+    #[cfg(target_os = "linux")]
+    pub browsers: Arc<crate::posture::BrowserWatch>,
 }
 
 impl Heartbeat {
@@ -46,10 +49,12 @@ impl Heartbeat {
     async fn beat(&self) -> Result<(), tonic::Status> {
         let s = self.spool.stats();
         #[cfg(target_os = "linux")]
-        let browsers =
-            tokio::task::spawn_blocking(|| crate::posture::read(std::path::Path::new("/")))
+        let browsers = {
+            let watch = Arc::clone(&self.browsers);
+            tokio::task::spawn_blocking(move || watch.report())
                 .await
-                .unwrap_or_default();
+                .unwrap_or_default()
+        };
         // The Windows registry's browser policies are not read yet.
         #[cfg(not(target_os = "linux"))]
         let browsers = Vec::new();

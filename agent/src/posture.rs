@@ -9,9 +9,13 @@
 //!
 //! Linux only today: Windows keeps the same policies in the registry, which is not read yet.
 
+use crate::sources::extension::Presence;
 use invigilator_proto::v1::BrowserPosture;
 use serde_json::{Map, Value};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// The Chromium-family extension's id (`agent/browser-extension/EXTENSION_ID`).
 pub const EXTENSION_ID: &str = "mkjmmkmajbhcpdaljidmdhfegfobbiin";
@@ -33,6 +37,9 @@ enum Family {
 struct Known {
     browser: &'static str,
     executables: &'static [&'static str],
+    /// What /proc/PID/exe shows for its processes (launchers like /usr/bin/chromium are
+    /// scripts).
+    processes: &'static [&'static str],
     policies: &'static [&'static str],
     family: Option<Family>,
 }
@@ -41,6 +48,10 @@ struct Known {
 const KNOWN: &[Known] = &[
     Known {
         browser: "chromium",
+        processes: &[
+            "/usr/lib/chromium/chromium",
+            "/usr/lib/chromium-browser/chromium-browser",
+        ],
         executables: &[
             "usr/bin/chromium",
             "usr/bin/chromium-browser",
@@ -54,24 +65,31 @@ const KNOWN: &[Known] = &[
     },
     Known {
         browser: "chrome",
+        processes: &["/opt/google/chrome/chrome"],
         executables: &["opt/google/chrome/chrome"],
         policies: &["etc/opt/chrome/policies/managed"],
         family: Some(Family::Chromium),
     },
     Known {
         browser: "edge",
+        processes: &["/opt/microsoft/msedge/msedge"],
         executables: &["opt/microsoft/msedge/msedge"],
         policies: &["etc/opt/edge/policies/managed"],
         family: Some(Family::Edge),
     },
     Known {
         browser: "brave",
+        processes: &["/opt/brave.com/brave/brave"],
         executables: &["opt/brave.com/brave/brave"],
         policies: &["etc/brave/policies/managed"],
         family: Some(Family::Brave),
     },
     Known {
         browser: "firefox",
+        processes: &[
+            "/usr/lib/firefox-esr/firefox-esr",
+            "/usr/lib/firefox/firefox",
+        ],
         executables: &[
             "usr/lib/firefox-esr/firefox-esr",
             "usr/lib/firefox/firefox",
@@ -87,7 +105,7 @@ const KNOWN: &[Known] = &[
 ];
 
 /// The posture of every known browser installed under `root` ("/" on a device).
-pub fn read(root: &Path) -> Vec<BrowserPosture> {
+fn read(root: &Path) -> Vec<BrowserPosture> {
     KNOWN
         .iter()
         .filter(|k| k.executables.iter().any(|e| root.join(e).exists()))
@@ -114,6 +132,109 @@ pub fn read(root: &Path) -> Vec<BrowserPosture> {
             p
         })
         .collect()
+}
+
+/// What the heartbeat says of the browsers: their posture, and, while the extension source
+/// runs, the users whose browser has run for `grace` with no extension connected.
+pub struct BrowserWatch {
+    root: PathBuf,
+    presence: Option<Arc<Presence>>,
+    grace: Duration,
+    first_missing: Mutex<HashMap<(&'static str, u32), Instant>>,
+}
+
+impl BrowserWatch {
+    /// `presence` is None when the extension source is off: then nothing is expected of it.
+    pub fn new(root: PathBuf, presence: Option<Arc<Presence>>, grace: Duration) -> Self {
+        Self {
+            root,
+            presence,
+            grace,
+            first_missing: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Reads the policies and /proc: blocking, for a blocking thread.
+    pub fn report(&self) -> Vec<BrowserPosture> {
+        let mut all = read(&self.root);
+        if let Some(presence) = &self.presence {
+            let running = running(&self.root.join("proc"));
+            let missing = self.missing(&running, |uid, b| presence.has(uid, b), Instant::now());
+            for (browser, uid) in missing {
+                if let Some(p) = all.iter_mut().find(|p| p.browser == browser) {
+                    p.extension_missing_for.push(user_name(uid));
+                }
+            }
+        }
+        all
+    }
+
+    /// The (browser, uid) pairs that have run without their extension for `grace` or longer.
+    fn missing(
+        &self,
+        running: &[(&'static str, u32)],
+        connected: impl Fn(u32, &str) -> bool,
+        now: Instant,
+    ) -> Vec<(&'static str, u32)> {
+        let mut first = self.first_missing.lock().unwrap_or_else(|p| p.into_inner());
+        first.retain(|key, _| running.contains(key));
+        let mut out = Vec::new();
+        for &(browser, uid) in running {
+            if connected(uid, browser) {
+                first.remove(&(browser, uid));
+                continue;
+            }
+            let since = *first.entry((browser, uid)).or_insert(now);
+            if now.duration_since(since) >= self.grace {
+                out.push((browser, uid));
+            }
+        }
+        out.sort();
+        out
+    }
+}
+
+fn user_name(uid: u32) -> String {
+    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_else(|| uid.to_string())
+}
+
+/// Every (browser, uid) with a process running, from `proc` (/proc on a device).
+fn running(proc: &Path) -> Vec<(&'static str, u32)> {
+    let mut found = Vec::new();
+    let Ok(dir) = std::fs::read_dir(proc) else {
+        return found;
+    };
+    for entry in dir.flatten() {
+        let name = entry.file_name();
+        if !name
+            .to_str()
+            .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        {
+            continue;
+        }
+        let Ok(exe) = std::fs::read_link(entry.path().join("exe")) else {
+            continue;
+        };
+        let Some(known) = KNOWN
+            .iter()
+            .find(|k| k.processes.iter().any(|p| Path::new(p) == exe))
+        else {
+            continue;
+        };
+        let uid = std::fs::read_to_string(entry.path().join("status"))
+            .ok()
+            .and_then(|s| crate::platform::linux::procfs::parse_status(&s).0);
+        if let Some(uid) = uid
+            && !found.contains(&(known.browser, uid))
+        {
+            found.push((known.browser, uid));
+        }
+    }
+    found
 }
 
 /// A managed-policy directory's `*.json` files in name order (as Chromium reads them), or the
@@ -247,6 +368,75 @@ mod tests {
         let p = root.join(rel);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(p, text).unwrap();
+    }
+
+    #[test]
+    fn a_browser_without_its_extension_is_missing_after_the_grace_time_only() {
+        let w = BrowserWatch::new(PathBuf::from("/"), None, Duration::from_secs(60));
+        let t0 = Instant::now();
+        let running = [("chromium", 1000), ("firefox", 1000), ("chromium", 1001)];
+        let connected = |uid: u32, b: &str| uid == 1001 && b == "chromium";
+        assert!(w.missing(&running, connected, t0).is_empty());
+        assert!(
+            w.missing(&running, connected, t0 + Duration::from_secs(59))
+                .is_empty()
+        );
+        assert_eq!(
+            w.missing(&running, connected, t0 + Duration::from_secs(60)),
+            [("chromium", 1000), ("firefox", 1000)]
+        );
+        // The extension connects: no longer missing; it goes again: the grace starts again.
+        let all = |_: u32, _: &str| true;
+        assert!(
+            w.missing(&running, all, t0 + Duration::from_secs(61))
+                .is_empty()
+        );
+        let none = |_: u32, _: &str| false;
+        assert!(
+            w.missing(&running, none, t0 + Duration::from_secs(62))
+                .is_empty()
+        );
+        assert_eq!(
+            w.missing(&running, none, t0 + Duration::from_secs(122))
+                .len(),
+            3
+        );
+        // A browser that stops is forgotten.
+        assert!(
+            w.missing(&[], none, t0 + Duration::from_secs(123))
+                .is_empty()
+        );
+        assert!(
+            w.missing(&running, none, t0 + Duration::from_secs(124))
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn running_browsers_are_found_by_their_executable() {
+        // This test's own process is not a browser; a fake /proc with a link to the chromium
+        // path is.
+        let root = tempfile::tempdir().unwrap();
+        let proc = root.path().join("proc");
+        for (pid, exe, uid) in [
+            ("10", "/usr/lib/chromium/chromium", 1000),
+            ("11", "/usr/lib/chromium/chromium", 1000),
+            ("12", "/usr/bin/bash", 1000),
+            ("13", "/usr/lib/firefox-esr/firefox-esr", 0),
+        ] {
+            let d = proc.join(pid);
+            std::fs::create_dir_all(&d).unwrap();
+            std::os::unix::fs::symlink(exe, d.join("exe")).unwrap();
+            std::fs::write(
+                d.join("status"),
+                format!("Name:\tx\nUid:\t{uid}\t{uid}\t{uid}\t{uid}\nPPid:\t1\n"),
+            )
+            .unwrap();
+        }
+        std::fs::create_dir_all(proc.join("self")).unwrap();
+        let mut found = running(&proc);
+        found.sort();
+        assert_eq!(found, [("chromium", 1000), ("firefox", 0)]);
     }
 
     #[test]

@@ -58,11 +58,22 @@ pub async fn run_until(
         // the policy most relies on. The others warn and the agent reports the rest.
         start_optional(&cfg.session, &cx);
         start_optional(&cfg.browsing, &cx);
-        start_optional(&cfg.extension, &cx);
+        let presence = if !cfg.extension.enabled() {
+            tracing::info!("extension source off, as configured");
+            None
+        } else {
+            cfg.extension
+                .build(&cx)
+                .map_err(|err| tracing::warn!(%err, "extension source not started"))
+                .ok()
+        };
         start_optional(&cfg.usb, &cx);
         let mode = cfg.process.build(&cx)?;
         tracing::info!(process_source = mode.get().as_str(), "process source running");
 
+        // Only the Linux heartbeat compares it with running browsers so far.
+        #[cfg(not(target_os = "linux"))]
+        let _ = presence;
         let channel = tls::channel(&cfg.agent.collector, tls::mtls_config(&paths)?)?;
         let (channel_tx, channel_rx) = watch::channel(channel);
         let uplink = Uplink { cfg: cfg.uplink.clone(), spool: Arc::clone(&spool), last_seq: seq_rx, channel: channel_rx };
@@ -74,6 +85,12 @@ pub async fn run_until(
             collector: cfg.agent.collector.clone(),
             process_source: mode,
             channel: channel_tx,
+            #[cfg(target_os = "linux")]
+            browsers: Arc::new(crate::posture::BrowserWatch::new(
+                "/".into(),
+                presence,
+                cfg.extension.missing_after,
+            )),
         };
         tokio::spawn(heartbeat.run().in_current_span());
 

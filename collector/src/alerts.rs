@@ -72,6 +72,19 @@ pub async fn watch_silent_agents(shared: Arc<Shared>) {
                     );
                     store::alerts::insert(c, &alert)?;
                 }
+                for a in store::agents::take_newly_missing_extension(c)? {
+                    let device = Device {
+                        agent_id: &a.agent_id,
+                        hostname: &a.hostname,
+                    };
+                    let alert = monitoring::extension_missing(
+                        device,
+                        &a.extension_missing,
+                        now,
+                        &policy_version,
+                    );
+                    store::alerts::insert(c, &alert)?;
+                }
                 Ok((silent.len(), stalled.len()))
             })
             .await;

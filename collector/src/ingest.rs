@@ -463,6 +463,7 @@ impl Telemetry for TelemetryService {
 /// agents table grow without bound.
 const MAX_BROWSERS: usize = 8;
 const MAX_PROBLEMS: usize = 4;
+const MAX_USERS: usize = 8;
 
 /// A heartbeat's browser posture, bounded and with every string clipped, as the store keeps it.
 fn posture(browsers: &[invigilator_proto::v1::BrowserPosture]) -> store::agents::BrowserPosture {
@@ -482,6 +483,7 @@ fn posture(browsers: &[invigilator_proto::v1::BrowserPosture]) -> store::agents:
                 "extension_forced": b.extension_forced,
                 "developer_mode": b.developer_mode,
                 "problems": b.problems.iter().take(MAX_PROBLEMS).map(|p| clip(p, 300)).collect::<Vec<_>>(),
+                "extension_missing_for": b.extension_missing_for.iter().take(MAX_USERS).map(|u| clip(u, 64)).collect::<Vec<_>>(),
             })
         })
         .collect();
@@ -490,9 +492,27 @@ fn posture(browsers: &[invigilator_proto::v1::BrowserPosture]) -> store::agents:
         .filter(|b| b["private_unseen"] == true)
         .filter_map(|b| b["browser"].as_str().map(str::to_owned))
         .collect();
+    let missing: Vec<String> = list
+        .iter()
+        .filter_map(|b| {
+            let users: Vec<&str> = b["extension_missing_for"]
+                .as_array()?
+                .iter()
+                .filter_map(|u| u.as_str())
+                .collect();
+            (!users.is_empty()).then(|| {
+                format!(
+                    "{}: {}",
+                    b["browser"].as_str().unwrap_or(""),
+                    users.join(", ")
+                )
+            })
+        })
+        .collect();
     store::agents::BrowserPosture {
         json: serde_json::Value::Array(list).to_string(),
         unseen: unseen.join(", "),
+        missing: missing.join("; "),
     }
 }
 
@@ -528,6 +548,18 @@ mod tests {
             p.unseen
         );
         assert!(!p.unseen.contains("firefox"));
+        let gone = invigilator_proto::v1::BrowserPosture {
+            browser: "firefox".into(),
+            extension_missing_for: (0..20).map(|i| format!("pupil{i}")).collect(),
+            ..Default::default()
+        };
+        let p = posture(&[b("chromium", false), gone]);
+        assert_eq!(p.missing.matches("pupil").count(), MAX_USERS);
+        assert!(
+            p.missing.starts_with("firefox: pupil0, pupil1"),
+            "{}",
+            p.missing
+        );
     }
     use invigilator_proto::v1::{Event, Gap, event::Kind};
 

@@ -99,11 +99,12 @@ fn extension_visits_arrive_at_once_survive_an_agent_kill_and_count_once() {
     std::fs::create_dir_all(&user_data).unwrap();
     let socket = tmp.path().join("browser.sock");
 
-    let c = Collector::start("");
+    let c = Collector::start("[agents]\nsilent_check_interval = \"1s\"\n");
     let settings = format!(
         "[browsing]\nscan_homes = false\ndebounce = \"200ms\"\nrediscover_interval = \"1s\"\n\
          extra_roots = [{{ browser = \"chromium\", path = \"{}\" }}]\n\
-         [extension]\nsocket = \"{}\"\n",
+         [extension]\nsocket = \"{}\"\nmissing_after = \"3s\"\n\
+         [uplink]\nheartbeat_interval = \"1s\"\n",
         user_data.display(),
         socket.display()
     );
@@ -180,6 +181,29 @@ fn extension_visits_arrive_at_once_survive_an_agent_kill_and_count_once() {
         || (!reported_by(&visits(&c), &while_down, "extension").is_empty()).then_some(()),
     );
     browser.assert_running();
+    drop(browser);
+
+    // The same user's browser without the extension (removed, disabled, or its host gone):
+    // after missing_after, the technician's alert names the browser and the user.
+    let bare = tmp.path().join("no-extension");
+    std::fs::create_dir_all(&bare).unwrap();
+    let _bare = Chromium::launch(&bare, port, &[], &[], &[]);
+    let alert = wait_for(
+        Duration::from_secs(60),
+        "the extension-missing alert",
+        || {
+            c.alerts()
+                .into_iter()
+                .find(|a| a["rule"] == "agent.extension_missing")
+        },
+    );
+    assert!(
+        alert["summary"]
+            .as_str()
+            .unwrap()
+            .contains("chromium: root"),
+        "{alert:#}"
+    );
 }
 
 /// The shipped private-window policy in Chromium's managed directory, which is the machine's

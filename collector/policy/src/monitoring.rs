@@ -10,6 +10,7 @@ pub const SILENT_RULE: &str = "agent.silent";
 pub const STALLED_RULE: &str = "agent.stalled";
 pub const QUOTA_RULE: &str = "agent.quota";
 pub const PRIVATE_BROWSING_RULE: &str = "agent.private_browsing";
+pub const EXTENSION_MISSING_RULE: &str = "agent.extension_missing";
 
 /// The device an alert is about.
 #[derive(Debug, Clone, Copy)]
@@ -64,6 +65,25 @@ pub fn private_browsing(d: Device<'_>, browsers: &str, now_us: i64, policy_versi
             forced into private windows for Firefox). The alert is raised again if they go."
             .into(),
         ..monitoring_alert(d, PRIVATE_BROWSING_RULE, now_us, policy_version)
+    }
+}
+
+/// Browsers running on a device with no extension connected from their user's session for the
+/// agent's grace time: removed, disabled, or its native-messaging host unreachable (`missing`:
+/// "chromium: amy; firefox: ben").
+pub fn extension_missing(d: Device<'_>, missing: &str, now_us: i64, policy_version: &str) -> Alert {
+    Alert {
+        summary: format!(
+            "on {}, a browser runs without the monitoring extension ({missing}): its visits reach \
+             the collector only from the history, and private windows not at all",
+            d.hostname
+        ),
+        matched: format!("browsers running without the extension: {missing}"),
+        response: "Technical staff: check the extension is force-installed and enabled by policy \
+            and that the agent is running; a pupil who removed or disabled it is a matter for \
+            the behaviour policy."
+            .into(),
+        ..monitoring_alert(d, EXTENSION_MISSING_RULE, now_us, policy_version)
     }
 }
 

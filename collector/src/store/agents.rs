@@ -40,6 +40,8 @@ pub struct BrowserPosture {
     pub json: String,
     /// The browsers where a pupil can browse unseen, comma-separated; empty when none.
     pub unseen: String,
+    /// Browsers running without the extension, with their users ("chromium: amy, ben"; ...).
+    pub missing: String,
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
@@ -74,6 +76,8 @@ pub struct AgentRow {
     pub browsers: serde_json::Value,
     /// The browsers where a pupil can browse unseen, comma-separated.
     pub browsers_unseen: String,
+    /// Browsers running without the extension connected, with their users.
+    pub extension_missing: String,
 }
 
 pub fn insert_agent(tx: &Admin<'_>, a: &NewAgent<'_>) -> Result<()> {
@@ -193,40 +197,15 @@ pub fn write_health<'a>(
             ])?;
             if let Some(b) = &h.browsers {
                 tx.prepare_cached(
-                    "UPDATE agents SET browser_posture = ?2, browsers_unseen = ?3 WHERE agent_id = ?1",
+                    "UPDATE agents SET browser_posture = ?2, browsers_unseen = ?3,
+                            extension_missing = ?4 WHERE agent_id = ?1",
                 )?
-                .execute(params![id, b.json, b.unseen])?;
+                .execute(params![id, b.json, b.unseen, b.missing])?;
             }
         }
     }
     tx.commit()?;
     Ok(())
-}
-
-/// Agents whose browsers now let a pupil browse unseen and that have not been alerted on;
-/// marks them alerted. An agent whose posture has cleared is unmarked, so it alerts again if
-/// the policies go.
-pub fn take_newly_unseen(tx: &System<'_>) -> Result<Vec<AgentRow>> {
-    let conn = tx.conn;
-    let tx = conn.unchecked_transaction()?;
-    tx.execute(
-        "UPDATE agents SET posture_alerted = 0 WHERE posture_alerted = 1 AND browsers_unseen = ''",
-        [],
-    )?;
-    let rows = {
-        let mut stmt = tx.prepare(&format!(
-            "{SELECT} WHERE revoked_at IS NULL AND posture_alerted = 0 AND browsers_unseen != ''"
-        ))?;
-        stmt.query_map([], row)?.collect::<Result<Vec<_>, _>>()?
-    };
-    for r in &rows {
-        tx.execute(
-            "UPDATE agents SET posture_alerted = 1 WHERE agent_id = ?1",
-            [&r.agent_id],
-        )?;
-    }
-    tx.commit()?;
-    Ok(rows)
 }
 
 /// A count a device reported, as SQLite stores it: the device chose the number, so one past
@@ -249,6 +228,47 @@ pub fn take_newly_silent(tx: &System<'_>, cutoff_us: i64) -> Result<Vec<AgentRow
     for r in &rows {
         tx.execute(
             "UPDATE agents SET silent_alerted = 1 WHERE agent_id = ?1",
+            [&r.agent_id],
+        )?;
+    }
+    tx.commit()?;
+    Ok(rows)
+}
+
+/// Agents whose browsers now let a pupil browse unseen and that have not been alerted on;
+/// marks them alerted. An agent whose posture has cleared is unmarked, so it alerts again if
+/// the policies go.
+pub fn take_newly_unseen(tx: &System<'_>) -> Result<Vec<AgentRow>> {
+    take_newly_flagged(tx, "browsers_unseen", "posture_alerted")
+}
+
+/// Agents with a browser running without the extension connected, not yet alerted on; as
+/// [`take_newly_unseen`].
+pub fn take_newly_missing_extension(tx: &System<'_>) -> Result<Vec<AgentRow>> {
+    take_newly_flagged(tx, "extension_missing", "extension_alerted")
+}
+
+/// Rows whose `flag` text is set and `alerted` is not; marks them, and unmarks cleared ones.
+fn take_newly_flagged(
+    tx: &System<'_>,
+    flag: &'static str,
+    alerted: &'static str,
+) -> Result<Vec<AgentRow>> {
+    let conn = tx.conn;
+    let tx = conn.unchecked_transaction()?;
+    tx.execute(
+        &format!("UPDATE agents SET {alerted} = 0 WHERE {alerted} = 1 AND {flag} = ''"),
+        [],
+    )?;
+    let rows = {
+        let mut stmt = tx.prepare(&format!(
+            "{SELECT} WHERE revoked_at IS NULL AND {alerted} = 0 AND {flag} != ''"
+        ))?;
+        stmt.query_map([], row)?.collect::<Result<Vec<_>, _>>()?
+    };
+    for r in &rows {
+        tx.execute(
+            &format!("UPDATE agents SET {alerted} = 1 WHERE agent_id = ?1"),
             [&r.agent_id],
         )?;
     }
@@ -304,7 +324,7 @@ pub fn list(tx: &Audited<'_>) -> Result<Vec<AgentRow>> {
 const SELECT: &str = "SELECT agent_id, grp, hostname, os, agent_version, enrolled_at, cert_serial,
     cert_not_after, last_seen, revoked_at, spool_depth, dropped_total, last_seq, process_source,
     silent_alerted, process_fallback, process_seen, process_dropped, process_truncated,
-    browser_posture, browsers_unseen FROM agents";
+    browser_posture, browsers_unseen, extension_missing FROM agents";
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AgentRow> {
     let revoked_at: Option<i64> = r.get(9)?;
@@ -334,6 +354,7 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AgentRow> {
         // Written by the collector from a bounded heartbeat; unreadable is shown as none.
         browsers: serde_json::from_str(&r.get::<_, String>(19)?).unwrap_or(serde_json::json!([])),
         browsers_unseen: r.get(20)?,
+        extension_missing: r.get(21)?,
     })
 }
 

@@ -198,6 +198,10 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("agents", "browser_posture", "TEXT NOT NULL DEFAULT ''"),
     ("agents", "browsers_unseen", "TEXT NOT NULL DEFAULT ''"),
     ("agents", "posture_alerted", "INTEGER NOT NULL DEFAULT 0"),
+    // Browsers running without the extension connected, by user ("chromium: amy; ..."; ''
+    // when none), and whether that was alerted.
+    ("agents", "extension_missing", "TEXT NOT NULL DEFAULT ''"),
+    ("agents", "extension_alerted", "INTEGER NOT NULL DEFAULT 0"),
 ];
 
 fn migrate(conn: &Connection) -> rusqlite::Result<()> {

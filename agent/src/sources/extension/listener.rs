@@ -4,8 +4,8 @@
 //! in all and per user, visits per user per minute. One connection waiting on a half-written
 //! line holds only its own task.
 
-use super::ExtensionConfig;
 use super::message::{self, Incoming, Refused};
+use super::{ExtensionConfig, Presence};
 use crate::sources::{EventTx, SourceContext, now_us, observed};
 use invigilator_proto::v1::{Gap, event::Kind};
 use std::collections::HashMap;
@@ -19,7 +19,11 @@ use tokio::net::{UnixListener, UnixStream};
 const RATE_WINDOW: Duration = Duration::from_secs(60);
 
 /// Binds the socket (replacing a stale one left by a killed agent) and starts accepting.
-pub(super) fn start(cfg: ExtensionConfig, cx: &SourceContext) -> io::Result<()> {
+pub(super) fn start(
+    cfg: ExtensionConfig,
+    cx: &SourceContext,
+    presence: Arc<Presence>,
+) -> io::Result<()> {
     if let Some(dir) = cfg.socket.parent()
         && !dir.exists()
     {
@@ -58,6 +62,7 @@ pub(super) fn start(cfg: ExtensionConfig, cx: &SourceContext) -> io::Result<()> 
         hostname: cx.hostname.clone(),
         events: cx.events.clone(),
         users: Mutex::new(HashMap::new()),
+        presence,
     });
     tokio::spawn(accept(listener, shared));
     Ok(())
@@ -68,6 +73,7 @@ struct Shared {
     hostname: String,
     events: EventTx,
     users: Mutex<HashMap<u32, PerUser>>,
+    presence: Arc<Presence>,
 }
 
 #[derive(Default)]
@@ -184,6 +190,21 @@ async fn user_name(uid: u32) -> String {
 }
 
 async fn serve(stream: UnixStream, uid: u32, shared: &Shared) -> io::Result<()> {
+    let mut said_hello = None;
+    let result = converse(stream, uid, shared, &mut said_hello).await;
+    if let Some(browser) = said_hello {
+        shared.presence.disconnected(uid, browser);
+    }
+    result
+}
+
+/// One host's conversation; `said_hello` is the browser its extension named, once it has.
+async fn converse(
+    stream: UnixStream,
+    uid: u32,
+    shared: &Shared,
+    said_hello: &mut Option<&'static str>,
+) -> io::Result<()> {
     let user = user_name(uid).await;
     let (read, mut write) = stream.into_split();
     let mut read = BufReader::new(read);
@@ -216,6 +237,10 @@ async fn serve(stream: UnixStream, uid: u32, shared: &Shared) -> io::Result<()> 
                 incognito_access,
             }) => {
                 let hello = Incoming::hello(version, browser, incognito_access);
+                if said_hello.is_none() {
+                    shared.presence.connected(uid, hello.browser);
+                    *said_hello = Some(hello.browser);
+                }
                 tracing::info!(%user, browser = hello.browser, version = %hello.version, incognito_access = hello.incognito_access, "extension: connected");
                 serde_json::json!({ "hello": "ok" })
             }
@@ -289,7 +314,12 @@ mod tests {
 
     async fn started(
         cfg: impl FnOnce(&mut ExtensionConfig),
-    ) -> (tempfile::TempDir, ExtensionConfig, crate::sources::EventRx) {
+    ) -> (
+        tempfile::TempDir,
+        ExtensionConfig,
+        crate::sources::EventRx,
+        Arc<Presence>,
+    ) {
         let dir = tempfile::tempdir().unwrap();
         let mut c = ExtensionConfig {
             socket: dir.path().join("run/browser.sock"),
@@ -303,8 +333,9 @@ mod tests {
             events: tx,
             checkpoints: Arc::new(|_| Ok(None)),
         };
-        start(c.clone(), &cx).unwrap();
-        (dir, c, rx)
+        let presence = Arc::new(Presence::default());
+        start(c.clone(), &cx, Arc::clone(&presence)).unwrap();
+        (dir, c, rx, presence)
     }
 
     /// Plays the spool: commits whatever arrives, after `delay`.
@@ -342,7 +373,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_visit_is_acknowledged_only_after_the_spool_commits_it_and_names_the_peer() {
-        let (_dir, cfg, rx) = started(|_| {}).await;
+        let (_dir, cfg, rx, presence) = started(|_| {}).await;
         let mode = std::fs::metadata(&cfg.socket).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o666);
         let mut got = spool(rx, Duration::from_millis(300));
@@ -357,6 +388,8 @@ mod tests {
             .await,
             serde_json::json!({"hello": "ok"})
         );
+        let my_uid = nix::unistd::getuid().as_raw();
+        assert!(presence.has(my_uid, "chromium") && !presence.has(my_uid, "firefox"));
         let started = Instant::now();
         let reply = ask(
             &mut lines,
@@ -399,11 +432,15 @@ mod tests {
             reply["error"].as_str().unwrap().contains("not a message"),
             "{reply}"
         );
+        // The host goes: so does the user's presence.
+        drop((lines, w));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!presence.has(my_uid, "chromium"));
     }
 
     #[tokio::test]
     async fn a_hostile_host_is_bounded() {
-        let (_dir, cfg, rx) = started(|c| {
+        let (_dir, cfg, rx, _) = started(|c| {
             c.max_message_bytes = 1024;
             c.max_connections_per_user = 2;
             c.max_visits_per_minute = 3;
@@ -477,9 +514,9 @@ mod tests {
             socket: path.clone(),
             ..Default::default()
         };
-        start(cfg.clone(), &cx).unwrap();
+        start(cfg.clone(), &cx, Arc::default()).unwrap();
         UnixStream::connect(&path).await.unwrap();
-        let err = start(cfg.clone(), &cx).unwrap_err();
+        let err = start(cfg.clone(), &cx, Arc::default()).unwrap_err();
         assert!(
             err.to_string().contains("another process is listening"),
             "{err}"
@@ -492,6 +529,7 @@ mod tests {
                 ..cfg
             },
             &cx,
+            Arc::default(),
         )
         .unwrap_err();
         assert!(err.to_string().contains("is not a socket"), "{err}");

@@ -17,7 +17,10 @@ pub mod message;
 
 use super::{SourceConfig, SourceContext, SourceError};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// Where the native-messaging host finds the agent unless `INVIGILATOR_BROWSER_SOCKET` says
 /// otherwise. Under /run, which only root can write, so no user can put a socket of their own
@@ -44,6 +47,11 @@ pub struct ExtensionConfig {
     pub max_connections_per_user: usize,
     /// Visits taken per user per minute; more are refused and reported as a gap (default 600).
     pub max_visits_per_minute: u32,
+    /// How long a browser may run for a user with no extension connected from it before the
+    /// heartbeat reports the extension missing (default 2 minutes: a browser's extensions
+    /// start within seconds, and a slow login should not alert).
+    #[serde(with = "humantime_serde")]
+    pub missing_after: Duration,
 }
 
 impl Default for ExtensionConfig {
@@ -55,25 +63,60 @@ impl Default for ExtensionConfig {
             max_connections: 64,
             max_connections_per_user: 8,
             max_visits_per_minute: 600,
+            missing_after: Duration::from_secs(120),
         }
+    }
+}
+
+/// Which users have the extension connected, from which browser (by its hello): the heartbeat
+/// compares it with the browsers running, to tell a removed or disabled extension.
+#[derive(Debug, Default)]
+pub struct Presence(Mutex<HashMap<(u32, &'static str), usize>>);
+
+impl Presence {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<(u32, &'static str), usize>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn connected(&self, uid: u32, browser: &'static str) {
+        *self.map().entry((uid, browser)).or_default() += 1;
+    }
+
+    pub fn disconnected(&self, uid: u32, browser: &'static str) {
+        let mut map = self.map();
+        if let Some(n) = map.get_mut(&(uid, browser)) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&(uid, browser));
+            }
+        }
+    }
+
+    /// True while an extension of `browser` is connected from `uid`'s session.
+    pub fn has(&self, uid: u32, browser: &str) -> bool {
+        self.map().keys().any(|(u, b)| *u == uid && *b == browser)
     }
 }
 
 impl SourceConfig for ExtensionConfig {
     const NAME: &'static str = "extension";
-    type Handle = ();
+    /// Who is connected, for the heartbeat's tamper check.
+    type Handle = Arc<Presence>;
 
     fn enabled(&self) -> bool {
         self.enabled
     }
 
     #[cfg(unix)]
-    fn build(&self, cx: &SourceContext) -> Result<(), SourceError> {
-        listener::start(self.clone(), cx).map_err(SourceError::new::<Self>)
+    fn build(&self, cx: &SourceContext) -> Result<Arc<Presence>, SourceError> {
+        let presence = Arc::new(Presence::default());
+        listener::start(self.clone(), cx, Arc::clone(&presence))
+            .map_err(SourceError::new::<Self>)?;
+        Ok(presence)
     }
 
     #[cfg(not(unix))]
-    fn build(&self, _cx: &SourceContext) -> Result<(), SourceError> {
+    fn build(&self, _cx: &SourceContext) -> Result<Arc<Presence>, SourceError> {
         Err(SourceError::new::<Self>(std::io::Error::new(
             std::io::ErrorKind::Unsupported,
             "the extension's local socket is not built for this platform yet",
