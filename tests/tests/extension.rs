@@ -339,3 +339,76 @@ fn a_private_window_is_unseen_and_alerted_until_the_shipped_policy_closes_it() {
         .count();
     assert_eq!(raised, 1, "raised once, not again while nothing changed");
 }
+
+/// Benchmark (tests/bench/extension.sh): how long a visit takes from the browser to an alert at
+/// the collector, reported by the extension and by the history source, over 50 searches in one
+/// browser. Prints percentiles; asserts nothing about them (a loaded machine is slower).
+#[test]
+#[ignore]
+fn bench_visit_to_alert() {
+    let port = start_site();
+    let tmp = tempfile::tempdir().unwrap();
+    let user_data = tmp.path().join("chromium-profile");
+    std::fs::create_dir_all(&user_data).unwrap();
+    let socket = tmp.path().join("browser.sock");
+    let c = Collector::start("");
+    let settings = format!(
+        "[browsing]\nscan_homes = false\nrediscover_interval = \"1s\"\n\
+         extra_roots = [{{ browser = \"chromium\", path = \"{}\" }}]\n\
+         [extension]\nsocket = \"{}\"\n",
+        user_data.display(),
+        socket.display()
+    );
+    let mut a = Agent::enroll(&c, &settings);
+    a.start();
+    a.wait_ready();
+    let browser = chromium_with_extension(&user_data, port, &socket, &["about:blank"]);
+    wait_for(Duration::from_secs(60), "the extension to connect", || {
+        a.log().contains("extension: connected").then_some(())
+    });
+    let n = 50;
+    let (mut ext, mut hist) = (Vec::new(), Vec::new());
+    for i in 0..n {
+        let url = format!("http://www.google.test/search?q=how+to+kill+myself+{i}");
+        let opened = Instant::now();
+        browser.open(&url);
+        let (mut e, mut h) = (None, None);
+        while h.is_none() || e.is_none() {
+            assert!(
+                opened.elapsed() < Duration::from_secs(60),
+                "{url} never arrived"
+            );
+            let events = visits(&c);
+            if e.is_none() && !reported_by(&events, &url, "extension").is_empty() {
+                e = Some(opened.elapsed());
+            }
+            if h.is_none() && !reported_by(&events, &url, "history").is_empty() {
+                h = Some(opened.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        ext.push(e.unwrap());
+        hist.push(h.unwrap());
+    }
+    // Every visit raised (or added to) the one aggregated alert once: count = n.
+    let alerts = c.alerts();
+    let self_harm: Vec<&Value> = alerts
+        .iter()
+        .filter(|a| a["rule"] == "keywords.self_harm")
+        .collect();
+    let raised: u64 = self_harm.iter().map(|a| a["count"].as_u64().unwrap()).sum();
+    assert_eq!(raised, n, "{self_harm:#?}");
+    let show = |name: &str, v: &mut Vec<Duration>| {
+        v.sort();
+        let at = |q: f64| v[((v.len() as f64 * q).ceil() as usize).saturating_sub(1)];
+        println!(
+            "{name}: visits {}, p50 {:.0} ms, p95 {:.0} ms, max {:.0} ms",
+            v.len(),
+            at(0.5).as_secs_f64() * 1000.0,
+            at(0.95).as_secs_f64() * 1000.0,
+            v.last().unwrap().as_secs_f64() * 1000.0
+        );
+    };
+    show("extension (visit to alert)", &mut ext);
+    show("history source (visit to stored)", &mut hist);
+}

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Visit to alert: 50 searches in real Chromium with the extension and the history source both
+# on; how long each took to be stored (with its alert) at the collector, by each reporter.
+# Debug builds, the collector CLI polled every 20 ms, everything on this machine's two cores.
+#
+#   tests/bench/extension.sh
+set -euo pipefail
+root="$(cd "$(dirname "$0")/../.." && pwd)"
+cd "$root"
+cargo build --workspace --bins >&2
+cargo test -p invigilator-tests --test extension -- --ignored --nocapture bench_visit_to_alert 2>&1 \
+  | grep -E '^(extension|history source)'
