@@ -96,6 +96,7 @@ const KNOWN: &[Known] = &[
             "snap/bin/firefox",
         ],
         policies: &[
+            // Debian's ESR reads this one too (checked: not /etc/firefox-esr).
             "etc/firefox/policies/policies.json",
             "usr/lib/firefox-esr/distribution/policies.json",
             "usr/lib/firefox/distribution/policies.json",
@@ -502,6 +503,7 @@ mod tests {
         );
         put(
             root.path(),
+            // Debian's ESR reads this one too (checked: not /etc/firefox-esr).
             "etc/firefox/policies/policies.json",
             &shipped("firefox/policies.json"),
         );

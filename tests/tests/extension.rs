@@ -412,3 +412,173 @@ fn bench_visit_to_alert() {
     show("extension (visit to alert)", &mut ext);
     show("history source (visit to stored)", &mut hist);
 }
+
+/// A file put in place of the machine's own for one test (Firefox reads its policies from
+/// /etc only), and the original put back however the test ends.
+struct Replaced {
+    path: PathBuf,
+    original: Option<Vec<u8>>,
+}
+
+impl Replaced {
+    fn new(path: &Path, text: &str) -> Self {
+        let original = std::fs::read(path).ok();
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+        Self {
+            path: path.into(),
+            original,
+        }
+    }
+}
+
+impl Drop for Replaced {
+    fn drop(&mut self) {
+        match &self.original {
+            Some(bytes) => {
+                let _ = std::fs::write(&self.path, bytes);
+            }
+            None => {
+                let _ = std::fs::remove_file(&self.path);
+            }
+        }
+    }
+}
+
+/// Firefox lets a policy take an extension into private windows: with the shipped policy
+/// (the XPI's address made local), Firefox ESR force-installs the extension, and a private
+/// window's visits, which write no history, arrive from it marked as private.
+#[test]
+fn firefox_private_window_visits_arrive_through_the_extension() {
+    let exe = ["firefox-esr", "firefox"]
+        .into_iter()
+        .find(|c| {
+            std::process::Command::new(c)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .expect("Firefox ESR is not installed: run tests/setup.sh");
+    let build = std::process::Command::new(extension_dir().join("build.sh"))
+        .output()
+        .unwrap();
+    assert!(build.status.success(), "{build:?}");
+    let xpi = extension_dir().join("dist/invigilator-firefox.xpi");
+    let shipped = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../deploy/browsers/policies/firefox/policies.json"),
+    )
+    .unwrap()
+    .replace(
+        "file:///usr/share/invigilator/invigilator-firefox.xpi",
+        &format!("file://{}", xpi.display()),
+    );
+    let _policy = Replaced::new(Path::new("/etc/firefox/policies/policies.json"), &shipped);
+
+    let port = start_site();
+    let tmp = tempfile::tempdir().unwrap();
+    let socket = tmp.path().join("browser.sock");
+    let home = tmp.path().join("home");
+    let hosts = home.join(".mozilla/native-messaging-hosts");
+    std::fs::create_dir_all(&hosts).unwrap();
+    let mut host: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../deploy/browsers/native-messaging/firefox/uk.invigilator.agent.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    host["path"] = bin("invigilator-agent").display().to_string().into();
+    std::fs::write(hosts.join("uk.invigilator.agent.json"), host.to_string()).unwrap();
+    let profile = tmp.path().join("firefox-profile");
+    std::fs::create_dir_all(&profile).unwrap();
+    std::fs::write(
+        profile.join("user.js"),
+        [
+            r#"user_pref("network.dns.forceResolve", "127.0.0.1");"#,
+            // The test's XPI is not signed by Mozilla; ESR honours this, release does not.
+            r#"user_pref("xpinstall.signatures.required", false);"#,
+            r#"user_pref("browser.shell.checkDefaultBrowser", false);"#,
+            r#"user_pref("datareporting.policy.dataSubmissionEnabled", false);"#,
+            r#"user_pref("toolkit.telemetry.reportingpolicy.firstRun", false);"#,
+            r#"user_pref("browser.aboutwelcome.enabled", false);"#,
+            r#"user_pref("app.normandy.enabled", false);"#,
+            r#"user_pref("browser.safebrowsing.update.enabled", false);"#,
+            r#"user_pref("network.captive-portal-service.enabled", false);"#,
+        ]
+        .join("\n"),
+    )
+    .unwrap();
+
+    let c = Collector::start("");
+    let settings = format!(
+        "[browsing]\nscan_homes = false\ndebounce = \"200ms\"\nrediscover_interval = \"1s\"\n\
+         extra_roots = [{{ browser = \"firefox\", path = \"{}\" }}]\n\
+         [extension]\nsocket = \"{}\"\n[uplink]\nheartbeat_interval = \"1s\"\n",
+        profile.display(),
+        socket.display()
+    );
+    let mut a = Agent::enroll(&c, &settings);
+    a.start();
+    a.wait_ready();
+    let base = format!("http://www.google.test:{port}");
+    let log = std::fs::File::create(tmp.path().join("firefox.log")).unwrap();
+    let mut firefox = std::process::Command::new(exe)
+        .args(["--headless", "--no-remote", "--profile"])
+        .arg(&profile)
+        .arg("--private-window")
+        .arg(format!("{base}/ff-wait"))
+        .env("HOME", &home)
+        .env("INVIGILATOR_BROWSER_SOCKET", &socket)
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("spawn firefox");
+    struct KillOnDrop<'a>(&'a mut std::process::Child);
+    impl Drop for KillOnDrop<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _firefox = KillOnDrop(&mut firefox);
+    wait_for(
+        Duration::from_secs(90),
+        "Firefox's extension to connect",
+        || {
+            let log = a.log();
+            log.lines()
+                .any(|l| l.contains("extension: connected") && l.contains("firefox"))
+                .then_some(())
+        },
+    );
+    // The first page waited for the extension; the private window now browses on by script.
+    support::FIREFOX_GO.store(true, std::sync::atomic::Ordering::SeqCst);
+    let search = format!("{base}/search?q=p%C3%A2te+%2B+fractions&ff=1");
+    let report = wait_for(
+        Duration::from_secs(60),
+        "the private window's search",
+        || {
+            reported_by(&visits(&c), &search, "extension")
+                .first()
+                .map(|e| (*e).clone())
+        },
+    );
+    assert_eq!(report["incognito"], true, "{report:#}");
+    assert_eq!(report["browser"], "firefox");
+    assert_eq!(report["search_terms"], "pâte + fractions");
+    let posture = wait_for(Duration::from_secs(30), "Firefox's posture", || {
+        c.agents().first()?["browsers"]
+            .as_array()?
+            .iter()
+            .find(|b| b["browser"] == "firefox")
+            .cloned()
+    });
+    assert_eq!(posture["private_unseen"], false, "{posture:#}");
+    assert_eq!(posture["extension_forced"], true, "{posture:#}");
+    // Private windows write no history: the extension is the only witness.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(reported_by(&visits(&c), &search, "history").is_empty());
+}
