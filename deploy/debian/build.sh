@@ -21,6 +21,26 @@ mkdir -p "$out"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
+# browsers PKG: the extension's native-messaging host manifests where each browser looks for
+# system-wide hosts (Brave reads Chrome's), the Firefox package the shipped policy installs
+# from, and the managed policies for the administrator to put in place (they change what every
+# user of the machine may do, so installing the agent does not turn them on by itself).
+browsers() {
+  local pkg="$1" nm="$root/deploy/browsers/native-messaging" host=uk.invigilator.agent.json
+  for d in etc/chromium/native-messaging-hosts etc/opt/chrome/native-messaging-hosts \
+           etc/opt/edge/native-messaging-hosts; do
+    install -D -m 0644 "$nm/chromium/$host" "$pkg/$d/$host"
+  done
+  install -D -m 0644 "$nm/firefox/$host" "$pkg/usr/lib/mozilla/native-messaging-hosts/$host"
+  "$root/agent/browser-extension/build.sh" >/dev/null
+  install -D -m 0644 "$root/agent/browser-extension/dist/invigilator-firefox.xpi" \
+    "$pkg/usr/share/invigilator/invigilator-firefox.xpi"
+  install -d "$pkg/usr/share/invigilator/browser-policies"
+  cp -r "$root/deploy/browsers/policies/." "$pkg/usr/share/invigilator/browser-policies/"
+  find "$pkg/usr/share/invigilator" -type d -exec chmod 0755 {} +
+  find "$pkg/usr/share/invigilator" -type f -exec chmod 0644 {} +
+}
+
 # package NAME DESCRIPTION DEPENDS
 package() {
   local name="$1" description="$2" depends="$3" pkg="$work/$1"
@@ -29,6 +49,9 @@ package() {
   strip --strip-unneeded "$pkg/usr/bin/$name"
   install -m 0644 "$root/deploy/systemd/$name.service" "$pkg/lib/systemd/system/"
   install -m 0644 "$root/README.md" "$pkg/usr/share/doc/$name/README.md"
+  if [ "$name" = invigilator-agent ]; then
+    browsers "$pkg"
+  fi
   for f in "$root/deploy/debian/${name#invigilator-}"/*; do
     case "$(basename "$f")" in
       templates) install -m 0644 "$f" "$pkg/DEBIAN/" ;;

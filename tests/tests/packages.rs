@@ -194,6 +194,26 @@ fn packages_install_silently_upgrade_in_place_and_purge_clean() {
         !kept.contains(token),
         "the spent token stays in debconf: {kept}"
     );
+    // The browsers find the extension's host, which is the installed agent; the policies wait
+    // for the administrator.
+    for manifest in [
+        "/etc/chromium/native-messaging-hosts/uk.invigilator.agent.json",
+        "/etc/opt/chrome/native-messaging-hosts/uk.invigilator.agent.json",
+        "/etc/opt/edge/native-messaging-hosts/uk.invigilator.agent.json",
+        "/usr/lib/mozilla/native-messaging-hosts/uk.invigilator.agent.json",
+    ] {
+        let m: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(manifest).unwrap()).unwrap();
+        assert_eq!(m["path"], "/usr/bin/invigilator-agent", "{manifest}");
+        assert_eq!(m["name"], "uk.invigilator.agent", "{manifest}");
+    }
+    assert!(Path::new("/usr/share/invigilator/invigilator-firefox.xpi").exists());
+    assert!(
+        Path::new(
+            "/usr/share/invigilator/browser-policies/chromium/invigilator-private-browsing.json"
+        )
+        .exists()
+    );
     for unit in ["invigilator-agent", "invigilator-collector"] {
         let out = run(Command::new("systemd-analyze")
             .arg("verify")
@@ -237,6 +257,10 @@ fn packages_install_silently_upgrade_in_place_and_purge_clean() {
     // Purge: identity, spool and settings gone, the service no longer enabled, debconf clean.
     let out = dpkg(&["--purge", "invigilator-agent"]);
     assert!(out.status.success(), "{out:?}");
+    assert!(
+        !Path::new("/etc/chromium/native-messaging-hosts/uk.invigilator.agent.json").exists(),
+        "the host manifest goes with the package"
+    );
     assert!(!Path::new(AGENT_STATE).exists());
     assert!(
         !Path::new("/etc/systemd/system/multi-user.target.wants/invigilator-agent.service")
