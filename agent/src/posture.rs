@@ -105,6 +105,14 @@ const KNOWN: &[Known] = &[
     },
 ];
 
+/// The browser whose process runs `exe`, if any.
+pub fn browser_of_exe(exe: &Path) -> Option<&'static str> {
+    KNOWN
+        .iter()
+        .find(|k| k.processes.iter().any(|p| Path::new(p) == exe))
+        .map(|k| k.browser)
+}
+
 /// The posture of every known browser installed under `root` ("/" on a device).
 fn read(root: &Path) -> Vec<BrowserPosture> {
     KNOWN
@@ -112,8 +120,19 @@ fn read(root: &Path) -> Vec<BrowserPosture> {
         .filter(|k| k.executables.iter().any(|e| root.join(e).exists()))
         .map(|k| {
             let mut problems = Vec::new();
-            let files: Vec<(PathBuf, String)> = k
-                .policies
+            // Chromium merges every file of its directories; Firefox reads only the first
+            // policies.json that exists (/etc first), and ignores the others.
+            let sources: Vec<&str> = match k.family {
+                Some(_) => k.policies.to_vec(),
+                None => k
+                    .policies
+                    .iter()
+                    .find(|p| root.join(p).is_file())
+                    .into_iter()
+                    .copied()
+                    .collect(),
+            };
+            let files: Vec<(PathBuf, String)> = sources
                 .iter()
                 .flat_map(|p| policy_files(&root.join(p), &mut problems))
                 .collect();
@@ -220,19 +239,16 @@ fn running(proc: &Path) -> Vec<(&'static str, u32)> {
         let Ok(exe) = std::fs::read_link(entry.path().join("exe")) else {
             continue;
         };
-        let Some(known) = KNOWN
-            .iter()
-            .find(|k| k.processes.iter().any(|p| Path::new(p) == exe))
-        else {
+        let Some(browser) = browser_of_exe(&exe) else {
             continue;
         };
         let uid = std::fs::read_to_string(entry.path().join("status"))
             .ok()
             .and_then(|s| crate::platform::linux::procfs::parse_status(&s).0);
         if let Some(uid) = uid
-            && !found.contains(&(known.browser, uid))
+            && !found.contains(&(browser, uid))
         {
-            found.push((known.browser, uid));
+            found.push((browser, uid));
         }
     }
     found
@@ -523,6 +539,31 @@ mod tests {
             .find(|p| p.browser == "chromium")
             .unwrap();
         assert!(!chromium.private_unseen && !chromium.extension_forced);
+        // Firefox ignores the installation's file when /etc has one.
+        put(
+            root.path(),
+            "usr/lib/firefox-esr/distribution/policies.json",
+            r#"{"policies": {"DisablePrivateBrowsing": true}}"#,
+        );
+        put(
+            root.path(),
+            "etc/firefox/policies/policies.json",
+            r#"{"policies": {}}"#,
+        );
+        let firefox = read(root.path())
+            .into_iter()
+            .find(|p| p.browser == "firefox")
+            .unwrap();
+        assert!(
+            firefox.private_unseen && !firefox.extension_forced,
+            "{firefox:?}"
+        );
+        std::fs::remove_file(root.path().join("etc/firefox/policies/policies.json")).unwrap();
+        let firefox = read(root.path())
+            .into_iter()
+            .find(|p| p.browser == "firefox")
+            .unwrap();
+        assert!(!firefox.private_unseen, "{firefox:?}");
         // Brave with Tor windows left on is still open.
         put(
             root.path(),

@@ -273,8 +273,11 @@ CREATE TABLE IF NOT EXISTS visit_reports (
     url_hash    BLOB NOT NULL,           -- SHA-256 of the URL as stored (redacted ones too)
     visit_time  INTEGER NOT NULL,        -- the browser's time for the visit, microseconds
     reporter    TEXT NOT NULL,           -- 'history' or 'extension'
-    same_as     INTEGER,                 -- the first report's event_id; NULL on the first
+    -- The first report's event_id; NULL on the first, and once retention has deleted the first
+    -- (a copy may outlive it), so a later copy never points at nothing.
+    same_as     INTEGER REFERENCES events(id) ON DELETE SET NULL,
     rules       TEXT NOT NULL DEFAULT '' -- on the first report: every alert rule the visit raised
 );
 CREATE INDEX IF NOT EXISTS visit_reports_by_url ON visit_reports (agent_id, url_hash, visit_time);
-CREATE INDEX IF NOT EXISTS visit_reports_by_first ON visit_reports (same_as) WHERE same_as IS NOT NULL;
+-- Not partial: deleting an event looks its copies up through it.
+CREATE INDEX IF NOT EXISTS visit_reports_by_first ON visit_reports (same_as);

@@ -137,9 +137,15 @@ pub fn link(sys: &System<'_>, r: &Report<'_>) -> Result<Option<FirstReport>> {
     let Some(first) = first else {
         return Ok(None);
     };
-    let rules: String = conn
+    let rules: Option<String> = conn
         .prepare_cached("SELECT rules FROM visit_reports WHERE event_id = ?1")?
-        .query_row([first], |row| row.get(0))?;
+        .query_row([first], |row| row.get(0))
+        .optional()?;
+    // Not there only if the first went in this very transaction's retention race: then this
+    // copy stands alone.
+    let Some(rules) = rules else {
+        return Ok(None);
+    };
     Ok(Some(FirstReport {
         event_id: first,
         rules: rules
@@ -284,6 +290,28 @@ mod tests {
             reporter: Reporter::History,
         };
         assert_eq!(link(&sys, &ben).unwrap(), None);
+    }
+
+    #[test]
+    fn a_copy_outliving_its_first_report_stands_alone() {
+        let (_d, mut conn) = crate::store::test_db();
+        let tx = conn.transaction().unwrap();
+        let sys = System::test(&tx);
+        let t = 1_764_780_000_000_000;
+        store(&sys, 1, "http://a.test/", t, Reporter::Extension);
+        assert!(store(&sys, 2, "http://a.test/", t, Reporter::History).is_some());
+        // Retention takes the first (its event is older by the collector's clock).
+        tx.execute("DELETE FROM events WHERE seq = 1", []).unwrap();
+        let same_as: Option<i64> = tx
+            .query_row("SELECT same_as FROM visit_reports", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(same_as, None);
+        // A resend of the same visit links to the surviving copy; nothing points at nothing.
+        let resend = store(&sys, 3, "http://a.test/", t, Reporter::Extension).unwrap();
+        let survivor: i64 = tx
+            .query_row("SELECT id FROM events WHERE seq = 2", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(resend.event_id, survivor);
     }
 
     #[test]

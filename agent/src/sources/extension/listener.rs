@@ -4,25 +4,33 @@
 //! in all and per user, visits per user per minute. One connection waiting on a half-written
 //! line holds only its own task.
 
+use super::limits::Limits;
 use super::message::{self, Incoming, Refused};
 use super::{ExtensionConfig, Presence};
 use crate::sources::{EventTx, SourceContext, now_us, observed};
-use invigilator_proto::v1::{Gap, event::Kind};
-use std::collections::HashMap;
+use invigilator_proto::v1::event::Kind;
 use std::io;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
-
-const RATE_WINDOW: Duration = Duration::from_secs(60);
 
 /// Binds the socket (replacing a stale one left by a killed agent) and starts accepting.
 pub(super) fn start(
     cfg: ExtensionConfig,
     cx: &SourceContext,
     presence: Arc<Presence>,
+) -> io::Result<()> {
+    start_with(cfg, cx, presence, super::peer::browser_of)
+}
+
+/// As `start`, with how a peer is identified as a browser (tests stand in for the browser).
+fn start_with(
+    cfg: ExtensionConfig,
+    cx: &SourceContext,
+    presence: Arc<Presence>,
+    identify: fn(i32, u32) -> Option<&'static str>,
 ) -> io::Result<()> {
     if let Some(dir) = cfg.socket.parent()
         && !dir.exists()
@@ -58,11 +66,16 @@ pub(super) fn start(
     let listener = UnixListener::from_std(listener)?;
     tracing::info!(socket = %cfg.socket.display(), "extension: listening for the browser extension's host");
     let shared = Arc::new(Shared {
+        limits: Limits::new(
+            cfg.max_connections,
+            cfg.max_connections_per_user,
+            cfg.max_visits_per_minute,
+        ),
         cfg,
         hostname: cx.hostname.clone(),
         events: cx.events.clone(),
-        users: Mutex::new(HashMap::new()),
         presence,
+        identify,
     });
     tokio::spawn(accept(listener, shared));
     Ok(())
@@ -72,68 +85,18 @@ struct Shared {
     cfg: ExtensionConfig,
     hostname: String,
     events: EventTx,
-    users: Mutex<HashMap<u32, PerUser>>,
+    limits: Limits,
     presence: Arc<Presence>,
+    /// The browser behind a peer (its pid and uid), if it is one: what the tamper check counts.
+    identify: fn(i32, u32) -> Option<&'static str>,
 }
 
-#[derive(Default)]
-struct PerUser {
-    connections: usize,
-    window: Option<Instant>,
-    visits: u32,
-    refused_this_window: u64,
-}
-
-impl Shared {
-    fn users(&self) -> std::sync::MutexGuard<'_, HashMap<u32, PerUser>> {
-        self.users.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Takes a connection slot for `uid`, or says why not.
-    fn admit(&self, uid: u32) -> Result<(), &'static str> {
-        let mut users = self.users();
-        let total: usize = users.values().map(|u| u.connections).sum();
-        let user = users.entry(uid).or_default();
-        if total >= self.cfg.max_connections {
-            return Err("too many browser connections to the agent");
-        }
-        if user.connections >= self.cfg.max_connections_per_user {
-            return Err("too many browser connections for this user");
-        }
-        user.connections += 1;
-        Ok(())
-    }
-
-    fn release(&self, uid: u32) {
-        let mut users = self.users();
-        if let Some(u) = users.get_mut(&uid) {
-            u.connections = u.connections.saturating_sub(1);
-            if u.connections == 0 {
-                users.remove(&uid);
-            }
-        }
-    }
-
-    /// Counts a visit against the user's rate; Err(first) when over it, `first` being true for
-    /// the first refusal in this window (reported once as a gap).
-    fn take_visit(&self, uid: u32) -> Result<(), bool> {
-        let mut users = self.users();
-        let u = users.entry(uid).or_default();
-        let now = Instant::now();
-        if u.window
-            .is_none_or(|w| now.duration_since(w) >= RATE_WINDOW)
-        {
-            u.window = Some(now);
-            u.visits = 0;
-            u.refused_this_window = 0;
-        }
-        if u.visits >= self.cfg.max_visits_per_minute {
-            u.refused_this_window += 1;
-            return Err(u.refused_this_window == 1);
-        }
-        u.visits += 1;
-        Ok(())
-    }
+/// Why a visit was not taken.
+enum NotTaken {
+    /// For good: the extension drops it.
+    Refused(Refused),
+    /// The agent is stopping: no answer, so the extension keeps the visit and sends it again.
+    Closed,
 }
 
 async fn accept(listener: UnixListener, shared: Arc<Shared>) {
@@ -150,14 +113,14 @@ async fn accept(listener: UnixListener, shared: Arc<Shared>) {
         if shared.events.is_closed() {
             return;
         }
-        let uid = match stream.peer_cred() {
-            Ok(cred) => cred.uid(),
+        let (uid, pid) = match stream.peer_cred() {
+            Ok(cred) => (cred.uid(), cred.pid()),
             Err(e) => {
                 tracing::warn!(error = %e, "extension: no peer credentials; connection dropped");
                 continue;
             }
         };
-        if let Err(why) = shared.admit(uid) {
+        if let Err(why) = shared.limits.admit(uid) {
             tracing::warn!(uid, why, "extension: connection refused");
             let mut stream = stream;
             let _ = stream.write_all(&reply_error(why)).await;
@@ -165,8 +128,8 @@ async fn accept(listener: UnixListener, shared: Arc<Shared>) {
         }
         let shared = Arc::clone(&shared);
         tokio::spawn(async move {
-            let result = serve(stream, uid, &shared).await;
-            shared.release(uid);
+            let result = serve(stream, uid, pid, &shared).await;
+            shared.limits.release(uid);
             if let Err(e) = result {
                 tracing::debug!(uid, error = %e, "extension: connection ended");
             }
@@ -189,21 +152,35 @@ async fn user_name(uid: u32) -> String {
     .unwrap_or_else(|| uid.to_string())
 }
 
-async fn serve(stream: UnixStream, uid: u32, shared: &Shared) -> io::Result<()> {
-    let mut said_hello = None;
-    let result = converse(stream, uid, shared, &mut said_hello).await;
-    if let Some(browser) = said_hello {
+async fn serve(stream: UnixStream, uid: u32, pid: Option<i32>, shared: &Shared) -> io::Result<()> {
+    // The extension counts as present for the browser that started the host, found from the
+    // peer's process, never from what the hello says: anyone can connect and say anything.
+    let peer_browser = match pid {
+        Some(pid) => tokio::task::spawn_blocking({
+            let identify = shared.identify;
+            move || identify(pid, uid)
+        })
+        .await
+        .ok()
+        .flatten(),
+        None => None,
+    };
+    let mut counted = None;
+    let result = converse(stream, uid, peer_browser, shared, &mut counted).await;
+    if let Some(browser) = counted {
         shared.presence.disconnected(uid, browser);
     }
     result
 }
 
-/// One host's conversation; `said_hello` is the browser its extension named, once it has.
+/// One host's conversation; `counted` is the browser whose presence it added, once it says
+/// hello.
 async fn converse(
     stream: UnixStream,
     uid: u32,
+    peer_browser: Option<&'static str>,
     shared: &Shared,
-    said_hello: &mut Option<&'static str>,
+    counted: &mut Option<&'static str>,
 ) -> io::Result<()> {
     let user = user_name(uid).await;
     let (read, mut write) = stream.into_split();
@@ -237,9 +214,15 @@ async fn converse(
                 incognito_access,
             }) => {
                 let hello = Incoming::hello(version, browser, incognito_access);
-                if said_hello.is_none() {
-                    shared.presence.connected(uid, hello.browser);
-                    *said_hello = Some(hello.browser);
+                match peer_browser {
+                    Some(b) if counted.is_none() => {
+                        shared.presence.connected(uid, b);
+                        *counted = Some(b);
+                    }
+                    Some(_) => {}
+                    None => {
+                        tracing::warn!(%user, claimed = hello.browser, "extension: a hello from a process no browser started; its visits are taken as the user's, but it does not count as the extension running")
+                    }
                 }
                 tracing::info!(%user, browser = hello.browser, version = %hello.version, incognito_access = hello.incognito_access, "extension: connected");
                 serde_json::json!({ "hello": "ok" })
@@ -248,12 +231,15 @@ async fn converse(
                 let id = message::valid_id(&raw.id).then(|| raw.id.clone());
                 match visit(raw, uid, &user, shared).await {
                     Ok(()) => serde_json::json!({ "ack": id }),
-                    Err(why) => {
+                    Err(NotTaken::Refused(why)) => {
                         tracing::debug!(%user, %why, "extension: visit refused");
                         match id {
-                            Some(id) => serde_json::json!({ "reject": id, "why": why }),
-                            None => serde_json::json!({ "error": why }),
+                            Some(id) => serde_json::json!({ "reject": id, "why": why.to_string() }),
+                            None => serde_json::json!({ "error": why.to_string() }),
                         }
+                    }
+                    Err(NotTaken::Closed) => {
+                        return Err(io::Error::other("the agent is stopping"));
                     }
                 }
             }
@@ -265,39 +251,30 @@ async fn converse(
     }
 }
 
-/// Checks, rates and spools one visit; Ok once the spool has committed it.
+/// Checks, rates and spools one visit; Ok once the spool has committed it. Over the user's
+/// rate, waits for the next window (slowing only this user's connections).
 async fn visit(
     raw: message::RawVisit,
     uid: u32,
     user: &str,
     shared: &Shared,
-) -> Result<(), String> {
-    let checked = raw.check(now_us()).map_err(|e: Refused| e.to_string())?;
-    if let Err(first) = shared.take_visit(uid) {
-        if first {
+) -> Result<(), NotTaken> {
+    let checked = raw.check(now_us()).map_err(NotTaken::Refused)?;
+    let mut warned = false;
+    while let Err(wait) = shared.limits.take_visit(uid, Instant::now()) {
+        if !warned {
             let limit = shared.cfg.max_visits_per_minute;
-            tracing::warn!(%user, limit, "extension: visit rate over the limit; refusing for the rest of the minute");
-            let gap = observed(
-                &shared.hostname,
-                user.to_owned(),
-                Kind::Gap(Gap {
-                    source: "extension".into(),
-                    reason: format!(
-                        "more than {limit} visits a minute from the browser extension; the rest of the minute refused"
-                    ),
-                    lost: 0,
-                }),
-            );
-            shared.events.send(gap).await.map_err(|e| e.to_string())?;
+            tracing::warn!(%user, limit, "extension: over the visit rate; this user's visits wait for the next minute");
+            warned = true;
         }
-        return Err("too many visits this minute".into());
+        tokio::time::sleep(wait.max(Duration::from_millis(10))).await;
     }
     let event = observed(&shared.hostname, user.to_owned(), Kind::Browsing(checked));
     shared
         .events
         .send_committed(event)
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|_| NotTaken::Closed)
 }
 
 fn reply_error(why: &str) -> Vec<u8> {
@@ -334,7 +311,11 @@ mod tests {
             checkpoints: Arc::new(|_| Ok(None)),
         };
         let presence = Arc::new(Presence::default());
-        start(c.clone(), &cx, Arc::clone(&presence)).unwrap();
+        // This test process stands in for a host that Chromium started.
+        start_with(c.clone(), &cx, Arc::clone(&presence), |_, _| {
+            Some("chromium")
+        })
+        .unwrap();
         (dir, c, rx, presence)
     }
 
@@ -477,25 +458,28 @@ mod tests {
         );
         drop(a);
 
-        // Three visits a minute, then refusals, and one gap event says so.
-        for i in 0..5 {
+        // Three visits a minute; the fourth is neither refused nor spooled but held until the
+        // next minute (the extension keeps it meanwhile).
+        for i in 0..3 {
             let reply = ask(
                 &mut lines,
                 &mut w,
                 &format!(r#"{{"type":"visit","id":"r{i}","url":"http://a.test/{i}","time":1}}"#),
             )
             .await;
-            if i < 3 {
-                assert_eq!(reply["ack"], format!("r{i}"));
-            } else {
-                assert_eq!(reply["reject"], format!("r{i}"), "{reply}");
-            }
+            assert_eq!(reply["ack"], format!("r{i}"));
         }
-        let mut kinds = Vec::new();
-        while let Ok(Some(e)) = tokio::time::timeout(Duration::from_millis(500), got.recv()).await {
-            kinds.push(e.kind.unwrap().name());
+        w.write_all(b"{\"type\":\"visit\",\"id\":\"r3\",\"url\":\"http://a.test/3\",\"time\":1}\n")
+            .await
+            .unwrap();
+        let held = tokio::time::timeout(Duration::from_millis(500), lines.next_line()).await;
+        assert!(held.is_err(), "answered at once: {held:?}");
+        let mut stored = 0;
+        while let Ok(Some(e)) = tokio::time::timeout(Duration::from_millis(200), got.recv()).await {
+            assert_eq!(e.kind.unwrap().name(), "browsing");
+            stored += 1;
         }
-        assert_eq!(kinds, ["browsing", "browsing", "browsing", "gap"]);
+        assert_eq!(stored, 3);
     }
 
     #[tokio::test]

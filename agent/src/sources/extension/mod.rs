@@ -11,9 +11,12 @@
 //! The history-database source stays on beside this one: it is the safety net for a browser
 //! without the extension, or with it switched off.
 
-#[cfg(unix)]
+mod limits;
+#[cfg(target_os = "linux")]
 mod listener;
 pub mod message;
+#[cfg(target_os = "linux")]
+mod peer;
 
 use super::{SourceConfig, SourceContext, SourceError};
 use serde::{Deserialize, Serialize};
@@ -45,7 +48,8 @@ pub struct ExtensionConfig {
     /// Hosts connected at once, in all (default 64) and per user (default 8).
     pub max_connections: usize,
     pub max_connections_per_user: usize,
-    /// Visits taken per user per minute; more are refused and reported as a gap (default 600).
+    /// Visits taken per user per minute (default 600); more wait, unanswered, for the next
+    /// minute, and the extension keeps them meanwhile, so a flood slows only its own user.
     pub max_visits_per_minute: u32,
     /// How long a browser may run for a user with no extension connected from it before the
     /// heartbeat reports the extension missing (default 2 minutes: a browser's extensions
@@ -57,7 +61,7 @@ pub struct ExtensionConfig {
 impl Default for ExtensionConfig {
     fn default() -> Self {
         Self {
-            enabled: cfg!(unix),
+            enabled: cfg!(target_os = "linux"),
             socket: PathBuf::from(DEFAULT_SOCKET),
             max_message_bytes: 64 * 1024,
             max_connections: 64,
@@ -107,7 +111,7 @@ impl SourceConfig for ExtensionConfig {
         self.enabled
     }
 
-    #[cfg(unix)]
+    #[cfg(target_os = "linux")]
     fn build(&self, cx: &SourceContext) -> Result<Arc<Presence>, SourceError> {
         let presence = Arc::new(Presence::default());
         listener::start(self.clone(), cx, Arc::clone(&presence))
@@ -115,7 +119,7 @@ impl SourceConfig for ExtensionConfig {
         Ok(presence)
     }
 
-    #[cfg(not(unix))]
+    #[cfg(not(target_os = "linux"))]
     fn build(&self, _cx: &SourceContext) -> Result<Arc<Presence>, SourceError> {
         Err(SourceError::new::<Self>(std::io::Error::new(
             std::io::ErrorKind::Unsupported,
