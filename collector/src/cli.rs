@@ -413,6 +413,48 @@ pub fn retention_run(data_dir: &Path, dry_run: bool, json: bool) -> anyhow::Resu
     }
 }
 
+/// `roster import`: a OneRoster export into the policy's roster, or (dry) what it would change.
+pub fn roster_import(data_dir: &Path, export: &Path, dry_run: bool) -> anyhow::Result<()> {
+    let config = crate::config::CollectorConfig::load(data_dir)?;
+    let o = crate::roster::import(data_dir, export, &config.roster, dry_run)?;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{} pupils and {} staff in the export ({} pupils without a grade, placed in {:?}; {} rows left out as deleted or disabled)",
+        o.plan.pupils,
+        o.plan.staff,
+        o.plan.without_grade,
+        config.roster.pupils_without_grade,
+        o.plan.inactive
+    )?;
+    for (user, group) in &o.diff.added {
+        writeln!(out, "+ {user} {group}")?;
+    }
+    for (user, group) in &o.diff.removed {
+        writeln!(out, "- {user} {group}")?;
+    }
+    for (user, from, to) in &o.diff.moved {
+        writeln!(out, "~ {user} {from} -> {to}")?;
+    }
+    let shown = o.roster_file.display();
+    if dry_run {
+        writeln!(out, "dry run: {} ({shown} unchanged)", o.diff.summary())?;
+    } else if o.written {
+        note(
+            &Store::open(data_dir)?,
+            Audit::new("roster.import", shown.to_string()).detail(format!(
+                "{} source={}",
+                o.diff.summary(),
+                export.display()
+            )),
+        )?;
+        writeln!(out, "imported: {} into {shown}", o.diff.summary())?;
+    } else {
+        writeln!(out, "no change: {shown} already says this")?;
+    }
+    Ok(())
+}
+
 /// `sar export`: everything held about one user, audited with the stated purpose before it is
 /// written; to a new file of mode 0600, or to stdout.
 pub fn sar_export(

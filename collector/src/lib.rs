@@ -21,6 +21,7 @@ pub mod notify;
 pub mod pki;
 pub mod reload;
 pub mod reports;
+pub mod roster;
 pub mod serve;
 pub mod state;
 pub mod store;

@@ -99,6 +99,27 @@ enum Command {
         #[command(subcommand)]
         command: SarCommand,
     },
+    /// Pupils' and staff's groups from the MIS ([roster] in collector.toml).
+    Roster {
+        #[command(subcommand)]
+        command: RosterCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum RosterCommand {
+    /// Import a OneRoster 1.1 CSV export (a folder holding users.csv, and classes.csv with
+    /// enrollments.csv) into the roster the policy names. All or nothing: a bad row stops it
+    /// with its file and line. Audited.
+    Import {
+        #[command(flatten)]
+        dir: DataDir,
+        /// The folder holding the export.
+        export: PathBuf,
+        /// Show who would join, leave or change group, and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -495,6 +516,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Retention {
             command: RetentionCommand::Run { dir, dry_run, json },
         } => cli::retention_run(&dir.data_dir, dry_run, json),
+        Command::Roster {
+            command:
+                RosterCommand::Import {
+                    dir,
+                    export,
+                    dry_run,
+                },
+        } => cli::roster_import(&dir.data_dir, &export, dry_run),
         Command::Sar {
             command:
                 SarCommand::Export {

@@ -149,7 +149,16 @@ pub async fn run(data_dir: &Path, opts: ServeOptions) -> anyhow::Result<()> {
     ));
     tokio::spawn(metrics::fleet::run(Arc::clone(&shared)));
     for hook in &config.webhooks {
-        let dest = crate::handoff::Destination::load(hook.clone(), data_dir)?;
+        let dest = crate::handoff::Webhook::load(hook.clone(), data_dir)?;
+        tokio::spawn(crate::handoff::run(store.clone(), key.clone(), dest));
+    }
+    tokio::spawn(crate::roster::drop::run(
+        store.clone(),
+        data_dir.to_owned(),
+        config.roster.clone(),
+    ));
+    for receiver in &config.syslog {
+        let dest = crate::handoff::Syslog::load(receiver.clone(), data_dir)?;
         tokio::spawn(crate::handoff::run(store.clone(), key.clone(), dest));
     }
     let scrape = Arc::new(metrics::http::Scrape {

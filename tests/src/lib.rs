@@ -134,6 +134,25 @@ pub fn chromium_history(path: &Path, url: &str) {
     .unwrap();
 }
 
+/// `user` starting Tor on ict-07: one serious alert each (distinct programs by `seq`, so none
+/// aggregate).
+pub fn tor_started(seq: u64, user: &str) -> invigilator_proto::v1::Event {
+    use invigilator_proto::v1::{Event, ProcessExec, event::Kind};
+    Event {
+        seq,
+        observed_at_us: now_us(),
+        hostname: "ict-07".into(),
+        user: user.into(),
+        kind: Some(Kind::Process(ProcessExec {
+            exe: format!("/home/y9/tor-browser-{seq}/Browser/tor"),
+            name: "tor".into(),
+            argv: vec!["tor".into()],
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+}
+
 pub fn now_us() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -409,6 +428,44 @@ impl Collector {
 
     pub fn alerts(&self) -> Vec<Value> {
         self.json(&["alerts", "list", "--json"])
+    }
+
+    /// The rule of each stored alert.
+    pub fn alert_rules(&self) -> Vec<String> {
+        self.alerts()
+            .iter()
+            .map(|a| a["rule"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    /// A hand-off's receiver got `got` (alert ids, in arrival order): in order, none twice,
+    /// every alert stored, each delivery in the audit trail under `destination`, and the trail
+    /// still verifies.
+    pub fn assert_handed_off_once_each(&self, got: &[i64], destination: &str) {
+        let mut sorted = got.to_vec();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(got, sorted, "in order, none twice: {got:?}");
+        let stored: Vec<i64> = self
+            .alerts()
+            .iter()
+            .map(|a| a["id"].as_i64().unwrap())
+            .collect();
+        assert_eq!(
+            got.len(),
+            stored.len(),
+            "every alert: {got:?} vs {stored:?}"
+        );
+        let db = rusqlite::Connection::open(self.data_dir().join("invigilator.db")).unwrap();
+        let audited: i64 = db
+            .query_row(
+                "SELECT count(*) FROM audit_log WHERE action = 'alert.handoff' AND detail = ?1",
+                [destination],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(audited as usize, got.len());
+        run_ok(&mut self.cli(&["audit", "verify"]));
     }
 
     pub fn events(&self, kind: &str) -> Vec<Value> {

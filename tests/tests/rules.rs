@@ -41,13 +41,6 @@ fn session(action: &str, id: &str, user: &str) -> Kind {
     })
 }
 
-fn rules(c: &Collector) -> Vec<String> {
-    c.alerts()
-        .iter()
-        .map(|a| a["rule"].as_str().unwrap().to_owned())
-        .collect()
-}
-
 #[test]
 fn usb_storage_on_a_pupil_device_and_a_keyboard_mid_session_raise_alerts() {
     let c = Collector::start("");
@@ -79,7 +72,7 @@ fn usb_storage_on_a_pupil_device_and_a_keyboard_mid_session_raise_alerts() {
         "ks2-pc-07",
         vec![stick("attach"), stick("detach"), keyboard],
     );
-    let got = rules(&c);
+    let got = c.alert_rules();
     assert_eq!(
         got,
         ["usb.storage_on_pupil_device", "usb.keyboard_attached"],
@@ -110,7 +103,7 @@ fn a_pupil_on_a_staff_laptop_and_one_account_on_two_devices_raise_alerts() {
         "staff-laptop-3",
         vec![session("logon", "c1", "pupil042")],
     );
-    assert_eq!(rules(&c), ["session.pupil_on_staff_device"]);
+    assert_eq!(c.alert_rules(), ["session.pupil_on_staff_device"]);
     send(
         &c,
         &lab,
@@ -119,7 +112,7 @@ fn a_pupil_on_a_staff_laptop_and_one_account_on_two_devices_raise_alerts() {
         vec![session("logon", "4", "pupil042")],
     );
     assert_eq!(
-        rules(&c),
+        c.alert_rules(),
         ["session.pupil_on_staff_device", "session.concurrent_logon"]
     );
     let a = &c.alerts()[1];
@@ -145,7 +138,7 @@ fn a_pupil_on_a_staff_laptop_and_one_account_on_two_devices_raise_alerts() {
             session("logon", "5", "pupil042"),
         ],
     );
-    assert_eq!(rules(&c).len(), 2);
+    assert_eq!(c.alert_rules().len(), 2);
     assert_eq!(c.events("session").len(), 5);
 }
 
@@ -190,7 +183,7 @@ fn a_staff_screen_left_unlocked_and_idle_raises_one_alert_and_locking_it_clears_
     assert_eq!(alert["hostname"], "office-1");
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(
-        rules(&c)
+        c.alert_rules()
             .iter()
             .filter(|r| *r == "session.unattended")
             .count(),
@@ -205,7 +198,7 @@ fn a_staff_screen_left_unlocked_and_idle_raises_one_alert_and_locking_it_clears_
         vec![session("lock", "2", "staff.jones")],
     );
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(rules(&c).len(), 1);
+    assert_eq!(c.alert_rules().len(), 1);
 }
 
 fn exec(seq: u64, user: &str, exe: &str, argv: &[&str]) -> Event {
@@ -332,7 +325,7 @@ fn usb_storage_is_judged_by_who_is_logged_on_not_only_by_the_device() {
             stick("0781", "5581"),
         ],
     );
-    assert_eq!(rules(&c), ["usb.unapproved_storage"]);
+    assert_eq!(c.alert_rules(), ["usb.unapproved_storage"]);
     assert_eq!(c.alerts()[0]["user"], "staff.jones");
     // A pupil at a staff laptop: storage used by a pupil, whatever the stick.
     send(
@@ -385,7 +378,7 @@ fn a_reboot_without_logoff_does_not_leave_an_account_logged_on_for_ever() {
         "lab-pc-02",
         vec![session("logon", "8", "y5jones")],
     );
-    assert!(rules(&c).is_empty(), "{:#?}", c.alerts());
+    assert!(c.alert_rules().is_empty(), "{:#?}", c.alerts());
     // Control: a session still open elsewhere is a concurrent logon.
     send(
         &c,
@@ -401,5 +394,5 @@ fn a_reboot_without_logoff_does_not_leave_an_account_logged_on_for_ever() {
         "lab-pc-01",
         vec![session("logon", "4", "y5smith")],
     );
-    assert_eq!(rules(&c), ["session.concurrent_logon"]);
+    assert_eq!(c.alert_rules(), ["session.concurrent_logon"]);
 }

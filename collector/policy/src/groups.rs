@@ -149,6 +149,16 @@ fn glob(field: &str, p: &Spanned<String>) -> Result<GlobMatcher, SpecError> {
 impl Groups {
     /// `base` is the policy file's directory, where a relative roster path points.
     pub fn compile(spec: &GroupsSpec, base: Option<&Path>) -> Result<Self, SpecError> {
+        Self::compile_with(spec, base, true)
+    }
+
+    /// As `compile`, with the roster file read or (for an import that is about to write it)
+    /// not.
+    pub(crate) fn compile_with(
+        spec: &GroupsSpec,
+        base: Option<&Path>,
+        read_roster: bool,
+    ) -> Result<Self, SpecError> {
         let mut groups: Vec<Group> = Vec::new();
         let mut index = HashMap::new();
         for g in &spec.users {
@@ -221,7 +231,7 @@ impl Groups {
             .as_ref()
             .map(|f| base.unwrap_or(Path::new(".")).join(f.get_ref()));
         let roster = match (&spec.roster, &roster_file) {
-            (Some(file), Some(path)) => {
+            (Some(file), Some(path)) if read_roster => {
                 load_roster(path, &index).map_err(|e| SpecError::at(file.span(), e))?
             }
             _ => HashMap::new(),
@@ -285,6 +295,13 @@ impl Groups {
                 class: device.owner,
             },
         }
+    }
+}
+
+impl Groups {
+    /// Every user group's name and class, in file order (what an imported roster may name).
+    pub fn user_groups(&self) -> impl Iterator<Item = (&str, Class)> {
+        self.groups.iter().map(|g| (g.name.as_str(), g.class))
     }
 }
 

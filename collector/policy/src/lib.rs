@@ -60,6 +60,15 @@ pub enum PolicyError {
     Lists(#[from] invigilator_lists::ListsError),
 }
 
+/// Where a policy's roster goes and what it may name ([`Policy::roster_target`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RosterTarget {
+    /// `[groups] roster`, resolved against the policy file's directory.
+    pub file: Option<PathBuf>,
+    /// Every `[[groups.users]]` group, with its class.
+    pub groups: Vec<(String, Class)>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PolicyFile {
@@ -227,6 +236,30 @@ impl Policy {
 
     pub fn path(data_dir: &Path) -> PathBuf {
         data_dir.join("policy.toml")
+    }
+
+    /// What a roster import needs of the policy file at `path`: where its roster is written
+    /// and the user groups the roster may name. The current roster is not read: the first
+    /// import is what writes it.
+    pub fn roster_target(path: &Path) -> Result<RosterTarget, PolicyError> {
+        let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
+            path: path.into(),
+            source,
+        })?;
+        let invalid = |message: String| PolicyError::Invalid {
+            path: path.into(),
+            message,
+        };
+        let file: PolicyFile = toml::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+        let groups = Groups::compile_with(&file.groups, path.parent(), false)
+            .map_err(|e| invalid(e.render(&text)))?;
+        Ok(RosterTarget {
+            file: groups.roster_file.clone(),
+            groups: groups
+                .user_groups()
+                .map(|(n, c)| (n.to_owned(), c))
+                .collect(),
+        })
     }
 
     /// The policy of a data directory, with the category lists imported there.

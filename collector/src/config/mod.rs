@@ -4,9 +4,11 @@
 
 mod handoff;
 mod jobs;
+mod roster;
 
-pub use handoff::WebhookConfig;
+pub use handoff::{Facility, SyslogConfig, WebhookConfig};
 pub use jobs::{NotifyConfig, ReportsConfig, RetentionConfig};
+pub use roster::{LoginField, RosterConfig};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -42,6 +44,8 @@ pub struct CollectorConfig {
     pub metrics: MetricsConfig,
     /// Where alerts are handed off, each with its own outbox.
     pub webhooks: Vec<WebhookConfig>,
+    pub syslog: Vec<SyslogConfig>,
+    pub roster: RosterConfig,
 }
 
 /// The staff console's log-in rules.
@@ -316,11 +320,22 @@ impl CollectorConfig {
         }
         self.reports.validate()?;
         self.notify.validate()?;
+        self.roster.validate()?;
         let mut names = std::collections::HashSet::new();
         for w in &self.webhooks {
             w.validate()?;
             if !names.insert(&w.name) {
                 return Err(format!("webhooks: the name {:?} is used twice", w.name));
+            }
+        }
+        // One namespace: a name is what the audit trail says an alert was handed off to.
+        for s in &self.syslog {
+            s.validate()?;
+            if !names.insert(&s.name) {
+                return Err(format!(
+                    "syslog: the name {:?} is used twice (webhooks and syslog share names)",
+                    s.name
+                ));
             }
         }
         if self.console.reveal_for.is_zero() {
