@@ -39,14 +39,24 @@ struct Rsyslog {
 
 impl Rsyslog {
     fn start(dir: &Path, port: u16) -> Self {
+        Self::start_with(dir, port, "anon")
+    }
+
+    /// `auth_mode` is gtls's: "anon" takes any client, "x509/name" asks each for a certificate.
+    fn start_with(dir: &Path, port: u16, auth_mode: &str) -> Self {
         let d = dir.display();
+        let peers = if auth_mode == "anon" {
+            ""
+        } else {
+            r#" permittedPeer=["collector.invalid"]"#
+        };
         let conf = format!(
             r#"global(workDirectory="{d}"
        defaultNetstreamDriver="gtls"
        defaultNetstreamDriverCAFile="{d}/ca.pem"
        defaultNetstreamDriverCertFile="{d}/cert.pem"
        defaultNetstreamDriverKeyFile="{d}/key.pem")
-module(load="imtcp" streamDriver.name="gtls" streamDriver.mode="1" streamDriver.authMode="anon")
+module(load="imtcp" streamDriver.name="gtls" streamDriver.mode="1" streamDriver.authMode="{auth_mode}"{peers})
 template(name="fields" type="string"
          string="%msgid%|%app-name%|%syslogfacility-text%|%syslogseverity-text%|%structured-data%|%msg%\n")
 ruleset(name="siem") {{ action(type="omfile" file="{d}/out.log" template="fields") }}
@@ -208,23 +218,27 @@ fn alerts_reach_rsyslog_as_rfc5424_in_order_once_through_an_outage_a_crash_and_a
     c.assert_handed_off_once_each(&ids(&rsyslog.lines()), "siem");
 }
 
-#[test]
-fn a_receiver_whose_certificate_the_ca_did_not_sign_gets_nothing_and_nothing_is_counted() {
+/// Two alerts raised while the collector talks to a receiver that will not take them (an
+/// rsyslog with `auth_mode`; with `other_ca`, the collector trusts a CA that did not sign the
+/// receiver's certificate): none reaches it and none is counted as handed off. Returns the
+/// collector, for its log.
+fn nothing_is_handed_off(auth_mode: &str, other_ca: bool) -> Collector {
     let dir = tempfile::tempdir().unwrap();
-    certificates(dir.path());
-    let port = free_port();
-    let rsyslog = Rsyslog::start(dir.path(), port);
-    // The collector trusts another CA.
+    let mut trusted = certificates(dir.path());
     let other = tempfile::tempdir().unwrap();
-    let wrong_ca = certificates(other.path());
-    let c = Collector::start(&syslog_config(port, &wrong_ca));
+    if other_ca {
+        trusted = certificates(other.path());
+    }
+    let port = free_port();
+    let rsyslog = Rsyslog::start_with(dir.path(), port, auth_mode);
+    let c = Collector::start(&syslog_config(port, &trusted));
     let pc = Agent::enroll_with(&c, &c.token("pupils-ks3", "1h", 1), "");
     std::thread::sleep(Duration::from_secs(2));
     stream_batches(&c, &pc, vec![tors(1..=2)]);
     wait_for(Duration::from_secs(20), "the alerts stored", || {
         (c.alerts().len() == 2).then_some(())
     });
-    std::thread::sleep(Duration::from_secs(4));
+    std::thread::sleep(Duration::from_secs(6));
     assert!(rsyslog.lines().is_empty(), "{:?}", rsyslog.lines());
     let db = rusqlite::Connection::open(c.data_dir().join("invigilator.db")).unwrap();
     let audited: i64 = db
@@ -235,6 +249,25 @@ fn a_receiver_whose_certificate_the_ca_did_not_sign_gets_nothing_and_nothing_is_
         )
         .unwrap();
     assert_eq!(audited, 0);
+    c
+}
+
+#[test]
+fn a_receiver_whose_certificate_the_ca_did_not_sign_gets_nothing_and_nothing_is_counted() {
+    nothing_is_handed_off("anon", true);
+}
+
+#[test]
+fn a_receiver_that_asks_for_a_client_certificate_refuses_and_nothing_is_counted() {
+    // TLS 1.3 lets the client finish its handshake before the server checks the client: the
+    // refusal comes after, and must not be taken for a delivery.
+    let c = nothing_is_handed_off("x509/name", false);
+    assert!(
+        c.log()
+            .contains("closed the connection after the TLS handshake"),
+        "{}",
+        c.log()
+    );
 }
 
 #[test]

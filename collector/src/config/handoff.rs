@@ -21,7 +21,7 @@ pub struct WebhookConfig {
     #[serde(default = "default_min_severity")]
     pub min_severity: Severity,
     /// A safeguarding system (CPOMS, MyConcern ...) agreed with the DSL: only then does what
-    /// matched (a pupil's search words, the site) leave, and never for the illegal class.
+    /// matched (a pupil's search words, the list entry or pattern) leave, and never for the illegal class.
     #[serde(default)]
     pub safeguarding: bool,
     /// PEM certificates the receiver's certificate is checked against instead of the public

@@ -11,10 +11,11 @@
 //! one wait, so they arrive in order. A crash between delivery and that commit sends the alert
 //! again: each message carries the destination and alert id, for a receiver to drop the repeat.
 //!
-//! **What leaves** follows the console's privacy rules: the rule, category, severity, summary,
-//! device, user, time and a link to the console; what matched (a pupil's search words, the
-//! site) only to a destination marked `safeguarding`, and never for the illegal class, whose
-//! alerts hold only an address's hash anyway ([`matched_for`]).
+//! **What leaves** follows the console's privacy rules: the rule, category, severity, summary
+//! (which names a category rule's site by its host, as the console's alert list does), device,
+//! user, time and a link to the console; what matched (a pupil's search words, the list entry or
+//! pattern that fired) only to a destination marked `safeguarding`, and never for the illegal
+//! class, whose alerts hold only an address's hash anyway ([`matched_for`]).
 
 pub mod syslog;
 pub mod webhook;

@@ -26,7 +26,7 @@ use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use syslog_fmt::v5424::{Config, Formatter};
 
 /// Connecting, the TLS handshake and each write give up after this long.
@@ -35,13 +35,28 @@ const IO_TIMEOUT: Duration = Duration::from_secs(10);
 /// The APP-NAME of every message.
 const APP_NAME: &str = "invigilator";
 
+/// A connection idle this long is replaced before the next alert: a firewall or a receiver that
+/// lost power drops a connection without a word, and a write into it would succeed locally and
+/// be lost. Alerts are rare, so this bounds that window rather than the cost.
+const MAX_IDLE: Duration = Duration::from_secs(60);
+
+/// How long a fresh connection is watched before its first write: a TLS 1.3 receiver refuses a
+/// client it does not accept (a missing client certificate) only after the handshake.
+const SETTLE: Duration = Duration::from_millis(300);
+
+/// Longest value of a structured-data parameter, and of the message, in bytes: rsyslog's default
+/// limit is 8 KiB a message, and a longer one is cut (or the connection closed by others).
+const MAX_VALUE: usize = 256;
+const MAX_SUMMARY: usize = 2048;
+
 /// One syslog receiver: its settings, TLS configuration and, between alerts, the connection.
 pub struct Syslog {
     cfg: SyslogConfig,
     tls: Arc<ClientConfig>,
     server: ServerName<'static>,
     formatter: Formatter,
-    conn: Option<StreamOwned<ClientConnection, TcpStream>>,
+    /// The open connection and when it was last written to.
+    conn: Option<(StreamOwned<ClientConnection, TcpStream>, Instant)>,
 }
 
 impl Syslog {
@@ -136,6 +151,12 @@ impl Syslog {
                 .complete_io(&mut stream.sock)
                 .map_err(|e| self.fail(format!("TLS: {e}")))?;
         }
+        std::thread::sleep(SETTLE);
+        if closed_by_peer(&mut stream) {
+            return Err(self.fail(
+                "the receiver closed the connection after the TLS handshake (does it require a client certificate?)",
+            ));
+        }
         Ok(stream)
     }
 
@@ -143,19 +164,19 @@ impl Syslog {
     pub fn frame(&self, a: &Outgoing) -> Vec<u8> {
         let params: Vec<(&str, String)> = [
             ("id", a.id.to_string()),
-            ("kind", clean(&a.kind)),
-            ("rule", clean(&a.rule)),
-            ("category", clean(&a.category)),
+            ("kind", clean(&a.kind, MAX_VALUE)),
+            ("rule", clean(&a.rule, MAX_VALUE)),
+            ("category", clean(&a.category, MAX_VALUE)),
             ("severity", a.severity.as_str().to_owned()),
-            ("device", clean(&a.hostname)),
-            ("user", clean(&a.user)),
+            ("device", clean(&a.hostname, MAX_VALUE)),
+            ("user", clean(&a.user, MAX_VALUE)),
             ("observed_at", store::rfc3339(a.observed_at_us)),
-            ("policy_version", clean(&a.policy_version)),
+            ("policy_version", clean(&a.policy_version, MAX_VALUE)),
             ("link", link(&self.cfg.console_url, a.id)),
             ("delivery", format!("{}-{}", self.cfg.name, a.id)),
         ]
         .into_iter()
-        .chain(matched_for(a, self.cfg.safeguarding).map(|m| ("matched", clean(m))))
+        .chain(matched_for(a, self.cfg.safeguarding).map(|m| ("matched", clean(m, MAX_VALUE))))
         .collect();
         let mut message = Vec::with_capacity(512);
         self.formatter
@@ -163,7 +184,7 @@ impl Syslog {
                 &mut message,
                 severity(a.severity),
                 chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-                clean(&a.summary),
+                clean(&a.summary, MAX_SUMMARY),
                 Some("alert"),
                 [(
                     self.cfg.sd_id.as_str(),
@@ -184,11 +205,17 @@ impl Destination for Syslog {
     }
 
     fn deliver(&mut self, alert: &Outgoing) -> Result<(), HandoffError> {
-        if self.conn.as_mut().is_some_and(closed_by_peer) {
-            tracing::info!(destination = %self.cfg.name, "syslog: the receiver closed the connection; reconnecting");
-            self.conn = None;
-        }
-        let mut stream = match self.conn.take() {
+        let open = self.conn.take().and_then(|(mut s, used)| {
+            if used.elapsed() >= MAX_IDLE {
+                return None;
+            }
+            if closed_by_peer(&mut s) {
+                tracing::info!(destination = %self.cfg.name, "syslog: the receiver closed the connection; reconnecting");
+                return None;
+            }
+            Some(s)
+        });
+        let mut stream = match open {
             Some(s) => s,
             None => self.connect()?,
         };
@@ -197,7 +224,7 @@ impl Destination for Syslog {
             .write_all(&framed)
             .and_then(|()| stream.flush())
             .map_err(|e| self.fail(format!("alert {}: {e}", alert.id)))?;
-        self.conn = Some(stream);
+        self.conn = Some((stream, Instant::now()));
         Ok(())
     }
 }
@@ -228,12 +255,25 @@ fn closed_by_peer(s: &mut StreamOwned<ClientConnection, TcpStream>) -> bool {
     !matches!(s.conn.reader().read(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
 }
 
-/// A device's string as a value: control characters (a newline that would start a forged
-/// record in a line-based parser, an escape sequence for a terminal) become spaces.
-fn clean(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect()
+/// A device's string as a value, at most `max` bytes: control and format characters (a newline
+/// that would start a forged record in a line-based parser, a line separator, a bidirectional
+/// override that reorders what an analyst reads) become spaces.
+fn clean(s: &str, max: usize) -> String {
+    let mut out = String::with_capacity(s.len().min(max));
+    for c in s.chars() {
+        let c = if c.is_control()
+            || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+        {
+            ' '
+        } else {
+            c
+        };
+        if out.len() + c.len_utf8() > max {
+            break;
+        }
+        out.push(c);
+    }
+    out
 }
 
 fn severity(s: Severity) -> syslog_fmt::Severity {
@@ -315,6 +355,18 @@ mod tests {
         assert!(m.ends_with("] \u{feff}search for <b>this</b>"), "{m}");
         assert!(!m.contains('\n'));
         assert!(!m.contains("matched="), "not a safeguarding system: {m}");
+    }
+
+    #[test]
+    fn a_device_s_strings_are_bounded_and_lose_their_control_and_format_characters() {
+        assert_eq!(clean("a\u{2028}b\u{202E}c\td", 100), "a b c d");
+        // Cut at a character boundary.
+        assert_eq!(clean("ééé", 5), "éé");
+        let mut a = alert(Severity::Serious);
+        a.user = "x".repeat(100_000);
+        a.summary = "y".repeat(100_000);
+        let framed = destination(false).frame(&a);
+        assert!(framed.len() < 8192, "{}", framed.len());
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The drop folder: the MIS's scheduled export (or the script that fetches it) writes a OneRoster
 //! export into `[roster] drop_dir`, and this job imports it once its files have stopped
-//! changing, so a half-copied export is never read.
+//! changing: the same sizes and times on two checks in a row, the newest at least a few seconds
+//! old. Times alone would not do: copiers (robocopy, `cp -p`, unzip) keep the source's times,
+//! so a half-copied file can look old.
 //!
 //! An import that changes the roster is audited as `roster.import` (object the roster file,
 //! detail the counts); one refused is audited as `roster.rejected` with the reason, once per
@@ -18,7 +20,9 @@ const SETTLE: Duration = Duration::from_secs(5);
 /// The files an import reads, by name, size and modification time: a new export changes it.
 type Fingerprint = Vec<(String, u64, SystemTime)>;
 
-fn fingerprint(dir: &Path) -> Option<Fingerprint> {
+/// The export's files, and the policy's: an export refused because of the policy (a group
+/// it lacked) is tried again once the policy is mended.
+fn fingerprint(dir: &Path, policy: &Path) -> Option<Fingerprint> {
     let mut files: Fingerprint = [
         "manifest.csv",
         "users.csv",
@@ -26,15 +30,17 @@ fn fingerprint(dir: &Path) -> Option<Fingerprint> {
         "enrollments.csv",
     ]
     .into_iter()
-    .filter_map(|name| {
-        let m = std::fs::metadata(dir.join(name)).ok()?;
-        Some((name.to_owned(), m.len(), m.modified().ok()?))
+    .map(|name| dir.join(name))
+    .chain([policy.to_owned()])
+    .filter_map(|path| {
+        let m = std::fs::metadata(&path).ok()?;
+        Some((path.display().to_string(), m.len(), m.modified().ok()?))
     })
     .collect();
     files.sort();
     files
         .iter()
-        .any(|(n, _, _)| n == "users.csv")
+        .any(|(n, _, _)| n.ends_with("users.csv"))
         .then_some(files)
 }
 
@@ -53,17 +59,19 @@ pub async fn run(store: Store, data_dir: PathBuf, cfg: RosterConfig) {
     let first = tokio::time::Instant::now() + Duration::from_secs(5);
     let mut tick = tokio::time::interval_at(first, cfg.check_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let policy = invigilator_policy::Policy::path(&data_dir);
+    // What was imported (or refused) last, and what the previous check saw.
     let mut seen: Option<Fingerprint> = None;
+    let mut previous: Option<Fingerprint> = None;
     loop {
         tick.tick().await;
-        let Some(now) = fingerprint(&drop_dir) else {
+        let Some(now) = fingerprint(&drop_dir, &policy) else {
             continue;
         };
-        if seen.as_ref() == Some(&now) {
-            continue;
-        }
-        if !settled(&now) {
-            // Still being written: looked at again at the next check.
+        let steady = previous.as_ref() == Some(&now);
+        previous = Some(now.clone());
+        if seen.as_ref() == Some(&now) || !steady || !settled(&now) {
+            // Done already, or still being written: looked at again at the next check.
             continue;
         }
         let (s, d, dd, c) = (

@@ -259,13 +259,21 @@ pub fn current(path: &Path) -> Result<Roster, RosterError> {
 }
 
 /// Replaces the roster file with `roster`, atomically: a reader (the policy reloader) sees the
-/// old file or the new one, never part of one.
+/// old file or the new one, never part of one. The old file is kept beside it as `.csv.bak`
+/// (hand-kept lines, such as supply cover, are not lost to a first import), and the new one
+/// takes its mode and owner, so an import run as root leaves a file the service can read.
 pub fn write(path: &Path, roster: &Roster, source: &str) -> Result<(), RosterError> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let err = |source: std::io::Error| RosterError::Write {
         path: path.to_owned(),
         source,
     };
-    let tmp = path.with_extension("csv.importing");
+    // Unique, so a CLI import and the drop folder's never write into one file.
+    let tmp = path.with_extension(format!(
+        "csv.importing-{}-{}",
+        std::process::id(),
+        chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
+    ));
     let mut out = Vec::new();
     writeln!(
         out,
@@ -281,11 +289,32 @@ pub fn write(path: &Path, roster: &Roster, source: &str) -> Result<(), RosterErr
         w.write_record([user, group]).map_err(|e| err(e.into()))?;
     }
     let bytes = w.into_inner().map_err(|e| err(e.into_error()))?;
-    let mut f = std::fs::File::create(&tmp).map_err(err)?;
-    f.write_all(&bytes)
+    let old = std::fs::metadata(path).ok();
+    let mut f = std::fs::File::create_new(&tmp).map_err(err)?;
+    let written = f
+        .write_all(&bytes)
+        .and_then(|()| {
+            let mode = old.as_ref().map_or(0o640, |m| m.mode() & 0o7777);
+            f.set_permissions(std::fs::Permissions::from_mode(mode))
+        })
+        .and_then(|()| match &old {
+            // Only root may give a file away; anyone else's import keeps its own.
+            Some(m) => match std::os::unix::fs::fchown(&f, Some(m.uid()), Some(m.gid())) {
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Ok(()),
+                other => other,
+            },
+            None => Ok(()),
+        })
         .and_then(|()| f.sync_all())
-        .map_err(err)?;
-    std::fs::rename(&tmp, path).map_err(err)?;
+        .and_then(|()| match &old {
+            Some(_) => std::fs::copy(path, path.with_extension("csv.bak")).map(drop),
+            None => Ok(()),
+        })
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(err(e));
+    }
     if let Some(dir) = path.parent()
         && let Ok(d) = std::fs::File::open(dir)
     {
@@ -423,6 +452,16 @@ mod tests {
             .into();
         write(&path, &old, "/drop\nforged").unwrap();
         assert_eq!(current(&path).unwrap(), old);
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode(&path), 0o640);
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o604)).unwrap();
+            write(&path, &Roster::new(), "again").unwrap();
+            assert_eq!(mode(&path), 0o604, "the old file's mode is kept");
+            assert_eq!(current(&path.with_extension("csv.bak")).unwrap(), old);
+            write(&path, &old, "back").unwrap();
+        }
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(
             text.lines().filter(|l| l.starts_with('#')).count(),
