@@ -430,6 +430,13 @@ impl Collector {
         self.json(&["alerts", "list", "--json"])
     }
 
+    /// The first stored alert of `rule`, waited for up to `timeout`.
+    pub fn wait_for_alert(&self, rule: &str, timeout: Duration) -> Value {
+        wait_for(timeout, &format!("a {rule} alert"), || {
+            self.alerts().into_iter().find(|a| a["rule"] == rule)
+        })
+    }
+
     /// The rule of each stored alert.
     pub fn alert_rules(&self) -> Vec<String> {
         self.alerts()

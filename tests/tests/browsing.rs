@@ -12,7 +12,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-use support::{Chromium, FIREFOX_GO, committed, cpu_seconds, start_site, visits, wait_delivered};
+use support::{
+    Chromium, FIREFOX_GO, committed, cpu_seconds, firefox_profile, start_site, visits,
+    wait_delivered,
+};
 
 #[test]
 fn chromium_visits_reach_the_collector_once_each_with_the_browser_open() {
@@ -188,23 +191,7 @@ fn firefox_visits_reach_the_collector_with_the_browser_open() {
     let scratch = tmp.path().join("scratch");
     std::fs::create_dir_all(&scratch).unwrap();
     let profile = tmp.path().join("firefox-profile");
-    std::fs::create_dir_all(&profile).unwrap();
-    // Every host name resolves to the test site; no first-run pages or background traffic.
-    std::fs::write(
-        profile.join("user.js"),
-        [
-            r#"user_pref("network.dns.forceResolve", "127.0.0.1");"#,
-            r#"user_pref("browser.shell.checkDefaultBrowser", false);"#,
-            r#"user_pref("datareporting.policy.dataSubmissionEnabled", false);"#,
-            r#"user_pref("toolkit.telemetry.reportingpolicy.firstRun", false);"#,
-            r#"user_pref("browser.aboutwelcome.enabled", false);"#,
-            r#"user_pref("app.normandy.enabled", false);"#,
-            r#"user_pref("browser.safebrowsing.update.enabled", false);"#,
-            r#"user_pref("network.captive-portal-service.enabled", false);"#,
-        ]
-        .join("\n"),
-    )
-    .unwrap();
+    firefox_profile(&profile, &[]);
     let log = std::fs::File::create(tmp.path().join("firefox.log")).unwrap();
     let base = format!("http://www.google.test:{port}");
     let mut firefox = Command::new(exe)

@@ -13,7 +13,7 @@ use invigilator_tests::{Agent, Collector, bin, wait_for};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use support::{Chromium, start_site, visits};
+use support::{Chromium, firefox_profile, start_site, visits};
 
 /// One browser test at a time: they run Chromium or Firefox as the same user, the tamper check
 /// counts every browser process of that user, and two of them change files under /etc.
@@ -206,15 +206,7 @@ fn extension_visits_arrive_at_once_survive_an_agent_kill_and_count_once() {
     let bare = tmp.path().join("no-extension");
     std::fs::create_dir_all(&bare).unwrap();
     let _bare = Chromium::launch(&bare, port, &[], &[], &[]);
-    let alert = wait_for(
-        Duration::from_secs(60),
-        "the extension-missing alert",
-        || {
-            c.alerts()
-                .into_iter()
-                .find(|a| a["rule"] == "agent.extension_missing")
-        },
-    );
+    let alert = c.wait_for_alert("agent.extension_missing", Duration::from_secs(60));
     assert!(
         alert["summary"]
             .as_str()
@@ -280,15 +272,7 @@ fn a_private_window_is_unseen_and_alerted_until_the_shipped_policy_closes_it() {
     a.wait_ready();
 
     // No policy: the device is reported open and alerted; a private window is seen by nothing.
-    let alert = wait_for(
-        Duration::from_secs(30),
-        "the private-browsing alert",
-        || {
-            c.alerts()
-                .into_iter()
-                .find(|a| a["rule"] == "agent.private_browsing")
-        },
-    );
+    let alert = c.wait_for_alert("agent.private_browsing", Duration::from_secs(30));
     assert!(
         alert["summary"].as_str().unwrap().contains("chromium"),
         "{alert:#}"
@@ -513,24 +497,11 @@ fn firefox_private_window_visits_arrive_through_the_extension() {
     host["path"] = bin("invigilator-agent").display().to_string().into();
     std::fs::write(hosts.join("uk.invigilator.agent.json"), host.to_string()).unwrap();
     let profile = tmp.path().join("firefox-profile");
-    std::fs::create_dir_all(&profile).unwrap();
-    std::fs::write(
-        profile.join("user.js"),
-        [
-            r#"user_pref("network.dns.forceResolve", "127.0.0.1");"#,
-            // The test's XPI is not signed by Mozilla; ESR honours this, release does not.
-            r#"user_pref("xpinstall.signatures.required", false);"#,
-            r#"user_pref("browser.shell.checkDefaultBrowser", false);"#,
-            r#"user_pref("datareporting.policy.dataSubmissionEnabled", false);"#,
-            r#"user_pref("toolkit.telemetry.reportingpolicy.firstRun", false);"#,
-            r#"user_pref("browser.aboutwelcome.enabled", false);"#,
-            r#"user_pref("app.normandy.enabled", false);"#,
-            r#"user_pref("browser.safebrowsing.update.enabled", false);"#,
-            r#"user_pref("network.captive-portal-service.enabled", false);"#,
-        ]
-        .join("\n"),
-    )
-    .unwrap();
+    // The test's XPI is not signed by Mozilla; ESR honours this, release does not.
+    firefox_profile(
+        &profile,
+        &[r#"user_pref("xpinstall.signatures.required", false);"#],
+    );
 
     let c = Collector::start("");
     let settings = format!(

@@ -2,7 +2,7 @@
 //! with enrolled identities, exactly as agents send them, and the alerts read back with the CLI.
 
 use invigilator_proto::v1::{Event, SessionChange, UsbDevice, event::Kind};
-use invigilator_tests::{Agent, Collector, now_us, stream_batches, wait_for};
+use invigilator_tests::{Agent, Collector, now_us, stream_batches};
 use std::time::Duration;
 
 /// Sends `kinds` as one batch from `agent`'s identity; waits for the acknowledgement.
@@ -170,15 +170,7 @@ fn a_staff_screen_left_unlocked_and_idle_raises_one_alert_and_locking_it_clears_
             session("idle", "3", "pupil042"),
         ],
     );
-    let alert = wait_for(
-        Duration::from_secs(15),
-        "the unattended-screen alert",
-        || {
-            c.alerts()
-                .into_iter()
-                .find(|a| a["rule"] == "session.unattended")
-        },
-    );
+    let alert = c.wait_for_alert("session.unattended", Duration::from_secs(15));
     assert_eq!(alert["user"], "staff.jones");
     assert_eq!(alert["hostname"], "office-1");
     std::thread::sleep(Duration::from_secs(3));

@@ -37,6 +37,24 @@ fn navigate(title: &str, next: &str) -> String {
 }
 
 /// A tiny HTTP/1.1 server on loopback; every `*.test` name resolves to it.
+/// A Firefox profile in `dir` where every host name resolves to the test site, with no first-run
+/// pages or background traffic; `extra` preferences (whole `user_pref(...);` lines) are added.
+pub fn firefox_profile(dir: &Path, extra: &[&str]) {
+    std::fs::create_dir_all(dir).unwrap();
+    let prefs = [
+        r#"user_pref("network.dns.forceResolve", "127.0.0.1");"#,
+        r#"user_pref("browser.shell.checkDefaultBrowser", false);"#,
+        r#"user_pref("datareporting.policy.dataSubmissionEnabled", false);"#,
+        r#"user_pref("toolkit.telemetry.reportingpolicy.firstRun", false);"#,
+        r#"user_pref("browser.aboutwelcome.enabled", false);"#,
+        r#"user_pref("app.normandy.enabled", false);"#,
+        r#"user_pref("browser.safebrowsing.update.enabled", false);"#,
+        r#"user_pref("network.captive-portal-service.enabled", false);"#,
+    ];
+    let text: Vec<&str> = prefs.iter().chain(extra).copied().collect();
+    std::fs::write(dir.join("user.js"), text.join("\n")).unwrap();
+}
+
 pub fn start_site() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
