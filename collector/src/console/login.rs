@@ -50,11 +50,15 @@ pub async fn log_in(
     let (candidate, password_ok) = match c.admit_and_check(&attempt, &username, password).await? {
         Ok(checked) => checked,
         Err(held) => {
-            if held.audit {
+            let (refused, audit) = c
+                .refusals
+                .lock()
+                .map_or((0, true), |mut r| r.count(&held, now_us()));
+            if audit {
                 let detail = format!(
                     "{}; {} attempt(s) refused since the wait began; retry after {}",
                     LoginRefused::Waiting.reason(),
-                    held.refused,
+                    refused,
                     humantime::format_duration(Duration::from_secs(held.retry_after.as_secs()))
                 );
                 let (name, src) = (username.clone(), source.clone());

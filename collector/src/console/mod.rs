@@ -41,6 +41,8 @@ pub struct Console {
     store: Store,
     /// Slots for the argon2 check (19 MiB and tens of milliseconds each), one per core but one.
     password_checks: Arc<tokio::sync::Semaphore>,
+    /// Log-ins refused while waiting, counted to spare the trail (see `login`).
+    refusals: std::sync::Mutex<crate::store::accounts::throttle::Refusals>,
 }
 
 /// The logged-in member of staff making a request (put there by [`auth::enforce`]).
@@ -77,6 +79,7 @@ impl Console {
             password_checks: Arc::new(tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(1, |n| (n.get() - 1).clamp(1, 4)),
             )),
+            refusals: Default::default(),
         })
     }
 

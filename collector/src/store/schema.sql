@@ -135,7 +135,7 @@ CREATE TABLE IF NOT EXISTS login_throttle (
     first_at  INTEGER NOT NULL,
     last_at   INTEGER NOT NULL,
     until_at  INTEGER NOT NULL,
-    refused   INTEGER NOT NULL,         -- attempts refused unchecked since the wait began
+    refused   INTEGER NOT NULL,         -- always 0: refusals are counted in memory (throttle::Refusals)
     PRIMARY KEY (name, addr)
 ) WITHOUT ROWID;
 

@@ -74,13 +74,13 @@ fn wait_after(failures: u32, free: u32, rules: Rules) -> Option<Duration> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Held {
     pub retry_after: Duration,
-    /// Attempts this key has refused unchecked so far, this one included.
-    pub refused: u64,
-    /// Whether this refusal gets its own audit row (the 1st, 10th, 100th ...: [`crate::sparse_mark`]).
-    pub audit: bool,
+    /// Which wait refused it: the key and when its wait ends.
+    wait: (String, String, i64),
 }
 
-/// Whether the attempt may be checked now. A refusal is counted on the key that holds it.
+/// Whether the attempt may be checked now. Only reads: a flood of refused guesses must not
+/// take the database's one writer from staff at work (SQLite's busy wait is not fair, and a
+/// write per guess once held a staff request back for seconds). [`Refusals`] counts them.
 pub fn admit(
     tx: &Admin<'_>,
     attempt: &Attempt,
@@ -96,21 +96,49 @@ pub fn admit(
             .query_row(params![name, addr, now_us], |r| r.get(0))
             .optional()?;
         if let Some(until) = until {
-            let refused: i64 = conn
-                .prepare_cached(
-                    "UPDATE login_throttle SET refused = refused + 1 WHERE name = ?1 AND addr = ?2
-                     RETURNING refused",
-                )?
-                .query_row(params![name, addr], |r| r.get(0))?;
-            let refused = refused.max(0) as u64;
             return Ok(Err(Held {
                 retry_after: Duration::from_micros((until - now_us).max(0) as u64),
-                refused,
-                audit: crate::sparse_mark(refused),
+                wait: (name.to_owned(), addr.to_owned(), until),
             }));
         }
     }
     Ok(Ok(()))
+}
+
+/// Attempts refused unchecked, per waiting key, in this collector's memory: only for sparing
+/// the trail (a row at the 1st, 10th, 100th ... refusal of a wait), so a count that restarts
+/// with the collector, or is kept apart by each of several, costs a few rows and nothing else.
+/// A wait lengthened by a failure checked meanwhile is the same wait: its count goes on.
+#[derive(Debug, Default)]
+pub struct Refusals {
+    /// (name, address) → (refused so far, when the wait ends).
+    counts: std::collections::HashMap<(String, String), (u64, i64)>,
+}
+
+/// Waiting keys counted at once; past it, ended waits are forgotten, then everything (a flood
+/// of distinct keys has already paid a checked failure, and its own audit row, for each).
+const MAX_WAITS_COUNTED: usize = 10_000;
+
+impl Refusals {
+    /// Counts one refusal of `held`'s wait: how many that wait has refused here, this one
+    /// included, and whether this one gets its own audit row.
+    pub fn count(&mut self, held: &Held, now_us: i64) -> (u64, bool) {
+        let (name, addr, until) = &held.wait;
+        let key = (name.clone(), addr.clone());
+        if self.counts.len() >= MAX_WAITS_COUNTED && !self.counts.contains_key(&key) {
+            self.counts.retain(|_, (_, until)| *until > now_us);
+            if self.counts.len() >= MAX_WAITS_COUNTED {
+                self.counts.clear();
+            }
+        }
+        let (n, ends) = self.counts.entry(key).or_insert((0, *until));
+        if *ends <= now_us {
+            *n = 0;
+        }
+        *n += 1;
+        *ends = (*ends).max(*until);
+        (*n, crate::sparse_mark(*n))
+    }
 }
 
 /// Counts a failed check on every key; returns the longest wait it starts, if any.
@@ -133,7 +161,7 @@ pub fn failed(
             .query_row(params![name, addr, now_us], |r| r.get(0))?;
         if let Some(wait) = wait_after(failures.clamp(0, u32::MAX as i64) as u32, free, rules) {
             conn.prepare_cached(
-                "UPDATE login_throttle SET until_at = ?3, refused = 0 WHERE name = ?1 AND addr = ?2",
+                "UPDATE login_throttle SET until_at = ?3 WHERE name = ?1 AND addr = ?2",
             )?
             .execute(params![
                 name,
@@ -201,15 +229,17 @@ mod tests {
             failed(&crate::store::Admin::test(&conn), &a, RULES, now).unwrap(),
             Some(FIRST_WAIT)
         );
+        let mut refusals = Refusals::default();
         let held = admit(&crate::store::Admin::test(&conn), &a, RULES, now + 1)
             .unwrap()
             .unwrap_err();
-        assert!(held.retry_after <= FIRST_WAIT && held.audit && held.refused == 1);
+        assert!(held.retry_after <= FIRST_WAIT);
+        assert_eq!(refusals.count(&held, now + 1), (1, true));
         for n in 2..=100u64 {
             let held = admit(&crate::store::Admin::test(&conn), &a, RULES, now + 2)
                 .unwrap()
                 .unwrap_err();
-            assert_eq!(held.audit, n == 10 || n == 100, "{n}");
+            assert_eq!(refusals.count(&held, now + 2), (n, n == 10 || n == 100));
         }
         // The same name from another address is not held: only that address guessed.
         assert!(
@@ -353,5 +383,22 @@ mod tests {
             .map(Result::unwrap)
             .collect();
         assert!(names.iter().all(|n| !n.contains("secret")), "{names:?}");
+    }
+
+    #[test]
+    fn a_lengthened_wait_keeps_its_count_and_a_new_wait_starts_again() {
+        let held = |until| Held {
+            retry_after: Duration::ZERO,
+            wait: ("n".into(), "a".into(), until),
+        };
+        let mut r = Refusals::default();
+        assert_eq!(r.count(&held(100), 10), (1, true));
+        for n in 2..=9 {
+            assert_eq!(r.count(&held(100), 20), (n, false));
+        }
+        // A failure checked meanwhile lengthened the wait: still one wait, its 10th refusal.
+        assert_eq!(r.count(&held(500), 30), (10, true));
+        // That wait ended; the next one starts its own count, with its own first row.
+        assert_eq!(r.count(&held(900), 600), (1, true));
     }
 }
