@@ -31,6 +31,12 @@ command -v chromium >/dev/null && command -v firefox-esr >/dev/null && command -
   || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver firefox-esr; }
 # The browser extension's own tests (agent/browser-extension/test) run under node's test runner.
 command -v node >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs; }
+# The single sign-on test runs a real OpenID Connect provider (panva's oidc-provider, OpenID
+# Certified) under node, pinned with its dependencies by tests/oidc/package-lock.json.
+command -v npm >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends npm; }
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+[ -f "$root/tests/oidc/node_modules/oidc-provider/package.json" ] \
+  || (cd "$root/tests/oidc" && npm ci --no-audit --no-fund --loglevel=error)
 # The category-list differential test and benchmark compare `lists classify` with squidGuard
 # (not squid itself, which it recommends).
 command -v squidGuard >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends squidguard; }

@@ -184,6 +184,7 @@ pub fn users_add(
     username: &str,
     role: &str,
     admin: bool,
+    email: &str,
     password_stdin: bool,
 ) -> anyhow::Result<Option<String>> {
     let role: Role = role.parse()?;
@@ -206,7 +207,7 @@ pub fn users_add(
                 is_admin: admin,
                 password: &password,
                 display_name: "",
-                email: "",
+                email,
                 must_change_password: generated,
             },
         )?;
@@ -515,7 +516,7 @@ mod tests {
     fn users_add_and_set_record_the_powers_given() {
         let dir = tempfile::tempdir().unwrap();
         drop(Store::create(dir.path()).unwrap());
-        users_add(dir.path(), "jo", "dsl", false, false).unwrap();
+        users_add(dir.path(), "jo", "dsl", false, "", false).unwrap();
         users_set(dir.path(), "jo", Some("leadership"), Some(true), None).unwrap();
         let conn = crate::store::test_open(dir.path());
         let trail = audit::list(

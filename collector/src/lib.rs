@@ -18,6 +18,7 @@ pub mod ingest;
 pub mod init;
 pub mod metrics;
 pub mod notify;
+pub mod outbound;
 pub mod pki;
 pub mod reload;
 pub mod reports;

@@ -225,6 +225,10 @@ enum UsersCommand {
         /// May manage accounts in the console.
         #[arg(long)]
         admin: bool,
+        /// The person's e-mail: single sign-on (console.sso, match_email) signs them in to this
+        /// account, with this role.
+        #[arg(long, default_value = "")]
+        email: String,
         /// Read the password from the first line of stdin.
         #[arg(long)]
         password_stdin: bool,
@@ -543,10 +547,17 @@ fn users_command(command: UsersCommand) -> anyhow::Result<()> {
             username,
             role,
             admin,
+            email,
             password_stdin,
         } => {
-            if let Some(p) = cli::users_add(&dir.data_dir, &username, &role, admin, password_stdin)?
-            {
+            if let Some(p) = cli::users_add(
+                &dir.data_dir,
+                &username,
+                &role,
+                admin,
+                &email,
+                password_stdin,
+            )? {
                 println!("{p}");
             }
             Ok(())

@@ -5,11 +5,13 @@
 mod handoff;
 mod jobs;
 mod roster;
+mod sso;
 
 pub use handoff::{Facility, SyslogConfig, WebhookConfig};
 pub use jobs::{NotifyConfig, ReportsConfig, RetentionConfig};
 pub use roster::{LoginField, RosterConfig};
 use serde::Deserialize;
+pub use sso::{CALLBACK_PATH, GroupRole, SsoConfig};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -74,6 +76,8 @@ pub struct ConsoleConfig {
     /// account administrator can create accounts with any role. Changes are audited and
     /// announced to every DSL and leadership account. Empty: no reveal can be approved.
     pub reveal_approvers: Vec<String>,
+    /// Staff single sign-on (`[console.sso]`); None: local accounts only.
+    pub sso: Option<SsoConfig>,
 }
 
 impl Default for ConsoleConfig {
@@ -86,6 +90,7 @@ impl Default for ConsoleConfig {
             secure_cookies: false,
             reveal_for: Duration::from_secs(24 * 3600),
             reveal_approvers: Vec::new(),
+            sso: None,
         }
     }
 }
@@ -317,6 +322,9 @@ impl CollectorConfig {
             return Err(
                 "console.idle_timeout and console.session_lifetime must be above zero".into(),
             );
+        }
+        if let Some(sso) = &self.console.sso {
+            sso.validate()?;
         }
         self.reports.validate()?;
         self.notify.validate()?;

@@ -30,13 +30,18 @@ fn source_of(req: &Request) -> String {
 }
 
 pub(crate) fn session_token(headers: &HeaderMap) -> Option<String> {
+    cookie(headers, SESSION_COOKIE)
+}
+
+/// The value of the request's cookie with this name.
+pub(crate) fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(cookie::Cookie::split_parse)
         .filter_map(Result::ok)
-        .find(|c| c.name() == SESSION_COOKIE)
+        .find(|c| c.name() == name)
         .map(|c| c.value().to_owned())
 }
 
@@ -251,7 +256,7 @@ async fn csrf_ok(req: Request, expected: &str) -> (bool, Option<Request>) {
     (ok, Some(Request::from_parts(parts, Body::from(bytes))))
 }
 
-fn session_cookie(c: &Console, token: &str) -> String {
+pub(super) fn session_cookie(c: &Console, token: &str) -> String {
     cookie::Cookie::build((SESSION_COOKIE, token.to_owned()))
         .http_only(true)
         .same_site(cookie::SameSite::Strict)
@@ -277,13 +282,13 @@ fn cleared_cookie() -> String {
 #[derive(Deserialize)]
 pub struct NextQuery {
     #[serde(default)]
-    next: Option<String>,
+    pub(super) next: Option<String>,
 }
 
 /// Only paths on this site: `next` must never send anyone elsewhere. Browsers drop tabs and
 /// newlines from a `Location` and read `\` as `/`, so `/\t/evil.example` is `//evil.example`
 /// to them: only visible ASCII is accepted, and nothing that could start a second slash.
-fn safe_next(next: Option<&str>) -> String {
+pub(super) fn safe_next(next: Option<&str>) -> String {
     match next {
         Some(n)
             if n.starts_with('/')
@@ -297,12 +302,17 @@ fn safe_next(next: Option<&str>) -> String {
     }
 }
 
-fn login_markup(next: &str, message: Option<&str>) -> maud::Markup {
+fn login_markup(c: &Console, next: &str, message: Option<&str>) -> maud::Markup {
+    let sso = c.config.sso.as_ref().filter(|_| c.sso.is_some());
     page(
         None,
         "Log in",
         html! {
             @if let Some(m) = message { p.error id="login-error" { (m) } }
+            @if let Some(s) = sso {
+                p { a.button id="sso" href={ "/login/sso?next=" (percent_encoding::utf8_percent_encode(next, percent_encoding::NON_ALPHANUMERIC)) } { (s.button) } }
+                p.muted { "Or with a console account:" }
+            }
             form.stack method="post" action="/login" {
                 input type="hidden" name="next" value=(next);
                 label { "User name" input name="username" autocomplete="username" required autofocus; }
@@ -314,8 +324,8 @@ fn login_markup(next: &str, message: Option<&str>) -> maud::Markup {
     )
 }
 
-pub async fn login_page(Query(q): Query<NextQuery>) -> maud::Markup {
-    login_markup(&safe_next(q.next.as_deref()), None)
+pub async fn login_page(State(c): State<Arc<Console>>, Query(q): Query<NextQuery>) -> maud::Markup {
+    login_markup(&c, &safe_next(q.next.as_deref()), None)
 }
 
 pub async fn login_form(
@@ -330,7 +340,7 @@ pub async fn login_form(
             Redirect::to(&next),
         )
             .into_response(),
-        Err(e) => (e.status(), login_markup(&next, Some(&e.to_string()))).into_response(),
+        Err(e) => (e.status(), login_markup(&c, &next, Some(&e.to_string()))).into_response(),
     }
 }
 

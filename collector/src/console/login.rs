@@ -50,10 +50,7 @@ pub async fn log_in(
     let (candidate, password_ok) = match c.admit_and_check(&attempt, &username, password).await? {
         Ok(checked) => checked,
         Err(held) => {
-            let (refused, audit) = c
-                .refusals
-                .lock()
-                .map_or((0, true), |mut r| r.count(&held, now_us()));
+            let (refused, audit) = c.count_refusal(&held);
             if audit {
                 let detail = format!(
                     "{}; {} attempt(s) refused since the wait began; retry after {}",
@@ -160,6 +157,14 @@ fn audit_failure(
 }
 
 impl Console {
+    /// Counts an attempt refused while its key waits: how many that wait has refused, and
+    /// whether this one gets its own audit row.
+    pub(crate) fn count_refusal(&self, held: &throttle::Held) -> (u64, bool) {
+        self.refusals
+            .lock()
+            .map_or((0, true), |mut r| r.count(held, now_us()))
+    }
+
     /// The first two steps of every password check, log-in or confirmation: quickly, under the
     /// database lock, whether the attempt must wait (refused before any check, `Err`) and what
     /// it is checked against; then the argon2 check itself, off the lock. The caller concludes

@@ -18,6 +18,7 @@ pub mod reports;
 pub mod reveals;
 pub mod routes;
 pub mod sar;
+pub mod sso;
 pub mod users;
 
 #[cfg(test)]
@@ -43,6 +44,8 @@ pub struct Console {
     password_checks: Arc<tokio::sync::Semaphore>,
     /// Log-ins refused while waiting, counted to spare the trail (see `login`).
     refusals: std::sync::Mutex<crate::store::accounts::throttle::Refusals>,
+    /// Single sign-on, when `console.sso` is set and its CA file could be read.
+    sso: Option<Arc<sso::Provider>>,
 }
 
 /// The logged-in member of staff making a request (put there by [`auth::enforce`]).
@@ -69,7 +72,14 @@ impl Staff {
 
 impl Console {
     pub fn new(store: Store, config: ConsoleConfig, policy: Arc<ArcSwap<Policy>>) -> Arc<Self> {
+        let sso = config.sso.clone().and_then(|cfg| {
+            sso::Provider::new(cfg, store.data_dir())
+                .inspect_err(|e| tracing::error!(error = %e, "single sign-on is off"))
+                .ok()
+                .map(Arc::new)
+        });
         Arc::new(Self {
+            sso,
             store,
             config,
             policy,
@@ -165,6 +175,8 @@ pub fn router(console: Arc<Console>) -> Router {
         .route("/", get(layout::home))
         .route("/login", get(auth::login_page).post(auth::login_form))
         .route("/api/login", post(auth::login_api))
+        .route("/login/sso", get(sso::start))
+        .route(crate::config::CALLBACK_PATH, get(sso::callback))
         .route("/logout", post(auth::logout))
         .route("/api/logout", post(auth::logout_api))
         .route("/account", get(auth::account_page))

@@ -78,6 +78,8 @@ pub const ROUTES: &[Route] = &[
     r("GET", "/login", Access::Public, "Log-in page"),
     r("POST", "/login", Access::Public, "Log in (form)"),
     r("POST", "/api/login", Access::Public, "Log in; returns the CSRF token for later calls"),
+    r("GET", "/login/sso", Access::Public, "Single sign-on: sends the browser to the school's identity provider"),
+    r("GET", "/login/sso/callback", Access::Public, "Single sign-on: the identity provider's answer"),
     r("POST", "/logout", Access::Staff, "Log out"),
     r("POST", "/api/logout", Access::Staff, "Log out"),
     r("GET", "/", Access::Staff, "Home page for the user's role"),

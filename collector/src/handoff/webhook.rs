@@ -10,7 +10,6 @@ use crate::store::{self, outbox::Outgoing};
 use ring::hmac;
 use serde_json::json;
 use std::path::Path;
-use std::time::Duration;
 
 /// One destination, ready to send: its settings, key and HTTP client.
 pub struct Webhook {
@@ -38,35 +37,15 @@ impl Webhook {
                 len: secret.len(),
             });
         }
-        let mut tls = ureq::tls::TlsConfig::builder();
-        if let Some(ca) = &cfg.ca_file {
-            let path = data_dir.join(ca);
-            let ca_err = |message: String| HandoffError::Ca {
-                name: format!("webhook {}", cfg.name),
-                path: path.display().to_string(),
-                message,
-            };
-            let pem = std::fs::read(&path).map_err(|e| ca_err(e.to_string()))?;
-            let certs = ureq::tls::parse_pem(&pem)
-                .filter_map(|item| match item {
-                    Ok(ureq::tls::PemItem::Certificate(c)) => Some(Ok(c)),
-                    Ok(_) => None,
-                    Err(e) => Some(Err(e)),
-                })
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| ca_err(e.to_string()))?;
-            if certs.is_empty() {
-                return Err(ca_err("no certificate in it".into()));
-            }
-            tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&certs));
-        }
-        let http = ureq::Agent::config_builder()
-            .tls_config(tls.build())
-            .timeout_global(Some(Duration::from_secs(10)))
-            .http_status_as_error(false)
-            .max_redirects(0)
-            .build()
-            .into();
+        let ca = cfg.ca_file.as_ref().map(|ca| data_dir.join(ca));
+        let http = crate::outbound::client(ca.as_deref()).map_err(|message| HandoffError::Ca {
+            name: format!("webhook {}", cfg.name),
+            path: ca
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            message,
+        })?;
         Ok(Self {
             key: hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes()),
             cfg,

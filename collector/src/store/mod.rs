@@ -202,6 +202,11 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     // when none), and whether that was alerted.
     ("agents", "extension_missing", "TEXT NOT NULL DEFAULT ''"),
     ("agents", "extension_alerted", "INTEGER NOT NULL DEFAULT 0"),
+    // Single sign-on (accounts::sso): the provider's person an account is, and whether the
+    // sign-on created it (its role then follows the provider's groups).
+    ("staff", "sso_issuer", "TEXT"),
+    ("staff", "sso_subject", "TEXT"),
+    ("staff", "role_from_sso", "INTEGER NOT NULL DEFAULT 0"),
 ];
 
 fn migrate(conn: &Connection) -> rusqlite::Result<()> {
@@ -239,7 +244,9 @@ fn add_columns(conn: &Connection) -> rusqlite::Result<()> {
         conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
     }
     conn.execute_batch(
-        "CREATE INDEX IF NOT EXISTS alerts_by_aggregate ON alerts (aggregate_key, last_observed_at)",
+        "CREATE INDEX IF NOT EXISTS alerts_by_aggregate ON alerts (aggregate_key, last_observed_at);
+         CREATE UNIQUE INDEX IF NOT EXISTS staff_by_sso ON staff (sso_issuer, sso_subject)
+             WHERE sso_subject IS NOT NULL;",
     )
 }
 

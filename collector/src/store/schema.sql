@@ -125,6 +125,17 @@ CREATE TABLE IF NOT EXISTS staff (
     created_at           INTEGER NOT NULL
 );
 
+-- Single sign-ons under way (accounts::sso): the SHA-256 of the state and of the browser's
+-- cookie; deleted when used, forgotten after ten minutes.
+CREATE TABLE IF NOT EXISTS sso_logins (
+    state         TEXT PRIMARY KEY,
+    browser       TEXT NOT NULL,
+    nonce         TEXT NOT NULL,
+    pkce_verifier TEXT NOT NULL,
+    next          TEXT NOT NULL,
+    created_at    INTEGER NOT NULL
+) WITHOUT ROWID;
+
 -- Console log-ins. Only the SHA-256 of the cookie's token is stored.
 -- Log-in back-off (accounts::throttle): failures per typed name (a digest) and address, per
 -- name and per address; attempts before until_at are refused unchecked.

@@ -1,6 +1,7 @@
 //! Staff accounts for the console: roles, argon2id passwords, optional TOTP, lock-out after
 //! repeated failures, and log-in sessions (only a hash of the cookie's token is stored).
 
+pub mod sso;
 pub mod throttle;
 
 use crate::store::Admin;

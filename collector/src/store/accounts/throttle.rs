@@ -34,26 +34,44 @@ pub struct Rules {
 /// One log-in attempt: the typed name and the address it came from.
 #[derive(Debug, Clone)]
 pub struct Attempt {
-    name: String,
+    /// None: the address alone is counted (a single sign-on answer names nobody before it is
+    /// checked, and one shared key for every sign-on would let anyone hold up everyone's).
+    name: Option<String>,
     addr: String,
 }
 
 impl Attempt {
     pub fn new(typed_name: &str, addr: &str) -> Self {
         Self {
-            name: name_digest(typed_name),
+            name: Some(name_digest(typed_name)),
+            addr: addr.to_owned(),
+        }
+    }
+
+    /// An attempt counted on its address only.
+    pub fn from_address(addr: &str) -> Self {
+        Self {
+            name: None,
             addr: addr.to_owned(),
         }
     }
 
     /// (name, address, failures allowed) for each key, most specific first.
-    fn keys(&self, rules: Rules) -> [(&str, &str, u32); 3] {
+    fn keys(&self, rules: Rules) -> Vec<(&str, &str, u32)> {
         let free = rules.free_failures.max(1);
-        [
-            (&self.name, &self.addr, free),
-            (&self.name, "", free.saturating_mul(NAME_ANYWHERE)),
-            ("", &self.addr, free.saturating_mul(ADDRESS_ANY_NAME)),
-        ]
+        let address = (
+            "",
+            self.addr.as_str(),
+            free.saturating_mul(ADDRESS_ANY_NAME),
+        );
+        match &self.name {
+            Some(name) => vec![
+                (name, &self.addr, free),
+                (name, "", free.saturating_mul(NAME_ANYWHERE)),
+                address,
+            ],
+            None => vec![address],
+        }
     }
 }
 
@@ -177,9 +195,12 @@ pub fn failed(
 /// A successful log-in clears its name's keys. The address key stays: one right password
 /// must not wipe out a spray of guesses at other names from the same address.
 pub fn succeeded(tx: &Admin<'_>, attempt: &Attempt) -> crate::store::Result<()> {
-    let conn = tx.conn;
-    conn.prepare_cached("DELETE FROM login_throttle WHERE name = ?1")?
-        .execute([&attempt.name])?;
+    let Some(name) = &attempt.name else {
+        return Ok(());
+    };
+    tx.conn
+        .prepare_cached("DELETE FROM login_throttle WHERE name = ?1")?
+        .execute([name])?;
     Ok(())
 }
 
