@@ -126,7 +126,7 @@ impl Http {
             .max_redirects(0)
             .build()
             .into();
-        let origin = format!("{}", url.authority());
+        let origin = url.authority().to_string();
         let cookies = self.jar.borrow().get(&origin).map(|c| {
             c.iter()
                 .map(|(k, v)| format!("{k}={v}"))
