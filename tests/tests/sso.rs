@@ -1,6 +1,8 @@
 //! Staff single sign-on against a real OpenID Connect provider: panva's oidc-provider (OpenID
 //! Certified) under node, with its own log-in and consent pages. A DSL signs in through
-//! headless Chromium; the refusals are driven with a plain HTTP client through the same pages.
+//! headless Chromium; the refusals (a replayed answer, groups that map to no role or are left
+//! out, another domain, a cancelled sign-in, a token expired by the provider's slow clock, a
+//! provider naming another issuer) are driven with a plain HTTP client through the same pages.
 //! The provider names itself `localhost` and the console is reached as 127.0.0.1, so the
 //! return from the provider is a cross-site navigation, as it is from Entra ID or Google.
 
@@ -40,13 +42,26 @@ struct Idp {
 
 impl Idp {
     fn start(port: u16, console: &str, people: &Value) -> Self {
+        Self::start_at(port, console, people, None)
+    }
+
+    /// `clock`: a libfaketime offset for the provider's clock alone (e.g. "-2h").
+    fn start_at(port: u16, console: &str, people: &Value, clock: Option<&str>) -> Self {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("oidc");
         let clients = json!([{
             "client_id": CLIENT_ID,
             "client_secret": SECRET,
             "redirect_uris": [format!("{console}/login/sso/callback")],
         }]);
-        let mut child = Command::new("node")
+        let mut node = Command::new("node");
+        if let Some(offset) = clock {
+            node.env(
+                "LD_PRELOAD",
+                "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
+            )
+            .env("FAKETIME", offset);
+        }
+        let mut child = node
             .arg(dir.join("provider.mjs"))
             .current_dir(&dir)
             .env("PORT", port.to_string())
@@ -374,6 +389,25 @@ async fn staff_sign_in_through_the_schools_provider_and_are_refused_what_it_does
     idp = Idp::start(port, &console, &people(&[]));
     let (status, page) = sign_in(&client(), &console, "amy");
     assert_eq!(status, 403, "{page}");
+
+    // A provider whose clock is two hours slow issues ID tokens that expired an hour ago: the
+    // code is good, the token is refused, and the refusal is in the trail.
+    drop(idp);
+    idp = Idp::start_at(port, &console, &people(&["g-dsl"]), Some("-2h"));
+    let mark = last_id(&c);
+    let (status, page) = sign_in(&client(), &console, "amy");
+    assert_eq!(status, 403, "{page}");
+    assert!(
+        page.contains("ID token was refused") && page.contains("xpired"),
+        "{page}"
+    );
+    assert!(
+        trail(&c, mark)
+            .iter()
+            .any(|e| e.0 == "login.failed" && e.2.contains("xpired")),
+        "{:#?}",
+        trail(&c, mark)
+    );
 
     // A provider that is not the configured issuer is refused at the start, by name.
     configure(&mut c, &format!("http://127.0.0.1:{}", idp.port));
