@@ -49,15 +49,16 @@ impl Heartbeat {
     async fn beat(&self) -> Result<(), tonic::Status> {
         let s = self.spool.stats();
         #[cfg(target_os = "linux")]
-        let browsers = {
+        let (browsers, browsers_read) = {
             let watch = Arc::clone(&self.browsers);
-            tokio::task::spawn_blocking(move || watch.report())
-                .await
-                .unwrap_or_default()
+            match tokio::task::spawn_blocking(move || watch.report()).await {
+                Ok(b) => (b, true),
+                Err(_) => (Vec::new(), false),
+            }
         };
         // The Windows registry's browser policies are not read yet.
         #[cfg(not(target_os = "linux"))]
-        let browsers = Vec::new();
+        let (browsers, browsers_read) = (Vec::new(), false);
         let mut req = tonic::Request::new(HeartbeatRequest {
             agent_version: env!("CARGO_PKG_VERSION").into(),
             os: crate::os_description(),
@@ -70,6 +71,7 @@ impl Heartbeat {
             process_stats: self.process_source.stats(),
             process_fallback: self.process_source.fallback(),
             browsers,
+            browsers_read,
         });
         req.set_timeout(Duration::from_secs(15));
         self.client().heartbeat(req).await?;

@@ -414,8 +414,8 @@ impl Telemetry for TelemetryService {
             h.last_seq = hb.last_seq;
             h.process_source = clip(&hb.process_source);
             h.process_fallback = clip(&hb.process_fallback);
-            if !hb.browsers.is_empty() {
-                h.browsers = Some(posture(&hb.browsers));
+            if let Some(b) = reported_posture(&hb) {
+                h.browsers = Some(b);
             }
             if let Some(s) = hb.process_stats {
                 h.process_stats = store::agents::ProcessStats {
@@ -464,6 +464,14 @@ impl Telemetry for TelemetryService {
 const MAX_BROWSERS: usize = 8;
 const MAX_PROBLEMS: usize = 4;
 const MAX_USERS: usize = 8;
+
+/// The posture a heartbeat reports, if it reports one: an older agent's empty list says
+/// nothing, a current agent's says no browser is installed (what was held is cleared).
+fn reported_posture(
+    hb: &invigilator_proto::v1::HeartbeatRequest,
+) -> Option<store::agents::BrowserPosture> {
+    (hb.browsers_read || !hb.browsers.is_empty()).then(|| posture(&hb.browsers))
+}
 
 /// A heartbeat's browser posture, bounded and with every string clipped, as the store keeps it.
 fn posture(browsers: &[invigilator_proto::v1::BrowserPosture]) -> store::agents::BrowserPosture {
@@ -559,6 +567,22 @@ mod tests {
             p.missing.starts_with("firefox: pupil0, pupil1"),
             "{}",
             p.missing
+        );
+    }
+
+    #[test]
+    fn an_empty_posture_clears_only_when_the_agent_read_the_browsers() {
+        use invigilator_proto::v1::HeartbeatRequest;
+        let old_agent = HeartbeatRequest::default();
+        assert!(reported_posture(&old_agent).is_none(), "says nothing");
+        let none_installed = HeartbeatRequest {
+            browsers_read: true,
+            ..Default::default()
+        };
+        let p = reported_posture(&none_installed).expect("clears what was held");
+        assert_eq!(
+            (p.json.as_str(), p.unseen.as_str(), p.missing.as_str()),
+            ("[]", "", "")
         );
     }
     use invigilator_proto::v1::{Event, Gap, event::Kind};

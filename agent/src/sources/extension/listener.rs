@@ -16,6 +16,14 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
+/// How long a message may take to arrive once its first byte has (a browser writes each one
+/// whole; only a stalled or hostile peer is slower).
+const LINE_DEADLINE: Duration = if cfg!(test) {
+    Duration::from_millis(300)
+} else {
+    Duration::from_secs(10)
+};
+
 /// Binds the socket (replacing a stale one left by a killed agent) and starts accepting.
 pub(super) fn start(
     cfg: ExtensionConfig,
@@ -189,11 +197,23 @@ async fn converse(
     let mut line = Vec::with_capacity(1024);
     loop {
         line.clear();
-        let n = (&mut read)
-            .take(max as u64 + 1)
-            .read_until(b'\n', &mut line)
-            .await?;
-        if n == 0 {
+        // A connection may stay quiet as long as the browser keeps it, but a message, once
+        // begun, must end soon: a host that stops half-way would otherwise keep its slot.
+        if read.fill_buf().await?.is_empty() {
+            return Ok(());
+        }
+        let mut bounded = (&mut read).take(max as u64 + 1);
+        let rest = bounded.read_until(b'\n', &mut line);
+        let Ok(n) = tokio::time::timeout(LINE_DEADLINE, rest).await else {
+            let why = format!(
+                "a message not finished within {}s; connection closed",
+                LINE_DEADLINE.as_secs_f32()
+            );
+            tracing::warn!(%user, "extension: {why}");
+            write.write_all(&reply_error(&why)).await?;
+            return Ok(());
+        };
+        if n? == 0 {
             return Ok(());
         }
         if line.last() != Some(&b'\n') {
@@ -440,6 +460,27 @@ mod tests {
             "{reply}"
         );
         assert!(lines.next_line().await.unwrap().is_none(), "closed");
+        // A message begun and never finished closes its connection after the deadline, while
+        // an idle one stays open.
+        let (r, mut w) = UnixStream::connect(&cfg.socket).await.unwrap().into_split();
+        let mut stalled = BufReader::new(r).lines();
+        let (idle_r, _idle_w) = UnixStream::connect(&cfg.socket).await.unwrap().into_split();
+        w.write_all(br#"{"type":"hel"#).await.unwrap();
+        let reply = tokio::time::timeout(Duration::from_secs(5), stalled.next_line())
+            .await
+            .expect("closed within the deadline")
+            .unwrap()
+            .unwrap();
+        assert!(reply.contains("not finished within"), "{reply}");
+        assert!(stalled.next_line().await.unwrap().is_none(), "closed");
+        let mut idle = BufReader::new(idle_r).lines();
+        assert!(
+            tokio::time::timeout(Duration::from_millis(500), idle.next_line())
+                .await
+                .is_err(),
+            "an idle connection was closed"
+        );
+        drop((idle, _idle_w, stalled, w));
         // Its slot is given back once its task has ended.
         tokio::time::sleep(Duration::from_millis(100)).await;
 
