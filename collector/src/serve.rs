@@ -189,15 +189,10 @@ pub async fn run(data_dir: &Path, opts: ServeOptions) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen for HTTP on {}", config.http.listen))?;
     let http_addr = http.local_addr()?;
     if let Some(sso) = &config.console.sso {
-        // A bad CA or secret file stops the start with its reason; an unreachable provider
-        // only disables sign-on until it answers (local accounts keep working).
-        let provider =
-            crate::console::sso::Provider::new(sso.clone(), data_dir).context("console.sso")?;
-        provider.secret().context("console.sso")?;
-        tokio::task::spawn_blocking(move || match provider.check() {
-            Ok(()) => tracing::info!(issuer = %provider.cfg.issuer, "single sign-on ready"),
-            Err(e) => tracing::error!(error = %e, "single sign-on cannot reach its provider yet"),
-        });
+        // A bad CA or secret file stops the start with its reason.
+        crate::console::sso::Provider::new(sso.clone(), data_dir)
+            .and_then(|p| p.secret())
+            .context("console.sso")?;
     }
     // The console is given the store, never the key.
     let console = crate::console::Console::new(
@@ -205,6 +200,14 @@ pub async fn run(data_dir: &Path, opts: ServeOptions) -> anyhow::Result<()> {
         config.console.clone(),
         Arc::clone(&shared.policy),
     );
+    if let Some(provider) = console.sso_provider() {
+        // Discovery now, so the first sign-in does not wait for it; an unreachable provider
+        // only disables sign-on until it answers (local accounts keep working).
+        tokio::task::spawn_blocking(move || match provider.check() {
+            Ok(()) => tracing::info!(issuer = %provider.cfg.issuer, "single sign-on ready"),
+            Err(e) => tracing::error!(error = %e, "single sign-on cannot reach its provider yet"),
+        });
+    }
     let mut app = crate::console::router(console).route_layer(
         axum::middleware::from_fn_with_state(Arc::clone(&metrics), metrics::http::track),
     );

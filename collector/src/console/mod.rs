@@ -93,6 +93,11 @@ impl Console {
         })
     }
 
+    /// Single sign-on's provider, when configured.
+    pub fn sso_provider(&self) -> Option<Arc<sso::Provider>> {
+        self.sso.clone()
+    }
+
     #[cfg(test)]
     pub(crate) fn data_dir(&self) -> &std::path::Path {
         self.store.data_dir()

@@ -130,6 +130,7 @@ CREATE TABLE IF NOT EXISTS staff (
 CREATE TABLE IF NOT EXISTS sso_logins (
     state         TEXT PRIMARY KEY,
     browser       TEXT NOT NULL,
+    source        TEXT NOT NULL,     -- the address that began it (a cap per address)
     nonce         TEXT NOT NULL,
     pkce_verifier TEXT NOT NULL,
     next          TEXT NOT NULL,

@@ -12,6 +12,9 @@ use crate::config::SsoConfig;
 use crate::store::accounts::Role;
 use crate::store::accounts::sso::Known;
 
+/// Google's issuer, whose tokens name a Workspace domain only in `hd`.
+const GOOGLE: &str = "https://accounts.google.com";
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// Sign in to this existing account.
@@ -72,11 +75,12 @@ fn no_role(cfg: &SsoConfig, who: &Identity) -> String {
     }
 }
 
-/// The user name of an account the sign-on creates: the verified e-mail, else the subject.
+/// The user name of an account the sign-on creates: the verified e-mail where it makes a
+/// valid user name, else one made from the subject.
 fn new_username(who: &Identity) -> String {
     match &who.email {
-        Some(e) => e.clone(),
-        None => {
+        Some(e) if crate::store::accounts::valid_username(e) => e.clone(),
+        _ => {
             let tail: String = who
                 .subject
                 .chars()
@@ -96,9 +100,13 @@ pub fn decide(
     name_taken: impl Fn(&str) -> bool,
 ) -> Outcome {
     if !cfg.domains.is_empty() {
+        // Google vouches for a Workspace domain only through hd: a personal Google account may
+        // carry a verified address at the school's domain.
+        let by_email = who.issuer != GOOGLE;
         let domain = who.hd.clone().or_else(|| {
             who.email
                 .as_deref()
+                .filter(|_| by_email)
                 .and_then(|e| e.rsplit_once('@'))
                 .map(|(_, d)| d.to_owned())
         });

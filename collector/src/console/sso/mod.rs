@@ -2,9 +2,9 @@
 //! provider, `/login/sso/callback` takes it back, validates the ID token, decides the account
 //! ([`decide`]) and opens an ordinary console session. Local accounts stay for break-glass.
 //!
-//! Every sign-in, refusal, account created and role changed is in the audit trail. Refusals
-//! count on the log-in back-off of the address they come from, so the callback cannot be used
-//! to flood the trail or the provider.
+//! Every sign-in, refusal, account created and role changed is in the audit trail. Starts and
+//! refusals are held by a back-off of the address they come from, kept apart from password
+//! log-ins, so neither the trail nor the table of sign-ins under way can be flooded.
 
 pub mod decide;
 pub mod provider;
@@ -39,11 +39,37 @@ fn provider(c: &Console) -> Result<&Arc<Provider>, ConsoleError> {
         .ok_or_else(|| ConsoleError::NotFound("single sign-on (console.sso is not set)".into()))
 }
 
+/// The console is reached over HTTPS when the provider returns to an https address.
+fn sso_over_https(c: &Console) -> bool {
+    c.sso
+        .as_ref()
+        .is_some_and(|p| p.cfg.redirect_url.starts_with("https://"))
+}
+
+/// The back-off key of single sign-on from one address, apart from password log-ins.
+fn attempt(source: &str) -> throttle::Attempt {
+    throttle::Attempt::scoped("sso", source)
+}
+
+/// What a visitor is told of a problem on the collector's side: the log has the detail (a
+/// file's path is nobody's business on a public page).
+fn unavailable(e: SsoError) -> ConsoleError {
+    match e {
+        SsoError::Secret { .. } | SsoError::Ca { .. } => {
+            tracing::error!(error = %e, "single sign-on is not available");
+            ConsoleError::Busy(
+                "single sign-on is not available: the collector's log says why".into(),
+            )
+        }
+        e => ConsoleError::Busy(e.to_string()),
+    }
+}
+
 fn browser_cookie(c: &Console, value: &str, max_age: i64) -> String {
     cookie::Cookie::build((BROWSER_COOKIE, value.to_owned()))
         .http_only(true)
         .same_site(cookie::SameSite::Lax)
-        .secure(c.config.secure_cookies)
+        .secure(c.config.secure_cookies || sso_over_https(c))
         .path("/login/sso")
         .max_age(cookie::time::Duration::seconds(max_age))
         .build()
@@ -66,8 +92,12 @@ fn refused_page(status: StatusCode, message: &str) -> Response {
 }
 
 /// GET /login/sso: records the sign-in under way and sends the browser to the provider.
-pub async fn start(State(c): State<Arc<Console>>, Query(q): Query<NextQuery>) -> Response {
-    match begin(&c, safe_next(q.next.as_deref())).await {
+pub async fn start(
+    State(c): State<Arc<Console>>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    Query(q): Query<NextQuery>,
+) -> Response {
+    match begin(&c, safe_next(q.next.as_deref()), addr.ip().to_string()).await {
         Ok((to, browser)) => (
             [(
                 header::SET_COOKIE,
@@ -80,12 +110,17 @@ pub async fn start(State(c): State<Arc<Console>>, Query(q): Query<NextQuery>) ->
     }
 }
 
-async fn begin(c: &Arc<Console>, next: String) -> Result<(url::Url, String), ConsoleError> {
+async fn begin(
+    c: &Arc<Console>,
+    next: String,
+    source: String,
+) -> Result<(url::Url, String), ConsoleError> {
     let p = Arc::clone(provider(c)?);
+    admit(c, &source).await?;
     let auth = tokio::task::spawn_blocking(move || p.authorize())
         .await
         .map_err(|e| ConsoleError::Internal(e.to_string()))?
-        .map_err(|e| ConsoleError::Busy(e.to_string()))?;
+        .map_err(unavailable)?;
     let browser = hex::encode(rand::random::<[u8; 32]>());
     let pending = sso::Pending {
         nonce: auth.nonce,
@@ -94,7 +129,7 @@ async fn begin(c: &Arc<Console>, next: String) -> Result<(url::Url, String), Con
     };
     let (state, b) = (auth.state, browser.clone());
     let room = c
-        .admin(move |conn| Ok(sso::begin(conn, &state, &b, &pending)?))
+        .admin(move |conn| Ok(sso::begin(conn, &state, &b, &source, &pending)?))
         .await?;
     if !room {
         return Err(ConsoleError::Busy(
@@ -154,19 +189,11 @@ pub async fn callback(
     }
 }
 
-/// Whether a refusal counts on the address's back-off: an answer that could be forged or
-/// replayed does; a person the school's own rules turn away (a validated token) does not, or a
-/// whole school behind one address would be held up by a few staff without a role.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Suspect {
-    Yes,
-    No,
-}
-
-/// Refuses a callback, in the trail (and on the back-off when suspect).
+/// Refuses a callback: in the trail, and on the address's single sign-on back-off, so that
+/// nobody can write refusals into the trail without limit (a forged answer, a replayed one, or
+/// a real person sent round again and again).
 async fn refuse(
     c: &Arc<Console>,
-    suspect: Suspect,
     source: &str,
     who: Option<&Identity>,
     reason: String,
@@ -183,14 +210,7 @@ async fn refuse(
     let src = source.to_owned();
     let recorded = c
         .admin(move |conn| {
-            if suspect == Suspect::Yes {
-                throttle::failed(
-                    conn,
-                    &throttle::Attempt::from_address(&src),
-                    rules,
-                    now_us(),
-                )?;
-            }
+            throttle::failed(conn, &attempt(&src), rules, now_us())?;
             record_refusal(conn, &src, &detail)
         })
         .await;
@@ -229,19 +249,19 @@ async fn finish(
     admit(c, source).await?;
     let Some(state) = q.state else {
         let reason = "the answer has no state".to_owned();
-        return Err(refuse(c, Suspect::Yes, source, None, reason).await);
+        return Err(refuse(c, source, None, reason).await);
     };
     let (st, b) = (bounded(&state, 512), browser.to_owned());
     let Some(pending) = c.admin(move |conn| Ok(sso::take(conn, &st, &b)?)).await? else {
         let reason = "this sign-in was already used, has expired (sign-ins last 10 minutes), or \
                       was begun in another browser: start again from the log-in page";
-        return Err(refuse(c, Suspect::Yes, source, None, reason.into()).await);
+        return Err(refuse(c, source, None, reason.into()).await);
     };
     // The person cancelled, or the provider turned them away: said by the provider itself.
     if let Some(error) = q.error {
         let said = q.error_description.unwrap_or_default();
         let reason = format!(
-            "the identity provider said {}{}",
+            "the identity provider said {}{} (as the browser relayed it)",
             bounded(&error, 64),
             if said.is_empty() {
                 String::new()
@@ -249,11 +269,11 @@ async fn finish(
                 format!(": {}", bounded(&said, 300))
             }
         );
-        return Err(refuse(c, Suspect::No, source, None, reason).await);
+        return Err(refuse(c, source, None, reason).await);
     }
     let Some(code) = q.code else {
         let reason = "the answer has no code".to_owned();
-        return Err(refuse(c, Suspect::Yes, source, None, reason).await);
+        return Err(refuse(c, source, None, reason).await);
     };
     let code = bounded(&code, 4096);
     let nonce = pending.nonce.clone();
@@ -263,7 +283,15 @@ async fn finish(
             .map_err(|e| ConsoleError::Internal(e.to_string()))?;
     let who = match checked {
         Ok(who) => who,
-        Err(e) => return Err(refuse(c, Suspect::Yes, source, None, e.to_string()).await),
+        // The provider or its keys out of reach, or the collector's own files: not the
+        // visitor's doing, so not counted against their address.
+        Err(
+            e @ (SsoError::Unavailable(_)
+            | SsoError::Discovery { .. }
+            | SsoError::Secret { .. }
+            | SsoError::Ca { .. }),
+        ) => return Err(unavailable(e)),
+        Err(e) => return Err(refuse(c, source, None, e.to_string()).await),
     };
     let (store, cfg) = (c.store.clone(), provider(c)?.cfg.clone());
     let (w, src) = (who.clone(), source.to_owned());
@@ -271,13 +299,13 @@ async fn finish(
     let outcome = super::blocking(move || sign_in(&store, &cfg, &w, &src, lifetime)).await?;
     match outcome {
         Ok(token) => Ok((token, pending.next)),
-        Err(reason) => Err(refuse(c, Suspect::No, source, Some(&who), reason).await),
+        Err(reason) => Err(refuse(c, source, Some(&who), reason).await),
     }
 }
 
 /// The log-in back-off of the callback's address: while it waits, refused before anything.
 async fn admit(c: &Arc<Console>, source: &str) -> Result<(), ConsoleError> {
-    let (rules, a) = (c.throttle_rules(), throttle::Attempt::from_address(source));
+    let (rules, a) = (c.throttle_rules(), attempt(source));
     let Err(held) = c
         .admin(move |conn| Ok(throttle::admit(conn, &a, rules, now_us())?))
         .await?

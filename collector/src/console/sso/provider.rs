@@ -11,10 +11,11 @@ use openidconnect::core::{
     CoreTokenIntrospectionResponse, CoreTokenType,
 };
 use openidconnect::{
-    AdditionalClaims, AuthenticationFlow, AuthorizationCode, Client, ClientId, ClientSecret,
-    CsrfToken, EmptyExtraTokenFields, EndpointMaybeSet, EndpointNotSet, EndpointSet, HttpRequest,
-    HttpResponse, IdTokenFields, IssuerUrl, Nonce, PkceCodeChallenge, PkceCodeVerifier,
-    RedirectUrl, Scope, StandardErrorResponse, StandardTokenResponse, TokenResponse,
+    AdditionalClaims, AuthenticationFlow, AuthorizationCode, ClaimsVerificationError, Client,
+    ClientId, ClientSecret, CsrfToken, EmptyExtraTokenFields, EndpointMaybeSet, EndpointNotSet,
+    EndpointSet, HttpRequest, HttpResponse, IdTokenFields, IssuerUrl, Nonce, PkceCodeChallenge,
+    PkceCodeVerifier, RedirectUrl, Scope, SignatureVerificationError, StandardErrorResponse,
+    StandardTokenResponse, TokenResponse,
 };
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -24,6 +25,8 @@ use std::time::{Duration, Instant};
 /// Discovery and keys are fetched again after this long, or at once when a token is signed
 /// with a key not in them (the provider rotated its keys).
 const METADATA_FOR: Duration = Duration::from_secs(3600);
+/// A failed discovery is tried again after this long.
+const FAILURE_FOR: Duration = Duration::from_secs(30);
 /// The largest answer read from the provider (its discovery document, keys or token).
 const MAX_ANSWER: u64 = 1 << 20;
 /// Bounds on what a token may carry into the console and the trail.
@@ -45,6 +48,8 @@ pub enum SsoError {
     Ca { path: String, message: String },
     #[error("the identity provider refused the sign-in code: {0}")]
     Exchange(String),
+    #[error("the identity provider did not answer in time: {0}")]
+    Unavailable(String),
     #[error("the identity provider's answer held no ID token")]
     NoIdToken,
     #[error("the ID token was refused: {0}")]
@@ -129,7 +134,9 @@ pub struct Provider {
     pub cfg: SsoConfig,
     data_dir: PathBuf,
     http: ureq::Agent,
-    metadata: Mutex<Option<(Instant, CoreProviderMetadata)>>,
+    /// The last discovery, and when: a failure is kept briefly too, so that a provider that is
+    /// down costs one wait, not one per visitor.
+    metadata: Mutex<Option<(Instant, Result<CoreProviderMetadata, String>)>>,
 }
 
 impl std::fmt::Debug for Provider {
@@ -182,27 +189,29 @@ impl Provider {
     }
 
     fn metadata(&self, fresh: bool) -> Result<CoreProviderMetadata, SsoError> {
-        if !fresh
-            && let Ok(cached) = self.metadata.lock()
-            && let Some((at, m)) = cached.as_ref()
-            && at.elapsed() < METADATA_FOR
-        {
-            return Ok(m.clone());
-        }
         let discovery = |message: String| SsoError::Discovery {
             issuer: self.cfg.issuer.clone(),
             message,
         };
-        let issuer =
-            IssuerUrl::new(self.cfg.issuer.clone()).map_err(|e| discovery(e.to_string()))?;
+        // Held while fetching: visitors arriving meanwhile wait for this one fetch.
+        let mut cached = self
+            .metadata
+            .lock()
+            .map_err(|_| discovery("a previous fetch failed badly".into()))?;
+        if let Some((at, m)) = cached.as_ref() {
+            let keep = if m.is_ok() { METADATA_FOR } else { FAILURE_FOR };
+            if !fresh && at.elapsed() < keep {
+                return m.clone().map_err(discovery);
+            }
+        }
+        let issuer = IssuerUrl::new(self.cfg.issuer.clone()).map_err(|e| e.to_string());
         let http = |r: HttpRequest| self.call(r);
         // Checks the document's issuer is exactly the configured one, and fetches the keys.
-        let m = CoreProviderMetadata::discover(&issuer, &http)
-            .map_err(|e| discovery(error_chain(&e)))?;
-        if let Ok(mut cached) = self.metadata.lock() {
-            *cached = Some((Instant::now(), m.clone()));
-        }
-        Ok(m)
+        let m = issuer.and_then(|issuer| {
+            CoreProviderMetadata::discover(&issuer, &http).map_err(|e| error_chain(&e))
+        });
+        *cached = Some((Instant::now(), m.clone()));
+        m.map_err(discovery)
     }
 
     pub(super) fn client(&self, m: CoreProviderMetadata) -> Result<SsoClient, SsoError> {
@@ -262,17 +271,26 @@ impl Provider {
             .map_err(|e| SsoError::Exchange(e.to_string()))?
             .set_pkce_verifier(PkceCodeVerifier::new(verifier))
             .request(&http)
-            .map_err(|e| SsoError::Exchange(error_chain(&e)))?;
+            .map_err(|e| match e {
+                // The provider answered, and said no (a used or forged code, a wrong verifier).
+                openidconnect::RequestTokenError::ServerResponse(_) => {
+                    SsoError::Exchange(error_chain(&e))
+                }
+                _ => SsoError::Unavailable(error_chain(&e)),
+            })?;
         let id_token = tokens.id_token().ok_or(SsoError::NoIdToken)?;
         let nonce = Nonce::new(nonce.to_owned());
         match self.identity(&client, id_token, &nonce) {
             Ok(who) => Ok(who),
-            // Keys may have rotated since discovery: fetch them again, once.
-            Err(first) => {
+            // Signed with a key not in the set fetched: the provider rotated its keys since.
+            Err(ClaimsVerificationError::SignatureVerification(
+                SignatureVerificationError::NoMatchingKey,
+            )) => {
                 let fresh = self.client(self.metadata(true)?)?;
                 self.identity(&fresh, id_token, &nonce)
-                    .map_err(|_| SsoError::Token(error_chain(&first)))
+                    .map_err(|e| SsoError::Token(error_chain(&e)))
             }
+            Err(e) => Err(SsoError::Token(error_chain(&e))),
         }
     }
 
@@ -283,8 +301,21 @@ impl Provider {
         client: &SsoClient,
         id_token: &SsoIdToken,
         nonce: &Nonce,
-    ) -> Result<Identity, openidconnect::ClaimsVerificationError> {
-        let claims = id_token.claims(&client.id_token_verifier(), nonce)?;
+    ) -> Result<Identity, ClaimsVerificationError> {
+        // Public-key signatures only: a provider advertising HS256 must not make the client
+        // secret (which the console holds) a key that signs identities.
+        let verifier = client.id_token_verifier().set_allowed_algs([
+            CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256,
+            CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha384,
+            CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha512,
+            CoreJwsSigningAlgorithm::RsaSsaPssSha256,
+            CoreJwsSigningAlgorithm::RsaSsaPssSha384,
+            CoreJwsSigningAlgorithm::RsaSsaPssSha512,
+            CoreJwsSigningAlgorithm::EcdsaP256Sha256,
+            CoreJwsSigningAlgorithm::EcdsaP384Sha384,
+            CoreJwsSigningAlgorithm::EdDsa,
+        ]);
+        let claims = id_token.claims(&verifier, nonce)?;
         let extra = &claims.additional_claims().claims;
         let groups = match extra.get(&self.cfg.groups_claim) {
             Some(serde_json::Value::Array(items)) => Groups::Listed(
@@ -307,7 +338,8 @@ impl Provider {
         let email = claims
             .email()
             .filter(|_| claims.email_verified() == Some(true))
-            .map(|e| bounded(e).to_lowercase());
+            // ASCII only, as the store compares: Unicode folding would let "K" (Kelvin) be "k".
+            .map(|e| bounded(e).to_ascii_lowercase());
         let name = claims
             .name()
             .and_then(|n| n.get(None))
@@ -322,7 +354,7 @@ impl Provider {
             hd: extra
                 .get("hd")
                 .and_then(|h| h.as_str())
-                .map(|h| bounded(h).to_lowercase()),
+                .map(|h| bounded(h).to_ascii_lowercase()),
         })
     }
 }

@@ -252,6 +252,11 @@ fn nobody_gets_a_role_by_default_and_an_administrators_role_stands() {
         decide(&c, &gus, Some(&made), &[], free),
         Outcome::Refuse(_)
     ));
+    // An e-mail that is no valid user name gives one made from the subject.
+    let odd = person(Some("o'brien@s.example"), listed(&["g-dsl"]), None);
+    assert!(
+        matches!(decide(&c, &odd, None, &[], free), Outcome::Create { username, .. } if username == "sso-subject1")
+    );
     // A local account already has the name: not taken over.
     assert!(
         matches!(decide(&c, &amy, None, &[], |n: &str| n == "amy@s.example"), Outcome::Refuse(r) if r.contains("exists but is not this person's"))
@@ -275,6 +280,12 @@ fn only_the_schools_domains_sign_in_when_listed() {
         decide(&c, &by_email, None, &[], free),
         Outcome::Create { .. }
     ));
+    // Google: only hd vouches for the domain, not a personal account's verified address.
+    let mut personal = person(Some("amy@school.example"), listed(&["g-dsl"]), None);
+    personal.issuer = "https://accounts.google.com".into();
+    assert!(
+        matches!(decide(&c, &personal, None, &[], free), Outcome::Refuse(r) if r.contains("no hosted domain"))
+    );
     let nothing = person(None, listed(&["g-dsl"]), None);
     assert!(
         matches!(decide(&c, &nothing, None, &[], free), Outcome::Refuse(r) if r.contains("no hosted domain"))

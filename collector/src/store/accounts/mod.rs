@@ -110,7 +110,16 @@ pub struct Account {
 }
 
 fn check_username(name: &str) -> Result<(), AccountError> {
-    let ok = !name.is_empty()
+    if valid_username(name) {
+        Ok(())
+    } else {
+        Err(AccountError::BadUsername(name.to_owned()))
+    }
+}
+
+/// 1 to 64 ASCII letters, digits, '.', '-', '_' or '@', starting with a letter or digit.
+pub fn valid_username(name: &str) -> bool {
+    !name.is_empty()
         && name.len() <= 64
         && name
             .chars()
@@ -118,12 +127,7 @@ fn check_username(name: &str) -> Result<(), AccountError> {
             .is_some_and(|c| c.is_ascii_alphanumeric())
         && name
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || ".-_@".contains(c));
-    if ok {
-        Ok(())
-    } else {
-        Err(AccountError::BadUsername(name.to_owned()))
-    }
+            .all(|c| c.is_ascii_alphanumeric() || ".-_@".contains(c))
 }
 
 pub fn hash_password(password: &str) -> Result<String, AccountError> {

@@ -13,9 +13,11 @@ use std::time::Duration;
 
 /// How long a sign-in may take at the provider.
 pub const PENDING_FOR: Duration = Duration::from_secs(10 * 60);
-/// Sign-ins under way at once; past it, new ones are refused until some end or expire (the
-/// start page is public: a flood must not grow the database).
-const MAX_PENDING: i64 = 5_000;
+/// Sign-ins under way at once, in all and from one address; past them, new ones are refused
+/// until some end or expire (the start page is public: a flood must not grow the database, and
+/// one address must not take every place).
+const MAX_PENDING: i64 = 20_000;
+const MAX_PENDING_PER_ADDRESS: i64 = 500;
 
 /// A sign-in started by [`begin`] and not yet finished.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +37,7 @@ pub fn begin(
     tx: &Admin<'_>,
     state: &str,
     browser: &str,
+    source: &str,
     p: &Pending,
 ) -> Result<bool, AccountError> {
     let conn = tx.conn;
@@ -43,16 +46,21 @@ pub fn begin(
         "DELETE FROM sso_logins WHERE created_at < ?1",
         [now - PENDING_FOR.as_micros() as i64],
     )?;
-    let pending: i64 = conn.query_row("SELECT count(*) FROM sso_logins", [], |r| r.get(0))?;
-    if pending >= MAX_PENDING {
+    let (all, here): (i64, i64) = conn.query_row(
+        "SELECT count(*), count(*) FILTER (WHERE source = ?1) FROM sso_logins",
+        [source],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    if all >= MAX_PENDING || here >= MAX_PENDING_PER_ADDRESS {
         return Ok(false);
     }
     conn.execute(
-        "INSERT INTO sso_logins(state, browser, nonce, pkce_verifier, next, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO sso_logins(state, browser, source, nonce, pkce_verifier, next, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         params![
             digest(state),
             digest(browser),
+            source,
             p.nonce,
             p.pkce_verifier,
             p.next,
@@ -127,11 +135,13 @@ pub fn linked(tx: &Admin<'_>, issuer: &str, subject: &str) -> Result<Option<Know
     }
 }
 
-/// Accounts with this e-mail (compared without case) not linked to another person yet.
+/// Accounts with this e-mail (compared without ASCII case) not linked to another person yet.
+/// Account administrators and accounts with a one-time code are never among them: they are
+/// the break-glass accounts, and signing on would bypass their second factor.
 pub fn unlinked_with_email(tx: &Admin<'_>, email: &str) -> Result<Vec<Known>, AccountError> {
     let mut stmt = tx.conn.prepare(
         "SELECT username FROM staff WHERE email <> '' AND lower(email) = lower(?1)
-         AND sso_subject IS NULL ORDER BY username",
+         AND sso_subject IS NULL AND is_admin = 0 AND totp_secret IS NULL ORDER BY username",
     )?;
     let names: Vec<String> = stmt
         .query_map([email], |r| r.get(0))?
@@ -151,8 +161,10 @@ pub fn link(
     issuer: &str,
     subject: &str,
 ) -> Result<(), AccountError> {
+    // Never over another person's link (two sign-ins racing for one e-mail).
     let n = tx.conn.execute(
-        "UPDATE staff SET sso_issuer = ?2, sso_subject = ?3 WHERE username = ?1",
+        "UPDATE staff SET sso_issuer = ?2, sso_subject = ?3
+         WHERE username = ?1 AND sso_subject IS NULL",
         params![username, issuer, subject],
     )?;
     super::must_exist(n, username)
@@ -231,7 +243,7 @@ mod tests {
     fn a_sign_in_is_taken_once_and_only_by_the_browser_that_began_it() {
         let (_d, conn) = crate::store::test_db();
         let tx = Admin::test(&conn);
-        assert!(begin(&tx, "state-1", "browser-a", &pending("/alerts")).unwrap());
+        assert!(begin(&tx, "state-1", "browser-a", "10.0.0.1", &pending("/alerts")).unwrap());
         assert_eq!(take(&tx, "state-1", "browser-b").unwrap(), None);
         assert_eq!(
             take(&tx, "state-1", "browser-a").unwrap(),
@@ -239,7 +251,7 @@ mod tests {
         );
         assert_eq!(take(&tx, "state-1", "browser-a").unwrap(), None, "replayed");
         // Expired: begun longer ago than a sign-in may take.
-        assert!(begin(&tx, "state-2", "browser-a", &pending("/")).unwrap());
+        assert!(begin(&tx, "state-2", "browser-a", "10.0.0.1", &pending("/")).unwrap());
         conn.execute(
             "UPDATE sso_logins SET created_at = created_at - 601000000",
             [],
@@ -272,10 +284,29 @@ mod tests {
             },
         )
         .unwrap();
+        super::super::create(
+            &tx,
+            &super::super::NewAccount {
+                username: "break-glass",
+                role: Role::Technician,
+                is_admin: true,
+                password: "a long enough password",
+                display_name: "",
+                email: "bob@school.example",
+                must_change_password: false,
+            },
+        )
+        .unwrap();
+        // The administrator with the same e-mail is never signed on to: only bob.
         let found = unlinked_with_email(&tx, "bob@school.example").unwrap();
         assert_eq!(found.len(), 1);
+        assert_eq!(found[0].account.username, "bob");
         assert!(!found[0].role_from_sso && !found[0].linked);
         link(&tx, "bob", "https://idp", "sub-1").unwrap();
+        assert!(
+            link(&tx, "bob", "https://idp", "sub-9").is_err(),
+            "a link is never replaced"
+        );
         assert!(
             unlinked_with_email(&tx, "bob@school.example")
                 .unwrap()

@@ -34,8 +34,9 @@ pub struct Rules {
 /// One log-in attempt: the typed name and the address it came from.
 #[derive(Debug, Clone)]
 pub struct Attempt {
-    /// None: the address alone is counted (a single sign-on answer names nobody before it is
-    /// checked, and one shared key for every sign-on would let anyone hold up everyone's).
+    /// None: only the address key is counted ([`Attempt::scoped`]: a single sign-on answer
+    /// names nobody before it is checked, and one key shared by every sign-on would let anyone
+    /// hold up everyone's).
     name: Option<String>,
     addr: String,
 }
@@ -48,11 +49,12 @@ impl Attempt {
         }
     }
 
-    /// An attempt counted on its address only.
-    pub fn from_address(addr: &str) -> Self {
+    /// An attempt counted only under `scope` from its address, apart from password log-ins
+    /// (so a flood of one kind holds up neither the other kind nor other addresses).
+    pub fn scoped(scope: &str, addr: &str) -> Self {
         Self {
             name: None,
-            addr: addr.to_owned(),
+            addr: format!("{scope} {addr}"),
         }
     }
 
