@@ -97,11 +97,16 @@ struct PolicyFile {
     keyword_exclusions: KeywordExclusionsSpec,
     #[serde(default)]
     keyword_model: keywords::model::ModelSpec,
+    #[serde(default)]
+    keyword_misspellings: keywords::typo::MisspellingsSpec,
 }
 
 /// The keyword libraries, with the shipped classifier unless `[keyword_model]` turns it off.
 fn keywords_of(file: &PolicyFile) -> Result<Keywords, SpecError> {
-    let keywords = Keywords::compile(&file.keywords, &file.keyword_exclusions)?;
+    let mut keywords = Keywords::compile(&file.keywords, &file.keyword_exclusions)?;
+    if !file.keyword_misspellings.enabled {
+        keywords = keywords.without_misspellings();
+    }
     let spec = &file.keyword_model;
     if !spec.enabled {
         return Ok(keywords);

@@ -756,3 +756,19 @@ fn the_keyword_classifier_is_on_by_default_and_the_policy_can_switch_it_off() {
             .contains("keyword_model.threshold")
     );
 }
+
+#[test]
+fn misspellings_are_off_by_default_and_the_policy_can_switch_them_on() {
+    let text = "i want to kill myslef";
+    let default = Policy::parse(DEFAULT_POLICY).unwrap();
+    assert!(default.keywords().scan_terms(text).is_empty());
+    let on = Policy::parse(&format!(
+        "{DEFAULT_POLICY}\n[keyword_misspellings]\nenabled = true\n"
+    ))
+    .unwrap();
+    let hits = on.keywords().scan_terms(text);
+    assert!(
+        hits.iter().any(|h| h.found.contains("typed: myslef")),
+        "{hits:?}"
+    );
+}

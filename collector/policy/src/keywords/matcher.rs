@@ -4,6 +4,7 @@
 use super::model::Model;
 use super::normalise::normalise;
 use super::phrase::{Phrase, Words};
+use super::typo::Vocabulary;
 use super::{KeywordExclusionsSpec, KeywordHit, KeywordLibrarySpec, LanguageSpec};
 use crate::{Severity, SpecError};
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
@@ -51,6 +52,8 @@ pub struct Keywords {
     first_prefix: Vec<(String, usize)>,
     /// The second signal, with its threshold, when the policy has it on.
     model: Option<(std::sync::Arc<Model>, f32)>,
+    /// The longer words of the English terms and patterns, that misspellings are read as.
+    vocabulary: Vocabulary,
 }
 
 /// The automaton being built: patterns by text, each with its roles.
@@ -168,6 +171,7 @@ impl Keywords {
         let mut libraries = Vec::new();
         let mut written: Vec<Written> = Vec::new();
         let mut patterns = Vec::new();
+        let mut vocabulary = Vocabulary::default();
         let mut ids = HashSet::new();
         for lib in libs {
             let id = lib.id.get_ref();
@@ -234,11 +238,19 @@ impl Keywords {
                         if let Some(joined) = run_together(&p) {
                             add(&mut pats, joined, role);
                         }
+                        if severity.is_some() && language.is_none() {
+                            vocabulary.add_term(&p);
+                        }
                         add(&mut pats, p, role);
                     }
                 }
                 for raw in lists.patterns {
                     let p = Phrase::compile(&owner, raw)?;
+                    if severity.is_some() && language.is_none() {
+                        for w in p.exact_words() {
+                            vocabulary.add_word(w);
+                        }
+                    }
                     written.push(Written::of(raw, language.as_deref()));
                     if severity.is_some() {
                         patterns.push((n, written.len() - 1, p));
@@ -308,7 +320,14 @@ impl Keywords {
             first_word,
             first_prefix,
             model: None,
+            vocabulary,
         })
+    }
+
+    /// Leaves misspellings out: terms then match only as written (`[keyword_misspellings]`).
+    pub fn without_misspellings(mut self) -> Self {
+        self.vocabulary = Vocabulary::default();
+        self
     }
 
     /// Adds the classifier: from then on `scan` also reports concerns it finds at or above
@@ -373,7 +392,34 @@ impl Keywords {
         self.scan_normalised(&normalise(text))
     }
 
+    /// The hits of the text as typed, then of the text with its misspellings corrected for
+    /// the libraries that had none; such a hit says what was typed.
     fn scan_normalised(&self, text: &str) -> Vec<KeywordHit> {
+        let mut hits = self.scan_as_written(text);
+        if self.vocabulary.is_empty() {
+            return hits;
+        }
+        let Some((fixed, typed)) = self.vocabulary.correct(text) else {
+            return hits;
+        };
+        let typed = typed
+            .iter()
+            .map(|(was, read)| format!("{was} \u{2192} {read}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let before = hits.len();
+        for mut h in self.scan_as_written(&fixed) {
+            if hits[..before].iter().all(|k| k.library != h.library) {
+                h.found = format!("{} (typed: {typed})", h.found);
+                hits.push(h);
+            }
+        }
+        let order = |id: &str| self.libraries.iter().position(|l| l.id == id);
+        hits.sort_by_key(|h| order(&h.library));
+        hits
+    }
+
+    fn scan_as_written(&self, text: &str) -> Vec<KeywordHit> {
         let Some(ac) = &self.automaton else {
             return Vec::new();
         };

@@ -192,6 +192,21 @@ impl Phrase {
         Some((w[start].1, w[end - 1].2))
     }
 
+    /// Every word the pattern names exactly, in any alternative.
+    pub fn exact_words(&self) -> Vec<&str> {
+        let mut out = Vec::new();
+        for step in &self.steps {
+            if let Step::OneOf(alts) = step {
+                for w in alts.iter().flatten() {
+                    if let Word::Exact(e) = w {
+                        out.push(e.as_str());
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// The words an occurrence can begin with: exact ones, and open (prefix) ones.
     pub fn first_words(&self) -> (Vec<&str>, Vec<&str>) {
         let (mut exact, mut open) = (Vec::new(), Vec::new());

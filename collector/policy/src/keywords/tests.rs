@@ -460,3 +460,30 @@ fn the_classifier_adds_what_terms_miss_and_says_why() {
     // Terms alone, for measuring them.
     assert!(k.scan_terms("i want it all to stop forever").is_empty());
 }
+
+#[test]
+fn a_misspelt_word_is_read_as_the_librarys_and_the_alert_says_what_was_typed() {
+    let k = defaults();
+    let right = k.scan("i want to kill myself");
+    let typed = k.scan("i want to kill myslef");
+    assert!(!right.is_empty());
+    assert_eq!(
+        typed.iter().map(|h| &h.library).collect::<Vec<_>>(),
+        right.iter().map(|h| &h.library).collect::<Vec<_>>()
+    );
+    assert!(
+        typed[0].found.contains("typed: myslef \u{2192} myself"),
+        "{:?}",
+        typed[0]
+    );
+    // An English word one letter from a term is that word, not a misspelling.
+    assert!(k.scan("change the setting on my phone").is_empty());
+    assert!(k.scan("kind regards from year 9").is_empty());
+    // Switched off, terms match only as written.
+    assert!(
+        defaults()
+            .without_misspellings()
+            .scan("i want to kill myslef")
+            .is_empty()
+    );
+}
