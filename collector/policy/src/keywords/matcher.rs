@@ -369,10 +369,14 @@ impl Keywords {
                 model_percent: Some((v.probability * 100.0).floor().clamp(0.0, 100.0) as u8),
             });
         }
-        // Policy order, as for terms.
+        self.in_policy_order(&mut hits);
+        hits
+    }
+
+    /// Hits in the order of their libraries in the policy, as terms are reported.
+    fn in_policy_order(&self, hits: &mut [KeywordHit]) {
         let order = |id: &str| self.libraries.iter().position(|l| l.id == id);
         hits.sort_by_key(|h| order(&h.library));
-        hits
     }
 
     /// True when no library is on.
@@ -414,8 +418,7 @@ impl Keywords {
                 hits.push(h);
             }
         }
-        let order = |id: &str| self.libraries.iter().position(|l| l.id == id);
-        hits.sort_by_key(|h| order(&h.library));
+        self.in_policy_order(&mut hits);
         hits
     }
 

@@ -246,6 +246,7 @@ async fn finish(
     source: &str,
 ) -> Result<(String, String), ConsoleError> {
     let p = Arc::clone(provider(c)?);
+    let cfg = p.cfg.clone();
     admit(c, source).await?;
     let Some(state) = q.state else {
         let reason = "the answer has no state".to_owned();
@@ -293,7 +294,7 @@ async fn finish(
         ) => return Err(unavailable(e)),
         Err(e) => return Err(refuse(c, source, None, e.to_string()).await),
     };
-    let (store, cfg) = (c.store.clone(), provider(c)?.cfg.clone());
+    let store = c.store.clone();
     let (w, src) = (who.clone(), source.to_owned());
     let lifetime = c.config.session_lifetime;
     let outcome = super::blocking(move || sign_in(&store, &cfg, &w, &src, lifetime)).await?;
@@ -364,7 +365,8 @@ fn sign_in(
             group,
         } => {
             let entry = Audit::new("staff.create", object(&username)).detail(format!(
-                "role={role} admin=false; by single sign-on from the provider's group {group}"
+                "{}; by single sign-on from the provider's group {group}",
+                super::users::created_detail(role, false)
             ));
             store.audited(&system, |tx| -> Result<_, ConsoleError> {
                 let email = who.email.as_deref().unwrap_or_default();
