@@ -147,6 +147,21 @@ pub fn evaluate(keywords: &Keywords, items: &[Item]) -> Report {
     })
 }
 
+/// Everything the collector runs, as it runs it (terms, patterns, and the policy's classifier
+/// and misspellings where it turns them on): the fair measure on a corpus none of it was
+/// trained or written on, such as the held-out set.
+pub fn evaluate_as_shipped(keywords: &Keywords, items: &[Item]) -> Report {
+    score(items, |text| {
+        let mut fired: Vec<String> = Vec::new();
+        for hit in keywords.scan(text) {
+            if !fired.contains(&hit.library) {
+                fired.push(hit.library);
+            }
+        }
+        fired
+    })
+}
+
 /// Terms and patterns with the classifier, measured fairly: the items are split into `folds`
 /// (every `folds`-th item), and each fold is judged by a model trained on the others only. One
 /// report per threshold, the models trained once for all of them.
@@ -278,7 +293,22 @@ mod tests {
     #[test]
     fn the_default_libraries_hold_their_floors_on_the_corpus() {
         let p = Policy::parse(DEFAULT_POLICY).unwrap();
-        let r = evaluate(p.keywords(), &corpus());
+        holds_floors(&evaluate(p.keywords(), &corpus()), FLOORS);
+    }
+
+    /// The held-out set, as the collector runs the default policy (its classifier included,
+    /// which was never trained on it). Floors as first measured on 2026-12-04; the set is only
+    /// a fair test while nobody writes patterns from its misses (corpus/holdout/README.md).
+    #[test]
+    fn the_default_policy_holds_its_floors_on_the_held_out_set() {
+        let p = Policy::parse(DEFAULT_POLICY).unwrap();
+        let items =
+            load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus/holdout/holdout.jsonl"))
+                .unwrap();
+        holds_floors(&evaluate_as_shipped(p.keywords(), &items), HELD_OUT_FLOORS);
+    }
+
+    fn holds_floors(r: &Report, floors: &[(&str, f64)]) {
         let mut shown = Vec::new();
         r.render(&mut shown).unwrap();
         let shown = String::from_utf8(shown).unwrap();
@@ -287,7 +317,7 @@ mod tests {
         for m in &r.false_positives {
             println!("false positive: {m:?}");
         }
-        for (concern, floor) in FLOORS {
+        for (concern, floor) in floors {
             let got = r.concerns.get(*concern).map_or(0.0, Score::rate);
             assert!(
                 got >= *floor,
@@ -301,21 +331,36 @@ mod tests {
         );
     }
 
+    const HELD_OUT_FLOORS: &[(&str, f64)] = &[
+        ("bullying", 0.57),
+        ("circumvention", 0.85),
+        ("drugs", 0.60),
+        ("extremism", 0.96),
+        ("grooming", 0.67),
+        ("help_seeking", 0.85),
+        ("self_harm", 0.71),
+        ("sextortion", 0.89),
+        ("sexual_content", 0.85),
+        ("weapons", 0.85),
+    ];
+
     const MAX_FALSE_POSITIVES: f64 = 0.02;
-    /// Set from `policy eval` on 2026-12-03: first after the English pattern work, then
-    /// raised for self-harm, extremism, grooming and sextortion by the home-language lists
-    /// (written without reading the corpus's items in those languages). Still far below the 95%
-    /// the libraries are meant to reach.
+    /// Set from `policy eval` on 2026-12-04, after the English patterns for what children
+    /// type (text-speak read by the normaliser, intent against another person, the child's side
+    /// of grooming and sextortion, slang for drugs and weapons, ways round the filter). The
+    /// English concerns are at 96-100% here; the held-out set (`holdout.jsonl`) says what that
+    /// is worth on text nobody tuned to. Self-harm, extremism, grooming and sextortion are lower
+    /// because of their home-language items.
     const FLOORS: &[(&str, f64)] = &[
-        ("bullying", 0.38),
-        ("circumvention", 0.57),
-        ("drugs", 0.58),
-        ("extremism", 0.46),
-        ("grooming", 0.34),
-        ("help_seeking", 0.61),
-        ("self_harm", 0.55),
-        ("sextortion", 0.36),
-        ("sexual_content", 0.59),
-        ("weapons", 0.62),
+        ("bullying", 0.98),
+        ("circumvention", 1.0),
+        ("drugs", 0.98),
+        ("extremism", 0.56),
+        ("grooming", 0.61),
+        ("help_seeking", 1.0),
+        ("self_harm", 0.69),
+        ("sextortion", 0.65),
+        ("sexual_content", 0.98),
+        ("weapons", 1.0),
     ];
 }

@@ -18,6 +18,7 @@ mod normalise;
 mod phrase;
 #[cfg(test)]
 mod tests;
+mod textspeak;
 pub mod typo;
 
 pub use matcher::Keywords;

@@ -2,6 +2,7 @@
 //! sides agree on what a "word" is: a search typed as `how+to+K1LL_myself` and a page titled
 //! "How to kill myself?" both become ` how to kill myself `.
 
+use super::textspeak;
 use percent_encoding::percent_decode_str;
 use unicode_normalization::char::decompose_canonical;
 
@@ -20,6 +21,8 @@ use unicode_normalization::char::decompose_canonical;
 /// - apostrophes vanish (`I'm` → `im`, `don’t` → `dont`) so contractions stay one word;
 /// - invisible characters (zero-width space, soft hyphen) vanish, as they are used to dodge filters;
 /// - every other non-alphanumeric character (`+ _ - . / ?` ...) separates words;
+/// - text-speak is read as the words it stands for (`u` → `you`, `wanna` → `want to`, `p*rn`
+///   → `porn`; see [`textspeak`]), and any other `*` separates words;
 /// - in a word that mixes letters with `0 1 3 4 5 7 @ $ !`, those stand for letters (`k1ll`,
 ///   `$ex`, `pr0n`); numbers on their own (`year 6`, `1488`) are left alone.
 pub fn normalise(text: &str) -> String {
@@ -41,7 +44,7 @@ pub fn normalise(text: &str) -> String {
         }
     }
     flush(&mut word, &mut out);
-    join_spelled_out(out)
+    textspeak::expand_letters(join_spelled_out(out))
 }
 
 fn push(c: char, word: &mut String, out: &mut String) {
@@ -59,7 +62,7 @@ fn push(c: char, word: &mut String, out: &mut String) {
         | '\u{0a3c}'
         | '\u{0a70}'
         | '\u{0a71}' => {}
-        '@' | '$' | '!' => word.push(c),
+        '@' | '$' | '!' | '*' => word.push(c),
         c if c.is_alphanumeric() => word.push(c),
         _ => flush(word, out),
     }
@@ -99,12 +102,39 @@ fn join_spelled_out(text: String) -> String {
     out
 }
 
-/// Ends the current word: appends it, de-leeted, followed by one space.
+/// Ends the current word: appends it, uncensored or split at its stars, de-leeted and read
+/// as text-speak, followed by one space.
 fn flush(word: &mut String, out: &mut String) {
+    if word.contains('*') {
+        let starred = std::mem::take(word);
+        let starred = starred.trim_matches('*');
+        if let Some(plain) = textspeak::uncensor(starred) {
+            out.push_str(plain);
+            out.push(' ');
+            return;
+        }
+        for piece in starred.split('*') {
+            word.push_str(piece);
+            flush_word(word, out);
+        }
+        return;
+    }
+    flush_word(word, out);
+}
+
+fn flush_word(word: &mut String, out: &mut String) {
+    let start = out.len();
     // Symbols at the edges are punctuation ("help!", "@user"), except a leading `$` ("$ex").
     let trimmed = word
         .trim_start_matches(['@', '!'])
         .trim_end_matches(['@', '!', '$']);
+    // Text-speak with digits ("sum1", "b4") is looked up before they are read as letters.
+    if let Some(words) = textspeak::expand(trimmed) {
+        out.push_str(words);
+        out.push(' ');
+        word.clear();
+        return;
+    }
     let has_letter = trimmed.chars().any(char::is_alphabetic);
     let mut any = false;
     for c in trimmed.chars() {
@@ -123,6 +153,10 @@ fn flush(word: &mut String, out: &mut String) {
         any = true;
     }
     if any {
+        if let Some(words) = textspeak::expand(&out[start..]) {
+            out.truncate(start);
+            out.push_str(words);
+        }
         out.push(' ');
     }
     word.clear();
