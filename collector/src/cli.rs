@@ -323,6 +323,7 @@ pub fn policy_eval(
     mistakes: bool,
     repeat: Option<u32>,
     thresholds: &[f32],
+    held_out: bool,
 ) -> anyhow::Result<()> {
     use invigilator_policy::keywords::eval;
     let policy = match policy {
@@ -348,22 +349,14 @@ pub fn policy_eval(
             }
         }
     }
-    // The classifier is trained on this corpus: it is measured only on folds it did not see.
-    if let Some(t) = thresholds.iter().find(|t| !(**t > 0.0 && **t <= 1.0)) {
-        anyhow::bail!("--threshold {t}: a probability above 0 and at most 1");
-    }
-    let thresholds = if thresholds.is_empty() {
-        vec![invigilator_policy::keywords::model::DEFAULT_THRESHOLD]
-    } else {
-        thresholds.to_vec()
-    };
-    let reports = eval::cross_validate(policy.keywords(), &items, 5, &thresholds);
-    for (threshold, cv) in thresholds.iter().zip(&reports) {
+    if held_out {
         writeln!(
             out,
-            "\nWith the classifier (threshold {threshold}), 5-fold cross-validated:\n"
+            "\nAs the collector runs them (this policy's classifier and misspellings as it sets them):\n"
         )?;
-        cv.render(&mut out)?;
+        eval::evaluate_as_shipped(policy.keywords(), &items).render(&mut out)?;
+    } else {
+        cross_validated(&policy, &items, thresholds, &mut out)?;
     }
     if let Some(n) = repeat.filter(|n| *n > 0) {
         let started = std::time::Instant::now();
@@ -380,6 +373,33 @@ pub fn policy_eval(
             "\nthroughput: {texts:.0} texts in {secs:.2} s on one core = {:.0} texts/s ({hits} hits)",
             texts / secs
         )?;
+    }
+    Ok(())
+}
+
+/// The classifier is trained on this corpus: it is measured only on folds it did not see.
+fn cross_validated(
+    policy: &invigilator_policy::Policy,
+    items: &[invigilator_policy::keywords::eval::Item],
+    thresholds: &[f32],
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    use invigilator_policy::keywords::eval;
+    if let Some(t) = thresholds.iter().find(|t| !(**t > 0.0 && **t <= 1.0)) {
+        anyhow::bail!("--threshold {t}: a probability above 0 and at most 1");
+    }
+    let thresholds = if thresholds.is_empty() {
+        vec![invigilator_policy::keywords::model::DEFAULT_THRESHOLD]
+    } else {
+        thresholds.to_vec()
+    };
+    let reports = eval::cross_validate(policy.keywords(), items, 5, &thresholds);
+    for (threshold, cv) in thresholds.iter().zip(&reports) {
+        writeln!(
+            out,
+            "\nWith the classifier (threshold {threshold}), 5-fold cross-validated:\n"
+        )?;
+        cv.render(out)?;
     }
     Ok(())
 }

@@ -372,6 +372,10 @@ enum PolicyCommand {
         /// several in one run. Default: the policy's default, 0.98.
         #[arg(long = "threshold")]
         thresholds: Vec<f32>,
+        /// The corpus is held out (the shipped classifier was never trained on it): measure
+        /// everything as the collector runs it instead of cross-validating a classifier on it.
+        #[arg(long)]
+        held_out: bool,
     },
     /// Train the keyword classifier on a labelled corpus and write it as a model file.
     Train {
@@ -494,8 +498,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     mistakes,
                     repeat,
                     thresholds,
+                    held_out,
                 },
-        } => cli::policy_eval(&corpus, policy.as_deref(), mistakes, repeat, &thresholds),
+        } => cli::policy_eval(
+            &corpus,
+            policy.as_deref(),
+            mistakes,
+            repeat,
+            &thresholds,
+            held_out,
+        ),
         Command::Policy {
             command: PolicyCommand::Train { corpus, out },
         } => cli::policy_train(&corpus, &out),
