@@ -17,18 +17,10 @@ cleanup() {
 }
 trap cleanup EXIT
 cargo build --release -p invigilator-collector -p invigilator-tests --bins >&2
-# The earlier tree is kept at a fixed place under target/ (a worktree), so that its build is
-# reused from one run to the next; its own target directory keeps the two builds apart.
-src="$root/target/ingest-compare-src"
-if [ "$(git -C "$src" rev-parse HEAD 2>/dev/null)" != "$(git rev-parse "$rev^{commit}")" ]; then
-  git -C "$root" worktree remove --force "$src" 2>/dev/null || rm -rf "$src"
-  git -C "$root" worktree prune
-  git -C "$root" worktree add --detach "$src" "$rev" >&2
-fi
-CARGO_TARGET_DIR="$root/target/ingest-compare-old" cargo build --release \
-  --manifest-path "$src/Cargo.toml" -p invigilator-collector --bins >&2
+# shellcheck source=old_build.sh
+. "$root/tests/bench/old_build.sh"
+old="$(old_collector "$rev")"
 new="$root/target/release/invigilator-collector"
-old="$root/target/ingest-compare-old/release/invigilator-collector"
 lg="$root/target/release/invigilator-loadgen"
 
 # run BIN PORT: one collector, 50 agents x 20000 events; prints loadgen's line.

@@ -345,21 +345,20 @@ mod tests {
     ];
 
     const MAX_FALSE_POSITIVES: f64 = 0.02;
-    /// Set from `policy eval` on 2026-12-04, after the English patterns for what children
-    /// type (text-speak read by the normaliser, intent against another person, the child's side
-    /// of grooming and sextortion, slang for drugs and weapons, ways round the filter). The
-    /// English concerns are at 96-100% here; the held-out set (`holdout.jsonl`) says what that
-    /// is worth on text nobody tuned to. Self-harm, extremism, grooming and sextortion are lower
-    /// because of their home-language items.
+    /// Set from `policy eval` on 2026-12-04, after patterns written from this corpus's
+    /// misses (text-speak read by the normaliser, intent against another person, the child's
+    /// side of grooming and sextortion, slang, ways round the filter, and the home languages).
+    /// Written from these very items, they say little of text nobody tuned to: the held-out
+    /// sets (`corpus/holdout/`) measure that.
     const FLOORS: &[(&str, f64)] = &[
         ("bullying", 0.98),
         ("circumvention", 1.0),
         ("drugs", 0.98),
-        ("extremism", 0.56),
-        ("grooming", 0.61),
+        ("extremism", 0.99),
+        ("grooming", 0.98),
         ("help_seeking", 1.0),
-        ("self_harm", 0.69),
-        ("sextortion", 0.65),
+        ("self_harm", 1.0),
+        ("sextortion", 0.99),
         ("sexual_content", 0.98),
         ("weapons", 1.0),
     ];

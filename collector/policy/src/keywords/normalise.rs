@@ -18,7 +18,8 @@ use unicode_normalization::char::decompose_canonical;
 ///   bindi and addak, which writers use inconsistently;
 /// - a run of three or more single letters is one word (`k i l l`, `s.u.i.c.i.d.e` →
 ///   `kill`, `suicide`): letters spaced or dotted out to dodge a filter;
-/// - apostrophes vanish (`I'm` → `im`, `don’t` → `dont`) so contractions stay one word;
+/// - apostrophes vanish (`I'm` → `im`, `don’t` → `dont`) so contractions stay one word, and
+///   Welsh's `'r` and `'n` with them (`postio'r` → `postio`, `mae'n` → `mae`);
 /// - invisible characters (zero-width space, soft hyphen) vanish, as they are used to dodge filters;
 /// - every other non-alphanumeric character (`+ _ - . / ?` ...) separates words;
 /// - text-speak is read as the words it stands for (`u` → `you`, `wanna` → `want to`, `p*rn`
@@ -49,6 +50,8 @@ pub fn normalise(text: &str) -> String {
 
 fn push(c: char, word: &mut String, out: &mut String) {
     match c {
+        // Kept inside a word until it ends, for Welsh's 'r and 'n (see `flush`).
+        '\'' | '\u{2019}' | '\u{2018}' | '\u{02bc}' | '`' if !word.is_empty() => word.push('\''),
         '\'' | '\u{2019}' | '\u{2018}' | '\u{02bc}' | '`' => {}
         '\u{200b}'..='\u{200d}' | '\u{2060}' | '\u{feff}' | '\u{00ad}' => {}
         // Combining marks: Latin diacritics (what decomposing "é" leaves, or the dot `İ`
@@ -105,6 +108,15 @@ fn join_spelled_out(text: String) -> String {
 /// Ends the current word: appends it, uncensored or split at its stars, de-leeted and read
 /// as text-speak, followed by one space.
 fn flush(word: &mut String, out: &mut String) {
+    if word.contains('\'') {
+        // Welsh writes "the" and its particle onto the word before ("i'r ysgol", "mae'n",
+        // "postio'r lluniau"): dropped, they leave the word a library names. Any other
+        // apostrophe vanishes, keeping a contraction one word (`don't` → `dont`).
+        if word.ends_with("'r") || word.ends_with("'n") {
+            word.truncate(word.len() - 2);
+        }
+        word.retain(|c| c != '\'');
+    }
     if word.contains('*') {
         let starred = std::mem::take(word);
         let starred = starred.trim_matches('*');
@@ -200,6 +212,11 @@ mod tests {
     #[test]
     fn contractions_accents_and_invisible_characters() {
         assert_eq!(normalise("I’m don't"), " im dont ");
+        assert_eq!(normalise("'quoted' O'Neill"), " quoted oneill ");
+        assert_eq!(
+            normalise("ymuno â'r wladwriaeth, mae'n iawn"),
+            " ymuno a wladwriaeth mae iawn "
+        );
         assert_eq!(normalise("Café NAÏVE"), " cafe naive ");
         assert_eq!(normalise("sui\u{200b}cide"), " suicide ");
         assert_eq!(normalise("Cafe\u{301} İstanbul"), " cafe istanbul ");
