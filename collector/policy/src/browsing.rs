@@ -173,7 +173,8 @@ pub fn evaluate(cx: &Context<'_>, v: &BrowsingVisit) -> Vec<Verdict> {
         } else {
             &v.search_engine
         };
-        for hit in cx.keywords.scan(&v.search_terms) {
+        let group = cx.situation.person.group;
+        for hit in cx.keywords.scan_for(&v.search_terms, group) {
             out.push(keyword_verdict(
                 &hit,
                 format!("search on {engine}"),
@@ -182,7 +183,7 @@ pub fn evaluate(cx: &Context<'_>, v: &BrowsingVisit) -> Vec<Verdict> {
         }
     }
     if !v.title.is_empty() {
-        for hit in cx.keywords.scan(&v.title) {
+        for hit in cx.keywords.scan_for(&v.title, cx.situation.person.group) {
             // A search results page repeats the search in its title: one alert is enough.
             if out
                 .iter()

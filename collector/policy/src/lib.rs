@@ -102,8 +102,10 @@ struct PolicyFile {
 }
 
 /// The keyword libraries, with the shipped classifier unless `[keyword_model]` turns it off.
-fn keywords_of(file: &PolicyFile) -> Result<Keywords, SpecError> {
-    let mut keywords = Keywords::compile(&file.keywords, &file.keyword_exclusions)?;
+fn keywords_of(file: &PolicyFile, groups: &Groups) -> Result<Keywords, SpecError> {
+    let mut keywords = Keywords::compile(&file.keywords, &file.keyword_exclusions, |g| {
+        groups.knows(g)
+    })?;
     if !file.keyword_misspellings.enabled {
         keywords = keywords.without_misspellings();
     }
@@ -364,7 +366,7 @@ impl Policy {
         let hash = hex::encode(&Sha256::digest(text.as_bytes())[..4]);
         file.usb.validate()?;
         let groups = Groups::compile(&file.groups, base)?;
-        let keywords = keywords_of(&file)?;
+        let keywords = keywords_of(&file, &groups)?;
         Ok(Self {
             version: format!("{}#{hash}", file.version.trim()),
             responses: file.responses,

@@ -415,6 +415,39 @@ fn searches_and_titles_raise_their_keyword_library_and_innocent_ones_do_not() {
     }
 }
 
+/// The default libraries' primary band: "sexy" is a concern from a year 5 pupil, not from a
+/// secondary one; the base terms count for both.
+#[test]
+fn a_primary_pupils_search_meets_the_primary_band_and_an_older_pupils_does_not() {
+    let (_d, p) = policy_with_lists();
+    let search = |user: &str, q: &str| {
+        let mut e = visit(
+            &format!("https://www.google.com/search?q={}", q.replace(' ', "+")),
+            "",
+            q,
+            LESSON_US,
+        );
+        e.user = user.into();
+        p.evaluate(&CTX, &e)
+    };
+    let a = search("y5smith", "sexy dance moves");
+    assert_eq!(a.len(), 1, "{a:?}");
+    assert_eq!(a[0].rule, "keywords.sexual");
+    assert!(
+        a[0].matched.contains("[age band: primary]"),
+        "{}",
+        a[0].matched
+    );
+    assert!(search("pupil.jones", "sexy dance moves").is_empty());
+    // Schoolwork silences a band's topic terms as it does the library's.
+    assert!(search("y6patel", "rse year 6 sex education").is_empty());
+    for user in ["y5smith", "pupil.jones"] {
+        let a = search(user, "free porn");
+        assert_eq!(a.len(), 1, "{user}: {a:?}");
+        assert!(!a[0].matched.contains("age band"), "{}", a[0].matched);
+    }
+}
+
 #[test]
 fn an_illegal_list_address_raises_one_alert_that_hides_it_and_is_redacted_in_store() {
     let (_d, p) = policy_with_lists();

@@ -5,7 +5,7 @@ use super::model::Model;
 use super::normalise::normalise;
 use super::phrase::{Phrase, Words};
 use super::typo::Vocabulary;
-use super::{KeywordExclusionsSpec, KeywordHit, KeywordLibrarySpec, LanguageSpec};
+use super::{BandSpec, KeywordExclusionsSpec, KeywordHit, KeywordLibrarySpec, LanguageSpec};
 use crate::{Severity, SpecError};
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use std::collections::{HashMap, HashSet};
@@ -54,6 +54,21 @@ pub struct Keywords {
     model: Option<(std::sync::Arc<Model>, f32)>,
     /// The longer words of the English terms and patterns, that misspellings are read as.
     vocabulary: Vocabulary,
+    /// Age bands, by the index terms written for them carry.
+    bands: Vec<Band>,
+}
+
+/// An age band: its name and the user groups it is for.
+#[derive(Debug)]
+struct Band {
+    name: String,
+    users: Vec<String>,
+}
+
+impl Band {
+    fn covers(&self, group: Option<&str>) -> bool {
+        group.is_some_and(|g| self.users.iter().any(|u| u == g))
+    }
 }
 
 /// The automaton being built: patterns by text, each with its roles.
@@ -111,13 +126,16 @@ struct Written {
     text: String,
     /// Its language, when not the library's own.
     language: Option<String>,
+    /// Its age band (an index of `Keywords::bands`), when it counts for that band only.
+    band: Option<usize>,
 }
 
 impl Written {
-    fn of(raw: &Spanned<String>, language: Option<&str>) -> Self {
+    fn of(raw: &Spanned<String>, language: Option<&str>, band: Option<usize>) -> Self {
         Self {
             text: raw.get_ref().trim().to_owned(),
             language: language.map(str::to_owned),
+            band,
         }
     }
 }
@@ -148,6 +166,15 @@ impl<'a> Lists<'a> {
             exclusions: &l.exclusions,
         }
     }
+
+    fn of_band(b: &'a BandSpec) -> Self {
+        Self {
+            terms: &b.terms,
+            topic_terms: &b.topic_terms,
+            patterns: &b.patterns,
+            exclusions: &[],
+        }
+    }
 }
 
 /// A term of several words also as one word (` kill myself ` → ` killmyself `): hashtags and
@@ -163,11 +190,14 @@ fn run_together(pattern: &str) -> Option<String> {
 }
 
 impl Keywords {
+    /// `knows` says whether a user group exists, for the bands' `users`.
     pub fn compile(
         libs: &[KeywordLibrarySpec],
         exclusions: &KeywordExclusionsSpec,
+        knows: impl Fn(&str) -> bool,
     ) -> Result<Self, SpecError> {
         let mut pats = Patterns::default();
+        let mut bands: Vec<Band> = Vec::new();
         let mut libraries = Vec::new();
         let mut written: Vec<Written> = Vec::new();
         let mut patterns = Vec::new();
@@ -206,7 +236,7 @@ impl Keywords {
                     pats.add(pattern, role);
                 }
             };
-            let mut sets = vec![(None, Lists::of(lib))];
+            let mut sets = vec![(None, Lists::of(lib), None)];
             for l in &lib.languages {
                 let tag = l.language.get_ref().trim();
                 if tag.is_empty() || tag.len() > 16 {
@@ -220,16 +250,39 @@ impl Keywords {
                 } else {
                     format!("{tag}, not yet reviewed by native speakers")
                 };
-                sets.push((Some(label), Lists::of_language(l)));
+                sets.push((Some(label), Lists::of_language(l), None));
             }
-            for (language, lists) in sets {
+            for b in &lib.bands {
+                let name = b.name.get_ref().trim();
+                if name.is_empty() || b.users.is_empty() {
+                    return Err(SpecError::at(
+                        b.name.span(),
+                        format!("{owner}: a band needs a `name` and the `users` groups it is for"),
+                    ));
+                }
+                if let Some(u) = b.users.iter().find(|u| !knows(u.get_ref())) {
+                    return Err(SpecError::at(
+                        u.span(),
+                        format!(
+                            "{owner}: band {name:?}: users: {:?} is not a [[groups.users]] group",
+                            u.get_ref()
+                        ),
+                    ));
+                }
+                bands.push(Band {
+                    name: name.to_owned(),
+                    users: b.users.iter().map(|u| u.get_ref().clone()).collect(),
+                });
+                sets.push((None, Lists::of_band(b), Some(bands.len() - 1)));
+            }
+            for (language, lists, band) in sets {
                 for (field, list, topic) in [
                     ("term", lists.terms, false),
                     ("topic term", lists.topic_terms, true),
                 ] {
                     for raw in list {
                         let p = pattern(&owner, field, raw)?;
-                        written.push(Written::of(raw, language.as_deref()));
+                        written.push(Written::of(raw, language.as_deref(), band));
                         let role = Role::Term {
                             library: n,
                             topic,
@@ -238,7 +291,7 @@ impl Keywords {
                         if let Some(joined) = run_together(&p) {
                             add(&mut pats, joined, role);
                         }
-                        if severity.is_some() && language.is_none() {
+                        if severity.is_some() && language.is_none() && band.is_none() {
                             vocabulary.add_term(&p);
                         }
                         add(&mut pats, p, role);
@@ -246,12 +299,12 @@ impl Keywords {
                 }
                 for raw in lists.patterns {
                     let p = Phrase::compile(&owner, raw)?;
-                    if severity.is_some() && language.is_none() {
+                    if severity.is_some() && language.is_none() && band.is_none() {
                         for w in p.exact_words() {
                             vocabulary.add_word(w);
                         }
                     }
-                    written.push(Written::of(raw, language.as_deref()));
+                    written.push(Written::of(raw, language.as_deref(), band));
                     if severity.is_some() {
                         patterns.push((n, written.len() - 1, p));
                     }
@@ -321,6 +374,7 @@ impl Keywords {
             first_prefix,
             model: None,
             vocabulary,
+            bands,
         })
     }
 
@@ -337,10 +391,17 @@ impl Keywords {
         self
     }
 
-    /// The libraries' terms and patterns and, when on, the classifier.
+    /// The libraries' terms and patterns and, when on, the classifier, for someone in no age
+    /// band.
     pub fn scan(&self, text: &str) -> Vec<KeywordHit> {
+        self.scan_for(text, None)
+    }
+
+    /// [`Keywords::scan`] for a person of user group `group`: the terms of the age bands that
+    /// group is in count too.
+    pub fn scan_for(&self, text: &str, group: Option<&str>) -> Vec<KeywordHit> {
         let norm = normalise(text);
-        let mut hits = self.scan_normalised(&norm);
+        let mut hits = self.scan_normalised(&norm, group);
         let Some((model, threshold)) = &self.model else {
             return hits;
         };
@@ -367,6 +428,7 @@ impl Keywords {
                     .join(", "),
                 language: None,
                 model_percent: Some((v.probability * 100.0).floor().clamp(0.0, 100.0) as u8),
+                band: None,
             });
         }
         self.in_policy_order(&mut hits);
@@ -393,13 +455,13 @@ impl Keywords {
     /// policy order, each with the best term: a plain term before a topic term, then the
     /// longest, then the first.
     pub fn scan_terms(&self, text: &str) -> Vec<KeywordHit> {
-        self.scan_normalised(&normalise(text))
+        self.scan_normalised(&normalise(text), None)
     }
 
     /// The hits of the text as typed, then of the text with its misspellings corrected for
     /// the libraries that had none; such a hit says what was typed.
-    fn scan_normalised(&self, text: &str) -> Vec<KeywordHit> {
-        let mut hits = self.scan_as_written(text);
+    fn scan_normalised(&self, text: &str, group: Option<&str>) -> Vec<KeywordHit> {
+        let mut hits = self.scan_as_written(text, group);
         if self.vocabulary.is_empty() {
             return hits;
         }
@@ -412,7 +474,7 @@ impl Keywords {
             .collect::<Vec<_>>()
             .join(", ");
         let before = hits.len();
-        for mut h in self.scan_as_written(&fixed) {
+        for mut h in self.scan_as_written(&fixed, group) {
             if hits[..before].iter().all(|k| k.library != h.library) {
                 h.found = format!("{} (typed: {typed})", h.found);
                 hits.push(h);
@@ -422,9 +484,14 @@ impl Keywords {
         hits
     }
 
-    fn scan_as_written(&self, text: &str) -> Vec<KeywordHit> {
+    fn scan_as_written(&self, text: &str, group: Option<&str>) -> Vec<KeywordHit> {
         let Some(ac) = &self.automaton else {
             return Vec::new();
+        };
+        let counts = |written: usize| {
+            self.written[written]
+                .band
+                .is_none_or(|b| self.bands[b].covers(group))
         };
         let n = self.libraries.len();
         // (library, topic, written, start, end) of each term occurrence.
@@ -473,6 +540,9 @@ impl Keywords {
         type Rank = (bool, usize, std::cmp::Reverse<usize>);
         let mut best: Vec<Option<(Rank, usize, usize, usize)>> = vec![None; n];
         for (lib, topic, written, start, end) in terms {
+            if !counts(written) {
+                continue;
+            }
             // Spans include the spaces around words, so sharing a word means overlapping by more
             // than the one space between neighbouring words.
             let innocent = phrases.iter().any(|&(owner, s, e)| {
@@ -500,6 +570,9 @@ impl Keywords {
                     found: found(text, start, end),
                     language: self.written[written].language.clone(),
                     model_percent: None,
+                    band: self.written[written]
+                        .band
+                        .map(|b| self.bands[b].name.clone()),
                 })
             })
             .collect()

@@ -68,6 +68,28 @@ pub struct KeywordLibrarySpec {
     /// alert.
     #[serde(default)]
     pub languages: Vec<LanguageSpec>,
+    /// Terms and patterns for an age band only (`[[keywords.bands]]` after the library): they
+    /// count for a person in one of the band's user groups, as well as the library's own, which
+    /// count for everyone. A band only adds alerts.
+    #[serde(default)]
+    pub bands: Vec<BandSpec>,
+}
+
+/// One age band's extra terms for a library: what is a concern at seven and not at fifteen.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BandSpec {
+    /// Shown in alerts: "primary".
+    pub name: Spanned<String>,
+    /// The `[[groups.users]]` groups the band is for: ["eyfs", "ks1", "ks2"].
+    pub users: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub terms: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub patterns: Vec<Spanned<String>>,
+    /// Silenced by schoolwork words, as the library's `topic_terms` ("sex" in "RSE year 6").
+    #[serde(default)]
+    pub topic_terms: Vec<Spanned<String>>,
 }
 
 /// One language's terms for a library.
@@ -120,6 +142,8 @@ pub struct KeywordHit {
     /// Set when the classifier (`model.rs`), not a term, found the concern: its probability in
     /// percent. `term` is then "model" and `found` the features that weighed most.
     pub model_percent: Option<u8>,
+    /// The age band whose term matched, when it was not one of the library's own: "primary".
+    pub band: Option<String>,
 }
 
 impl KeywordHit {
@@ -136,8 +160,13 @@ impl KeywordHit {
             .as_ref()
             .map(|l| format!(" [{l}]"))
             .unwrap_or_default();
+        let band = self
+            .band
+            .as_ref()
+            .map(|b| format!(" [age band: {b}]"))
+            .unwrap_or_default();
         format!(
-            "keyword {:?} ({:?}) in {:?}{language}",
+            "keyword {:?} ({:?}) in {:?}{language}{band}",
             self.term, self.found, self.library
         )
     }

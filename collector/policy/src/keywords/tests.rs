@@ -12,7 +12,9 @@ struct Fragment {
 
 fn compile(text: &str) -> Result<Keywords, String> {
     let f: Fragment = toml::from_str(text).map_err(|e| e.to_string())?;
-    Keywords::compile(&f.keywords, &f.keyword_exclusions).map_err(|e| e.render(text))
+    // The default policy's pupil groups, for the bands' `users`.
+    let knows = |g: &str| ["eyfs", "ks1", "ks2", "pupils"].contains(&g);
+    Keywords::compile(&f.keywords, &f.keyword_exclusions, knows).map_err(|e| e.render(text))
 }
 
 fn defaults() -> Keywords {
@@ -312,7 +314,7 @@ fn errors_point_at_the_line_of_the_bad_term() {
 
 #[test]
 fn no_libraries_no_hits() {
-    let k = Keywords::compile(&[], &KeywordExclusionsSpec::default()).unwrap();
+    let k = Keywords::compile(&[], &KeywordExclusionsSpec::default(), |_| true).unwrap();
     assert!(k.is_empty());
     assert!(k.scan("kill myself").is_empty());
 }
@@ -485,5 +487,59 @@ fn a_misspelt_word_is_read_as_the_librarys_and_the_alert_says_what_was_typed() {
             .without_misspellings()
             .scan("i want to kill myslef")
             .is_empty()
+    );
+}
+
+const BANDED: &str = r#"
+[[keywords]]
+id = "sexual"
+concern = "sexual content"
+severity = "inappropriate"
+terms = ["porn"]
+
+[[keywords.bands]]
+name = "primary"
+users = ["ks1", "ks2"]
+terms = ["sexy"]
+patterns = ['{kissing|snogging} {video|videos}']
+"#;
+
+#[test]
+fn an_age_band_adds_terms_for_its_groups_only() {
+    let k = compile(BANDED).unwrap();
+    let bands = |text: &str, group: Option<&str>| -> Vec<Option<String>> {
+        k.scan_for(text, group)
+            .into_iter()
+            .map(|h| h.band)
+            .collect()
+    };
+    let primary = Some("primary".to_owned());
+    assert_eq!(bands("sexy dance", Some("ks2")), vec![primary.clone()]);
+    assert_eq!(bands("kissing videos", Some("ks1")), vec![primary]);
+    assert!(bands("sexy dance", Some("pupils")).is_empty());
+    assert!(bands("sexy dance", None).is_empty());
+    assert!(k.scan("sexy dance").is_empty());
+    // The library's own terms count for everyone, a band's groups included: a band only adds.
+    assert_eq!(bands("porn", Some("ks2")), vec![None]);
+    assert_eq!(bands("porn", Some("pupils")), vec![None]);
+    let hit = &k.scan_for("sexy dance", Some("ks1"))[0];
+    assert!(
+        hit.matched().contains("[age band: primary]"),
+        "{}",
+        hit.matched()
+    );
+}
+
+#[test]
+fn a_band_for_a_group_the_policy_lacks_is_refused() {
+    let err = compile(&BANDED.replace(r#""ks2"]"#, r#""year7"]"#)).unwrap_err();
+    assert!(
+        err.contains(r#"band "primary": users: "year7" is not a [[groups.users]] group"#),
+        "{err}"
+    );
+    let err = compile(&BANDED.replace(r#"users = ["ks1", "ks2"]"#, "users = []")).unwrap_err();
+    assert!(
+        err.contains("a band needs a `name` and the `users`"),
+        "{err}"
     );
 }
