@@ -1,6 +1,7 @@
 //! The compiled libraries: every term, innocent phrase and schoolwork word of every library in
 //! one automaton, so a text is read once whatever the number of libraries.
 
+use super::english;
 use super::model::Model;
 use super::normalise::normalise;
 use super::phrase::{Phrase, Words};
@@ -50,6 +51,11 @@ pub struct Keywords {
     first_word: HashMap<String, Vec<usize>>,
     /// Patterns that can begin with an open word (prefix), with the prefix.
     first_prefix: Vec<(String, usize)>,
+    /// Patterns by their anchor words ([`Phrase::anchor_words`]): only those whose anchor is
+    /// in a text are tried on it.
+    anchors: HashMap<String, Vec<usize>>,
+    /// Patterns without an anchor, tried on every text.
+    unanchored: Vec<usize>,
     /// The second signal, with its threshold, when the policy has it on.
     model: Option<(std::sync::Arc<Model>, f32)>,
     /// The longer words of the English terms and patterns, that misspellings are read as.
@@ -354,6 +360,8 @@ impl Keywords {
         };
         let mut first_word: HashMap<String, Vec<usize>> = HashMap::new();
         let mut first_prefix = Vec::new();
+        let mut anchors: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut unanchored = Vec::new();
         for (i, (_, _, p)) in patterns.iter().enumerate() {
             let (exact, open) = p.first_words();
             for w in exact {
@@ -363,6 +371,17 @@ impl Keywords {
                 }
             }
             first_prefix.extend(open.into_iter().map(|o| (o.to_owned(), i)));
+            match p.anchor_words() {
+                Some(words) => {
+                    for w in words {
+                        let list = anchors.entry(w.to_owned()).or_default();
+                        if !list.contains(&i) {
+                            list.push(i);
+                        }
+                    }
+                }
+                None => unanchored.push(i),
+            }
         }
         Ok(Self {
             libraries,
@@ -372,6 +391,8 @@ impl Keywords {
             patterns,
             first_word,
             first_prefix,
+            anchors,
+            unanchored,
             model: None,
             vocabulary,
             bands,
@@ -405,6 +426,9 @@ impl Keywords {
         let Some((model, threshold)) = &self.model else {
             return hits;
         };
+        if !english::reads_as_english(&norm) {
+            return hits;
+        }
         // Only the libraries that are on and that no term matched.
         let skip = |label: &str| {
             hits.iter().any(|h| h.library == label) || !self.libraries.iter().any(|l| l.id == label)
@@ -515,7 +539,16 @@ impl Keywords {
         }
         if !self.patterns.is_empty() {
             let words = Words::of(text);
-            let mut found = vec![false; self.patterns.len()];
+            // Patterns whose anchor is absent are marked found: there is nothing to try.
+            let mut found = vec![true; self.patterns.len()];
+            for &i in &self.unanchored {
+                found[i] = false;
+            }
+            for at in 0..words.len() {
+                for &i in self.anchors.get(words.word(at)).into_iter().flatten() {
+                    found[i] = false;
+                }
+            }
             for at in 0..words.len() {
                 let w = words.word(at);
                 let exact = self.first_word.get(w).into_iter().flatten().copied();

@@ -11,6 +11,7 @@
 //!   the text has no *schoolwork* word ("homework", "GCSE", "Macbeth"). Plain `terms` are intent
 //!   ("kill myself", "buy weed") and count whatever the text says about homework.
 
+mod english;
 pub mod eval;
 mod matcher;
 pub mod model;

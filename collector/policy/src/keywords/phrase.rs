@@ -207,6 +207,34 @@ impl Phrase {
         out
     }
 
+    /// Words of which any occurrence contains one: one word from each alternative of the step
+    /// whose words are longest (so, mostly, rarest), or None when every step has an open word
+    /// or an alternative of open words only. A text with none of them cannot match, which
+    /// spares trying a pattern that begins with "how" or "a" at every such word.
+    pub fn anchor_words(&self) -> Option<Vec<&str>> {
+        let mut best: Option<(usize, Vec<&str>)> = None;
+        for step in &self.steps {
+            let Step::OneOf(alts) = step else { continue };
+            let words: Option<Vec<&str>> = alts
+                .iter()
+                .map(|seq| {
+                    seq.iter()
+                        .filter_map(|w| match w {
+                            Word::Exact(e) => Some(e.as_str()),
+                            Word::Prefix(_) => None,
+                        })
+                        .max_by_key(|e| e.len())
+                })
+                .collect();
+            let Some(words) = words else { continue };
+            let shortest = words.iter().map(|w| w.len()).min().unwrap_or(0);
+            if best.as_ref().is_none_or(|(s, _)| shortest > *s) {
+                best = Some((shortest, words));
+            }
+        }
+        best.map(|(_, words)| words)
+    }
+
     /// The words an occurrence can begin with: exact ones, and open (prefix) ones.
     pub fn first_words(&self) -> (Vec<&str>, Vec<&str>) {
         let (mut exact, mut open) = (Vec::new(), Vec::new());
@@ -248,6 +276,20 @@ impl Phrase {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pattern_is_anchored_on_its_step_of_longest_words() {
+        let compile = |p: &str| Phrase::compile("t", &Spanned::new(0..0, p.to_owned())).unwrap();
+        let p = compile("how {to|do i} {hurt|kill} {myself|yourself}");
+        assert_eq!(p.anchor_words(), Some(vec!["myself", "yourself"]));
+        // Of an alternative of several words, its longest; of equal steps, the first.
+        let p = compile("how {to|do i} {hurt|kill} {my own self|me}");
+        assert_eq!(p.anchor_words(), Some(vec!["hurt", "kill"]));
+        // A step with an open word only cannot anchor; the others still can.
+        let p = compile("{suicid*|self harm*} .. {help|stop}");
+        assert_eq!(p.anchor_words(), Some(vec!["help", "stop"]));
+        assert_eq!(compile("suic*").anchor_words(), None);
+    }
 
     fn phrase(p: &str) -> Phrase {
         Phrase::compile("t", &Spanned::new(0..0, p.to_owned())).unwrap()

@@ -14,25 +14,11 @@
 //! deleted, is indexed by hash; a word of the text is looked up the same way, and each
 //! candidate is confirmed by comparing letters, so a hash collision never corrects anything.
 
+use super::english::is_english;
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
-use std::sync::OnceLock;
 
 /// The shortest library word that is matched misspelt.
 pub const MIN_LETTERS: usize = 6;
-
-/// English words of five letters or more, one per line.
-const ENGLISH: &str = include_str!("english_words.txt");
-
-fn is_english(word: &str) -> bool {
-    static WORDS: OnceLock<HashSet<&'static str>> = OnceLock::new();
-    WORDS
-        .get_or_init(|| {
-            let mut words = HashSet::with_capacity(ENGLISH.len() / 9);
-            words.extend(ENGLISH.lines());
-            words
-        })
-        .contains(word)
-}
 
 /// `[keyword_misspellings]` in the policy.
 #[derive(Debug, Clone, serde::Deserialize, Default)]
