@@ -805,3 +805,33 @@ fn misspellings_are_off_by_default_and_the_policy_can_switch_them_on() {
         "{hits:?}"
     );
 }
+
+/// The sanctions tables judge "deliberately accessing or trying to access" in one row: a
+/// search for what a site rule blocks carries that rule's severity.
+#[test]
+fn a_search_for_what_a_site_rule_blocks_is_as_severe_as_the_visit() {
+    let file: toml::Value = toml::from_str(DEFAULT_POLICY).unwrap();
+    let severity = |table: &str, id: &str| -> String {
+        file[table]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["id"].as_str() == Some(id))
+            .unwrap_or_else(|| panic!("no {table} {id:?}"))["severity"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    for (library, rule) in [
+        ("sexual", "web.pornography"),
+        ("drugs", "web.drugs"),
+        ("circumvention", "web.circumvention"),
+        ("weapons", "web.violence"),
+    ] {
+        assert_eq!(
+            severity("keywords", library),
+            severity("web", rule),
+            "keywords {library:?} against {rule:?}"
+        );
+    }
+}

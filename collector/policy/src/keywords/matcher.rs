@@ -9,7 +9,8 @@ use super::typo::Vocabulary;
 use super::{BandSpec, KeywordExclusionsSpec, KeywordHit, KeywordLibrarySpec, LanguageSpec};
 use crate::{Severity, SpecError};
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
-use std::collections::{HashMap, HashSet};
+// foldhash: these maps are read at every word of every text, where SipHash's cost shows.
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use toml::Spanned;
 
 /// What a pattern of the automaton stands for; one pattern can have several roles (the same

@@ -5,49 +5,66 @@
 //! or a name ("cos", "da", "yr", "mandy") would change innocent text, so it stays out and the
 //! libraries spell it where they mean it.
 
-/// What a text-speak word stands for, or `None` for a word that is itself.
+use foldhash::HashMap;
+use std::sync::OnceLock;
+
+/// What a text-speak word stands for, or `None` for a word that is itself. Asked of every
+/// word of every text, so the spellings are looked up in a hash map, built once.
 pub(super) fn expand(word: &str) -> Option<&'static str> {
-    Some(match word {
-        "yu" | "ya" => "you",
-        "ur" | "yur" | "youre" => "your",
-        "urself" | "urslf" | "yaself" | "yerself" | "yourslf" => "yourself",
-        "myslf" | "meself" | "maself" => "myself",
-        "wat" | "wot" | "wut" | "wht" => "what",
-        "hw" => "how",
-        "wen" => "when",
-        "wud" | "wld" => "would",
-        "cud" | "cld" => "could",
-        "shud" | "shld" => "should",
-        "pls" | "plz" | "plez" => "please",
-        "ppl" => "people",
-        "sum1" | "some1" | "sumone" | "sumbody" => "someone",
-        "any1" => "anyone",
-        "every1" | "evry1" | "evryone" => "everyone",
-        "no1" | "noone" => "no one",
-        "b4" => "before",
-        "2day" => "today",
-        "2nite" | "2night" | "tonite" => "tonight",
-        "2moro" | "2morrow" | "tmrw" | "tomoz" => "tomorrow",
-        "cuz" | "coz" | "bcoz" | "bcuz" | "becuz" | "becoz" => "because",
-        "gonna" | "finna" => "going to",
-        "wanna" => "want to",
-        "gotta" => "got to",
-        "tryna" => "trying to",
-        "imma" | "ima" => "im going to",
-        "dnt" => "dont",
-        "h8" => "hate",
-        "luv" => "love",
-        "bf" => "boyfriend",
-        "gf" => "girlfriend",
-        "txt" => "text",
-        "msg" => "message",
-        "msgs" => "messages",
-        "pic" | "pik" | "piccy" => "pic",
-        "pix" | "piks" | "piccies" => "pics",
-        "nudez" | "noodz" | "nudies" => "nudes",
-        _ => return None,
+    static MAP: OnceLock<HashMap<&'static str, &'static str>> = OnceLock::new();
+    MAP.get_or_init(|| {
+        SPELLINGS
+            .iter()
+            .flat_map(|(spellings, words)| spellings.iter().map(move |s| (*s, *words)))
+            .collect()
     })
+    .get(word)
+    .copied()
 }
+
+/// The spellings, each with the words it stands for.
+const SPELLINGS: &[(&[&str], &str)] = &[
+    (&["yu", "ya"], "you"),
+    (&["ur", "yur", "youre"], "your"),
+    (
+        &["urself", "urslf", "yaself", "yerself", "yourslf"],
+        "yourself",
+    ),
+    (&["myslf", "meself", "maself"], "myself"),
+    (&["wat", "wot", "wut", "wht"], "what"),
+    (&["hw"], "how"),
+    (&["wen"], "when"),
+    (&["wud", "wld"], "would"),
+    (&["cud", "cld"], "could"),
+    (&["shud", "shld"], "should"),
+    (&["pls", "plz", "plez"], "please"),
+    (&["ppl"], "people"),
+    (&["sum1", "some1", "sumone", "sumbody"], "someone"),
+    (&["any1"], "anyone"),
+    (&["every1", "evry1", "evryone"], "everyone"),
+    (&["no1", "noone"], "no one"),
+    (&["b4"], "before"),
+    (&["2day"], "today"),
+    (&["2nite", "2night", "tonite"], "tonight"),
+    (&["2moro", "2morrow", "tmrw", "tomoz"], "tomorrow"),
+    (&["cuz", "coz", "bcoz", "bcuz", "becuz", "becoz"], "because"),
+    (&["gonna", "finna"], "going to"),
+    (&["wanna"], "want to"),
+    (&["gotta"], "got to"),
+    (&["tryna"], "trying to"),
+    (&["imma", "ima"], "im going to"),
+    (&["dnt"], "dont"),
+    (&["h8"], "hate"),
+    (&["luv"], "love"),
+    (&["bf"], "boyfriend"),
+    (&["gf"], "girlfriend"),
+    (&["txt"], "text"),
+    (&["msg"], "message"),
+    (&["msgs"], "messages"),
+    (&["pik", "piccy"], "pic"),
+    (&["pix", "piks", "piccies"], "pics"),
+    (&["nudez", "noodz", "nudies"], "nudes"),
+];
 
 /// The one-letter words of text-speak ("r u ok") and words split in two ("my self", "sum
 /// one"), read once letters spelled out one by one ("s u i c i d e") have been joined, so
