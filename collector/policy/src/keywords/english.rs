@@ -25,6 +25,13 @@ const COMMON: &[&str] = &[
     "hack", "nudes", "porn", "sex", "hate", "fat", "ugly", "kms", "kys",
 ];
 
+fn is_common(word: &str) -> bool {
+    static WORDS: OnceLock<HashSet<&'static str>> = OnceLock::new();
+    WORDS
+        .get_or_init(|| COMMON.iter().copied().collect())
+        .contains(word)
+}
+
 pub(super) fn is_english(word: &str) -> bool {
     static WORDS: OnceLock<HashSet<&'static str>> = OnceLock::new();
     WORDS
@@ -45,7 +52,7 @@ pub(super) fn reads_as_english(norm: &str) -> bool {
         if !w.is_ascii() && w.chars().any(|c| c.is_alphabetic() && !c.is_ascii()) {
             return false;
         }
-        english = english || COMMON.contains(&w) || (w.len() >= 5 && is_english(w));
+        english = english || is_common(w) || (w.len() >= 5 && is_english(w));
     }
     english
 }
