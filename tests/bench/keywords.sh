@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Keyword detection, this tree beside an earlier commit's binary, each with its own built-in
 # libraries, in one run on this machine: recall per concern and false positives on the
-# development corpus and on the held-out set (as the collector runs them), then texts per
+# development corpus and on the held-out sets (as the collector runs them), then texts per
 # second on one core over the development corpus, terms alone and with the classifier, ROUNDS
 # interleaved rounds.
 #   tests/bench/keywords.sh REV [ROUNDS]
@@ -16,6 +16,7 @@ old="$(old_collector "$rev")"
 new="$root/target/release/invigilator-collector"
 corpus=collector/policy/corpus/keywords.jsonl
 holdout=collector/policy/corpus/holdout/holdout.jsonl
+holdout_ml=collector/policy/corpus/holdout/holdout-ml.jsonl
 dir="$(mktemp -d)"
 trap 'rm -rf "$dir"' EXIT
 # Each binary's own default policy, and the same without the classifier.
@@ -33,11 +34,15 @@ for which in old new; do
   "$bin" policy eval "$corpus" --policy "$dir/$which-model.toml" | sed -n '1,13p'
   echo "== $which: held-out set, terms and patterns alone"
   "$bin" policy eval "$holdout" --policy "$dir/$which-terms.toml" | sed -n '1,13p'
+  echo "== $which: home languages' held-out set, terms and patterns alone"
+  "$bin" policy eval "$holdout_ml" --policy "$dir/$which-terms.toml" | sed -n '1,7p'
 done
 # A binary before bb6a63e has no --held-out: only this tree's is measured as it runs.
 echo "== new: held-out set, as the collector runs it (the shipped classifier included)"
-"$new" policy eval "$holdout" --policy "$dir/new-model.toml" --held-out \
-  | sed -n '/As the collector/,/innocent/p' 
+for c in "$holdout" "$holdout_ml"; do
+  "$new" policy eval "$c" --policy "$dir/new-model.toml" --held-out \
+    | sed -n '/As the collector/,/innocent/p'
+done
 for r in $(seq "$rounds"); do
   for which in old new; do
     bin=$old; [ $which = new ] && bin=$new
