@@ -23,6 +23,10 @@
   const HOST = "uk.invigilator.agent";
   const TITLE_WAIT_MS = globalThis.INVIGILATOR_TITLE_WAIT_MS ?? 700;
   const TITLE_POLL_MS = Math.max(10, Math.floor(TITLE_WAIT_MS / 5));
+  // In-page navigations (a single-page app's history.pushState: a YouTube video, a search
+  // typed into a page that never reloads) come in bursts; a tab's last one in this quiet
+  // time is reported, so a page rewriting its address as you scroll is one visit a second.
+  const IN_PAGE_WAIT_MS = globalThis.INVIGILATOR_IN_PAGE_WAIT_MS ?? 1000;
   const BACKOFF_MIN_MS = globalThis.INVIGILATOR_BACKOFF_MIN_MS ?? 1000;
   const BACKOFF_MAX_MS = globalThis.INVIGILATOR_BACKOFF_MAX_MS ?? 30000;
   const QUEUE_MAX = globalThis.INVIGILATOR_QUEUE_MAX ?? 5000;
@@ -310,12 +314,13 @@
   const titleWaiters = new Map(); // tabId -> Set of {url, finish}
 
   // Resolves with the tab's title as soon as one is known for `url`, or ""
-  // after TITLE_WAIT_MS.
-  function waitForTitle(tabId, url) {
+  // after TITLE_WAIT_MS. `stale` is a title that does not count: the previous
+  // page's, which an in-page navigation keeps until the app changes it.
+  function waitForTitle(tabId, url, stale = "") {
     return new Promise((resolve) => {
       let done = false;
       let poller = null;
-      const entry = { url, finish };
+      const entry = { url, stale, finish };
       function finish(title) {
         if (done) return;
         done = true;
@@ -332,7 +337,7 @@
         poller = null;
         try {
           const tab = await api.tabs.get(tabId);
-          if (tab && tab.url === url && usableTitle(tab.title, url)) {
+          if (tab && tab.url === url && usableTitle(tab.title, url) && tab.title !== stale) {
             finish(tab.title);
           }
         } catch (_) {
@@ -353,7 +358,9 @@
     if (!set) return;
     for (const entry of Array.from(set)) {
       if (tab && typeof tab.url === "string" && tab.url !== entry.url) continue;
-      if (usableTitle(changeInfo.title, entry.url)) entry.finish(changeInfo.title);
+      if (usableTitle(changeInfo.title, entry.url) && changeInfo.title !== entry.stale) {
+        entry.finish(changeInfo.title);
+      }
     }
   }
 
@@ -382,15 +389,31 @@
   }
 
   const committedTabs = new Set(); // tabs with a top-level commit seen here
+  // tabId -> { url: without its fragment, title }: the tab's last reported visit.
+  const lastReported = new Map();
+  const inPageWaiting = new Map(); // tabId -> the in-page navigation waiting its turn
+
+  function withoutFragment(url) {
+    const hash = url.indexOf("#");
+    return hash < 0 ? url : url.slice(0, hash);
+  }
 
   async function onCommitted(details) {
     if (!details || details.frameId !== 0) return;
     committedTabs.add(details.tabId);
+    const waiting = inPageWaiting.get(details.tabId);
+    if (waiting) {
+      clearTimeout(waiting.timer); // a whole new page supersedes it
+      inPageWaiting.delete(details.tabId);
+    }
     if (!isReported(details.url)) return;
+    const last = { url: withoutFragment(details.url), title: "" };
+    lastReported.set(details.tabId, last);
     const [incognito, title] = await Promise.all([
       tabIncognito(details.tabId),
       waitForTitle(details.tabId, details.url),
     ]);
+    last.title = title;
     await enqueue(
       visitRecord({
         url: details.url,
@@ -400,6 +423,50 @@
         time: details.timeStamp,
       })
     );
+  }
+
+  // A single-page app moved to another address without loading a page
+  // (history.pushState). Reported as transition "in_page" once the tab has been
+  // quiet for IN_PAGE_WAIT_MS, unless it is where the tab's last report was (a
+  // fragment change, or back to the same address).
+  function onHistoryStateUpdated(details) {
+    if (!details || details.frameId !== 0 || !isReported(details.url)) return;
+    const tabId = details.tabId;
+    const waiting = inPageWaiting.get(tabId);
+    if (waiting) clearTimeout(waiting.timer);
+    const entry = { url: details.url, time: details.timeStamp, timer: null };
+    entry.timer = setTimeout(() => {
+      if (inPageWaiting.get(tabId) !== entry) return;
+      inPageWaiting.delete(tabId);
+      reportInPage(tabId, entry).catch((err) => {
+        console.error("Invigilator: could not record an in-page visit:", err);
+      });
+    }, IN_PAGE_WAIT_MS);
+    inPageWaiting.set(tabId, entry);
+  }
+
+  async function reportInPage(tabId, entry) {
+    const before = lastReported.get(tabId) || { url: "", title: "" };
+    const url = withoutFragment(entry.url);
+    if (before.url === url) return;
+    const last = { url, title: before.title };
+    lastReported.set(tabId, last);
+    const [incognito, title] = await Promise.all([
+      tabIncognito(tabId),
+      waitForTitle(tabId, entry.url, before.title),
+    ]);
+    last.title = title || before.title;
+    await enqueue(
+      visitRecord({ url: entry.url, title, transition: "in_page", incognito, time: entry.time })
+    );
+  }
+
+  function onTabRemoved(tabId) {
+    const waiting = inPageWaiting.get(tabId);
+    if (waiting) clearTimeout(waiting.timer);
+    inPageWaiting.delete(tabId);
+    lastReported.delete(tabId);
+    committedTabs.delete(tabId);
   }
 
   // When the browser starts, or the extension is installed or updated, pages
@@ -441,7 +508,9 @@
       console.error("Invigilator: could not record a visit:", err);
     });
   });
+  api.webNavigation.onHistoryStateUpdated.addListener(onHistoryStateUpdated);
   api.tabs.onUpdated.addListener(onTabUpdated);
+  api.tabs.onRemoved.addListener(onTabRemoved);
   function onBrowserOrExtensionStart() {
     connect();
     reportOpenTabs().catch((err) => {

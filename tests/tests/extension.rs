@@ -177,6 +177,18 @@ fn extension_visits_arrive_at_once_survive_an_agent_kill_and_count_once() {
         "<b>Maths</b> <script>alert(1)</script>"
     );
 
+    // A single-page app's move (history.pushState) is a visit of its own, with its search.
+    browser.open("http://www.google.test/spa");
+    let moved = "http://www.google.test/search?q=how+to+hurt+myself&spa=1".to_owned();
+    let in_page = wait_for(Duration::from_secs(30), "the in-page visit", || {
+        reported_by(&visits(&c), &moved, "extension")
+            .first()
+            .map(|e| (*e).clone())
+    });
+    assert_eq!(in_page["transition"], "in_page", "{in_page:#}");
+    assert_eq!(in_page["search_terms"], "how to hurt myself");
+    assert_eq!(in_page["title"], "how to hurt myself - App");
+
     // The agent is killed: the extension keeps the visit made meanwhile and sends it once the
     // agent is back.
     a.kill9();

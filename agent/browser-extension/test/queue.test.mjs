@@ -15,6 +15,7 @@ import vm from "node:vm";
 const SOURCE_PATH = fileURLToPath(new URL("../background.js", import.meta.url));
 const SOURCE = readFileSync(SOURCE_PATH, "utf8");
 const TITLE_WAIT_MS = 40;
+const IN_PAGE_WAIT_MS = 30;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 
 const clone = (v) => (v === undefined ? undefined : JSON.parse(JSON.stringify(v)));
@@ -103,7 +104,7 @@ function load({ globals = {}, navigator = {}, namespace = "chrome", extra = {} }
         },
       },
     },
-    webNavigation: { onCommitted: event() },
+    webNavigation: { onCommitted: event(), onHistoryStateUpdated: event() },
     tabs: {
       async get(id) {
         await yieldTurn();
@@ -115,6 +116,7 @@ function load({ globals = {}, navigator = {}, namespace = "chrome", extra = {} }
         return [...tabs.values()].map(clone);
       },
       onUpdated: event(),
+      onRemoved: event(),
     },
     action: {
       async setTitle({ title }) {
@@ -150,6 +152,7 @@ function load({ globals = {}, navigator = {}, namespace = "chrome", extra = {} }
       },
     },
     INVIGILATOR_TITLE_WAIT_MS: TITLE_WAIT_MS,
+    INVIGILATOR_IN_PAGE_WAIT_MS: IN_PAGE_WAIT_MS,
     INVIGILATOR_BACKOFF_MIN_MS: 10,
     INVIGILATOR_BACKOFF_MAX_MS: 40,
     ...globals,
@@ -181,6 +184,18 @@ function load({ globals = {}, navigator = {}, namespace = "chrome", extra = {} }
         transitionType: "link",
         timeStamp: nextTime + 0.4,
         ...details,
+      });
+    },
+    // A single-page app's history.pushState in tab `tabId`, to `url`.
+    pushState(tabId, url) {
+      nextTime += 1000;
+      api.webNavigation.onHistoryStateUpdated.fire({
+        frameId: 0,
+        parentFrameId: -1,
+        tabId,
+        url,
+        transitionType: "link",
+        timeStamp: nextTime + 0.4,
       });
     },
     // Open a tab whose page already has a title, and commit it.
@@ -545,6 +560,58 @@ test("at browser start or install, open pages not seen committing are reported o
     assert.ok(Math.abs(open.time - Date.now()) < 5000);
     assert.equal(byUrl["https://example.org/untitled"].title, "");
     assert.equal(env.ports.length, 1);
+  } finally {
+    env.close();
+  }
+});
+
+test("an in-page navigation is reported once the tab is quiet, with its new title", async () => {
+  const env = load();
+  try {
+    const port = await connected(env);
+    env.visit(1, "https://www.youtube.com/");
+    await waitFor(() => port.visits().length === 1, "the page itself");
+    // The app moves through three addresses in a burst; only the last is a visit. Its title
+    // is still the old page's until the app sets it.
+    env.pushState(1, "https://www.youtube.com/results?search_query=a");
+    env.pushState(1, "https://www.youtube.com/results?search_query=ab");
+    const watch = "https://www.youtube.com/watch?v=how-to";
+    env.tabs.set(1, { id: 1, url: watch, title: "Title of https://www.youtube.com/", incognito: false });
+    env.pushState(1, watch);
+    await sleep(IN_PAGE_WAIT_MS + TITLE_WAIT_MS / 2);
+    env.tabs.set(1, { id: 1, url: watch, title: "How to - YouTube", incognito: false });
+    await waitFor(() => port.visits().length === 2, "the in-page visit");
+    const v = port.visits()[1];
+    assert.equal(v.url, watch);
+    assert.equal(v.transition, "in_page");
+    assert.equal(v.title, "How to - YouTube", "not the previous page's title");
+    // A fragment change, or the same address again, is no new visit.
+    env.pushState(1, watch + "#t=30");
+    await sleep(IN_PAGE_WAIT_MS + TITLE_WAIT_MS * 2);
+    assert.equal(port.visits().length, 2);
+  } finally {
+    env.close();
+  }
+});
+
+test("a whole page load supersedes an in-page navigation still waiting", async () => {
+  const env = load();
+  try {
+    const port = await connected(env);
+    env.visit(2, "https://app.example/");
+    await waitFor(() => port.visits().length === 1, "the page itself");
+    env.pushState(2, "https://app.example/inbox");
+    env.visit(2, "https://other.example/");
+    await sleep(IN_PAGE_WAIT_MS + TITLE_WAIT_MS * 2);
+    await waitFor(() => port.visits().length === 2, "the new page");
+    assert.deepEqual(
+      port.visits().map((v) => [v.url, v.transition]),
+      [
+        ["https://app.example/", "link"],
+        ["https://other.example/", "link"],
+      ]
+    );
+    env.api.tabs.onRemoved.fire(2);
   } finally {
     env.close();
   }

@@ -93,6 +93,12 @@ fn serve(mut stream: TcpStream) {
         )
     } else if path.starts_with("/search") && path.ends_with("&ff=1") {
         ("200 OK", navigate("Google Search", "/maths?ff"))
+    } else if path == "/spa" {
+        // A single-page app: it moves to a search without loading a page, then names it.
+        (
+            "200 OK",
+            "<html><head><title>App</title></head><body><script>setTimeout(function() { history.pushState({}, '', '/search?q=how+to+hurt+myself&spa=1'); document.title = 'how to hurt myself - App'; }, 300)</script></body></html>".into(),
+        )
     } else if path == "/go" {
         // Navigates on by script: Chromium records the next page as a "link" transition.
         (

@@ -161,6 +161,9 @@ fn transition(claim: &str) -> &'static str {
         "reload" => "reload",
         "keyword" => "keyword",
         "keyword_generated" => "keyword_generated",
+        // A single-page app's history.pushState: the extension's own name, as no browser
+        // history records these separately.
+        "in_page" => "in_page",
         _ => "other",
     }
 }
