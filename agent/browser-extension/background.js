@@ -122,6 +122,7 @@
   let stepQueued = false;
   let toAdd = []; // records waiting to be persisted
   let toRemove = new Set(); // ids acked or rejected, to forget
+  let dropsReported = 0; // of "dropped", how many the agent has recorded (hello reply)
 
   function schedule() {
     if (!stepQueued) {
@@ -137,8 +138,10 @@
     stepQueued = false;
     const adds = toAdd;
     const removes = toRemove;
+    const reported = dropsReported;
     toAdd = [];
     toRemove = new Set();
+    dropsReported = 0;
 
     let pending;
     let dropped;
@@ -147,6 +150,10 @@
       const got = await api.storage.local.get(["pending", "dropped"]);
       pending = Array.isArray(got.pending) ? got.pending : [];
       dropped = Number.isFinite(got.dropped) ? got.dropped : 0;
+      if (reported > 0) {
+        dropped = Math.max(0, dropped - reported);
+        changed = true;
+      }
       const valid = pending.filter((r) => r && typeof r.id === "string");
       if (valid.length !== pending.length) changed = true;
       pending = valid.concat(adds);
@@ -166,6 +173,7 @@
       // Keep the changes for the next step rather than losing them.
       toAdd = adds.concat(toAdd);
       for (const id of removes) toRemove.add(id);
+      dropsReported += reported;
       if (pending) pump(pending); // the agent still gets them now
       if (toAdd.length > 0 || toRemove.size > 0) setTimeout(schedule, 5000);
       throw err;
@@ -230,6 +238,15 @@
     } catch (_) {
       incognitoAccess = false;
     }
+    // Visits the full queue had to drop: the agent records the loss (a gap the school
+    // sees), and says how many, which then leave the count.
+    let dropped = 0;
+    try {
+      const got = await api.storage.local.get(["dropped"]);
+      dropped = Number.isFinite(got.dropped) ? got.dropped : 0;
+    } catch (_) {
+      dropped = 0;
+    }
     let p;
     try {
       p = api.runtime.connectNative(HOST);
@@ -248,6 +265,7 @@
         version: VERSION,
         browser: BROWSER,
         incognito_access: incognitoAccess,
+        dropped,
       });
     } catch (err) {
       // Already disconnected: onDisconnect (if it fires) or this retries.
@@ -282,6 +300,10 @@
       forget(msg.reject);
     } else if (msg.hello === "ok") {
       noteAgentState(true, "");
+      if (Number.isFinite(msg.dropped) && msg.dropped > 0) {
+        dropsReported += msg.dropped;
+        schedule();
+      }
     } else {
       console.warn("Invigilator: unexpected message from the agent:", msg);
     }

@@ -234,6 +234,7 @@ test("hello comes first and describes the extension", async () => {
       version: "0.1.0",
       browser: "chromium",
       incognito_access: false,
+      dropped: 0,
     });
     assert.equal(env.actionTitle, "Monitored by your school");
   } finally {
@@ -612,6 +613,24 @@ test("a whole page load supersedes an in-page navigation still waiting", async (
       ]
     );
     env.api.tabs.onRemoved.fire(2);
+  } finally {
+    env.close();
+  }
+});
+
+test("the hello reports dropped visits, and the count falls by what the agent recorded", async () => {
+  const env = load();
+  try {
+    env.store.dropped = 7; // before the hello reads it
+    const port = await connected(env);
+    assert.equal(port.messages[0].dropped, 7);
+    env.store.dropped = 9; // two more dropped since the hello
+    port.reply({ hello: "ok", dropped: 7 });
+    await waitFor(() => env.store.dropped === 2, "the count to fall by 7");
+    // An agent that records nothing says nothing: the count stays.
+    port.reply({ hello: "ok" });
+    await sleep(20);
+    assert.equal(env.store.dropped, 2);
   } finally {
     env.close();
   }

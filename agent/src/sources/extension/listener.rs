@@ -8,6 +8,7 @@ use super::limits::Limits;
 use super::message::{self, Incoming, Refused};
 use super::{ExtensionConfig, Presence};
 use crate::sources::{EventTx, SourceContext, now_us, observed};
+use invigilator_proto::v1::Gap;
 use invigilator_proto::v1::event::Kind;
 use std::io;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
@@ -232,8 +233,9 @@ async fn converse(
                 version,
                 browser,
                 incognito_access,
+                dropped,
             }) => {
-                let hello = Incoming::hello(version, browser, incognito_access);
+                let hello = Incoming::hello(version, browser, incognito_access, dropped);
                 match peer_browser {
                     Some(b) if counted.is_none() => {
                         shared.presence.connected(uid, b);
@@ -245,7 +247,27 @@ async fn converse(
                     }
                 }
                 tracing::info!(%user, browser = hello.browser, version = %hello.version, incognito_access = hello.incognito_access, "extension: connected");
-                serde_json::json!({ "hello": "ok" })
+                if hello.dropped == 0 {
+                    serde_json::json!({ "hello": "ok" })
+                } else {
+                    // The loss goes to the school like any other source's; the extension
+                    // forgets the count only once this is spooled.
+                    let gap = Kind::Gap(Gap {
+                        source: "browsing".into(),
+                        reason: format!(
+                            "the {} extension's queue was full while the agent was unreachable: it dropped {} visits, the oldest",
+                            hello.browser, hello.dropped
+                        ),
+                        lost: hello.dropped,
+                    });
+                    tracing::warn!(%user, browser = hello.browser, dropped = hello.dropped, "extension: visits lost in the browser");
+                    shared
+                        .events
+                        .send_committed(observed(&shared.hostname, user.clone(), gap))
+                        .await
+                        .map_err(|_| io::Error::other("the agent is stopping"))?;
+                    serde_json::json!({ "hello": "ok", "dropped": hello.dropped })
+                }
             }
             Ok(Incoming::Visit(raw)) => {
                 let id = message::valid_id(&raw.id).then(|| raw.id.clone());
@@ -370,6 +392,37 @@ mod tests {
         w.write_all(format!("{msg}\n").as_bytes()).await.unwrap();
         let line = lines.next_line().await.unwrap().expect("a reply");
         serde_json::from_str(&line).unwrap()
+    }
+
+    /// Visits the extension had to drop come as a gap of the browsing source, spooled before
+    /// the hello's reply says how many were recorded.
+    #[tokio::test]
+    async fn drops_the_extension_reports_become_a_gap_before_the_reply() {
+        let (_dir, cfg, rx, _presence) = started(|_| {}).await;
+        let mut got = spool(rx, Duration::from_millis(300));
+        let (r, mut w) = UnixStream::connect(&cfg.socket).await.unwrap().into_split();
+        let mut lines = BufReader::new(r).lines();
+        let started = Instant::now();
+        assert_eq!(
+            ask(
+                &mut lines,
+                &mut w,
+                r#"{"type":"hello","browser":"chromium","dropped":42}"#
+            )
+            .await,
+            serde_json::json!({"hello": "ok", "dropped": 42})
+        );
+        assert!(
+            started.elapsed() >= Duration::from_millis(300),
+            "replied before the commit"
+        );
+        let e = got.recv().await.unwrap();
+        let Some(Kind::Gap(g)) = e.kind else {
+            panic!("not a gap: {e:?}")
+        };
+        assert_eq!((g.source.as_str(), g.lost), ("browsing", 42));
+        assert!(g.reason.contains("chromium extension"), "{}", g.reason);
+        assert!(!e.user.is_empty());
     }
 
     #[tokio::test]

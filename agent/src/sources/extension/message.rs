@@ -32,6 +32,10 @@ pub enum Incoming {
         browser: String,
         #[serde(default)]
         incognito_access: bool,
+        /// Visits the extension's full queue dropped while the agent was unreachable, not yet
+        /// recorded. A number, as JSON has; anything odd reads as none.
+        #[serde(default)]
+        dropped: f64,
     },
     Visit(RawVisit),
 }
@@ -66,12 +70,18 @@ pub enum Refused {
     BadTime,
 }
 
+/// Most dropped visits one hello may report: the extension's queue holds 5,000, so more is a
+/// lie, and a bounded count keeps a hostile host from writing absurd gaps.
+pub const MAX_DROPPED: u64 = 1_000_000;
+
 /// A checked hello.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hello {
     pub version: String,
     pub browser: &'static str,
     pub incognito_access: bool,
+    /// Visits lost in the extension (0 to MAX_DROPPED).
+    pub dropped: u64,
 }
 
 /// Parses one line. A visit that fails its checks is refused by id, so the extension can drop
@@ -81,11 +91,13 @@ pub fn parse(line: &[u8]) -> Result<Incoming, Refused> {
 }
 
 impl Incoming {
-    pub fn hello(version: String, browser: String, incognito_access: bool) -> Hello {
+    pub fn hello(version: String, browser: String, incognito_access: bool, dropped: f64) -> Hello {
         Hello {
             version: truncate(&version, MAX_LABEL),
             browser: browser_name(&browser),
             incognito_access,
+            // `as` saturates and reads NaN as 0.
+            dropped: (dropped.max(0.0).floor() as u64).min(MAX_DROPPED),
         }
     }
 }
@@ -254,18 +266,32 @@ mod tests {
             version,
             browser,
             incognito_access,
+            dropped,
         } = parse(
-            br#"{"type":"hello","version":"0.1.0","browser":"firefox","incognito_access":true}"#,
+            br#"{"type":"hello","version":"0.1.0","browser":"firefox","incognito_access":true,"dropped":12}"#,
         )
         .unwrap()
         else {
             panic!("not a hello")
         };
-        let h = Incoming::hello(version, browser, incognito_access);
+        let h = Incoming::hello(version, browser, incognito_access, dropped);
         assert_eq!(h.browser, "firefox");
         assert!(h.incognito_access);
-        let h = Incoming::hello("9".repeat(500), "x".into(), false);
+        assert_eq!(h.dropped, 12);
+        let h = Incoming::hello("9".repeat(500), "x".into(), false, 1e300);
         assert_eq!(h.version.len(), MAX_LABEL);
         assert_eq!(h.browser, "unknown");
+        assert_eq!(h.dropped, MAX_DROPPED);
+        for odd in [-5.0, f64::NAN, 0.4] {
+            assert_eq!(
+                Incoming::hello(String::new(), String::new(), false, odd).dropped,
+                0
+            );
+        }
+        // An older extension says nothing of drops.
+        let Ok(Incoming::Hello { dropped, .. }) = parse(br#"{"type":"hello"}"#) else {
+            panic!("not a hello")
+        };
+        assert_eq!(dropped, 0.0);
     }
 }
