@@ -157,6 +157,7 @@ impl AgentConfig {
             return Err(invalid("spool.max_bytes must be at least 65536"));
         }
         cfg.process.validate().map_err(|m| invalid(&m))?;
+        cfg.extension.validate().map_err(|m| invalid(&m))?;
         #[cfg(unix)]
         if let Some(address) = &cfg.session.bus_address {
             // Caught here rather than as a warning every minute from a source that cannot start.
@@ -226,6 +227,19 @@ mod tests {
         let err = AgentConfig::load(dir.path()).unwrap_err().to_string();
         assert!(
             err.contains("session.bus_address \"nonsense\" is not a D-Bus address"),
+            "{err}"
+        );
+        std::fs::write(
+            AgentConfig::path(dir.path()),
+            cfg.render().replace(
+                crate::posture::EXTENSION_ID,
+                "chrome-extension://mkjmmkmajbhcpdaljidmdhfegfobbiin/",
+            ),
+        )
+        .unwrap();
+        let err = AgentConfig::load(dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("extension.chromium_ids") && err.contains("32 letters a to p"),
             "{err}"
         );
     }

@@ -114,7 +114,8 @@ pub fn browser_of_exe(exe: &Path) -> Option<&'static str> {
 }
 
 /// The posture of every known browser installed under `root` ("/" on a device).
-fn read(root: &Path) -> Vec<BrowserPosture> {
+/// `ids`: the Chromium-family extension ids that count as the extension.
+fn read(root: &Path, ids: &[String]) -> Vec<BrowserPosture> {
     KNOWN
         .iter()
         .filter(|k| k.executables.iter().any(|e| root.join(e).exists()))
@@ -144,7 +145,7 @@ fn read(root: &Path) -> Vec<BrowserPosture> {
                 }
             }
             let mut p = match k.family {
-                Some(family) => chromium_posture(family, &policies),
+                Some(family) => chromium_posture(family, &policies, ids),
                 None => firefox_posture(&policies),
             };
             p.browser = k.browser.into();
@@ -160,23 +161,30 @@ pub struct BrowserWatch {
     root: PathBuf,
     presence: Option<Arc<Presence>>,
     grace: Duration,
+    ids: Vec<String>,
     first_missing: Mutex<HashMap<(&'static str, u32), Instant>>,
 }
 
 impl BrowserWatch {
     /// `presence` is None when the extension source is off: then nothing is expected of it.
-    pub fn new(root: PathBuf, presence: Option<Arc<Presence>>, grace: Duration) -> Self {
+    pub fn new(
+        root: PathBuf,
+        presence: Option<Arc<Presence>>,
+        grace: Duration,
+        ids: Vec<String>,
+    ) -> Self {
         Self {
             root,
             presence,
             grace,
+            ids,
             first_missing: Mutex::new(HashMap::new()),
         }
     }
 
     /// Reads the policies and /proc: blocking, for a blocking thread.
     pub fn report(&self) -> Vec<BrowserPosture> {
-        let mut all = read(&self.root);
+        let mut all = read(&self.root, &self.ids);
         if let Some(presence) = &self.presence {
             let running = running(&self.root.join("proc"));
             let missing = self.missing(&running, |uid, b| presence.has(uid, b), Instant::now());
@@ -303,7 +311,7 @@ fn policy_files(path: &Path, problems: &mut Vec<String>) -> Vec<(PathBuf, String
         .collect()
 }
 
-fn chromium_posture(family: Family, p: &Map<String, Value>) -> BrowserPosture {
+fn chromium_posture(family: Family, p: &Map<String, Value>, ids: &[String]) -> BrowserPosture {
     let int = |k: &str| p.get(k).and_then(Value::as_i64);
     let off = |k: &str| p.get(k).and_then(Value::as_bool) == Some(false);
     let private_off = match family {
@@ -321,16 +329,19 @@ fn chromium_posture(family: Family, p: &Map<String, Value>) -> BrowserPosture {
         .and_then(Value::as_array)
         .is_some_and(|l| {
             l.iter().filter_map(Value::as_str).any(|e| {
-                e.strip_prefix(EXTENSION_ID)
-                    .is_some_and(|rest| rest.is_empty() || rest.starts_with(';'))
+                ids.iter().any(|id| {
+                    e.strip_prefix(id.as_str())
+                        .is_some_and(|rest| rest.is_empty() || rest.starts_with(';'))
+                })
             })
         });
-    let forced_by_settings = p
-        .get("ExtensionSettings")
-        .and_then(|s| s.get(EXTENSION_ID))
-        .and_then(|s| s.get("installation_mode"))
-        .and_then(Value::as_str)
-        == Some("force_installed");
+    let forced_by_settings = ids.iter().any(|id| {
+        p.get("ExtensionSettings")
+            .and_then(|s| s.get(id))
+            .and_then(|s| s.get("installation_mode"))
+            .and_then(Value::as_str)
+            == Some("force_installed")
+    });
     BrowserPosture {
         private_unseen: !(private_off && guest_off),
         extension_forced: forced_by_list || forced_by_settings,
@@ -366,6 +377,10 @@ fn firefox_posture(file: &Map<String, Value>) -> BrowserPosture {
 mod tests {
     use super::*;
 
+    fn ids() -> Vec<String> {
+        vec![EXTENSION_ID.to_owned()]
+    }
+
     fn install(root: &Path, exe: &str) {
         let p = root.join(exe);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
@@ -389,7 +404,7 @@ mod tests {
 
     #[test]
     fn a_browser_without_its_extension_is_missing_after_the_grace_time_only() {
-        let w = BrowserWatch::new(PathBuf::from("/"), None, Duration::from_secs(60));
+        let w = BrowserWatch::new(PathBuf::from("/"), None, Duration::from_secs(60), ids());
         let t0 = Instant::now();
         let running = [("chromium", 1000), ("firefox", 1000), ("chromium", 1001)];
         let connected = |uid: u32, b: &str| uid == 1001 && b == "chromium";
@@ -465,10 +480,10 @@ mod tests {
     #[test]
     fn only_installed_browsers_are_reported_and_unmanaged_ones_are_open() {
         let root = tempfile::tempdir().unwrap();
-        assert!(read(root.path()).is_empty());
+        assert!(read(root.path(), &ids()).is_empty());
         install(root.path(), "usr/bin/chromium");
         install(root.path(), "usr/lib/firefox-esr/firefox-esr");
-        let got = read(root.path());
+        let got = read(root.path(), &ids());
         let names: Vec<&str> = got.iter().map(|p| p.browser.as_str()).collect();
         assert_eq!(names, ["chromium", "firefox"]);
         for p in &got {
@@ -478,6 +493,34 @@ mod tests {
             );
             assert!(p.problems.is_empty());
         }
+    }
+
+    /// A school's own build (a store listing, its own signing key) has another id: it counts
+    /// as the extension once `extension.chromium_ids` names it, and not before.
+    #[test]
+    fn a_schools_own_extension_id_counts_once_configured() {
+        let root = tempfile::tempdir().unwrap();
+        install(root.path(), "usr/bin/chromium");
+        let own = "abcdefghijklmnopabcdefghijklmnop";
+        put(
+            root.path(),
+            "etc/chromium/policies/managed/school.json",
+            &format!(
+                r#"{{"ExtensionInstallForcelist": ["{own};https://clients2.google.com/service/update2/crx"]}}"#
+            ),
+        );
+        assert!(!read(root.path(), &ids())[0].extension_forced);
+        let both = vec![EXTENSION_ID.to_owned(), own.to_owned()];
+        assert!(read(root.path(), &both)[0].extension_forced);
+        put(
+            root.path(),
+            "etc/chromium/policies/managed/school.json",
+            &format!(
+                r#"{{"ExtensionSettings": {{"{own}": {{"installation_mode": "force_installed"}}}}}}"#
+            ),
+        );
+        assert!(read(root.path(), &both)[0].extension_forced);
+        assert!(!read(root.path(), &ids())[0].extension_forced);
     }
 
     #[test]
@@ -523,7 +566,7 @@ mod tests {
             "etc/firefox/policies/policies.json",
             &shipped("firefox/policies.json"),
         );
-        for p in read(root.path()) {
+        for p in read(root.path(), &ids()) {
             assert!(!p.private_unseen && p.extension_forced, "{p:?}");
             assert!(p.problems.is_empty(), "{p:?}");
             assert_eq!(p.developer_mode, p.browser == "firefox", "{p:?}");
@@ -534,7 +577,7 @@ mod tests {
                 .join("etc/chromium/policies/managed/invigilator-extension.json"),
         )
         .unwrap();
-        let chromium = read(root.path())
+        let chromium = read(root.path(), &ids())
             .into_iter()
             .find(|p| p.browser == "chromium")
             .unwrap();
@@ -550,7 +593,7 @@ mod tests {
             "etc/firefox/policies/policies.json",
             r#"{"policies": {}}"#,
         );
-        let firefox = read(root.path())
+        let firefox = read(root.path(), &ids())
             .into_iter()
             .find(|p| p.browser == "firefox")
             .unwrap();
@@ -559,7 +602,7 @@ mod tests {
             "{firefox:?}"
         );
         std::fs::remove_file(root.path().join("etc/firefox/policies/policies.json")).unwrap();
-        let firefox = read(root.path())
+        let firefox = read(root.path(), &ids())
             .into_iter()
             .find(|p| p.browser == "firefox")
             .unwrap();
@@ -570,7 +613,7 @@ mod tests {
             "etc/brave/policies/managed/zz-tor.json",
             r#"{"TorDisabled": false}"#,
         );
-        let brave = read(root.path())
+        let brave = read(root.path(), &ids())
             .into_iter()
             .find(|p| p.browser == "brave")
             .unwrap();
@@ -591,7 +634,7 @@ mod tests {
             "etc/chromium/policies/managed/big.json",
             &" ".repeat(300 * 1024),
         );
-        let p = &read(root.path())[0];
+        let p = &read(root.path(), &ids())[0];
         assert!(p.private_unseen);
         assert_eq!(p.problems.len(), 2, "{p:?}");
         assert!(

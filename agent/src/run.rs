@@ -90,6 +90,7 @@ pub async fn run_until(
                 "/".into(),
                 presence,
                 cfg.extension.missing_after,
+                cfg.extension.chromium_ids.clone(),
             )),
         };
         tokio::spawn(heartbeat.run().in_current_span());

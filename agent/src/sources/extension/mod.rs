@@ -56,6 +56,25 @@ pub struct ExtensionConfig {
     /// start within seconds, and a slow login should not alert).
     #[serde(with = "humantime_serde")]
     pub missing_after: Duration,
+    /// The Chromium-family extension ids the school deploys, which the posture counts as the
+    /// extension force-installed (default: the project's build, `agent/browser-extension/
+    /// EXTENSION_ID`). A school that publishes its own build (a Web Store listing, or one
+    /// signed with its own key) adds that id here, and to the host manifest's allowed_origins.
+    pub chromium_ids: Vec<String>,
+}
+
+impl ExtensionConfig {
+    /// Checked at load: a Chromium extension id is 32 letters from a to p.
+    pub fn validate(&self) -> Result<(), String> {
+        for id in &self.chromium_ids {
+            if id.len() != 32 || !id.bytes().all(|b| (b'a'..=b'p').contains(&b)) {
+                return Err(format!(
+                    "extension.chromium_ids: {id:?} is not a Chromium extension id (32 letters a to p)"
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Default for ExtensionConfig {
@@ -68,6 +87,7 @@ impl Default for ExtensionConfig {
             max_connections_per_user: 8,
             max_visits_per_minute: 600,
             missing_after: Duration::from_secs(120),
+            chromium_ids: vec![crate::posture::EXTENSION_ID.to_owned()],
         }
     }
 }
