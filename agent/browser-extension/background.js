@@ -24,8 +24,9 @@
   const TITLE_WAIT_MS = globalThis.INVIGILATOR_TITLE_WAIT_MS ?? 700;
   const TITLE_POLL_MS = Math.max(10, Math.floor(TITLE_WAIT_MS / 5));
   // In-page navigations (a single-page app's history.pushState: a YouTube video, a search
-  // typed into a page that never reloads) come in bursts; a tab's last one in this quiet
-  // time is reported, so a page rewriting its address as you scroll is one visit a second.
+  // typed into a page that never reloads) come in bursts; a tab's latest one is reported
+  // this long after the first of the burst, so a page rewriting its address as you scroll
+  // is at most one visit a second, and a burst that never ends is still reported.
   const IN_PAGE_WAIT_MS = globalThis.INVIGILATOR_IN_PAGE_WAIT_MS ?? 1000;
   const BACKOFF_MIN_MS = globalThis.INVIGILATOR_BACKOFF_MIN_MS ?? 1000;
   const BACKOFF_MAX_MS = globalThis.INVIGILATOR_BACKOFF_MAX_MS ?? 30000;
@@ -175,7 +176,9 @@
       for (const id of removes) toRemove.add(id);
       dropsReported += reported;
       if (pending) pump(pending); // the agent still gets them now
-      if (toAdd.length > 0 || toRemove.size > 0) setTimeout(schedule, 5000);
+      if (toAdd.length > 0 || toRemove.size > 0 || dropsReported > 0) {
+        setTimeout(schedule, 5000);
+      }
       throw err;
     }
     pump(pending);
@@ -448,14 +451,19 @@
   }
 
   // A single-page app moved to another address without loading a page
-  // (history.pushState). Reported as transition "in_page" once the tab has been
-  // quiet for IN_PAGE_WAIT_MS, unless it is where the tab's last report was (a
-  // fragment change, or back to the same address).
+  // (history.pushState). Reported as transition "in_page" IN_PAGE_WAIT_MS after
+  // the first move of a burst, with the latest address, unless that is where the
+  // tab's last report was (a fragment change, or back to the same address).
   function onHistoryStateUpdated(details) {
     if (!details || details.frameId !== 0 || !isReported(details.url)) return;
     const tabId = details.tabId;
     const waiting = inPageWaiting.get(tabId);
-    if (waiting) clearTimeout(waiting.timer);
+    if (waiting) {
+      // Its timer stands: the latest address goes when it fires.
+      waiting.url = details.url;
+      waiting.time = details.timeStamp;
+      return;
+    }
     const entry = { url: details.url, time: details.timeStamp, timer: null };
     entry.timer = setTimeout(() => {
       if (inPageWaiting.get(tabId) !== entry) return;

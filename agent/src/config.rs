@@ -232,7 +232,7 @@ mod tests {
         std::fs::write(
             AgentConfig::path(dir.path()),
             cfg.render().replace(
-                crate::posture::EXTENSION_ID,
+                crate::sources::extension::EXTENSION_ID,
                 "chrome-extension://mkjmmkmajbhcpdaljidmdhfegfobbiin/",
             ),
         )

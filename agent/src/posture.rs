@@ -17,8 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// The Chromium-family extension's id (`agent/browser-extension/EXTENSION_ID`).
-pub const EXTENSION_ID: &str = "mkjmmkmajbhcpdaljidmdhfegfobbiin";
+pub use crate::sources::extension::EXTENSION_ID;
 /// Policy files larger than this are not read (and named as a problem).
 const MAX_POLICY_BYTES: u64 = 256 * 1024;
 /// Policy files read per directory, at most.

@@ -566,7 +566,7 @@ test("at browser start or install, open pages not seen committing are reported o
   }
 });
 
-test("an in-page navigation is reported once the tab is quiet, with its new title", async () => {
+test("a burst of in-page navigations is one visit, the latest, with its new title", async () => {
   const env = load();
   try {
     const port = await connected(env);
@@ -631,6 +631,30 @@ test("the hello reports dropped visits, and the count falls by what the agent re
     port.reply({ hello: "ok" });
     await sleep(20);
     assert.equal(env.store.dropped, 2);
+  } finally {
+    env.close();
+  }
+});
+
+test("a burst that never stops is still reported, at most once per wait", async () => {
+  const env = load();
+  try {
+    const port = await connected(env);
+    env.visit(3, "https://feed.example/");
+    await waitFor(() => port.visits().length === 1, "the page itself");
+    // A move every few milliseconds for three waits: reports come while it goes on.
+    const end = Date.now() + IN_PAGE_WAIT_MS * 3;
+    let n = 0;
+    while (Date.now() < end) {
+      const url = "https://feed.example/?item=" + n++;
+      env.tabs.set(3, { id: 3, url, title: "Feed " + n, incognito: false });
+      env.pushState(3, url);
+      await sleep(3);
+    }
+    await waitFor(() => port.visits().length >= 3, "reports during the burst", 1000);
+    const moves = port.visits().slice(1);
+    assert.ok(moves.length <= 5, "at most one a wait: " + moves.length);
+    assert.ok(moves.every((v) => v.transition === "in_page"));
   } finally {
     env.close();
   }

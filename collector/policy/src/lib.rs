@@ -103,8 +103,9 @@ struct PolicyFile {
 
 /// The keyword libraries, with the shipped classifier unless `[keyword_model]` turns it off.
 fn keywords_of(file: &PolicyFile, groups: &Groups) -> Result<Keywords, SpecError> {
+    // A band is for user groups (a class such as "pupil" would match nobody's group).
     let mut keywords = Keywords::compile(&file.keywords, &file.keyword_exclusions, |g| {
-        groups.knows(g)
+        groups.user_groups().any(|(name, _)| name == g)
     })?;
     if !file.keyword_misspellings.enabled {
         keywords = keywords.without_misspellings();

@@ -196,6 +196,7 @@ async fn converse(
     let mut read = BufReader::new(read);
     let max = shared.cfg.max_message_bytes;
     let mut line = Vec::with_capacity(1024);
+    let mut said_hello = false;
     loop {
         line.clear();
         // A connection may stay quiet as long as the browser keeps it, but a message, once
@@ -235,7 +236,7 @@ async fn converse(
                 incognito_access,
                 dropped,
             }) => {
-                let hello = Incoming::hello(version, browser, incognito_access, dropped);
+                let hello = Incoming::hello(version, browser, incognito_access, &dropped);
                 match peer_browser {
                     Some(b) if counted.is_none() => {
                         shared.presence.connected(uid, b);
@@ -247,9 +248,15 @@ async fn converse(
                     }
                 }
                 tracing::info!(%user, browser = hello.browser, version = %hello.version, incognito_access = hello.incognito_access, "extension: connected");
-                if hello.dropped == 0 {
+                // Drops are taken once per connection, from a host a browser started, and
+                // charged as a visit: a local process saying hello in a loop writes no gaps.
+                let first = !std::mem::replace(&mut said_hello, true);
+                if hello.dropped == 0 || !first || peer_browser.is_none() {
                     serde_json::json!({ "hello": "ok" })
                 } else {
+                    while let Err(wait) = shared.limits.take_visit(uid, Instant::now()) {
+                        tokio::time::sleep(wait.max(Duration::from_millis(10))).await;
+                    }
                     // The loss goes to the school like any other source's; the extension
                     // forgets the count only once this is spooled.
                     let gap = Kind::Gap(Gap {

@@ -33,9 +33,9 @@ pub enum Incoming {
         #[serde(default)]
         incognito_access: bool,
         /// Visits the extension's full queue dropped while the agent was unreachable, not yet
-        /// recorded. A number, as JSON has; anything odd reads as none.
+        /// recorded. A number; anything else (null, a string) reads as none.
         #[serde(default)]
-        dropped: f64,
+        dropped: serde_json::Value,
     },
     Visit(RawVisit),
 }
@@ -70,8 +70,8 @@ pub enum Refused {
     BadTime,
 }
 
-/// Most dropped visits one hello may report: the extension's queue holds 5,000, so more is a
-/// lie, and a bounded count keeps a hostile host from writing absurd gaps.
+/// Most dropped visits one hello may report: a week's outage of heavy browsing is far below
+/// it, and a bounded count keeps a hostile host from writing absurd gaps.
 pub const MAX_DROPPED: u64 = 1_000_000;
 
 /// A checked hello.
@@ -91,7 +91,13 @@ pub fn parse(line: &[u8]) -> Result<Incoming, Refused> {
 }
 
 impl Incoming {
-    pub fn hello(version: String, browser: String, incognito_access: bool, dropped: f64) -> Hello {
+    pub fn hello(
+        version: String,
+        browser: String,
+        incognito_access: bool,
+        dropped: &serde_json::Value,
+    ) -> Hello {
+        let dropped = dropped.as_f64().unwrap_or(0.0);
         Hello {
             version: truncate(&version, MAX_LABEL),
             browser: browser_name(&browser),
@@ -274,24 +280,37 @@ mod tests {
         else {
             panic!("not a hello")
         };
-        let h = Incoming::hello(version, browser, incognito_access, dropped);
+        let h = Incoming::hello(version, browser, incognito_access, &dropped);
         assert_eq!(h.browser, "firefox");
         assert!(h.incognito_access);
         assert_eq!(h.dropped, 12);
-        let h = Incoming::hello("9".repeat(500), "x".into(), false, 1e300);
+        let h = Incoming::hello("9".repeat(500), "x".into(), false, &1e300.into());
         assert_eq!(h.version.len(), MAX_LABEL);
         assert_eq!(h.browser, "unknown");
         assert_eq!(h.dropped, MAX_DROPPED);
-        for odd in [-5.0, f64::NAN, 0.4] {
+        for odd in [
+            serde_json::json!(-5.0),
+            serde_json::json!(0.4),
+            serde_json::json!(null),
+            serde_json::json!("12"),
+        ] {
             assert_eq!(
-                Incoming::hello(String::new(), String::new(), false, odd).dropped,
+                Incoming::hello(String::new(), String::new(), false, &odd).dropped,
                 0
             );
         }
-        // An older extension says nothing of drops.
-        let Ok(Incoming::Hello { dropped, .. }) = parse(br#"{"type":"hello"}"#) else {
-            panic!("not a hello")
-        };
-        assert_eq!(dropped, 0.0);
+        // An older extension says nothing of drops; a null is no reason to refuse a hello.
+        for old in [
+            &br#"{"type":"hello"}"#[..],
+            br#"{"type":"hello","dropped":null}"#,
+        ] {
+            let Ok(Incoming::Hello { dropped, .. }) = parse(old) else {
+                panic!("not a hello")
+            };
+            assert_eq!(
+                Incoming::hello(String::new(), String::new(), false, &dropped).dropped,
+                0
+            );
+        }
     }
 }

@@ -63,9 +63,16 @@ pub struct ExtensionConfig {
     pub chromium_ids: Vec<String>,
 }
 
+/// The Chromium-family extension's id (`agent/browser-extension/EXTENSION_ID`): the default of
+/// `chromium_ids`, on every platform.
+pub const EXTENSION_ID: &str = "mkjmmkmajbhcpdaljidmdhfegfobbiin";
+
 impl ExtensionConfig {
     /// Checked at load: a Chromium extension id is 32 letters from a to p.
     pub fn validate(&self) -> Result<(), String> {
+        if self.chromium_ids.is_empty() {
+            return Err("extension.chromium_ids must name at least one extension id".into());
+        }
         for id in &self.chromium_ids {
             if id.len() != 32 || !id.bytes().all(|b| (b'a'..=b'p').contains(&b)) {
                 return Err(format!(
@@ -87,7 +94,7 @@ impl Default for ExtensionConfig {
             max_connections_per_user: 8,
             max_visits_per_minute: 600,
             missing_after: Duration::from_secs(120),
-            chromium_ids: vec![crate::posture::EXTENSION_ID.to_owned()],
+            chromium_ids: vec![EXTENSION_ID.to_owned()],
         }
     }
 }

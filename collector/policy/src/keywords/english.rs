@@ -10,19 +10,20 @@ use std::sync::OnceLock;
 /// `english_words.LICENSE`).
 const ENGLISH: &str = include_str!("english_words.txt");
 
-/// Short English words a search is made of, and none that the home languages also write
-/// ("a", "i", "no", "me", "se", "de", "nie" are words there too).
+/// Short English words a search is made of, and none that the home languages also write once
+/// accents are gone: not "to", "do", "on", "by", "my" (Polish), "in", "am", "are" (Romanian),
+/// "at", "can", "man", "dad" (Welsh), "so" (Portuguese "só"), nor "you", which Polish "u"
+/// becomes as text-speak, nor loanwords ("online", "sex").
 const COMMON: &[&str] = &[
-    "the", "to", "and", "of", "in", "on", "at", "it", "is", "are", "was", "be", "do", "does",
-    "did", "can", "will", "would", "should", "could", "not", "dont", "cant", "wont", "im", "ive",
-    "if", "so", "but", "or", "for", "with", "from", "this", "that", "he", "she", "they", "them",
-    "his", "her", "hes", "shes", "we", "us", "our", "you", "your", "my", "how", "what", "why",
-    "who", "when", "where", "want", "get", "got", "make", "help", "send", "sent", "pic", "pics",
-    "said", "says", "keep", "kill", "hurt", "cut", "die", "dead", "buy", "best", "way", "ways",
-    "free", "game", "online", "school", "mum", "mom", "dad", "him", "just", "like", "all", "has",
-    "have", "had", "am", "an", "by", "up", "out", "off", "too", "any", "some", "one", "man", "guy",
-    "girl", "boy", "kid", "kids", "old", "year", "age", "app", "site", "gun", "knife", "weed",
-    "hack", "nudes", "porn", "sex", "hate", "fat", "ugly", "kms", "kys",
+    "the", "and", "of", "it", "is", "was", "be", "does", "did", "will", "would", "should", "could",
+    "not", "dont", "cant", "wont", "im", "ive", "if", "but", "or", "for", "with", "from", "this",
+    "that", "he", "she", "they", "them", "his", "her", "hes", "shes", "we", "us", "our", "your",
+    "how", "what", "why", "who", "when", "where", "want", "get", "got", "make", "help", "send",
+    "sent", "pic", "pics", "said", "says", "keep", "kill", "hurt", "cut", "die", "dead", "buy",
+    "best", "way", "ways", "free", "game", "school", "mum", "mom", "him", "just", "like", "all",
+    "has", "have", "had", "up", "out", "off", "too", "any", "some", "one", "guy", "girl", "boy",
+    "kid", "kids", "old", "year", "age", "app", "site", "gun", "knife", "weed", "hack", "nudes",
+    "porn", "hate", "fat", "ugly", "kms", "kys",
 ];
 
 fn is_common(word: &str) -> bool {
@@ -43,18 +44,20 @@ pub(super) fn is_english(word: &str) -> bool {
         .contains(word)
 }
 
-/// Whether normalised text reads as English: a word of another script (Arabic, Gurmukhi: the
-/// Latin languages lose their accents before this) says no; a common short English word or a
-/// listed longer one says yes; a text of neither says no.
+/// Whether normalised text reads as English: at least one common short English word or
+/// listed longer one, and no more words of another script (Arabic, Gurmukhi; the Latin
+/// languages lose their accents before this) than English ones, so an English title with a
+/// site's name in Cyrillic still reads as English and an Urdu search with "video" does not.
 pub(super) fn reads_as_english(norm: &str) -> bool {
-    let mut english = false;
+    let (mut english, mut other) = (0usize, 0usize);
     for w in norm.split(' ').filter(|w| !w.is_empty()) {
         if !w.is_ascii() && w.chars().any(|c| c.is_alphabetic() && !c.is_ascii()) {
-            return false;
+            other += 1;
+        } else if is_common(w) || (w.len() >= 5 && is_english(w)) {
+            english += 1;
         }
-        english = english || is_common(w) || (w.len() >= 5 && is_english(w));
     }
-    english
+    english > 0 && english >= other
 }
 
 #[cfg(test)]
@@ -69,6 +72,7 @@ mod tests {
             "how to make someone cry",
             "roblox man wants my address",
             "kms",
+            "how to watch \u{41a}\u{438}\u{43d}\u{43e} online free",
         ] {
             assert!(reads_as_english(&normalise(text)), "{text}");
         }
@@ -77,6 +81,10 @@ mod tests {
             "cum sa ma sinucid",
             "mujhe mar jana chahiye",
             "sut i ddod yn mujahid",
+            "jak to zrobic u mnie w domu",
+            "cum sa am grija in parc",
+            "mae dad yn gallu",
+            "\u{62f}\u{627}\u{639}\u{634} video \u{62f}\u{6cc}\u{6a9}\u{6be}\u{648}",
             "كيف انتحر",
             "ਫਾਹਾ ਕਿਵੇਂ ਲਈਏ",
             "",

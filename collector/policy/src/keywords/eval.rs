@@ -335,9 +335,9 @@ mod tests {
             &evaluate_as_shipped(p.keywords(), &items),
             &[
                 ("extremism", 0.67),
-                ("grooming", 0.38),
+                ("grooming", 0.34),
                 ("self_harm", 0.63),
-                ("sextortion", 0.51),
+                ("sextortion", 0.48),
             ],
             0.05,
         );

@@ -75,25 +75,32 @@ pub(super) fn expand_letters(text: String) -> String {
         return text;
     }
     let mut out = String::with_capacity(text.len() + 8);
-    let mut words = text.split_inclusive(' ').peekable();
-    while let Some(word) = words.next() {
-        let joined = match (word, words.peek().copied()) {
-            ("my ", Some("self ")) => Some("myself "),
-            ("your " | "ur ", Some("self ")) => Some("yourself "),
+    let words: Vec<&str> = text.split_inclusive(' ').collect();
+    let mut i = 0;
+    while i < words.len() {
+        let next = words.get(i + 1).copied();
+        // "my self harm" is self-harm, not "myself harm": the libraries name it so.
+        let harm = words
+            .get(i + 2)
+            .is_some_and(|w| w.starts_with("harm") || w.starts_with("injur"));
+        let joined = match (words[i], next) {
+            ("my ", Some("self ")) if !harm => Some("myself "),
+            ("your " | "ur ", Some("self ")) if !harm => Some("yourself "),
             ("sum " | "some ", Some("one ")) => Some("someone "),
             ("every ", Some("one ")) => Some("everyone "),
             _ => None,
         };
         if let Some(joined) = joined {
             out.push_str(joined);
-            words.next();
+            i += 2;
             continue;
         }
-        match word {
+        match words[i] {
             "u " => out.push_str("you "),
             "r " => out.push_str("are "),
             w => out.push_str(w),
         }
+        i += 1;
     }
     out
 }
@@ -104,7 +111,7 @@ pub(super) fn uncensor(word: &str) -> Option<&'static str> {
     Some(match word {
         "p*rn" | "p**n" | "po*n" | "p*rno" => "porn",
         "p*rnhub" | "p**nhub" | "porn*ub" => "pornhub",
-        "s*x" | "s**" | "se*" => "sex",
+        "s*x" | "se*" => "sex",
         "s*xy" => "sexy",
         "n*des" | "n**es" | "nud*s" => "nudes",
         "n*de" | "n*ked" | "na*ed" => "naked",
@@ -145,5 +152,10 @@ mod tests {
         );
         // "self" after any other word, and "one" alone, are themselves.
         assert_eq!(normalise("the self no one"), " the self no one ");
+        // Self-harm stays self-harm.
+        assert_eq!(
+            normalise("hide my self-harm, ur self harm, my self injury"),
+            " hide my self harm your self harm my self injury "
+        );
     }
 }
