@@ -426,11 +426,7 @@
   async function onCommitted(details) {
     if (!details || details.frameId !== 0) return;
     committedTabs.add(details.tabId);
-    const waiting = inPageWaiting.get(details.tabId);
-    if (waiting) {
-      clearTimeout(waiting.timer); // a whole new page supersedes it
-      inPageWaiting.delete(details.tabId);
-    }
+    cancelInPage(details.tabId); // a whole new page supersedes it
     if (!isReported(details.url)) return;
     const last = { url: withoutFragment(details.url), title: "" };
     lastReported.set(details.tabId, last);
@@ -491,10 +487,14 @@
     );
   }
 
-  function onTabRemoved(tabId) {
+  function cancelInPage(tabId) {
     const waiting = inPageWaiting.get(tabId);
     if (waiting) clearTimeout(waiting.timer);
     inPageWaiting.delete(tabId);
+  }
+
+  function onTabRemoved(tabId) {
+    cancelInPage(tabId);
     lastReported.delete(tabId);
     committedTabs.delete(tabId);
   }

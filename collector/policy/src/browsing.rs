@@ -167,13 +167,14 @@ pub fn evaluate(cx: &Context<'_>, v: &BrowsingVisit) -> Vec<Verdict> {
         .and_then(|url| category_verdict(cx, url, &hits))
         .into_iter()
         .collect();
+    // The user's group, for the keyword libraries' age bands.
+    let group = cx.situation.person.group;
     if !v.search_terms.is_empty() {
         let engine = if v.search_engine.is_empty() {
             host
         } else {
             &v.search_engine
         };
-        let group = cx.situation.person.group;
         for hit in cx.keywords.scan_for(&v.search_terms, group) {
             out.push(keyword_verdict(
                 &hit,
@@ -183,7 +184,7 @@ pub fn evaluate(cx: &Context<'_>, v: &BrowsingVisit) -> Vec<Verdict> {
         }
     }
     if !v.title.is_empty() {
-        for hit in cx.keywords.scan_for(&v.title, cx.situation.person.group) {
+        for hit in cx.keywords.scan_for(&v.title, group) {
             // A search results page repeats the search in its title: one alert is enough.
             if out
                 .iter()

@@ -254,9 +254,6 @@ async fn converse(
                 if hello.dropped == 0 || !first || peer_browser.is_none() {
                     serde_json::json!({ "hello": "ok" })
                 } else {
-                    while let Err(wait) = shared.limits.take_visit(uid, Instant::now()) {
-                        tokio::time::sleep(wait.max(Duration::from_millis(10))).await;
-                    }
                     // The loss goes to the school like any other source's; the extension
                     // forgets the count only once this is spooled.
                     let gap = Kind::Gap(Gap {
@@ -268,11 +265,9 @@ async fn converse(
                         lost: hello.dropped,
                     });
                     tracing::warn!(%user, browser = hello.browser, dropped = hello.dropped, "extension: visits lost in the browser");
-                    shared
-                        .events
-                        .send_committed(observed(&shared.hostname, user.clone(), gap))
+                    spool_as_visit(gap, uid, &user, shared)
                         .await
-                        .map_err(|_| io::Error::other("the agent is stopping"))?;
+                        .map_err(|()| io::Error::other("the agent is stopping"))?;
                     serde_json::json!({ "hello": "ok", "dropped": hello.dropped })
                 }
             }
@@ -300,8 +295,7 @@ async fn converse(
     }
 }
 
-/// Checks, rates and spools one visit; Ok once the spool has committed it. Over the user's
-/// rate, waits for the next window (slowing only this user's connections).
+/// Checks, rates and spools one visit; Ok once the spool has committed it.
 async fn visit(
     raw: message::RawVisit,
     uid: u32,
@@ -309,6 +303,15 @@ async fn visit(
     shared: &Shared,
 ) -> Result<(), NotTaken> {
     let checked = raw.check(now_us()).map_err(NotTaken::Refused)?;
+    spool_as_visit(Kind::Browsing(checked), uid, user, shared)
+        .await
+        .map_err(|()| NotTaken::Closed)
+}
+
+/// Spools what a user's host sent, counted against their visit rate: over it, waits for the
+/// next window (slowing only this user's connections). Ok once the spool has committed it;
+/// Err when the agent is stopping.
+async fn spool_as_visit(kind: Kind, uid: u32, user: &str, shared: &Shared) -> Result<(), ()> {
     let mut warned = false;
     while let Err(wait) = shared.limits.take_visit(uid, Instant::now()) {
         if !warned {
@@ -318,12 +321,8 @@ async fn visit(
         }
         tokio::time::sleep(wait.max(Duration::from_millis(10))).await;
     }
-    let event = observed(&shared.hostname, user.to_owned(), Kind::Browsing(checked));
-    shared
-        .events
-        .send_committed(event)
-        .await
-        .map_err(|_| NotTaken::Closed)
+    let event = observed(&shared.hostname, user.to_owned(), kind);
+    shared.events.send_committed(event).await.map_err(|_| ())
 }
 
 fn reply_error(why: &str) -> Vec<u8> {

@@ -184,6 +184,14 @@ impl<'a> Lists<'a> {
     }
 }
 
+/// Files pattern `i` under `word`, once.
+fn index(map: &mut HashMap<String, Vec<usize>>, word: &str, i: usize) {
+    let list = map.entry(word.to_owned()).or_default();
+    if !list.contains(&i) {
+        list.push(i);
+    }
+}
+
 /// A term of several words also as one word (` kill myself ` → ` killmyself `): hashtags and
 /// letters spelled out (`k i l l m y s e l f`, which normalising joins) run the words together.
 /// Only where the result is long enough not to be some other word by chance.
@@ -366,19 +374,13 @@ impl Keywords {
         for (i, (_, _, p)) in patterns.iter().enumerate() {
             let (exact, open) = p.first_words();
             for w in exact {
-                let list = first_word.entry(w.to_owned()).or_default();
-                if !list.contains(&i) {
-                    list.push(i);
-                }
+                index(&mut first_word, w, i);
             }
             first_prefix.extend(open.into_iter().map(|o| (o.to_owned(), i)));
             match p.anchor_words() {
                 Some(words) => {
                     for w in words {
-                        let list = anchors.entry(w.to_owned()).or_default();
-                        if !list.contains(&i) {
-                            list.push(i);
-                        }
+                        index(&mut anchors, w, i);
                     }
                 }
                 None => unanchored.push(i),

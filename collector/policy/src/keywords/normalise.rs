@@ -149,8 +149,10 @@ fn flush_word(word: &mut String, out: &mut String) {
     }
     let has_letter = trimmed.chars().any(char::is_alphabetic);
     let mut any = false;
-    for c in trimmed.chars() {
-        let c = match (has_letter, c) {
+    // Whether de-leeting changed the word: only then is it text-speak worth a second look.
+    let mut changed = false;
+    for typed in trimmed.chars() {
+        let c = match (has_letter, typed) {
             (true, '0') => 'o',
             (true, '1' | '!') => 'i',
             (true, '3') => 'e',
@@ -158,14 +160,18 @@ fn flush_word(word: &mut String, out: &mut String) {
             (true, '5' | '$') => 's',
             (true, '7') => 't',
             // A symbol in a word without letters ("$5") is not a letter; drop it.
-            (false, '@' | '$' | '!') => continue,
+            (false, '@' | '$' | '!') => {
+                changed = true;
+                continue;
+            }
             (_, c) => c,
         };
+        changed |= c != typed;
         out.push(c);
         any = true;
     }
     if any {
-        if let Some(words) = textspeak::expand(&out[start..]) {
+        if let Some(words) = changed.then(|| textspeak::expand(&out[start..])).flatten() {
             out.truncate(start);
             out.push_str(words);
         }
