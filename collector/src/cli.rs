@@ -47,10 +47,16 @@ pub fn token_create(
     }
     let ca = CertificateAuthority::load(&PkiPaths::new(data_dir))
         .context("loading the CA (has `init` been run?)")?;
-    let store = Store::open(data_dir)?;
+    let store = open_store(data_dir)?;
     let token = store.admin(|a| store::create_token(a, group, ttl, uses, &ca.fingerprint))?;
     note(&store, Audit::new("token.create", format!("group:{group}")))?;
     Ok(token.to_string())
+}
+
+/// The store `collector.toml` names (the embedded SQLite file unless `[store] url` is set).
+fn open_store(data_dir: &Path) -> anyhow::Result<Store> {
+    let config = crate::config::CollectorConfig::load(data_dir)?;
+    Ok(Store::open(data_dir, &config.store)?)
 }
 
 /// Reads or changes monitored data as the person at the command line, with the entry written
@@ -91,7 +97,7 @@ pub fn alerts_list(data_dir: &Path, since: Option<&str>, limit: Option<u64>) -> 
         ("limit", limit.map(|l| l.to_string())),
     ]);
     let entry = Audit::new("alert.list", format!("alerts {object}"));
-    let rows = audited(&Store::open(data_dir)?, entry, |tx| {
+    let rows = audited(&open_store(data_dir)?, entry, |tx| {
         Ok(store::alerts::list(tx, &filter)?)
     })?;
     print_json(&rows)
@@ -118,7 +124,7 @@ pub fn events_list(
         ("limit", limit.map(|l| l.to_string())),
     ]);
     let entry = Audit::new("event.list", format!("events {object}"));
-    let rows = audited(&Store::open(data_dir)?, entry, |tx| {
+    let rows = audited(&open_store(data_dir)?, entry, |tx| {
         Ok(store::events::list(tx, &filter)?)
     })?;
     print_json(&rows)
@@ -126,14 +132,14 @@ pub fn events_list(
 
 pub fn agents_list(data_dir: &Path) -> anyhow::Result<()> {
     let entry = Audit::new("agent.list", "agents");
-    let rows = audited(&Store::open(data_dir)?, entry, |tx| {
+    let rows = audited(&open_store(data_dir)?, entry, |tx| {
         Ok(store::agents::list(tx)?)
     })?;
     print_json(&rows)
 }
 
 pub fn agents_revoke(data_dir: &Path, agent_id: &str) -> anyhow::Result<()> {
-    let store = Store::open(data_dir)?;
+    let store = open_store(data_dir)?;
     if !store.admin(|a| store::agents::revoke(a, agent_id))? {
         bail!("no agent with id {agent_id:?} (see `agents list`)");
     }
@@ -146,7 +152,7 @@ pub fn agents_revoke(data_dir: &Path, agent_id: &str) -> anyhow::Result<()> {
 /// `audit verify`: Ok(entries) when the chain holds; an error naming the first bad entry.
 pub fn audit_verify(data_dir: &Path) -> anyhow::Result<u64> {
     let entry = Audit::new("audit.verify", "audit_log");
-    match audited(&Store::open(data_dir)?, entry, |tx| Ok(audit::verify(tx)?))? {
+    match audited(&open_store(data_dir)?, entry, |tx| Ok(audit::verify(tx)?))? {
         audit::Verdict::Intact { entries } => Ok(entries),
         audit::Verdict::Broken { id, reason } => {
             bail!("audit trail broken at entry {id}: {reason}")
@@ -158,7 +164,7 @@ pub fn audit_verify(data_dir: &Path) -> anyhow::Result<u64> {
 /// missing, unkeyed or its seal does not verify. Refused when an entry itself is broken:
 /// sealing would hide that. The act and what verify said before it are audited first.
 pub fn audit_anchor(data_dir: &Path) -> anyhow::Result<String> {
-    let store = Store::open(data_dir)?;
+    let store = open_store(data_dir)?;
     let before = store.audited(&Actor::cli(), |tx| {
         let last = audit::last_id(tx)?;
         let before = match audit::verify(tx)? {
@@ -197,7 +203,7 @@ pub fn users_add(
     } else {
         (accounts::generate_password(), true)
     };
-    let store = Store::open(data_dir)?;
+    let store = open_store(data_dir)?;
     store.admin(|a| {
         accounts::create(
             a,
@@ -222,7 +228,7 @@ pub fn users_add(
 }
 
 pub fn users_list(data_dir: &Path) -> anyhow::Result<()> {
-    let store = Store::open(data_dir)?;
+    let store = open_store(data_dir)?;
     let rows = store.admin(accounts::list)?;
     note(&store, Audit::new("staff.list", "staff"))?;
     print_json(&rows)
@@ -230,7 +236,7 @@ pub fn users_list(data_dir: &Path) -> anyhow::Result<()> {
 
 /// `users reset-password`: a new generated password (printed), which unlocks the account.
 pub fn users_reset(data_dir: &Path, username: &str) -> anyhow::Result<String> {
-    let store = Store::open(data_dir)?;
+    let store = open_store(data_dir)?;
     let password = accounts::generate_password();
     store.admin(|a| {
         accounts::set_password(a, username, &password, true)?;
@@ -250,7 +256,7 @@ pub fn users_set(
     admin: Option<bool>,
     disabled: Option<bool>,
 ) -> anyhow::Result<()> {
-    let store = Store::open(data_dir)?;
+    let store = open_store(data_dir)?;
     store.admin(|a| {
         let current = accounts::get(a, username)?
             .with_context(|| format!("no account named {username:?} (see `users list`)"))?;
@@ -304,7 +310,7 @@ pub fn policy_test(
     let candidate = invigilator_policy::Policy::load(candidate)?.with_lists(current.lists.clone());
     let object = described(&[("since", since.map(str::to_owned))]);
     let entry = Audit::new("event.replay", format!("events {object}"));
-    let report = audited(&Store::open(data_dir)?, entry, |tx| {
+    let report = audited(&open_store(data_dir)?, entry, |tx| {
         Ok(crate::dryrun::compare(tx, &current, &candidate, since_us)?)
     })?;
     if json {
@@ -425,7 +431,7 @@ pub fn policy_train(corpus: &Path, out: &Path) -> anyhow::Result<()> {
 /// `retention run`: the periods from collector.toml, applied now (or only counted).
 pub fn retention_run(data_dir: &Path, dry_run: bool, json: bool) -> anyhow::Result<()> {
     let config = crate::config::CollectorConfig::load(data_dir)?;
-    let report = Store::open(data_dir)?.retention(&config.retention, dry_run, &Actor::cli())?;
+    let report = open_store(data_dir)?.retention(&config.retention, dry_run, &Actor::cli())?;
     if json {
         print_json(&report)
     } else {
@@ -462,7 +468,7 @@ pub fn roster_import(data_dir: &Path, export: &Path, dry_run: bool) -> anyhow::R
         writeln!(out, "dry run: {} ({shown} unchanged)", o.diff.summary())?;
     } else if o.written {
         note(
-            &Store::open(data_dir)?,
+            &open_store(data_dir)?,
             Audit::new("roster.import", shown.to_string()).detail(format!(
                 "{} source={}",
                 o.diff.summary(),
@@ -500,7 +506,7 @@ pub fn sar_export(
         .transpose()?;
     // A snapshot read outside any write transaction (it scans every event), released only
     // with its entry written.
-    let store = Store::open(data_dir)?;
+    let store = open_store(data_dir)?;
     let sealed = store.scan(|scan| crate::store::sar::export(scan, user))?;
     let entry = Audit::new("sar.export", format!("user:{user}"))
         .purpose(purpose)
@@ -535,7 +541,7 @@ mod tests {
     #[test]
     fn users_add_and_set_record_the_powers_given() {
         let dir = tempfile::tempdir().unwrap();
-        drop(Store::create(dir.path()).unwrap());
+        drop(Store::create(dir.path(), &crate::store::StoreConfig::sqlite()).unwrap());
         users_add(dir.path(), "jo", "dsl", false, "", false).unwrap();
         users_set(dir.path(), "jo", Some("leadership"), Some(true), None).unwrap();
         let conn = crate::store::test_open(dir.path());

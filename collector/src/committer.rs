@@ -160,6 +160,14 @@ fn commit(
     let received_at = store::now_us();
     let window = policy.alerts.aggregate_window.as_micros() as i64;
     let mut results = Vec::with_capacity(jobs.len());
+    // Every agent of the group, in one order on every collector: two commits sharing agents
+    // then wait for each other rather than deadlock.
+    let mut agents: Vec<&str> = jobs.iter().map(|j| &*j.agent_id).collect();
+    agents.sort_unstable();
+    agents.dedup();
+    for agent_id in agents {
+        delivery::lock(tx, agent_id)?;
+    }
     for job in jobs {
         let mut r = StoredBatch::default();
         let mut stored_bytes = 0u64;

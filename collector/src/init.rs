@@ -4,13 +4,15 @@
 use crate::config::{CollectorConfig, DEFAULT_CONFIG};
 use crate::pki::{self, PkiPaths};
 use crate::store::accounts::{self, NewAccount, Role};
-use crate::store::{self, Store};
+use crate::store::{self, Store, StoreConfig};
 use anyhow::{Context, bail};
 use invigilator_policy::{DEFAULT_POLICY, Policy};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 
 pub struct Initialised {
+    /// The PostgreSQL database was initialised by another collector: no account was made.
+    pub shared_database: bool,
     pub ca_fingerprint: String,
     pub server_names: Vec<String>,
     pub admin_username: String,
@@ -23,7 +25,20 @@ pub struct Initialised {
 /// system, sees alerts' metadata. It creates the DSL's and leadership's accounts.
 pub const FIRST_ADMIN: &str = "admin";
 
-pub fn run(data_dir: &Path, server_names: &[String]) -> anyhow::Result<Initialised> {
+/// Initialises `data_dir`; with `store_url`, its store is that PostgreSQL database (written to
+/// `collector.toml`), whose schema is made unless another collector made it already.
+pub fn run(
+    data_dir: &Path,
+    server_names: &[String],
+    store_url: Option<&str>,
+) -> anyhow::Result<Initialised> {
+    let store_config = match store_url {
+        Some(url) => StoreConfig::postgres(url),
+        None => StoreConfig::sqlite(),
+    };
+    store_config
+        .validate()
+        .map_err(|e| anyhow::anyhow!("--store-url: {}", e.trim_start_matches("store.url ")))?;
     if store::db_path(data_dir).exists() || PkiPaths::new(data_dir).ca_key().exists() {
         bail!(
             "{} is already initialised; use another --data-dir or remove it first",
@@ -52,10 +67,12 @@ pub fn run(data_dir: &Path, server_names: &[String]) -> anyhow::Result<Initialis
     }
     let ca = pki::init(&PkiPaths::new(data_dir), &names)
         .context("creating the certificate authority")?;
-    let store = Store::create(data_dir).context("creating the database")?;
+    let store = Store::create(data_dir, &store_config).context("creating the database")?;
     let password = accounts::generate_password();
-    store
-        .admin(|a| {
+    // A database several collectors share has its first administrator already.
+    let shared = store.admin(|a| accounts::list(a))?.iter().any(|acc| acc.is_admin);
+    if !shared {
+        store.admin(|a| {
             accounts::create(
                 a,
                 &NewAccount {
@@ -70,10 +87,17 @@ pub fn run(data_dir: &Path, server_names: &[String]) -> anyhow::Result<Initialis
             )
         })
         .context("creating the first console account")?;
+    }
     let admin_password_file = data_dir.join("initial-admin-password");
-    pki::write_file(&admin_password_file, &format!("{password}\n"), true)?;
+    if !shared {
+        pki::write_file(&admin_password_file, &format!("{password}\n"), true)?;
+    }
+    let config_text = match store_url {
+        Some(url) => with_store_url(DEFAULT_CONFIG, url),
+        None => DEFAULT_CONFIG.to_owned(),
+    };
     for (path, text) in [
-        (CollectorConfig::path(data_dir), DEFAULT_CONFIG),
+        (CollectorConfig::path(data_dir), config_text.as_str()),
         (Policy::path(data_dir), DEFAULT_POLICY),
     ] {
         if !path.exists() {
@@ -81,10 +105,22 @@ pub fn run(data_dir: &Path, server_names: &[String]) -> anyhow::Result<Initialis
         }
     }
     Ok(Initialised {
+        shared_database: shared,
         ca_fingerprint: ca.fingerprint,
         server_names: names,
         admin_username: FIRST_ADMIN.into(),
         admin_role: Role::Technician,
         admin_password_file,
     })
+}
+
+/// The default configuration with `[store] url` set (a TOML string, escaped as such).
+fn with_store_url(config: &str, url: &str) -> String {
+    let quoted = toml::Value::String(url.to_owned()).to_string();
+    let store = config.find("[store]").expect("the default config has [store]");
+    let at = store
+        + config[store..]
+            .find("\nurl = \"\"\n")
+            .expect("[store] has url");
+    format!("{}\nurl = {quoted}\n{}", &config[..at], &config[at + "\nurl = \"\"\n".len()..])
 }

@@ -37,6 +37,10 @@ enum Command {
         /// Default: localhost, 127.0.0.1, ::1 and this machine's host name.
         #[arg(long = "server-name")]
         server_names: Vec<String>,
+        /// A PostgreSQL database for the store (postgres://user:password@host/db), instead of
+        /// the embedded SQLite file: written to collector.toml's [store] url.
+        #[arg(long = "store-url", env = "INVIGILATOR_STORE_URL")]
+        store_url: Option<String>,
     },
     /// Run the collector: gRPC ingest for agents and the HTTP console.
     Serve {
@@ -409,17 +413,27 @@ fn main() -> std::process::ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Init { dir, server_names } => {
-            let done = init::run(&dir.data_dir, &server_names)?;
+        Command::Init {
+            dir,
+            server_names,
+            store_url,
+        } => {
+            let done = init::run(&dir.data_dir, &server_names, store_url.as_deref())?;
             println!("initialised {}", dir.data_dir.display());
             println!("CA fingerprint (SHA-256): {}", done.ca_fingerprint);
             println!("server certificate names: {}", done.server_names.join(", "));
-            println!(
-                "console administrator: {} (role {}), first password in {} (change it at first log-in)",
-                done.admin_username,
-                done.admin_role,
-                done.admin_password_file.display()
-            );
+            if done.shared_database {
+                println!(
+                    "the database was initialised by another collector: its console accounts serve this one too"
+                );
+            } else {
+                println!(
+                    "console administrator: {} (role {}), first password in {} (change it at first log-in)",
+                    done.admin_username,
+                    done.admin_role,
+                    done.admin_password_file.display()
+                );
+            }
             println!(
                 "next: edit policy.toml and collector.toml there, then `invigilator-collector serve --data-dir {}`",
                 dir.data_dir.display()

@@ -170,7 +170,7 @@ fn a_serious_alert_is_mailed_without_pupil_content_and_a_lesser_one_is_not() {
     );
 }
 
-fn notified(conn: &rusqlite::Connection) -> Vec<String> {
+fn notified(conn: &crate::store::db::Connection) -> Vec<String> {
     conn.prepare("SELECT object FROM audit_log WHERE action = 'alert.notify' ORDER BY id")
         .unwrap()
         .query_map([], |r| r.get(0))

@@ -68,7 +68,7 @@ pub async fn run(data_dir: &Path, opts: ServeOptions) -> anyhow::Result<()> {
         config.lists.clone(),
     ));
 
-    let store = Store::open(data_dir)?;
+    let store = Store::open(data_dir, &config.store)?;
     let key = SystemKey::mint();
     let approvers = &config.console.reveal_approvers;
     if let Some(change) = store.admin(|a| store::approvers::sync(a, approvers))? {

@@ -34,6 +34,7 @@ pub enum ConfigError {
 #[serde(default, deny_unknown_fields)]
 pub struct CollectorConfig {
     pub grpc: GrpcConfig,
+    pub store: crate::store::StoreConfig,
     pub http: HttpConfig,
     pub agents: AgentsConfig,
     pub ingest: IngestConfig,
@@ -270,6 +271,7 @@ impl CollectorConfig {
     }
 
     fn validate(&self) -> Result<(), String> {
+        self.store.validate()?;
         if self.metrics.refresh_interval < Duration::from_secs(1) {
             return Err("metrics.refresh_interval must be at least 1s".into());
         }

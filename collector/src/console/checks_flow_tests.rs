@@ -14,7 +14,7 @@ use tower::ServiceExt;
 struct App {
     _dir: tempfile::TempDir,
     app: axum::Router,
-    conn: rusqlite::Connection,
+    conn: crate::store::db::Connection,
 }
 
 const T0: i64 = 1_790_000_000_000_000;
@@ -69,7 +69,7 @@ fn app() -> App {
         Policy::parse(invigilator_policy::DEFAULT_POLICY).unwrap(),
     ));
     let console = Console::new(
-        crate::store::Store::open(dir.path()).unwrap(),
+        crate::store::Store::open(dir.path(), &crate::store::StoreConfig::sqlite()).unwrap(),
         Default::default(),
         policy,
     );

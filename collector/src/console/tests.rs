@@ -7,7 +7,7 @@ use crate::store::{self, accounts::Role};
 use invigilator_policy::Alert;
 use invigilator_proto::v1::event::Kind;
 use invigilator_proto::v1::{BrowsingVisit, Event};
-use rusqlite::Connection;
+use crate::store::db::Connection;
 
 struct Harness {
     _dir: tempfile::TempDir,
@@ -30,10 +30,10 @@ const REASON: &str = "third self-harm alert for this pupil this week";
 
 fn harness() -> Harness {
     let dir = tempfile::tempdir().unwrap();
-    drop(crate::store::Store::create(dir.path()).unwrap());
+    drop(crate::store::Store::create(dir.path(), &crate::store::StoreConfig::sqlite()).unwrap());
     let policy = Policy::parse(invigilator_policy::DEFAULT_POLICY).unwrap();
     let console = Console::new(
-        crate::store::Store::open(dir.path()).unwrap(),
+        crate::store::Store::open(dir.path(), &crate::store::StoreConfig::sqlite()).unwrap(),
         ConsoleConfig {
             reveal_approvers: vec!["head".into()],
             ..Default::default()

@@ -19,9 +19,8 @@ use super::{Destination, HandoffError, Route, link, matched_for};
 use crate::config::{Facility, SyslogConfig};
 use crate::store::{self, outbox::Outgoing};
 use invigilator_policy::Severity;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
-use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection, StreamOwned};
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::Path;
@@ -63,34 +62,12 @@ impl Syslog {
     /// Reads the CA file (or the system's roots) now, so that a bad one stops the start with
     /// its reason. Connects only when the first alert is due.
     pub fn load(cfg: SyslogConfig, data_dir: &Path) -> Result<Self, HandoffError> {
-        let mut roots = RootCertStore::empty();
-        match &cfg.ca_file {
-            Some(ca) => {
-                let path = data_dir.join(ca);
-                let ca_err = |message: String| HandoffError::Ca {
-                    name: format!("syslog {}", cfg.name),
-                    path: path.display().to_string(),
-                    message,
-                };
-                let pem = std::fs::read(&path).map_err(|e| ca_err(e.to_string()))?;
-                let certs = CertificateDer::pem_slice_iter(&pem)
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| ca_err(e.to_string()))?;
-                if certs.is_empty() {
-                    return Err(ca_err("no certificate in it".into()));
-                }
-                for cert in certs {
-                    roots.add(cert).map_err(|e| ca_err(e.to_string()))?;
-                }
-            }
-            None => {
-                let found = rustls_native_certs::load_native_certs();
-                for cert in found.certs {
-                    // One unusable certificate in the system's store spoils none of the others.
-                    let _ = roots.add(cert);
-                }
-            }
-        }
+        let ca = cfg.ca_file.as_ref().map(|ca| data_dir.join(ca));
+        let roots = crate::pki::trust_roots(ca.as_deref()).map_err(|message| HandoffError::Ca {
+            name: format!("syslog {}", cfg.name),
+            path: ca.as_deref().unwrap_or(Path::new("")).display().to_string(),
+            message,
+        })?;
         let tls = ClientConfig::builder()
             .with_root_certificates(roots)
             .with_no_client_auth();

@@ -53,7 +53,7 @@
 //! ```
 //! Nor can an audited handle be made without its entry:
 //! ```compile_fail,E0451
-//! # fn f(conn: &rusqlite::Connection) {
+//! # fn f(conn: &invigilator_collector::store::db::Connection) {
 //! let tx = invigilator_collector::store::Audited { conn };
 //! # }
 //! ```
@@ -80,14 +80,12 @@
 //! ```
 
 use super::audit::{self, Actor, Audit, AuditError};
-use super::{Durability, Result, StoreError};
+use super::db::PgTls;
+use super::{Durability, Result, StoreConfig, StoreError};
 use crate::serve::SystemKey;
-use rusqlite::Connection;
+use crate::store::db::Connection;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-
-/// Connections kept open between uses; more are opened under load and closed after.
-const MAX_IDLE: usize = 8;
 
 /// A collector's store. Cheap to clone; every clone shares the pool.
 #[derive(Clone)]
@@ -97,7 +95,15 @@ pub struct Store {
 
 struct Inner {
     data_dir: PathBuf,
+    engine: Engine,
+    max_idle: usize,
     idle: Mutex<Vec<Connection>>,
+}
+
+/// Where new connections of the pool go.
+enum Engine {
+    Sqlite,
+    Postgres { url: String, tls: PgTls },
 }
 
 /// Monitored data, readable only once its audit entry is written (see the module doc).
@@ -191,24 +197,48 @@ impl System<'_> {
 }
 
 impl Store {
-    /// The store of an initialised data directory.
-    pub fn open(data_dir: &Path) -> Result<Self> {
-        let first = super::open(data_dir, Durability::Full)?;
-        Ok(Self::with(data_dir, first))
+    /// The store of an initialised data directory, in the engine `config` names.
+    pub fn open(data_dir: &Path, config: &StoreConfig) -> Result<Self> {
+        Self::start(data_dir, config, false)
     }
 
-    /// Creates the store of a new data directory (for `init`).
-    pub fn create(data_dir: &Path) -> Result<Self> {
-        let first = super::create(data_dir)?;
-        Ok(Self::with(data_dir, first))
+    /// Creates the store of a new data directory (for `init`): the SQLite file, or the schema
+    /// in an empty PostgreSQL database.
+    pub fn create(data_dir: &Path, config: &StoreConfig) -> Result<Self> {
+        Self::start(data_dir, config, true)
     }
 
-    fn with(data_dir: &Path, first: Connection) -> Self {
-        Self {
+    fn start(data_dir: &Path, config: &StoreConfig, create: bool) -> Result<Self> {
+        let (engine, first) = if config.is_postgres() {
+            let ca = (!config.ca_file.is_empty()).then(|| data_dir.join(&config.ca_file));
+            let tls = PgTls::new(ca.as_deref()).map_err(|message| StoreError::DatabaseCa {
+                path: ca.clone().unwrap_or_default(),
+                message,
+            })?;
+            let first = super::postgres::open(&config.url, &tls, data_dir)?;
+            let url = config.url.clone();
+            (Engine::Postgres { url, tls }, first)
+        } else if create {
+            (Engine::Sqlite, super::create(data_dir)?)
+        } else {
+            (Engine::Sqlite, super::open(data_dir, Durability::Full)?)
+        };
+        Ok(Self {
             inner: Arc::new(Inner {
                 data_dir: data_dir.to_path_buf(),
+                engine,
+                max_idle: config.max_idle.max(1),
                 idle: Mutex::new(vec![first]),
             }),
+        })
+    }
+
+    fn connect(&self) -> Result<Connection> {
+        match &self.inner.engine {
+            Engine::Sqlite => super::open(&self.inner.data_dir, Durability::Full),
+            Engine::Postgres { url, tls } => {
+                super::postgres::connect(url, tls, &self.inner.data_dir)
+            }
         }
     }
 
@@ -224,13 +254,13 @@ impl Store {
         let idle = self.inner.idle.lock().ok().and_then(|mut v| v.pop());
         let conn = match idle {
             Some(c) => c,
-            None => super::open(&self.inner.data_dir, Durability::Full)?,
+            None => self.connect()?,
         };
         let result = f(&conn);
         // A connection left inside a transaction (a panic or a failed rollback) is not reused.
         if conn.is_autocommit()
             && let Ok(mut idle) = self.inner.idle.lock()
-            && idle.len() < MAX_IDLE
+            && idle.len() < self.inner.max_idle
         {
             idle.push(conn);
         }

@@ -2,7 +2,7 @@
 
 use super::{Admin, Audited, System};
 use super::{Result, now_us, rfc3339};
-use rusqlite::{OptionalExtension, params};
+use crate::store::db::{OptionalExtension, params};
 use serde::Serialize;
 
 pub struct NewAgent<'a> {
@@ -326,7 +326,7 @@ const SELECT: &str = "SELECT agent_id, grp, hostname, os, agent_version, enrolle
     silent_alerted, process_fallback, process_seen, process_dropped, process_truncated,
     browser_posture, browsers_unseen, extension_missing FROM agents";
 
-fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AgentRow> {
+fn row(r: &crate::store::db::Row<'_>) -> crate::store::db::Result<AgentRow> {
     let revoked_at: Option<i64> = r.get(9)?;
     Ok(AgentRow {
         agent_id: r.get(0)?,
@@ -362,7 +362,7 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AgentRow> {
 mod tests {
     use super::*;
 
-    fn enrol(conn: &rusqlite::Connection, agent_id: &str, group: &str) {
+    fn enrol(conn: &crate::store::db::Connection, agent_id: &str, group: &str) {
         let a = NewAgent {
             agent_id,
             group,

@@ -5,7 +5,7 @@
 use super::{Audited, System};
 use super::{Result, now_us, rfc3339};
 use invigilator_policy::{Alert, Severity};
-use rusqlite::{OptionalExtension, params};
+use crate::store::db::{OptionalExtension, params};
 use serde::Serialize;
 
 #[derive(Debug, Clone, Serialize)]
@@ -85,9 +85,10 @@ pub fn insert(tx: &System<'_>, a: &Alert) -> Result<i64> {
         "INSERT INTO alerts(agent_id, hostname, user, kind, rule, category, severity, summary,
                             matched, observed_at, created_at, policy_version, event_seq,
                             count, last_observed_at, aggregate_key, response)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, 1, ?10, ?14, ?15)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, 1, ?10, ?14, ?15)
+         RETURNING id",
     )?;
-    stmt.execute(params![
+    let id = stmt.query_row(params![
         a.agent_id,
         a.hostname,
         a.user,
@@ -103,8 +104,8 @@ pub fn insert(tx: &System<'_>, a: &Alert) -> Result<i64> {
         a.event_seq.map(|s| s as i64),
         a.aggregate_key,
         a.response,
-    ])?;
-    Ok(conn.last_insert_rowid())
+    ], |r| r.get(0))?;
+    Ok(id)
 }
 
 #[derive(Debug, Clone, Default)]

@@ -9,7 +9,7 @@
 
 use crate::store::Admin;
 use crate::store::audit::{self, Actor, AuditError, Record};
-use rusqlite::{OptionalExtension, params};
+use crate::store::db::{OptionalExtension, params};
 use serde::Serialize;
 
 /// How long a notice stays on DSL and leadership pages.
@@ -92,7 +92,7 @@ pub fn recent(tx: &Admin<'_>) -> crate::store::Result<Vec<Notice>> {
                 text: r.get(1)?,
             })
         })?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<crate::store::db::Result<_>>()?;
     Ok(notices)
 }
 

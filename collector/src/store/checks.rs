@@ -11,8 +11,8 @@ use super::{Audited, Scan, Sealed};
 use super::{events, now_us, rfc3339};
 use invigilator_policy::Policy;
 use invigilator_policy::groups::Class;
-use rusqlite::types::Value as Sql;
-use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
+use crate::store::db::OwnedValue as Sql;
+use crate::store::db::{Connection, OptionalExtension, params, params_from_iter};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -39,8 +39,8 @@ pub enum CheckError {
     Store(#[from] super::StoreError),
 }
 
-impl From<rusqlite::Error> for CheckError {
-    fn from(e: rusqlite::Error) -> Self {
+impl From<crate::store::db::Error> for CheckError {
+    fn from(e: crate::store::db::Error) -> Self {
         CheckError::Store(e.into())
     }
 }
@@ -137,24 +137,26 @@ pub fn request(tx: &Audited<'_>, requested_by: &str, reason: &str, scope: Scope)
         return Err(CheckError::NoReason);
     }
     let scope = scope.normalised()?;
-    conn.execute(
-        "INSERT INTO checks(requested_by, requested_at, reason, scope) VALUES (?1, ?2, ?3, ?4)",
+    let id = conn.query_row(
+        "INSERT INTO checks(requested_by, requested_at, reason, scope) VALUES (?1, ?2, ?3, ?4)
+         RETURNING id",
         params![
             requested_by,
             now_us(),
             reason,
             serde_json::to_string(&scope).expect("scope serialises")
         ],
+        |r| r.get::<_, i64>(0),
     )?;
-    Ok(conn.last_insert_rowid())
+    Ok(id)
 }
 
 const COLUMNS: &str =
     "id, requested_by, requested_at, reason, scope, status, run_by, run_at, result";
 
-fn check(r: &rusqlite::Row<'_>, with_result: bool) -> rusqlite::Result<Check> {
+fn check(r: &crate::store::db::Row<'_>, with_result: bool) -> crate::store::db::Result<Check> {
     let json_err = |i, e: serde_json::Error| {
-        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
+        crate::store::db::Error::decode(i, e)
     };
     let scope: String = r.get(4)?;
     let result: Option<String> = if with_result { r.get(8)? } else { None };
@@ -333,7 +335,7 @@ fn produce(conn: &Connection, scope: &Scope, policy: &Policy) -> Result<Outcome>
 
     // Events: the time index bounds the scan; users, devices and kinds narrow it in SQL, groups
     // need the policy and are applied here.
-    let mut args = vec![Sql::Integer(scope.from_us), Sql::Integer(scope.to_us)];
+    let mut args = vec![Sql::Int(scope.from_us), Sql::Int(scope.to_us)];
     let mut sql = String::from(
         "SELECT e.agent_id, e.seq, e.kind, e.observed_at, e.received_at, e.hostname, e.user,
                 e.payload, coalesce(a.grp, '')
@@ -354,7 +356,7 @@ fn produce(conn: &Connection, scope: &Scope, policy: &Policy) -> Result<Outcome>
     while let Some(r) = q.next()? {
         let group: String = r.get(8)?;
         let at: i64 = r.get(3)?;
-        let e = events::row(r)?;
+        let e = events::row(&r)?;
         let (in_group, child) = placed(policy, scope, &group, &e.user);
         if !in_group {
             continue;
@@ -377,7 +379,7 @@ fn produce(conn: &Connection, scope: &Scope, policy: &Policy) -> Result<Outcome>
     }
 
     // Alerts in the same range and scope.
-    let mut args = vec![Sql::Integer(scope.from_us), Sql::Integer(scope.to_us)];
+    let mut args = vec![Sql::Int(scope.from_us), Sql::Int(scope.to_us)];
     let mut sql = String::from(
         "SELECT a.observed_at, a.user, a.hostname, a.kind, a.category, a.severity, a.summary,
                 coalesce(g.grp, '')

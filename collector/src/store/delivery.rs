@@ -4,7 +4,8 @@
 
 use super::Result;
 use super::System;
-use rusqlite::{OptionalExtension, params};
+use super::db::Dialect;
+use crate::store::db::{OptionalExtension, params};
 
 const DAY_US: i64 = 86_400_000_000;
 
@@ -29,6 +30,19 @@ pub struct Committed<'a> {
     pub up_to_seq: u64,
 }
 
+/// Locks the agent's delivery row until the commit ends, so that two collectors committing
+/// batches of one agent (it reconnected to another while the first was still committing) take
+/// turns: the second sees what the first stored. SQLite's one writer makes this a no-op.
+pub fn lock(sys: &System<'_>, agent_id: &str) -> Result<()> {
+    if sys.conn.dialect() == Dialect::Postgres {
+        sys.conn
+            .prepare_cached("SELECT 1 FROM agents WHERE agent_id = ?1 FOR UPDATE")?
+            .query_map([agent_id], |_| Ok(()))?
+            .for_each(drop);
+    }
+    Ok(())
+}
+
 /// Adds a commit to the agent's usage for the day and moves its acknowledged sequence on;
 /// returns the agent's total bytes for the day, this commit included.
 pub fn record(sys: &System<'_>, c: &Committed<'_>) -> Result<u64> {
@@ -45,7 +59,7 @@ pub fn record(sys: &System<'_>, c: &Committed<'_>) -> Result<u64> {
             |r| r.get(0),
         )?;
     tx.prepare_cached(
-        "UPDATE agents SET acked_seq = MAX(acked_seq, ?2), acked_at = ?3, stalled_alerted = 0
+        "UPDATE agents SET acked_seq = greatest(acked_seq, ?2), acked_at = ?3, stalled_alerted = 0
          WHERE agent_id = ?1",
     )?
     .execute(params![
@@ -121,7 +135,7 @@ pub fn take_newly_stalled(
 mod tests {
     use super::*;
     use crate::store::{self, AgentHealth, NewAgent, agents};
-    use rusqlite::Connection;
+    use crate::store::db::Connection;
 
     fn enrol(conn: &Connection, id: &str) {
         agents::insert_agent(

@@ -5,7 +5,7 @@
 
 use super::Admin;
 use super::Result;
-use rusqlite::{OptionalExtension, params};
+use crate::store::db::{OptionalExtension, params};
 
 pub const WINDOW_US: i64 = 10 * 60 * 1_000_000;
 pub const MAX_FAILURES: u32 = 20;

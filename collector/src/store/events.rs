@@ -1,10 +1,11 @@
 //! Events, stored exactly once per (agent_id, seq).
 
 use super::{Audited, System};
+use super::db::Dialect;
 use super::{Result, StoreError, rfc3339};
 use invigilator_proto::v1::{Event, event::Kind};
 use prost::Message;
-use rusqlite::params;
+use crate::store::db::params;
 use serde::Serialize;
 
 /// What the committer did with one agent's batch.
@@ -28,11 +29,22 @@ pub fn insert(
 ) -> Result<bool> {
     let tx = sys.conn;
     let kind = event.kind.as_ref().map(Kind::name).unwrap_or("unknown");
-    let mut stmt = tx.prepare_cached(
-        "INSERT INTO events(agent_id, seq, kind, observed_at, received_at, hostname, user, payload)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-         ON CONFLICT(agent_id, seq) DO NOTHING",
-    )?;
+    // SQLite's UNIQUE (agent_id, seq) refuses a resend. PostgreSQL's events are partitioned and
+    // cannot have that key: the committer holds the agent's row lock (delivery::lock), so the
+    // look-up below cannot race another collector storing the same batch.
+    let sql = match tx.dialect() {
+        Dialect::Sqlite => {
+            "INSERT INTO events(agent_id, seq, kind, observed_at, received_at, hostname, user, payload)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             ON CONFLICT(agent_id, seq) DO NOTHING"
+        }
+        Dialect::Postgres => {
+            "INSERT INTO events(agent_id, seq, kind, observed_at, received_at, hostname, user, payload)
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8
+             WHERE NOT EXISTS (SELECT 1 FROM events WHERE agent_id = ?1 AND seq = ?2)"
+        }
+    };
+    let mut stmt = tx.prepare_cached(sql)?;
     let n = stmt.execute(params![
         agent_id,
         event.seq as i64,
@@ -80,7 +92,7 @@ pub fn list(tx: &Audited<'_>, f: &EventFilter) -> Result<Vec<EventRow>> {
     let mut rows = stmt.query(params![f.kind, f.since_us, f.agent_id, limit])?;
     let mut out = Vec::new();
     while let Some(r) = rows.next()? {
-        out.push(row(r)?);
+        out.push(row(&r)?);
     }
     Ok(out)
 }
@@ -135,7 +147,7 @@ pub fn around(
     let mut rows = stmt.query(params![agent_id, lo, hi])?;
     let mut out = Vec::new();
     while let Some(r) = rows.next()? {
-        out.push(row(r)?);
+        out.push(row(&r)?);
     }
     Ok(out)
 }
@@ -152,13 +164,13 @@ pub fn for_user(tx: &Audited<'_>, user: &str, mut f: impl FnMut(EventRow)) -> Re
     let mut rows = stmt.query([user])?;
     let mut n = 0;
     while let Some(r) = rows.next()? {
-        f(row(r)?);
+        f(row(&r)?);
         n += 1;
     }
     Ok(n)
 }
 
-pub(crate) fn row(r: &rusqlite::Row<'_>) -> Result<EventRow> {
+pub(crate) fn row(r: &crate::store::db::Row<'_>) -> Result<EventRow> {
     let agent_id: String = r.get(0)?;
     let seq = r.get::<_, i64>(1)? as u64;
     let payload: Vec<u8> = r.get(7)?;

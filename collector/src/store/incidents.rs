@@ -7,7 +7,7 @@ use super::triage::{self, Change};
 use super::{now_us, rfc3339};
 use invigilator_policy::groups::Class;
 use invigilator_policy::{ResponsesSpec, Severity};
-use rusqlite::{Connection, OptionalExtension, params};
+use crate::store::db::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
 pub const CLASSES: &[&str] = &["pupil", "staff", "visitor", "unknown"];
@@ -62,7 +62,7 @@ pub enum IncidentError {
     #[error("alert {0}: {1}")]
     Triage(i64, triage::TriageError),
     #[error("database error: {0}")]
-    Sql(#[from] rusqlite::Error),
+    Sql(#[from] crate::store::db::Error),
     #[error(transparent)]
     Store(#[from] super::StoreError),
     #[error("stored incident {0} cannot be read: {1}")]
@@ -344,11 +344,12 @@ pub fn create(
         }
     }
     let now = now_us();
-    conn.execute(
-        "INSERT INTO incidents(created_at, created_by) VALUES (?1, ?2)",
+    let id = conn.query_row(
+        "INSERT INTO incidents(created_at, created_by) VALUES (?1, ?2)
+         RETURNING id",
         params![now, author],
+        |r| r.get::<_, i64>(0),
     )?;
-    let id = conn.last_insert_rowid();
     insert_version(conn, id, 1, now, author, &record)?;
     for &a in alert_ids {
         conn.execute(

@@ -10,9 +10,8 @@
 //! while ingest writes.
 
 use invigilator_policy::Severity;
-use rusqlite::{Connection, OpenFlags};
+pub(in crate::store) use sqlite::{Durability, create, open};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 pub mod access;
 pub mod accounts;
@@ -21,6 +20,7 @@ pub mod alerts;
 pub mod approvers;
 pub mod audit;
 pub mod checks;
+pub mod db;
 pub mod delivery;
 pub mod enrol_guard;
 pub mod events;
@@ -31,6 +31,8 @@ pub mod retention;
 pub mod reveals;
 pub mod sar;
 pub mod sessions;
+mod sqlite;
+mod postgres;
 pub mod tokens;
 pub mod triage;
 pub mod visits;
@@ -41,15 +43,13 @@ pub use alerts::{AlertFilter, AlertRow};
 pub use events::{EventFilter, EventRow, StoredBatch};
 pub use tokens::{TokenRejection, create_token};
 
-const SCHEMA: &str = include_str!("schema.sql");
-const SCHEMA_VERSION: &str = "1";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database {path}: {source}")]
     Open {
         path: PathBuf,
-        source: rusqlite::Error,
+        source: db::Error,
     },
     #[error("no collector data in {0}: run `invigilator-collector init --data-dir {0}` first")]
     NotInitialised(PathBuf),
@@ -58,8 +58,17 @@ pub enum StoreError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("database {target}: {source}")]
+    Database { target: String, source: db::Error },
+    #[error(
+        "the database's schema is version {found}, newer than this collector knows ({supported}): \
+         run the collector version that upgraded it, or restore a backup from before the upgrade"
+    )]
+    NewerSchema { found: i64, supported: i64 },
+    #[error("cannot read the database server's CA {path}: {message}")]
+    DatabaseCa { path: PathBuf, message: String },
     #[error("database error: {0}")]
-    Sql(#[from] rusqlite::Error),
+    Sql(#[from] db::Error),
     #[error("stored event {agent_id}/{seq} cannot be decoded: {message}")]
     Corrupt {
         agent_id: String,
@@ -70,194 +79,74 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// Where the store keeps its data: `[store]` in `collector.toml`.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// Empty: the embedded SQLite file. Else a PostgreSQL URL or key=value string.
+    pub url: String,
+    /// The database server's CA (PEM), relative to the data directory; empty: system roots.
+    pub ca_file: String,
+    /// Connections kept open between uses.
+    pub max_idle: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            ca_file: String::new(),
+            max_idle: 8,
+        }
+    }
+}
+
+impl StoreConfig {
+    /// The embedded SQLite file, as `init` and the tests make it.
+    pub fn sqlite() -> Self {
+        Self::default()
+    }
+
+    pub fn postgres(url: &str) -> Self {
+        Self {
+            url: url.to_owned(),
+            ..Self::default()
+        }
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        !self.url.is_empty()
+    }
+
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        if self.is_postgres() {
+            let parsed = self.url.parse::<::postgres::Config>().map_err(|e| {
+                format!("store.url is not a PostgreSQL URL or key=value string: {e}")
+            })?;
+            if parsed.get_hosts().is_empty() {
+                return Err("store.url names no host (host=/run/postgresql for a local socket)".into());
+            }
+        } else if !self.ca_file.is_empty() {
+            return Err("store.ca_file is for a PostgreSQL store.url, which is empty".into());
+        }
+        if !(1..=256).contains(&self.max_idle) {
+            return Err("store.max_idle must be between 1 and 256".into());
+        }
+        Ok(())
+    }
+}
+
 pub fn db_path(data_dir: &Path) -> PathBuf {
     data_dir.join("invigilator.db")
 }
 
-/// How a connection will be used, which decides its durability settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Durability {
-    /// fsync on every commit: what an acknowledgement to an agent promises.
-    Full,
-    /// Health and bookkeeping, which the next heartbeat rewrites anyway.
-    Normal,
-}
-
-/// Opens the database of an initialised data directory. Only the store opens connections:
-/// everything else goes through [`Store`].
-pub(in crate::store) fn open(data_dir: &Path, durability: Durability) -> Result<Connection> {
-    let path = db_path(data_dir);
-    if !path.exists() {
-        return Err(StoreError::NotInitialised(data_dir.to_path_buf()));
-    }
-    open_path(&path, durability, false)
-}
-
-/// Creates the database (for `init`, through [`Store::create`]).
-pub(in crate::store) fn create(data_dir: &Path) -> Result<Connection> {
-    open_path(&db_path(data_dir), Durability::Full, true)
-}
-
-/// The database holds password hashes, TOTP secrets and children's data: its directory is
-/// the owner's only (0700) and its files too (0600), whatever mode an existing directory or file
-/// had (`init` into a 0755 directory once left the database 0644). SQLite gives the -wal and
-/// -shm files the database's mode when it creates them.
-fn owner_only(path: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let set = |p: &Path, mode| match std::fs::set_permissions(p, PermissionsExt::from_mode(mode)) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        r => r,
-    };
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        set(dir, 0o700)?;
-    }
-    for sfx in ["", "-wal", "-shm"] {
-        let mut p = path.as_os_str().to_owned();
-        p.push(sfx);
-        set(Path::new(&p), 0o600)?;
-    }
-    Ok(())
-}
-
-fn open_path(path: &Path, durability: Durability, create: bool) -> Result<Connection> {
-    let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    if create {
-        flags |= OpenFlags::SQLITE_OPEN_CREATE;
-    }
-    let err = |source| StoreError::Open {
-        path: path.to_path_buf(),
-        source,
-    };
-    let conn = Connection::open_with_flags(path, flags).map_err(err)?;
-    conn.busy_timeout(Duration::from_secs(15)).map_err(err)?;
-    conn.pragma_update(None, "journal_mode", "WAL")
-        .map_err(err)?;
-    owner_only(path).map_err(|source| StoreError::Permissions {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    conn.pragma_update(None, "foreign_keys", "ON")
-        .map_err(err)?;
-    let sync = match durability {
-        Durability::Full => "FULL",
-        Durability::Normal => "NORMAL",
-    };
-    conn.pragma_update(None, "synchronous", sync).map_err(err)?;
-    // Checks the file really is a database before anything relies on it.
-    conn.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(()))
-        .map_err(err)?;
-    // Every statement is IF NOT EXISTS: opening also brings an older file up to date.
-    conn.execute_batch(SCHEMA).map_err(err)?;
-    migrate(&conn).map_err(err)?;
-    if create {
-        conn.execute(
-            "INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?1)",
-            [SCHEMA_VERSION],
-        )
-        .map_err(err)?;
-    }
-    Ok(conn)
-}
-
-/// Columns added after a table was first released, with what they need. SQLite has no
-/// `ADD COLUMN IF NOT EXISTS`, so each is added only when `table_info` lacks it.
-const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
-    // Aggregation: repeats of one breach update a single alert.
-    ("alerts", "count", "INTEGER NOT NULL DEFAULT 1"),
-    ("alerts", "last_observed_at", "INTEGER"),
-    ("alerts", "aggregate_key", "TEXT"),
-    // The sanctions table's recommended response for this user.
-    ("alerts", "response", "TEXT NOT NULL DEFAULT ''"),
-    // Triage (console): who has it, and when its status last changed.
-    ("alerts", "assigned_to", "TEXT"),
-    ("alerts", "updated_at", "INTEGER"),
-    // Delivery progress, for the "agent stalled" alert: the highest sequence committed, when.
-    ("agents", "acked_seq", "INTEGER NOT NULL DEFAULT 0"),
-    ("agents", "acked_at", "INTEGER"),
-    ("agents", "stalled_alerted", "INTEGER NOT NULL DEFAULT 0"),
-    // Who made the account and who last reset its password (a console user, or "cli"): an
-    // approver of a reveal must not be an account its requester made or reset.
-    ("staff", "created_by", "TEXT"),
-    ("staff", "reset_by", "TEXT"),
-    // The audit chain an entry belongs to (audit::WRITER): one per collector writing.
-    ("audit_log", "writer", "TEXT NOT NULL DEFAULT 'collector'"),
-    // The certificate a renewal replaced: refused from then on, except to renew again (the
-    // agent may not have received the new one).
-    ("agents", "prev_cert_serial", "TEXT"),
-    // The boot the agent last reported ("boot" session events): a new one closes the device's
-    // sessions.
-    ("agents", "boot_id", "TEXT"),
-    // Why the agent's preferred process source is not the one running, and the eBPF exec
-    // program's counters (heartbeat `process_stats`).
-    ("agents", "process_fallback", "TEXT NOT NULL DEFAULT ''"),
-    ("agents", "process_seen", "INTEGER NOT NULL DEFAULT 0"),
-    ("agents", "process_dropped", "INTEGER NOT NULL DEFAULT 0"),
-    ("agents", "process_truncated", "INTEGER NOT NULL DEFAULT 0"),
-    // The browsers' managed-policy posture from the heartbeat (JSON), the browsers in it where
-    // a pupil can browse unseen (comma-separated; '' when none), and whether that was alerted.
-    ("agents", "browser_posture", "TEXT NOT NULL DEFAULT ''"),
-    ("agents", "browsers_unseen", "TEXT NOT NULL DEFAULT ''"),
-    ("agents", "posture_alerted", "INTEGER NOT NULL DEFAULT 0"),
-    // Browsers running without the extension connected, by user ("chromium: amy; ..."; ''
-    // when none), and whether that was alerted.
-    ("agents", "extension_missing", "TEXT NOT NULL DEFAULT ''"),
-    ("agents", "extension_alerted", "INTEGER NOT NULL DEFAULT 0"),
-    // Single sign-on (accounts::sso): the provider's person an account is, and whether the
-    // sign-on created it (its role then follows the provider's groups).
-    ("staff", "sso_issuer", "TEXT"),
-    ("staff", "sso_subject", "TEXT"),
-    ("staff", "role_from_sso", "INTEGER NOT NULL DEFAULT 0"),
-];
-
-fn migrate(conn: &Connection) -> rusqlite::Result<()> {
-    // Most opens (every CLI read) find nothing to do: they must not queue for the write lock.
-    if missing_columns(conn)?.is_empty() {
-        return Ok(());
-    }
-    // Several connections open at start-up; the write lock makes one of them do the work, and
-    // the others find it done when they look again under the lock.
-    conn.execute_batch("BEGIN IMMEDIATE")?;
-    let result = add_columns(conn);
-    conn.execute_batch(if result.is_ok() { "COMMIT" } else { "ROLLBACK" })?;
-    result
-}
-
-fn missing_columns(
-    conn: &Connection,
-) -> rusqlite::Result<Vec<&'static (&'static str, &'static str, &'static str)>> {
-    let mut missing = Vec::new();
-    for added @ (table, column, _) in ADDED_COLUMNS {
-        let exists: bool = conn.query_row(
-            &format!("SELECT count(*) FROM pragma_table_info('{table}') WHERE name = ?1"),
-            [column],
-            |r| r.get::<_, i64>(0).map(|n| n > 0),
-        )?;
-        if !exists {
-            missing.push(added);
-        }
-    }
-    Ok(missing)
-}
-
-fn add_columns(conn: &Connection) -> rusqlite::Result<()> {
-    for (table, column, decl) in missing_columns(conn)? {
-        conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
-    }
-    conn.execute_batch(
-        "CREATE INDEX IF NOT EXISTS alerts_by_aggregate ON alerts (aggregate_key, last_observed_at);
-         CREATE UNIQUE INDEX IF NOT EXISTS staff_by_sso ON staff (sso_issuer, sso_subject)
-             WHERE sso_subject IS NOT NULL;",
-    )
-}
 
 /// A stored severity. The column only ever holds what [`Severity::as_str`] wrote; anything else
 /// is a corrupt row, named as such rather than shown as some default.
-pub(crate) fn severity(row: &rusqlite::Row<'_>, idx: usize) -> rusqlite::Result<Severity> {
+pub(crate) fn severity(row: &db::Row<'_>, idx: usize) -> db::Result<Severity> {
     let text: String = row.get(idx)?;
     text.parse()
-        .map_err(|e: invigilator_policy::UnknownSeverity| {
-            rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e))
-        })
+        .map_err(|e: invigilator_policy::UnknownSeverity| db::Error::decode(idx, e))
 }
 
 pub fn now_us() -> i64 {
@@ -273,40 +162,48 @@ pub fn rfc3339(us: i64) -> String {
 
 /// A connection of a test's own, to set up and inspect what the code under test stored.
 #[cfg(test)]
-pub(crate) fn test_open(data_dir: &Path) -> Connection {
+pub(crate) fn test_open(data_dir: &Path) -> db::Connection {
     open(data_dir, Durability::Normal).unwrap()
 }
 
+/// A fresh database for one test: SQLite in a temp dir, or, when `INVIGILATOR_TEST_POSTGRES`
+/// names a server (tests/run.sh starts one), a schema of its own there. The store's tests run
+/// once on each engine.
 #[cfg(test)]
-pub(crate) fn test_db() -> (tempfile::TempDir, Connection) {
+pub(crate) fn test_db() -> (tempfile::TempDir, db::Connection) {
     let dir = tempfile::tempdir().unwrap();
-    let conn = create(dir.path()).unwrap();
+    let config = test_config();
+    let conn = if config.is_postgres() {
+        let tls = db::PgTls::new(None).unwrap();
+        postgres::open(&config.url, &tls, dir.path()).unwrap()
+    } else {
+        create(dir.path()).unwrap()
+    };
     (dir, conn)
+}
+
+/// The engine the tests run on (see [`test_db`]): each PostgreSQL call gets a new schema.
+#[cfg(test)]
+pub(crate) fn test_config() -> StoreConfig {
+    let Some(base) = std::env::var("INVIGILATOR_TEST_POSTGRES")
+        .ok()
+        .filter(|s| !s.is_empty())
+    else {
+        return StoreConfig::sqlite();
+    };
+    let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
+    let tls = db::PgTls::new(None).unwrap();
+    let conn = db::Connection::connect_postgres(&base, &tls, Path::new("/")).unwrap();
+    conn.execute_batch(&format!("CREATE SCHEMA {schema}")).unwrap();
+    StoreConfig::postgres(&format!("{base} options='-c search_path={schema}'"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_database_is_the_owners_only_whatever_existed_before() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
-        std::fs::set_permissions(dir.path(), PermissionsExt::from_mode(0o755)).unwrap();
-        drop(create(dir.path()).unwrap());
-        assert_eq!(mode(dir.path()), 0o700);
-        assert_eq!(mode(&db_path(dir.path())), 0o600);
-        // Loosened by hand later: tightened again at the next open.
-        std::fs::set_permissions(db_path(dir.path()), PermissionsExt::from_mode(0o644)).unwrap();
-        std::fs::set_permissions(dir.path(), PermissionsExt::from_mode(0o755)).unwrap();
-        let _conn = open(dir.path(), Durability::Full).unwrap();
-        assert_eq!(mode(dir.path()), 0o700);
-        assert_eq!(mode(&db_path(dir.path())), 0o600);
-    }
-
     /// The seam holds by construction (handles), and this keeps it so: no production code
-    /// outside `store/` names the SQLite crate. Tests may, to set up and inspect.
+    /// outside `store/` names either engine's crate. Tests may, to set up and inspect.
     #[test]
     fn no_sql_outside_the_store() {
         fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -339,57 +236,17 @@ mod tests {
                 .split("#[cfg(test)]\nmod tests {")
                 .next()
                 .unwrap_or_default();
-            if production.contains("rusqlite") {
+            if production.contains("rusqlite") || production.contains("postgres::") {
                 offenders.push(name.into_owned());
             }
         }
         assert!(offenders.is_empty(), "SQL outside the store: {offenders:?}");
         // And the check itself can fail: the store's own files do name it.
         assert!(
-            std::fs::read_to_string(src.join("store/access.rs"))
+            std::fs::read_to_string(src.join("store/db/mod.rs"))
                 .unwrap()
                 .contains("rusqlite")
         );
     }
 
-    #[test]
-    fn an_uninitialised_dir_says_to_run_init() {
-        let dir = tempfile::tempdir().unwrap();
-        let err = open(dir.path(), Durability::Full).unwrap_err().to_string();
-        assert!(err.contains("init"), "{err}");
-    }
-
-    #[test]
-    fn an_older_file_gains_the_added_columns_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let conn = create(dir.path()).unwrap();
-        conn.execute_batch(
-            "DROP INDEX alerts_by_aggregate;
-             ALTER TABLE alerts DROP COLUMN aggregate_key;
-             ALTER TABLE alerts DROP COLUMN response;",
-        )
-        .unwrap();
-        assert_eq!(missing_columns(&conn).unwrap().len(), 2);
-        drop(conn);
-        let conn = open(dir.path(), Durability::Normal).unwrap();
-        assert!(missing_columns(&conn).unwrap().is_empty());
-        // Opening again finds nothing to do.
-        drop(open(dir.path(), Durability::Normal).unwrap());
-        let index: i64 = conn
-            .query_row(
-                "SELECT count(*) FROM sqlite_master WHERE name = 'alerts_by_aggregate'",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
-        assert_eq!(index, 1);
-    }
-
-    #[test]
-    fn a_corrupt_file_is_named() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(db_path(dir.path()), vec![0x42u8; 8192]).unwrap();
-        let err = open(dir.path(), Durability::Full).unwrap_err().to_string();
-        assert!(err.contains("invigilator.db"), "{err}");
-    }
 }

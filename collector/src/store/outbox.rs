@@ -6,7 +6,7 @@
 use super::audit::{self, Actor, Record};
 use super::{Result, System};
 use invigilator_policy::Severity;
-use rusqlite::{OptionalExtension, params};
+use crate::store::db::{OptionalExtension, params};
 
 /// The mail notifier's position.
 pub const NOTIFY: &str = "notify_last_alert_id";
@@ -111,7 +111,7 @@ pub fn after(sys: &System<'_>, last: i64, limit: i64) -> Result<Vec<Outgoing>> {
             }))
         })?
         .filter_map(Result::transpose)
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<crate::store::db::Result<_>>()?;
     Ok(rows)
 }
 

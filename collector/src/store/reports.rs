@@ -3,7 +3,7 @@
 
 use super::{Admin, Audited};
 use super::{Result, now_us, rfc3339};
-use rusqlite::{OptionalExtension, params};
+use crate::store::db::{OptionalExtension, params};
 use serde::Serialize;
 
 #[derive(Debug, Clone, Serialize)]
@@ -31,9 +31,10 @@ pub fn insert_once(
     if exists(&tx.admin(), kind, period_start_us)? {
         return Ok(None);
     }
-    conn.execute(
+    let id = conn.query_row(
         "INSERT INTO reports(kind, period_start, generated_at, generated_by, body)
-         VALUES (?1, ?2, ?3, ?4, ?5)",
+         VALUES (?1, ?2, ?3, ?4, ?5)
+         RETURNING id",
         params![
             kind,
             period_start_us,
@@ -41,8 +42,9 @@ pub fn insert_once(
             generated_by,
             body.to_string()
         ],
+        |r| r.get::<_, i64>(0),
     )?;
-    Ok(Some(conn.last_insert_rowid()))
+    Ok(Some(id))
 }
 
 pub fn exists(tx: &Admin<'_>, kind: &str, period_start_us: i64) -> Result<bool> {
@@ -57,7 +59,7 @@ pub fn exists(tx: &Admin<'_>, kind: &str, period_start_us: i64) -> Result<bool> 
         .is_some())
 }
 
-fn stored(r: &rusqlite::Row<'_>, with_body: bool) -> rusqlite::Result<Stored> {
+fn stored(r: &crate::store::db::Row<'_>, with_body: bool) -> crate::store::db::Result<Stored> {
     let body = if with_body {
         let text: String = r.get(5)?;
         Some(serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))

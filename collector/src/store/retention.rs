@@ -12,7 +12,7 @@
 use crate::config::RetentionConfig;
 use crate::store::audit::{self, Actor, AuditError, Record};
 use crate::store::{self, Admin, Store, rfc3339};
-use rusqlite::{Connection, params};
+use crate::store::db::{Connection, params};
 use serde::Serialize;
 use std::time::{Duration, Instant};
 
@@ -30,7 +30,7 @@ pub enum RetentionError {
     #[error(transparent)]
     Store(#[from] store::StoreError),
     #[error("retention: {0}")]
-    Sql(#[from] rusqlite::Error),
+    Sql(#[from] crate::store::db::Error),
     #[error(transparent)]
     Audit(#[from] AuditError),
 }
@@ -249,8 +249,8 @@ fn chunked(
 
 fn in_transaction<R>(
     conn: &Connection,
-    f: impl FnOnce(&Connection) -> rusqlite::Result<R>,
-) -> rusqlite::Result<R> {
+    f: impl FnOnce(&Connection) -> crate::store::db::Result<R>,
+) -> crate::store::db::Result<R> {
     // IMMEDIATE: take the write lock up front rather than fail to upgrade half-way.
     conn.execute_batch("BEGIN IMMEDIATE")?;
     match f(conn) {
@@ -504,12 +504,12 @@ mod tests {
 
     /// An incident with a version at each of `versions`, linked to `alerts`.
     pub(crate) fn incident(conn: &Connection, versions: &[i64], alerts: &[i64]) -> i64 {
-        conn.execute(
-            "INSERT INTO incidents(created_at, created_by) VALUES (?1, 'dsl1')",
+        let id = conn.query_row(
+            "INSERT INTO incidents(created_at, created_by) VALUES (?1, 'dsl1') RETURNING id",
             [versions[0]],
+            |r| r.get::<_, i64>(0),
         )
         .unwrap();
-        let id = conn.last_insert_rowid();
         for (n, at) in versions.iter().enumerate() {
             conn.execute(
                 "INSERT INTO incident_versions(incident_id, version, at, author, record)
@@ -850,7 +850,7 @@ mod tests {
     fn incremental_auto_vacuum_gives_pages_back() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let c = Connection::open(store::db_path(dir.path())).unwrap();
+            let c = rusqlite::Connection::open(store::db_path(dir.path())).unwrap();
             c.execute_batch("PRAGMA auto_vacuum = INCREMENTAL;")
                 .unwrap();
         }

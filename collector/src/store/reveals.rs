@@ -8,7 +8,7 @@
 
 use super::{Admin, Audited};
 use super::{now_us, rfc3339};
-use rusqlite::{OptionalExtension, params};
+use crate::store::db::{OptionalExtension, params};
 use serde::Serialize;
 use std::time::Duration;
 
@@ -59,7 +59,7 @@ pub enum RevealError {
     #[error("you already have reveal request {0} for this alert waiting or approved")]
     Outstanding(i64),
     #[error("database error: {0}")]
-    Sql(#[from] rusqlite::Error),
+    Sql(#[from] crate::store::db::Error),
 }
 
 type Result<T, E = RevealError> = std::result::Result<T, E>;
@@ -94,7 +94,7 @@ impl Request {
 const COLUMNS: &str = "id, alert_id, requested_by, reason, requested_at, decided_by, decided_at,
     decision, expires_at";
 
-fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Request> {
+fn row(r: &crate::store::db::Row<'_>) -> crate::store::db::Result<Request> {
     let expires_us: Option<i64> = r.get(8)?;
     Ok(Request {
         id: r.get(0)?,
@@ -147,12 +147,14 @@ pub fn request(tx: &Audited<'_>, alert_id: i64, requester: &str, reason: &str) -
     {
         return Err(RevealError::Outstanding(mine.id));
     }
-    conn.execute(
+    let id = conn.query_row(
         "INSERT INTO reveal_requests(alert_id, requested_by, reason, requested_at)
-         VALUES (?1, ?2, ?3, ?4)",
+         VALUES (?1, ?2, ?3, ?4)
+         RETURNING id",
         params![alert_id, requester, reason, now],
+        |r| r.get::<_, i64>(0),
     )?;
-    Ok(conn.last_insert_rowid())
+    Ok(id)
 }
 
 /// Approves or refuses a waiting request, once. An approval lasts `lasts`.
@@ -301,7 +303,7 @@ mod tests {
     use super::*;
     use crate::store::{alerts, test_db};
     use invigilator_policy::Alert;
-    use rusqlite::Connection;
+    use crate::store::db::Connection;
 
     const DAY: Duration = Duration::from_secs(24 * 3600);
     const REASON: &str = "pattern of self-harm searches this week";

@@ -9,7 +9,7 @@
 use super::Result;
 use super::System;
 use invigilator_proto::v1::{Event, SessionChange};
-use rusqlite::{OptionalExtension, params};
+use crate::store::db::{OptionalExtension, params};
 
 /// A session with no event for this long is not believed any more (a school day is shorter;
 /// any lock, unlock, idle or activity change refreshes it, and an agent start reports it again).
@@ -76,7 +76,7 @@ pub fn apply(
 
 /// A new boot of the device closes every session it had before: they cannot have survived it.
 /// The boot id is kept per agent, so an agent restarted without a reboot keeps its sessions.
-fn boot(conn: &rusqlite::Connection, agent_id: &str, boot_id: &str, at_us: i64) -> Result<()> {
+fn boot(conn: &crate::store::db::Connection, agent_id: &str, boot_id: &str, at_us: i64) -> Result<()> {
     if boot_id.is_empty() {
         return Ok(());
     }
@@ -242,7 +242,7 @@ mod tests {
         );
     }
 
-    fn enrol(conn: &rusqlite::Connection, id: &str, last_seen: i64, spool_depth: u64) {
+    fn enrol(conn: &crate::store::db::Connection, id: &str, last_seen: i64, spool_depth: u64) {
         let admin = crate::store::Admin::test(conn);
         crate::store::agents::insert_agent(
             &admin,

@@ -4,7 +4,7 @@ use super::Admin;
 use super::{Result, now_us};
 use invigilator_proto::EnrollmentToken;
 use rand::distr::{Alphanumeric, SampleString};
-use rusqlite::{OptionalExtension, TransactionBehavior, params};
+use crate::store::db::{OptionalExtension, TransactionBehavior, params};
 use std::time::Duration;
 use subtle::ConstantTimeEq;
 
@@ -56,7 +56,7 @@ pub fn consume_token(
     token: &EnrollmentToken,
 ) -> Result<std::result::Result<String, TokenRejection>> {
     let conn = tx.conn;
-    let tx = rusqlite::Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
+    let tx = crate::store::db::Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
     let row: Option<(Vec<u8>, String, i64, i64)> = tx
         .query_row(
             "SELECT secret_hash, grp, expires_at, uses_left FROM enrollment_tokens WHERE token_id = ?1",

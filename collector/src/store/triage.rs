@@ -3,8 +3,8 @@
 
 use super::{Admin, Audited};
 use super::{Result, now_us, rfc3339};
-use rusqlite::types::Value;
-use rusqlite::{OptionalExtension, params, params_from_iter};
+use crate::store::db::OwnedValue as Value;
+use crate::store::db::{OptionalExtension, params, params_from_iter};
 use serde::Serialize;
 
 /// The workflow's states, in the order a list shows them.
@@ -73,7 +73,7 @@ const COLUMNS: &str = "a.id, a.agent_id, a.hostname, coalesce(g.grp, ''), a.user
     coalesce(a.last_observed_at, a.observed_at), a.created_at, a.policy_version, a.event_seq,
     a.status, a.assigned_to, a.count, a.response";
 
-fn listed(r: &rusqlite::Row<'_>) -> rusqlite::Result<Listed> {
+fn listed(r: &crate::store::db::Row<'_>) -> crate::store::db::Result<Listed> {
     Ok(Listed {
         id: r.get(0)?,
         agent_id: r.get(1)?,
@@ -120,10 +120,10 @@ pub fn search(tx: &Audited<'_>, q: &Query) -> Result<Vec<Listed>> {
         ("a.user = ?", text(&q.user)),
         ("a.status = ?", text(&q.status)),
         ("a.assigned_to = ?", text(&q.assigned_to)),
-        ("a.observed_at >= ?", q.from_us.map(Value::Integer)),
-        ("a.observed_at < ?", q.to_us.map(Value::Integer)),
-        ("a.id < ?", q.before_id.map(Value::Integer)),
-        ("a.id > ?", q.after_id.map(Value::Integer)),
+        ("a.observed_at >= ?", q.from_us.map(Value::Int)),
+        ("a.observed_at < ?", q.to_us.map(Value::Int)),
+        ("a.id < ?", q.before_id.map(Value::Int)),
+        ("a.id > ?", q.after_id.map(Value::Int)),
     ] {
         if let Some(v) = v {
             add(clause, v);
@@ -269,7 +269,7 @@ mod tests {
     use super::*;
     use crate::store::{alerts, test_db};
     use invigilator_policy::Alert;
-    use rusqlite::Connection;
+    use crate::store::db::Connection;
 
     fn alert(conn: &Connection, user: &str, severity: &str, at: i64) -> i64 {
         alerts::insert(

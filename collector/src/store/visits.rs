@@ -13,7 +13,7 @@
 //! very same time (a resend carries its original's time).
 
 use super::{Result, System};
-use rusqlite::{OptionalExtension, params};
+use crate::store::db::{OptionalExtension, params};
 use sha2::{Digest, Sha256};
 
 /// How far apart the extension's and the history's times for one visit may be. Both are the
@@ -78,7 +78,7 @@ pub fn link(sys: &System<'_>, r: &Report<'_>) -> Result<Option<FirstReport>> {
     let event_id: i64 = conn
         .prepare_cached("SELECT id FROM events WHERE agent_id = ?1 AND seq = ?2")?
         .query_row(params![r.agent_id, r.seq as i64], |row| row.get(0))?;
-    let resent = || -> rusqlite::Result<Option<i64>> {
+    let resent = || -> crate::store::db::Result<Option<i64>> {
         conn.prepare_cached(
             "SELECT coalesce(same_as, event_id) FROM visit_reports
              WHERE agent_id = ?1 AND url_hash = ?2 AND visit_time = ?3 AND user = ?4

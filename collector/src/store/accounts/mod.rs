@@ -8,7 +8,7 @@ use crate::store::Admin;
 use crate::store::now_us;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier, phc::PasswordHash};
 use rand::Rng;
-use rusqlite::{Connection, OptionalExtension, params};
+use crate::store::db::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::fmt;
@@ -90,7 +90,7 @@ pub enum AccountError {
     #[error("password hashing failed: {0}")]
     Hash(String),
     #[error("database error: {0}")]
-    Sql(#[from] rusqlite::Error),
+    Sql(#[from] crate::store::db::Error),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
 }
@@ -197,14 +197,14 @@ pub fn create(tx: &Admin<'_>, a: &NewAccount<'_>) -> Result<(), AccountError> {
 const ACCOUNT_COLUMNS: &str = "username, display_name, email, role, is_admin,
     must_change_password, totp_secret IS NOT NULL, disabled";
 
-fn account_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<Account> {
+fn account_from(r: &crate::store::db::Row<'_>) -> crate::store::db::Result<Account> {
     let role: String = r.get(3)?;
     Ok(Account {
         username: r.get(0)?,
         display_name: r.get(1)?,
         email: r.get(2)?,
         role: role.parse().map_err(|e: AccountError| {
-            rusqlite::Error::FromSqlConversionFailure(3, rusqlite::types::Type::Text, e.into())
+            crate::store::db::Error::decode(3, e)
         })?,
         is_admin: r.get(4)?,
         must_change_password: r.get(5)?,

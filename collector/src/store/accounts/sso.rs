@@ -7,7 +7,7 @@
 
 use super::{Account, AccountError, Role, get, hash_password};
 use crate::store::{Admin, now_us};
-use rusqlite::{OptionalExtension, params};
+use crate::store::db::{OptionalExtension, params};
 use sha2::{Digest, Sha256};
 use std::time::Duration;
 

@@ -13,7 +13,7 @@
 //! Names are kept as a digest: what was typed into the name box is sometimes a password.
 
 use crate::store::Admin;
-use rusqlite::{OptionalExtension, params};
+use crate::store::db::{OptionalExtension, params};
 use sha2::{Digest, Sha256};
 use std::time::Duration;
 
@@ -226,7 +226,7 @@ pub fn prune(tx: &Admin<'_>, now_us: i64) -> crate::store::Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rusqlite::Connection;
+    use crate::store::db::Connection;
 
     const RULES: Rules = Rules {
         free_failures: 3,

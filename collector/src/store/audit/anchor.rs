@@ -13,7 +13,7 @@
 use super::AuditError;
 use crate::store::Admin;
 use ring::hmac;
-use rusqlite::Connection;
+use crate::store::db::Connection;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -42,9 +42,7 @@ pub(super) fn head_path(conn: &Connection) -> Option<PathBuf> {
 }
 
 fn dir_of(conn: &Connection) -> Option<PathBuf> {
-    conn.path()
-        .filter(|p| !p.is_empty())
-        .and_then(|p| Path::new(p).parent().map(Path::to_path_buf))
+    conn.data_dir().map(Path::to_path_buf)
 }
 
 /// The MAC key beside the database (owner-only). Made only when a trail is first sealed (its

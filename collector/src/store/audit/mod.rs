@@ -18,7 +18,7 @@ pub use verify::{Verdict, verify};
 
 use crate::store::{self, now_us, rfc3339};
 use crate::store::{Admin, Audited, System};
-use rusqlite::{Connection, OptionalExtension, params};
+use crate::store::db::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::path::PathBuf;
@@ -31,7 +31,7 @@ pub enum AuditError {
     #[error(transparent)]
     Store(#[from] store::StoreError),
     #[error("audit log: {0}")]
-    Sql(#[from] rusqlite::Error),
+    Sql(#[from] crate::store::db::Error),
     #[error("audit head {path}: {source}")]
     Head {
         path: PathBuf,
@@ -530,14 +530,15 @@ mod tests {
     #[test]
     fn concurrent_appends_keep_one_chain_and_one_sealed_head() {
         let (dir, conn) = filled(1);
-        let db = conn.path().unwrap().to_owned();
+        let db = conn.as_sqlite().unwrap().path().unwrap().to_owned();
         let writers: Vec<_> = (0..8)
             .map(|_| {
                 let db = db.clone();
                 std::thread::spawn(move || {
-                    let conn = Connection::open(&db).unwrap();
+                    let conn = rusqlite::Connection::open(&db).unwrap();
                     conn.busy_timeout(std::time::Duration::from_secs(30))
                         .unwrap();
+                    let conn = crate::store::db::Connection::sqlite(conn);
                     for _ in 0..20 {
                         append(
                             &crate::store::Admin::test(&conn),

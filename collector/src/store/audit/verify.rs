@@ -116,7 +116,7 @@ pub fn verify(tx: &Audited<'_>) -> Result<Verdict, AuditError> {
         let at_head: Option<String> = conn
             .query_row(
                 "SELECT hash FROM audit_log WHERE id = ?1 AND writer = ?2",
-                rusqlite::params![head_id, writer],
+                crate::store::db::params![head_id, writer],
                 |r| r.get(0),
             )
             .ok();

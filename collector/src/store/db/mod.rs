@@ -1,0 +1,467 @@
+//! One connection type over the two engines, shaped like rusqlite's so that an operation is
+//! written once, in the SQL both engines speak, and only what they say differently is matched
+//! on [`Connection::dialect`].
+//!
+//! Why a facade and not two implementations of every operation: the store's operations are
+//! ~250 statements, nearly all of them plain SQL that PostgreSQL and SQLite read alike once a
+//! few habits are kept (`ON CONFLICT` rather than `INSERT OR ...`, `RETURNING id` rather than
+//! `last_insert_rowid()`, `greatest`/`least` rather than two-argument `max`/`min`, integer
+//! flags compared with `<> 0`). Writing each twice would double the store and let the two copies
+//! drift; the differences that remain (schema, partitions, locks, vacuum) are few and sit side
+//! by side where they occur.
+//!
+//! Parameters are written `?1`, `?2` ... in both; the PostgreSQL side rewrites them to `$1`
+//! once per statement text (see [`pg::translate`]) and caches the prepared statement. Values
+//! cross as [`Value`]: SQLite's five storage classes, which PostgreSQL's typed parameters are
+//! encoded from by the type the server inferred (an integer sent to an `int4` or `bool` slot
+//! is converted, and refused if it does not fit rather than wrapped).
+//!
+//! PostgreSQL is driven through the `postgres` crate, the synchronous face of `tokio-postgres`:
+//! the store is synchronous (its callers run on blocking threads), and a connection is used by
+//! one closure at a time, so an async pool would buy nothing but an executor hop per statement.
+
+mod pg;
+mod sqlite;
+mod value;
+
+pub(in crate::store) use pg::PgTls;
+pub use value::{FromValue, OwnedValue, ToValue, Value, ValueRef};
+
+use std::cell::Cell;
+use std::path::{Path, PathBuf};
+
+/// Which SQL the connection speaks, for the few statements that differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("{}", pg::describe(.0))]
+    Postgres(#[from] postgres::Error),
+    #[error("query returned no rows")]
+    QueryReturnedNoRows,
+    #[error("column {column}: {message}")]
+    Decode { column: usize, message: String },
+    #[error("a transaction is already open on this connection")]
+    NestedTransaction,
+}
+
+impl Error {
+    /// A stored value that is not what the column promises (a corrupt row).
+    pub fn decode(column: usize, e: impl std::fmt::Display) -> Self {
+        Self::Decode {
+            column,
+            message: e.to_string(),
+        }
+    }
+
+    /// A UNIQUE or PRIMARY KEY constraint refused the write.
+    pub fn is_unique_violation(&self) -> bool {
+        match self {
+            Self::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => {
+                e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                    || e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+            }
+            Self::Postgres(e) => e.code() == Some(&postgres::error::SqlState::UNIQUE_VIOLATION),
+            _ => false,
+        }
+    }
+
+    /// The database could not be reached or the connection broke: nothing was done, and the
+    /// same work may succeed once it is back.
+    pub fn is_connection(&self) -> bool {
+        match self {
+            Self::Postgres(e) => pg::is_connection(e),
+            _ => false,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// `.optional()` on a single-row query, as rusqlite's extension trait has it.
+pub trait OptionalExtension<T> {
+    fn optional(self) -> Result<Option<T>>;
+}
+
+impl<T> OptionalExtension<T> for Result<T> {
+    fn optional(self) -> Result<Option<T>> {
+        match self {
+            Ok(v) => Ok(Some(v)),
+            Err(Error::QueryReturnedNoRows) => Ok(None),
+            Err(Error::Sqlite(rusqlite::Error::QueryReturnedNoRows)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// A statement's parameters.
+pub trait Params {
+    fn values(&self) -> Vec<Value<'_>>;
+}
+
+impl Params for &[&dyn ToValue] {
+    fn values(&self) -> Vec<Value<'_>> {
+        self.iter().map(|v| v.to_value()).collect()
+    }
+}
+
+impl Params for [&dyn ToValue; 0] {
+    fn values(&self) -> Vec<Value<'_>> {
+        Vec::new()
+    }
+}
+
+impl Params for () {
+    fn values(&self) -> Vec<Value<'_>> {
+        Vec::new()
+    }
+}
+
+macro_rules! array_params {
+    ($($n:literal)*) => {$(
+        impl<T: ToValue> Params for [T; $n] {
+            fn values(&self) -> Vec<Value<'_>> {
+                self.iter().map(|v| v.to_value()).collect()
+            }
+        }
+        impl<T: ToValue> Params for &[T; $n] {
+            fn values(&self) -> Vec<Value<'_>> {
+                self.iter().map(|v| v.to_value()).collect()
+            }
+        }
+    )*};
+}
+array_params!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16);
+
+/// Parameters built at run time (a filter's optional clauses).
+pub struct ParamsFromIter(Vec<OwnedValue>);
+
+pub fn params_from_iter<I>(iter: I) -> ParamsFromIter
+where
+    I: IntoIterator,
+    I::Item: Into<OwnedValue>,
+{
+    ParamsFromIter(iter.into_iter().map(Into::into).collect())
+}
+
+impl Params for ParamsFromIter {
+    fn values(&self) -> Vec<Value<'_>> {
+        self.0.iter().map(OwnedValue::as_value).collect()
+    }
+}
+
+/// `params![a, b, ...]`: a statement's parameters of mixed types.
+macro_rules! params {
+    () => { () };
+    ($($p:expr),+ $(,)?) => {
+        &[$(&$p as &dyn $crate::store::db::ToValue),+][..]
+    };
+}
+pub(crate) use params;
+
+enum Engine {
+    Sqlite(rusqlite::Connection),
+    Postgres(pg::Session),
+}
+
+/// A connection to either engine. Used by one closure at a time (the store's pool hands it out),
+/// so its PostgreSQL half keeps its client in a `RefCell`.
+pub struct Connection {
+    engine: Engine,
+    /// A transaction this facade opened and has not ended (PostgreSQL has no `is_autocommit`).
+    in_transaction: Cell<bool>,
+    /// The collector's data directory, where what lives beside the database is kept (the audit
+    /// trail's checkpoint and key).
+    data_dir: Option<PathBuf>,
+}
+
+impl Connection {
+    pub(in crate::store) fn sqlite(conn: rusqlite::Connection) -> Self {
+        let data_dir = conn
+            .path()
+            .filter(|p| !p.is_empty())
+            .and_then(|p| Path::new(p).parent().map(Path::to_path_buf));
+        Self {
+            engine: Engine::Sqlite(conn),
+            in_transaction: Cell::new(false),
+            data_dir,
+        }
+    }
+
+    /// Connects to a PostgreSQL server (`postgres://` URL or key=value string) for the
+    /// collector whose data directory is `data_dir`.
+    pub(in crate::store) fn connect_postgres(url: &str, tls: &PgTls, data_dir: &Path) -> Result<Self> {
+        Ok(Self {
+            engine: Engine::Postgres(pg::Session::connect(url, tls)?),
+            in_transaction: Cell::new(false),
+            data_dir: Some(data_dir.to_path_buf()),
+        })
+    }
+
+    pub(in crate::store) fn data_dir(&self) -> Option<&Path> {
+        self.data_dir.as_deref()
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        match self.engine {
+            Engine::Sqlite(_) => Dialect::Sqlite,
+            Engine::Postgres(_) => Dialect::Postgres,
+        }
+    }
+
+    /// The SQLite connection underneath, for what only SQLite has (pragmas, vacuum).
+    pub(in crate::store) fn as_sqlite(&self) -> Option<&rusqlite::Connection> {
+        match &self.engine {
+            Engine::Sqlite(c) => Some(c),
+            Engine::Postgres(_) => None,
+        }
+    }
+
+    pub fn execute<P: Params>(&self, sql: &str, params: P) -> Result<usize> {
+        self.prepare_cached(sql)?.execute(params)
+    }
+
+    /// Statements without parameters, separated by `;`.
+    pub fn execute_batch(&self, sql: &str) -> Result<()> {
+        match &self.engine {
+            Engine::Sqlite(c) => Ok(c.execute_batch(sql)?),
+            Engine::Postgres(s) => s.batch(sql),
+        }
+    }
+
+    pub fn query_row<P: Params, T>(
+        &self,
+        sql: &str,
+        params: P,
+        f: impl FnOnce(&Row<'_>) -> Result<T>,
+    ) -> Result<T> {
+        self.prepare_cached(sql)?.query_row(params, f)
+    }
+
+    pub fn prepare(&self, sql: &str) -> Result<Statement<'_>> {
+        self.prepare_cached(sql)
+    }
+
+    /// Statements are cached on both engines: the store's few hundred texts are reused for
+    /// the life of the connection.
+    pub fn prepare_cached(&self, sql: &str) -> Result<Statement<'_>> {
+        Ok(Statement {
+            inner: match &self.engine {
+                Engine::Sqlite(c) => StatementInner::Sqlite(c.prepare_cached(sql)?),
+                Engine::Postgres(s) => StatementInner::Postgres(s, s.prepare(sql)?),
+            },
+        })
+    }
+
+    /// Opens a transaction that ends with [`Transaction::commit`] or, when dropped, rolls back.
+    /// Unchecked as rusqlite's is: it takes `&self`, and refuses to nest.
+    pub fn unchecked_transaction(&self) -> Result<Transaction<'_>> {
+        Transaction::new_unchecked(self, TransactionBehavior::Deferred)
+    }
+
+    pub fn transaction(&mut self) -> Result<Transaction<'_>> {
+        self.unchecked_transaction()
+    }
+
+    /// No transaction is open (a connection returned to the pool must be so).
+    pub fn is_autocommit(&self) -> bool {
+        match &self.engine {
+            Engine::Sqlite(c) => c.is_autocommit(),
+            Engine::Postgres(s) => !self.in_transaction.get() && !s.broken(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("dialect", &self.dialect())
+            .field("data_dir", &self.data_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How a transaction takes its locks. PostgreSQL's row locks make the difference moot there;
+/// SQLite's IMMEDIATE takes the write lock up front rather than fail to upgrade half-way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransactionBehavior {
+    Deferred,
+    Immediate,
+}
+
+/// An open transaction; rolled back on drop unless committed.
+pub struct Transaction<'c> {
+    conn: &'c Connection,
+    done: bool,
+}
+
+impl<'c> Transaction<'c> {
+    pub fn new_unchecked(conn: &'c Connection, behavior: TransactionBehavior) -> Result<Self> {
+        if conn.in_transaction.get() {
+            return Err(Error::NestedTransaction);
+        }
+        let begin = match (conn.dialect(), behavior) {
+            (Dialect::Sqlite, TransactionBehavior::Immediate) => "BEGIN IMMEDIATE",
+            (Dialect::Sqlite, TransactionBehavior::Deferred) => "BEGIN DEFERRED",
+            (Dialect::Postgres, _) => "BEGIN",
+        };
+        conn.execute_batch(begin)?;
+        conn.in_transaction.set(true);
+        Ok(Self { conn, done: false })
+    }
+
+    pub fn commit(mut self) -> Result<()> {
+        self.done = true;
+        self.conn.in_transaction.set(false);
+        if let Err(e) = self.conn.execute_batch("COMMIT") {
+            let _ = self.conn.execute_batch("ROLLBACK");
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    pub fn rollback(mut self) -> Result<()> {
+        self.done = true;
+        self.conn.in_transaction.set(false);
+        self.conn.execute_batch("ROLLBACK")
+    }
+}
+
+impl Drop for Transaction<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.conn.in_transaction.set(false);
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+    }
+}
+
+impl std::ops::Deref for Transaction<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        self.conn
+    }
+}
+
+enum StatementInner<'c> {
+    Sqlite(rusqlite::CachedStatement<'c>),
+    Postgres(&'c pg::Session, postgres::Statement),
+}
+
+/// A prepared statement.
+pub struct Statement<'c> {
+    inner: StatementInner<'c>,
+}
+
+impl Statement<'_> {
+    pub fn execute<P: Params>(&mut self, params: P) -> Result<usize> {
+        let values = params.values();
+        match &mut self.inner {
+            StatementInner::Sqlite(s) => Ok(s.execute(sqlite::params(&values))?),
+            StatementInner::Postgres(session, stmt) => session.execute(stmt, &values),
+        }
+    }
+
+    pub fn query_row<P: Params, T>(
+        &mut self,
+        params: P,
+        f: impl FnOnce(&Row<'_>) -> Result<T>,
+    ) -> Result<T> {
+        let mut rows = self.query(params)?;
+        match rows.next()? {
+            Some(row) => f(&row),
+            None => Err(Error::QueryReturnedNoRows),
+        }
+    }
+
+    /// Every row mapped by `f`, read in full before returning.
+    pub fn query_map<P: Params, T>(
+        &mut self,
+        params: P,
+        mut f: impl FnMut(&Row<'_>) -> Result<T>,
+    ) -> Result<std::vec::IntoIter<Result<T>>> {
+        let mut rows = self.query(params)?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next()? {
+            out.push(f(&row));
+        }
+        Ok(out.into_iter())
+    }
+
+    pub fn query<P: Params>(&mut self, params: P) -> Result<Rows<'_>> {
+        let values = params.values();
+        Ok(Rows {
+            inner: match &mut self.inner {
+                StatementInner::Sqlite(s) => RowsInner::Sqlite(s.query(sqlite::params(&values))?),
+                StatementInner::Postgres(session, stmt) => {
+                    RowsInner::Postgres(session.query(stmt, &values)?.into_iter(), None)
+                }
+            },
+        })
+    }
+}
+
+enum RowsInner<'s> {
+    Sqlite(rusqlite::Rows<'s>),
+    /// PostgreSQL's rows arrive whole; the current one is kept so that a row can be lent.
+    Postgres(std::vec::IntoIter<postgres::Row>, Option<postgres::Row>),
+}
+
+/// The rows of a query, one at a time.
+pub struct Rows<'s> {
+    inner: RowsInner<'s>,
+}
+
+impl Rows<'_> {
+    #[allow(clippy::should_implement_trait)] // lends each row, as rusqlite's does
+    pub fn next(&mut self) -> Result<Option<Row<'_>>> {
+        match &mut self.inner {
+            RowsInner::Sqlite(rows) => Ok(rows.next()?.map(Row::Sqlite)),
+            RowsInner::Postgres(rows, current) => {
+                *current = rows.next();
+                Ok(current.as_ref().map(Row::Postgres))
+            }
+        }
+    }
+}
+
+/// A column's position. Only `usize`, so that a bare literal (`r.get(0)`) infers it.
+pub trait RowIndex {
+    fn index(self) -> usize;
+}
+
+impl RowIndex for usize {
+    fn index(self) -> usize {
+        self
+    }
+}
+
+/// One row of a result.
+pub enum Row<'r> {
+    Sqlite(&'r rusqlite::Row<'r>),
+    Postgres(&'r postgres::Row),
+}
+
+impl Row<'_> {
+    /// Column `idx` as `T`. Two type parameters, as rusqlite's `get::<_, T>` has them.
+    pub fn get<I: RowIndex, T: FromValue>(&self, idx: I) -> Result<T> {
+        let idx = idx.index();
+        let value = match self {
+            Row::Sqlite(r) => sqlite::value(r.get_ref(idx)?),
+            Row::Postgres(r) => r.try_get::<_, ValueRef<'_>>(idx)?,
+        };
+        T::from_value(value).map_err(|message| Error::Decode {
+            column: idx,
+            message,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;
