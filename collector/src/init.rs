@@ -70,23 +70,24 @@ pub fn run(
     let store = Store::create(data_dir, &store_config).context("creating the database")?;
     let password = accounts::generate_password();
     // A database several collectors share has its first administrator already.
-    let shared = store.admin(|a| accounts::list(a))?.iter().any(|acc| acc.is_admin);
+    let shared = store.admin(accounts::list)?.iter().any(|acc| acc.is_admin);
     if !shared {
-        store.admin(|a| {
-            accounts::create(
-                a,
-                &NewAccount {
-                    username: FIRST_ADMIN,
-                    role: Role::Technician,
-                    is_admin: true,
-                    password: &password,
-                    display_name: "First administrator",
-                    email: "",
-                    must_change_password: true,
-                },
-            )
-        })
-        .context("creating the first console account")?;
+        store
+            .admin(|a| {
+                accounts::create(
+                    a,
+                    &NewAccount {
+                        username: FIRST_ADMIN,
+                        role: Role::Technician,
+                        is_admin: true,
+                        password: &password,
+                        display_name: "First administrator",
+                        email: "",
+                        must_change_password: true,
+                    },
+                )
+            })
+            .context("creating the first console account")?;
     }
     let admin_password_file = data_dir.join("initial-admin-password");
     if !shared {
@@ -117,10 +118,16 @@ pub fn run(
 /// The default configuration with `[store] url` set (a TOML string, escaped as such).
 fn with_store_url(config: &str, url: &str) -> String {
     let quoted = toml::Value::String(url.to_owned()).to_string();
-    let store = config.find("[store]").expect("the default config has [store]");
+    let store = config
+        .find("[store]")
+        .expect("the default config has [store]");
     let at = store
         + config[store..]
             .find("\nurl = \"\"\n")
             .expect("[store] has url");
-    format!("{}\nurl = {quoted}\n{}", &config[..at], &config[at + "\nurl = \"\"\n".len()..])
+    format!(
+        "{}\nurl = {quoted}\n{}",
+        &config[..at],
+        &config[at + "\nurl = \"\"\n".len()..]
+    )
 }

@@ -261,6 +261,34 @@ pub fn fingerprint_pem(pem: &str) -> Option<String> {
     Some(invigilator_proto::ca_fingerprint(&der))
 }
 
+/// The roots a TLS client trusts: the certificates of a PEM file (all of them, at least one),
+/// or the system's store when none is named.
+pub fn trust_roots(ca_file: Option<&Path>) -> Result<rustls::RootCertStore, String> {
+    use rustls_pki_types::{CertificateDer, pem::PemObject};
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            let pem = std::fs::read(path).map_err(|e| e.to_string())?;
+            let certs = CertificateDer::pem_slice_iter(&pem)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| e.to_string())?;
+            if certs.is_empty() {
+                return Err("no certificate in it".into());
+            }
+            for cert in certs {
+                roots.add(cert).map_err(|e| e.to_string())?;
+            }
+        }
+        None => {
+            for cert in rustls_native_certs::load_native_certs().certs {
+                // One unusable certificate in the system's store spoils none of the others.
+                let _ = roots.add(cert);
+            }
+        }
+    }
+    Ok(roots)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -349,32 +377,4 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains("CSR"), "{err}");
     }
-}
-
-/// The roots a TLS client trusts: the certificates of a PEM file (all of them, at least one),
-/// or the system's store when none is named.
-pub fn trust_roots(ca_file: Option<&Path>) -> Result<rustls::RootCertStore, String> {
-    use rustls_pki_types::{CertificateDer, pem::PemObject};
-    let mut roots = rustls::RootCertStore::empty();
-    match ca_file {
-        Some(path) => {
-            let pem = std::fs::read(path).map_err(|e| e.to_string())?;
-            let certs = CertificateDer::pem_slice_iter(&pem)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| e.to_string())?;
-            if certs.is_empty() {
-                return Err("no certificate in it".into());
-            }
-            for cert in certs {
-                roots.add(cert).map_err(|e| e.to_string())?;
-            }
-        }
-        None => {
-            for cert in rustls_native_certs::load_native_certs().certs {
-                // One unusable certificate in the system's store spoils none of the others.
-                let _ = roots.add(cert);
-            }
-        }
-    }
-    Ok(roots)
 }

@@ -1,7 +1,7 @@
 use super::*;
+use crate::store::db::Connection;
 use crate::store::{NewAgent, agents, alerts};
 use invigilator_policy::Alert;
-use crate::store::db::Connection;
 
 fn us(rfc: &str) -> i64 {
     chrono::DateTime::parse_from_rfc3339(rfc)
@@ -191,7 +191,7 @@ fn the_report_counts_groups_trends_sites_and_concerns_without_names() {
 #[test]
 fn the_scheduled_run_stores_last_weeks_report_once_when_due() {
     let (d, conn) = store();
-    let s = crate::store::Store::open(d.path(), &crate::store::StoreConfig::sqlite()).unwrap();
+    let s = crate::store::Store::test_open(d.path());
     let p = policy();
     let cfg = ReportsConfig::default();
     // Monday 26 October 2026, 06:59 GMT: not yet.

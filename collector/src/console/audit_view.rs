@@ -214,7 +214,8 @@ mod tests {
 
     fn app() -> App {
         let dir = tempfile::tempdir().unwrap();
-        let store = crate::store::Store::create(dir.path(), &crate::store::StoreConfig::sqlite()).unwrap();
+        let store =
+            crate::store::Store::create(dir.path(), &crate::store::StoreConfig::sqlite()).unwrap();
         let conn = crate::store::test_open(dir.path());
         let mut sessions = std::collections::HashMap::new();
         for (name, role) in [("gov", "governor"), ("dsl", "dsl")] {

@@ -69,7 +69,7 @@ fn app() -> App {
         Policy::parse(invigilator_policy::DEFAULT_POLICY).unwrap(),
     ));
     let console = Console::new(
-        crate::store::Store::open(dir.path(), &crate::store::StoreConfig::sqlite()).unwrap(),
+        crate::store::Store::test_open(dir.path()),
         Default::default(),
         policy,
     );

@@ -222,7 +222,9 @@ mod tests {
 
     fn console(max_failed_logins: u32) -> (tempfile::TempDir, Arc<Console>) {
         let dir = tempfile::tempdir().unwrap();
-        drop(crate::store::Store::create(dir.path(), &crate::store::StoreConfig::sqlite()).unwrap());
+        drop(
+            crate::store::Store::create(dir.path(), &crate::store::StoreConfig::sqlite()).unwrap(),
+        );
         let policy = invigilator_policy::Policy::parse(invigilator_policy::DEFAULT_POLICY).unwrap();
         let config = crate::config::ConsoleConfig {
             max_failed_logins,

@@ -109,7 +109,7 @@ mod tests {
     async fn call(dir: &std::path::Path, query: &str) -> Response {
         let policy = invigilator_policy::Policy::parse(invigilator_policy::DEFAULT_POLICY).unwrap();
         let console = Console::new(
-            crate::store::Store::open(dir, &crate::store::StoreConfig::sqlite()).unwrap(),
+            crate::store::Store::test_open(dir),
             Default::default(),
             Arc::new(arc_swap::ArcSwap::from_pointee(policy)),
         );

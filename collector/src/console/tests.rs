@@ -2,12 +2,12 @@
 //! the default policy and the audit trail (the access table itself is tested in `routes`).
 
 use super::*;
+use crate::store::db::Connection;
 use crate::store::incidents::{IncidentRecord, action_options};
 use crate::store::{self, accounts::Role};
 use invigilator_policy::Alert;
 use invigilator_proto::v1::event::Kind;
 use invigilator_proto::v1::{BrowsingVisit, Event};
-use crate::store::db::Connection;
 
 struct Harness {
     _dir: tempfile::TempDir,

@@ -322,7 +322,9 @@ mod tests {
     #[tokio::test]
     async fn administrators_cannot_change_their_own_role_and_creation_records_powers() {
         let dir = tempfile::tempdir().unwrap();
-        drop(crate::store::Store::create(dir.path(), &crate::store::StoreConfig::sqlite()).unwrap());
+        drop(
+            crate::store::Store::create(dir.path(), &crate::store::StoreConfig::sqlite()).unwrap(),
+        );
         let policy = invigilator_policy::Policy::parse(invigilator_policy::DEFAULT_POLICY).unwrap();
         let c = Console::new(
             crate::store::Store::open(dir.path(), &crate::store::StoreConfig::sqlite()).unwrap(),

@@ -173,7 +173,7 @@ pub fn write_health<'a>(
     let tx = conn.unchecked_transaction()?;
     {
         let mut stmt = tx.prepare_cached(
-            "UPDATE agents SET last_seen = MAX(COALESCE(last_seen, 0), ?2), hostname = ?3, os = ?4,
+            "UPDATE agents SET last_seen = greatest(COALESCE(last_seen, 0), ?2), hostname = ?3, os = ?4,
                     agent_version = ?5, spool_depth = ?6, dropped_total = ?7, last_seq = ?8,
                     process_source = ?9, process_fallback = ?10, process_seen = ?11,
                     process_dropped = ?12, process_truncated = ?13, silent_alerted = 0
@@ -296,7 +296,8 @@ pub struct FleetRow {
 pub fn fleet(tx: &System<'_>, silent_before_us: i64) -> Result<Vec<FleetRow>> {
     let mut stmt = tx.conn.prepare(
         "SELECT grp, process_source, COUNT(*),
-                TOTAL(last_seen IS NULL OR last_seen < ?1), TOTAL(spool_depth), TOTAL(dropped_total)
+                TOTAL(CASE WHEN last_seen IS NULL OR last_seen < ?1 THEN 1 ELSE 0 END),
+                TOTAL(spool_depth), TOTAL(dropped_total)
          FROM agents WHERE revoked_at IS NULL GROUP BY grp, process_source ORDER BY grp",
     )?;
     let rows = stmt

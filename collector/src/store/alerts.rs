@@ -4,8 +4,8 @@
 
 use super::{Audited, System};
 use super::{Result, now_us, rfc3339};
-use invigilator_policy::{Alert, Severity};
 use crate::store::db::{OptionalExtension, params};
+use invigilator_policy::{Alert, Severity};
 use serde::Serialize;
 
 #[derive(Debug, Clone, Serialize)]
@@ -51,7 +51,7 @@ pub fn record(tx: &System<'_>, a: &Alert, window_us: i64) -> Result<Recorded> {
             .prepare_cached(
                 "SELECT id FROM alerts
                  WHERE aggregate_key = ?1 AND status = 'new'
-                   AND last_observed_at >= ?2 AND observed_at <= ?3 + ?4
+                   AND last_observed_at >= ?2 AND observed_at <= CAST(?3 AS BIGINT) + ?4
                  ORDER BY last_observed_at DESC LIMIT 1",
             )?
             .query_row(
@@ -67,8 +67,8 @@ pub fn record(tx: &System<'_>, a: &Alert, window_us: i64) -> Result<Recorded> {
         if let Some(id) = open {
             conn.prepare_cached(
                 "UPDATE alerts SET count = count + 1,
-                        last_observed_at = max(last_observed_at, ?2),
-                        observed_at = min(observed_at, ?2)
+                        last_observed_at = greatest(last_observed_at, ?2),
+                        observed_at = least(observed_at, ?2)
                  WHERE id = ?1",
             )?
             .execute(params![id, a.observed_at_us])?;
@@ -88,23 +88,26 @@ pub fn insert(tx: &System<'_>, a: &Alert) -> Result<i64> {
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, 1, ?10, ?14, ?15)
          RETURNING id",
     )?;
-    let id = stmt.query_row(params![
-        a.agent_id,
-        a.hostname,
-        a.user,
-        a.kind,
-        a.rule,
-        a.category,
-        a.severity.as_str(),
-        a.summary,
-        a.matched,
-        a.observed_at_us,
-        now_us(),
-        a.policy_version,
-        a.event_seq.map(|s| s as i64),
-        a.aggregate_key,
-        a.response,
-    ], |r| r.get(0))?;
+    let id = stmt.query_row(
+        params![
+            a.agent_id,
+            a.hostname,
+            a.user,
+            a.kind,
+            a.rule,
+            a.category,
+            a.severity.as_str(),
+            a.summary,
+            a.matched,
+            a.observed_at_us,
+            now_us(),
+            a.policy_version,
+            a.event_seq.map(|s| s as i64),
+            a.aggregate_key,
+            a.response,
+        ],
+        |r| r.get(0),
+    )?;
     Ok(id)
 }
 
@@ -120,9 +123,12 @@ pub fn list(tx: &Audited<'_>, f: &AlertFilter) -> Result<Vec<AlertRow>> {
         "SELECT id, agent_id, hostname, user, kind, rule, category, severity, summary, matched,
                 observed_at, created_at, policy_version, event_seq, status,
                 count, coalesce(last_observed_at, observed_at), response
-         FROM alerts WHERE (?1 IS NULL OR observed_at >= ?1) ORDER BY id LIMIT ?2",
+         FROM alerts WHERE (CAST(?1 AS BIGINT) IS NULL OR observed_at >= ?1) ORDER BY id LIMIT ?2",
     )?;
-    let limit = f.limit.map(|l| l.min(i64::MAX as u64) as i64).unwrap_or(-1);
+    let limit = f
+        .limit
+        .map(|l| l.min(i64::MAX as u64) as i64)
+        .unwrap_or(i64::MAX);
     let rows = stmt
         .query_map(params![f.since_us, limit], |r| {
             Ok(AlertRow {

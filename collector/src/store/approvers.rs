@@ -55,7 +55,8 @@ pub fn sync(tx: &Admin<'_>, configured: &[String]) -> Result<Option<String>, Aud
         show(&now)
     );
     conn.execute(
-        "INSERT OR REPLACE INTO meta(key, value) VALUES ('reveal_approvers', ?1)",
+        "INSERT INTO meta(key, value) VALUES ('reveal_approvers', ?1)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
         [serde_json::to_string(&now).unwrap_or_default()],
     )?;
     conn.execute(

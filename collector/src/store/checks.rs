@@ -9,10 +9,10 @@
 
 use super::{Audited, Scan, Sealed};
 use super::{events, now_us, rfc3339};
-use invigilator_policy::Policy;
-use invigilator_policy::groups::Class;
 use crate::store::db::OwnedValue as Sql;
 use crate::store::db::{Connection, OptionalExtension, params, params_from_iter};
+use invigilator_policy::Policy;
+use invigilator_policy::groups::Class;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -155,9 +155,7 @@ const COLUMNS: &str =
     "id, requested_by, requested_at, reason, scope, status, run_by, run_at, result";
 
 fn check(r: &crate::store::db::Row<'_>, with_result: bool) -> crate::store::db::Result<Check> {
-    let json_err = |i, e: serde_json::Error| {
-        crate::store::db::Error::decode(i, e)
-    };
+    let json_err = |i, e: serde_json::Error| crate::store::db::Error::decode(i, e);
     let scope: String = r.get(4)?;
     let result: Option<String> = if with_result { r.get(8)? } else { None };
     Ok(Check {
@@ -222,8 +220,8 @@ pub fn list(tx: &Audited<'_>, who: Readable<'_>) -> Result<Vec<Check>> {
     };
     let mut stmt = conn.prepare(&format!(
         "SELECT {COLUMNS} FROM checks
-         WHERE (?1 IS NULL OR requested_by = ?1)
-           AND (?2 IS NULL OR status = 'requested' OR run_by = ?2)
+         WHERE (CAST(?1 AS TEXT) IS NULL OR requested_by = ?1)
+           AND (CAST(?2 AS TEXT) IS NULL OR status = 'requested' OR run_by = ?2)
          ORDER BY id DESC LIMIT 500"
     ))?;
     let rows = stmt.query_map(params![requested_by, runner], |r| check(r, false))?;

@@ -51,7 +51,8 @@ pub fn record(sys: &System<'_>, c: &Committed<'_>) -> Result<u64> {
         .prepare_cached(
             "INSERT INTO agent_usage(agent_id, day, bytes, events) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT(agent_id, day) DO UPDATE
-               SET bytes = bytes + excluded.bytes, events = events + excluded.events
+               SET bytes = agent_usage.bytes + excluded.bytes,
+                   events = agent_usage.events + excluded.events
              RETURNING bytes",
         )?
         .query_row(
@@ -134,8 +135,8 @@ pub fn take_newly_stalled(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{self, AgentHealth, NewAgent, agents};
     use crate::store::db::Connection;
+    use crate::store::{self, AgentHealth, NewAgent, agents};
 
     fn enrol(conn: &Connection, id: &str) {
         agents::insert_agent(

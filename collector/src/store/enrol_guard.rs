@@ -53,9 +53,9 @@ pub fn failed(tx: &Admin<'_>, addr: &str, now_us: i64) -> Result<u32> {
         .prepare_cached(
             "INSERT INTO enrol_failures(addr, window_start, failures, refused) VALUES (?1, ?2, 1, 0)
              ON CONFLICT(addr) DO UPDATE SET
-               failures = CASE WHEN window_start + ?3 <= ?2 THEN 1 ELSE failures + 1 END,
-               refused = CASE WHEN window_start + ?3 <= ?2 THEN 0 ELSE refused END,
-               window_start = CASE WHEN window_start + ?3 <= ?2 THEN ?2 ELSE window_start END
+               failures = CASE WHEN enrol_failures.window_start + ?3 <= ?2 THEN 1 ELSE enrol_failures.failures + 1 END,
+               refused = CASE WHEN enrol_failures.window_start + ?3 <= ?2 THEN 0 ELSE enrol_failures.refused END,
+               window_start = CASE WHEN enrol_failures.window_start + ?3 <= ?2 THEN ?2 ELSE enrol_failures.window_start END
              RETURNING failures",
         )?
         .query_row(params![addr, now_us, WINDOW_US], |r| r.get(0))?;

@@ -1,11 +1,11 @@
 //! Events, stored exactly once per (agent_id, seq).
 
-use super::{Audited, System};
 use super::db::Dialect;
+use super::{Audited, System};
 use super::{Result, StoreError, rfc3339};
+use crate::store::db::params;
 use invigilator_proto::v1::{Event, event::Kind};
 use prost::Message;
-use crate::store::db::params;
 use serde::Serialize;
 
 /// What the committer did with one agent's batch.
@@ -84,11 +84,15 @@ pub fn list(tx: &Audited<'_>, f: &EventFilter) -> Result<Vec<EventRow>> {
     let conn = tx.conn;
     let mut stmt = conn.prepare(
         "SELECT agent_id, seq, kind, observed_at, received_at, hostname, user, payload FROM events
-         WHERE (?1 IS NULL OR kind = ?1) AND (?2 IS NULL OR observed_at >= ?2)
-           AND (?3 IS NULL OR agent_id = ?3)
+         WHERE (CAST(?1 AS TEXT) IS NULL OR kind = ?1)
+           AND (CAST(?2 AS BIGINT) IS NULL OR observed_at >= ?2)
+           AND (CAST(?3 AS TEXT) IS NULL OR agent_id = ?3)
          ORDER BY id LIMIT ?4",
     )?;
-    let limit = f.limit.map(|l| l.min(i64::MAX as u64) as i64).unwrap_or(-1);
+    let limit = f
+        .limit
+        .map(|l| l.min(i64::MAX as u64) as i64)
+        .unwrap_or(i64::MAX);
     let mut rows = stmt.query(params![f.kind, f.since_us, f.agent_id, limit])?;
     let mut out = Vec::new();
     while let Some(r) = rows.next()? {
@@ -200,7 +204,7 @@ pub fn replay(
     let mut stmt = conn.prepare(
         "SELECT e.agent_id, coalesce(a.grp, ''), e.seq, e.payload
          FROM events e LEFT JOIN agents a ON a.agent_id = e.agent_id
-         WHERE (?1 IS NULL OR e.observed_at >= ?1) ORDER BY e.id",
+         WHERE (CAST(?1 AS BIGINT) IS NULL OR e.observed_at >= ?1) ORDER BY e.id",
     )?;
     let mut rows = stmt.query(params![since_us])?;
     let mut n = 0;

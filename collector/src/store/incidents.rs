@@ -5,9 +5,9 @@
 use super::Audited;
 use super::triage::{self, Change};
 use super::{now_us, rfc3339};
+use crate::store::db::{Connection, OptionalExtension, params};
 use invigilator_policy::groups::Class;
 use invigilator_policy::{ResponsesSpec, Severity};
-use crate::store::db::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
 pub const CLASSES: &[&str] = &["pupil", "staff", "visitor", "unknown"];
@@ -353,7 +353,8 @@ pub fn create(
     insert_version(conn, id, 1, now, author, &record)?;
     for &a in alert_ids {
         conn.execute(
-            "INSERT OR IGNORE INTO incident_alerts(incident_id, alert_id) VALUES (?1, ?2)",
+            "INSERT INTO incident_alerts(incident_id, alert_id) VALUES (?1, ?2)
+             ON CONFLICT DO NOTHING",
             params![id, a],
         )?;
         let status = triage::get(tx, a)?.map(|l| l.status).unwrap_or_default();
@@ -487,10 +488,10 @@ pub fn list(tx: &Audited<'_>, f: &Filter) -> Result<Vec<Current>> {
         "SELECT i.id, i.created_at, i.created_by, v.version, v.at, v.author, v.record
          FROM incidents i JOIN incident_versions v ON v.incident_id = i.id
           AND v.version = (SELECT max(version) FROM incident_versions WHERE incident_id = i.id)
-         WHERE (?1 IS NULL OR json_extract(v.record, '$.status') = ?1)
-           AND (?2 IS NULL OR json_extract(v.record, '$.category') = ?2)
-           AND (?3 IS NULL OR json_extract(v.record, '$.occurred_at') >= ?3)
-           AND (?4 IS NULL OR json_extract(v.record, '$.occurred_at') < ?4)
+         WHERE (CAST(?1 AS TEXT) IS NULL OR json_extract(v.record, '$.status') = ?1)
+           AND (CAST(?2 AS TEXT) IS NULL OR json_extract(v.record, '$.category') = ?2)
+           AND (CAST(?3 AS TEXT) IS NULL OR json_extract(v.record, '$.occurred_at') >= ?3)
+           AND (CAST(?4 AS TEXT) IS NULL OR json_extract(v.record, '$.occurred_at') < ?4)
          ORDER BY i.id DESC LIMIT 500",
     )?;
     let rows = stmt

@@ -26,13 +26,13 @@ pub mod enrol_guard;
 pub mod events;
 pub mod incidents;
 pub mod outbox;
+mod postgres;
 pub mod reports;
 pub mod retention;
 pub mod reveals;
 pub mod sar;
 pub mod sessions;
 mod sqlite;
-mod postgres;
 pub mod tokens;
 pub mod triage;
 pub mod visits;
@@ -43,14 +43,10 @@ pub use alerts::{AlertFilter, AlertRow};
 pub use events::{EventFilter, EventRow, StoredBatch};
 pub use tokens::{TokenRejection, create_token};
 
-
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database {path}: {source}")]
-    Open {
-        path: PathBuf,
-        source: db::Error,
-    },
+    Open { path: PathBuf, source: db::Error },
     #[error("no collector data in {0}: run `invigilator-collector init --data-dir {0}` first")]
     NotInitialised(PathBuf),
     #[error("cannot make {path} readable by its owner only: {source}")]
@@ -124,7 +120,9 @@ impl StoreConfig {
                 format!("store.url is not a PostgreSQL URL or key=value string: {e}")
             })?;
             if parsed.get_hosts().is_empty() {
-                return Err("store.url names no host (host=/run/postgresql for a local socket)".into());
+                return Err(
+                    "store.url names no host (host=/run/postgresql for a local socket)".into(),
+                );
             }
         } else if !self.ca_file.is_empty() {
             return Err("store.ca_file is for a PostgreSQL store.url, which is empty".into());
@@ -139,7 +137,6 @@ impl StoreConfig {
 pub fn db_path(data_dir: &Path) -> PathBuf {
     data_dir.join("invigilator.db")
 }
-
 
 /// A stored severity. The column only ever holds what [`Severity::as_str`] wrote; anything else
 /// is a corrupt row, named as such rather than shown as some default.
@@ -175,11 +172,29 @@ pub(crate) fn test_db() -> (tempfile::TempDir, db::Connection) {
     let config = test_config();
     let conn = if config.is_postgres() {
         let tls = db::PgTls::new(None).unwrap();
+        // For Store::test_open on the same directory.
+        std::fs::write(dir.path().join(TEST_STORE_URL), &config.url).unwrap();
         postgres::open(&config.url, &tls, dir.path()).unwrap()
     } else {
         create(dir.path()).unwrap()
     };
     (dir, conn)
+}
+
+/// Where [`test_db`] leaves its PostgreSQL schema's URL for [`Store::test_open`].
+#[cfg(test)]
+const TEST_STORE_URL: &str = "test-store-url";
+
+#[cfg(test)]
+impl Store {
+    /// The store of a directory [`test_db`] made, on whichever engine it made it.
+    pub(crate) fn test_open(dir: &Path) -> Store {
+        let config = match std::fs::read_to_string(dir.join(TEST_STORE_URL)) {
+            Ok(url) => StoreConfig::postgres(&url),
+            Err(_) => StoreConfig::sqlite(),
+        };
+        Store::open(dir, &config).unwrap()
+    }
 }
 
 /// The engine the tests run on (see [`test_db`]): each PostgreSQL call gets a new schema.
@@ -194,7 +209,8 @@ pub(crate) fn test_config() -> StoreConfig {
     let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
     let tls = db::PgTls::new(None).unwrap();
     let conn = db::Connection::connect_postgres(&base, &tls, Path::new("/")).unwrap();
-    conn.execute_batch(&format!("CREATE SCHEMA {schema}")).unwrap();
+    conn.execute_batch(&format!("CREATE SCHEMA {schema}"))
+        .unwrap();
     StoreConfig::postgres(&format!("{base} options='-c search_path={schema}'"))
 }
 
@@ -248,5 +264,4 @@ mod tests {
                 .contains("rusqlite")
         );
     }
-
 }

@@ -5,8 +5,8 @@
 
 use super::audit::{self, Actor, Record};
 use super::{Result, System};
-use invigilator_policy::Severity;
 use crate::store::db::{OptionalExtension, params};
+use invigilator_policy::Severity;
 
 /// The mail notifier's position.
 pub const NOTIFY: &str = "notify_last_alert_id";

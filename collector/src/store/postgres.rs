@@ -17,7 +17,7 @@ const MIGRATIONS: &[&str] = &[include_str!("postgres/0001_schema.sql")];
 
 /// Any number, the same in every collector: the lock that makes one of several collectors
 /// starting together apply the migrations while the others wait.
-const MIGRATION_LOCK: i64 = 0x1_9E7_1A7;
+const MIGRATION_LOCK: i64 = 0x0019_E71A;
 
 pub(super) const WEEK_US: i64 = 7 * 86_400_000_000;
 
@@ -62,7 +62,9 @@ pub(in crate::store) fn redacted(url: &str) -> String {
 
 fn migrate(conn: &Connection) -> Result<()> {
     let tx = conn.unchecked_transaction()?;
-    tx.query_row("SELECT pg_advisory_xact_lock(?1)", [MIGRATION_LOCK], |_| Ok(()))?;
+    tx.query_row("SELECT pg_advisory_xact_lock(?1)", [MIGRATION_LOCK], |_| {
+        Ok(())
+    })?;
     let has_meta: bool = tx.query_row(
         "SELECT EXISTS (SELECT 1 FROM information_schema.tables
                         WHERE table_schema = current_schema() AND table_name = 'meta')",
@@ -120,11 +122,8 @@ pub(in crate::store) fn ensure_partitions(conn: &Connection, now_us: i64) -> Res
     for w in -back..=4 {
         let start = this + w * WEEK_US;
         let name = partition_name(start);
-        let exists: bool = conn.query_row(
-            "SELECT to_regclass(?1) IS NOT NULL",
-            [&name],
-            |r| r.get(0),
-        )?;
+        let exists: bool =
+            conn.query_row("SELECT to_regclass(?1) IS NOT NULL", [&name], |r| r.get(0))?;
         if exists {
             continue;
         }
@@ -168,7 +167,10 @@ pub(in crate::store) fn partitions_before(conn: &Connection, before: i64) -> Res
 /// keys on a partitioned table); returns how many events went.
 pub(in crate::store) fn drop_partition(conn: &Connection, name: &str) -> Result<u64> {
     // Names come from partitions_before, which only returns events_w<digits>.
-    debug_assert!(name.strip_prefix("events_w").is_some_and(|w| w.parse::<i64>().is_ok()));
+    debug_assert!(
+        name.strip_prefix("events_w")
+            .is_some_and(|w| w.parse::<i64>().is_ok())
+    );
     let tx = conn.unchecked_transaction()?;
     let n: i64 = tx.query_row(&format!("SELECT count(*) FROM {name}"), (), |r| r.get(0))?;
     tx.execute(
@@ -176,7 +178,9 @@ pub(in crate::store) fn drop_partition(conn: &Connection, name: &str) -> Result<
         (),
     )?;
     tx.execute(
-        &format!("UPDATE visit_reports SET same_as = NULL WHERE same_as IN (SELECT id FROM {name})"),
+        &format!(
+            "UPDATE visit_reports SET same_as = NULL WHERE same_as IN (SELECT id FROM {name})"
+        ),
         (),
     )?;
     tx.execute_batch(&format!("DROP TABLE {name}"))?;
@@ -187,7 +191,11 @@ pub(in crate::store) fn drop_partition(conn: &Connection, name: &str) -> Result<
 /// The advisory lock's key for a singleton job, so that each runs on one collector at a time.
 #[allow(dead_code)] // used by the singleton jobs of several collectors (issue 14, item 5)
 pub(in crate::store) fn try_lock(conn: &Connection, key: i64) -> Result<bool> {
-    Ok(conn.query_row("SELECT pg_try_advisory_lock(?1)", params![key], |r| r.get(0))?)
+    Ok(
+        conn.query_row("SELECT pg_try_advisory_lock(?1)", params![key], |r| {
+            r.get(0)
+        })?,
+    )
 }
 
 #[cfg(test)]

@@ -11,8 +11,8 @@
 
 use crate::config::RetentionConfig;
 use crate::store::audit::{self, Actor, AuditError, Record};
+use crate::store::db::{Connection, Dialect, TransactionBehavior, params};
 use crate::store::{self, Admin, Store, rfc3339};
-use crate::store::db::{Connection, params};
 use serde::Serialize;
 use std::time::{Duration, Instant};
 
@@ -61,6 +61,8 @@ pub struct Report {
     pub stale_sessions: u64,
     /// Pages given back to the file system (only with `auto_vacuum = INCREMENTAL`).
     pub pages_freed: u64,
+    /// PostgreSQL: whole weeks of events dropped (their events are counted in `events`).
+    pub event_weeks_dropped: u64,
     pub elapsed_ms: u64,
 }
 
@@ -116,6 +118,13 @@ impl Report {
                 out,
                 "  pages given back to the file system: {}",
                 self.pages_freed
+            )?;
+        }
+        if self.event_weeks_dropped > 0 {
+            writeln!(
+                out,
+                "  whole weeks of events dropped: {}",
+                self.event_weeks_dropped
             )?;
         }
         Ok(())
@@ -186,7 +195,16 @@ fn purge(
     // Incidents first, so alerts that only a removed incident held go in the same run.
     incidents(conn, incidents_before, dry_run, report)?;
     alerts(conn, alerts_before, incidents_before, dry_run, report)?;
-    report.events.deleted = chunked(
+    // PostgreSQL: the weeks wholly past the cutoff go as whole partitions, the rest row by row.
+    if conn.dialect() == Dialect::Postgres {
+        for week in store::postgres::partitions_before(conn, events_before)? {
+            report.event_weeks_dropped += 1;
+            if !dry_run {
+                report.events.deleted += store::postgres::drop_partition(conn, &week)?;
+            }
+        }
+    }
+    report.events.deleted += chunked(
         conn,
         dry_run,
         "SELECT count(*) FROM events WHERE observed_at < ?1",
@@ -206,8 +224,8 @@ fn purge(
         conn,
         dry_run,
         "SELECT count(*) FROM sessions WHERE updated_at < ?1",
-        &["DELETE FROM sessions WHERE rowid IN
-             (SELECT rowid FROM sessions WHERE updated_at < ?1 LIMIT ?2)"],
+        &["DELETE FROM sessions WHERE (agent_id, session_id) IN
+             (SELECT agent_id, session_id FROM sessions WHERE updated_at < ?1 LIMIT ?2)"],
         events_before,
     )?;
     if !dry_run && report.total() > 0 {
@@ -252,14 +270,14 @@ fn in_transaction<R>(
     f: impl FnOnce(&Connection) -> crate::store::db::Result<R>,
 ) -> crate::store::db::Result<R> {
     // IMMEDIATE: take the write lock up front rather than fail to upgrade half-way.
-    conn.execute_batch("BEGIN IMMEDIATE")?;
+    conn.begin(TransactionBehavior::Immediate)?;
     match f(conn) {
         Ok(r) => {
-            conn.execute_batch("COMMIT")?;
+            conn.commit()?;
             Ok(r)
         }
         Err(e) => {
-            let _ = conn.execute_batch("ROLLBACK");
+            let _ = conn.rollback();
             Err(e)
         }
     }
@@ -299,13 +317,13 @@ fn incidents(
             )?;
             conn.execute_batch(
                 "CREATE TEMP TABLE IF NOT EXISTS retention_ids (id INTEGER PRIMARY KEY);
-                 DELETE FROM temp.retention_ids;",
+                 DELETE FROM retention_ids;",
             )?;
             conn.execute(
-                &format!("INSERT INTO temp.retention_ids {select} LIMIT ?2"),
+                &format!("INSERT INTO retention_ids {select} LIMIT ?2"),
                 params![before, CHUNK],
             )?;
-            let ids = "SELECT id FROM temp.retention_ids";
+            let ids = "SELECT id FROM retention_ids";
             conn.execute(
                 &format!("DELETE FROM incident_alerts WHERE incident_id IN ({ids})"),
                 [],
@@ -365,13 +383,13 @@ fn alerts(
         let (n, notes, reveals) = in_transaction(conn, |conn| {
             conn.execute_batch(
                 "CREATE TEMP TABLE IF NOT EXISTS retention_ids (id INTEGER PRIMARY KEY);
-                 DELETE FROM temp.retention_ids;",
+                 DELETE FROM retention_ids;",
             )?;
             conn.execute(
-                &format!("INSERT INTO temp.retention_ids {select} LIMIT ?3"),
+                &format!("INSERT INTO retention_ids {select} LIMIT ?3"),
                 params![before, incidents_before, CHUNK],
             )?;
-            let ids = "SELECT id FROM temp.retention_ids";
+            let ids = "SELECT id FROM retention_ids";
             let notes = conn.execute(
                 &format!("DELETE FROM alert_notes WHERE alert_id IN ({ids})"),
                 [],
@@ -403,6 +421,11 @@ fn alerts(
 /// exclusive lock (minutes for a large store, with ingest stopped) and needs as much free disk
 /// again: not something a server should do on its own, so the file keeps its size.
 fn give_back_space(conn: &Connection) -> Result<u64, RetentionError> {
+    // PostgreSQL's autovacuum makes deleted rows' space reusable, and a dropped week gives its
+    // files back at once.
+    if conn.dialect() == Dialect::Postgres {
+        return Ok(0);
+    }
     let mode: i64 = conn.query_row("PRAGMA auto_vacuum", [], |r| r.get(0))?;
     if mode != 2 {
         return Ok(0);
@@ -504,12 +527,13 @@ mod tests {
 
     /// An incident with a version at each of `versions`, linked to `alerts`.
     pub(crate) fn incident(conn: &Connection, versions: &[i64], alerts: &[i64]) -> i64 {
-        let id = conn.query_row(
-            "INSERT INTO incidents(created_at, created_by) VALUES (?1, 'dsl1') RETURNING id",
-            [versions[0]],
-            |r| r.get::<_, i64>(0),
-        )
-        .unwrap();
+        let id = conn
+            .query_row(
+                "INSERT INTO incidents(created_at, created_by) VALUES (?1, 'dsl1') RETURNING id",
+                [versions[0]],
+                |r| r.get::<_, i64>(0),
+            )
+            .unwrap();
         for (n, at) in versions.iter().enumerate() {
             conn.execute(
                 "INSERT INTO incident_versions(incident_id, version, at, author, record)

@@ -301,9 +301,9 @@ pub fn list(tx: &Audited<'_>, now: i64, recent: Duration) -> Result<Vec<Request>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::db::Connection;
     use crate::store::{alerts, test_db};
     use invigilator_policy::Alert;
-    use crate::store::db::Connection;
 
     const DAY: Duration = Duration::from_secs(24 * 3600);
     const REASON: &str = "pattern of self-harm searches this week";

@@ -9,9 +9,9 @@
 //! every index on every commit), and a request like this is rare.
 
 use crate::store::audit::Entry;
+use crate::store::db::{Connection, OptionalExtension, params};
 use crate::store::triage::{self, Listed, Note};
 use crate::store::{self, Audited, EventRow, Scan, Sealed, StoreError, rfc3339};
-use crate::store::db::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use std::collections::BTreeSet;
 
@@ -432,12 +432,13 @@ pub(crate) mod tests {
     }
 
     fn put_incident(conn: &Connection, subjects: &[&str], alert: Option<i64>) -> i64 {
-        let id = conn.query_row(
-            "INSERT INTO incidents(created_at, created_by) VALUES (1, 'dsl1') RETURNING id",
-            [],
-            |r| r.get::<_, i64>(0),
-        )
-        .unwrap();
+        let id = conn
+            .query_row(
+                "INSERT INTO incidents(created_at, created_by) VALUES (1, 'dsl1') RETURNING id",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .unwrap();
         for (n, s) in subjects.iter().enumerate() {
             let record = serde_json::json!({"subject": s, "title": "<script>alert(1)</script>"});
             conn.execute(

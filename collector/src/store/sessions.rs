@@ -8,8 +8,8 @@
 
 use super::Result;
 use super::System;
-use invigilator_proto::v1::{Event, SessionChange};
 use crate::store::db::{OptionalExtension, params};
+use invigilator_proto::v1::{Event, SessionChange};
 
 /// A session with no event for this long is not believed any more (a school day is shorter;
 /// any lock, unlock, idle or activity change refreshes it, and an agent start reports it again).
@@ -51,7 +51,7 @@ pub fn apply(
                     user = excluded.user, hostname = excluded.hostname, locked = excluded.locked,
                     idle_since = excluded.idle_since, updated_at = excluded.updated_at,
                     unattended_alerted = CASE WHEN excluded.locked = 1 OR excluded.idle_since IS NULL
-                                              THEN 0 ELSE unattended_alerted END",
+                                              THEN 0 ELSE sessions.unattended_alerted END",
                 params![agent_id, s.session_id, s.user, event.hostname, group, s.locked, idle_since, now],
             )?;
         }
@@ -76,7 +76,12 @@ pub fn apply(
 
 /// A new boot of the device closes every session it had before: they cannot have survived it.
 /// The boot id is kept per agent, so an agent restarted without a reboot keeps its sessions.
-fn boot(conn: &crate::store::db::Connection, agent_id: &str, boot_id: &str, at_us: i64) -> Result<()> {
+fn boot(
+    conn: &crate::store::db::Connection,
+    agent_id: &str,
+    boot_id: &str,
+    at_us: i64,
+) -> Result<()> {
     if boot_id.is_empty() {
         return Ok(());
     }
@@ -167,7 +172,7 @@ pub fn take_unattended(
                                 ORDER BY e.seq DESC LIMIT 1), s.updated_at)
                END AS as_of
                FROM sessions s JOIN agents a ON a.agent_id = s.agent_id
-               WHERE s.locked = 0 AND s.idle_since IS NOT NULL AND s.unattended_alerted = 0)
+               WHERE s.locked = 0 AND s.idle_since IS NOT NULL AND s.unattended_alerted = 0) idle
              WHERE idle_since < as_of - ?1",
         )?;
         stmt.query_map(params![idle_for_us, now_us, heard_since_us], |r| {

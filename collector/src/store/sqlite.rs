@@ -14,7 +14,8 @@ const SCHEMA_VERSION: &str = "1";
 pub enum Durability {
     /// fsync on every commit: what an acknowledgement to an agent promises.
     Full,
-    /// Health and bookkeeping, which the next heartbeat rewrites anyway.
+    /// A test's own connection, which needs no fsync.
+    #[cfg(test)]
     Normal,
 }
 
@@ -83,6 +84,7 @@ fn open_file(
     conn.pragma_update(None, "foreign_keys", "ON")?;
     let sync = match durability {
         Durability::Full => "FULL",
+        #[cfg(test)]
         Durability::Normal => "NORMAL",
     };
     conn.pragma_update(None, "synchronous", sync)?;
@@ -230,7 +232,6 @@ fn add_columns(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
     )
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -272,7 +273,11 @@ mod tests {
         assert_eq!(missing_columns(conn.as_sqlite().unwrap()).unwrap().len(), 2);
         drop(conn);
         let conn = open(dir.path(), Durability::Normal).unwrap();
-        assert!(missing_columns(conn.as_sqlite().unwrap()).unwrap().is_empty());
+        assert!(
+            missing_columns(conn.as_sqlite().unwrap())
+                .unwrap()
+                .is_empty()
+        );
         // Opening again finds nothing to do.
         drop(open(dir.path(), Durability::Normal).unwrap());
         let index: i64 = conn

@@ -2,9 +2,9 @@
 
 use super::Admin;
 use super::{Result, now_us};
+use crate::store::db::{OptionalExtension, TransactionBehavior, params};
 use invigilator_proto::EnrollmentToken;
 use rand::distr::{Alphanumeric, SampleString};
-use crate::store::db::{OptionalExtension, TransactionBehavior, params};
 use std::time::Duration;
 use subtle::ConstantTimeEq;
 

@@ -103,7 +103,7 @@ fn listed(r: &crate::store::db::Row<'_>) -> crate::store::db::Result<Listed> {
 pub fn search(tx: &Audited<'_>, q: &Query) -> Result<Vec<Listed>> {
     let conn = tx.conn;
     let mut sql = format!(
-        "SELECT {COLUMNS} FROM alerts a LEFT JOIN agents g ON g.agent_id = a.agent_id WHERE 1"
+        "SELECT {COLUMNS} FROM alerts a LEFT JOIN agents g ON g.agent_id = a.agent_id WHERE 1 = 1"
     );
     let mut args: Vec<Value> = Vec::new();
     let mut add = |clause: &str, v: Value| {
@@ -267,9 +267,9 @@ pub fn apply(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::db::Connection;
     use crate::store::{alerts, test_db};
     use invigilator_policy::Alert;
-    use crate::store::db::Connection;
 
     fn alert(conn: &Connection, user: &str, severity: &str, at: i64) -> i64 {
         alerts::insert(

@@ -101,7 +101,7 @@ pub fn link(sys: &System<'_>, r: &Report<'_>) -> Result<Option<FirstReport>> {
             .prepare_cached(
                 "SELECT v.event_id FROM visit_reports v
                  WHERE v.agent_id = ?1 AND v.url_hash = ?2
-                   AND v.visit_time BETWEEN ?3 - ?4 AND ?3 + ?4
+                   AND v.visit_time BETWEEN CAST(?3 AS BIGINT) - ?4 AND CAST(?3 AS BIGINT) + ?4
                    AND v.user = ?5 AND v.reporter = ?6 AND v.same_as IS NULL
                    AND NOT EXISTS (SELECT 1 FROM visit_reports m
                                    WHERE m.same_as = v.event_id AND m.reporter = ?7)
@@ -169,11 +169,10 @@ pub fn raised(sys: &System<'_>, first: Raised<'_>, rules: &[&str]) -> Result<()>
             .prepare_cached("SELECT id FROM events WHERE agent_id = ?1 AND seq = ?2")?
             .query_row(params![agent_id, seq as i64], |row| row.get(0))?,
     };
-    let mut stmt = conn.prepare_cached(
-        "UPDATE visit_reports SET rules = rules || ?2 || char(10) WHERE event_id = ?1",
-    )?;
+    let mut stmt =
+        conn.prepare_cached("UPDATE visit_reports SET rules = rules || ?2 WHERE event_id = ?1")?;
     for rule in rules {
-        stmt.execute(params![event_id, rule])?;
+        stmt.execute(params![event_id, format!("{rule}\n")])?;
     }
     Ok(())
 }

@@ -5,10 +5,10 @@ pub mod sso;
 pub mod throttle;
 
 use crate::store::Admin;
+use crate::store::db::{Connection, OptionalExtension, params};
 use crate::store::now_us;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier, phc::PasswordHash};
 use rand::Rng;
-use crate::store::db::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::fmt;
@@ -203,9 +203,9 @@ fn account_from(r: &crate::store::db::Row<'_>) -> crate::store::db::Result<Accou
         username: r.get(0)?,
         display_name: r.get(1)?,
         email: r.get(2)?,
-        role: role.parse().map_err(|e: AccountError| {
-            crate::store::db::Error::decode(3, e)
-        })?,
+        role: role
+            .parse()
+            .map_err(|e: AccountError| crate::store::db::Error::decode(3, e))?,
         is_admin: r.get(4)?,
         must_change_password: r.get(5)?,
         totp_enabled: r.get(6)?,

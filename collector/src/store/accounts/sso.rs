@@ -6,8 +6,8 @@
 //! link passed on) find nothing, and using one deletes it: a replayed callback finds nothing.
 
 use super::{Account, AccountError, Role, get, hash_password};
-use crate::store::{Admin, now_us};
 use crate::store::db::{OptionalExtension, params};
+use crate::store::{Admin, now_us};
 use sha2::{Digest, Sha256};
 use std::time::Duration;
 
@@ -260,7 +260,7 @@ mod tests {
         assert_eq!(take(&tx, "state-2", "browser-a").unwrap(), None);
         // Nothing secret is kept in a form a database reader could replay.
         let stored: String = conn
-            .query_row("SELECT group_concat(state) FROM sso_logins", [], |r| {
+            .query_row("SELECT string_agg(state, ',') FROM sso_logins", [], |r| {
                 r.get::<_, Option<String>>(0).map(Option::unwrap_or_default)
             })
             .unwrap();

@@ -175,7 +175,7 @@ pub fn failed(
             .prepare_cached(
                 "INSERT INTO login_throttle(name, addr, failures, first_at, last_at, until_at, refused)
                  VALUES (?1, ?2, 1, ?3, ?3, 0, 0)
-                 ON CONFLICT(name, addr) DO UPDATE SET failures = failures + 1, last_at = ?3
+                 ON CONFLICT(name, addr) DO UPDATE SET failures = login_throttle.failures + 1, last_at = ?3
                  RETURNING failures",
             )?
             .query_row(params![name, addr, now_us], |r| r.get(0))?;

@@ -12,8 +12,8 @@
 
 use super::AuditError;
 use crate::store::Admin;
-use ring::hmac;
 use crate::store::db::Connection;
+use ring::hmac;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;

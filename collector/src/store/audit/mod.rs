@@ -16,9 +16,9 @@ mod verify;
 pub use anchor::{Checkpoint, reanchor};
 pub use verify::{Verdict, verify};
 
+use crate::store::db::{Connection, Dialect, OptionalExtension, TransactionBehavior, params};
 use crate::store::{self, now_us, rfc3339};
 use crate::store::{Admin, Audited, System};
-use crate::store::db::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::path::PathBuf;
@@ -193,6 +193,10 @@ impl Entries<'_> {
     }
 }
 
+/// PostgreSQL's advisory lock for appending to the trail: one append at a time over every
+/// collector, so that ids and each writer's chain stay in step. Any constant, the same in all.
+const AUDIT_LOCK: i64 = 0x001A_0D17;
+
 /// Runs `f` in one immediate transaction: the change it makes and the entries it adds are
 /// committed together (and the head sealed), or, on an error or a discard, neither is. The
 /// one way the store writes a change with its audit entries.
@@ -200,7 +204,7 @@ pub(in crate::store) fn transaction<R, E: From<AuditError>>(
     conn: &Connection,
     f: impl FnOnce(&mut Entries<'_>) -> Result<R, E>,
 ) -> Result<R, E> {
-    conn.execute_batch("BEGIN IMMEDIATE")
+    conn.begin(TransactionBehavior::Immediate)
         .map_err(AuditError::from)?;
     let mut entries = Entries {
         conn,
@@ -209,18 +213,18 @@ pub(in crate::store) fn transaction<R, E: From<AuditError>>(
     };
     match f(&mut entries) {
         Ok(r) if entries.discard => {
-            conn.execute_batch("ROLLBACK").map_err(AuditError::from)?;
+            conn.rollback().map_err(AuditError::from)?;
             Ok(r)
         }
         Ok(r) => {
             match entries.head {
                 Some((id, hash)) => commit(conn, id, &hash)?,
-                None => conn.execute_batch("COMMIT").map_err(AuditError::from)?,
+                None => conn.commit().map_err(AuditError::from)?,
             }
             Ok(r)
         }
         Err(e) => {
-            let _ = conn.execute_batch("ROLLBACK");
+            let _ = conn.rollback();
             Err(e)
         }
     }
@@ -232,7 +236,12 @@ fn append_in(
     actor: &Actor,
     rec: &Record<'_>,
 ) -> Result<(i64, String), AuditError> {
-    // The writer's own previous entry; the id is the next over all writers.
+    // The writer's own previous entry; the id is the next over all writers. SQLite's write
+    // lock makes the two reads and the insert one step; PostgreSQL's other collectors need a
+    // lock of their own, held to the commit.
+    if conn.dialect() == Dialect::Postgres {
+        conn.query_row("SELECT pg_advisory_xact_lock(?1)", [AUDIT_LOCK], |_| Ok(()))?;
+    }
     let prev: Option<String> = conn
         .query_row(
             "SELECT hash FROM audit_log WHERE writer = ?1 ORDER BY id DESC LIMIT 1",
@@ -282,7 +291,7 @@ fn append_in(
 /// second check, so failing to write it is logged, not returned (returning it would tell the
 /// user that something saved was not).
 fn commit(conn: &Connection, id: i64, hash: &str) -> Result<(), AuditError> {
-    conn.execute_batch("COMMIT")?;
+    conn.commit()?;
     if let Err(e) = anchor::advance(conn, WRITER, id, hash) {
         tracing::error!(error = %e, entry = id, "could not record the audit head");
     }
@@ -324,8 +333,10 @@ pub fn list(tx: &Audited<'_>, f: &Filter) -> Result<Vec<Entry>, AuditError> {
     let mut stmt = conn.prepare(
         "SELECT id, at, actor, role, action, object, purpose, source, detail, prev_hash, hash
          FROM audit_log
-         WHERE (?1 IS NULL OR actor = ?1) AND (?2 IS NULL OR action LIKE ?2 || '%')
-           AND (?3 IS NULL OR object = ?3) AND (?4 IS NULL OR id < ?4)
+         WHERE (CAST(?1 AS TEXT) IS NULL OR actor = ?1)
+           AND (CAST(?2 AS TEXT) IS NULL OR action LIKE ?2 || '%')
+           AND (CAST(?3 AS TEXT) IS NULL OR object = ?3)
+           AND (CAST(?4 AS BIGINT) IS NULL OR id < ?4)
          ORDER BY id DESC LIMIT ?5",
     )?;
     let rows = stmt.query_map(
@@ -385,10 +396,13 @@ mod tests {
 
     /// What an attacker with the database file can do: the triggers are only a guard rail.
     fn tamper(conn: &Connection, sql: &str) {
-        conn.execute_batch(&format!(
-            "DROP TRIGGER audit_log_append_only_u; DROP TRIGGER audit_log_append_only_d; {sql}"
-        ))
-        .unwrap();
+        let off = match conn.dialect() {
+            Dialect::Sqlite => {
+                "DROP TRIGGER audit_log_append_only_u; DROP TRIGGER audit_log_append_only_d;"
+            }
+            Dialect::Postgres => "ALTER TABLE audit_log DISABLE TRIGGER USER;",
+        };
+        conn.execute_batch(&format!("{off} {sql}")).unwrap();
     }
 
     #[test]
@@ -530,15 +544,10 @@ mod tests {
     #[test]
     fn concurrent_appends_keep_one_chain_and_one_sealed_head() {
         let (dir, conn) = filled(1);
-        let db = conn.as_sqlite().unwrap().path().unwrap().to_owned();
         let writers: Vec<_> = (0..8)
             .map(|_| {
-                let db = db.clone();
+                let conn = conn.reopen();
                 std::thread::spawn(move || {
-                    let conn = rusqlite::Connection::open(&db).unwrap();
-                    conn.busy_timeout(std::time::Duration::from_secs(30))
-                        .unwrap();
-                    let conn = crate::store::db::Connection::sqlite(conn);
                     for _ in 0..20 {
                         append(
                             &crate::store::Admin::test(&conn),

@@ -167,7 +167,7 @@ pub(crate) use params;
 
 enum Engine {
     Sqlite(rusqlite::Connection),
-    Postgres(pg::Session),
+    Postgres(Box<pg::Session>),
 }
 
 /// A connection to either engine. Used by one closure at a time (the store's pool hands it out),
@@ -196,12 +196,32 @@ impl Connection {
 
     /// Connects to a PostgreSQL server (`postgres://` URL or key=value string) for the
     /// collector whose data directory is `data_dir`.
-    pub(in crate::store) fn connect_postgres(url: &str, tls: &PgTls, data_dir: &Path) -> Result<Self> {
+    pub(in crate::store) fn connect_postgres(
+        url: &str,
+        tls: &PgTls,
+        data_dir: &Path,
+    ) -> Result<Self> {
         Ok(Self {
-            engine: Engine::Postgres(pg::Session::connect(url, tls)?),
+            engine: Engine::Postgres(Box::new(pg::Session::connect(url, tls)?)),
             in_transaction: Cell::new(false),
             data_dir: Some(data_dir.to_path_buf()),
         })
+    }
+
+    /// Another connection to the same database, for a test of concurrent writers.
+    #[cfg(test)]
+    pub(in crate::store) fn reopen(&self) -> Self {
+        match &self.engine {
+            Engine::Sqlite(c) => {
+                let c2 = rusqlite::Connection::open(c.path().unwrap()).unwrap();
+                c2.busy_timeout(std::time::Duration::from_secs(30)).unwrap();
+                Self::sqlite(c2)
+            }
+            Engine::Postgres(s) => {
+                let (url, tls) = &s.target;
+                Self::connect_postgres(url, tls, self.data_dir.as_deref().unwrap()).unwrap()
+            }
+        }
     }
 
     pub(in crate::store) fn data_dir(&self) -> Option<&Path> {
@@ -215,7 +235,8 @@ impl Connection {
         }
     }
 
-    /// The SQLite connection underneath, for what only SQLite has (pragmas, vacuum).
+    /// The SQLite connection underneath, for a test of what only SQLite has.
+    #[cfg(test)]
     pub(in crate::store) fn as_sqlite(&self) -> Option<&rusqlite::Connection> {
         match &self.engine {
             Engine::Sqlite(c) => Some(c),
@@ -265,6 +286,37 @@ impl Connection {
         Transaction::new_unchecked(self, TransactionBehavior::Deferred)
     }
 
+    /// Opens a transaction that the caller ends with [`Connection::commit`] or
+    /// [`Connection::rollback`] (for transactions that span a callback; else use
+    /// [`Transaction`], which cannot be left open).
+    pub fn begin(&self, behavior: TransactionBehavior) -> Result<()> {
+        if self.in_transaction.get() {
+            return Err(Error::NestedTransaction);
+        }
+        let begin = match (self.dialect(), behavior) {
+            (Dialect::Sqlite, TransactionBehavior::Immediate) => "BEGIN IMMEDIATE",
+            (Dialect::Sqlite, TransactionBehavior::Deferred) => "BEGIN DEFERRED",
+            (Dialect::Postgres, _) => "BEGIN",
+        };
+        self.execute_batch(begin)?;
+        self.in_transaction.set(true);
+        Ok(())
+    }
+
+    pub fn commit(&self) -> Result<()> {
+        self.in_transaction.set(false);
+        if let Err(e) = self.execute_batch("COMMIT") {
+            let _ = self.execute_batch("ROLLBACK");
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    pub fn rollback(&self) -> Result<()> {
+        self.in_transaction.set(false);
+        self.execute_batch("ROLLBACK")
+    }
+
     pub fn transaction(&mut self) -> Result<Transaction<'_>> {
         self.unchecked_transaction()
     }
@@ -303,41 +355,25 @@ pub struct Transaction<'c> {
 
 impl<'c> Transaction<'c> {
     pub fn new_unchecked(conn: &'c Connection, behavior: TransactionBehavior) -> Result<Self> {
-        if conn.in_transaction.get() {
-            return Err(Error::NestedTransaction);
-        }
-        let begin = match (conn.dialect(), behavior) {
-            (Dialect::Sqlite, TransactionBehavior::Immediate) => "BEGIN IMMEDIATE",
-            (Dialect::Sqlite, TransactionBehavior::Deferred) => "BEGIN DEFERRED",
-            (Dialect::Postgres, _) => "BEGIN",
-        };
-        conn.execute_batch(begin)?;
-        conn.in_transaction.set(true);
+        conn.begin(behavior)?;
         Ok(Self { conn, done: false })
     }
 
     pub fn commit(mut self) -> Result<()> {
         self.done = true;
-        self.conn.in_transaction.set(false);
-        if let Err(e) = self.conn.execute_batch("COMMIT") {
-            let _ = self.conn.execute_batch("ROLLBACK");
-            return Err(e);
-        }
-        Ok(())
+        self.conn.commit()
     }
 
     pub fn rollback(mut self) -> Result<()> {
         self.done = true;
-        self.conn.in_transaction.set(false);
-        self.conn.execute_batch("ROLLBACK")
+        self.conn.rollback()
     }
 }
 
 impl Drop for Transaction<'_> {
     fn drop(&mut self) {
         if !self.done {
-            self.conn.in_transaction.set(false);
-            let _ = self.conn.execute_batch("ROLLBACK");
+            let _ = self.conn.rollback();
         }
     }
 }

@@ -1,8 +1,8 @@
 //! The PostgreSQL side of the facade: connecting (TLS on the workspace's rustls), statement
 //! text and cache, and values to and from the wire.
 
-use super::value::{Value, ValueRef};
 use super::Result;
+use super::value::{Value, ValueRef};
 use bytes::BytesMut;
 use postgres::types::{FromSql, IsNull, ToSql, Type, to_sql_checked};
 use std::cell::RefCell;
@@ -35,8 +35,28 @@ impl PgTls {
 }
 
 pub(in crate::store) struct Session {
-    client: RefCell<postgres::Client>,
+    /// For a test's second connection to the same database.
+    #[cfg(test)]
+    pub(super) target: (String, PgTls),
+    /// Taken only by Drop, which must close the connection off any async thread too.
+    client: RefCell<Option<postgres::Client>>,
     statements: RefCell<HashMap<String, postgres::Statement>>,
+}
+
+/// Runs `f`, which blocks on the `postgres` client's own runtime, where that is allowed. The
+/// store is meant to be called from blocking threads, but a call from an async task (start-up
+/// code, a test) must not panic the task: on a multi-threaded runtime the worker is handed off
+/// for the call; on a single-threaded one the call runs on a thread of its own.
+fn off_runtime<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Err(_) => f(),
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        Ok(_) => std::thread::scope(|s| match s.spawn(f).join() {
+            Ok(r) => r,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }),
+    }
 }
 
 impl Session {
@@ -48,26 +68,37 @@ impl Session {
         if config.get_application_name().is_none() {
             config.application_name("invigilator-collector");
         }
-        let client = config.connect(tls.0.clone())?;
+        let make = tls.0.clone();
+        let client = off_runtime(move || config.connect(make))?;
         Ok(Self {
-            client: RefCell::new(client),
+            #[cfg(test)]
+            target: (url.to_owned(), tls.clone()),
+            client: RefCell::new(Some(client)),
             statements: RefCell::new(HashMap::new()),
         })
     }
 
+    /// Runs `f` on the client, off any async thread.
+    fn with<R: Send>(&self, f: impl FnOnce(&mut postgres::Client) -> R + Send) -> R {
+        let mut client = self.client.borrow_mut();
+        let client = client.as_mut().expect("the client is taken only on drop");
+        off_runtime(move || f(client))
+    }
+
     pub(super) fn broken(&self) -> bool {
-        self.client.borrow().is_closed()
+        self.client.borrow().as_ref().is_none_or(|c| c.is_closed())
     }
 
     pub(super) fn batch(&self, sql: &str) -> Result<()> {
-        Ok(self.client.borrow_mut().batch_execute(sql)?)
+        Ok(self.with(|c| c.batch_execute(sql))?)
     }
 
     pub(super) fn prepare(&self, sql: &str) -> Result<postgres::Statement> {
         if let Some(stmt) = self.statements.borrow().get(sql) {
             return Ok(stmt.clone());
         }
-        let stmt = self.client.borrow_mut().prepare(&translate(sql))?;
+        let text = translate(sql);
+        let stmt = self.with(|c| c.prepare(&text))?;
         let mut cache = self.statements.borrow_mut();
         if cache.len() >= STATEMENT_CACHE {
             cache.clear();
@@ -76,9 +107,13 @@ impl Session {
         Ok(stmt)
     }
 
-    pub(super) fn execute(&self, stmt: &postgres::Statement, values: &[Value<'_>]) -> Result<usize> {
+    pub(super) fn execute(
+        &self,
+        stmt: &postgres::Statement,
+        values: &[Value<'_>],
+    ) -> Result<usize> {
         let params = refs(values);
-        let n = self.client.borrow_mut().execute(stmt, &params)?;
+        let n = self.with(|c| c.execute(stmt, &params))?;
         Ok(usize::try_from(n).unwrap_or(usize::MAX))
     }
 
@@ -88,7 +123,16 @@ impl Session {
         values: &[Value<'_>],
     ) -> Result<Vec<postgres::Row>> {
         let params = refs(values);
-        Ok(self.client.borrow_mut().query(stmt, &params)?)
+        Ok(self.with(|c| c.query(stmt, &params))?)
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        // Closing blocks on the client's runtime as every call does.
+        if let Some(client) = self.client.get_mut().take() {
+            off_runtime(move || drop(client));
+        }
     }
 }
 
@@ -142,7 +186,10 @@ pub(super) fn translate(sql: &str) -> String {
             }
             c if c.is_ascii_alphabetic() || c == '_' => {
                 let mut word = String::from(c);
-                while let Some(d) = chars.peek().filter(|d| d.is_ascii_alphanumeric() || **d == '_') {
+                while let Some(d) = chars
+                    .peek()
+                    .filter(|d| d.is_ascii_alphanumeric() || **d == '_')
+                {
                     word.push(*d);
                     chars.next();
                 }
@@ -188,7 +235,9 @@ impl ToSql for Value<'_> {
                     .to_sql(ty, out),
                 Type::FLOAT8 => (i as f64).to_sql(ty, out),
                 Type::BOOL => (i != 0).to_sql(ty, out),
-                Type::TEXT | Type::VARCHAR | Type::UNKNOWN => i.to_string().as_str().to_sql(ty, out),
+                Type::TEXT | Type::VARCHAR | Type::UNKNOWN => {
+                    i.to_string().as_str().to_sql(ty, out)
+                }
                 _ => Err(mismatch(self, ty)),
             },
             Value::Real(f) => match *ty {
@@ -238,7 +287,9 @@ impl<'a> FromSql<'a> for ValueRef<'a> {
         })
     }
 
-    fn from_sql_null(_: &Type) -> std::result::Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+    fn from_sql_null(
+        _: &Type,
+    ) -> std::result::Result<Self, Box<dyn std::error::Error + Sync + Send>> {
         Ok(ValueRef::Null)
     }
 
@@ -249,7 +300,9 @@ impl<'a> FromSql<'a> for ValueRef<'a> {
 
 /// A NUMERIC (what `sum` of a bigint gives) as an integer when it has no fraction, else a
 /// real. Binary form: ndigits, weight, sign, dscale, then base-10000 digits.
-fn numeric(raw: &[u8]) -> std::result::Result<ValueRef<'static>, Box<dyn std::error::Error + Sync + Send>> {
+fn numeric(
+    raw: &[u8],
+) -> std::result::Result<ValueRef<'static>, Box<dyn std::error::Error + Sync + Send>> {
     let word = |i: usize| -> std::result::Result<u16, Box<dyn std::error::Error + Sync + Send>> {
         raw.get(i * 2..i * 2 + 2)
             .map(|b| u16::from_be_bytes([b[0], b[1]]))
@@ -342,7 +395,9 @@ mod tests {
     #[test]
     fn placeholders_become_dollars_outside_quotes() {
         assert_eq!(
-            translate("SELECT a FROM t WHERE b = ?1 AND c = '?2' AND \"d?\" = ?10 -- ?3\n AND e = ?"),
+            translate(
+                "SELECT a FROM t WHERE b = ?1 AND c = '?2' AND \"d?\" = ?10 -- ?3\n AND e = ?"
+            ),
             "SELECT a FROM t WHERE b = $1 AND c = '?2' AND \"d?\" = $10 -- ?3\n AND e = $1"
         );
     }

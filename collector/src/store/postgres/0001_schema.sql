@@ -220,6 +220,13 @@ CREATE FUNCTION instr(haystack TEXT, needle TEXT) RETURNS INTEGER
 CREATE FUNCTION json_extract(doc TEXT, path TEXT) RETURNS TEXT
     LANGUAGE sql IMMUTABLE STRICT AS $$ SELECT (doc::jsonb) ->> substr(path, 3) $$;
 
+-- SQLite's total(): a sum as a real that cannot overflow, 0.0 over no rows.
+CREATE FUNCTION invigilator_total_step(acc DOUBLE PRECISION, x BIGINT) RETURNS DOUBLE PRECISION
+    LANGUAGE sql IMMUTABLE AS $$ SELECT acc + coalesce(x, 0) $$;
+CREATE AGGREGATE total(BIGINT) (
+    SFUNC = invigilator_total_step, STYPE = DOUBLE PRECISION, INITCOND = '0'
+);
+
 CREATE FUNCTION invigilator_refuse() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     RAISE EXCEPTION '%', TG_ARGV[0];
@@ -323,3 +330,13 @@ CREATE TABLE visit_reports (
 );
 CREATE INDEX visit_reports_by_url ON visit_reports (agent_id, url_hash, visit_time);
 CREATE INDEX visit_reports_by_first ON visit_reports (same_as);
+-- What SQLite's ON DELETE CASCADE and SET NULL do when an event row is deleted (retention's
+-- row-by-row deletes; a dropped week is handled by store::postgres::drop_partition).
+CREATE FUNCTION invigilator_event_deleted() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM visit_reports WHERE event_id = OLD.id;
+    UPDATE visit_reports SET same_as = NULL WHERE same_as = OLD.id;
+    RETURN OLD;
+END $$;
+CREATE TRIGGER events_deleted AFTER DELETE ON events
+    FOR EACH ROW EXECUTE FUNCTION invigilator_event_deleted();
