@@ -182,6 +182,52 @@ mod tests {
         total
     }
 
+    /// An agent reconnected to a second collector while the first was still committing its
+    /// batch: both commit the same events at once, on connections of their own. Each event is
+    /// stored once, and the two commits together store each once. (Without the row lock,
+    /// PostgreSQL stored 84 of 50.)
+    #[test]
+    fn two_commits_of_one_batch_at_once_store_it_once() {
+        let (_d, conn) = store::test_db();
+        enrol(&conn, "a");
+        let stored: Vec<u64> = std::thread::scope(|s| {
+            let commits: Vec<_> = (0..2)
+                .map(|_| {
+                    let conn = conn.reopen();
+                    s.spawn(move || {
+                        let tx = conn.unchecked_transaction().unwrap();
+                        let sys = crate::store::System::test(&tx);
+                        lock(&sys, "a").unwrap();
+                        let mut n = 0;
+                        for seq in 1..=50u64 {
+                            let e = invigilator_proto::v1::Event {
+                                seq,
+                                observed_at_us: 1_700_000_000_000_000,
+                                kind: Some(invigilator_proto::v1::event::Kind::Gap(
+                                    Default::default(),
+                                )),
+                                ..Default::default()
+                            };
+                            n += u64::from(store::events::insert(&sys, "a", &e, 1).unwrap());
+                            if seq == 25 {
+                                // The other commit is under way by now.
+                                std::thread::sleep(std::time::Duration::from_millis(100));
+                            }
+                        }
+                        tx.commit().unwrap();
+                        n
+                    })
+                })
+                .collect();
+            commits.into_iter().map(|c| c.join().unwrap()).collect()
+        });
+        assert_eq!(stored.iter().sum::<u64>(), 50, "{stored:?}");
+        assert_eq!(
+            store::events::seqs_for(&crate::store::System::test(&conn), "a").unwrap(),
+            (1..=50).collect::<Vec<u64>>()
+        );
+    }
+
     #[test]
     fn usage_adds_up_per_utc_day() {
         let (_d, mut conn) = store::test_db();

@@ -189,11 +189,16 @@ const TEST_STORE_URL: &str = "test-store-url";
 impl Store {
     /// The store of a directory [`test_db`] made, on whichever engine it made it.
     pub(crate) fn test_open(dir: &Path) -> Store {
-        let config = match std::fs::read_to_string(dir.join(TEST_STORE_URL)) {
-            Ok(url) => StoreConfig::postgres(&url),
-            Err(_) => StoreConfig::sqlite(),
-        };
-        Store::open(dir, &config).unwrap()
+        Store::open(dir, &test_config_of(dir)).unwrap()
+    }
+}
+
+/// The engine and database of a directory [`test_db`] made.
+#[cfg(test)]
+fn test_config_of(dir: &Path) -> StoreConfig {
+    match std::fs::read_to_string(dir.join(TEST_STORE_URL)) {
+        Ok(url) => StoreConfig::postgres(&url),
+        Err(_) => StoreConfig::sqlite(),
     }
 }
 
@@ -220,6 +225,29 @@ mod tests {
 
     /// The seam holds by construction (handles), and this keeps it so: no production code
     /// outside `store/` names either engine's crate. Tests may, to set up and inspect.
+    #[test]
+    fn a_schema_newer_than_this_collector_is_refused_and_left_alone() {
+        let (dir, conn) = test_db();
+        conn.execute(
+            "UPDATE meta SET value = '99' WHERE key = 'schema_version'",
+            (),
+        )
+        .unwrap();
+        conn.execute("INSERT INTO notices(at, text) VALUES (1, 'kept')", ())
+            .unwrap();
+        let err = Store::open(dir.path(), &test_config_of(dir.path()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("version 99") && err.contains("newer than this collector"),
+            "{err}"
+        );
+        let kept: String = conn
+            .query_row("SELECT text FROM notices", (), |r| r.get(0))
+            .unwrap();
+        assert_eq!(kept, "kept");
+    }
+
     #[test]
     fn no_sql_outside_the_store() {
         fn walk(dir: &Path, out: &mut Vec<PathBuf>) {

@@ -841,6 +841,54 @@ mod tests {
         );
     }
 
+    /// PostgreSQL drops a week of events whole once all of it is past the period, with the
+    /// visit reports that point into it; SQLite deletes the same rows one by one. Either way
+    /// the same events go, and a later copy of a visit loses its link, not itself.
+    #[test]
+    fn whole_weeks_go_at_once_where_events_are_partitioned() {
+        let (_d, mut conn) = test_db();
+        let now = store::now_us();
+        let week = 7 * DAY_US;
+        for seq in 1..=5 {
+            event(&mut conn, seq, now - 5 * week + seq as i64);
+        }
+        for seq in 6..=8 {
+            event(&mut conn, seq, now - DAY_US + seq as i64);
+        }
+        let id_of = |conn: &Connection, seq: i64| -> i64 {
+            conn.query_row("SELECT id FROM events WHERE seq = ?1", [seq], |r| r.get(0))
+                .unwrap()
+        };
+        let (old, new) = (id_of(&conn, 1), id_of(&conn, 6));
+        for (event_id, same_as) in [(old, None), (new, Some(old))] {
+            conn.execute(
+                "INSERT INTO visit_reports(event_id, agent_id, user, url_hash, visit_time, reporter, same_as)
+                 VALUES (?1, 'a1', 'amy', ?2, 0, 'history', ?3)",
+                params![event_id, vec![0u8; 32], same_as],
+            )
+            .unwrap();
+        }
+        let cfg = RetentionConfig {
+            events: Duration::from_secs(14 * 86_400),
+            ..RetentionConfig::default()
+        };
+        let r = run(&conn, &cfg, now, false, &Actor::system()).unwrap();
+        assert_eq!(r.events.deleted, 5, "{r:?}");
+        assert_eq!(count(&conn, "SELECT count(*) FROM events"), 3);
+        match conn.dialect() {
+            Dialect::Postgres => assert!(r.event_weeks_dropped >= 1, "{r:?}"),
+            Dialect::Sqlite => assert_eq!(r.event_weeks_dropped, 0),
+        }
+        assert_eq!(count(&conn, "SELECT count(*) FROM visit_reports"), 1);
+        assert_eq!(
+            count(
+                &conn,
+                "SELECT count(*) FROM visit_reports WHERE same_as IS NULL"
+            ),
+            1
+        );
+    }
+
     #[test]
     fn many_rows_are_deleted_in_several_chunks() {
         let (_d, mut conn) = test_db();

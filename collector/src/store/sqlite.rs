@@ -2,7 +2,7 @@
 
 use super::db::Connection;
 use super::{Result, StoreError, db_path};
-use rusqlite::OpenFlags;
+use rusqlite::{OpenFlags, OptionalExtension};
 use std::path::Path;
 use std::time::Duration;
 
@@ -56,14 +56,45 @@ fn owner_only(path: &Path) -> std::io::Result<()> {
 }
 
 fn open_path(path: &Path, durability: Durability, create: bool) -> Result<Connection> {
-    let conn = open_file(path, durability, create).map_err(|source| StoreError::Open {
+    let err = |source: rusqlite::Error| StoreError::Open {
         path: path.to_path_buf(),
         source: source.into(),
-    })?;
+    };
+    let conn = open_file(path, durability, create).map_err(err)?;
     owner_only(path).map_err(|source| StoreError::Permissions {
         path: path.to_path_buf(),
         source,
     })?;
+    // A file a newer collector has changed is not touched: its tables may mean other things.
+    let version: Option<String> = conn
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'schema_version'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()
+        .or_else(|e| match e {
+            // A file from before the meta table.
+            rusqlite::Error::SqliteFailure(_, Some(m)) if m.contains("no such table") => Ok(None),
+            e => Err(e),
+        })
+        .map_err(err)?;
+    let found = version.map_or(0, |v| v.parse::<i64>().unwrap_or(i64::MAX));
+    let supported: i64 = SCHEMA_VERSION.parse().expect("a number");
+    if found > supported {
+        return Err(StoreError::NewerSchema { found, supported });
+    }
+    // Every statement is IF NOT EXISTS: opening also brings an older file up to date.
+    conn.execute_batch(SCHEMA).map_err(err)?;
+    migrate(&conn).map_err(err)?;
+    if create {
+        conn.execute(
+            "INSERT INTO meta(key, value) VALUES ('schema_version', ?1)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            [SCHEMA_VERSION],
+        )
+        .map_err(err)?;
+    }
     Ok(Connection::sqlite(conn))
 }
 
@@ -90,15 +121,6 @@ fn open_file(
     conn.pragma_update(None, "synchronous", sync)?;
     // Checks the file really is a database before anything relies on it.
     conn.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(()))?;
-    // Every statement is IF NOT EXISTS: opening also brings an older file up to date.
-    conn.execute_batch(SCHEMA)?;
-    migrate(&conn)?;
-    if create {
-        conn.execute(
-            "INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?1)",
-            [SCHEMA_VERSION],
-        )?;
-    }
     Ok(conn)
 }
 
