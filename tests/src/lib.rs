@@ -13,6 +13,7 @@ pub mod console;
 pub mod fake_logind;
 pub mod flood;
 pub mod sgdiff;
+pub mod store;
 pub mod urlgen;
 
 /// A Telemetry client on its own mTLS connection, with `agent`'s enrolled identity.
@@ -249,6 +250,8 @@ pub struct Collector {
     /// The start-up line naming every listener.
     listening: String,
     child: Option<Child>,
+    /// The PostgreSQL database it keeps its data in, on the tests' PostgreSQL pass.
+    pub store_url: Option<String>,
 }
 
 impl Collector {
@@ -263,12 +266,13 @@ impl Collector {
     /// `init` only, with `config` appended to collector.toml: nothing is started.
     pub fn init(config: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        run_ok(
-            Command::new(bin("invigilator-collector"))
-                .arg("init")
-                .arg("--data-dir")
-                .arg(dir.path().join("data")),
-        );
+        let store_url = store::new_postgres_url();
+        let mut init = Command::new(bin("invigilator-collector"));
+        init.arg("init").arg("--data-dir").arg(dir.path().join("data"));
+        if let Some(url) = &store_url {
+            init.arg("--store-url").arg(url);
+        }
+        run_ok(&mut init);
         if !config.is_empty() {
             let path = dir.path().join("data/collector.toml");
             let text = std::fs::read_to_string(&path).unwrap();
@@ -280,7 +284,13 @@ impl Collector {
             http: "127.0.0.1:0".into(),
             listening: String::new(),
             child: None,
+            store_url,
         }
+    }
+
+    /// The collector's database, whichever engine keeps it.
+    pub fn db(&self) -> store::TestDb {
+        store::TestDb::open(&self.data_dir(), self.store_url.as_deref())
     }
 
     /// `serve` on this data directory, expected to refuse to start: its standard error.
@@ -463,14 +473,10 @@ impl Collector {
             stored.len(),
             "every alert: {got:?} vs {stored:?}"
         );
-        let db = rusqlite::Connection::open(self.data_dir().join("invigilator.db")).unwrap();
-        let audited: i64 = db
-            .query_row(
-                "SELECT count(*) FROM audit_log WHERE action = 'alert.handoff' AND detail = ?1",
-                [destination],
-                |r| r.get(0),
-            )
-            .unwrap();
+        let audited = self.db().count(&format!(
+            "SELECT count(*) FROM audit_log WHERE action = 'alert.handoff' AND detail = '{}'",
+            destination.replace('\'', "''")
+        ));
         assert_eq!(audited as usize, got.len());
         run_ok(&mut self.cli(&["audit", "verify"]));
     }
@@ -495,25 +501,25 @@ impl Collector {
     /// and renders; a storm's thousands are read faster this way).
     pub fn stored_events(&self, agent_id: &str) -> Vec<invigilator_proto::v1::Event> {
         use prost::Message;
-        let db = rusqlite::Connection::open(self.data_dir().join("invigilator.db")).unwrap();
-        let mut stmt = db
-            .prepare("SELECT payload FROM events WHERE agent_id = ?1 ORDER BY seq")
-            .unwrap();
-        stmt.query_map([agent_id], |r| r.get::<_, Vec<u8>>(0))
-            .unwrap()
-            .map(|p| invigilator_proto::v1::Event::decode(p.unwrap().as_slice()).unwrap())
+        self.db()
+            .blobs(&format!(
+                "SELECT payload FROM events WHERE agent_id = '{}' ORDER BY seq",
+                agent_id.replace('\'', "''")
+            ))
+            .iter()
+            .map(|p| invigilator_proto::v1::Event::decode(p.as_slice()).unwrap())
             .collect()
     }
 
     /// Sequence numbers stored for one agent, read from the database directly.
     pub fn stored_seqs(&self, agent_id: &str) -> Vec<u64> {
-        let db = rusqlite::Connection::open(self.data_dir().join("invigilator.db")).unwrap();
-        let mut stmt = db
-            .prepare("SELECT seq FROM events WHERE agent_id = ?1 ORDER BY seq")
-            .unwrap();
-        stmt.query_map([agent_id], |r| r.get::<_, i64>(0))
-            .unwrap()
-            .map(|s| s.unwrap() as u64)
+        self.db()
+            .column(&format!(
+                "SELECT seq FROM events WHERE agent_id = '{}' ORDER BY seq",
+                agent_id.replace('\'', "''")
+            ))
+            .iter()
+            .map(|s| s.parse().unwrap())
             .collect()
     }
 }

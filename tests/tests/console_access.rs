@@ -214,12 +214,9 @@ fn repeated_wrong_passwords_make_further_attempts_wait_and_are_audited() {
 }
 
 fn tamper(c: &Collector, sql: &str) {
-    let conn = rusqlite::Connection::open(c.data_dir().join("invigilator.db")).unwrap();
-    conn.execute_batch(&format!(
-        "DROP TRIGGER IF EXISTS audit_log_append_only_u;
-         DROP TRIGGER IF EXISTS audit_log_append_only_d; {sql}"
-    ))
-    .unwrap();
+    let db = c.db();
+    db.drop_audit_guard();
+    db.execute_batch(sql);
 }
 
 #[test]
@@ -581,14 +578,9 @@ fn a_login_flood_neither_slows_staff_nor_floods_the_trail() {
         worst < Duration::from_secs(1),
         "a staff request took {worst:?} during {tries} guesses"
     );
-    let db = rusqlite::Connection::open(c.data_dir().join("invigilator.db")).unwrap();
-    let failed: i64 = db
-        .query_row(
-            "SELECT count(*) FROM audit_log WHERE action = 'login.failed'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let failed = c
+        .db()
+        .count("SELECT count(*) FROM audit_log WHERE action = 'login.failed'");
     // Past every key's free failures (the address's is 20), however slow the machine.
     assert!(tries > 100, "the guessers kept going: {tries}");
     assert!(

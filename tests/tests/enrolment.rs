@@ -21,7 +21,7 @@ fn an_agent_enrols_and_the_collector_lists_it_in_the_token_group() {
     assert_eq!(mode & 0o777, 0o600);
     let key = std::fs::read_to_string(a.state_dir().join("agent.key")).unwrap();
     let body: String = key.lines().filter(|l| !l.starts_with("-----")).collect();
-    let db = std::fs::read(c.data_dir().join("invigilator.db")).unwrap();
+    let db = c.db().dump(&c.data_dir());
     assert!(
         !db.windows(body.len().min(40))
             .any(|w| w == &body.as_bytes()[..body.len().min(40)])

@@ -139,7 +139,7 @@ fn listed_sites_keywords_and_illegal_addresses_raise_the_right_alerts() {
     );
     assert!(!everything.contains("abuse-example"), "{everything}");
     assert!(!everything.contains("SECRET-TITLE"));
-    let db = std::fs::read(c.data_dir().join("invigilator.db")).unwrap();
+    let db = c.db().dump(&c.data_dir());
     let wal = std::fs::read(c.data_dir().join("invigilator.db-wal")).unwrap_or_default();
     for bytes in [db, wal] {
         assert!(
