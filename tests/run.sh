@@ -24,6 +24,19 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo build --workspace --bins --locked
 # Test binaries run one after another; the tests inside one run in parallel.
 cargo test --workspace --locked
+# The store on PostgreSQL: a server of the tests' own (tests/postgres.sh), the collector's unit
+# tests (the whole store suite) and the whole-system tests that touch storage (enrolment,
+# delivery under kill -9, rules and alerts, console roles and audit tampering, browsing).
+pg_dir="$(mktemp -d)"
+pg_url="$("$root/tests/postgres.sh" start "$pg_dir")"
+trap '"$root/tests/postgres.sh" stop "$pg_dir" >/dev/null 2>&1 || true; rm -rf "$pg_dir"' EXIT
+INVIGILATOR_TEST_POSTGRES="$pg_url" cargo test --locked -p invigilator-collector --lib
+INVIGILATOR_TEST_POSTGRES="$pg_url" cargo test --locked -p invigilator-tests \
+  --test enrolment --test delivery --test rules --test alerts --test console_access \
+  --test browsing --test extension --test web_rules --test session
+"$root/tests/postgres.sh" stop "$pg_dir"
+trap - EXIT
+rm -rf "$pg_dir"
 # Fuzz targets (fuzz/, a workspace of its own): every parser of device input replays its corpus
 # and a few thousand seeded inputs, on stable, sharing the workspace's target directory. Where
 # nightly and cargo-fuzz are installed, INVIGILATOR_CI_FUZZ=1 also fuzzes each target for 20 s

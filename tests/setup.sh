@@ -56,6 +56,17 @@ if ! command -v prometheus >/dev/null; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus
   if [ "$made_policy" = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi
 fi
+# The store's PostgreSQL engine: tests/postgres.sh runs a throwaway server from Debian's
+# packages (the system-wide cluster and service are kept from starting, as below).
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  made_policy=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && made_policy=1
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql postgresql-client
+  if [ "$made_policy" = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi
+fi
 # The syslog hand-off test sends to Debian's rsyslog with its TLS (gtls) driver, run in the
 # foreground by the test; as for Prometheus, the system-wide service is kept from starting.
 if ! dpkg -s rsyslog rsyslog-gnutls >/dev/null 2>&1; then

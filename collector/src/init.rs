@@ -38,7 +38,7 @@ pub fn run(
     };
     store_config
         .validate()
-        .map_err(|e| anyhow::anyhow!("--store-url: {}", e.trim_start_matches("store.url ")))?;
+        .map_err(|e| anyhow::anyhow!("--store-url {}", e.trim_start_matches("store.url ")))?;
     if store::db_path(data_dir).exists() || PkiPaths::new(data_dir).ca_key().exists() {
         bail!(
             "{} is already initialised; use another --data-dir or remove it first",

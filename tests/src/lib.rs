@@ -268,7 +268,9 @@ impl Collector {
         let dir = tempfile::tempdir().expect("tempdir");
         let store_url = store::new_postgres_url();
         let mut init = Command::new(bin("invigilator-collector"));
-        init.arg("init").arg("--data-dir").arg(dir.path().join("data"));
+        init.arg("init")
+            .arg("--data-dir")
+            .arg(dir.path().join("data"));
         if let Some(url) = &store_url {
             init.arg("--store-url").arg(url);
         }

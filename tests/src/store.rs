@@ -39,7 +39,9 @@ impl TestDb {
     pub fn open(data_dir: &Path, postgres_url: Option<&str>) -> Self {
         match postgres_url {
             Some(url) => Self::Postgres(url.to_owned()),
-            None => Self::Sqlite(rusqlite::Connection::open(data_dir.join("invigilator.db")).unwrap()),
+            None => {
+                Self::Sqlite(rusqlite::Connection::open(data_dir.join("invigilator.db")).unwrap())
+            }
         }
     }
 
@@ -71,7 +73,9 @@ impl TestDb {
                         rusqlite::types::ValueRef::Null => String::new(),
                         rusqlite::types::ValueRef::Integer(i) => i.to_string(),
                         rusqlite::types::ValueRef::Real(f) => f.to_string(),
-                        rusqlite::types::ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),
+                        rusqlite::types::ValueRef::Text(t) => {
+                            String::from_utf8_lossy(t).into_owned()
+                        }
                         rusqlite::types::ValueRef::Blob(b) => hex(b),
                     })
                 })
@@ -142,7 +146,11 @@ impl TestDb {
                     .args(["--data-only", "--dbname", url])
                     .output()
                     .expect("pg_dump (Debian's postgresql-client)");
-                assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
                 out.stdout
             }
         }

@@ -54,8 +54,9 @@ pub enum StoreError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("database {target}: {source}")]
-    Database { target: String, source: db::Error },
+    /// The error is shown, not chained (a chain would print it twice).
+    #[error("database {target}: {error}")]
+    Database { target: String, error: db::Error },
     #[error(
         "the database's schema is version {found}, newer than this collector knows ({supported}): \
          run the collector version that upgraded it, or restore a backup from before the upgrade"

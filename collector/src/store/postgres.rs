@@ -25,9 +25,9 @@ pub(super) const WEEK_US: i64 = 7 * 86_400_000_000;
 pub(in crate::store) fn open(url: &str, tls: &PgTls, data_dir: &Path) -> Result<Connection> {
     let conn = connect(url, tls, data_dir)?;
     migrate(&conn).map_err(|e| match e {
-        StoreError::Sql(source) => StoreError::Database {
+        StoreError::Sql(error) => StoreError::Database {
             target: redacted(url),
-            source,
+            error,
         },
         e => e,
     })?;
@@ -37,9 +37,9 @@ pub(in crate::store) fn open(url: &str, tls: &PgTls, data_dir: &Path) -> Result<
 
 /// A further connection of the pool: the schema was checked by the first.
 pub(in crate::store) fn connect(url: &str, tls: &PgTls, data_dir: &Path) -> Result<Connection> {
-    Connection::connect_postgres(url, tls, data_dir).map_err(|source| StoreError::Database {
+    Connection::connect_postgres(url, tls, data_dir).map_err(|error| StoreError::Database {
         target: redacted(url),
-        source,
+        error,
     })
 }
 
@@ -211,6 +211,33 @@ mod tests {
         assert_eq!(
             redacted("host=db user=inv password=s3cret dbname=x"),
             "host=db user=inv dbname=x"
+        );
+    }
+
+    /// A database that cannot be reached is named (without its password) with the reason, in
+    /// well under the connect timeout when nothing listens.
+    #[test]
+    fn an_unreachable_database_is_named_with_the_reason_and_no_password() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = "postgres://inv:s3cret@127.0.0.1:1/invigilator";
+        let err = crate::store::Store::open(dir.path(), &crate::store::StoreConfig::postgres(url))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("127.0.0.1:1/invigilator"), "{err}");
+        assert!(!err.contains("s3cret"), "{err}");
+        assert!(err.to_lowercase().contains("refused"), "{err}");
+    }
+
+    #[test]
+    fn a_url_that_is_not_one_is_refused_at_load() {
+        for bad in ["mysql://x/y", "postgres://", "host="] {
+            let cfg = crate::store::StoreConfig::postgres(bad);
+            assert!(cfg.validate().is_err(), "{bad}");
+        }
+        assert!(
+            crate::store::StoreConfig::postgres("host=/run/postgresql dbname=x")
+                .validate()
+                .is_ok()
         );
     }
 

@@ -41,8 +41,10 @@ pub enum Dialect {
 pub enum Error {
     #[error(transparent)]
     Sqlite(#[from] rusqlite::Error),
+    /// Described in full (the server's message, detail and hint) and not chained further:
+    /// the client's own error repeats its cause.
     #[error("{}", pg::describe(.0))]
-    Postgres(#[from] postgres::Error),
+    Postgres(postgres::Error),
     #[error("query returned no rows")]
     QueryReturnedNoRows,
     #[error("column {column}: {message}")]
@@ -79,6 +81,12 @@ impl Error {
             Self::Postgres(e) => pg::is_connection(e),
             _ => false,
         }
+    }
+}
+
+impl From<postgres::Error> for Error {
+    fn from(e: postgres::Error) -> Self {
+        Self::Postgres(e)
     }
 }
 

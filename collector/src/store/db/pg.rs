@@ -349,10 +349,14 @@ pub(super) fn describe(e: &postgres::Error) -> String {
             s
         }
         None => {
+            // The client's message often repeats its cause's: each is added once.
             let mut s = format!("PostgreSQL: {e}");
             let mut source = std::error::Error::source(e);
             while let Some(cause) = source {
-                s.push_str(&format!(": {cause}"));
+                let cause_text = cause.to_string();
+                if !s.contains(&cause_text) {
+                    s.push_str(&format!(": {cause_text}"));
+                }
                 source = cause.source();
             }
             s
