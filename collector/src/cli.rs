@@ -440,6 +440,48 @@ pub fn retention_run(data_dir: &Path, dry_run: bool, json: bool) -> anyhow::Resu
     }
 }
 
+/// `store migrate`: the SQLite store into PostgreSQL, then collector.toml pointed at it.
+pub fn store_migrate(data_dir: &Path, to: &str) -> anyhow::Result<()> {
+    let config = crate::config::CollectorConfig::load(data_dir)?;
+    if config.store.is_postgres() {
+        bail!(
+            "{} keeps its store in PostgreSQL already ([store] url in collector.toml)",
+            data_dir.display()
+        );
+    }
+    let target = crate::store::StoreConfig {
+        url: to.to_owned(),
+        ..config.store.clone()
+    };
+    target
+        .validate()
+        .map_err(|e| anyhow::anyhow!("--to {}", e.trim_start_matches("store.url ")))?;
+    let report = crate::store::migrate::to_postgres(data_dir, &target)?;
+    let path = crate::config::CollectorConfig::path(data_dir);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    crate::pki::write_file(&path, &crate::config::with_store_url(&text, to), true)?;
+    let mut out = std::io::stdout().lock();
+    for (table, rows) in &report.tables {
+        writeln!(out, "{table}: {rows} rows")?;
+    }
+    writeln!(
+        out,
+        "audit trail: {} entries copied and verified; the move is recorded in it",
+        report.audit_entries
+    )?;
+    writeln!(
+        out,
+        "{} now names the database; {} is kept as it was",
+        path.display(),
+        crate::store::db_path(data_dir).display()
+    )?;
+    Ok(())
+}
+
 /// `roster import`: a OneRoster export into the policy's roster, or (dry) what it would change.
 pub fn roster_import(data_dir: &Path, export: &Path, dry_run: bool) -> anyhow::Result<()> {
     let config = crate::config::CollectorConfig::load(data_dir)?;

@@ -94,7 +94,7 @@ pub fn run(
         pki::write_file(&admin_password_file, &format!("{password}\n"), true)?;
     }
     let config_text = match store_url {
-        Some(url) => with_store_url(DEFAULT_CONFIG, url),
+        Some(url) => crate::config::with_store_url(DEFAULT_CONFIG, url),
         None => DEFAULT_CONFIG.to_owned(),
     };
     for (path, text) in [
@@ -113,21 +113,4 @@ pub fn run(
         admin_role: Role::Technician,
         admin_password_file,
     })
-}
-
-/// The default configuration with `[store] url` set (a TOML string, escaped as such).
-fn with_store_url(config: &str, url: &str) -> String {
-    let quoted = toml::Value::String(url.to_owned()).to_string();
-    let store = config
-        .find("[store]")
-        .expect("the default config has [store]");
-    let at = store
-        + config[store..]
-            .find("\nurl = \"\"\n")
-            .expect("[store] has url");
-    format!(
-        "{}\nurl = {quoted}\n{}",
-        &config[..at],
-        &config[at + "\nurl = \"\"\n".len()..]
-    )
 }

@@ -108,6 +108,30 @@ enum Command {
         #[command(subcommand)]
         command: RosterCommand,
     },
+    /// The store itself ([store] in collector.toml).
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum StoreCommand {
+    /// Copy this data directory's SQLite store, ids and audit trail included, into a new,
+    /// empty PostgreSQL database, and point collector.toml at it. Stop the collector first;
+    /// the SQLite file is only read, and kept. Audited.
+    Migrate {
+        /// The school's data directory (its SQLite store); the collector goes on using it.
+        #[arg(
+            long = "data-dir",
+            visible_alias = "from",
+            env = "INVIGILATOR_DATA_DIR"
+        )]
+        data_dir: PathBuf,
+        /// The PostgreSQL database (postgres://user:password@host/db, or key=value).
+        #[arg(long)]
+        to: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -546,6 +570,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Retention {
             command: RetentionCommand::Run { dir, dry_run, json },
         } => cli::retention_run(&dir.data_dir, dry_run, json),
+        Command::Store {
+            command: StoreCommand::Migrate { data_dir, to },
+        } => cli::store_migrate(&data_dir, &to),
         Command::Roster {
             command:
                 RosterCommand::Import {

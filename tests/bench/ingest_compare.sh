@@ -2,6 +2,8 @@
 # Collector ingest, this tree beside an earlier commit's binary, in one run on this machine:
 # the same loadgen (this tree's) against each collector in turn, alternating, each run on a
 # fresh data directory. For checking that a change to the store or the committer costs nothing.
+# A third row in each round runs this tree's collector on PostgreSQL (a server of its own from
+# tests/postgres.sh, fsync on, a fresh database per run).
 #
 #   tests/bench/ingest_compare.sh REV [rounds]     (prints a Markdown section on stdout)
 set -euo pipefail
@@ -10,9 +12,11 @@ cd "$root"
 rev="${1:?usage: ingest_compare.sh REV [rounds]}"; rounds="${2:-3}"
 work="$(mktemp -d /tmp/invigilator-ingestcmp.XXXXXX)"
 cpid=""
+pg_url=""
 cleanup() {
   [ -n "$cpid" ] && kill "$cpid" 2>/dev/null
   wait 2>/dev/null || true
+  [ -n "$pg_url" ] && "$root/tests/postgres.sh" stop "$work/pg" >/dev/null 2>&1
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -23,11 +27,18 @@ old="$(old_collector "$rev")"
 new="$root/target/release/invigilator-collector"
 lg="$root/target/release/invigilator-loadgen"
 
-# run BIN PORT: one collector, 50 agents x 20000 events; prints loadgen's line.
+pg_url="$("$root/tests/postgres.sh" start "$work/pg")"
+
+# run BIN PORT [pg]: one collector, 50 agents x 20000 events; prints loadgen's line.
 run() {
   local d="$work/c$2"
   rm -rf "$d" "$work/sim$2"
-  "$1" init --data-dir "$d" >/dev/null
+  if [ "${3:-}" = pg ]; then
+    psql -q "$pg_url" -c "CREATE DATABASE b$2" >&2
+    "$1" init --data-dir "$d" --store-url "$pg_url dbname=b$2" >/dev/null
+  else
+    "$1" init --data-dir "$d" >/dev/null
+  fi
   "$1" serve --data-dir "$d" --grpc-listen "127.0.0.1:$2" --http-listen 127.0.0.1:0 >"$d.log" 2>&1 &
   cpid=$!
   for _ in $(seq 100); do grep -q listening "$d.log" && break; sleep 0.1; done
@@ -43,10 +54,11 @@ echo
 echo '```'
 port=50200
 for i in $(seq "$rounds"); do
-  for which in old new; do
+  for which in old new new-postgres; do
     port=$((port + 1))
-    bin=$old; [ $which = new ] && bin=$new
-    echo "$which: $(run "$bin" "$port")"
+    bin=$old; [ $which != old ] && bin=$new
+    engine=""; [ $which = new-postgres ] && engine=pg
+    echo "$which: $(run "$bin" "$port" $engine)"
   done
 done
 echo '```'

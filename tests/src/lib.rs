@@ -263,10 +263,21 @@ impl Collector {
         c
     }
 
+    /// Like [`Collector::start`], on the embedded SQLite file whatever the tests' engine (a
+    /// school's store before `store migrate`).
+    pub fn start_on_sqlite(config: &str) -> Self {
+        let mut c = Self::init_on(config, None);
+        c.spawn();
+        c
+    }
+
     /// `init` only, with `config` appended to collector.toml: nothing is started.
     pub fn init(config: &str) -> Self {
+        Self::init_on(config, store::new_postgres_url())
+    }
+
+    fn init_on(config: &str, store_url: Option<String>) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store_url = store::new_postgres_url();
         let mut init = Command::new(bin("invigilator-collector"));
         init.arg("init")
             .arg("--data-dir")

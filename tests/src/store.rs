@@ -29,6 +29,48 @@ fn on_own_thread<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R
     std::thread::spawn(f).join().unwrap()
 }
 
+/// A PostgreSQL server of a test's own (tests/postgres.sh), stopped when dropped.
+pub struct PgServer {
+    dir: tempfile::TempDir,
+    url: String,
+}
+
+impl PgServer {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("postgres.sh");
+        let out = std::process::Command::new(&script)
+            .arg("start")
+            .arg(dir.path().join("pg"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{script:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let url = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        Self { dir, url }
+    }
+
+    /// A new, empty database on the server.
+    pub fn new_database(&self) -> String {
+        let name = format!("d_{}", uuid::Uuid::new_v4().simple());
+        TestDb::Postgres(self.url.clone()).execute_batch(&format!("CREATE DATABASE {name}"));
+        format!("{} dbname={name}", self.url)
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("postgres.sh");
+        let _ = std::process::Command::new(script)
+            .arg("stop")
+            .arg(self.dir.path().join("pg"))
+            .output();
+    }
+}
+
 /// One collector's database.
 pub enum TestDb {
     Sqlite(rusqlite::Connection),

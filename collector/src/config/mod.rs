@@ -248,6 +248,39 @@ impl Default for IngestConfig {
     }
 }
 
+/// `collector.toml`'s text with `[store] url` set to `url` (a TOML string, escaped as such):
+/// the line replaced where the table has one, the table added where the file has none. The
+/// rest of the file, its comments included, is kept as it was.
+pub fn with_store_url(config: &str, url: &str) -> String {
+    let line = format!("url = {}", toml::Value::String(url.to_owned()));
+    let mut out = Vec::new();
+    let mut in_store = false;
+    let mut done = false;
+    for l in config.lines() {
+        let t = l.trim_start();
+        if t.starts_with('[') {
+            if in_store && !done {
+                out.push(line.clone());
+                done = true;
+            }
+            in_store = t.starts_with("[store]");
+        } else if in_store && !done && (t.starts_with("url ") || t.starts_with("url=")) {
+            out.push(line.clone());
+            done = true;
+            continue;
+        }
+        out.push(l.to_owned());
+    }
+    if !done {
+        if !in_store {
+            out.push(String::new());
+            out.push("[store]".into());
+        }
+        out.push(line);
+    }
+    out.join("\n") + "\n"
+}
+
 impl CollectorConfig {
     pub fn path(data_dir: &Path) -> PathBuf {
         data_dir.join("collector.toml")
@@ -358,6 +391,26 @@ impl CollectorConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_store_url_is_set_in_place_or_added_and_nothing_else_changes() {
+        let set = with_store_url(DEFAULT_CONFIG, "host=/run/postgresql dbname=\"inv\"");
+        let cfg: CollectorConfig = toml::from_str(&set).unwrap();
+        assert_eq!(cfg.store.url, "host=/run/postgresql dbname=\"inv\"");
+        assert_eq!(set.lines().count(), DEFAULT_CONFIG.lines().count());
+        let old = "[grpc]\nlisten = \"0.0.0.0:50051\"\n";
+        let added: CollectorConfig =
+            toml::from_str(&with_store_url(old, "postgres://x/y")).unwrap();
+        assert_eq!(added.store.url, "postgres://x/y");
+        assert_eq!(added.grpc.listen.port(), 50051);
+        let no_url = "[store]\nmax_idle = 4\n[http]\n";
+        let cfg: CollectorConfig =
+            toml::from_str(&with_store_url(no_url, "postgres://x/y")).unwrap();
+        assert_eq!(
+            (cfg.store.url.as_str(), cfg.store.max_idle),
+            ("postgres://x/y", 4)
+        );
+    }
 
     #[test]
     fn the_written_default_file_says_what_the_code_defaults_to() {

@@ -25,6 +25,7 @@ pub mod delivery;
 pub mod enrol_guard;
 pub mod events;
 pub mod incidents;
+pub mod migrate;
 pub mod outbox;
 mod postgres;
 pub mod reports;

@@ -120,24 +120,45 @@ pub(in crate::store) fn ensure_partitions(conn: &Connection, now_us: i64) -> Res
     let back = 8;
     let this = week_of(now_us);
     for w in -back..=4 {
-        let start = this + w * WEEK_US;
-        let name = partition_name(start);
-        let exists: bool =
-            conn.query_row("SELECT to_regclass(?1) IS NOT NULL", [&name], |r| r.get(0))?;
-        if exists {
-            continue;
-        }
-        // Rows of this week already in the default partition (written while it was missing)
-        // would make the new partition's bounds a lie: PostgreSQL refuses, and the week stays
-        // in the default, which retention still clears row by row.
-        let made = conn.execute_batch(&format!(
-            "CREATE TABLE IF NOT EXISTS {name} PARTITION OF events
-             FOR VALUES FROM ({start}) TO ({})",
-            start + WEEK_US
-        ));
-        if let Err(e) = made {
-            tracing::warn!(partition = %name, error = %e, "cannot make the week's event partition");
-        }
+        make_partition(conn, this + w * WEEK_US)?;
+    }
+    Ok(())
+}
+
+/// Makes the partition of the week starting at `start`, unless it exists.
+fn make_partition(conn: &Connection, start: i64) -> Result<()> {
+    let name = partition_name(start);
+    let exists: bool =
+        conn.query_row("SELECT to_regclass(?1) IS NOT NULL", [&name], |r| r.get(0))?;
+    if exists {
+        return Ok(());
+    }
+    // Rows of this week already in the default partition (written while it was missing) would
+    // make the new partition's bounds a lie: PostgreSQL refuses, and the week stays in the
+    // default, which retention still clears row by row.
+    let made = conn.execute_batch(&format!(
+        "CREATE TABLE IF NOT EXISTS {name} PARTITION OF events
+         FOR VALUES FROM ({start}) TO ({})",
+        start + WEEK_US
+    ));
+    if let Err(e) = made {
+        tracing::warn!(partition = %name, error = %e, "cannot make the week's event partition");
+    }
+    Ok(())
+}
+
+/// Makes the weekly partitions of every week from `first_us` to `last_us` (a copied store's
+/// events, which may go back further than the weeks made at start).
+pub(in crate::store) fn ensure_partitions_between(
+    conn: &Connection,
+    first_us: i64,
+    last_us: i64,
+) -> Result<()> {
+    // Ten years at most: anything older stays in the default partition.
+    let mut week = week_of(first_us.max(last_us.saturating_sub(520 * WEEK_US)));
+    while week <= last_us {
+        make_partition(conn, week)?;
+        week += WEEK_US;
     }
     Ok(())
 }
