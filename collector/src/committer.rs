@@ -171,10 +171,10 @@ fn commit(
     for job in jobs {
         let mut r = StoredBatch::default();
         let mut stored_bytes = 0u64;
-        for event in &job.events {
-            // Evaluated as received; stored without what nobody may see (illegal-class visits).
-            let stored = policy.redacted(event);
-            let first_sighting = store::events::insert(tx, &job.agent_id, &stored, received_at)?;
+        // Evaluated as received; stored without what nobody may see (illegal-class visits).
+        let redacted: Vec<_> = job.events.iter().map(|e| policy.redacted(e)).collect();
+        let firsts = store::events::insert_all(tx, &job.agent_id, &redacted, received_at)?;
+        for ((event, stored), first_sighting) in job.events.iter().zip(&redacted).zip(firsts) {
             tally.event(event, first_sighting);
             if first_sighting {
                 r.stored += 1;

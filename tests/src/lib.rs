@@ -271,6 +271,13 @@ impl Collector {
         c
     }
 
+    /// Like [`Collector::start`], on the PostgreSQL database `url` names.
+    pub fn start_on_postgres(config: &str, url: &str) -> Self {
+        let mut c = Self::init_on(config, Some(url.to_owned()));
+        c.spawn();
+        c
+    }
+
     /// `init` only, with `config` appended to collector.toml: nothing is started.
     pub fn init(config: &str) -> Self {
         Self::init_on(config, store::new_postgres_url())

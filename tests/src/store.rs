@@ -53,6 +53,21 @@ impl PgServer {
         Self { dir, url }
     }
 
+    /// Stops the server at once (every connection cut, as in a crash) and starts it again.
+    pub fn restart(&self) {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("postgres.sh");
+        let out = std::process::Command::new(script)
+            .arg("restart")
+            .arg(self.dir.path().join("pg"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// A new, empty database on the server.
     pub fn new_database(&self) -> String {
         let name = format!("d_{}", uuid::Uuid::new_v4().simple());
