@@ -198,22 +198,35 @@ mod tests {
                         let tx = conn.unchecked_transaction().unwrap();
                         let sys = crate::store::System::test(&tx);
                         lock(&sys, "a").unwrap();
-                        let mut n = 0;
-                        for seq in 1..=50u64 {
-                            let e = invigilator_proto::v1::Event {
+                        // As the committer: half the batch, a pause while the other
+                        // commit gets under way, the rest, then the acknowledgement.
+                        let batch: Vec<_> = (1..=50u64)
+                            .map(|seq| invigilator_proto::v1::Event {
                                 seq,
                                 observed_at_us: 1_700_000_000_000_000,
                                 kind: Some(invigilator_proto::v1::event::Kind::Gap(
                                     Default::default(),
                                 )),
                                 ..Default::default()
-                            };
-                            n += u64::from(store::events::insert(&sys, "a", &e, 1).unwrap());
-                            if seq == 25 {
-                                // The other commit is under way by now.
-                                std::thread::sleep(std::time::Duration::from_millis(100));
-                            }
+                            })
+                            .collect();
+                        let mut n = 0;
+                        for half in batch.chunks(25) {
+                            let stored = store::events::insert_all(&sys, "a", half, 1).unwrap();
+                            n += stored.iter().filter(|s| **s).count() as u64;
+                            std::thread::sleep(std::time::Duration::from_millis(100));
                         }
+                        record(
+                            &sys,
+                            &Committed {
+                                agent_id: "a",
+                                at_us: 1,
+                                bytes: 1,
+                                events: n,
+                                up_to_seq: 50,
+                            },
+                        )
+                        .unwrap();
                         tx.commit().unwrap();
                         n
                     })

@@ -1,6 +1,6 @@
 //! Events, stored exactly once per (agent_id, seq).
 
-use super::db::{Dialect, OwnedValue, params_from_iter};
+use super::db::{Dialect, OptionalExtension, OwnedValue, params_from_iter};
 use super::{Audited, System};
 use super::{Result, StoreError, rfc3339};
 use crate::store::db::params;
@@ -77,6 +77,15 @@ pub fn insert_all<E: Borrow<Event>>(
             .map(|e| insert(sys, agent_id, e.borrow(), received_at_us))
             .collect();
     }
+    // Everything stored for the agent lies at or below its acknowledged sequence (moved on in
+    // the transaction of every commit), and the committer holds the agent's row: above it, an
+    // event is new for certain and needs no look-up across every week's index.
+    let acked: i64 = sys
+        .conn
+        .prepare_cached("SELECT acked_seq FROM agents WHERE agent_id = ?1")?
+        .query_row([agent_id], |r| r.get(0))
+        .optional()?
+        .unwrap_or(0);
     let mut stored = Vec::with_capacity(events.len());
     for chunk in events.chunks(PER_INSERT) {
         // The rows' types are given once, in the first row; the rest follow it.
@@ -103,16 +112,16 @@ pub fn insert_all<E: Borrow<Event>>(
             })
             .collect::<Vec<_>>()
             .join(", ");
-        // The committer holds the agent's row lock (delivery::lock): the look-up cannot race
-        // another collector storing the same batch.
+        let cursor = chunk.len() * 8 + 1;
         let sql = format!(
             "INSERT INTO events(agent_id, seq, kind, observed_at, received_at, hostname, user, payload)
              SELECT v.* FROM (VALUES {rows})
                  AS v(agent_id, seq, kind, observed_at, received_at, hostname, usr, payload)
-             WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.agent_id = v.agent_id AND e.seq = v.seq)
+             WHERE v.seq > CAST(?{cursor} AS BIGINT)
+                OR NOT EXISTS (SELECT 1 FROM events e WHERE e.agent_id = v.agent_id AND e.seq = v.seq)
              RETURNING seq"
         );
-        let mut values = Vec::with_capacity(chunk.len() * 8);
+        let mut values = Vec::with_capacity(chunk.len() * 8 + 1);
         for e in chunk {
             let e: &Event = e.borrow();
             values.extend([
@@ -132,6 +141,7 @@ pub fn insert_all<E: Borrow<Event>>(
                 OwnedValue::Blob(e.encode_to_vec()),
             ]);
         }
+        values.push(OwnedValue::Int(acked));
         let new: std::collections::HashSet<i64> = sys
             .conn
             .prepare_cached(&sql)?
@@ -340,26 +350,57 @@ mod tests {
         }
     }
 
+    /// As the committer does it: the agent enrolled, each batch followed by its
+    /// acknowledgement. A resend is refused; a sequence the agent skipped and sent later (below
+    /// what was acknowledged, yet never stored) is still stored.
     #[test]
     fn a_batch_stores_what_is_new_and_says_which_was() {
         let (_d, mut conn) = crate::store::test_db();
+        crate::store::agents::insert_agent(
+            &crate::store::Admin::test(&conn),
+            &crate::store::NewAgent {
+                agent_id: "a",
+                group: "default",
+                hostname: "pc1",
+                os: "Linux",
+                agent_version: "0",
+                cert_serial: "01",
+                cert_not_after_us: i64::MAX,
+            },
+        )
+        .unwrap();
         let tx = conn.transaction().unwrap();
         let sys = crate::store::System::test(&tx);
-        assert!(insert(&sys, "a", &ev(2), 5).unwrap());
-        let batch: Vec<Event> = (1..=4).map(ev).collect();
-        assert_eq!(
-            insert_all(&sys, "a", &batch, 6).unwrap(),
-            [true, false, true, true]
-        );
-        assert_eq!(insert_all(&sys, "a", &batch, 7).unwrap(), [false; 4]);
+        let commit = |seqs: &[u64]| {
+            let batch: Vec<Event> = seqs.iter().map(|s| ev(*s)).collect();
+            crate::store::delivery::lock(&sys, "a").unwrap();
+            let stored = insert_all(&sys, "a", &batch, 6).unwrap();
+            crate::store::delivery::record(
+                &sys,
+                &crate::store::delivery::Committed {
+                    agent_id: "a",
+                    at_us: 6,
+                    bytes: 1,
+                    events: 1,
+                    up_to_seq: *seqs.last().unwrap(),
+                },
+            )
+            .unwrap();
+            stored
+        };
+        assert_eq!(commit(&[1, 2]), [true, true]);
+        assert_eq!(commit(&[1, 2, 3, 4]), [false, false, true, true]);
+        assert_eq!(commit(&[5, 7]), [true, true]);
+        assert_eq!(commit(&[6, 7]), [true, false]);
         assert_eq!(
             insert_all::<Event>(&sys, "a", &[], 7).unwrap(),
             Vec::<bool>::new()
         );
+        drop(sys);
         tx.commit().unwrap();
         assert_eq!(
             seqs_for(&crate::store::System::test(&conn), "a").unwrap(),
-            [1, 2, 3, 4]
+            [1, 2, 3, 4, 5, 6, 7]
         );
         let all = list(&crate::store::Audited::test(&conn), &EventFilter::default()).unwrap();
         assert_eq!(all[3].user, "pupil1");

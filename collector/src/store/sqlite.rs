@@ -179,7 +179,7 @@ const STATEMENT_CACHE: usize = 512;
 
 /// PostgreSQL's scalar `greatest` and `least`, which SQLite spells as two-argument `max` and
 /// `min`: the store writes the former, so that one text serves both engines.
-fn sql_functions(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
+pub(in crate::store) fn sql_functions(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
     use rusqlite::functions::FunctionFlags;
     use rusqlite::types::Value;
     let flags = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC;

@@ -223,6 +223,7 @@ impl Connection {
             Engine::Sqlite(c) => {
                 let c2 = rusqlite::Connection::open(c.path().unwrap()).unwrap();
                 c2.busy_timeout(std::time::Duration::from_secs(30)).unwrap();
+                crate::store::sqlite::sql_functions(&c2).unwrap();
                 Self::sqlite(c2)
             }
             Engine::Postgres(s) => {
