@@ -396,7 +396,6 @@ mod tests {
             insert_all::<Event>(&sys, "a", &[], 7).unwrap(),
             Vec::<bool>::new()
         );
-        drop(sys);
         tx.commit().unwrap();
         assert_eq!(
             seqs_for(&crate::store::System::test(&conn), "a").unwrap(),
