@@ -5,7 +5,7 @@
 //! (tests/run.sh's PostgreSQL pass starts one with tests/postgres.sh), each collector gets a
 //! database of its own there, made by `init --store-url`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 const ENV: &str = "INVIGILATOR_TEST_POSTGRES";
 
@@ -29,6 +29,23 @@ fn on_own_thread<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R
     std::thread::spawn(f).join().unwrap()
 }
 
+/// Runs `tests/postgres.sh CMD DIR` with `env`; what it printed.
+fn postgres_sh(cmd: &str, dir: &Path, env: &[(&str, String)]) -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("postgres.sh");
+    let out = std::process::Command::new(&script)
+        .arg(cmd)
+        .arg(dir)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{script:?} {cmd}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
 /// A PostgreSQL server of a test's own (tests/postgres.sh), stopped when dropped.
 pub struct PgServer {
     dir: tempfile::TempDir,
@@ -37,35 +54,24 @@ pub struct PgServer {
 
 impl PgServer {
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// With `PG_TLS_DIR` and `PG_PORT` in `env`: TCP on loopback with TLS only.
+    pub fn start_with(env: &[(&str, String)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("postgres.sh");
-        let out = std::process::Command::new(&script)
-            .arg("start")
-            .arg(dir.path().join("pg"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{script:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let url = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        let url = postgres_sh("start", &dir.path().join("pg"), env);
         Self { dir, url }
+    }
+
+    /// Where the server's Unix socket is (it listens there whatever else it does).
+    pub fn socket_dir(&self) -> PathBuf {
+        self.dir.path().join("pg")
     }
 
     /// Stops the server at once (every connection cut, as in a crash) and starts it again.
     pub fn restart(&self) {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("postgres.sh");
-        let out = std::process::Command::new(script)
-            .arg("restart")
-            .arg(self.dir.path().join("pg"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        postgres_sh("restart", &self.socket_dir(), &[]);
     }
 
     /// A new, empty database on the server.
@@ -81,7 +87,7 @@ impl Drop for PgServer {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("postgres.sh");
         let _ = std::process::Command::new(script)
             .arg("stop")
-            .arg(self.dir.path().join("pg"))
+            .arg(self.socket_dir())
             .output();
     }
 }

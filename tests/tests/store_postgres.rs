@@ -3,21 +3,21 @@
 
 use invigilator_collector::store::{Store, StoreConfig};
 use invigilator_tests::free_port;
-use invigilator_tests::store::TestDb;
+use invigilator_tests::store::{PgServer, TestDb};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-use std::path::Path;
 use std::process::Command;
 
+/// A server with a certificate for localhost from a new CA (its PEM in `ca.pem`), taking TCP
+/// connections with TLS only.
 struct TlsServer {
-    dir: tempfile::TempDir,
-    url: String,
+    pg: PgServer,
+    certs: tempfile::TempDir,
     port: u16,
 }
 
 impl TlsServer {
-    /// A server with a certificate for localhost from a new CA; the CA's PEM is in `ca.pem`.
     fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
+        let certs = tempfile::tempdir().unwrap();
         let ca_key = KeyPair::generate().unwrap();
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
@@ -31,44 +31,24 @@ impl TlsServer {
             .unwrap()
             .signed_by(&key, &issuer)
             .unwrap();
-        let tls = dir.path().join("tls");
-        std::fs::create_dir(&tls).unwrap();
-        std::fs::write(tls.join("server.crt"), cert.pem()).unwrap();
-        std::fs::write(tls.join("server.key"), key.serialize_pem()).unwrap();
-        std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
+        std::fs::write(certs.path().join("server.crt"), cert.pem()).unwrap();
+        std::fs::write(certs.path().join("server.key"), key.serialize_pem()).unwrap();
+        std::fs::write(certs.path().join("ca.pem"), ca.pem()).unwrap();
         let port = free_port();
-        let out = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("postgres.sh"))
-            .arg("start")
-            .arg(dir.path().join("pg"))
-            .env("PG_TLS_DIR", &tls)
-            .env("PG_PORT", port.to_string())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let url = format!("host=localhost port={port} user=postgres dbname=postgres");
-        Self { dir, url, port }
+        let pg = PgServer::start_with(&[
+            ("PG_TLS_DIR", certs.path().display().to_string()),
+            ("PG_PORT", port.to_string()),
+        ]);
+        Self { pg, certs, port }
     }
 
     /// The server's Unix socket, which needs no TLS: for the test's own look at the server.
     fn local(&self) -> TestDb {
         TestDb::Postgres(format!(
             "host={} port={} user=postgres dbname=postgres",
-            self.dir.path().join("pg").display(),
+            self.pg.socket_dir().display(),
             self.port
         ))
-    }
-}
-
-impl Drop for TlsServer {
-    fn drop(&mut self) {
-        let _ = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("postgres.sh"))
-            .arg("stop")
-            .arg(self.dir.path().join("pg"))
-            .output();
     }
 }
 
@@ -77,12 +57,16 @@ fn the_store_reaches_postgresql_over_verified_tls_and_not_otherwise() {
     let server = TlsServer::start();
     let data = tempfile::tempdir().unwrap();
     std::fs::copy(
-        server.dir.path().join("ca.pem"),
+        server.certs.path().join("ca.pem"),
         data.path().join("db-ca.pem"),
     )
     .unwrap();
     let config = |mode: &str, ca: &str| StoreConfig {
-        url: format!("{} sslmode={mode}", server.url),
+        // By name: the certificate is the server's as localhost.
+        url: format!(
+            "host=localhost port={} user=postgres dbname=postgres sslmode={mode}",
+            server.port
+        ),
         ca_file: ca.to_owned(),
         ..StoreConfig::default()
     };
@@ -131,7 +115,6 @@ fn the_store_reaches_postgresql_over_verified_tls_and_not_otherwise() {
 /// are not acknowledged, the agent resends, and every event is stored exactly once.
 #[test]
 fn a_database_crash_mid_stream_loses_and_duplicates_nothing() {
-    use invigilator_tests::store::PgServer;
     use invigilator_tests::{Agent, Collector, wait_for};
     use std::time::Duration;
     let pg = PgServer::start();

@@ -210,11 +210,7 @@ impl Store {
 
     fn start(data_dir: &Path, config: &StoreConfig, create: bool) -> Result<Self> {
         let (engine, first) = if config.is_postgres() {
-            let ca = (!config.ca_file.is_empty()).then(|| data_dir.join(&config.ca_file));
-            let tls = PgTls::new(ca.as_deref()).map_err(|message| StoreError::DatabaseCa {
-                path: ca.clone().unwrap_or_default(),
-                message,
-            })?;
+            let tls = super::postgres::tls(data_dir, config)?;
             let first = super::postgres::open(&config.url, &tls, data_dir)?;
             let url = config.url.clone();
             (Engine::Postgres { url, tls }, first)

@@ -9,7 +9,7 @@
 //! unnoticed by a later table this list forgot.
 
 use super::audit::{self, Actor, AuditError, Record, Verdict};
-use super::db::{Connection, OwnedValue, PgTls, params_from_iter};
+use super::db::{Connection, OwnedValue, params_from_iter};
 use super::{Admin, Audited, Durability, StoreConfig, StoreError};
 use serde::Serialize;
 use std::path::Path;
@@ -98,11 +98,7 @@ pub struct Report {
 pub fn to_postgres(data_dir: &Path, to: &StoreConfig) -> Result<Report, MigrateError> {
     let started = Instant::now();
     let src = super::open(data_dir, Durability::Full)?;
-    let ca = (!to.ca_file.is_empty()).then(|| data_dir.join(&to.ca_file));
-    let tls = PgTls::new(ca.as_deref()).map_err(|message| StoreError::DatabaseCa {
-        path: ca.clone().unwrap_or_default(),
-        message,
-    })?;
+    let tls = super::postgres::tls(data_dir, to)?;
     let dst = super::postgres::open(&to.url, &tls, data_dir)?;
     check_tables(&src)?;
     // The file stays still while it is read: a collector still running is held off.

@@ -9,7 +9,7 @@
 //! week whole once all of it is past its period.
 
 use super::db::{Connection, OptionalExtension, PgTls, params};
-use super::{Result, StoreError};
+use super::{Result, StoreConfig, StoreError};
 use std::path::Path;
 
 /// The migrations, oldest first; a database at version N has had the first N applied.
@@ -33,6 +33,16 @@ pub(in crate::store) fn open(url: &str, tls: &PgTls, data_dir: &Path) -> Result<
     })?;
     ensure_partitions(&conn, super::now_us())?;
     Ok(conn)
+}
+
+/// TLS to the database `config` names: its CA file (relative to the data directory), or the
+/// system's roots.
+pub(in crate::store) fn tls(data_dir: &Path, config: &StoreConfig) -> Result<PgTls> {
+    let ca = (!config.ca_file.is_empty()).then(|| data_dir.join(&config.ca_file));
+    PgTls::new(ca.as_deref()).map_err(|message| StoreError::DatabaseCa {
+        path: ca.unwrap_or_default(),
+        message,
+    })
 }
 
 /// A further connection of the pool: the schema was checked by the first.

@@ -195,8 +195,13 @@ fn purge(
     // Incidents first, so alerts that only a removed incident held go in the same run.
     incidents(conn, incidents_before, dry_run, report)?;
     alerts(conn, alerts_before, incidents_before, dry_run, report)?;
-    // PostgreSQL: the weeks wholly past the cutoff go as whole partitions, the rest row by row.
+    // PostgreSQL: the weeks wholly past the cutoff go as whole partitions, the rest row by row;
+    // and the weeks ahead are made, as this job runs daily on a collector that runs for months
+    // (an event of a week not made yet goes to the default partition).
     if conn.dialect() == Dialect::Postgres {
+        if !dry_run {
+            store::postgres::ensure_partitions(conn, now_us)?;
+        }
         for week in store::postgres::partitions_before(conn, events_before)? {
             report.event_weeks_dropped += 1;
             if !dry_run {
