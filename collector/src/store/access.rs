@@ -20,13 +20,13 @@
 //! capabilities are enforced by module privacy: the key's constructor is private to `serve`,
 //! which a separate store crate could not express.
 //!
-//! One engine today (SQLite in WAL mode; connections pooled, each used by one closure at a
-//! time). The handles are where a second engine plugs in, as an enum rather than a trait: a
-//! handle will hold either engine's connection, and each operation matches on it, so one
-//! operation's two dialects sit side by side and the compiler refuses an operation that one
-//! engine lacks. A trait would put every operation twice in two impls far apart, and make every
-//! caller generic over the engine (or pay for a trait object) for no gain: a collector runs one
-//! engine, chosen in `collector.toml`.
+//! Two engines, chosen in `collector.toml` (`[store] url`): the SQLite file in WAL mode, or a
+//! PostgreSQL database. Connections are pooled, each used by one closure at a time. A handle
+//! holds a [`super::db::Connection`], an enum over the two engines rather than a trait: an
+//! operation is written once in the SQL both read, and where they differ it matches on the
+//! dialect, the two versions side by side (see `store::db` for why). A trait would put every
+//! operation twice in two impls far apart, and make every caller generic over the engine (or
+//! pay for a trait object) for no gain: a collector runs one engine.
 //!
 //! # What the compiler refuses
 //!

@@ -1,5 +1,6 @@
 //! The collector's store: all of its SQL, behind one seam. One SQLite file in the data
-//! directory today.
+//! directory (`sqlite`), or a PostgreSQL database (`postgres`), through one connection type
+//! (`db`).
 //!
 //! Nothing outside this module holds a connection: callers get typed handles from [`Store`]
 //! (see [`access`] for who may hold which, and why the store is a module rather than a crate),
