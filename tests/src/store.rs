@@ -23,6 +23,15 @@ pub fn new_postgres_url() -> Option<String> {
     })
 }
 
+/// `f` on a new connection to `url`, on a thread of its own (see [`on_own_thread`]).
+fn with_client<R: Send + 'static>(
+    url: &str,
+    f: impl FnOnce(&mut postgres::Client) -> R + Send + 'static,
+) -> R {
+    let url = url.to_owned();
+    on_own_thread(move || f(&mut postgres::Client::connect(&url, postgres::NoTls).unwrap()))
+}
+
 /// The sync PostgreSQL client blocks on a runtime of its own, which must not be inside the
 /// caller's (a `#[tokio::test]`).
 fn on_own_thread<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
@@ -117,11 +126,8 @@ impl TestDb {
         match self {
             Self::Sqlite(c) => c.execute_batch(sql).unwrap(),
             Self::Postgres(url) => {
-                let (url, sql) = (url.clone(), sql.to_owned());
-                on_own_thread(move || {
-                    let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
-                    c.batch_execute(&sql).unwrap()
-                })
+                let sql = sql.to_owned();
+                with_client(url, move |c| c.batch_execute(&sql).unwrap())
             }
         }
     }
@@ -147,9 +153,8 @@ impl TestDb {
                 .collect()
             }
             Self::Postgres(url) => {
-                let (url, sql) = (url.clone(), sql.to_owned());
-                on_own_thread(move || {
-                    let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+                let sql = sql.to_owned();
+                with_client(url, move |c| {
                     // As text, whatever the column's type: the simple protocol sends it so.
                     c.simple_query(&sql)
                         .unwrap()
@@ -184,9 +189,8 @@ impl TestDb {
                     .collect()
             }
             Self::Postgres(url) => {
-                let (url, sql) = (url.clone(), sql.to_owned());
-                on_own_thread(move || {
-                    let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+                let sql = sql.to_owned();
+                with_client(url, move |c| {
                     c.query(&sql, &[])
                         .unwrap()
                         .iter()

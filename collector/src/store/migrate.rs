@@ -174,13 +174,19 @@ pub fn to_postgres(data_dir: &Path, to: &StoreConfig) -> Result<Report, MigrateE
     Ok(report)
 }
 
-/// Rows already in `table`; the schema's own version row of `meta` does not count.
-fn existing(conn: &Connection, table: &str) -> Result<i64, MigrateError> {
-    let filter = if table == "meta" {
+/// What is copied of `table`: all of it but `meta`'s schema version, which each engine keeps
+/// for its own schema.
+fn copied_rows(table: &str) -> &'static str {
+    if table == "meta" {
         " WHERE key <> 'schema_version'"
     } else {
         ""
-    };
+    }
+}
+
+/// Rows already in `table`; the schema's own version row of `meta` does not count.
+fn existing(conn: &Connection, table: &str) -> Result<i64, MigrateError> {
+    let filter = copied_rows(table);
     Ok(
         conn.query_row(&format!("SELECT count(*) FROM {table}{filter}"), (), |r| {
             r.get(0)
@@ -208,11 +214,7 @@ fn copy(src: &Connection, dst: &Connection, table: &str) -> Result<u64, MigrateE
         .query_map([table], |r| r.get::<_, String>(0))?
         .collect::<Result<Vec<_>, _>>()?;
     let list = columns.join(", ");
-    let filter = if table == "meta" {
-        " WHERE key <> 'schema_version'"
-    } else {
-        ""
-    };
+    let filter = copied_rows(table);
     let per_insert = (PARAMS_PER_INSERT / columns.len()).max(1);
     let mut stmt = src.prepare(&format!("SELECT {list} FROM {table}{filter}"))?;
     let mut rows = stmt.query(())?;

@@ -8,7 +8,7 @@
 //! device's claim): [`ensure_partitions`] makes the weeks around now, and retention drops a
 //! week whole once all of it is past its period.
 
-use super::db::{Connection, OptionalExtension, PgTls, params};
+use super::db::{Connection, OptionalExtension, PgTls};
 use super::{Result, StoreConfig, StoreError};
 use std::path::Path;
 
@@ -217,16 +217,6 @@ pub(in crate::store) fn drop_partition(conn: &Connection, name: &str) -> Result<
     tx.execute_batch(&format!("DROP TABLE {name}"))?;
     tx.commit()?;
     Ok(n.max(0) as u64)
-}
-
-/// The advisory lock's key for a singleton job, so that each runs on one collector at a time.
-#[allow(dead_code)] // used by the singleton jobs of several collectors (issue 14, item 5)
-pub(in crate::store) fn try_lock(conn: &Connection, key: i64) -> Result<bool> {
-    Ok(
-        conn.query_row("SELECT pg_try_advisory_lock(?1)", params![key], |r| {
-            r.get(0)
-        })?,
-    )
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@
 
 use crate::config::RetentionConfig;
 use crate::store::audit::{self, Actor, AuditError, Record};
-use crate::store::db::{Connection, Dialect, TransactionBehavior, params};
+use crate::store::db::{Connection, Dialect, Transaction, TransactionBehavior, params};
 use crate::store::{self, Admin, Store, rfc3339};
 use serde::Serialize;
 use std::time::{Duration, Instant};
@@ -275,17 +275,10 @@ fn in_transaction<R>(
     f: impl FnOnce(&Connection) -> crate::store::db::Result<R>,
 ) -> crate::store::db::Result<R> {
     // IMMEDIATE: take the write lock up front rather than fail to upgrade half-way.
-    conn.begin(TransactionBehavior::Immediate)?;
-    match f(conn) {
-        Ok(r) => {
-            conn.commit()?;
-            Ok(r)
-        }
-        Err(e) => {
-            let _ = conn.rollback();
-            Err(e)
-        }
-    }
+    let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
+    let r = f(&tx)?;
+    tx.commit()?;
+    Ok(r)
 }
 
 /// Whole incidents whose newest version is older than `before`: a safeguarding record is kept

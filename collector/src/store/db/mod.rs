@@ -61,27 +61,6 @@ impl Error {
             message: e.to_string(),
         }
     }
-
-    /// A UNIQUE or PRIMARY KEY constraint refused the write.
-    pub fn is_unique_violation(&self) -> bool {
-        match self {
-            Self::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => {
-                e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
-                    || e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
-            }
-            Self::Postgres(e) => e.code() == Some(&postgres::error::SqlState::UNIQUE_VIOLATION),
-            _ => false,
-        }
-    }
-
-    /// The database could not be reached or the connection broke: nothing was done, and the
-    /// same work may succeed once it is back.
-    pub fn is_connection(&self) -> bool {
-        match self {
-            Self::Postgres(e) => pg::is_connection(e),
-            _ => false,
-        }
-    }
 }
 
 impl From<postgres::Error> for Error {

@@ -364,26 +364,6 @@ pub(super) fn describe(e: &postgres::Error) -> String {
     }
 }
 
-pub(super) fn is_connection(e: &postgres::Error) -> bool {
-    use postgres::error::SqlState;
-    if e.is_closed() {
-        return true;
-    }
-    match e.code() {
-        Some(code) => {
-            code.code().starts_with("08")
-                || [
-                    SqlState::ADMIN_SHUTDOWN,
-                    SqlState::CRASH_SHUTDOWN,
-                    SqlState::CANNOT_CONNECT_NOW,
-                ]
-                .contains(code)
-        }
-        // No answer from the server at all: it could not be reached.
-        None => e.as_db_error().is_none(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
