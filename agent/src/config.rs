@@ -49,8 +49,9 @@ pub struct AgentConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Enrolment {
-    /// https://HOST:PORT of the collector; HOST must be a name in its server certificate.
-    pub collector: String,
+    /// https://HOST:PORT of the collector (HOST must be a name in its server certificate), or
+    /// a list of them: collectors sharing one database, any of which takes this agent's events.
+    pub collector: crate::dial::Collectors,
     pub agent_id: String,
     pub group: String,
 }
@@ -190,7 +191,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cfg = AgentConfig {
             agent: Enrolment {
-                collector: "https://localhost:50051".into(),
+                collector: crate::dial::Collectors::new(["https://localhost:50051".into()])
+                    .unwrap(),
                 agent_id: "a".into(),
                 group: "g".into(),
             },

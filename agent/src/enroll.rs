@@ -3,6 +3,7 @@
 //! CA and `agent.toml` in the state directory.
 
 use crate::config::{AgentConfig, Enrolment};
+use crate::dial::Collectors;
 use crate::identity::{self, StatePaths};
 use crate::tls;
 use anyhow::{Context, bail};
@@ -136,9 +137,12 @@ pub fn forget(state_dir: &Path) -> anyhow::Result<Forgot> {
     Ok(Forgot::Removed)
 }
 
-pub async fn run(collector: &str, token: &str, state_dir: &Path) -> anyhow::Result<Enrolled> {
+pub async fn run(
+    collector: &Collectors,
+    token: &str,
+    state_dir: &Path,
+) -> anyhow::Result<Enrolled> {
     let token = EnrollmentToken::parse(token)?;
-    tls::parse_collector_url(collector)?;
     let paths = StatePaths::new(state_dir);
     if AgentConfig::path(state_dir).exists() {
         bail!(
@@ -185,7 +189,7 @@ pub async fn run(collector: &str, token: &str, state_dir: &Path) -> anyhow::Resu
     let resp = client
         .enroll(req)
         .await
-        .map_err(|s| enrol_error(collector, &s))?
+        .map_err(|s| enrol_error(&collector.to_string(), &s))?
         .into_inner();
 
     // The CA we will trust from now on must be the one the token pinned.
@@ -201,7 +205,7 @@ pub async fn run(collector: &str, token: &str, state_dir: &Path) -> anyhow::Resu
     identity::write_atomic(&paths.ca(), resp.ca_certificate_pem.as_bytes(), 0o644)?;
     identity::write_atomic(&paths.cert(), resp.certificate_pem.as_bytes(), 0o644)?;
     let cfg = AgentConfig::new(Enrolment {
-        collector: collector.to_owned(),
+        collector: collector.clone(),
         agent_id: resp.agent_id.clone(),
         group: resp.group.clone(),
     });
@@ -225,7 +229,7 @@ mod tests {
     fn enrolled_dir() -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
         let cfg = AgentConfig::new(Enrolment {
-            collector: "https://collector.school.lan:7443".into(),
+            collector: Collectors::new(["https://collector.school.lan:7443".into()]).unwrap(),
             agent_id: "agt-123".into(),
             group: "library".into(),
         });

@@ -14,7 +14,7 @@ pub struct Heartbeat {
     pub interval: Duration,
     pub spool: Arc<Spool>,
     pub paths: StatePaths,
-    pub collector: String,
+    pub collector: crate::dial::Collectors,
     /// Read at each beat: the process source may fall back while running.
     pub process_source: crate::sources::process::RunningMode,
     pub channel: watch::Sender<Channel>,

@@ -8,6 +8,7 @@
 #![deny(unsafe_code)]
 
 pub mod config;
+pub mod dial;
 pub mod enroll;
 pub mod heartbeat;
 pub mod identity;

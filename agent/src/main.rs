@@ -21,8 +21,9 @@ enum Command {
     /// Enrol this device with a collector, using a token from `invigilator-collector token create`.
     Enroll {
         /// The collector, as https://HOST:PORT (HOST must be one of its certificate's names).
-        #[arg(long)]
-        collector: String,
+        /// Several collectors sharing one database: repeat it, or separate them with commas.
+        #[arg(long, required = true, value_delimiter = ',')]
+        collector: Vec<String>,
         /// The enrolment token (carries the collector CA's fingerprint, which is pinned).
         #[arg(long, env = "INVIGILATOR_TOKEN", hide_env_values = true)]
         token: String,
@@ -150,6 +151,7 @@ fn main() -> std::process::ExitCode {
                             );
                             return Ok(());
                         }
+                        let collector = invigilator_agent::dial::Collectors::new(collector)?;
                         let e =
                             invigilator_agent::enroll::run(&collector, &token, &state_dir).await?;
                         println!("enrolled as agent {} in group {}", e.agent_id, e.group);

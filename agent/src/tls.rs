@@ -14,7 +14,6 @@ use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use std::sync::Arc;
 use std::time::Duration;
-use tonic::transport::{Channel, Endpoint};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -198,61 +197,7 @@ pub fn mtls_config(paths: &StatePaths) -> Result<Arc<ClientConfig>, TlsError> {
     Ok(finish(cfg))
 }
 
-/// A gRPC channel to the collector over `tls`. It connects lazily and reconnects by itself.
-pub fn channel(collector: &str, tls: Arc<ClientConfig>) -> Result<Channel, TlsError> {
-    channel_from(collector, tls, None)
-}
-
-/// As [`channel`], with the local address to connect from (multi-homed devices, load tests).
-pub fn channel_from(
-    collector: &str,
-    tls: Arc<ClientConfig>,
-    local: Option<std::net::IpAddr>,
-) -> Result<Channel, TlsError> {
-    let (host, port, server_name) = parse_collector_url(collector)?;
-    let connector = tower::service_fn(move |_: http::Uri| {
-        let (tls, host, server_name) = (tls.clone(), host.clone(), server_name.clone());
-        async move {
-            let tcp = match local {
-                None => tokio::net::TcpStream::connect((host.as_str(), port)).await?,
-                Some(ip) => {
-                    let remote = tokio::net::lookup_host((host.as_str(), port))
-                        .await?
-                        .find(|a| a.is_ipv4() == ip.is_ipv4())
-                        .ok_or_else(|| {
-                            std::io::Error::other(format!("{host} has no address like {ip}"))
-                        })?;
-                    let socket = if ip.is_ipv4() {
-                        tokio::net::TcpSocket::new_v4()?
-                    } else {
-                        tokio::net::TcpSocket::new_v6()?
-                    };
-                    socket.bind(std::net::SocketAddr::new(ip, 0))?;
-                    socket.connect(remote).await?
-                }
-            };
-            tcp.set_nodelay(true)?;
-            let stream = tokio_rustls::TlsConnector::from(tls)
-                .connect(server_name, tcp)
-                .await?;
-            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
-        }
-    });
-    // The URI only names the HTTP/2 authority; the connector above does the real dialling.
-    let endpoint = Endpoint::from_shared(format!("http://{}", authority(collector)?))?
-        .connect_timeout(Duration::from_secs(10))
-        .http2_keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_timeout(Duration::from_secs(20))
-        .keep_alive_while_idle(true);
-    Ok(endpoint.connect_with_connector_lazy(connector))
-}
-
-fn authority(url: &str) -> Result<String, TlsError> {
-    let uri: http::Uri = url.parse().map_err(|_| TlsError::BadUrl(url.to_owned()))?;
-    uri.authority()
-        .map(|a| a.to_string())
-        .ok_or_else(|| TlsError::BadUrl(url.to_owned()))
-}
+pub use crate::dial::{channel, channel_from};
 
 #[cfg(test)]
 mod tests {

@@ -15,6 +15,10 @@ pub async fn watch_silent_agents(shared: Arc<Shared>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        // Heartbeats are flushed by every collector (`flush_health`); the watch runs once.
+        if !shared.leader.is_leader() {
+            continue;
+        }
         let policy_version = shared.policy.load().version.clone();
         let silent_after = cfg.silent_after;
         // Heartbeats not yet flushed count: without them a live agent could look silent.
@@ -25,7 +29,7 @@ pub async fn watch_silent_agents(shared: Arc<Shared>) {
                 store::agents::write_health(c, &pending)?;
                 let now = store::now_us();
                 let cutoff = now - silent_after.as_micros() as i64;
-                let silent = store::agents::take_newly_silent(c, cutoff)?;
+                let silent = store::agents::take_newly_silent(c, cutoff, now)?;
                 for a in &silent {
                     // Nothing a silent device reported can be trusted to be still open.
                     store::sessions::close_device(c, &a.agent_id)?;
@@ -109,6 +113,9 @@ pub async fn watch_unattended_sessions(shared: Arc<Shared>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        if !shared.leader.is_leader() {
+            continue;
+        }
         let policy = shared.policy.load_full();
         if policy.session.unattended.severity().is_none() {
             continue;

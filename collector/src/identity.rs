@@ -5,7 +5,8 @@
 //! been revoked since.
 
 use std::collections::HashSet;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+use tokio::sync::watch;
 use tonic::{Request, Status};
 
 /// What the verified client certificate says about its holder.
@@ -54,19 +55,38 @@ pub fn peer_from_der(der: &[u8]) -> Result<PeerCert, String> {
 }
 
 /// The set of revoked agent ids, refreshed from the database in the background so that a
-/// revocation made with the CLI reaches streams that are already open.
-#[derive(Clone, Default)]
-pub struct Revocations(Arc<RwLock<HashSet<String>>>);
+/// revocation made with the CLI, or on another collector sharing the database, reaches streams
+/// that are already open: a stream waits on [`Revocations::revoked`] beside its next message.
+#[derive(Clone)]
+pub struct Revocations(Arc<watch::Sender<Arc<HashSet<String>>>>);
+
+impl Default for Revocations {
+    fn default() -> Self {
+        Self(Arc::new(watch::channel(Arc::default()).0))
+    }
+}
 
 impl Revocations {
     pub fn is_revoked(&self, agent_id: &str) -> bool {
-        self.0.read().map(|s| s.contains(agent_id)).unwrap_or(true)
+        self.0.borrow().contains(agent_id)
     }
 
     pub fn replace(&self, ids: impl IntoIterator<Item = String>) {
         let set: HashSet<String> = ids.into_iter().collect();
-        if let Ok(mut guard) = self.0.write() {
-            *guard = set;
+        self.0.send_if_modified(|current| {
+            let changed = **current != set;
+            if changed {
+                *current = Arc::new(set);
+            }
+            changed
+        });
+    }
+
+    /// Returns once `agent_id` is revoked (at once if it is).
+    pub async fn revoked(&self, agent_id: &str) {
+        let mut rx = self.0.subscribe();
+        if rx.wait_for(|set| set.contains(agent_id)).await.is_err() {
+            std::future::pending::<()>().await;
         }
     }
 
@@ -78,5 +98,29 @@ impl Revocations {
         } else {
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn a_waiting_stream_learns_of_its_revocation() {
+        let r = Revocations::default();
+        let wait = tokio::spawn({
+            let r = r.clone();
+            async move { r.revoked("b").await }
+        });
+        r.replace(["a".to_owned()]);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!wait.is_finished(), "another agent's revocation ended it");
+        r.replace(["a".to_owned(), "b".to_owned()]);
+        tokio::time::timeout(Duration::from_secs(1), wait)
+            .await
+            .expect("the revocation was not seen")
+            .unwrap();
+        assert!(r.is_revoked("b") && r.check("c").is_ok());
     }
 }

@@ -150,6 +150,13 @@ impl Reader {
             }
             let next = tokio::select! {
                 m = inbound.message() => m,
+                // An idle stream ends when its agent is revoked, not at its next message.
+                () = self.shared.revocations.revoked(&self.agent) => {
+                    self.shared.metrics.refused(Refusal::not_authorised);
+                    return self.fail(Status::permission_denied(format!(
+                        "agent {} has been revoked", self.agent
+                    ))).await;
+                }
                 _ = &mut self.ticket.superseded => {
                     self.shared.metrics.refused(Refusal::superseded);
                     return self.fail(Status::aborted(

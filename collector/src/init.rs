@@ -25,20 +25,47 @@ pub struct Initialised {
 /// system, sees alerts' metadata. It creates the DSL's and leadership's accounts.
 pub const FIRST_ADMIN: &str = "admin";
 
-/// Initialises `data_dir`; with `store_url`, its store is that PostgreSQL database (written to
-/// `collector.toml`), whose schema is made unless another collector made it already.
+/// Where a new data directory's store and CA come from.
+#[derive(Clone, Copy)]
+pub enum Origin<'a> {
+    /// A new CA; the embedded SQLite file, or an empty PostgreSQL database whose schema is made.
+    New { store_url: Option<&'a str> },
+    /// Another collector's data directory, on the PostgreSQL database this one will share: its
+    /// CA, configuration and lists are copied, and this collector gets its own server
+    /// certificate from that CA.
+    Join { data_dir: &'a Path },
+}
+
+/// Initialises `data_dir` from `origin`.
 pub fn run(
     data_dir: &Path,
     server_names: &[String],
-    store_url: Option<&str>,
+    origin: Origin<'_>,
 ) -> anyhow::Result<Initialised> {
-    let store_config = match store_url {
-        Some(url) => StoreConfig::postgres(url),
-        None => StoreConfig::sqlite(),
+    let store_config = match origin {
+        Origin::New {
+            store_url: Some(url),
+        } => {
+            let c = StoreConfig::postgres(url);
+            c.validate().map_err(|e| {
+                anyhow::anyhow!("--store-url {}", e.trim_start_matches("store.url "))
+            })?;
+            c
+        }
+        Origin::New { store_url: None } => StoreConfig::sqlite(),
+        Origin::Join { data_dir: from } => {
+            let theirs = CollectorConfig::load(from)
+                .with_context(|| format!("--join {}", from.display()))?;
+            if !theirs.store.is_postgres() {
+                bail!(
+                    "--join {}: that collector keeps its own SQLite file; only collectors on one \
+                     PostgreSQL database can share their work (see `store migrate`)",
+                    from.display()
+                );
+            }
+            theirs.store
+        }
     };
-    store_config
-        .validate()
-        .map_err(|e| anyhow::anyhow!("--store-url {}", e.trim_start_matches("store.url ")))?;
     if store::db_path(data_dir).exists() || PkiPaths::new(data_dir).ca_key().exists() {
         bail!(
             "{} is already initialised; use another --data-dir or remove it first",
@@ -65,9 +92,35 @@ pub fn run(
             names.push(h.to_owned());
         }
     }
-    let ca = pki::init(&PkiPaths::new(data_dir), &names)
-        .context("creating the certificate authority")?;
-    let store = Store::create(data_dir, &store_config).context("creating the database")?;
+    let paths = PkiPaths::new(data_dir);
+    let (store, ca) = match origin {
+        Origin::New { .. } => {
+            let store = Store::create(data_dir, &store_config).context("creating the database")?;
+            if let Some(theirs) = store.admin(store::ca_binding::recorded)? {
+                bail!(
+                    "the database already serves collectors whose CA has fingerprint {theirs}; \
+                     to add a collector to them, `init --join <the data directory of one of them>`"
+                );
+            }
+            let ca = pki::init(&paths, &names).context("creating the certificate authority")?;
+            (store, ca)
+        }
+        Origin::Join { data_dir: from } => {
+            let store = Store::open(data_dir, &store_config).context("opening the database")?;
+            let ca = pki::join(&paths, &names, &PkiPaths::new(from))
+                .context("taking the certificate authority of the collector joined")?;
+            copy_configuration(from, data_dir)?;
+            (store, ca)
+        }
+    };
+    let bound = store.admin(|a| store::ca_binding::bind(a, &ca.fingerprint))?;
+    if bound != ca.fingerprint {
+        bail!(
+            "the database's agents were issued by the CA with fingerprint {bound}, not by this \
+             collector's ({}): join a collector that holds it",
+            ca.fingerprint
+        );
+    }
     let password = accounts::generate_password();
     // A database several collectors share has its first administrator already.
     let shared = store.admin(accounts::list)?.iter().any(|acc| acc.is_admin);
@@ -93,9 +146,11 @@ pub fn run(
     if !shared {
         pki::write_file(&admin_password_file, &format!("{password}\n"), true)?;
     }
-    let config_text = match store_url {
-        Some(url) => crate::config::with_store_url(DEFAULT_CONFIG, url),
-        None => DEFAULT_CONFIG.to_owned(),
+    let config_text = match origin {
+        Origin::New {
+            store_url: Some(url),
+        } => crate::config::with_store_url(DEFAULT_CONFIG, url),
+        _ => DEFAULT_CONFIG.to_owned(),
     };
     for (path, text) in [
         (CollectorConfig::path(data_dir), config_text.as_str()),
@@ -113,4 +168,37 @@ pub fn run(
         admin_role: Role::Technician,
         admin_password_file,
     })
+}
+
+/// A joining collector's configuration: the files at the top of `from` (collector.toml,
+/// policy.toml, the secrets and CA files they name) and its lists, so that every collector
+/// judges and hands off alike. Not copied: the other's first password, its SQLite files, its
+/// own server key.
+fn copy_configuration(from: &Path, to: &Path) -> anyhow::Result<()> {
+    let skip = ["initial-admin-password", "invigilator.db"];
+    let copy = |src: &Path, dst: &Path| {
+        std::fs::copy(src, dst)
+            .with_context(|| format!("copying {} to {}", src.display(), dst.display()))
+    };
+    for entry in std::fs::read_dir(from).with_context(|| format!("reading {}", from.display()))? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let text = name.to_string_lossy();
+        if !entry.file_type()?.is_file() || skip.iter().any(|s| text.starts_with(s)) {
+            continue;
+        }
+        copy(&entry.path(), &to.join(&name))?;
+    }
+    let lists = invigilator_lists::store::lists_dir(from);
+    if lists.is_dir() {
+        let dst = invigilator_lists::store::lists_dir(to);
+        std::fs::create_dir_all(&dst).with_context(|| format!("creating {}", dst.display()))?;
+        for entry in std::fs::read_dir(&lists)? {
+            let entry = entry?;
+            if entry.file_type()?.is_file() {
+                copy(&entry.path(), &dst.join(entry.file_name()))?;
+            }
+        }
+    }
+    Ok(())
 }

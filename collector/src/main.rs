@@ -41,6 +41,11 @@ enum Command {
         /// the embedded SQLite file: written to collector.toml's [store] url.
         #[arg(long = "store-url", env = "INVIGILATOR_STORE_URL")]
         store_url: Option<String>,
+        /// Add a collector beside the one whose data directory this is (or a copy of it), on
+        /// the PostgreSQL database they will share: its CA, configuration and lists are copied,
+        /// and this collector gets its own server certificate for --server-name.
+        #[arg(long, value_name = "DATA_DIR", conflicts_with = "store_url")]
+        join: Option<PathBuf>,
     },
     /// Run the collector: gRPC ingest for agents and the HTTP console.
     Serve {
@@ -441,8 +446,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             dir,
             server_names,
             store_url,
+            join,
         } => {
-            let done = init::run(&dir.data_dir, &server_names, store_url.as_deref())?;
+            let origin = match &join {
+                Some(from) => init::Origin::Join { data_dir: from },
+                None => init::Origin::New {
+                    store_url: store_url.as_deref(),
+                },
+            };
+            let done = init::run(&dir.data_dir, &server_names, origin)?;
             println!("initialised {}", dir.data_dir.display());
             println!("CA fingerprint (SHA-256): {}", done.ca_fingerprint);
             println!("server certificate names: {}", done.server_names.join(", "));

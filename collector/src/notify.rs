@@ -10,7 +10,7 @@ use crate::config::NotifyConfig;
 use crate::serve::SystemKey;
 use crate::store::accounts::{self, Role};
 use crate::store::outbox::{self, Outgoing};
-use crate::store::{self, Admin, Store, System, audit};
+use crate::store::{self, Admin, Leadership, Store, System, audit};
 use lettre::message::{Mailbox, header::ContentType};
 use lettre::{Message, SmtpTransport, Transport};
 use std::time::Duration;
@@ -215,7 +215,7 @@ fn transport(cfg: &NotifyConfig) -> Result<SmtpTransport, NotifyError> {
 }
 
 /// The notifier (spawned by `serve`).
-pub async fn run(store: Store, key: SystemKey, cfg: NotifyConfig) {
+pub async fn run(store: Store, key: SystemKey, cfg: NotifyConfig, leader: Leadership) {
     if !cfg.enabled {
         return;
     }
@@ -223,6 +223,9 @@ pub async fn run(store: Store, key: SystemKey, cfg: NotifyConfig) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        if !leader.is_leader() {
+            continue;
+        }
         let (store, key, cfg) = (store.clone(), key.clone(), cfg.clone());
         let done =
             tokio::task::spawn_blocking(move || store.system(&key, |sys| poll_once(sys, &cfg)))

@@ -120,16 +120,7 @@ fn random_serial() -> SerialNumber {
 
 /// Creates the CA and the server certificate in `paths.dir`. Refuses to overwrite.
 pub fn init(paths: &PkiPaths, server_names: &[String]) -> Result<CertificateAuthority, PkiError> {
-    if paths.ca_key().exists() {
-        return Err(PkiError::Exists {
-            path: paths.ca_key(),
-        });
-    }
-    std::fs::create_dir_all(&paths.dir).map_err(|source| PkiError::Write {
-        path: paths.dir.clone(),
-        source,
-    })?;
-
+    make_dir(paths)?;
     let ca_key = KeyPair::generate()?;
     let mut ca_params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
@@ -141,7 +132,45 @@ pub fn init(paths: &PkiPaths, server_names: &[String]) -> Result<CertificateAuth
     ca_params.serial_number = Some(random_serial());
     validity(&mut ca_params, CA_VALIDITY);
     let ca_cert = ca_params.self_signed(&ca_key)?;
+    write_file(&paths.ca_key(), &ca_key.serialize_pem(), true)?;
+    write_file(&paths.ca_cert(), &ca_cert.pem(), false)?;
+    issue_server_cert(paths, server_names)
+}
 
+/// Takes `from`'s CA (another collector's, sharing its database) and issues this collector's
+/// own server certificate with it: an agent enrolled by either is accepted by both, and pins
+/// the same CA whichever it dials. Refuses to overwrite.
+pub fn join(
+    paths: &PkiPaths,
+    server_names: &[String],
+    from: &PkiPaths,
+) -> Result<CertificateAuthority, PkiError> {
+    // Loaded first: a copy that is not a working CA is refused before anything is written.
+    let theirs = CertificateAuthority::load(from)?;
+    make_dir(paths)?;
+    write_file(&paths.ca_key(), &read(&from.ca_key())?, true)?;
+    write_file(&paths.ca_cert(), &theirs.cert_pem, false)?;
+    issue_server_cert(paths, server_names)
+}
+
+fn make_dir(paths: &PkiPaths) -> Result<(), PkiError> {
+    if paths.ca_key().exists() {
+        return Err(PkiError::Exists {
+            path: paths.ca_key(),
+        });
+    }
+    std::fs::create_dir_all(&paths.dir).map_err(|source| PkiError::Write {
+        path: paths.dir.clone(),
+        source,
+    })
+}
+
+/// The server certificate for `server_names`, signed by the CA already in `paths`.
+fn issue_server_cert(
+    paths: &PkiPaths,
+    server_names: &[String],
+) -> Result<CertificateAuthority, PkiError> {
+    let ca = CertificateAuthority::load(paths)?;
     let server_key = KeyPair::generate()?;
     let mut sp = CertificateParams::new(server_names.to_vec())?;
     sp.distinguished_name = DistinguishedName::new();
@@ -151,20 +180,15 @@ pub fn init(paths: &PkiPaths, server_names: &[String]) -> Result<CertificateAuth
     sp.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     sp.serial_number = Some(random_serial());
     validity(&mut sp, SERVER_VALIDITY);
-    let issuer = Issuer::new(ca_params, ca_key);
-    let server_cert = sp.signed_by(&server_key, &issuer)?;
-
-    write_file(&paths.ca_key(), &issuer.key().serialize_pem(), true)?;
-    write_file(&paths.ca_cert(), &ca_cert.pem(), false)?;
+    let server_cert = sp.signed_by(&server_key, &ca.issuer)?;
     write_file(&paths.server_key(), &server_key.serialize_pem(), true)?;
     // The chain carries the CA so a new agent can find the certificate it pins by fingerprint.
     write_file(
         &paths.server_cert(),
-        &format!("{}{}", server_cert.pem(), ca_cert.pem()),
+        &format!("{}{}", server_cert.pem(), ca.cert_pem),
         false,
     )?;
-
-    CertificateAuthority::load(paths)
+    Ok(ca)
 }
 
 impl CertificateAuthority {
@@ -292,6 +316,29 @@ pub fn trust_roots(ca_file: Option<&Path>) -> Result<rustls::RootCertStore, Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_joining_collector_shares_the_ca_under_its_own_server_certificate() {
+        let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+        let [a, b, empty] = [0, 1, 2].map(|i| PkiPaths::new(dirs[i].path()));
+        let ours = init(&a, &["one.school.lan".into()]).unwrap();
+        let joined = join(&b, &["two.school.lan".into()], &a).unwrap();
+        assert_eq!(ours.fingerprint, joined.fingerprint);
+        let server = read(&b.server_cert()).unwrap();
+        assert_ne!(server, read(&a.server_cert()).unwrap());
+        assert!(
+            server.ends_with(&ours.cert_pem),
+            "the chain carries the shared CA"
+        );
+        assert!(matches!(join(&b, &[], &a), Err(PkiError::Exists { .. })));
+        // A directory without a CA is named, and nothing is written.
+        let err = join(&PkiPaths::new(&dirs[2].path().join("x")), &[], &empty)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("ca.pem"), "{err}");
+        assert!(!dirs[2].path().join("x").exists());
+    }
 
     #[test]
     fn init_then_issue_for_a_csr_keeps_only_its_key() {

@@ -7,7 +7,7 @@
 
 use crate::config::ReportsConfig;
 use crate::store::audit::{Actor, Audit};
-use crate::store::{self, Audited, Store, rfc3339};
+use crate::store::{self, Audited, Leadership, Store, rfc3339};
 use arc_swap::ArcSwap;
 use chrono::{Datelike, Duration as Days, NaiveDate, TimeZone, Weekday};
 use chrono_tz::Europe::London;
@@ -306,13 +306,21 @@ pub fn generate_due(
 
 /// The scheduled weekly report (spawned by `serve`). Looks once a minute, so a changed clock or
 /// a late start still produces the report.
-pub async fn run_weekly(store: Store, cfg: ReportsConfig, policy: Arc<ArcSwap<Policy>>) {
+pub async fn run_weekly(
+    store: Store,
+    cfg: ReportsConfig,
+    policy: Arc<ArcSwap<Policy>>,
+    leader: Leadership,
+) {
     if !cfg.enabled {
         return;
     }
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
     loop {
         tick.tick().await;
+        if !leader.is_leader() {
+            continue;
+        }
         let (store, cfg, policy) = (store.clone(), cfg.clone(), policy.load_full());
         let done = tokio::task::spawn_blocking(move || {
             generate_due(&store, &policy, &cfg, store::now_us())

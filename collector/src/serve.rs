@@ -69,7 +69,20 @@ pub async fn run(data_dir: &Path, opts: ServeOptions) -> anyhow::Result<()> {
     ));
 
     let store = Store::open(data_dir, &config.store)?;
+    // Collectors sharing a database must share its CA, or each refuses the others' agents.
+    let bound = store.admin(|a| store::ca_binding::bind(a, &ca.fingerprint))?;
+    if bound != ca.fingerprint {
+        anyhow::bail!(
+            "this collector's CA (fingerprint {}) is not the one the database's agents were \
+             issued by ({bound}): a collector sharing a database must be made with \
+             `init --join <the data directory of one already on it>`",
+            ca.fingerprint
+        );
+    }
     let key = SystemKey::mint();
+    let leader = store
+        .leadership(&key)
+        .context("starting the leadership check")?;
     let approvers = &config.console.reveal_approvers;
     if let Some(change) = store.admin(|a| store::approvers::sync(a, approvers))? {
         tracing::warn!("{change}");
@@ -118,6 +131,7 @@ pub async fn run(data_dir: &Path, opts: ServeOptions) -> anyhow::Result<()> {
         admission: Admission::new(&config.ingest, &config.quotas),
         policy,
         revocations,
+        leader: leader.clone(),
         health: Mutex::new(Default::default()),
         metrics: Arc::clone(&metrics),
     });
@@ -132,6 +146,7 @@ pub async fn run(data_dir: &Path, opts: ServeOptions) -> anyhow::Result<()> {
     tokio::spawn(housekeeping::retention(
         store.clone(),
         config.retention.clone(),
+        leader.clone(),
     ));
     tokio::spawn(housekeeping::refresh_revocations(
         Arc::clone(&shared),
@@ -141,16 +156,23 @@ pub async fn run(data_dir: &Path, opts: ServeOptions) -> anyhow::Result<()> {
         store.clone(),
         config.reports.clone(),
         Arc::clone(&shared.policy),
+        leader.clone(),
     ));
     tokio::spawn(crate::notify::run(
         store.clone(),
         key.clone(),
         config.notify.clone(),
+        leader.clone(),
     ));
     tokio::spawn(metrics::fleet::run(Arc::clone(&shared)));
     for hook in &config.webhooks {
         let dest = crate::handoff::Webhook::load(hook.clone(), data_dir)?;
-        tokio::spawn(crate::handoff::run(store.clone(), key.clone(), dest));
+        tokio::spawn(crate::handoff::run(
+            store.clone(),
+            key.clone(),
+            dest,
+            leader.clone(),
+        ));
     }
     tokio::spawn(crate::roster::drop::run(
         store.clone(),
@@ -159,7 +181,12 @@ pub async fn run(data_dir: &Path, opts: ServeOptions) -> anyhow::Result<()> {
     ));
     for receiver in &config.syslog {
         let dest = crate::handoff::Syslog::load(receiver.clone(), data_dir)?;
-        tokio::spawn(crate::handoff::run(store.clone(), key.clone(), dest));
+        tokio::spawn(crate::handoff::run(
+            store.clone(),
+            key.clone(),
+            dest,
+            leader.clone(),
+        ));
     }
     let scrape = Arc::new(metrics::http::Scrape {
         metrics: Arc::clone(&metrics),

@@ -7,7 +7,7 @@ use crate::identity::Revocations;
 use crate::metrics::Metrics;
 use crate::pki::CertificateAuthority;
 use crate::serve::SystemKey;
-use crate::store::{AgentHealth, Store, System};
+use crate::store::{AgentHealth, Leadership, Store, System};
 use arc_swap::ArcSwap;
 use invigilator_policy::Policy;
 use std::collections::HashMap;
@@ -25,6 +25,8 @@ pub struct Shared {
     pub admission: Arc<Admission>,
     pub policy: Arc<ArcSwap<Policy>>,
     pub revocations: Revocations,
+    /// Whether this collector runs the once-only jobs (see `store::leader`).
+    pub leader: Leadership,
     /// Latest heartbeat per agent, written to the database every few seconds in one go.
     pub health: Mutex<HashMap<String, AgentHealth>>,
     pub metrics: Arc<Metrics>,

@@ -24,7 +24,7 @@ pub fn telemetry(
     use invigilator_agent::{identity::StatePaths, tls};
     let cfg = tls::mtls_config(&StatePaths::new(&agent.state_dir())).unwrap();
     invigilator_proto::v1::telemetry_client::TelemetryClient::new(
-        tls::channel(&c.url(), cfg).unwrap(),
+        tls::channel(&c.collectors(), cfg).unwrap(),
     )
 }
 
@@ -308,6 +308,30 @@ impl Collector {
         }
     }
 
+    /// `init --join` of this collector's data directory, then `serve`: another collector on
+    /// the same PostgreSQL database, with the same CA, configuration and policy.
+    pub fn start_joined(&self) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        run_ok(
+            Command::new(bin("invigilator-collector"))
+                .arg("init")
+                .arg("--data-dir")
+                .arg(dir.path().join("data"))
+                .arg("--join")
+                .arg(self.data_dir()),
+        );
+        let mut c = Self {
+            dir,
+            grpc: "127.0.0.1:0".into(),
+            http: "127.0.0.1:0".into(),
+            listening: String::new(),
+            child: None,
+            store_url: self.store_url.clone(),
+        };
+        c.spawn();
+        c
+    }
+
     /// The collector's database, whichever engine keeps it.
     pub fn db(&self) -> store::TestDb {
         store::TestDb::open(&self.data_dir(), self.store_url.as_deref())
@@ -394,6 +418,11 @@ impl Collector {
             "https://localhost:{}",
             self.grpc.rsplit(':').next().unwrap()
         )
+    }
+
+    /// This collector alone, as an agent's list of collectors.
+    pub fn collectors(&self) -> invigilator_agent::dial::Collectors {
+        invigilator_agent::dial::Collectors::new([self.url()]).unwrap()
     }
 
     pub fn kill9(&mut self) {
@@ -583,9 +612,14 @@ impl Agent {
     }
 
     pub fn enroll_with(collector: &Collector, token: &str, settings: &str) -> Self {
+        Self::enroll_to(&collector.url(), token, settings)
+    }
+
+    /// Enrols with `collectors` (one URL, or several comma-separated) and `token`.
+    pub fn enroll_to(collectors: &str, token: &str, settings: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let state = dir.path().join("state");
-        let out = Self::try_enroll(&collector.url(), token, &state);
+        let out = Self::try_enroll(collectors, token, &state);
         assert!(
             out.status.success(),
             "enroll failed: {}",

@@ -25,7 +25,7 @@ pub use webhook::Webhook;
 
 use crate::serve::SystemKey;
 use crate::store::outbox::{self, Outgoing};
-use crate::store::{self, Store, System};
+use crate::store::{self, Leadership, Store, System};
 use invigilator_policy::Severity;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -123,7 +123,7 @@ fn next_due(sys: &System<'_>, key: &str, min: Severity) -> store::Result<Option<
 }
 
 /// Hands off every due alert to `dest`, for as long as the collector runs.
-pub async fn run<D: Destination>(store: Store, key: SystemKey, dest: D) {
+pub async fn run<D: Destination>(store: Store, key: SystemKey, dest: D, mut leader: Leadership) {
     let Route {
         name,
         outbox_key: okey,
@@ -133,6 +133,7 @@ pub async fn run<D: Destination>(store: Store, key: SystemKey, dest: D) {
     let dest = Arc::new(Mutex::new(dest));
     let mut backoff = Duration::from_secs(1);
     loop {
+        leader.acquired().await;
         let (s, k, o) = (store.clone(), key.clone(), okey.clone());
         let next = tokio::task::spawn_blocking(move || s.system(&k, |sys| next_due(sys, &o, min)))
             .await

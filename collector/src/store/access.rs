@@ -229,7 +229,12 @@ impl Store {
         })
     }
 
-    fn connect(&self) -> Result<Connection> {
+    pub(in crate::store) fn is_postgres(&self) -> bool {
+        matches!(self.inner.engine, Engine::Postgres { .. })
+    }
+
+    /// A new connection of the store's engine, outside the pool.
+    pub(in crate::store) fn connect(&self) -> Result<Connection> {
         match &self.inner.engine {
             Engine::Sqlite => super::open(&self.inner.data_dir, Durability::Full),
             Engine::Postgres { url, tls } => {

@@ -172,11 +172,16 @@ pub fn write_health<'a>(
     let conn = tx.conn;
     let tx = conn.unchecked_transaction()?;
     {
+        // `silent_alerted` holds when the silence was alerted on. Several collectors flush what
+        // they heard on their own schedules: only contact after that time is the agent's
+        // return (a heartbeat heard before it but flushed late would have it alert twice).
         let mut stmt = tx.prepare_cached(
-            "UPDATE agents SET last_seen = greatest(COALESCE(last_seen, 0), ?2), hostname = ?3, os = ?4,
-                    agent_version = ?5, spool_depth = ?6, dropped_total = ?7, last_seq = ?8,
-                    process_source = ?9, process_fallback = ?10, process_seen = ?11,
-                    process_dropped = ?12, process_truncated = ?13, silent_alerted = 0
+            "UPDATE agents SET last_seen = greatest(COALESCE(last_seen, 0), ?2), hostname = ?3,
+                    os = ?4, agent_version = ?5, spool_depth = ?6, dropped_total = ?7,
+                    last_seq = ?8, process_source = ?9, process_fallback = ?10,
+                    process_seen = ?11, process_dropped = ?12, process_truncated = ?13,
+                    silent_alerted = CASE WHEN ?2 > silent_alerted THEN 0
+                                          ELSE silent_alerted END
              WHERE agent_id = ?1",
         )?;
         for (id, h) in health {
@@ -215,7 +220,7 @@ fn count(n: u64) -> i64 {
 }
 
 /// Agents last seen before `cutoff_us` that have not been alerted on yet; marks them alerted.
-pub fn take_newly_silent(tx: &System<'_>, cutoff_us: i64) -> Result<Vec<AgentRow>> {
+pub fn take_newly_silent(tx: &System<'_>, cutoff_us: i64, now_us: i64) -> Result<Vec<AgentRow>> {
     let conn = tx.conn;
     let tx = conn.unchecked_transaction()?;
     let rows = {
@@ -225,14 +230,20 @@ pub fn take_newly_silent(tx: &System<'_>, cutoff_us: i64) -> Result<Vec<AgentRow
         stmt.query_map([cutoff_us], row)?
             .collect::<Result<Vec<_>, _>>()?
     };
-    for r in &rows {
-        tx.execute(
-            "UPDATE agents SET silent_alerted = 1 WHERE agent_id = ?1",
-            [&r.agent_id],
+    // Claimed only where still unclaimed: a second collector running the watch at the same
+    // moment (see `store::leader`) waits for this row lock and then finds it taken.
+    let mut claimed = Vec::with_capacity(rows.len());
+    for r in rows {
+        let n = tx.execute(
+            "UPDATE agents SET silent_alerted = ?2 WHERE agent_id = ?1 AND silent_alerted = 0",
+            params![r.agent_id, now_us.max(1)],
         )?;
+        if n == 1 {
+            claimed.push(r);
+        }
     }
     tx.commit()?;
-    Ok(rows)
+    Ok(claimed)
 }
 
 /// Agents whose browsers now let a pupil browse unseen and that have not been alerted on;
@@ -266,14 +277,18 @@ fn take_newly_flagged(
         ))?;
         stmt.query_map([], row)?.collect::<Result<Vec<_>, _>>()?
     };
-    for r in &rows {
-        tx.execute(
-            &format!("UPDATE agents SET {alerted} = 1 WHERE agent_id = ?1"),
+    let mut claimed = Vec::with_capacity(rows.len());
+    for r in rows {
+        let n = tx.execute(
+            &format!("UPDATE agents SET {alerted} = 1 WHERE agent_id = ?1 AND {alerted} = 0"),
             [&r.agent_id],
         )?;
+        if n == 1 {
+            claimed.push(r);
+        }
     }
     tx.commit()?;
-    Ok(rows)
+    Ok(claimed)
 }
 
 /// The fleet's health by group and process source, for the metrics: counts and sums only,
@@ -408,7 +423,7 @@ mod tests {
             enrol(&conn, id, group);
         }
         let heard = |spool| AgentHealth {
-            last_seen_us: 2_000,
+            last_seen_us: crate::store::now_us(),
             spool_depth: spool,
             process_source: "ebpf".into(),
             ..AgentHealth::default()
@@ -439,6 +454,7 @@ mod tests {
         let (_d, conn) = crate::store::test_db();
         enrol(&conn, "a1", "staff");
         let h = AgentHealth {
+            last_seen_us: crate::store::now_us(),
             spool_depth: u64::MAX,
             process_stats: ProcessStats {
                 seen: u64::MAX,
@@ -452,5 +468,43 @@ mod tests {
         assert_eq!(row.spool_depth, i64::MAX as u64);
         assert_eq!(row.process_stats.seen, i64::MAX as u64);
         assert_eq!(row.process_stats.dropped, 7);
+    }
+
+    #[test]
+    fn a_late_flush_of_an_older_heartbeat_does_not_clear_a_silence() {
+        let (_d, conn) = crate::store::test_db();
+        enrol(&conn, "a1", "staff");
+        let sys = crate::store::System::test(&conn);
+        let id = "a1".to_owned();
+        // After enrolment, which counts as the first contact.
+        let t0 = crate::store::now_us();
+        let heard = |at, host: &str| AgentHealth {
+            last_seen_us: t0 + at,
+            hostname: host.into(),
+            ..AgentHealth::default()
+        };
+        write_health(&sys, [(&id, &heard(5_000_000, "new"))]).unwrap();
+        assert_eq!(
+            take_newly_silent(&sys, t0 + 6_000_000, t0 + 9_000_000)
+                .unwrap()
+                .len(),
+            1
+        );
+        // Another collector flushes what it heard before the alert (at 9 s), after it.
+        write_health(&sys, [(&id, &heard(5_500_000, "old"))]).unwrap();
+        assert!(
+            take_newly_silent(&sys, t0 + 6_000_000, t0 + 9_000_000)
+                .unwrap()
+                .is_empty(),
+            "the silence was alerted twice"
+        );
+        // A newer report is the agent's return: its next silence alerts again.
+        write_health(&sys, [(&id, &heard(10_000_000, "new"))]).unwrap();
+        assert_eq!(
+            take_newly_silent(&sys, t0 + 12_000_000, t0 + 12_000_000)
+                .unwrap()
+                .len(),
+            1
+        );
     }
 }

@@ -122,14 +122,18 @@ pub fn take_newly_stalled(
         })?
         .collect::<Result<Vec<_>, _>>()?
     };
-    for s in &rows {
-        tx.execute(
-            "UPDATE agents SET stalled_alerted = 1 WHERE agent_id = ?1",
+    let mut claimed = Vec::with_capacity(rows.len());
+    for s in rows {
+        let n = tx.execute(
+            "UPDATE agents SET stalled_alerted = 1 WHERE agent_id = ?1 AND stalled_alerted = 0",
             [&s.agent_id],
         )?;
+        if n == 1 {
+            claimed.push(s);
+        }
     }
     tx.commit()?;
-    Ok(rows)
+    Ok(claimed)
 }
 
 #[cfg(test)]

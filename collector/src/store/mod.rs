@@ -20,12 +20,14 @@ pub mod agents;
 pub mod alerts;
 pub mod approvers;
 pub mod audit;
+pub mod ca_binding;
 pub mod checks;
 pub mod db;
 pub mod delivery;
 pub mod enrol_guard;
 pub mod events;
 pub mod incidents;
+pub mod leader;
 pub mod migrate;
 pub mod outbox;
 mod postgres;
@@ -43,6 +45,7 @@ pub use access::{Admin, Audited, Scan, Sealed, Store, System};
 pub use agents::{AgentHealth, AgentRow, NewAgent};
 pub use alerts::{AlertFilter, AlertRow};
 pub use events::{EventFilter, EventRow, StoredBatch};
+pub use leader::Leadership;
 pub use tokens::{TokenRejection, create_token};
 
 #[derive(Debug, thiserror::Error)]

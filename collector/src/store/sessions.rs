@@ -188,14 +188,19 @@ pub fn take_unattended(
         })?
         .collect::<Result<Vec<_>, _>>()?
     };
-    for r in &rows {
-        tx.execute(
-            "UPDATE sessions SET unattended_alerted = 1 WHERE agent_id = ?1 AND session_id = ?2",
+    let mut claimed = Vec::with_capacity(rows.len());
+    for r in rows {
+        let n = tx.execute(
+            "UPDATE sessions SET unattended_alerted = 1
+             WHERE agent_id = ?1 AND session_id = ?2 AND unattended_alerted = 0",
             params![r.agent_id, r.session_id],
         )?;
+        if n == 1 {
+            claimed.push(r);
+        }
     }
     tx.commit()?;
-    Ok(rows)
+    Ok(claimed)
 }
 
 #[cfg(test)]

@@ -35,7 +35,8 @@ mod flood;
     about = "Simulated agents for benchmarks"
 )]
 struct Cli {
-    /// https://HOST:PORT of the collector.
+    /// https://HOST:PORT of the collector; several, comma-separated, for collectors sharing a
+    /// database (each simulated agent starts at a random one and fails over as agents do).
     #[arg(long, global = true, default_value = "https://localhost:50051")]
     collector: String,
     /// Directory holding the simulated agents' state directories.
@@ -166,7 +167,7 @@ async fn enroll(collector: &str, token: &str, dir: &Path, n: usize) -> anyhow::R
         if state.join("agent.toml").exists() {
             continue;
         }
-        let (c, t, sem) = (collector.to_owned(), token.to_owned(), sem.clone());
+        let (c, t, sem) = (collectors(collector)?, token.to_owned(), sem.clone());
         tasks.push(tokio::spawn(async move {
             let _permit = sem.acquire().await;
             invigilator_agent::enroll::run(&c, &t, &state).await
@@ -198,9 +199,15 @@ fn client(
     let cfg = tls::mtls_config(&StatePaths::new(&state))
         .with_context(|| format!("agent {}", state.display()))?;
     Ok(
-        TelemetryClient::new(tls::channel_from(collector, cfg, local)?)
+        TelemetryClient::new(tls::channel_from(&collectors(collector)?, cfg, local)?)
             .max_encoding_message_size(invigilator_proto::MAX_MESSAGE_BYTES),
     )
+}
+
+fn collectors(list: &str) -> anyhow::Result<invigilator_agent::dial::Collectors> {
+    Ok(invigilator_agent::dial::Collectors::new(
+        list.split(',').map(str::to_owned),
+    )?)
 }
 
 /// Sequence numbers above every earlier run's, so repeated runs are not deduplicated away.

@@ -1,0 +1,197 @@
+//! Several collectors on one PostgreSQL database (issue 14, items 5 and 6), with real agents,
+//! real TLS and a PostgreSQL server of the test's own: a collector joins with the fleet's CA,
+//! each takes the others' agents, a revocation on one cuts a stream on another, the once-only
+//! jobs run once and move when their leader dies, and an agent whose collector dies resumes
+//! on another, losing and duplicating nothing.
+
+use invigilator_proto::v1::{EventBatch, HeartbeatRequest};
+use invigilator_tests::store::PgServer;
+use invigilator_tests::{Agent, Collector, assert_exactly_once, bin, output, telemetry, wait_for};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tonic::Code;
+
+const FAST: &str =
+    "[uplink]\nmax_batch = 500\nwindow = 4\nheartbeat_interval = \"1s\"\nreconnect_max = \"2s\"\n";
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Two collectors on a new database of `pg`, the second joined to the first.
+fn pair(pg: &PgServer, config: &str) -> (Collector, Collector) {
+    let a = Collector::start_on_postgres(config, &pg.new_database());
+    let b = a.start_joined();
+    (a, b)
+}
+
+fn heartbeat() -> HeartbeatRequest {
+    HeartbeatRequest {
+        hostname: "h".into(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_joined_collector_takes_the_others_agents_and_a_stranger_is_refused() {
+    let pg = PgServer::start();
+    let (a, b) = pair(&pg, "");
+
+    // A collector with a CA of its own would refuse the others' agents: init says how to join.
+    let stranger = tempfile::tempdir().unwrap();
+    let out = output(
+        Command::new(bin("invigilator-collector"))
+            .arg("init")
+            .arg("--data-dir")
+            .arg(stranger.path().join("data"))
+            .arg("--store-url")
+            .arg(a.store_url.as_deref().unwrap()),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("init --join"),
+        "{err}"
+    );
+
+    let (x, y) = (Agent::enroll(&a, ""), Agent::enroll(&b, ""));
+    rt().block_on(async {
+        telemetry(&b, &x).heartbeat(heartbeat()).await.unwrap();
+        telemetry(&a, &y).heartbeat(heartbeat()).await.unwrap();
+
+        // An idle stream on B is cut when A's CLI revokes its agent.
+        let (tx, rx) = tokio::sync::mpsc::channel::<EventBatch>(4);
+        let mut acks = telemetry(&b, &x)
+            .stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .unwrap()
+            .into_inner();
+        let out = output(&mut a.cli(&["agents", "revoke", &x.agent_id]));
+        assert!(out.status.success(), "{out:?}");
+        let cut = tokio::time::timeout(Duration::from_secs(5), acks.message())
+            .await
+            .expect("the stream on the other collector stayed open");
+        assert_eq!(cut.unwrap_err().code(), Code::PermissionDenied);
+        drop(tx);
+    });
+}
+
+#[test]
+fn the_once_only_jobs_run_once_and_move_when_their_leader_dies() {
+    let pg = PgServer::start();
+    let (mut a, mut b) = pair(
+        &pg,
+        "[agents]\nsilent_after = \"3s\"\nsilent_check_interval = \"1s\"\n",
+    );
+    let leads = "this collector now runs the once-only jobs";
+    wait_for(Duration::from_secs(10), "a leader", || {
+        (a.log().contains(leads) || b.log().contains(leads)).then_some(())
+    });
+    assert!(
+        !(a.log().contains(leads) && b.log().contains(leads)),
+        "both collectors lead"
+    );
+    let silent = |c: &Collector, id: &str| {
+        c.alerts()
+            .iter()
+            .filter(|x| x["rule"] == "agent.silent" && x["agent_id"] == id)
+            .count()
+    };
+    // Heard from on both, then silent: one alert, not one per collector.
+    let first = Agent::enroll(&a, "");
+    rt().block_on(async {
+        telemetry(&a, &first).heartbeat(heartbeat()).await.unwrap();
+        telemetry(&b, &first).heartbeat(heartbeat()).await.unwrap();
+    });
+    wait_for(Duration::from_secs(20), "the silent alert", || {
+        (silent(&a, &first.agent_id) > 0).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(silent(&a, &first.agent_id), 1, "one alert per silence");
+
+    // The leader dies; the other takes the jobs over and the next silence is still seen.
+    let (dead, survivor) = if a.log().contains(leads) {
+        (&mut a, &mut b)
+    } else {
+        (&mut b, &mut a)
+    };
+    dead.kill9();
+    let second = Agent::enroll(survivor, "");
+    rt().block_on(async {
+        telemetry(survivor, &second)
+            .heartbeat(heartbeat())
+            .await
+            .unwrap();
+    });
+    wait_for(Duration::from_secs(20), "the survivor to lead", || {
+        survivor.log().contains(leads).then_some(())
+    });
+    wait_for(Duration::from_secs(20), "the next silent alert", || {
+        (silent(survivor, &second.agent_id) == 1).then_some(())
+    });
+    assert_eq!(silent(survivor, &first.agent_id), 1);
+}
+
+/// Execs at a steady pace until killed, so the agent always has something to send.
+fn exec_stream() -> Child {
+    Command::new("bash")
+        .arg("-c")
+        .arg("while true; do /bin/true; sleep 0.005; done")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn an_agent_whose_collector_dies_resumes_on_another_within_ten_seconds() {
+    let pg = PgServer::start();
+    let (mut a, mut b) = pair(&pg, "");
+    let token = a.token("staff", "1h", 1);
+    let mut agent = Agent::enroll_to(&format!("{},{}", a.url(), b.url()), &token, FAST);
+    agent.start();
+    agent.wait_ready();
+    let mut storm = exec_stream();
+    let stored = |c: &Collector| c.stored_seqs(&agent.agent_id).len();
+    wait_for(Duration::from_secs(20), "the first events", || {
+        (stored(&a) > 100).then_some(())
+    });
+    // Each collector in turn dies while the other runs: whichever the agent was on, it goes
+    // on with the one left.
+    let mut worst = Duration::ZERO;
+    for round in 0..4 {
+        let (dying, left) = if round % 2 == 0 {
+            (&mut a, &mut b)
+        } else {
+            (&mut b, &mut a)
+        };
+        dying.kill9();
+        let before = stored(left);
+        let killed = Instant::now();
+        wait_for(
+            Duration::from_secs(10),
+            "events through the collector left",
+            || (stored(left) > before + 50).then_some(()),
+        );
+        worst = worst.max(killed.elapsed());
+        dying.restart();
+    }
+    let _ = storm.kill();
+    let _ = storm.wait();
+    let (seqs, last) = wait_for(Duration::from_secs(60), "the spool to drain", || {
+        let last = agent.spool_last_seq();
+        let seqs = a.stored_seqs(&agent.agent_id);
+        (seqs.last() == Some(&last)).then_some((seqs, last))
+    });
+    assert_exactly_once(&seqs, last);
+    assert!(
+        agent.log().contains("failed over to another collector"),
+        "{}",
+        agent.log()
+    );
+    eprintln!(
+        "{} events, exactly once; slowest resumption {worst:?}",
+        seqs.len()
+    );
+}
