@@ -162,6 +162,29 @@ impl Session {
         )
     }
 
+    /// `path` held open (server-sent events): its lines as they come, on a channel fed by a
+    /// thread of its own, so a test can wait for one with a deadline.
+    pub fn lines(&self, path: &str) -> std::sync::mpsc::Receiver<String> {
+        use std::io::BufRead;
+        let r = self
+            .agent
+            .get(format!("{}{path}", self.base))
+            .header("cookie", &self.cookie)
+            .call()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{path}");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(r.into_body().into_reader()).lines() {
+                let Ok(line) = line else { return };
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        rx
+    }
+
     pub fn head(&self, path: &str) -> Reply {
         reply(
             self.agent

@@ -19,7 +19,6 @@ use futures_util::Stream;
 use maud::{Markup, html};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-use std::time::Duration;
 
 pub fn routes() -> Router<Arc<Console>> {
     Router::new()
@@ -287,7 +286,8 @@ struct StreamParams {
 }
 
 /// New alerts as server-sent events. The database is the source, so alerts raised by any
-/// process are seen; each batch sent is audited like a page of the list.
+/// process or collector are seen: the store wakes the stream when alerts are committed (see
+/// `store::wakeups`), and each batch sent is audited like a page of the list.
 async fn stream(
     State(c): State<Arc<Console>>,
     Extension(staff): Extension<Staff>,
@@ -300,10 +300,10 @@ async fn stream(
     let mut after = p.after.max(0);
     let token = super::auth::session_token(&headers).ok_or(ConsoleError::Unauthenticated)?;
     let idle = c.config.idle_timeout;
+    let mut wake = c.alert_wakeups();
     let stream = async_stream(move |tx| async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
-            tick.tick().await;
+            wake.next().await;
             if tx.is_closed() {
                 return;
             }

@@ -103,6 +103,11 @@ impl Console {
         self.store.data_dir()
     }
 
+    /// When the live alert stream should look again.
+    pub fn alert_wakeups(&self) -> crate::store::wakeups::AlertWakeups {
+        self.store.alert_wakeups()
+    }
+
     pub fn throttle_rules(&self) -> crate::store::accounts::throttle::Rules {
         crate::store::accounts::throttle::Rules {
             free_failures: self.config.max_failed_logins,

@@ -98,6 +98,7 @@ struct Inner {
     engine: Engine,
     max_idle: usize,
     idle: Mutex<Vec<Connection>>,
+    wakeups: std::sync::OnceLock<super::wakeups::AlertWakeups>,
 }
 
 /// Where new connections of the pool go.
@@ -225,8 +226,15 @@ impl Store {
                 engine,
                 max_idle: config.max_idle.max(1),
                 idle: Mutex::new(vec![first]),
+                wakeups: std::sync::OnceLock::new(),
             }),
         })
+    }
+
+    pub(in crate::store) fn wakeups_cell(
+        &self,
+    ) -> &std::sync::OnceLock<super::wakeups::AlertWakeups> {
+        &self.inner.wakeups
     }
 
     pub(in crate::store) fn is_postgres(&self) -> bool {

@@ -40,6 +40,7 @@ mod sqlite;
 pub mod tokens;
 pub mod triage;
 pub mod visits;
+pub mod wakeups;
 
 pub use access::{Admin, Audited, Scan, Sealed, Store, System};
 pub use agents::{AgentHealth, AgentRow, NewAgent};

@@ -13,7 +13,10 @@ use super::{Result, StoreConfig, StoreError};
 use std::path::Path;
 
 /// The migrations, oldest first; a database at version N has had the first N applied.
-const MIGRATIONS: &[&str] = &[include_str!("postgres/0001_schema.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("postgres/0001_schema.sql"),
+    include_str!("postgres/0002_alert_wakeups.sql"),
+];
 
 /// Any number, the same in every collector: the lock that makes one of several collectors
 /// starting together apply the migrations while the others wait.

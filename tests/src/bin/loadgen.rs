@@ -5,6 +5,7 @@
 //!   loadgen latency     --collector URL --dir D --agents N --rate R --seconds S
 //!   loadgen connections --collector URL --dir D --agents N --hold S --sources K
 //!   loadgen flood       --collector URL --dir D --streams K --honest N --seconds S
+//!   loadgen fault       --collector URL[,URL..] --dir D --agents N --rate R --seconds S
 //!
 //! Every simulated agent is a real enrolled identity with its own key and certificate, on its
 //! own mTLS connection, speaking the same protocol as `invigilator-agent`.
@@ -26,6 +27,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tonic::transport::Channel;
 
+#[path = "loadgen/fault.rs"]
+mod fault;
 #[path = "loadgen/flood.rs"]
 mod flood;
 
@@ -90,6 +93,17 @@ enum Cmd {
         #[arg(long, default_value_t = 8)]
         sources: u8,
     },
+    /// Agents that resend what was not acknowledged after a broken stream, numbering from 1
+    /// (use freshly enrolled agents), while collectors are killed under them.
+    Fault {
+        #[arg(long)]
+        agents: usize,
+        /// Events per second, all agents together.
+        #[arg(long, default_value_t = 5000)]
+        rate: u64,
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
     /// Agent 0 floods from K parallel streams of maximum-size messages; agents 1..=N send
     /// ordinary batches and report their acknowledgement latency.
     Flood {
@@ -138,6 +152,11 @@ fn main() -> anyhow::Result<()> {
                 hold,
                 sources,
             } => connections(&cli.collector, &cli.dir, agents, hold, sources).await,
+            Cmd::Fault {
+                agents,
+                rate,
+                seconds,
+            } => fault::run(&cli.collector, &cli.dir, agents, rate, seconds).await,
             Cmd::Flood {
                 streams,
                 honest,

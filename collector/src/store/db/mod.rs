@@ -212,6 +212,18 @@ impl Connection {
         }
     }
 
+    /// PostgreSQL: waits up to `timeout` for a notification on a channel this connection
+    /// listens to (`LISTEN`). SQLite has none: it waits and says none came.
+    pub(in crate::store) fn notified(&self, timeout: std::time::Duration) -> Result<bool> {
+        match &self.engine {
+            Engine::Postgres(s) => s.notified(timeout),
+            Engine::Sqlite(_) => {
+                std::thread::sleep(timeout);
+                Ok(false)
+            }
+        }
+    }
+
     pub(in crate::store) fn data_dir(&self) -> Option<&Path> {
         self.data_dir.as_deref()
     }

@@ -85,6 +85,19 @@ impl Session {
         off_runtime(move || f(client))
     }
 
+    /// Waits up to `timeout` for a notification on a channel this session listens to; true
+    /// when one (or more) came.
+    pub(super) fn notified(&self, timeout: Duration) -> Result<bool> {
+        use postgres::fallible_iterator::FallibleIterator;
+        Ok(self.with(|c| {
+            let mut notes = c.notifications();
+            let got = notes.timeout_iter(timeout).next()?.is_some();
+            // Those already queued are the same wake-up.
+            while notes.iter().next()?.is_some() {}
+            Ok::<_, postgres::Error>(got)
+        })?)
+    }
+
     pub(super) fn broken(&self) -> bool {
         self.client.borrow().as_ref().is_none_or(|c| c.is_closed())
     }
