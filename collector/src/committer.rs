@@ -23,8 +23,14 @@ pub struct Job {
     pub bytes: usize,
     /// The batch's room in front of the committer, released once the job is done.
     pub room: Room,
+    /// Its stream's epoch (`delivery::open_stream`): refused when the agent has a newer stream.
+    pub epoch: i64,
     pub reply: oneshot::Sender<Result<StoredBatch, String>>,
 }
+
+/// Why a job was not stored although its commit succeeded: the agent opened a newer stream
+/// (on this collector or another) since its stream began. It resends on the newer one.
+pub const SUPERSEDED: &str = "a newer event stream from this agent replaced this one";
 
 /// How much one commit may take.
 #[derive(Debug, Clone, Copy)]
@@ -94,14 +100,29 @@ fn run(
         }
         let policy = policy.load();
         let started = Instant::now();
-        match store.system(&key, |sys| {
-            sys.transaction(|sys| commit(sys, &jobs, &policy))
-        }) {
+        let attempt = || {
+            store.system(&key, |sys| {
+                sys.transaction(|sys| commit(sys, &jobs, &policy))
+            })
+        };
+        // A deadlock with another writer (another collector's commit, a health flush) is given
+        // up by the server: nothing was kept, and the next try goes through.
+        let mut outcome = attempt();
+        for _ in 0..3 {
+            match &outcome {
+                Err(e) if e.is_retryable() => {
+                    tracing::warn!(error = %e, "commit retried");
+                    outcome = attempt();
+                }
+                _ => break,
+            }
+        }
+        match outcome {
             Ok((results, tally)) => {
                 metrics.commit_took(started.elapsed(), total);
                 tally.count(metrics);
                 for (job, result) in jobs.drain(..).zip(results) {
-                    let _ = job.reply.send(Ok(result));
+                    let _ = job.reply.send(result);
                 }
             }
             Err(e) => {
@@ -155,7 +176,7 @@ fn commit(
     tx: &System<'_>,
     jobs: &[Job],
     policy: &Policy,
-) -> store::Result<(Vec<StoredBatch>, Tally)> {
+) -> store::Result<(Vec<Result<StoredBatch, String>>, Tally)> {
     let mut tally = Tally::default();
     let received_at = store::now_us();
     let window = policy.alerts.aggregate_window.as_micros() as i64;
@@ -165,10 +186,15 @@ fn commit(
     let mut agents: Vec<&str> = jobs.iter().map(|j| &*j.agent_id).collect();
     agents.sort_unstable();
     agents.dedup();
+    let mut newest = std::collections::HashMap::with_capacity(agents.len());
     for agent_id in agents {
-        delivery::lock(tx, agent_id)?;
+        newest.insert(agent_id, delivery::lock(tx, agent_id)?);
     }
     for job in jobs {
+        if newest.get(&*job.agent_id).is_some_and(|&e| e > job.epoch) {
+            results.push(Err(SUPERSEDED.to_owned()));
+            continue;
+        }
         let mut r = StoredBatch::default();
         let mut stored_bytes = 0u64;
         // Evaluated as received; stored without what nobody may see (illegal-class visits).
@@ -252,7 +278,7 @@ fn commit(
                 },
             )?;
         }
-        results.push(r);
+        results.push(Ok(r));
     }
     Ok((results, tally))
 }

@@ -132,6 +132,7 @@ struct Reader {
     agent: Arc<str>,
     group: Arc<str>,
     ticket: Ticket,
+    epoch: i64,
     window: TimeWindow,
     errors: mpsc::Sender<Result<Ack, Status>>,
     pending: mpsc::Sender<Pending>,
@@ -232,6 +233,7 @@ impl Reader {
                 events: batch.events,
                 bytes,
                 room,
+                epoch: self.epoch,
                 reply,
             };
             if self.shared.committer.submit(job).await.is_err()
@@ -350,6 +352,14 @@ impl Telemetry for TelemetryService {
                 "this agent opened {what}; retry later"
             )));
         };
+        // The newest stream on every collector: an older one, still open elsewhere, has its
+        // batches refused at commit (one live stream per agent across the fleet).
+        let id = agent.clone();
+        let epoch = self
+            .shared
+            .db(move |c| store::delivery::open_stream(c, &id))
+            .instrument(span.clone())
+            .await?;
         let (out_tx, out_rx) = mpsc::channel::<Result<Ack, Status>>(IN_FLIGHT_PER_STREAM);
         let (pending_tx, mut pending_rx) = mpsc::channel::<Pending>(IN_FLIGHT_PER_STREAM);
         let cfg = &self.shared.config.ingest;
@@ -358,6 +368,7 @@ impl Telemetry for TelemetryService {
             agent: agent.clone(),
             group: group.into(),
             ticket,
+            epoch,
             window: TimeWindow {
                 offline_allowance: cfg.offline_allowance,
                 clock_skew: cfg.clock_skew,
@@ -382,6 +393,10 @@ impl Telemetry for TelemetryService {
                                 stored: r.stored,
                                 duplicates: r.duplicates,
                             })
+                        }
+                        Ok(Err(e)) if e == crate::committer::SUPERSEDED => {
+                            shared.metrics.refused(Refusal::superseded);
+                            Err(Status::aborted(e))
                         }
                         Ok(Err(e)) => Err(Status::unavailable(format!(
                             "collector could not store the batch: {e}"

@@ -2,8 +2,8 @@
 //! real TLS and a PostgreSQL server of the test's own: a collector joins with the fleet's CA,
 //! each takes the others' agents, a revocation on one cuts a stream on another, the once-only
 //! jobs run once and move when their leader dies, and an agent whose collector dies resumes
-//! on another, losing and duplicating nothing; the console on one streams the alerts another
-//! commits.
+//! on another, losing and duplicating nothing; an agent has one live stream across them; the
+//! console on one streams the alerts another commits.
 
 use invigilator_proto::v1::{Event, EventBatch, HeartbeatRequest, ProcessExec, event::Kind};
 use invigilator_tests::console::{Session, add_user};
@@ -82,6 +82,61 @@ fn a_joined_collector_takes_the_others_agents_and_a_stranger_is_refused() {
     });
 }
 
+/// A program started on the device, as the agent reports it.
+fn exec(seq: u64, name: &str) -> Event {
+    Event {
+        seq,
+        observed_at_us: now_us(),
+        hostname: "ict-07".into(),
+        user: "y5smith".into(),
+        kind: Some(Kind::Process(ProcessExec {
+            pid: 4000 + seq as u32,
+            name: name.into(),
+            exe: format!("/usr/bin/{name}"),
+            argv: vec![name.into()],
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn an_agent_has_one_live_stream_across_collectors() {
+    let pg = PgServer::start();
+    let (a, b) = pair(&pg, "");
+    let x = Agent::enroll(&a, "");
+    let open = |c: &Collector| {
+        let (tx, rx) = tokio::sync::mpsc::channel::<EventBatch>(4);
+        let mut client = telemetry(c, &x);
+        async move {
+            let acks = client
+                .stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+                .await
+                .unwrap()
+                .into_inner();
+            (tx, acks)
+        }
+    };
+    let batch = |seq| EventBatch {
+        events: vec![exec(seq, "python3")],
+    };
+    rt().block_on(async {
+        let (on_a, mut acks_a) = open(&a).await;
+        on_a.send(batch(1)).await.unwrap();
+        assert_eq!(acks_a.message().await.unwrap().unwrap().up_to_seq, 1);
+        // The agent reconnects to B while its stream on A is still open (half-open, or a
+        // device cloned): A no longer stores what arrives on the older stream.
+        let (on_b, mut acks_b) = open(&b).await;
+        on_a.send(batch(2)).await.unwrap();
+        let err = acks_a.message().await.unwrap_err();
+        assert_eq!(err.code(), Code::Aborted, "{err:?}");
+        on_b.send(batch(2)).await.unwrap();
+        let ack = acks_b.message().await.unwrap().unwrap();
+        assert_eq!((ack.up_to_seq, ack.stored), (2, 1));
+    });
+    assert_eq!(a.stored_seqs(&x.agent_id), vec![1, 2]);
+}
+
 #[test]
 fn the_console_on_one_collector_streams_the_alerts_another_commits() {
     let pg = PgServer::start();
@@ -89,22 +144,8 @@ fn the_console_on_one_collector_streams_the_alerts_another_commits() {
     let password = add_user(&a, "dsl1", "dsl", false);
     let lines = Session::login(&b, "dsl1", &password).lines("/api/alerts/stream");
     let agent = Agent::enroll_with(&a, &a.token("pupils-ks2", "1h", 1), "");
-    let tor = Event {
-        seq: 1,
-        observed_at_us: now_us(),
-        hostname: "ict-07".into(),
-        user: "y5smith".into(),
-        kind: Some(Kind::Process(ProcessExec {
-            pid: 4001,
-            name: "tor".into(),
-            exe: "/usr/bin/tor".into(),
-            argv: vec!["tor".into()],
-            ..Default::default()
-        })),
-        ..Default::default()
-    };
     let committed = Instant::now();
-    stream_batches(&a, &agent, vec![vec![tor]]);
+    stream_batches(&a, &agent, vec![vec![exec(1, "tor")]]);
     // Woken by the commit's notification: well inside the 5 s the stream would otherwise poll.
     let deadline = committed + Duration::from_secs(3);
     loop {

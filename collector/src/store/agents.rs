@@ -169,6 +169,9 @@ pub fn write_health<'a>(
     tx: &System<'_>,
     health: impl IntoIterator<Item = (&'a String, &'a AgentHealth)>,
 ) -> Result<()> {
+    // In the committer's order (by agent id), so that the two cannot deadlock on agents' rows.
+    let mut health: Vec<_> = health.into_iter().collect();
+    health.sort_unstable_by(|a, b| a.0.cmp(b.0));
     let conn = tx.conn;
     let tx = conn.unchecked_transaction()?;
     {
@@ -225,7 +228,8 @@ pub fn take_newly_silent(tx: &System<'_>, cutoff_us: i64, now_us: i64) -> Result
     let tx = conn.unchecked_transaction()?;
     let rows = {
         let mut stmt = tx.prepare(&format!(
-            "{SELECT} WHERE revoked_at IS NULL AND silent_alerted = 0 AND last_seen < ?1"
+            "{SELECT} WHERE revoked_at IS NULL AND silent_alerted = 0 AND last_seen < ?1
+             ORDER BY agent_id"
         ))?;
         stmt.query_map([cutoff_us], row)?
             .collect::<Result<Vec<_>, _>>()?
@@ -273,7 +277,8 @@ fn take_newly_flagged(
     )?;
     let rows = {
         let mut stmt = tx.prepare(&format!(
-            "{SELECT} WHERE revoked_at IS NULL AND {alerted} = 0 AND {flag} != ''"
+            "{SELECT} WHERE revoked_at IS NULL AND {alerted} = 0 AND {flag} != ''
+             ORDER BY agent_id"
         ))?;
         stmt.query_map([], row)?.collect::<Result<Vec<_>, _>>()?
     };

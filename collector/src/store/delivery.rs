@@ -30,17 +30,40 @@ pub struct Committed<'a> {
     pub up_to_seq: u64,
 }
 
+/// Makes a new event stream of the agent its newest, on every collector sharing the database;
+/// returns the stream's epoch, which its batches carry to the commit.
+pub fn open_stream(sys: &System<'_>, agent_id: &str) -> Result<i64> {
+    Ok(sys
+        .conn
+        .prepare_cached(
+            "UPDATE agents SET stream_epoch = stream_epoch + 1 WHERE agent_id = ?1
+             RETURNING stream_epoch",
+        )?
+        .query_row([agent_id], |r| r.get(0))
+        .optional()?
+        .unwrap_or(0))
+}
+
 /// Locks the agent's delivery row until the commit ends, so that two collectors committing
 /// batches of one agent (it reconnected to another while the first was still committing) take
-/// turns: the second sees what the first stored. SQLite's one writer makes this a no-op.
-pub fn lock(sys: &System<'_>, agent_id: &str) -> Result<()> {
-    if sys.conn.dialect() == Dialect::Postgres {
-        sys.conn
-            .prepare_cached("SELECT 1 FROM agents WHERE agent_id = ?1 FOR UPDATE")?
-            .query_map([agent_id], |_| Ok(()))?
-            .for_each(drop);
-    }
-    Ok(())
+/// turns: the second sees what the first stored (SQLite's one writer does this by itself).
+/// Returns the epoch of the agent's newest stream: a batch of an older one is not stored.
+pub fn lock(sys: &System<'_>, agent_id: &str) -> Result<i64> {
+    let sql = match sys.conn.dialect() {
+        Dialect::Postgres => "SELECT stream_epoch FROM agents WHERE agent_id = ?1 FOR UPDATE",
+        // A write, though it changes nothing: the transaction takes SQLite's write lock before
+        // it reads (a read first could find its snapshot stale when it then writes).
+        Dialect::Sqlite => {
+            "UPDATE agents SET stream_epoch = stream_epoch WHERE agent_id = ?1
+             RETURNING stream_epoch"
+        }
+    };
+    Ok(sys
+        .conn
+        .prepare_cached(sql)?
+        .query_row([agent_id], |r| r.get(0))
+        .optional()?
+        .unwrap_or(0))
 }
 
 /// Adds a commit to the agent's usage for the day and moves its acknowledged sequence on;
@@ -108,7 +131,8 @@ pub fn take_newly_stalled(
             "SELECT agent_id, hostname, acked_seq, last_seq, spool_depth, acked_at FROM agents
              WHERE revoked_at IS NULL AND stalled_alerted = 0 AND last_seen >= ?1
                AND spool_depth > 0 AND last_seq > acked_seq
-               AND COALESCE(acked_at, enrolled_at) < ?2",
+               AND COALESCE(acked_at, enrolled_at) < ?2
+             ORDER BY agent_id",
         )?;
         stmt.query_map(params![heard_since_us, progress_before_us], |r| {
             Ok(Stalled {

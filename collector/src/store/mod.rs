@@ -82,6 +82,13 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+impl StoreError {
+    /// See [`db::Error::is_retryable`].
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Sql(e) | Self::Database { error: e, .. } if e.is_retryable())
+    }
+}
+
 /// Where the store keeps its data: `[store]` in `collector.toml`.
 #[derive(Debug, Clone, PartialEq, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]

@@ -167,6 +167,8 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     // when none), and whether that was alerted.
     ("agents", "extension_missing", "TEXT NOT NULL DEFAULT ''"),
     ("agents", "extension_alerted", "INTEGER NOT NULL DEFAULT 0"),
+    // The agent's newest event stream, on whichever collector (delivery::open_stream).
+    ("agents", "stream_epoch", "INTEGER NOT NULL DEFAULT 0"),
     // Single sign-on (accounts::sso): the provider's person an account is, and whether the
     // sign-on created it (its role then follows the provider's groups).
     ("staff", "sso_issuer", "TEXT"),

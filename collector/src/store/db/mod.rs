@@ -54,6 +54,18 @@ pub enum Error {
 }
 
 impl Error {
+    /// PostgreSQL gave up the transaction to break a deadlock or keep it serialisable: run
+    /// again, it succeeds (nothing of it was kept).
+    pub fn is_retryable(&self) -> bool {
+        use postgres::error::SqlState;
+        match self {
+            Self::Postgres(e) => e.code().is_some_and(|c| {
+                *c == SqlState::T_R_DEADLOCK_DETECTED || *c == SqlState::T_R_SERIALIZATION_FAILURE
+            }),
+            _ => false,
+        }
+    }
+
     /// A stored value that is not what the column promises (a corrupt row).
     pub fn decode(column: usize, e: impl std::fmt::Display) -> Self {
         Self::Decode {

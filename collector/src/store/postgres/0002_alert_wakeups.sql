@@ -10,3 +10,7 @@ BEGIN
 END $$;
 CREATE TRIGGER alerts_notify AFTER INSERT ON alerts
     FOR EACH STATEMENT EXECUTE FUNCTION notify_alerts();
+
+-- The agent's newest event stream, on whichever collector (delivery::open_stream): batches
+-- of an older stream, still open on another collector, are refused at commit.
+ALTER TABLE agents ADD COLUMN stream_epoch BIGINT NOT NULL DEFAULT 0;
