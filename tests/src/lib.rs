@@ -28,6 +28,25 @@ pub fn telemetry(
     )
 }
 
+/// A program `user` started on the device "ict-07", as the agent reports it.
+pub fn process_exec(seq: u64, name: &str, user: &str) -> invigilator_proto::v1::Event {
+    use invigilator_proto::v1::{Event, ProcessExec, event::Kind};
+    Event {
+        seq,
+        observed_at_us: now_us(),
+        hostname: "ict-07".into(),
+        user: user.into(),
+        kind: Some(Kind::Process(ProcessExec {
+            pid: 4000 + seq as u32,
+            name: name.into(),
+            exe: format!("/usr/bin/{name}"),
+            argv: vec![name.into()],
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+}
+
 /// Streams `batches` from `agent`'s enrolled identity over one Telemetry stream, exactly as the
 /// agent sends them, and waits until the last batch is acknowledged.
 pub fn stream_batches(
@@ -138,20 +157,11 @@ pub fn chromium_history(path: &Path, url: &str) {
 /// `user` starting Tor on ict-07: one serious alert each (distinct programs by `seq`, so none
 /// aggregate).
 pub fn tor_started(seq: u64, user: &str) -> invigilator_proto::v1::Event {
-    use invigilator_proto::v1::{Event, ProcessExec, event::Kind};
-    Event {
-        seq,
-        observed_at_us: now_us(),
-        hostname: "ict-07".into(),
-        user: user.into(),
-        kind: Some(Kind::Process(ProcessExec {
-            exe: format!("/home/y9/tor-browser-{seq}/Browser/tor"),
-            name: "tor".into(),
-            argv: vec!["tor".into()],
-            ..Default::default()
-        })),
-        ..Default::default()
+    let mut e = process_exec(seq, "tor", user);
+    if let Some(invigilator_proto::v1::event::Kind::Process(p)) = &mut e.kind {
+        p.exe = format!("/home/y9/tor-browser-{seq}/Browser/tor");
     }
+    e
 }
 
 pub fn now_us() -> i64 {

@@ -4,29 +4,13 @@
 
 use invigilator_collector::console::routes::{Access, ROUTES};
 use invigilator_collector::store::accounts::Role;
-use invigilator_proto::v1::{Event, ProcessExec, event::Kind};
+use invigilator_proto::v1::{Event, event::Kind};
 use invigilator_tests::console::{Session, add_user, anonymous_get, audit_verify};
-use invigilator_tests::{Agent, Collector, now_us, stream_batches, wait_for};
+use invigilator_tests::{
+    Agent, Collector, now_us, process_exec as process, stream_batches, wait_for,
+};
 use serde_json::{Value, json};
 use std::time::Duration;
-
-fn process(seq: u64, name: &str, user: &str) -> Event {
-    Event {
-        truncated: Vec::new(),
-        device_time_us: 0,
-        seq,
-        observed_at_us: now_us(),
-        hostname: "ict-07".into(),
-        user: user.into(),
-        kind: Some(Kind::Process(ProcessExec {
-            pid: 4000 + seq as u32,
-            name: name.into(),
-            exe: format!("/usr/bin/{name}"),
-            argv: vec![name.into()],
-            ..Default::default()
-        })),
-    }
-}
 
 /// One alert to look at: a pupil starting Tor.
 fn with_an_alert(c: &Collector) -> i64 {

@@ -5,11 +5,11 @@
 //! on another, losing and duplicating nothing; an agent has one live stream across them; the
 //! console on one streams the alerts another commits.
 
-use invigilator_proto::v1::{Event, EventBatch, HeartbeatRequest, ProcessExec, event::Kind};
+use invigilator_proto::v1::{Event, EventBatch, HeartbeatRequest};
 use invigilator_tests::console::{Session, add_user};
 use invigilator_tests::store::PgServer;
 use invigilator_tests::{
-    Agent, Collector, assert_exactly_once, bin, now_us, output, stream_batches, telemetry, wait_for,
+    Agent, Collector, assert_exactly_once, bin, output, stream_batches, telemetry, wait_for,
 };
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -84,20 +84,7 @@ fn a_joined_collector_takes_the_others_agents_and_a_stranger_is_refused() {
 
 /// A program started on the device, as the agent reports it.
 fn exec(seq: u64, name: &str) -> Event {
-    Event {
-        seq,
-        observed_at_us: now_us(),
-        hostname: "ict-07".into(),
-        user: "y5smith".into(),
-        kind: Some(Kind::Process(ProcessExec {
-            pid: 4000 + seq as u32,
-            name: name.into(),
-            exe: format!("/usr/bin/{name}"),
-            argv: vec![name.into()],
-            ..Default::default()
-        })),
-        ..Default::default()
-    }
+    invigilator_tests::process_exec(seq, name, "y5smith")
 }
 
 #[test]
