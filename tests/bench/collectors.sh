@@ -4,6 +4,7 @@
 #
 #   tests/bench/collectors.sh ingest [rounds]     events/s with 1 collector and with 3, side by side
 #   tests/bench/collectors.sh latency             send-to-acknowledgement of alerting batches, 1 collector, 5k events/s
+#   tests/bench/collectors.sh connections [agents]   N agents (default 20000) connected across 3 collectors, RSS of each
 #   tests/bench/collectors.sh fault [agents] [kills] [rate]
 #       3 collectors, N agents (default 200) streaming; a random collector is killed with -9
 #       every 6 s, K times (default 10), and restarted 1 s later. Then the database must hold
@@ -103,6 +104,31 @@ latency)
   enrol 100 "$work/sim$db"
   "$lg" --collector "$urls" --dir "$work/sim$db" latency --agents 100 --rate 5000 --seconds 60
   echo "RSS MiB: $(rss_mib)"
+  echo '```'
+  ;;
+connections)
+  agents="${2:-20000}"
+  # 20,000 connections need more open files than the default hard limit (20,000) allows the
+  # load generator; root may raise it up to fs.nr_open. The collectors inherit it.
+  ulimit -Hn 200000 && ulimit -n 200000
+  head_line "$agents agents connected across 3 collectors on one PostgreSQL"
+  fleet 3
+  start=$(date +%s)
+  enrol "$agents" "$work/sim$db"
+  echo "enrolled $agents agents in $(( $(date +%s) - start )) s"
+  "$lg" --collector "$urls" --dir "$work/sim$db" connections --agents "$agents" --hold 60 --sources 8 >"$work/conn.out" 2>"$work/conn.err" &
+  load=$!
+  for _ in $(seq 600); do
+    grep -q " $agents connected" "$work/conn.err" && break
+    kill -0 "$load" 2>/dev/null || break
+    sleep 1
+  done
+  grep "connected" "$work/conn.err" | tail -1
+  echo "while all are held, RSS MiB of each collector: $(rss_mib)"
+  for p in "${pids[@]}"; do echo "  pid $p: $(ls "/proc/$p/fd" 2>/dev/null | wc -l) open files"; done
+  wait "$load"
+  cat "$work/conn.out"
+  echo "agents recorded as heard from: $(sql "SELECT count(*) FROM agents WHERE last_seen IS NOT NULL")"
   echo '```'
   ;;
 fault)

@@ -83,7 +83,8 @@ fn the_store_reaches_postgresql_over_verified_tls_and_not_otherwise() {
         server
             .local()
             .column("SELECT value FROM meta WHERE key = 'schema_version'"),
-        ["1"]
+        ["2"],
+        "every migration applied"
     );
 
     // Without the CA (the system's roots) the server's certificate is not trusted, and the
