@@ -121,6 +121,23 @@ pub fn run(
             ca.fingerprint
         );
     }
+    // Each collector seals the trail's head in its own data directory as it appends, and one
+    // whose first append finds a trail with entries but no seal of its own refuses (the
+    // newest entries could have been cut). On a shared database others append from the
+    // start, so each collector seals the trail here, before anyone else can append: the first
+    // seals it empty; a joining one has the first's copy, or verifies and seals it as it
+    // stands (a first collector made before this was done), on the record.
+    if store_config.is_postgres() && !data_dir.join("audit.head").exists() {
+        match origin {
+            Origin::New { .. } => {
+                store.admin(store::audit::reanchor)?;
+            }
+            Origin::Join { .. } => {
+                crate::cli::audit_anchor(data_dir)
+                    .context("sealing the audit trail for this collector")?;
+            }
+        }
+    }
     let password = accounts::generate_password();
     // A database several collectors share has its first administrator already.
     let shared = store.admin(accounts::list)?.iter().any(|acc| acc.is_admin);
@@ -172,10 +189,15 @@ pub fn run(
 
 /// A joining collector's configuration: the files at the top of `from` (collector.toml,
 /// policy.toml, the secrets and CA files they name) and its lists, so that every collector
-/// judges and hands off alike. Not copied: the other's first password, its SQLite files, its
-/// own server key.
+/// judges and hands off alike, and its audit key and sealed head: the new collector can prove
+/// the trail whole from the start, and seals it from then on as it appends. Not copied: the
+/// other's first password, its SQLite files, its own server key.
 fn copy_configuration(from: &Path, to: &Path) -> anyhow::Result<()> {
-    let skip = ["initial-admin-password", "invigilator.db"];
+    let skip = [
+        "initial-admin-password",
+        "invigilator.db",
+        "audit.head.lock",
+    ];
     let copy = |src: &Path, dst: &Path| {
         std::fs::copy(src, dst)
             .with_context(|| format!("copying {} to {}", src.display(), dst.display()))

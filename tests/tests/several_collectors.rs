@@ -6,7 +6,7 @@
 //! console on one streams the alerts another commits.
 
 use invigilator_proto::v1::{Event, EventBatch, HeartbeatRequest};
-use invigilator_tests::console::{Session, add_user};
+use invigilator_tests::console::{Session, add_user, audit_verify};
 use invigilator_tests::store::PgServer;
 use invigilator_tests::{
     Agent, Collector, assert_exactly_once, bin, output, stream_batches, telemetry, wait_for,
@@ -80,6 +80,11 @@ fn a_joined_collector_takes_the_others_agents_and_a_stranger_is_refused() {
         assert_eq!(cut.unwrap_err().code(), Code::PermissionDenied);
         drop(tx);
     });
+    // Both wrote to the one trail (enrolments, the revocation); each verifies it against its
+    // own sealed head.
+    for c in [&a, &b] {
+        audit_verify(c).unwrap();
+    }
 }
 
 /// A program started on the device, as the agent reports it.
