@@ -116,16 +116,26 @@ connections)
   start=$(date +%s)
   enrol "$agents" "$work/sim$db"
   echo "enrolled $agents agents in $(( $(date +%s) - start )) s"
-  "$lg" --collector "$urls" --dir "$work/sim$db" connections --agents "$agents" --hold 60 --sources 8 >"$work/conn.out" 2>"$work/conn.err" &
+  "$lg" --collector "$urls" --dir "$work/sim$db" connections --agents "$agents" --hold 150 --sources 8 >"$work/conn.out" 2>"$work/conn.err" &
   load=$!
-  for _ in $(seq 600); do
-    grep -q " $agents connected" "$work/conn.err" && break
-    kill -0 "$load" 2>/dev/null || break
-    sleep 1
+  # Sampled every 5 s while the load runs: the most connections each collector held at once
+  # (its open files) and its RSS then.
+  declare -A peak_fds peak_rss
+  while kill -0 "$load" 2>/dev/null; do
+    for p in "${pids[@]}"; do
+      fds=$(ls "/proc/$p/fd" 2>/dev/null | wc -l)
+      if [ "$fds" -gt "${peak_fds[$p]:-0}" ]; then
+        peak_fds[$p]=$fds
+        peak_rss[$p]=$(awk '/VmRSS/ {printf "%d", $2/1024}' "/proc/$p/status")
+      fi
+    done
+    sleep 5
   done
   grep "connected" "$work/conn.err" | tail -1
-  echo "while all are held, RSS MiB of each collector: $(rss_mib)"
-  for p in "${pids[@]}"; do echo "  pid $p: $(ls "/proc/$p/fd" 2>/dev/null | wc -l) open files"; done
+  grep "connection failed" "$work/conn.err" | head -3 || true
+  for p in "${pids[@]}"; do
+    echo "collector pid $p: at most ${peak_fds[$p]:-0} open files, RSS then ${peak_rss[$p]:-0} MiB"
+  done
   wait "$load"
   cat "$work/conn.out"
   echo "agents recorded as heard from: $(sql "SELECT count(*) FROM agents WHERE last_seen IS NOT NULL")"
