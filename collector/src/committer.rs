@@ -25,12 +25,20 @@ pub struct Job {
     pub room: Room,
     /// Its stream's epoch (`delivery::open_stream`): refused when the agent has a newer stream.
     pub epoch: i64,
-    pub reply: oneshot::Sender<Result<StoredBatch, String>>,
+    pub reply: oneshot::Sender<Result<StoredBatch, NotStored>>,
 }
 
-/// Why a job was not stored although its commit succeeded: the agent opened a newer stream
-/// (on this collector or another) since its stream began. It resends on the newer one.
-pub const SUPERSEDED: &str = "a newer event stream from this agent replaced this one";
+/// Why a job was not stored.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum NotStored {
+    /// The agent opened a newer stream (on this collector or another) since this job's stream
+    /// began; it resends on the newer one. The rest of the commit went through.
+    #[error("a newer event stream from this agent replaced this one")]
+    Superseded,
+    /// The commit failed; nothing of it was kept.
+    #[error("{0}")]
+    Failed(String),
+}
 
 /// How much one commit may take.
 #[derive(Debug, Clone, Copy)]
@@ -128,7 +136,7 @@ fn run(
             Err(e) => {
                 tracing::error!(error = %e, events = total, "commit failed; batches will be resent by their agents");
                 for job in jobs.drain(..) {
-                    let _ = job.reply.send(Err(e.to_string()));
+                    let _ = job.reply.send(Err(NotStored::Failed(e.to_string())));
                 }
             }
         }
@@ -176,7 +184,7 @@ fn commit(
     tx: &System<'_>,
     jobs: &[Job],
     policy: &Policy,
-) -> store::Result<(Vec<Result<StoredBatch, String>>, Tally)> {
+) -> store::Result<(Vec<Result<StoredBatch, NotStored>>, Tally)> {
     let mut tally = Tally::default();
     let received_at = store::now_us();
     let window = policy.alerts.aggregate_window.as_micros() as i64;
@@ -192,7 +200,7 @@ fn commit(
     }
     for job in jobs {
         if newest.get(&*job.agent_id).is_some_and(|&e| e > job.epoch) {
-            results.push(Err(SUPERSEDED.to_owned()));
+            results.push(Err(NotStored::Superseded));
             continue;
         }
         let mut r = StoredBatch::default();

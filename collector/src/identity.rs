@@ -92,12 +92,15 @@ impl Revocations {
 
     pub fn check(&self, agent_id: &str) -> Result<(), Status> {
         if self.is_revoked(agent_id) {
-            Err(Status::permission_denied(format!(
-                "agent {agent_id} has been revoked"
-            )))
+            Err(Self::refusal(agent_id))
         } else {
             Ok(())
         }
+    }
+
+    /// What a revoked agent is told.
+    pub fn refusal(agent_id: &str) -> Status {
+        Status::permission_denied(format!("agent {agent_id} has been revoked"))
     }
 }
 

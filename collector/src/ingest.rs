@@ -2,7 +2,7 @@
 //! mTLS. The agent's identity is the verified certificate's, never a message field.
 
 use crate::admission::{Limit, Ticket};
-use crate::committer::Job;
+use crate::committer::{Job, NotStored};
 use crate::event_time::TimeWindow;
 use crate::identity;
 use crate::metrics::Refusal;
@@ -138,7 +138,10 @@ struct Reader {
     pending: mpsc::Sender<Pending>,
 }
 
-type Pending = (u64, oneshot::Receiver<Result<store::StoredBatch, String>>);
+type Pending = (
+    u64,
+    oneshot::Receiver<Result<store::StoredBatch, NotStored>>,
+);
 
 impl Reader {
     /// Reads, checks and queues batches in order until the stream ends, breaks, or a newer stream
@@ -154,15 +157,11 @@ impl Reader {
                 // An idle stream ends when its agent is revoked, not at its next message.
                 () = self.shared.revocations.revoked(&self.agent) => {
                     self.shared.metrics.refused(Refusal::not_authorised);
-                    return self.fail(Status::permission_denied(format!(
-                        "agent {} has been revoked", self.agent
-                    ))).await;
+                    return self.fail(identity::Revocations::refusal(&self.agent)).await;
                 }
                 _ = &mut self.ticket.superseded => {
                     self.shared.metrics.refused(Refusal::superseded);
-                    return self.fail(Status::aborted(
-                        "a newer event stream from this agent replaced this one",
-                    )).await;
+                    return self.fail(Status::aborted(NotStored::Superseded.to_string())).await;
                 }
             };
             let mut batch = match next {
@@ -394,9 +393,9 @@ impl Telemetry for TelemetryService {
                                 duplicates: r.duplicates,
                             })
                         }
-                        Ok(Err(e)) if e == crate::committer::SUPERSEDED => {
+                        Ok(Err(e @ NotStored::Superseded)) => {
                             shared.metrics.refused(Refusal::superseded);
-                            Err(Status::aborted(e))
+                            Err(Status::aborted(e.to_string()))
                         }
                         Ok(Err(e)) => Err(Status::unavailable(format!(
                             "collector could not store the batch: {e}"
