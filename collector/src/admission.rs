@@ -11,9 +11,14 @@
 //! - Per-agent quotas: a sustained rate with a burst (token bucket), and a daily volume counted
 //!   in the database. Over a quota the stream stops reading: nothing is acknowledged, so the agent
 //!   keeps its events and nothing is lost. The first hit of each kind in a day raises an alert.
+//! - Several collectors on one database share each agent's quotas through its row: the stream
+//!   ration is taken in the database when a stream opens (`delivery::open_stream`), and the rate
+//!   bucket each commit leaves is where the next collector's starts (`seed`). The counts kept
+//!   here are this collector's view: they spare the database an agent churning streams at one
+//!   collector, and charge batches without a round trip.
 
 use crate::config::{IngestConfig, QuotaConfig};
-use crate::store::delivery;
+use crate::store::delivery::{self, Bucket, Ration};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -120,49 +125,82 @@ impl Admission {
         f(state)
     }
 
-    /// Registers a new stream for `agent`, ending the one it had; None when the agent has
-    /// opened more streams in the last minute than its quota allows.
-    pub fn open(self: &Arc<Self>, agent: &Arc<str>) -> Option<Ticket> {
-        let id = self.next_stream.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
+    /// Takes a new stream from the agent's ration at this collector; false when it has opened
+    /// more in the last minute than its quota allows.
+    pub fn admit(&self, agent: &Arc<str>) -> bool {
         let per_minute = self.quotas.streams_per_minute as f64;
-        let older = self.state(agent, |s| {
+        self.state(agent, |s| {
             let now = Instant::now();
             let elapsed = now.duration_since(s.opened).as_secs_f64();
             s.opens = (s.opens + elapsed * per_minute / 60.0).min(per_minute);
             s.opened = now;
             if s.opens < 1.0 {
-                return Err(());
+                return false;
             }
             s.opens -= 1.0;
-            Ok(s.live.replace((id, tx)))
-        });
-        let older = older.ok()?;
-        if let Some((_, end)) = older {
+            true
+        })
+    }
+
+    /// Registers a new stream for `agent`, ending the one it had here.
+    pub fn open(self: &Arc<Self>, agent: &Arc<str>) -> Ticket {
+        let id = self.next_stream.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        if let Some((_, end)) = self.state(agent, |s| s.live.replace((id, tx))) {
             tracing::info!(agent_id = %agent, "a newer stream replaces this agent's open one");
             let _ = end.send(());
         }
-        Some(Ticket {
+        Ticket {
             admission: Arc::clone(self),
             agent: agent.clone(),
             id,
             superseded: rx,
             share: Share(Arc::new(Semaphore::new(self.per_stream_bytes as usize))),
-        })
+        }
     }
 
-    /// Takes `bytes` from the agent's rate allowance; the time to wait first if it overdrew.
-    /// A batch always fits a full bucket (burst ≥ the largest message), so waiting suffices.
-    pub fn charge(&self, agent: &Arc<str>, bytes: u64) -> Option<Duration> {
+    /// The stream ration every collector applies in the database.
+    pub fn ration(&self) -> Ration {
+        let per_minute = self.quotas.streams_per_minute as f64;
+        Ration {
+            streams: per_minute,
+            streams_per_us: per_minute / 60e6,
+        }
+    }
+
+    /// Bytes a second the rate allowance refills by, and the most it holds.
+    fn rate(&self) -> (f64, f64) {
         let rate = (self.quotas.rate_mib_per_minute * MIB) as f64 / 60.0;
-        let burst = (self.quotas.burst_mib * MIB) as f64;
+        (rate, (self.quotas.burst_mib * MIB) as f64)
+    }
+
+    /// Brings the agent's rate allowance down to what the database says the last commit left
+    /// (on any collector), refilled since: an agent that moved here brings its debt along.
+    pub fn seed(&self, agent: &Arc<str>, left: Option<Bucket>, now_us: i64) {
+        let Some(left) = left else { return };
+        let (rate, burst) = self.rate();
+        let elapsed = now_us.saturating_sub(left.at_us).max(0) as f64 / 1e6;
+        let shared = (left.tokens + elapsed * rate).min(burst);
         self.state(agent, |s| {
-            let now = Instant::now();
-            let elapsed = now.duration_since(s.refilled).as_secs_f64();
-            s.tokens = (s.tokens + elapsed * rate).min(burst);
-            s.refilled = now;
+            refill(s, rate, burst);
+            s.tokens = s.tokens.min(shared);
+        });
+    }
+
+    /// Takes `bytes` from the agent's rate allowance; the time to wait first if it overdrew,
+    /// and what is left, for the commit to keep. A batch always fits a full bucket
+    /// (burst ≥ the largest message), so waiting suffices.
+    pub fn charge(&self, agent: &Arc<str>, bytes: u64, now_us: i64) -> (Option<Duration>, Bucket) {
+        let (rate, burst) = self.rate();
+        self.state(agent, |s| {
+            refill(s, rate, burst);
             s.tokens -= bytes as f64;
-            (s.tokens < 0.0).then(|| Duration::from_secs_f64(-s.tokens / rate))
+            let wait = (s.tokens < 0.0).then(|| Duration::from_secs_f64(-s.tokens / rate));
+            let left = Bucket {
+                tokens: s.tokens,
+                at_us: now_us,
+            };
+            (wait, left)
         })
     }
 
@@ -224,6 +262,13 @@ impl Admission {
     }
 }
 
+fn refill(s: &mut AgentState, rate: f64, burst: f64) {
+    let now = Instant::now();
+    let elapsed = now.duration_since(s.refilled).as_secs_f64();
+    s.tokens = (s.tokens + elapsed * rate).min(burst);
+    s.refilled = now;
+}
+
 impl Drop for Ticket {
     fn drop(&mut self) {
         let id = self.id;
@@ -258,21 +303,27 @@ mod tests {
     async fn the_newest_stream_wins() {
         let a = admission(1, 4, 8, 4);
         let agent: Arc<str> = "a".into();
-        let mut first = a.open(&agent).unwrap();
-        let mut second = a.open(&agent).unwrap();
+        assert!(a.admit(&agent));
+        let mut first = a.open(&agent);
+        assert!(a.admit(&agent));
+        let mut second = a.open(&agent);
         assert!(
             first.superseded.try_recv().is_ok(),
             "the older stream is told to end"
         );
         // The older one ending must not unregister the newer.
         drop(first);
-        let third = a.open(&agent).unwrap();
+        assert!(a.admit(&agent));
+        let mut third = a.open(&agent);
         assert!(second.superseded.try_recv().is_ok());
-        // Three a minute: a fourth is refused, and does not end the live one.
-        assert!(a.open(&agent).is_none());
+        // Three a minute: a fourth is refused, and refusing it ends nothing.
+        assert!(!a.admit(&agent));
+        assert!(third.superseded.try_recv().is_err());
+        assert_eq!(a.live_streams(), 1);
         drop(third);
         let other: Arc<str> = "b".into();
-        let mut unrelated = a.open(&other).unwrap();
+        assert!(a.admit(&other), "rations are per agent");
+        let mut unrelated = a.open(&other);
         assert!(unrelated.superseded.try_recv().is_err());
     }
 
@@ -280,16 +331,48 @@ mod tests {
     fn the_rate_allows_a_burst_then_asks_for_waits() {
         let a = admission(60, 4, 8, 4); // 1 MiB/s, 4 MiB burst
         let agent: Arc<str> = "a".into();
+        let now = 1_000_000_000;
         for _ in 0..4 {
-            assert_eq!(a.charge(&agent, MIB), None);
+            assert_eq!(a.charge(&agent, MIB, now).0, None);
         }
-        let wait = a.charge(&agent, MIB).expect("the burst is spent");
+        let (wait, left) = a.charge(&agent, MIB, now);
+        let wait = wait.expect("the burst is spent");
         assert!(
             wait > Duration::from_millis(900) && wait <= Duration::from_secs(1),
             "{wait:?}"
         );
+        assert!(left.tokens < 0.0 && left.at_us == now, "{left:?}");
         let other: Arc<str> = "b".into();
-        assert_eq!(a.charge(&other, MIB), None, "quotas are per agent");
+        assert_eq!(a.charge(&other, MIB, now).0, None, "quotas are per agent");
+    }
+
+    #[test]
+    fn an_agent_that_moved_brings_its_debt_along() {
+        let a = admission(60, 4, 8, 4); // 1 MiB/s, 4 MiB burst
+        let agent: Arc<str> = "a".into();
+        let now = 1_000_000_000;
+        // Another collector's last commit left it 2 MiB overdrawn half a second ago.
+        let left = Bucket {
+            tokens: -2.0 * MIB as f64,
+            at_us: now - 500_000,
+        };
+        a.seed(&agent, Some(left), now);
+        let wait = a.charge(&agent, MIB, now).0.expect("still in debt");
+        assert!(
+            wait > Duration::from_millis(2400) && wait <= Duration::from_millis(2500),
+            "{wait:?}"
+        );
+        // A bucket left long ago is full again, and never fuller than the burst.
+        let fresh: Arc<str> = "b".into();
+        let long_ago = Bucket {
+            tokens: -2.0 * MIB as f64,
+            at_us: now - 3_600_000_000,
+        };
+        a.seed(&fresh, Some(long_ago), now);
+        for _ in 0..4 {
+            assert_eq!(a.charge(&fresh, MIB, now).0, None);
+        }
+        assert!(a.charge(&fresh, MIB, now).0.is_some());
     }
 
     #[test]
@@ -317,7 +400,7 @@ mod tests {
     async fn one_agent_cannot_hold_more_than_its_share() {
         let a = admission(1, 4, 8, 4);
         let (x, y): (Arc<str>, Arc<str>) = ("x".into(), "y".into());
-        let (tx, ty) = (a.open(&x).unwrap(), a.open(&y).unwrap());
+        let (tx, ty) = (a.open(&x), a.open(&y));
         let held = a.room(tx.share(), 4 * MIB as usize).await.unwrap();
         assert_eq!(a.pending_bytes(), 4 * MIB as usize);
         // x's share is full: its next batch waits ...

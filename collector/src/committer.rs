@@ -25,6 +25,9 @@ pub struct Job {
     pub room: Room,
     /// Its stream's epoch (`delivery::open_stream`): refused when the agent has a newer stream.
     pub epoch: i64,
+    /// The agent's rate allowance once this batch was charged, for the next collector it
+    /// streams to (`Admission::seed`).
+    pub rate: delivery::Bucket,
     pub reply: oneshot::Sender<Result<StoredBatch, NotStored>>,
 }
 
@@ -283,6 +286,7 @@ fn commit(
                     bytes: stored_bytes,
                     events: r.stored as u64,
                     up_to_seq: last.seq,
+                    rate: job.rate,
                 },
             )?;
         }

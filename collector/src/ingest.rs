@@ -204,7 +204,11 @@ impl Reader {
                 );
             }
             let bytes: usize = batch.events.iter().map(|e| e.encoded_len()).sum();
-            if let Some(wait) = self.shared.admission.charge(&self.agent, bytes as u64) {
+            let (wait, rate) = self
+                .shared
+                .admission
+                .charge(&self.agent, bytes as u64, received);
+            if let Some(wait) = wait {
                 self.limited(
                     Limit::Rate,
                     format!(
@@ -233,6 +237,7 @@ impl Reader {
                 bytes,
                 room,
                 epoch: self.epoch,
+                rate,
                 reply,
             };
             if self.shared.committer.submit(job).await.is_err()
@@ -341,7 +346,22 @@ impl Telemetry for TelemetryService {
         let span = tracing::info_span!("stream", agent_id = %agent_id);
         span.in_scope(|| tracing::debug!("event stream opened"));
         let agent: Arc<str> = agent_id.into();
-        let Some(ticket) = self.shared.admission.open(&agent) else {
+        // The ration is taken here first (a churning agent costs the database nothing), then
+        // in the database, which every collector shares. Only then is the stream the newest:
+        // an older one, still open here or elsewhere, ends or has its batches refused at commit
+        // (one live stream per agent across the fleet).
+        let id = agent.clone();
+        let ration = self.shared.admission.ration();
+        let opened = match self.shared.admission.admit(&agent) {
+            true => {
+                self.shared
+                    .db(move |c| store::delivery::open_stream(c, &id, store::now_us(), &ration))
+                    .instrument(span.clone())
+                    .await?
+            }
+            false => None,
+        };
+        let Some(opened) = opened else {
             let per_minute = self.shared.config.quotas.streams_per_minute;
             let what = format!("over {per_minute} new streams a minute");
             held_back(&self.shared, &agent, Limit::Streams, what.clone())
@@ -351,14 +371,11 @@ impl Telemetry for TelemetryService {
                 "this agent opened {what}; retry later"
             )));
         };
-        // The newest stream on every collector: an older one, still open elsewhere, has its
-        // batches refused at commit (one live stream per agent across the fleet).
-        let id = agent.clone();
-        let epoch = self
-            .shared
-            .db(move |c| store::delivery::open_stream(c, &id))
-            .instrument(span.clone())
-            .await?;
+        self.shared
+            .admission
+            .seed(&agent, opened.rate, store::now_us());
+        let ticket = self.shared.admission.open(&agent);
+        let epoch = opened.epoch;
         let (out_tx, out_rx) = mpsc::channel::<Result<Ack, Status>>(IN_FLIGHT_PER_STREAM);
         let (pending_tx, mut pending_rx) = mpsc::channel::<Pending>(IN_FLIGHT_PER_STREAM);
         let cfg = &self.shared.config.ingest;

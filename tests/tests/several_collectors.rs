@@ -7,6 +7,7 @@
 
 use invigilator_proto::v1::{Event, EventBatch, HeartbeatRequest};
 use invigilator_tests::console::{Session, add_user, audit_verify};
+use invigilator_tests::flood::heavy_batch;
 use invigilator_tests::store::PgServer;
 use invigilator_tests::{
     Agent, Collector, assert_exactly_once, bin, output, stream_batches, telemetry, wait_for,
@@ -92,41 +93,80 @@ fn exec(seq: u64, name: &str) -> Event {
     invigilator_tests::process_exec(seq, name, "y5smith")
 }
 
+/// One live stream and one set of quotas per agent, whichever collectors it talks to: a newer
+/// stream elsewhere ends the older one's commits, and an agent hopping between collectors gets
+/// one ration of new streams and one rate allowance, not one each.
 #[test]
-fn an_agent_has_one_live_stream_across_collectors() {
+fn an_agent_has_one_live_stream_and_one_quota_across_collectors() {
     let pg = PgServer::start();
-    let (a, b) = pair(&pg, "");
+    let (a, b) = pair(
+        &pg,
+        "[quotas]\nstreams_per_minute = 4\nrate_mib_per_minute = 1\nburst_mib = 4\n",
+    );
     let x = Agent::enroll(&a, "");
     let open = |c: &Collector| {
         let (tx, rx) = tokio::sync::mpsc::channel::<EventBatch>(4);
         let mut client = telemetry(c, &x);
         async move {
-            let acks = client
+            client
                 .stream(tokio_stream::wrappers::ReceiverStream::new(rx))
                 .await
-                .unwrap()
-                .into_inner();
-            (tx, acks)
+                .map(|acks| (tx, acks.into_inner()))
         }
     };
     let batch = |seq| EventBatch {
         events: vec![exec(seq, "python3")],
     };
     rt().block_on(async {
-        let (on_a, mut acks_a) = open(&a).await;
+        let (on_a, mut acks_a) = open(&a).await.unwrap();
         on_a.send(batch(1)).await.unwrap();
         assert_eq!(acks_a.message().await.unwrap().unwrap().up_to_seq, 1);
         // The agent reconnects to B while its stream on A is still open (half-open, or a
         // device cloned): A no longer stores what arrives on the older stream.
-        let (on_b, mut acks_b) = open(&b).await;
+        let (on_b, mut acks_b) = open(&b).await.unwrap();
         on_a.send(batch(2)).await.unwrap();
         let err = acks_a.message().await.unwrap_err();
         assert_eq!(err.code(), Code::Aborted, "{err:?}");
         on_b.send(batch(2)).await.unwrap();
         let ack = acks_b.message().await.unwrap().unwrap();
         assert_eq!((ack.up_to_seq, ack.stored), (2, 1));
+
+        // Back on A, the agent spends its burst: heavy batches are acknowledged at once until
+        // the allowance is gone (1 MiB a minute refills a batch in tens of seconds).
+        let (on_a, mut acks_a) = open(&a).await.unwrap();
+        let mut seq = 1_000;
+        let mut acked = 0;
+        loop {
+            on_a.send(heavy_batch(seq)).await.unwrap();
+            seq += 100;
+            match tokio::time::timeout(Duration::from_secs(2), acks_a.message()).await {
+                Ok(ack) => {
+                    ack.unwrap().unwrap();
+                    acked += 1;
+                }
+                Err(_) => break,
+            }
+            assert!(acked < 100, "the rate allowance never ran out");
+        }
+        assert!(acked >= 2, "the burst let only {acked} batches through");
+        // On B, the agent finds its allowance as A left it: held back, not a fresh burst.
+        let (on_b, mut acks_b) = open(&b).await.unwrap();
+        on_b.send(heavy_batch(seq)).await.unwrap();
+        assert!(
+            tokio::time::timeout(Duration::from_secs(3), acks_b.message())
+                .await
+                .is_err(),
+            "B gave the agent a burst of its own"
+        );
+        // Four streams a minute across both: a fifth is refused on either, though each has
+        // seen only two.
+        for c in [&a, &b] {
+            let refused = open(c).await.map(|_| ()).unwrap_err();
+            assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+        }
+        drop((on_a, on_b));
     });
-    assert_eq!(a.stored_seqs(&x.agent_id), vec![1, 2]);
+    assert_eq!(a.stored_seqs(&x.agent_id)[..2], [1, 2]);
 }
 
 #[test]

@@ -28,20 +28,72 @@ pub struct Committed<'a> {
     pub events: u64,
     /// The highest sequence in the batch: everything up to it is now acknowledged.
     pub up_to_seq: u64,
+    /// The agent's rate allowance after this batch was charged to it.
+    pub rate: Bucket,
 }
 
-/// Makes a new event stream of the agent its newest, on every collector sharing the database;
-/// returns the stream's epoch, which its batches carry to the commit.
-pub fn open_stream(sys: &System<'_>, agent_id: &str) -> Result<i64> {
+/// An agent's allowances, kept in its row so that they hold across every collector sharing the
+/// database: an agent hopping from one to another gets one quota, not one each.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Ration {
+    /// New streams an agent may open at once ...
+    pub streams: f64,
+    /// ... refilled at this many a microsecond.
+    pub streams_per_us: f64,
+}
+
+/// A rate allowance (token bucket) as a collector last left it: so many bytes at a time.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Bucket {
+    pub tokens: f64,
+    pub at_us: i64,
+}
+
+/// A stream the agent was allowed to open.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Opened {
+    /// The stream's epoch, which its batches carry to the commit.
+    pub epoch: i64,
+    /// The agent's rate allowance as the last commit on any collector left it.
+    pub rate: Option<Bucket>,
+}
+
+/// Makes a new event stream of the agent its newest, on every collector sharing the database,
+/// if the agent has a new stream left in its ration; None when it has opened too many lately
+/// (or is not enrolled). A refusal changes nothing: the allowance refills from when the last
+/// stream was allowed, which is what a bucket refilling all along would hold.
+pub fn open_stream(
+    sys: &System<'_>,
+    agent_id: &str,
+    now_us: i64,
+    ration: &Ration,
+) -> Result<Option<Opened>> {
+    // The casts tell PostgreSQL the parameters' types (it would guess an integer).
+    const LEFT: &str = "least(CAST(?2 AS DOUBLE PRECISION), coalesce(stream_allowance, ?2)
+        + greatest(0, ?3 - coalesce(stream_allowance_at, ?3)) * CAST(?4 AS DOUBLE PRECISION))";
+    let sql = format!(
+        "UPDATE agents SET stream_epoch = stream_epoch + 1,
+                stream_allowance = {LEFT} - 1, stream_allowance_at = ?3
+         WHERE agent_id = ?1 AND {LEFT} >= 1
+         RETURNING stream_epoch, rate_tokens, rate_tokens_at"
+    );
     Ok(sys
         .conn
-        .prepare_cached(
-            "UPDATE agents SET stream_epoch = stream_epoch + 1 WHERE agent_id = ?1
-             RETURNING stream_epoch",
-        )?
-        .query_row([agent_id], |r| r.get(0))
-        .optional()?
-        .unwrap_or(0))
+        .prepare_cached(&sql)?
+        .query_row(
+            params![agent_id, ration.streams, now_us, ration.streams_per_us],
+            |r| {
+                let tokens: Option<f64> = r.get(1)?;
+                let at_us: Option<i64> = r.get(2)?;
+                Ok(Opened {
+                    epoch: r.get(0)?,
+                    rate: tokens
+                        .zip(at_us)
+                        .map(|(tokens, at_us)| Bucket { tokens, at_us }),
+                })
+            },
+        )
+        .optional()?)
 }
 
 /// Locks the agent's delivery row until the commit ends, so that two collectors committing
@@ -83,13 +135,16 @@ pub fn record(sys: &System<'_>, c: &Committed<'_>) -> Result<u64> {
             |r| r.get(0),
         )?;
     tx.prepare_cached(
-        "UPDATE agents SET acked_seq = greatest(acked_seq, ?2), acked_at = ?3, stalled_alerted = 0
+        "UPDATE agents SET acked_seq = greatest(acked_seq, ?2), acked_at = ?3, stalled_alerted = 0,
+                rate_tokens = ?4, rate_tokens_at = ?5
          WHERE agent_id = ?1",
     )?
     .execute(params![
         c.agent_id,
         c.up_to_seq.min(i64::MAX as u64) as i64,
-        c.at_us
+        c.at_us,
+        c.rate.tokens,
+        c.rate.at_us
     ])?;
     Ok(total.max(0) as u64)
 }
@@ -203,6 +258,10 @@ mod tests {
                 bytes,
                 events: 1,
                 up_to_seq: up_to,
+                rate: Bucket {
+                    tokens: bytes as f64,
+                    at_us: at,
+                },
             },
         )
         .unwrap();
@@ -252,6 +311,10 @@ mod tests {
                                 bytes: 1,
                                 events: n,
                                 up_to_seq: 50,
+                                rate: Bucket {
+                                    tokens: 0.0,
+                                    at_us: 1,
+                                },
                             },
                         )
                         .unwrap();
@@ -266,6 +329,50 @@ mod tests {
         assert_eq!(
             store::events::seqs_for(&crate::store::System::test(&conn), "a").unwrap(),
             (1..=50).collect::<Vec<u64>>()
+        );
+    }
+
+    /// Collectors share an agent's quotas through its row: the ration of new streams holds
+    /// whichever collector they are opened at, and the rate allowance a commit leaves is what
+    /// the next stream finds.
+    #[test]
+    fn quotas_are_kept_in_the_agents_row() {
+        let (_d, mut conn) = store::test_db();
+        enrol(&conn, "a");
+        enrol(&conn, "b");
+        let other = conn.reopen();
+        let ration = Ration {
+            streams: 3.0,
+            streams_per_us: 3.0 / 60e6,
+        };
+        let t = 1_700_000_000_000_000;
+        let open = |c: &Connection, id: &str, at: i64| {
+            open_stream(&crate::store::System::test(c), id, at, &ration).unwrap()
+        };
+        let first = open(&conn, "a", t).expect("a full ration");
+        assert_eq!(first.rate, None, "no commit yet: a full bucket");
+        assert!(open(&other, "a", t).is_some());
+        assert!(open(&conn, "a", t + 1).is_some());
+        // Three at once across the two; the fourth is refused on either, for this agent only.
+        assert_eq!(open(&other, "a", t + 2), None);
+        assert_eq!(open(&conn, "a", t + 2), None);
+        assert!(open(&other, "b", t + 2).is_some());
+        // A refusal moves nothing on: the epoch is the third stream's, and the ration refills
+        // at 3 a minute, so 20 s after the third stream there is one more.
+        let third = lock(&crate::store::System::test(&conn), "a").unwrap();
+        assert_eq!(third, first.epoch + 2);
+        assert_eq!(open(&other, "a", t + 19_000_000), None);
+        let fourth = open(&other, "a", t + 20_000_001).expect("refilled");
+        assert_eq!(fourth.epoch, third + 1);
+
+        commit(&mut conn, "a", t + 5, 1234, 1);
+        let after = open(&other, "a", t + 60_000_000).unwrap();
+        assert_eq!(
+            after.rate,
+            Some(Bucket {
+                tokens: 1234.0,
+                at_us: t + 5
+            })
         );
     }
 

@@ -383,6 +383,10 @@ mod tests {
                     bytes: 1,
                     events: 1,
                     up_to_seq: *seqs.last().unwrap(),
+                    rate: crate::store::delivery::Bucket {
+                        tokens: 0.0,
+                        at_us: 6,
+                    },
                 },
             )
             .unwrap();

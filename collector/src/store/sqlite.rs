@@ -169,6 +169,12 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("agents", "extension_alerted", "INTEGER NOT NULL DEFAULT 0"),
     // The agent's newest event stream, on whichever collector (delivery::open_stream).
     ("agents", "stream_epoch", "INTEGER NOT NULL DEFAULT 0"),
+    // The agent's quotas as the last collector left them (delivery::Ration, delivery::Bucket):
+    // new streams left and when, rate allowance in bytes and when. NULL: full.
+    ("agents", "stream_allowance", "REAL"),
+    ("agents", "stream_allowance_at", "INTEGER"),
+    ("agents", "rate_tokens", "REAL"),
+    ("agents", "rate_tokens_at", "INTEGER"),
     // Single sign-on (accounts::sso): the provider's person an account is, and whether the
     // sign-on created it (its role then follows the provider's groups).
     ("staff", "sso_issuer", "TEXT"),

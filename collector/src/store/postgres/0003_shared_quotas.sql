@@ -1,0 +1,8 @@
+-- An agent's quotas as the last collector left them, so that an agent hopping between collectors
+-- gets one allowance, not one per collector (delivery::Ration, delivery::Bucket): new streams
+-- left and when, rate allowance in bytes and when. NULL: full.
+ALTER TABLE agents
+    ADD COLUMN stream_allowance DOUBLE PRECISION,
+    ADD COLUMN stream_allowance_at BIGINT,
+    ADD COLUMN rate_tokens DOUBLE PRECISION,
+    ADD COLUMN rate_tokens_at BIGINT;
