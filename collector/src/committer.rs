@@ -1,5 +1,6 @@
-//! Group commit. One thread does all of ingest's writing; batches from every connected agent queue
-//! here and are written together in one transaction, with the alerts they raise, and only then
+//! Group commit. A committer thread (one on SQLite, which has one writer; a few on PostgreSQL,
+//! in lanes by agent) does all of ingest's writing; batches from connected agents queue there
+//! and are written together in one transaction, with the alerts they raise, and only then
 //! acknowledged. An acknowledgement therefore always means "on disk, with its alerts".
 
 use crate::admission::Room;
@@ -50,38 +51,65 @@ pub struct CommitLimits {
     pub bytes: usize,
 }
 
+/// The committer's lanes: each a thread with its own connection and queue. An agent always
+/// goes to the same lane, so its batches are committed in the order it sent them, and lanes
+/// never wait for each other's agents; one lane's fsync overlaps another's work.
 #[derive(Clone)]
 pub struct Committer {
-    tx: mpsc::Sender<Job>,
+    lanes: Arc<[mpsc::Sender<Job>]>,
 }
 
-/// The channel's bound on queued jobs; memory is bounded by the admission's byte budget.
+/// Each lane's bound on queued jobs; memory is bounded by the admission's byte budget.
 const QUEUE: usize = 1024;
 
 impl Committer {
-    /// Starts the committer thread. It stops when every `Committer` handle is dropped.
+    /// Starts `lanes` committer threads (at least one). They stop when every `Committer`
+    /// handle is dropped.
     pub fn spawn(
         store: Store,
         key: SystemKey,
         policy: Arc<ArcSwap<Policy>>,
         limits: CommitLimits,
         metrics: Arc<Metrics>,
-    ) -> std::io::Result<(Self, std::thread::JoinHandle<()>)> {
-        let (tx, rx) = mpsc::channel(QUEUE);
-        let handle = std::thread::Builder::new()
-            .name("committer".into())
-            .spawn(move || run(store, key, rx, policy, limits, &metrics))?;
-        Ok((Self { tx }, handle))
+        lanes: usize,
+    ) -> std::io::Result<(Self, Vec<std::thread::JoinHandle<()>>)> {
+        let mut senders = Vec::new();
+        let mut threads = Vec::new();
+        for lane in 0..lanes.max(1) {
+            let (tx, rx) = mpsc::channel(QUEUE);
+            let (store, key, policy, metrics) = (
+                store.clone(),
+                key.clone(),
+                Arc::clone(&policy),
+                Arc::clone(&metrics),
+            );
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("committer-{lane}"))
+                    .spawn(move || run(store, key, rx, policy, limits, &metrics))?,
+            );
+            senders.push(tx);
+        }
+        Ok((
+            Self {
+                lanes: senders.into(),
+            },
+            threads,
+        ))
     }
 
-    /// Batches waiting to be committed.
+    /// Batches waiting to be committed, all lanes together.
     pub fn queued(&self) -> usize {
-        QUEUE - self.tx.capacity()
+        self.lanes.iter().map(|l| QUEUE - l.capacity()).sum()
     }
 
-    /// Queues a job; the reply arrives on the job's channel after the commit.
+    /// Queues a job on its agent's lane; the reply arrives on the job's channel after the
+    /// commit.
     pub async fn submit(&self, job: Job) -> Result<(), Job> {
-        self.tx.send(job).await.map_err(|e| e.0)
+        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+        let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(&*job.agent_id);
+        let lane = &self.lanes[(hash % self.lanes.len() as u64) as usize];
+        lane.send(job).await.map_err(|e| e.0)
     }
 }
 
@@ -197,12 +225,17 @@ fn commit(
     let mut agents: Vec<&str> = jobs.iter().map(|j| &*j.agent_id).collect();
     agents.sort_unstable();
     agents.dedup();
-    let mut newest = std::collections::HashMap::with_capacity(agents.len());
+    let mut locked = std::collections::HashMap::with_capacity(agents.len());
     for agent_id in agents {
-        newest.insert(agent_id, delivery::lock(tx, agent_id)?);
+        let row = delivery::lock(tx, agent_id)?.unwrap_or(delivery::Locked {
+            epoch: 0,
+            acked_seq: 0,
+        });
+        locked.insert(agent_id, row);
     }
     for job in jobs {
-        if newest.get(&*job.agent_id).is_some_and(|&e| e > job.epoch) {
+        let row = locked[&*job.agent_id];
+        if row.epoch > job.epoch {
             results.push(Err(NotStored::Superseded));
             continue;
         }
@@ -210,7 +243,7 @@ fn commit(
         let mut stored_bytes = 0u64;
         // Evaluated as received; stored without what nobody may see (illegal-class visits).
         let redacted: Vec<_> = job.events.iter().map(|e| policy.redacted(e)).collect();
-        let firsts = store::events::insert_all(tx, &job.agent_id, &redacted, received_at)?;
+        let firsts = store::events::insert_all(tx, &job.agent_id, &redacted, received_at, &row)?;
         for ((event, stored), first_sighting) in job.events.iter().zip(&redacted).zip(firsts) {
             tally.event(event, first_sighting);
             if first_sighting {

@@ -107,6 +107,7 @@ pub async fn run(data_dir: &Path, opts: ServeOptions) -> anyhow::Result<()> {
             bytes: config.ingest.max_commit_mib * 1024 * 1024,
         },
         Arc::clone(&metrics),
+        config.store.lanes(),
     )?;
 
     let read = |p: std::path::PathBuf| {

@@ -4,7 +4,7 @@
 
 use super::{Audited, System};
 use super::{Result, now_us, rfc3339};
-use crate::store::db::{OptionalExtension, params};
+use crate::store::db::{Dialect, OptionalExtension, params};
 use invigilator_policy::{Alert, Severity};
 use serde::Serialize;
 
@@ -40,6 +40,10 @@ pub enum Recorded {
     Repeat(i64),
 }
 
+/// The class of PostgreSQL advisory locks taken per aggregation key (the key's hash is the other
+/// half; the leader's class is 1966336).
+const AGGREGATE_LOCK: i64 = 1_966_337;
+
 /// Stores a new alert, or counts it into an open alert with the same aggregation key whose last
 /// occurrence is no more than `window_us` before this one.
 pub fn record(tx: &System<'_>, a: &Alert, window_us: i64) -> Result<Recorded> {
@@ -47,6 +51,16 @@ pub fn record(tx: &System<'_>, a: &Alert, window_us: i64) -> Result<Recorded> {
     if let Some(key) = &a.aggregate_key
         && window_us > 0
     {
+        // Two commits at once (two collectors, or two lanes of one) could each find no open
+        // alert for one key and each insert one: on PostgreSQL they take turns per key, until
+        // commit. (SQLite's one writer takes turns by itself.)
+        if conn.dialect() == Dialect::Postgres {
+            conn.query_row(
+                "SELECT pg_advisory_xact_lock(?1, hashtext(?2))",
+                params![AGGREGATE_LOCK, key],
+                |_| Ok(()),
+            )?;
+        }
         let open: Option<i64> = conn
             .prepare_cached(
                 "SELECT id FROM alerts
@@ -212,6 +226,42 @@ mod tests {
                 .len(),
             1
         );
+    }
+
+    /// One person's breach reported from two devices, committed at the same moment by two
+    /// collectors (or two lanes of one): one alert counting both, not two.
+    #[test]
+    fn two_commits_of_one_breach_at_once_make_one_alert() {
+        let (_d, conn) = crate::store::test_db();
+        let window = 600 * 1_000_000;
+        let ids: Vec<Recorded> = std::thread::scope(|s| {
+            let commits: Vec<_> = [("a", 100), ("b", 101)]
+                .into_iter()
+                .map(|(agent, at_s)| {
+                    let conn = conn.reopen();
+                    s.spawn(move || {
+                        let tx = conn.unchecked_transaction().unwrap();
+                        let a = Alert {
+                            agent_id: agent.into(),
+                            aggregate_key: Some("user:u|circumvention.tor|tor".into()),
+                            ..alert(at_s)
+                        };
+                        let sys = crate::store::System::test(&tx);
+                        // As the committer, which locks the batch's agents first.
+                        crate::store::delivery::lock(&sys, agent).unwrap();
+                        let r = record(&sys, &a, window).unwrap();
+                        // The other commit gets under way before this one ends.
+                        std::thread::sleep(std::time::Duration::from_millis(150));
+                        tx.commit().unwrap();
+                        r
+                    })
+                })
+                .collect();
+            commits.into_iter().map(|c| c.join().unwrap()).collect()
+        });
+        let rows = list(&crate::store::Audited::test(&conn), &AlertFilter::default()).unwrap();
+        assert_eq!(rows.len(), 1, "{ids:?}");
+        assert_eq!(rows[0].count, 2);
     }
 
     #[test]

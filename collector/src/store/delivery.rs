@@ -96,26 +96,41 @@ pub fn open_stream(
         .optional()?)
 }
 
+/// The agent's delivery row as [`lock`] found it, locked until the transaction ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Locked {
+    /// The epoch of the agent's newest stream: a batch of an older one is not stored.
+    pub epoch: i64,
+    /// Everything stored for the agent is at or below this; above it, an event is new.
+    pub acked_seq: u64,
+}
+
 /// Locks the agent's delivery row until the commit ends, so that two collectors committing
 /// batches of one agent (it reconnected to another while the first was still committing) take
 /// turns: the second sees what the first stored (SQLite's one writer does this by itself).
-/// Returns the epoch of the agent's newest stream: a batch of an older one is not stored.
-pub fn lock(sys: &System<'_>, agent_id: &str) -> Result<i64> {
+/// None when the agent is not enrolled.
+pub fn lock(sys: &System<'_>, agent_id: &str) -> Result<Option<Locked>> {
     let sql = match sys.conn.dialect() {
-        Dialect::Postgres => "SELECT stream_epoch FROM agents WHERE agent_id = ?1 FOR UPDATE",
+        Dialect::Postgres => {
+            "SELECT stream_epoch, acked_seq FROM agents WHERE agent_id = ?1 FOR UPDATE"
+        }
         // A write, though it changes nothing: the transaction takes SQLite's write lock before
         // it reads (a read first could find its snapshot stale when it then writes).
         Dialect::Sqlite => {
             "UPDATE agents SET stream_epoch = stream_epoch WHERE agent_id = ?1
-             RETURNING stream_epoch"
+             RETURNING stream_epoch, acked_seq"
         }
     };
     Ok(sys
         .conn
         .prepare_cached(sql)?
-        .query_row([agent_id], |r| r.get(0))
-        .optional()?
-        .unwrap_or(0))
+        .query_row([agent_id], |r| {
+            Ok(Locked {
+                epoch: r.get(0)?,
+                acked_seq: r.get::<_, i64>(1)?.max(0) as u64,
+            })
+        })
+        .optional()?)
 }
 
 /// Adds a commit to the agent's usage for the day and moves its acknowledged sequence on;
@@ -284,7 +299,7 @@ mod tests {
                     s.spawn(move || {
                         let tx = conn.unchecked_transaction().unwrap();
                         let sys = crate::store::System::test(&tx);
-                        lock(&sys, "a").unwrap();
+                        let locked = lock(&sys, "a").unwrap().unwrap();
                         // As the committer: half the batch, a pause while the other
                         // commit gets under way, the rest, then the acknowledgement.
                         let batch: Vec<_> = (1..=50u64)
@@ -299,7 +314,8 @@ mod tests {
                             .collect();
                         let mut n = 0;
                         for half in batch.chunks(25) {
-                            let stored = store::events::insert_all(&sys, "a", half, 1).unwrap();
+                            let stored =
+                                store::events::insert_all(&sys, "a", half, 1, &locked).unwrap();
                             n += stored.iter().filter(|s| **s).count() as u64;
                             std::thread::sleep(std::time::Duration::from_millis(100));
                         }
@@ -359,7 +375,10 @@ mod tests {
         assert!(open(&other, "b", t + 2).is_some());
         // A refusal moves nothing on: the epoch is the third stream's, and the ration refills
         // at 3 a minute, so 20 s after the third stream there is one more.
-        let third = lock(&crate::store::System::test(&conn), "a").unwrap();
+        let third = lock(&crate::store::System::test(&conn), "a")
+            .unwrap()
+            .unwrap()
+            .epoch;
         assert_eq!(third, first.epoch + 2);
         assert_eq!(open(&other, "a", t + 19_000_000), None);
         let fourth = open(&other, "a", t + 20_000_001).expect("refilled");

@@ -1,6 +1,7 @@
 //! Events, stored exactly once per (agent_id, seq).
 
-use super::db::{Dialect, OptionalExtension, OwnedValue, params_from_iter};
+use super::db::Dialect;
+use super::delivery::Locked;
 use super::{Audited, System};
 use super::{Result, StoreError, rfc3339};
 use crate::store::db::params;
@@ -59,17 +60,17 @@ pub fn insert(
     Ok(n == 1)
 }
 
-/// Events per INSERT on PostgreSQL: 8 parameters each, well under its 65,535.
-const PER_INSERT: usize = 4000;
-
-/// Inserts one agent's batch; for each event, false if it was already stored. SQLite takes
-/// them one statement each (in-process, that is cheapest); PostgreSQL in a few statements, as a
-/// statement each would be a round trip each.
+/// Inserts one agent's batch, its row locked by the caller (`delivery::lock`); for each event,
+/// false if it was already stored. SQLite takes them one statement each (in-process, that is
+/// cheapest); PostgreSQL in one statement, as a statement each would be a round trip each: the
+/// batch's columns go as one array each and are unnested, so one prepared statement serves
+/// every batch size.
 pub fn insert_all<E: Borrow<Event>>(
     sys: &System<'_>,
     agent_id: &str,
     events: &[E],
     received_at_us: i64,
+    locked: &Locked,
 ) -> Result<Vec<bool>> {
     if sys.conn.dialect() == Dialect::Sqlite {
         return events
@@ -77,79 +78,69 @@ pub fn insert_all<E: Borrow<Event>>(
             .map(|e| insert(sys, agent_id, e.borrow(), received_at_us))
             .collect();
     }
-    // Everything stored for the agent lies at or below its acknowledged sequence (moved on in
-    // the transaction of every commit), and the committer holds the agent's row: above it, an
-    // event is new for certain and needs no look-up across every week's index.
-    let acked: i64 = sys
-        .conn
-        .prepare_cached("SELECT acked_seq FROM agents WHERE agent_id = ?1")?
-        .query_row([agent_id], |r| r.get(0))
-        .optional()?
-        .unwrap_or(0);
-    let mut stored = Vec::with_capacity(events.len());
-    for chunk in events.chunks(PER_INSERT) {
-        // The rows' types are given once, in the first row; the rest follow it.
-        let rows = (0..chunk.len())
-            .map(|i| {
-                let p = |k: usize| i * 8 + k;
-                if i == 0 {
-                    "(CAST(?1 AS TEXT), CAST(?2 AS BIGINT), CAST(?3 AS TEXT), CAST(?4 AS BIGINT), \
-                     CAST(?5 AS BIGINT), CAST(?6 AS TEXT), CAST(?7 AS TEXT), CAST(?8 AS BYTEA))"
-                        .to_owned()
-                } else {
-                    format!(
-                        "(?{}, ?{}, ?{}, ?{}, ?{}, ?{}, ?{}, ?{})",
-                        p(1),
-                        p(2),
-                        p(3),
-                        p(4),
-                        p(5),
-                        p(6),
-                        p(7),
-                        p(8)
-                    )
-                }
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
-        let cursor = chunk.len() * 8 + 1;
-        let sql = format!(
-            "INSERT INTO events(agent_id, seq, kind, observed_at, received_at, hostname, user, payload)
-             SELECT v.* FROM (VALUES {rows})
-                 AS v(agent_id, seq, kind, observed_at, received_at, hostname, usr, payload)
-             WHERE v.seq > CAST(?{cursor} AS BIGINT)
-                OR NOT EXISTS (SELECT 1 FROM events e WHERE e.agent_id = v.agent_id AND e.seq = v.seq)
-             RETURNING seq"
-        );
-        let mut values = Vec::with_capacity(chunk.len() * 8 + 1);
-        for e in chunk {
-            let e: &Event = e.borrow();
-            values.extend([
-                OwnedValue::Text(agent_id.to_owned()),
-                OwnedValue::Int(e.seq as i64),
-                OwnedValue::Text(
-                    e.kind
-                        .as_ref()
-                        .map(Kind::name)
-                        .unwrap_or("unknown")
-                        .to_owned(),
-                ),
-                OwnedValue::Int(e.observed_at_us),
-                OwnedValue::Int(received_at_us),
-                OwnedValue::Text(e.hostname.clone()),
-                OwnedValue::Text(e.user.clone()),
-                OwnedValue::Blob(e.encode_to_vec()),
-            ]);
-        }
-        values.push(OwnedValue::Int(acked));
-        let new: std::collections::HashSet<i64> = sys
-            .conn
-            .prepare_cached(&sql)?
-            .query_map(params_from_iter(values), |r| r.get(0))?
-            .collect::<Result<_, _>>()?;
-        stored.extend(chunk.iter().map(|e| new.contains(&(e.borrow().seq as i64))));
+    if events.is_empty() {
+        return Ok(Vec::new());
     }
-    Ok(stored)
+    let n = events.len();
+    let (mut seqs, mut kinds, mut times) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut hosts, mut users, mut payloads) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for e in events {
+        let e: &Event = e.borrow();
+        seqs.push(e.seq as i64);
+        kinds.push(
+            e.kind
+                .as_ref()
+                .map(Kind::name)
+                .unwrap_or("unknown")
+                .to_owned(),
+        );
+        times.push(e.observed_at_us);
+        hosts.push(e.hostname.clone());
+        users.push(e.user.clone());
+        payloads.push(e.encode_to_vec());
+    }
+    // Everything stored for the agent lies at or below its acknowledged sequence (moved on in
+    // the transaction of every commit), and the caller holds the agent's row: above it, an
+    // event is new for certain and needs no look-up across every week's index.
+    let new: std::collections::HashSet<i64> = sys
+        .conn
+        .prepare_cached(
+            "INSERT INTO events(agent_id, seq, kind, observed_at, received_at, hostname, user, payload)
+             SELECT ?1, v.seq, v.kind, v.observed_at, ?2, v.hostname, v.usr, v.payload
+             FROM unnest(CAST(?3 AS BIGINT[]), CAST(?4 AS TEXT[]), CAST(?5 AS BIGINT[]),
+                         CAST(?6 AS TEXT[]), CAST(?7 AS TEXT[]), CAST(?8 AS BYTEA[]))
+                 AS v(seq, kind, observed_at, hostname, usr, payload)
+             WHERE v.seq > CAST(?9 AS BIGINT)
+                OR NOT EXISTS (SELECT 1 FROM events e WHERE e.agent_id = ?1 AND e.seq = v.seq)
+             RETURNING seq",
+        )?
+        .query_map(
+            params![
+                agent_id,
+                received_at_us,
+                seqs,
+                kinds,
+                times,
+                hosts,
+                users,
+                payloads,
+                locked.acked_seq.min(i64::MAX as u64) as i64
+            ],
+            |r| r.get(0),
+        )?
+        .collect::<Result<_, _>>()?;
+    Ok(events
+        .iter()
+        .map(|e| new.contains(&(e.borrow().seq as i64)))
+        .collect())
 }
 
 #[derive(Debug, Clone, Default)]
@@ -373,8 +364,8 @@ mod tests {
         let sys = crate::store::System::test(&tx);
         let commit = |seqs: &[u64]| {
             let batch: Vec<Event> = seqs.iter().map(|s| ev(*s)).collect();
-            crate::store::delivery::lock(&sys, "a").unwrap();
-            let stored = insert_all(&sys, "a", &batch, 6).unwrap();
+            let locked = crate::store::delivery::lock(&sys, "a").unwrap().unwrap();
+            let stored = insert_all(&sys, "a", &batch, 6, &locked).unwrap();
             crate::store::delivery::record(
                 &sys,
                 &crate::store::delivery::Committed {
@@ -397,7 +388,14 @@ mod tests {
         assert_eq!(commit(&[5, 7]), [true, true]);
         assert_eq!(commit(&[6, 7]), [true, false]);
         assert_eq!(
-            insert_all::<Event>(&sys, "a", &[], 7).unwrap(),
+            insert_all::<Event>(
+                &sys,
+                "a",
+                &[],
+                7,
+                &crate::store::delivery::lock(&sys, "a").unwrap().unwrap()
+            )
+            .unwrap(),
             Vec::<bool>::new()
         );
         tx.commit().unwrap();

@@ -99,6 +99,9 @@ pub struct StoreConfig {
     pub ca_file: String,
     /// Connections kept open between uses.
     pub max_idle: usize,
+    /// Group commits made at once on PostgreSQL (one per lane of agents); SQLite has one
+    /// writer and always one.
+    pub commit_lanes: usize,
 }
 
 impl Default for StoreConfig {
@@ -107,6 +110,7 @@ impl Default for StoreConfig {
             url: String::new(),
             ca_file: String::new(),
             max_idle: 8,
+            commit_lanes: 2,
         }
     }
 }
@@ -128,6 +132,15 @@ impl StoreConfig {
         !self.url.is_empty()
     }
 
+    /// Committer threads to run: `commit_lanes` on PostgreSQL, one on SQLite.
+    pub fn lanes(&self) -> usize {
+        if self.is_postgres() {
+            self.commit_lanes
+        } else {
+            1
+        }
+    }
+
     pub fn validate(&self) -> std::result::Result<(), String> {
         if self.is_postgres() {
             let parsed = self.url.parse::<::postgres::Config>().map_err(|e| {
@@ -143,6 +156,9 @@ impl StoreConfig {
         }
         if !(1..=256).contains(&self.max_idle) {
             return Err("store.max_idle must be between 1 and 256".into());
+        }
+        if !(1..=64).contains(&self.commit_lanes) {
+            return Err("store.commit_lanes must be between 1 and 64".into());
         }
         Ok(())
     }

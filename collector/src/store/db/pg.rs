@@ -268,6 +268,18 @@ impl ToSql for Value<'_> {
                 Type::BYTEA => b.to_sql(ty, out),
                 _ => Err(mismatch(self, ty)),
             },
+            Value::Ints(a) => match *ty {
+                Type::INT8_ARRAY => a.to_sql(ty, out),
+                _ => Err(mismatch(self, ty)),
+            },
+            Value::Texts(a) => match *ty {
+                Type::TEXT_ARRAY => a.to_sql(ty, out),
+                _ => Err(mismatch(self, ty)),
+            },
+            Value::Blobs(a) => match *ty {
+                Type::BYTEA_ARRAY => a.to_sql(ty, out),
+                _ => Err(mismatch(self, ty)),
+            },
         }
     }
 

@@ -11,6 +11,11 @@ impl rusqlite::ToSql for Value<'_> {
             Value::Real(f) => SqlRef::Real(f),
             Value::Text(t) => SqlRef::Text(t.as_bytes()),
             Value::Blob(b) => SqlRef::Blob(b),
+            Value::Ints(_) | Value::Texts(_) | Value::Blobs(_) => {
+                return Err(rusqlite::Error::ToSqlConversionFailure(
+                    "an array parameter is for PostgreSQL only".into(),
+                ));
+            }
         }))
     }
 }

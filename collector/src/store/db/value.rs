@@ -8,6 +8,11 @@ pub enum Value<'a> {
     Real(f64),
     Text(&'a str),
     Blob(&'a [u8]),
+    /// An array, for PostgreSQL only (`unnest` of a whole batch in one parameter each);
+    /// SQLite refuses it.
+    Ints(&'a [i64]),
+    Texts(&'a [String]),
+    Blobs(&'a [Vec<u8>]),
 }
 
 /// A column as read, borrowed from the row.
@@ -140,6 +145,24 @@ impl ToValue for [u8] {
 impl ToValue for Vec<u8> {
     fn to_value(&self) -> Value<'_> {
         Value::Blob(self)
+    }
+}
+
+impl ToValue for Vec<i64> {
+    fn to_value(&self) -> Value<'_> {
+        Value::Ints(self)
+    }
+}
+
+impl ToValue for Vec<String> {
+    fn to_value(&self) -> Value<'_> {
+        Value::Texts(self)
+    }
+}
+
+impl ToValue for Vec<Vec<u8>> {
+    fn to_value(&self) -> Value<'_> {
+        Value::Blobs(self)
     }
 }
 

@@ -6,3 +6,7 @@ ALTER TABLE agents
     ADD COLUMN stream_allowance_at BIGINT,
     ADD COLUMN rate_tokens DOUBLE PRECISION,
     ADD COLUMN rate_tokens_at BIGINT;
+
+-- Events by id alone: the primary key (id, observed_at) already serves every look-up and
+-- ordering by id, and each index is one more write per event stored.
+DROP INDEX IF EXISTS events_by_id;
