@@ -4,7 +4,7 @@
 
 use super::{Audited, System};
 use super::{Result, now_us, rfc3339};
-use crate::store::db::{Dialect, OptionalExtension, params};
+use crate::store::db::{OptionalExtension, TurnClass, params};
 use invigilator_policy::{Alert, Severity};
 use serde::Serialize;
 
@@ -40,10 +40,6 @@ pub enum Recorded {
     Repeat(i64),
 }
 
-/// The class of PostgreSQL advisory locks taken per aggregation key (the key's hash is the other
-/// half; the leader's class is 1966336).
-const AGGREGATE_LOCK: i64 = 1_966_337;
-
 /// Stores a new alert, or counts it into an open alert with the same aggregation key whose last
 /// occurrence is no more than `window_us` before this one.
 pub fn record(tx: &System<'_>, a: &Alert, window_us: i64) -> Result<Recorded> {
@@ -52,15 +48,8 @@ pub fn record(tx: &System<'_>, a: &Alert, window_us: i64) -> Result<Recorded> {
         && window_us > 0
     {
         // Two commits at once (two collectors, or two lanes of one) could each find no open
-        // alert for one key and each insert one: on PostgreSQL they take turns per key, until
-        // commit. (SQLite's one writer takes turns by itself.)
-        if conn.dialect() == Dialect::Postgres {
-            conn.query_row(
-                "SELECT pg_advisory_xact_lock(?1, hashtext(?2))",
-                params![AGGREGATE_LOCK, key],
-                |_| Ok(()),
-            )?;
-        }
+        // alert for one key and each insert one.
+        conn.take_turns(TurnClass::Aggregation, key)?;
         let open: Option<i64> = conn
             .prepare_cached(
                 "SELECT id FROM alerts

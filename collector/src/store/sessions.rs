@@ -8,7 +8,7 @@
 
 use super::Result;
 use super::System;
-use crate::store::db::{OptionalExtension, params};
+use crate::store::db::{OptionalExtension, TurnClass, params};
 use invigilator_proto::v1::{Event, SessionChange};
 
 /// A session with no event for this long is not believed any more (a school day is shorter;
@@ -44,6 +44,11 @@ pub fn apply(
             return Ok(Vec::new());
         }
         "logon" | "present" | "lock" | "unlock" | "idle" | "active" => {
+            // Two logons of one person on two devices, committed at once (two collectors, or
+            // two lanes of one), would each miss the other's session.
+            if s.action == "logon" && !s.user.is_empty() {
+                conn.take_turns(TurnClass::Sessions, &s.user.to_lowercase())?;
+            }
             conn.execute(
                 "INSERT INTO sessions(agent_id, session_id, user, hostname, grp, locked, idle_since, opened_at, updated_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)
@@ -249,6 +254,40 @@ mod tests {
         assert_eq!(
             apply(&crate::store::System::test(&conn), "a3", "staff", &e, &s).unwrap(),
             vec!["office-2".to_string()]
+        );
+    }
+
+    /// One person logging on at two devices, the two logons committed at the same moment
+    /// (two collectors, or two lanes of one): one of them finds the other.
+    #[test]
+    fn two_logons_committed_at_once_find_each_other() {
+        let (_d, conn) = crate::store::test_db();
+        enrol(&conn, "a1", 0, 0);
+        enrol(&conn, "a2", 0, 0);
+        let found: Vec<Vec<String>> = std::thread::scope(|scope| {
+            let commits: Vec<_> = [("a1", "lab-1"), ("a2", "office-2")]
+                .into_iter()
+                .map(|(agent, host)| {
+                    let conn = conn.reopen();
+                    scope.spawn(move || {
+                        let tx = conn.unchecked_transaction().unwrap();
+                        let sys = crate::store::System::test(&tx);
+                        // As the committer, which locks the batch's agents first.
+                        crate::store::delivery::lock(&sys, agent).unwrap();
+                        let (e, s) = ev("logon", "1", "staff.jones", host, 10);
+                        let found = apply(&sys, agent, "staff", &e, &s).unwrap();
+                        std::thread::sleep(std::time::Duration::from_millis(150));
+                        tx.commit().unwrap();
+                        found
+                    })
+                })
+                .collect();
+            commits.into_iter().map(|c| c.join().unwrap()).collect()
+        });
+        assert_eq!(
+            found.iter().filter(|f| !f.is_empty()).count(),
+            1,
+            "{found:?}"
         );
     }
 

@@ -180,6 +180,16 @@ pub struct Connection {
     data_dir: Option<PathBuf>,
 }
 
+/// What [`Connection::take_turns`] takes turns on: the first half of a PostgreSQL advisory lock
+/// (the collectors' leader uses 1966336).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TurnClass {
+    /// Counting a breach into an open alert (its aggregation key).
+    Aggregation = 1_966_337,
+    /// A person's sessions across devices (their user name).
+    Sessions = 1_966_338,
+}
+
 impl Connection {
     pub(in crate::store) fn sqlite(conn: rusqlite::Connection) -> Self {
         let data_dir = conn
@@ -245,6 +255,22 @@ impl Connection {
             Engine::Sqlite(_) => Dialect::Sqlite,
             Engine::Postgres(_) => Dialect::Postgres,
         }
+    }
+
+    /// Makes this transaction and any other taking turns on the same `(class, key)` run one
+    /// after the other from here until commit: on PostgreSQL an advisory transaction lock
+    /// (keys hashed; a rare collision only makes two wait); SQLite's one writer already does.
+    /// For a read that decides a write across rows no row lock covers (an open alert to
+    /// count into, another device's session).
+    pub fn take_turns(&self, class: TurnClass, key: &str) -> Result<(), Error> {
+        if self.dialect() == Dialect::Postgres {
+            self.query_row(
+                "SELECT pg_advisory_xact_lock(?1, hashtext(?2))",
+                params![class as i64, key],
+                |_| Ok(()),
+            )?;
+        }
+        Ok(())
     }
 
     /// The SQLite connection underneath, for a test of what only SQLite has.
