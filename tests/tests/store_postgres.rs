@@ -1,5 +1,7 @@
-//! The store's TLS to PostgreSQL: the workspace's rustls (ring) against a real server that
-//! accepts TCP connections with TLS only, its certificate from the trust's own CA.
+//! The store on a real PostgreSQL server, when things go wrong: TLS (the workspace's rustls
+//! against a server that accepts TCP connections with TLS only, its certificate from the
+//! trust's own CA), the server crashing mid-stream, and its disk filling up (a tablespace on a
+//! small tmpfs, which needs root, as the whole suite does).
 
 use invigilator_collector::store::{Store, StoreConfig};
 use invigilator_tests::free_port;
@@ -145,5 +147,164 @@ fn a_database_crash_mid_stream_loses_and_duplicates_nothing() {
         c.log().contains("PostgreSQL"),
         "the failed commits were logged with their cause:\n{}",
         c.log()
+    );
+}
+
+/// A tmpfs of the test's own, unmounted when dropped.
+struct SmallDisk(tempfile::TempDir);
+
+impl SmallDisk {
+    fn mount(mib: u64) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m,mode=0700")])
+            .arg("tmpfs")
+            .arg(dir.path())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "this test mounts a small tmpfs, and needs root to");
+        let ok = Command::new("chown")
+            .arg("invigilator-pg")
+            .arg(dir.path())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+        Self(dir)
+    }
+
+    fn used_mib(&self) -> u64 {
+        let out = Command::new("df")
+            .args(["--output=used", "-B1M"])
+            .arg(self.0.path())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .nth(1)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    fn resize(&self, mib: u64) {
+        let ok = Command::new("mount")
+            .args(["-o", &format!("remount,size={mib}m")])
+            .arg(self.0.path())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.0.path()).status();
+    }
+}
+
+/// 100 events whose command lines do not compress (PostgreSQL compresses large values): each
+/// batch takes its size on disk.
+fn incompressible(first_seq: u64) -> invigilator_proto::v1::EventBatch {
+    let arg = || {
+        (0..60)
+            .map(|_| uuid::Uuid::new_v4().simple().to_string())
+            .collect::<String>()
+    };
+    invigilator_proto::v1::EventBatch {
+        events: (0..100)
+            .map(|i| invigilator_tests::flood::exec(first_seq + i, vec![arg(), arg()]))
+            .collect(),
+    }
+}
+
+/// The database's disk fills mid-stream: the batch that does not fit is refused, not
+/// acknowledged, with the server's reason; nothing stored before is lost; once there is room
+/// again the agent's resend is stored, each event once.
+#[test]
+fn a_full_database_disk_refuses_batches_and_resumes_when_there_is_room() {
+    use invigilator_tests::{Agent, Collector, telemetry};
+    use std::time::Duration;
+    // Dropped after the server, which has its files open on it.
+    let disk = SmallDisk::mount(32);
+    let pg = PgServer::start();
+    let admin = TestDb::Postgres(format!(
+        "host={} user=postgres dbname=postgres",
+        pg.socket_dir().display()
+    ));
+    admin.execute_batch(&format!(
+        "CREATE TABLESPACE small LOCATION '{}'",
+        disk.0.path().display()
+    ));
+    admin.execute_batch("CREATE DATABASE full_disk TABLESPACE small");
+    let c = Collector::start_on_postgres(
+        "",
+        &format!(
+            "host={} user=postgres dbname=full_disk",
+            pg.socket_dir().display()
+        ),
+    );
+    let a = Agent::enroll(&c, "");
+    // A few MiB of room left: a dozen batches or so.
+    disk.resize(disk.used_mib() + 4);
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let send = |from: u64, until: u64| {
+        rt.block_on(async {
+            let (tx, rx) = tokio::sync::mpsc::channel(1);
+            let mut acks = telemetry(&c, &a)
+                .stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+                .await
+                .unwrap()
+                .into_inner();
+            let mut acked = from - 1;
+            while acked < until {
+                tx.send(incompressible(acked + 1)).await.unwrap();
+                match tokio::time::timeout(Duration::from_secs(30), acks.message()).await {
+                    Ok(Ok(Some(ack))) => acked = ack.up_to_seq,
+                    Ok(Err(status)) => return (acked, Some(status)),
+                    other => panic!("no acknowledgement nor refusal: {other:?}"),
+                }
+            }
+            (acked, None)
+        })
+    };
+    let (acked, refused) = send(1, 100_000);
+    let refused = refused.expect("the disk filled");
+    eprintln!(
+        "full disk: {acked} events stored, then: {}",
+        refused.message()
+    );
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    assert!(
+        refused.message().contains("No space left on device"),
+        "the agent is told why: {refused:?}"
+    );
+    assert!(acked >= 300, "only {acked} stored before the disk filled");
+    assert_eq!(
+        c.stored_seqs(&a.agent_id),
+        (1..=acked).collect::<Vec<_>>(),
+        "what was acknowledged is kept, and nothing of the refused batch"
+    );
+    assert!(
+        c.log().contains("No space left on device"),
+        "the collector's log names the problem:\n{}",
+        c.log()
+    );
+
+    // Room again: the agent resends what was refused, and more.
+    disk.resize(disk.used_mib() + 64);
+    let (last, refused) = send(acked + 1, acked + 300);
+    assert!(refused.is_none(), "{refused:?}");
+    assert_eq!(
+        c.stored_seqs(&a.agent_id),
+        (1..=last).collect::<Vec<_>>(),
+        "gaps or duplicates after the disk had room again"
     );
 }
