@@ -294,11 +294,18 @@ impl Collector {
     }
 
     fn init_on(config: &str, store_url: Option<String>) -> Self {
+        Self::init_with(config, store_url, &[])
+    }
+
+    /// `init` with `args` besides the data directory and store, and `config` appended to
+    /// collector.toml: nothing is started (see [`Collector::serve_on`]).
+    pub fn init_with(config: &str, store_url: Option<String>, args: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut init = Command::new(bin("invigilator-collector"));
         init.arg("init")
             .arg("--data-dir")
-            .arg(dir.path().join("data"));
+            .arg(dir.path().join("data"))
+            .args(args);
         if let Some(url) = &store_url {
             init.arg("--store-url").arg(url);
         }
@@ -321,6 +328,14 @@ impl Collector {
     /// `init --join` of this collector's data directory, then `serve`: another collector on
     /// the same PostgreSQL database, with the same CA, configuration and policy.
     pub fn start_joined(&self) -> Self {
+        let mut c = self.joined(&[]);
+        c.spawn();
+        c
+    }
+
+    /// `init --join` of this collector's data directory, with `args` (e.g. `--server-name`):
+    /// nothing is started.
+    pub fn joined(&self, args: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         run_ok(
             Command::new(bin("invigilator-collector"))
@@ -328,18 +343,23 @@ impl Collector {
                 .arg("--data-dir")
                 .arg(dir.path().join("data"))
                 .arg("--join")
-                .arg(self.data_dir()),
+                .arg(self.data_dir())
+                .args(args),
         );
-        let mut c = Self {
+        Self {
             dir,
             grpc: "127.0.0.1:0".into(),
             http: "127.0.0.1:0".into(),
             listening: String::new(),
             child: None,
             store_url: self.store_url.clone(),
-        };
-        c.spawn();
-        c
+        }
+    }
+
+    /// `serve` with agents' gRPC on `grpc` (an address and port; port 0 for any).
+    pub fn serve_on(&mut self, grpc: &str) {
+        self.grpc = grpc.to_owned();
+        self.spawn();
     }
 
     /// The collector's database, whichever engine keeps it.
@@ -602,17 +622,35 @@ impl Agent {
 
     /// Runs `enroll`; returns its output without asserting success.
     pub fn try_enroll(collector_url: &str, token: &str, state_dir: &Path) -> Output {
+        Self::try_enroll_under(&[], collector_url, token, state_dir)
+    }
+
+    /// `enroll`, through `wrapper` as [`Agent::start_under`] runs the agent.
+    pub fn try_enroll_under(
+        wrapper: &[String],
+        collector_url: &str,
+        token: &str,
+        state_dir: &Path,
+    ) -> Output {
+        let agent = bin("invigilator-agent");
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(&agent);
+                c
+            }
+            None => Command::new(&agent),
+        };
         output(
-            Command::new(bin("invigilator-agent"))
-                .args([
-                    "enroll",
-                    "--collector",
-                    collector_url,
-                    "--token",
-                    token,
-                    "--state-dir",
-                ])
-                .arg(state_dir),
+            cmd.args([
+                "enroll",
+                "--collector",
+                collector_url,
+                "--token",
+                token,
+                "--state-dir",
+            ])
+            .arg(state_dir),
         )
     }
 
@@ -627,9 +665,14 @@ impl Agent {
 
     /// Enrols with `collectors` (one URL, or several comma-separated) and `token`.
     pub fn enroll_to(collectors: &str, token: &str, settings: &str) -> Self {
+        Self::enroll_under(&[], collectors, token, settings)
+    }
+
+    /// [`Agent::enroll_to`], the enrolment run through `wrapper` (see [`Agent::start_under`]).
+    pub fn enroll_under(wrapper: &[String], collectors: &str, token: &str, settings: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let state = dir.path().join("state");
-        let out = Self::try_enroll(collectors, token, &state);
+        let out = Self::try_enroll_under(wrapper, collectors, token, &state);
         assert!(
             out.status.success(),
             "enroll failed: {}",

@@ -3,7 +3,7 @@
 //! each takes the others' agents, a revocation on one cuts a stream on another, the once-only
 //! jobs run once and move when their leader dies, and an agent whose collector dies resumes
 //! on another, losing and duplicating nothing; an agent has one live stream across them; the
-//! console on one streams the alerts another commits.
+//! console on one streams the alerts another commits; one DNS name can stand for them all.
 
 use invigilator_proto::v1::{Event, EventBatch, HeartbeatRequest};
 use invigilator_tests::console::{Session, add_user, audit_verify};
@@ -310,4 +310,86 @@ fn an_agent_whose_collector_dies_resumes_on_another_within_ten_seconds() {
         "{} events, exactly once; slowest resumption {worst:?}",
         seqs.len()
     );
+}
+
+/// Runs a command with a private /etc/hosts (a mount namespace of its own, so nothing else on
+/// the machine sees it): how a test gives a name several addresses, as DNS would with one A
+/// record per collector.
+fn with_hosts(hosts: &std::path::Path) -> Vec<String> {
+    [
+        "unshare",
+        "--mount",
+        "sh",
+        "-c",
+        &format!(
+            "mount --bind '{}' /etc/hosts && exec \"$0\" \"$@\"",
+            hosts.display()
+        ),
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+/// One name for two collectors (a DNS name with an address each): the agent enrols while
+/// the first address is dead, and whichever collector it streams to dies, it goes on with the
+/// other address of the same name, losing and duplicating nothing.
+#[test]
+fn an_agent_given_one_name_for_two_collectors_uses_either_address() {
+    let pg = PgServer::start();
+    let names = [
+        "--server-name",
+        "collectors.test",
+        "--server-name",
+        "localhost",
+    ];
+    let mut a = Collector::init_with("", Some(pg.new_database()), &names);
+    a.serve_on("127.0.0.2:0");
+    let port = a.grpc.rsplit(':').next().unwrap().to_owned();
+    let mut b = a.joined(&names);
+    b.serve_on(&format!("127.0.0.3:{port}"));
+    let dir = tempfile::tempdir().unwrap();
+    let hosts = dir.path().join("hosts");
+    std::fs::write(
+        &hosts,
+        "127.0.0.1 localhost\n127.0.0.2 collectors.test\n127.0.0.3 collectors.test\n",
+    )
+    .unwrap();
+    let wrapper = with_hosts(&hosts);
+    let url = format!("https://collectors.test:{port}");
+
+    a.kill9();
+    let token = b.token("staff", "1h", 1);
+    let mut agent = Agent::enroll_under(&wrapper, &url, &token, FAST);
+    a.restart();
+    agent.start_under(&wrapper);
+    agent.wait_ready();
+    let mut storm = exec_stream();
+    // The database both share, read without holding either collector.
+    let db = a.db();
+    let count = format!(
+        "SELECT count(*) FROM events WHERE agent_id = '{}'",
+        agent.agent_id
+    );
+    let stored = || db.count(&count);
+    wait_for(Duration::from_secs(20), "the first events", || {
+        (stored() > 100).then_some(())
+    });
+    for dying in [&mut b, &mut a] {
+        dying.kill9();
+        let before = stored();
+        wait_for(
+            Duration::from_secs(10),
+            "events through the name's other address",
+            || (stored() > before + 50).then_some(()),
+        );
+        dying.restart();
+    }
+    let _ = storm.kill();
+    let _ = storm.wait();
+    let (seqs, last) = wait_for(Duration::from_secs(60), "the spool to drain", || {
+        let last = agent.spool_last_seq();
+        let seqs = a.stored_seqs(&agent.agent_id);
+        (seqs.last() == Some(&last)).then_some((seqs, last))
+    });
+    assert_eq!(seqs, (1..=last).collect::<Vec<_>>(), "gaps or duplicates");
 }
