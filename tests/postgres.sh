@@ -5,6 +5,7 @@
 # initdb refuses to run as root, so the server runs as the system user invigilator-pg.
 # With PG_TLS_DIR (holding server.crt and server.key) and PG_PORT, it also listens on
 # 127.0.0.1:PG_PORT for TLS connections only, and prints that connection string instead.
+# With PG_TCP_PORT instead: plain TCP on 127.0.0.1 and 127.0.0.2 at that port.
 set -euo pipefail
 cmd="${1:?usage: postgres.sh start|stop|restart DIR}"
 dir="${2:?usage: postgres.sh start|stop|restart DIR}"
@@ -32,6 +33,14 @@ case "$cmd" in
       as_pg "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w \
         -o "-k $dir -c listen_addresses=127.0.0.1 -p ${PG_PORT:?} -c ssl=on -c ssl_cert_file=$dir/server.crt -c ssl_key_file=$dir/server.key" start >/dev/null
       echo "host=127.0.0.1 port=$PG_PORT user=postgres dbname=postgres"
+      exit 0
+    fi
+    if [ -n "${PG_TCP_PORT:-}" ]; then
+      # Plain TCP on two loopback addresses, so a test can cut off one client's address.
+      printf 'local all all trust\nhost all all 127.0.0.0/8 trust\n' >"$dir/data/pg_hba.conf"
+      as_pg "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w \
+        -o "-k $dir -c listen_addresses=127.0.0.1,127.0.0.2 -p $PG_TCP_PORT -c max_connections=300" start >/dev/null
+      echo "host=127.0.0.1 port=$PG_TCP_PORT user=postgres dbname=postgres"
       exit 0
     fi
     as_pg "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w \

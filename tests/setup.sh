@@ -39,6 +39,9 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
   || (cd "$root/tests/oidc" && npm ci --no-audit --no-fund --loglevel=error)
 # The category-list differential test and benchmark compare `lists classify` with squidGuard
 # (not squid itself, which it recommends).
+# The leadership test cuts one collector off from the database (tests/tests/several_collectors.rs)
+# with a firewall rule on loopback.
+command -v iptables >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iptables; }
 command -v squidGuard >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends squidguard; }
 # The Windows agent's smoke test runs it under Wine (64-bit is enough); deploy/windows/*.sh
 # install their own build tools.

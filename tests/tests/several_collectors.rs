@@ -393,3 +393,86 @@ fn an_agent_given_one_name_for_two_collectors_uses_either_address() {
     });
     assert_eq!(seqs, (1..=last).collect::<Vec<_>>(), "gaps or duplicates");
 }
+
+/// Firewall rules dropping every packet to and from `ip:port` on loopback, removed when
+/// dropped: a client there is cut off from the server without either end being told (a
+/// pulled cable, a partition).
+struct CutOff(Vec<Vec<String>>);
+
+impl CutOff {
+    fn between(ip: &str, port: u16) -> Self {
+        let port = port.to_string();
+        let rules: Vec<Vec<String>> = [
+            ["-p", "tcp", "-d", ip, "--dport", &port, "-j", "DROP"],
+            ["-p", "tcp", "-s", ip, "--sport", &port, "-j", "DROP"],
+        ]
+        .iter()
+        .map(|r| r.iter().map(|s| s.to_string()).collect())
+        .collect();
+        for rule in &rules {
+            let out = output(Command::new("iptables").args(["-I", "INPUT"]).args(rule));
+            assert!(out.status.success(), "iptables: {out:?}");
+        }
+        Self(rules)
+    }
+}
+
+impl Drop for CutOff {
+    fn drop(&mut self) {
+        for rule in &self.0 {
+            let _ = Command::new("iptables")
+                .args(["-D", "INPUT"])
+                .args(rule)
+                .status();
+        }
+    }
+}
+
+/// When a log line containing `what` was written (its RFC 3339 timestamp, which sorts as text).
+fn logged_at(log: &str, what: &str) -> Option<String> {
+    log.lines()
+        .find(|l| l.contains(what))
+        .and_then(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+}
+
+/// The leader is cut off from the database while its connection stays open on both ends (no
+/// reset, no error): it stops running the once-only jobs before the server lets another
+/// collector take over, so no job runs twice at once, and the other does take over.
+#[test]
+fn a_leader_cut_off_from_the_database_stops_before_another_takes_over() {
+    let leads = "this collector now runs the once-only jobs";
+    let stops = "this collector no longer runs the once-only jobs";
+    let port = invigilator_tests::free_port();
+    let pg = PgServer::start_with(&[("PG_TCP_PORT", port.to_string())]);
+    // A reaches the server at 127.0.0.2, B at 127.0.0.1: the cut is A's alone.
+    let url = pg.new_database();
+    let mut a = Collector::init_with("", Some(url.replace("127.0.0.1", "127.0.0.2")), &[]);
+    a.serve_on("127.0.0.1:0");
+    wait_for(Duration::from_secs(20), "A to lead", || {
+        a.log().contains(leads).then_some(())
+    });
+    let mut b = a.joined(&[]);
+    let config = b.data_dir().join("collector.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains("127.0.0.2"), "{text}");
+    std::fs::write(&config, text.replace("127.0.0.2", "127.0.0.1")).unwrap();
+    b.serve_on("127.0.0.1:0");
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(!b.log().contains(leads), "two leaders at once");
+
+    let cut = Instant::now();
+    let _cut = CutOff::between("127.0.0.2", port);
+    let took_over = wait_for(Duration::from_secs(40), "B to take over", || {
+        logged_at(&b.log(), leads)
+    });
+    let waited = cut.elapsed();
+    let stopped = logged_at(&a.log(), stops).expect("A never stopped leading");
+    eprintln!(
+        "cut off at +0; A stopped at {stopped}, B took over at {took_over}, {waited:?} after the cut"
+    );
+    assert!(
+        stopped < took_over,
+        "A stopped at {stopped}, after B took over at {took_over}"
+    );
+}

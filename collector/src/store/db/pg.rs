@@ -15,6 +15,9 @@ use std::time::Duration;
 const STATEMENT_CACHE: usize = 512;
 /// How long a connection attempt may take when the URL does not say.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the server may leave what was sent unacknowledged before the connection is given
+/// up (unless the URL says: `tcp_user_timeout`, `keepalives_*`).
+const UNANSWERED: Duration = Duration::from_secs(20);
 
 /// TLS to the database, with the roots to trust (a CA file, or the system's).
 #[derive(Clone)]
@@ -67,6 +70,18 @@ impl Session {
         }
         if config.get_application_name().is_none() {
             config.application_name("invigilator-collector");
+        }
+        // A server that stops answering (a network partition, a half-open connection) fails
+        // the call in seconds rather than after the kernel's quarter of an hour of
+        // retransmissions: the batch is refused and resent, and the committer moves on.
+        if config.get_tcp_user_timeout().is_none() {
+            config.tcp_user_timeout(UNANSWERED);
+        }
+        if config.get_keepalives_interval().is_none() {
+            config
+                .keepalives_idle(UNANSWERED / 2)
+                .keepalives_interval(Duration::from_secs(5))
+                .keepalives_retries(3);
         }
         let make = tls.0.clone();
         let client = off_runtime(move || config.connect(make))?;
