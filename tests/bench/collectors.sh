@@ -116,12 +116,17 @@ connections)
   start=$(date +%s)
   enrol "$agents" "$work/sim$db"
   echo "enrolled $agents agents in $(( $(date +%s) - start )) s"
-  "$lg" --collector "$urls" --dir "$work/sim$db" connections --agents "$agents" --hold 150 --sources 8 >"$work/conn.out" 2>"$work/conn.err" &
-  load=$!
+  # Two load generators, each with half the agents: one process's sockets stay well inside
+  # its open-files limit (one process for 20,000 ran out of its own).
+  half=$((agents / 2))
+  "$lg" --collector "$urls" --dir "$work/sim$db" connections --first 0 --agents "$half" --hold 150 --sources 8 >"$work/conn1.out" 2>"$work/conn1.err" &
+  load1=$!
+  "$lg" --collector "$urls" --dir "$work/sim$db" connections --first "$half" --agents "$((agents - half))" --hold 150 --sources 8 >"$work/conn2.out" 2>"$work/conn2.err" &
+  load2=$!
   # Sampled every 5 s while the load runs: the most connections each collector held at once
   # (its open files) and its RSS then.
   declare -A peak_fds peak_rss
-  while kill -0 "$load" 2>/dev/null; do
+  while kill -0 "$load1" 2>/dev/null || kill -0 "$load2" 2>/dev/null; do
     for p in "${pids[@]}"; do
       fds=$(ls "/proc/$p/fd" 2>/dev/null | wc -l)
       if [ "$fds" -gt "${peak_fds[$p]:-0}" ]; then
@@ -131,13 +136,15 @@ connections)
     done
     sleep 5
   done
-  grep "connected" "$work/conn.err" | tail -1
-  grep "connection failed" "$work/conn.err" | head -3 || true
+  for k in 1 2; do
+    grep "connected" "$work/conn$k.err" | tail -1
+    grep "connection failed" "$work/conn$k.err" | head -3 || true
+  done
   for p in "${pids[@]}"; do
     echo "collector pid $p: at most ${peak_fds[$p]:-0} open files, RSS then ${peak_rss[$p]:-0} MiB"
   done
-  wait "$load"
-  cat "$work/conn.out"
+  wait "$load1" "$load2"
+  cat "$work/conn1.out" "$work/conn2.out"
   echo "agents recorded as heard from: $(sql "SELECT count(*) FROM agents WHERE last_seen IS NOT NULL")"
   echo '```'
   ;;

@@ -87,6 +87,10 @@ enum Cmd {
     Connections {
         #[arg(long)]
         agents: usize,
+        /// The first of the enrolled agents to use (several load generators, each with its
+        /// own share of the agents, stay within one process's open files).
+        #[arg(long, default_value_t = 0)]
+        first: usize,
         #[arg(long, default_value_t = 30)]
         hold: u64,
         /// Spread connections over 127.0.0.1 .. 127.0.0.K as source addresses.
@@ -149,9 +153,10 @@ fn main() -> anyhow::Result<()> {
             }
             Cmd::Connections {
                 agents,
+                first,
                 hold,
                 sources,
-            } => connections(&cli.collector, &cli.dir, agents, hold, sources).await,
+            } => connections(&cli.collector, &cli.dir, first..first + agents, hold, sources).await,
             Cmd::Fault {
                 agents,
                 rate,
@@ -431,7 +436,7 @@ async fn latency(
 async fn connections(
     collector: &str,
     dir: &Path,
-    agents: usize,
+    range: std::ops::Range<usize>,
     hold: u64,
     sources: u8,
 ) -> anyhow::Result<()> {
@@ -439,7 +444,8 @@ async fn connections(
     let connected = Arc::new(AtomicU64::new(0));
     let sem = Arc::new(tokio::sync::Semaphore::new(200));
     let mut tasks = Vec::new();
-    for a in 0..agents {
+    let agents = range.len();
+    for a in range {
         let local = std::net::IpAddr::V4(std::net::Ipv4Addr::new(
             127,
             0,
