@@ -138,6 +138,33 @@ pub fn agents_list(data_dir: &Path) -> anyhow::Result<()> {
     print_json(&rows)
 }
 
+/// `collectors`: every collector that announced itself on this database.
+pub fn collectors_list(data_dir: &Path) -> anyhow::Result<()> {
+    #[derive(serde::Serialize)]
+    struct Row {
+        #[serde(flatten)]
+        peer: store::peers::Peer,
+        started_at: String,
+        seen_at: String,
+        /// Its settings differ from this data directory's collector.toml.
+        settings_differ: bool,
+    }
+    let config = crate::config::CollectorConfig::load(data_dir)?;
+    let mine = crate::peers::config_digest(&config);
+    let store = Store::open(data_dir, &config.store)?;
+    let rows: Vec<Row> = store
+        .admin(store::peers::list)?
+        .into_iter()
+        .map(|peer| Row {
+            started_at: store::rfc3339(peer.started_at_us),
+            seen_at: store::rfc3339(peer.seen_at_us),
+            settings_differ: peer.config_digest != mine,
+            peer,
+        })
+        .collect();
+    print_json(&rows)
+}
+
 pub fn agents_revoke(data_dir: &Path, agent_id: &str) -> anyhow::Result<()> {
     let store = open_store(data_dir)?;
     if !store.admin(|a| store::agents::revoke(a, agent_id))? {

@@ -19,6 +19,7 @@ pub mod init;
 pub mod metrics;
 pub mod notify;
 pub mod outbound;
+pub mod peers;
 pub mod pki;
 pub mod reload;
 pub mod reports;

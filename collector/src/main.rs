@@ -78,6 +78,13 @@ enum Command {
         #[command(subcommand)]
         command: AgentsCommand,
     },
+    /// The collectors sharing this collector's database, as JSON: each one's host, version,
+    /// settings digest and policy, when it was last seen, and whether it differs from this
+    /// data directory's (a configuration edited on one collector and not the others).
+    Collectors {
+        #[command(flatten)]
+        dir: DataDir,
+    },
     /// The Acceptable Use Policy file.
     Policy {
         #[command(subcommand)]
@@ -528,6 +535,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Agents {
             command: AgentsCommand::Revoke { dir, agent_id },
         } => cli::agents_revoke(&dir.data_dir, &agent_id),
+        Command::Collectors { dir } => cli::collectors_list(&dir.data_dir),
         Command::Policy {
             command: PolicyCommand::Check { file, data_dir },
         } => cli::policy_check(&file, data_dir.as_deref()),

@@ -43,7 +43,7 @@ fn heartbeat() -> HeartbeatRequest {
 #[test]
 fn a_joined_collector_takes_the_others_agents_and_a_stranger_is_refused() {
     let pg = PgServer::start();
-    let (a, b) = pair(&pg, "");
+    let (a, mut b) = pair(&pg, "");
 
     // A collector with a CA of its own would refuse the others' agents: init says how to join.
     let stranger = tempfile::tempdir().unwrap();
@@ -86,6 +86,47 @@ fn a_joined_collector_takes_the_others_agents_and_a_stranger_is_refused() {
     for c in [&a, &b] {
         audit_verify(c).unwrap();
     }
+
+    // Both announce themselves, with one configuration. An edit made on one collector and not
+    // the other is named: in the edited one's log as it starts, and by `collectors`.
+    let listed = |c: &Collector| -> Vec<serde_json::Value> {
+        let out = output(&mut c.cli(&["collectors"]));
+        assert!(out.status.success(), "{out:?}");
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let peers = listed(&a);
+    assert_eq!(peers.len(), 2, "{peers:#?}");
+    assert!(
+        peers.iter().all(|p| p["settings_differ"] == false),
+        "{peers:#?}"
+    );
+    let config = b.data_dir().join("collector.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains("\ndaily_mib = "), "{text}");
+    std::fs::write(
+        &config,
+        text.replacen("\ndaily_mib = ", "\ndaily_mib = 1", 1),
+    )
+    .unwrap();
+    b.restart();
+    wait_for(
+        Duration::from_secs(10),
+        "the edited collector's warning",
+        || {
+            b.log()
+                .contains("another collector on this database runs a different collector.toml")
+                .then_some(())
+        },
+    );
+    let peers = listed(&a);
+    assert_eq!(
+        peers
+            .iter()
+            .filter(|p| p["settings_differ"] == true)
+            .count(),
+        1,
+        "{peers:#?}"
+    );
 }
 
 /// A program started on the device, as the agent reports it.

@@ -39,6 +39,7 @@ const TABLES: &[&str] = &[
     "checks",
     "reports",
     "visit_reports",
+    "collectors",
 ];
 
 /// Tables whose `id` PostgreSQL numbers itself: its sequence must continue after the copy.

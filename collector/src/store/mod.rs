@@ -30,6 +30,7 @@ pub mod incidents;
 pub mod leader;
 pub mod migrate;
 pub mod outbox;
+pub mod peers;
 mod postgres;
 pub mod reports;
 pub mod retention;

@@ -16,7 +16,7 @@ use std::path::Path;
 const MIGRATIONS: &[&str] = &[
     include_str!("postgres/0001_schema.sql"),
     include_str!("postgres/0002_alert_wakeups.sql"),
-    include_str!("postgres/0003_quotas_and_ingest.sql"),
+    include_str!("postgres/0003_fleet.sql"),
 ];
 
 /// Any number, the same in every collector: the lock that makes one of several collectors

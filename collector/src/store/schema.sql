@@ -293,3 +293,14 @@ CREATE TABLE IF NOT EXISTS visit_reports (
 CREATE INDEX IF NOT EXISTS visit_reports_by_url ON visit_reports (agent_id, url_hash, visit_time);
 -- Not partial: deleting an event looks its copies up through it.
 CREATE INDEX IF NOT EXISTS visit_reports_by_first ON visit_reports (same_as);
+
+-- The collectors sharing the database, as each last announced itself (store::peers).
+CREATE TABLE IF NOT EXISTS collectors (
+    instance       TEXT PRIMARY KEY,
+    hostname       TEXT NOT NULL,
+    version        TEXT NOT NULL,
+    config_digest  TEXT NOT NULL,
+    policy_version TEXT NOT NULL,
+    started_at     INTEGER NOT NULL,
+    seen_at        INTEGER NOT NULL
+);

@@ -156,7 +156,16 @@ fn main() -> anyhow::Result<()> {
                 first,
                 hold,
                 sources,
-            } => connections(&cli.collector, &cli.dir, first..first + agents, hold, sources).await,
+            } => {
+                connections(
+                    &cli.collector,
+                    &cli.dir,
+                    first..first + agents,
+                    hold,
+                    sources,
+                )
+                .await
+            }
             Cmd::Fault {
                 agents,
                 rate,

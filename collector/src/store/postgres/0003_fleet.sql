@@ -10,3 +10,15 @@ ALTER TABLE agents
 -- Events by id alone: the primary key (id, observed_at) already serves every look-up and
 -- ordering by id, and each index is one more write per event stored.
 DROP INDEX IF EXISTS events_by_id;
+
+-- The collectors sharing the database, as each last announced itself (store::peers): an
+-- operator sees them all, and each warns when another runs a different configuration.
+CREATE TABLE collectors (
+    instance       TEXT PRIMARY KEY,
+    hostname       TEXT NOT NULL,
+    version        TEXT NOT NULL,
+    config_digest  TEXT NOT NULL,
+    policy_version TEXT NOT NULL,
+    started_at     BIGINT NOT NULL,
+    seen_at        BIGINT NOT NULL
+);
