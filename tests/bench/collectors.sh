@@ -4,6 +4,7 @@
 #
 #   tests/bench/collectors.sh ingest [rounds]     events/s with 1 collector and with 3, side by side
 #   tests/bench/collectors.sh latency             send-to-acknowledgement of alerting batches, 1 collector, 5k events/s
+#   tests/bench/collectors.sh memory [times]      one collector's RSS after each of N ingest runs, then with 2 malloc arenas
 #   tests/bench/collectors.sh connections [agents]   N agents (default 20000) connected across 3 collectors, RSS of each
 #   tests/bench/collectors.sh fault [agents] [kills] [rate]
 #       3 collectors, N agents (default 200) streaming; a random collector is killed with -9
@@ -14,7 +15,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$root"
-mode="${1:?usage: collectors.sh ingest|latency|fault ...}"
+mode="${1:?usage: collectors.sh ingest|latency|memory|connections|fault ...}"
 work="$(mktemp -d /tmp/invigilator-collectors.XXXXXX)"
 pids=()
 cleanup() {
@@ -95,6 +96,26 @@ ingest)
       echo "$n collector(s): $("$lg" --collector "$urls" --dir "$work/sim$db" ingest --agents 60 --events 20000 --batch 1000 --window 4); RSS MiB: $(rss_mib)"
       stop_fleet
     done
+  done
+  echo '```'
+  ;;
+memory)
+  # Whether a collector's memory after ingest is a peak kept or a leak: one collector takes the
+  # ingest load N times in a row, its RSS read after each; then again with glibc held to two
+  # malloc arenas.
+  head_line "Collector RSS over repeated ingest on PostgreSQL"
+  for arenas in default 2; do
+    [ "$arenas" = 2 ] && export MALLOC_ARENA_MAX=2
+    fleet 1
+    line="malloc arenas $arenas: RSS MiB at start $(rss_mib)"
+    for t in $(seq "${2:-3}"); do
+      enrol 60 "$work/sim$db-$t"
+      "$lg" --collector "$urls" --dir "$work/sim$db-$t" ingest --agents 60 --events 20000 --batch 1000 --window 4 >&2
+      line="$line, after run $t: $(rss_mib)"
+    done
+    echo "$line"
+    stop_fleet
+    unset MALLOC_ARENA_MAX
   done
   echo '```'
   ;;

@@ -609,6 +609,19 @@ impl Drop for Collector {
     }
 }
 
+/// The agent's binary, run through `wrapper` when there is one (e.g. `setpriv`, `unshare`).
+fn agent_command(wrapper: &[String]) -> Command {
+    let agent = bin("invigilator-agent");
+    match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args).arg(&agent);
+            c
+        }
+        None => Command::new(&agent),
+    }
+}
+
 pub struct Agent {
     pub dir: tempfile::TempDir,
     pub agent_id: String,
@@ -632,25 +645,17 @@ impl Agent {
         token: &str,
         state_dir: &Path,
     ) -> Output {
-        let agent = bin("invigilator-agent");
-        let mut cmd = match wrapper.split_first() {
-            Some((program, args)) => {
-                let mut c = Command::new(program);
-                c.args(args).arg(&agent);
-                c
-            }
-            None => Command::new(&agent),
-        };
         output(
-            cmd.args([
-                "enroll",
-                "--collector",
-                collector_url,
-                "--token",
-                token,
-                "--state-dir",
-            ])
-            .arg(state_dir),
+            agent_command(wrapper)
+                .args([
+                    "enroll",
+                    "--collector",
+                    collector_url,
+                    "--token",
+                    token,
+                    "--state-dir",
+                ])
+                .arg(state_dir),
         )
     }
 
@@ -712,16 +717,7 @@ impl Agent {
             .append(true)
             .open(self.dir.path().join("agent.log"))
             .unwrap();
-        let agent = bin("invigilator-agent");
-        let mut cmd = match wrapper.split_first() {
-            Some((program, args)) => {
-                let mut c = Command::new(program);
-                c.args(args).arg(&agent);
-                c
-            }
-            None => Command::new(&agent),
-        };
-        let child = cmd
+        let child = agent_command(wrapper)
             .arg("run")
             .arg("--state-dir")
             .arg(self.state_dir())

@@ -291,6 +291,15 @@ fn the_once_only_jobs_run_once_and_move_when_their_leader_dies() {
     assert_eq!(silent(survivor, &first.agent_id), 1);
 }
 
+/// Waits for the agent's spool to be stored in full; what is stored, and the spool's last.
+fn drained(c: &Collector, agent: &Agent) -> (Vec<u64>, u64) {
+    wait_for(Duration::from_secs(60), "the spool to drain", || {
+        let last = agent.spool_last_seq();
+        let seqs = c.stored_seqs(&agent.agent_id);
+        (seqs.last() == Some(&last)).then_some((seqs, last))
+    })
+}
+
 /// Execs at a steady pace until killed, so the agent always has something to send.
 fn exec_stream() -> Child {
     Command::new("bash")
@@ -336,11 +345,7 @@ fn an_agent_whose_collector_dies_resumes_on_another_within_ten_seconds() {
     }
     let _ = storm.kill();
     let _ = storm.wait();
-    let (seqs, last) = wait_for(Duration::from_secs(60), "the spool to drain", || {
-        let last = agent.spool_last_seq();
-        let seqs = a.stored_seqs(&agent.agent_id);
-        (seqs.last() == Some(&last)).then_some((seqs, last))
-    });
+    let (seqs, last) = drained(&a, &agent);
     assert_exactly_once(&seqs, last);
     assert!(
         agent.log().contains("failed over to another collector"),
@@ -427,12 +432,8 @@ fn an_agent_given_one_name_for_two_collectors_uses_either_address() {
     }
     let _ = storm.kill();
     let _ = storm.wait();
-    let (seqs, last) = wait_for(Duration::from_secs(60), "the spool to drain", || {
-        let last = agent.spool_last_seq();
-        let seqs = a.stored_seqs(&agent.agent_id);
-        (seqs.last() == Some(&last)).then_some((seqs, last))
-    });
-    assert_eq!(seqs, (1..=last).collect::<Vec<_>>(), "gaps or duplicates");
+    let (seqs, last) = drained(&a, &agent);
+    assert_exactly_once(&seqs, last);
 }
 
 /// Firewall rules dropping every packet to and from `ip:port` on loopback, removed when
