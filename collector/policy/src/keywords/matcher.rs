@@ -552,21 +552,28 @@ impl Keywords {
                     found[i] = false;
                 }
             }
+            // Most texts hold no pattern's anchor: then there is nothing to try at any word.
+            let mut pending = found.iter().filter(|f| !**f).count();
             for at in 0..words.len() {
+                if pending == 0 {
+                    break;
+                }
                 let w = words.word(at);
                 let exact = self.first_word.get(w).into_iter().flatten().copied();
                 let open = self
                     .first_prefix
                     .iter()
-                    .filter(|(p, _)| w.starts_with(p.as_str()))
+                    .filter(|(p, i)| !found[*i] && w.starts_with(p.as_str()))
                     .map(|(_, i)| *i);
-                for i in exact.chain(open) {
+                let candidates: Vec<usize> = exact.chain(open).collect();
+                for i in candidates {
                     if found[i] {
                         continue;
                     }
                     let (library, written, p) = &self.patterns[i];
                     if let Some((start, end)) = p.find_at(&words, at) {
                         found[i] = true;
+                        pending -= 1;
                         terms.push((*library, false, *written, start, end));
                     }
                 }
