@@ -547,13 +547,15 @@ impl Keywords {
             for &i in &self.unanchored {
                 found[i] = false;
             }
+            // Patterns left to try; most texts hold no pattern's anchor, and then there is
+            // nothing to try at any word.
+            let mut pending = self.unanchored.len();
             for at in 0..words.len() {
                 for &i in self.anchors.get(words.word(at)).into_iter().flatten() {
+                    pending += usize::from(found[i]);
                     found[i] = false;
                 }
             }
-            // Most texts hold no pattern's anchor: then there is nothing to try at any word.
-            let mut pending = found.iter().filter(|f| !**f).count();
             for at in 0..words.len() {
                 if pending == 0 {
                     break;
