@@ -8,7 +8,7 @@ use crate::state::Shared;
 use crate::store::{self, peers::Peer};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +17,7 @@ const EVERY: Duration = Duration::from_secs(30);
 const LIVE_US: i64 = 3 * 30 * 1_000_000;
 
 /// This collector's instance: its host and data directory, hashed.
-pub fn instance(hostname: &str, data_dir: &Path) -> String {
+fn instance(hostname: &str, data_dir: &Path) -> String {
     let dir = data_dir
         .canonicalize()
         .unwrap_or_else(|_| data_dir.to_path_buf());
@@ -65,8 +65,28 @@ fn difference(me: &Peer, other: &Peer) -> Option<String> {
     (!what.is_empty()).then(|| what.join(", "))
 }
 
+/// This collector as it announces itself, started now.
+fn me(config: &CollectorConfig, data_dir: &Path) -> Peer {
+    let hostname = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_default();
+    let started = store::now_us();
+    Peer {
+        instance: instance(&hostname, data_dir),
+        hostname,
+        version: env!("CARGO_PKG_VERSION").into(),
+        config_digest: config_digest(config),
+        // Both set at each announcement: the policy may be reloaded meanwhile.
+        policy_version: String::new(),
+        seen_at_us: started,
+        started_at_us: started,
+    }
+}
+
 /// Announces this collector, then compares it with the others, until the collector stops.
-pub async fn run(shared: Arc<Shared>, mut me: Peer) {
+pub async fn run(shared: Arc<Shared>, data_dir: PathBuf) {
+    let mut me = me(&shared.config, &data_dir);
     // What was last said about each peer, so that a difference is logged when it appears or
     // changes, not every half minute.
     let mut said: BTreeMap<String, String> = BTreeMap::new();

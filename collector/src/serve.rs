@@ -166,22 +166,9 @@ pub async fn run(data_dir: &Path, opts: ServeOptions) -> anyhow::Result<()> {
         leader.clone(),
     ));
     tokio::spawn(metrics::fleet::run(Arc::clone(&shared)));
-    let hostname = nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .unwrap_or_default();
-    let started = crate::store::now_us();
     tokio::spawn(crate::peers::run(
         Arc::clone(&shared),
-        crate::store::peers::Peer {
-            instance: crate::peers::instance(&hostname, data_dir),
-            hostname,
-            version: env!("CARGO_PKG_VERSION").into(),
-            config_digest: crate::peers::config_digest(&config),
-            policy_version: String::new(),
-            started_at_us: started,
-            seen_at_us: started,
-        },
+        data_dir.to_path_buf(),
     ));
     for hook in &config.webhooks {
         let dest = crate::handoff::Webhook::load(hook.clone(), data_dir)?;

@@ -106,9 +106,9 @@ impl Store {
     }
 }
 
-/// What one check found: whether this collector holds the lock (None: the connection was lost
-/// and a new one is being made), and when the check was asked.
-type Checked = (Option<bool>, Instant);
+/// What one check found: whether this collector holds the lock (false too when the connection
+/// was lost), and when the check was asked.
+type Checked = (bool, Instant);
 
 /// Asks for the lock, then keeps checking the session that holds it, reporting each answer,
 /// until every [`Leadership`] is dropped. A lost connection is reported and replaced.
@@ -139,13 +139,13 @@ fn check(store: &Store, results: &mpsc::Sender<Checked>, stop: &watch::Sender<Le
             match answer {
                 Ok(h) => {
                     holds |= h;
-                    if results.send((Some(holds), asked)).is_err() {
+                    if results.send((holds, asked)).is_err() {
                         return;
                     }
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "leadership: lost the database connection");
-                    let _ = results.send((None, asked));
+                    let _ = results.send((false, asked));
                     break;
                 }
             }
@@ -163,9 +163,8 @@ fn hold(results: &mpsc::Receiver<Checked>, tx: &watch::Sender<Lead>) {
     let mut leads = false;
     loop {
         let next = match results.recv_timeout(LEASE) {
-            Ok((Some(true), asked)) => Lead::Until(asked + LEASE),
-            Ok(_) => Lead::No,
-            Err(mpsc::RecvTimeoutError::Timeout) => Lead::No,
+            Ok((true, asked)) => Lead::Until(asked + LEASE),
+            Ok((false, _)) | Err(mpsc::RecvTimeoutError::Timeout) => Lead::No,
             Err(mpsc::RecvTimeoutError::Disconnected) => return,
         };
         tx.send_replace(next);

@@ -16,7 +16,8 @@ const STATEMENT_CACHE: usize = 512;
 /// How long a connection attempt may take when the URL does not say.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the server may leave what was sent unacknowledged before the connection is given
-/// up (unless the URL says: `tcp_user_timeout`, `keepalives_*`).
+/// up (unless the URL sets `tcp_user_timeout`; the keepalive timings follow unless it sets
+/// `keepalives_interval`).
 const UNANSWERED: Duration = Duration::from_secs(20);
 
 /// TLS to the database, with the roots to trust (a CA file, or the system's).
