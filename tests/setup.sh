@@ -41,6 +41,11 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # (not squid itself, which it recommends).
 # The leadership test cuts one collector off from the database (tests/tests/several_collectors.rs)
 # with a firewall rule on loopback.
+# The Chromebook test: the device certificate as PKCS#12 (openssl) into the profile's NSS
+# database (certutil, pk12util).
+for cmd in openssl certutil pk12util; do
+  command -v "$cmd" >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssl libnss3-tools; break; }
+done
 command -v iptables >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iptables; }
 command -v squidGuard >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends squidguard; }
 # The Windows agent's smoke test runs it under Wine (64-bit is enough); deploy/windows/*.sh

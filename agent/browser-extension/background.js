@@ -13,7 +13,9 @@
 // nothing sets them in a browser, so the defaults below apply there.
 //
 // Holds no secrets: the agent on the device authenticates to the school's
-// collector, not the extension.
+// collector, not the extension. On a device with no agent (a Chromebook) the
+// school's policy names the collector and visits go there over HTTPS; the
+// device's client certificate, which the browser holds, is its identity.
 
 "use strict";
 
@@ -136,6 +138,7 @@
   }
 
   async function step() {
+    await modeReady;
     stepQueued = false;
     const adds = toAdd;
     const removes = toRemove;
@@ -148,7 +151,7 @@
     let dropped;
     let changed = adds.length > 0;
     try {
-      const got = await api.storage.local.get(["pending", "dropped"]);
+      const got = await api.storage.local.get(["pending", "dropped", "next_n"]);
       pending = Array.isArray(got.pending) ? got.pending : [];
       dropped = Number.isFinite(got.dropped) ? got.dropped : 0;
       if (reported > 0) {
@@ -158,6 +161,7 @@
       const valid = pending.filter((r) => r && typeof r.id === "string");
       if (valid.length !== pending.length) changed = true;
       pending = valid.concat(adds);
+      if (collectorUrl !== null && number(pending, got.next_n)) changed = true;
       if (removes.size > 0) {
         const before = pending.length;
         pending = pending.filter((r) => !removes.has(r.id));
@@ -169,7 +173,7 @@
         dropped += excess;
         changed = true;
       }
-      if (changed) await api.storage.local.set({ pending, dropped });
+      if (changed) await api.storage.local.set({ pending, dropped, next_n: nextN });
     } catch (err) {
       // Keep the changes for the next step rather than losing them.
       toAdd = adds.concat(toAdd);
@@ -182,6 +186,21 @@
       throw err;
     }
     pump(pending);
+  }
+
+  // Straight to the collector, every record carries its number in this instance's lane (the
+  // collector stores a visit once per number). Numbers are never reused: the next one is kept
+  // in storage with the queue, and in memory should a storage write fail. True if any changed.
+  let nextN = 1;
+  function number(pending, storedNext) {
+    if (Number.isSafeInteger(storedNext) && storedNext > nextN) nextN = storedNext;
+    let changed = false;
+    for (const r of pending) {
+      if (Number.isSafeInteger(r.n) && r.n > 0) continue;
+      r.n = nextN++;
+      changed = true;
+    }
+    return changed;
   }
 
   // How many of the oldest records must go to respect both bounds.
@@ -235,6 +254,7 @@
   async function connect() {
     if (port || connecting || reconnectTimer !== null) return;
     connecting = true;
+    await modeReady;
     let incognitoAccess = false;
     try {
       incognitoAccess = Boolean(await api.extension.isAllowedIncognitoAccess());
@@ -249,6 +269,10 @@
       dropped = Number.isFinite(got.dropped) ? got.dropped : 0;
     } catch (_) {
       dropped = 0;
+    }
+    if (collectorUrl !== null) {
+      connectDirect({ version: VERSION, browser: BROWSER, incognito_access: incognitoAccess });
+      return;
     }
     let p;
     try {
@@ -332,6 +356,172 @@
       reconnectTimer = null;
       connect();
     }, delay);
+  }
+
+  // ----------------------------------------------------------- direct mode
+  //
+  // On a device with no agent (a Chromebook), the school's policy for this extension names the
+  // collector (managed storage "collector_url"), and visits go there over HTTPS. The device is
+  // identified by the client certificate the browser presents (the AutoSelectCertificateForUrls
+  // policy): the extension still holds no secret. The same queue and acknowledgements serve:
+  // a "port" here is an outbox that is uploaded, at most UPLOAD_MAX visits at a time, one upload
+  // at a time; the reply acknowledges or rejects visits by id, and any failure closes the port,
+  // which reconnects with back-off and sends everything still pending again.
+
+  const UPLOAD_PATH = "/extension/v1/visits";
+  const UPLOAD_MAX = 200;
+  const UPLOAD_TIMEOUT_MS = globalThis.INVIGILATOR_UPLOAD_TIMEOUT_MS ?? 30000;
+  const KEEPALIVE = "invigilator-keepalive";
+
+  let collectorUrl = null; // "https://host[:port]" when the school's policy names one
+  const modeReady = readMode();
+
+  async function readMode() {
+    try {
+      const managed = api.storage && api.storage.managed;
+      if (!managed || typeof globalThis.fetch !== "function") return;
+      const got = await managed.get(["collector_url"]);
+      const url = got && typeof got.collector_url === "string" ? got.collector_url.trim() : "";
+      if (/^https:\/\/[^/?#@\s]+\/?$/i.test(url)) {
+        collectorUrl = url.replace(/\/$/, "");
+      } else if (url) {
+        console.warn("Invigilator: collector_url must be https://host[:port]; ignored:", url);
+      }
+    } catch (_) {
+      // Not managed, or no managed storage (Firefox without a policy): the agent's host.
+    }
+  }
+
+  let lane = null; // this instance's numbering lane, once the collector has given one
+
+  async function currentLane() {
+    if (lane === null) {
+      const got = await api.storage.local.get(["lane"]);
+      lane = Number.isSafeInteger(got.lane) && got.lane > 0 ? got.lane : 0;
+    }
+    return lane;
+  }
+
+  async function keepLane(value) {
+    lane = value;
+    await api.storage.local.set({ lane: value });
+  }
+
+  async function signedInUser() {
+    try {
+      const info = await api.identity.getProfileUserInfo({ accountStatus: "ANY" });
+      return (info && typeof info.email === "string" && info.email) || "";
+    } catch (_) {
+      return "";
+    }
+  }
+
+  function connectDirect(hello) {
+    const p = {
+      direct: true,
+      outbox: [],
+      busy: false,
+      closed: false,
+      hello,
+      postMessage(record) {
+        if (p.closed) throw new Error("the upload connection is closed");
+        p.outbox.push(record);
+        flush(p);
+      },
+      disconnect() {
+        p.closed = true;
+      },
+    };
+    connecting = false;
+    port = p;
+    sent = new Set();
+    schedule(); // everything pending goes into the outbox, oldest first
+    flush(p, true); // the hello (and a lane, the first time) even with nothing to send
+  }
+
+  // Uploads the outbox in order until it is empty; `always` uploads even an empty one (the
+  // hello, and a keep-alive so the school sees the device is on).
+  async function flush(p, always = false) {
+    if (p.busy || p.closed || (!always && p.outbox.length === 0)) return;
+    p.busy = true;
+    try {
+      for (;;) {
+        if (p !== port || p.closed) return;
+        const current = await currentLane();
+        const batch = current > 0 ? p.outbox.slice(0, UPLOAD_MAX) : [];
+        const body = { lane: current, user: await signedInUser(), visits: batch };
+        if (p.hello) body.hello = p.hello;
+        const reply = await upload(body);
+        p.hello = null;
+        backoff = BACKOFF_MIN_MS;
+        noteAgentState(true, "");
+        if (current === 0) {
+          if (!Number.isSafeInteger(reply.lane) || reply.lane <= 0) {
+            throw new Error("the collector gave no numbering lane");
+          }
+          await keepLane(reply.lane);
+          continue; // now the visits, in that lane
+        }
+        p.outbox.splice(0, batch.length);
+        for (const id of Array.isArray(reply.acked) ? reply.acked : []) {
+          if (typeof id === "string") onAgentMessage(p, { ack: id });
+        }
+        for (const r of Array.isArray(reply.rejected) ? reply.rejected : []) {
+          if (r && typeof r.id === "string") onAgentMessage(p, { reject: r.id, why: r.why });
+        }
+        // A visit neither acknowledged nor rejected stays pending, sent again on reconnect.
+        if (p.outbox.length === 0) return;
+      }
+    } catch (err) {
+      if (err && err.laneRefused) await keepLane(0).catch(() => {});
+      closeDirect(p, String((err && err.message) || err));
+    } finally {
+      p.busy = false;
+    }
+  }
+
+  async function upload(body) {
+    const abort = new AbortController();
+    const timer = setTimeout(() => abort.abort(), UPLOAD_TIMEOUT_MS);
+    try {
+      const res = await globalThis.fetch(collectorUrl + UPLOAD_PATH, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify(body),
+        credentials: "include", // the device's client certificate
+        cache: "no-store",
+        signal: abort.signal,
+      });
+      let reply = null;
+      try {
+        reply = await res.json();
+      } catch (_) {
+        reply = null;
+      }
+      if (res.ok && reply && typeof reply === "object") return reply;
+      const why = (reply && typeof reply.error === "string" && reply.error) || "HTTP " + res.status;
+      const err = new Error("the collector refused the upload: " + why);
+      err.laneRefused = res.status === 409 && /\blane\b/.test(why);
+      throw err;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  function closeDirect(p, error) {
+    p.closed = true;
+    if (p !== port) return;
+    port = null;
+    sent = new Set();
+    console.warn("Invigilator: cannot reach the collector: " + error);
+    noteAgentState(false, error);
+    retryLater();
+  }
+
+  function onAlarm(alarm) {
+    if (!alarm || alarm.name !== KEEPALIVE) return;
+    if (port && port.direct) flush(port, true);
+    else if (!port) connect();
   }
 
   // ----------------------------------------------------------------- titles
@@ -549,6 +739,18 @@
   }
   api.runtime.onStartup.addListener(onBrowserOrExtensionStart);
   api.runtime.onInstalled.addListener(onBrowserOrExtensionStart);
+
+  if (api.alarms) {
+    // A service worker sleeps: the alarm wakes it to retry, and to tell the collector the
+    // device is on when nothing is being browsed.
+    api.alarms.onAlarm.addListener(onAlarm);
+    try {
+      const p = api.alarms.create(KEEPALIVE, { periodInMinutes: 1 });
+      if (p && typeof p.catch === "function") p.catch(() => {});
+    } catch (_) {
+      // no alarms: the back-off timers still retry while the worker runs
+    }
+  }
 
   setActionTitle(ACTION_TITLE);
   connect();

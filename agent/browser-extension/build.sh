@@ -21,7 +21,7 @@ cd "$here"
 
 FILES="background.js notice.html notice.js notice.css icons/16.png icons/32.png icons/48.png icons/128.png"
 
-for f in manifest.json firefox/manifest.json $FILES; do
+for f in manifest.json managed_schema.json firefox/manifest.json $FILES; do
     [ -f "$f" ] || { echo "build.sh: missing $f" >&2; exit 1; }
 done
 
@@ -33,6 +33,9 @@ for f in $FILES; do
     cp "$f" "dist/firefox/$f"
 done
 cp manifest.json dist/chromium/manifest.json
+# The schema of the school's policy for the extension (the collector's address on devices
+# with no agent): Chromium-family browsers only.
+cp managed_schema.json dist/chromium/managed_schema.json
 cp firefox/manifest.json dist/firefox/manifest.json
 find dist -type d -exec chmod 755 {} +
 find dist -type f -exec chmod 644 {} +

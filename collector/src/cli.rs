@@ -34,14 +34,7 @@ pub fn token_create(
     ttl: Duration,
     uses: u32,
 ) -> anyhow::Result<String> {
-    if group.is_empty()
-        || group.len() > 64
-        || !group
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-    {
-        bail!("--group {group:?} must be 1 to 64 letters, digits, '-', '_' or '.'");
-    }
+    check_group(group)?;
     if uses == 0 {
         bail!("--uses must be at least 1");
     }
@@ -51,6 +44,100 @@ pub fn token_create(
     let token = store.admin(|a| store::create_token(a, group, ttl, uses, &ca.fingerprint))?;
     note(&store, Audit::new("token.create", format!("group:{group}")))?;
     Ok(token.to_string())
+}
+
+fn check_group(group: &str) -> anyhow::Result<()> {
+    if group.is_empty()
+        || group.len() > 64
+        || !group
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        bail!("--group {group:?} must be 1 to 64 letters, digits, '-', '_' or '.'");
+    }
+    Ok(())
+}
+
+/// What `device-cert create` wrote.
+pub struct DeviceCert {
+    pub agent_id: String,
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+    pub ca: std::path::PathBuf,
+}
+
+/// `device-cert create`: a device that runs no agent (a Chromebook) enrolled by the
+/// administrator. Its key is made here, its certificate issued by the CA for a fresh agent id,
+/// exactly as an enrolled agent's, and both written to `out` for the school's device
+/// management to install; the device is then in `agents list` and `agents revoke` like any.
+pub fn device_cert_create(
+    data_dir: &Path,
+    group: &str,
+    name: &str,
+    valid_for: Duration,
+    out: &Path,
+) -> anyhow::Result<DeviceCert> {
+    check_group(group)?;
+    let name = name.trim();
+    if name.is_empty() || name.len() > 255 || name.chars().any(char::is_control) {
+        bail!("--name must be 1 to 255 characters, with no control characters");
+    }
+    let file_stem: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let ca = CertificateAuthority::load(&PkiPaths::new(data_dir))
+        .context("loading the CA (has `init` been run?)")?;
+    let key = rcgen::KeyPair::generate().context("making the device's key")?;
+    let csr = rcgen::CertificateParams::new(Vec::<String>::new())?
+        .serialize_request(&key)?
+        .pem()?;
+    let agent_id = uuid::Uuid::new_v4().hyphenated().to_string();
+    let issued = ca.issue_agent_cert(&csr, &agent_id, valid_for)?;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let paths = DeviceCert {
+        agent_id: agent_id.clone(),
+        cert: out.join(format!("{file_stem}.crt.pem")),
+        key: out.join(format!("{file_stem}.key.pem")),
+        ca: out.join("invigilator-ca.pem"),
+    };
+    for p in [&paths.cert, &paths.key] {
+        if p.exists() {
+            bail!(
+                "{} exists already: choose another --name or --out",
+                p.display()
+            );
+        }
+    }
+    crate::pki::write_file(&paths.key, &key.serialize_pem(), true)?;
+    crate::pki::write_file(&paths.cert, &issued.pem, false)?;
+    crate::pki::write_file(&paths.ca, &ca.cert_pem, false)?;
+    let store = open_store(data_dir)?;
+    store.admin(|a| {
+        store::agents::insert_agent(
+            a,
+            &store::NewAgent {
+                agent_id: &agent_id,
+                group,
+                hostname: name,
+                os: "ChromeOS",
+                agent_version: "extension",
+                cert_serial: &issued.serial,
+                cert_not_after_us: issued.not_after.timestamp_micros(),
+            },
+        )
+    })?;
+    note(
+        &store,
+        Audit::new("agent.device_cert", format!("agent:{agent_id}")),
+    )?;
+    Ok(paths)
 }
 
 /// The store `collector.toml` names (the embedded SQLite file unless `[store] url` is set).

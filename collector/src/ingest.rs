@@ -58,30 +58,40 @@ impl TelemetryService {
         renewing: bool,
     ) -> Result<(identity::PeerCert, String), Status> {
         let peer = identity::peer(req)?;
-        let agent_id = peer.agent_id.clone();
-        self.shared.revocations.check(&agent_id)?;
-        let id = agent_id.clone();
-        let found = self
-            .shared
-            .db(move |c| store::agents::credentials(&c.admin(), &id))
-            .await?;
-        let Some((group, current, previous)) = found else {
-            return Err(Status::permission_denied(format!(
-                "agent {agent_id} is revoked or unknown to this collector"
-            )));
-        };
-        let is = |s: &Option<String>| {
-            s.as_deref()
-                .is_some_and(|s| identity::same_serial(s, &peer.serial))
-        };
-        if identity::same_serial(&current, &peer.serial) || (renewing && is(&previous)) {
-            Ok((peer, group))
-        } else {
-            Err(Status::permission_denied(format!(
-                "certificate {} of agent {agent_id} was replaced by a renewal; use the current one",
-                peer.serial
-            )))
-        }
+        credentials(&self.shared, peer, renewing).await
+    }
+}
+
+/// The verified certificate's holder and group, if it is enrolled, not revoked, and presents
+/// its current certificate. The one a renewal replaced is refused, except to renew: the agent
+/// may have missed the answer to its last renewal.
+pub async fn credentials(
+    shared: &Arc<Shared>,
+    peer: identity::PeerCert,
+    renewing: bool,
+) -> Result<(identity::PeerCert, String), Status> {
+    let agent_id = peer.agent_id.clone();
+    shared.revocations.check(&agent_id)?;
+    let id = agent_id.clone();
+    let found = shared
+        .db(move |c| store::agents::credentials(&c.admin(), &id))
+        .await?;
+    let Some((group, current, previous)) = found else {
+        return Err(Status::permission_denied(format!(
+            "agent {agent_id} is revoked or unknown to this collector"
+        )));
+    };
+    let is = |s: &Option<String>| {
+        s.as_deref()
+            .is_some_and(|s| identity::same_serial(s, &peer.serial))
+    };
+    if identity::same_serial(&current, &peer.serial) || (renewing && is(&previous)) {
+        Ok((peer, group))
+    } else {
+        Err(Status::permission_denied(format!(
+            "certificate {} of agent {agent_id} was replaced by a renewal; use the current one",
+            peer.serial
+        )))
     }
 }
 
@@ -304,7 +314,7 @@ impl Reader {
 }
 
 /// Raises the quota alert the first time in a day that `limit` holds the agent back.
-async fn held_back(shared: &Arc<Shared>, agent: &Arc<str>, limit: Limit, what: String) {
+pub async fn held_back(shared: &Arc<Shared>, agent: &Arc<str>, limit: Limit, what: String) {
     shared.metrics.refused(match limit {
         Limit::Rate => Refusal::rate_quota,
         Limit::Daily => Refusal::daily_quota,

@@ -11,6 +11,7 @@ pub mod console;
 pub mod dryrun;
 pub mod enroll;
 pub mod event_time;
+pub mod extension;
 pub mod handoff;
 pub mod housekeeping;
 pub mod identity;

@@ -63,6 +63,12 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Certificates for devices that run no agent (Chromebooks): the extension sends visits
+    /// to the collector itself with one (`[extension] listen`).
+    DeviceCert {
+        #[command(subcommand)]
+        command: DeviceCertCommand,
+    },
     /// Alerts raised by the policy.
     Alerts {
         #[command(subcommand)]
@@ -354,6 +360,29 @@ enum EventsCommand {
 }
 
 #[derive(Subcommand)]
+enum DeviceCertCommand {
+    /// Enrol a device by hand: make its key and certificate (a fresh agent id) and write them,
+    /// with the CA certificate, as PEM files for the school's device management to install.
+    Create {
+        #[command(flatten)]
+        dir: DataDir,
+        /// The agent group the device belongs to (as an enrolment token's).
+        #[arg(long)]
+        group: String,
+        /// The device's name, shown as its host name (e.g. its asset tag).
+        #[arg(long)]
+        name: String,
+        /// How long the certificate is valid: the device cannot renew it by itself, so make a
+        /// new one before then.
+        #[arg(long, default_value = "365d", value_parser = humantime::parse_duration)]
+        valid_for: std::time::Duration,
+        /// Where to write the files.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
 enum AgentsCommand {
     /// List enrolled agents with their health, as JSON.
     List {
@@ -535,6 +564,31 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Agents {
             command: AgentsCommand::Revoke { dir, agent_id },
         } => cli::agents_revoke(&dir.data_dir, &agent_id),
+        Command::DeviceCert {
+            command:
+                DeviceCertCommand::Create {
+                    dir,
+                    group,
+                    name,
+                    valid_for,
+                    out,
+                },
+        } => {
+            let made = cli::device_cert_create(&dir.data_dir, &group, &name, valid_for, &out)?;
+            println!("{}", made.agent_id);
+            eprintln!(
+                "device {name:?} enrolled as agent {}: certificate {}, key {}, CA {}.\n\
+                 For Google Admin or a browser's certificate manager, make a PKCS#12 file:\n  \
+                 openssl pkcs12 -export -in {} -inkey {} -out device.p12",
+                made.agent_id,
+                made.cert.display(),
+                made.key.display(),
+                made.ca.display(),
+                made.cert.display(),
+                made.key.display(),
+            );
+            Ok(())
+        }
         Command::Collectors { dir } => cli::collectors_list(&dir.data_dir),
         Command::Policy {
             command: PolicyCommand::Check { file, data_dir },

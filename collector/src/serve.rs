@@ -253,16 +253,41 @@ pub async fn run(data_dir: &Path, opts: ServeOptions) -> anyhow::Result<()> {
         }
     });
 
+    let extension_addr = match config.extension.listen {
+        Some(addr) => {
+            let tls = crate::extension::server_config(
+                &read(paths.server_cert())?,
+                &read(paths.server_key())?,
+                shared.ca.cert_pem.as_bytes(),
+            )?;
+            Some(
+                crate::extension::serve(
+                    Arc::clone(&shared),
+                    addr,
+                    tls,
+                    config.grpc.handshake_timeout,
+                )
+                .await?,
+            )
+        }
+        None => None,
+    };
+
     let grpc = tokio::net::TcpListener::bind(config.grpc.listen)
         .await
         .with_context(|| format!("cannot listen for gRPC on {}", config.grpc.listen))?;
     let grpc_addr = grpc.local_addr()?;
-    tracing::info!(grpc = %grpc_addr, http = %http_addr, metrics = ?metrics_addr, data_dir = %data_dir.display(), "collector serving");
+    tracing::info!(grpc = %grpc_addr, http = %http_addr, metrics = ?metrics_addr, extension = ?extension_addr, data_dir = %data_dir.display(), "collector serving");
     // Tests and scripts wait for this line.
     let metrics_field = metrics_addr
         .map(|a| format!(" metrics={a}"))
         .unwrap_or_default();
-    eprintln!("invigilator-collector listening: grpc={grpc_addr} http={http_addr}{metrics_field}");
+    let extension_field = extension_addr
+        .map(|a| format!(" extension={a}"))
+        .unwrap_or_default();
+    eprintln!(
+        "invigilator-collector listening: grpc={grpc_addr} http={http_addr}{metrics_field}{extension_field}"
+    );
 
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc);
     Server::builder()

@@ -85,7 +85,7 @@ fn the_store_reaches_postgresql_over_verified_tls_and_not_otherwise() {
         server
             .local()
             .column("SELECT value FROM meta WHERE key = 'schema_version'"),
-        ["3"],
+        ["4"],
         "every migration applied"
     );
 

@@ -91,6 +91,7 @@ function load({ globals = {}, navigator = {}, namespace = "chrome", extra = {} }
     },
     extension: { isAllowedIncognitoAccess: async () => false },
     storage: {
+      ...(extra.storage || {}),
       local: {
         async get(keys) {
           await yieldTurn();
@@ -123,6 +124,7 @@ function load({ globals = {}, navigator = {}, namespace = "chrome", extra = {} }
         actionTitle = title;
       },
     },
+    ...(extra.api || {}),
   };
 
   const context = vm.createContext({
@@ -655,6 +657,127 @@ test("a burst that never stops is still reported, at most once per wait", async 
     const moves = port.visits().slice(1);
     assert.ok(moves.length <= 5, "at most one a wait: " + moves.length);
     assert.ok(moves.every((v) => v.transition === "in_page"));
+  } finally {
+    env.close();
+  }
+});
+
+// ------------------------------------------------------------ direct mode
+
+// A fake collector endpoint: records each upload's body, answers with `respond`.
+function fakeCollector(respond) {
+  const uploads = [];
+  async function fetch(url, init) {
+    await yieldTurn();
+    const body = JSON.parse(init.body);
+    uploads.push({ url, body, credentials: init.credentials });
+    const { status, reply } = respond(body, uploads.length);
+    return {
+      ok: status >= 200 && status < 300,
+      status,
+      async json() {
+        return clone(reply);
+      },
+    };
+  }
+  return { uploads, fetch };
+}
+
+function loadDirect(collector, url = "https://collector.school.test:50052") {
+  return load({
+    globals: { fetch: collector.fetch, AbortController },
+    extra: {
+      storage: { managed: { get: async () => ({ collector_url: url }) } },
+      api: {
+        identity: { getProfileUserInfo: async () => ({ email: "amy@pupils.school.test" }) },
+      },
+    },
+  });
+}
+
+// Acknowledges every visit, giving lane 7 when asked.
+function acceptAll(body) {
+  if (body.lane === 0) return { status: 200, reply: { lane: 7, acked: [], rejected: [] } };
+  return { status: 200, reply: { lane: body.lane, acked: body.visits.map((v) => v.id), rejected: [] } };
+}
+
+test("straight to the collector: a lane first, then numbered visits, acked by id", async () => {
+  const collector = fakeCollector(acceptAll);
+  const env = loadDirect(collector);
+  try {
+    await waitFor(() => env.store.lane === 7, "the lane");
+    assert.equal(env.ports.length, 0, "no native host");
+    const first = collector.uploads[0];
+    assert.equal(first.url, "https://collector.school.test:50052/extension/v1/visits");
+    assert.equal(first.credentials, "include", "the client certificate goes with it");
+    assert.equal(first.body.lane, 0);
+    assert.equal(first.body.hello.browser, "chromium");
+    env.visit(1, "https://example.org/a");
+    env.visit(2, "https://example.org/b");
+    await waitFor(() => collector.uploads.some((u) => u.body.visits.length > 0), "an upload");
+    await waitFor(() => env.pending().length === 0, "the acks to empty the queue");
+    const sent = collector.uploads.flatMap((u) => u.body.visits);
+    assert.deepEqual(sent.map((v) => v.n), [1, 2], "numbered from 1 in order");
+    assert.ok(collector.uploads.every((u) => u.body.user === "amy@pupils.school.test"));
+    assert.ok(collector.uploads.slice(1).every((u) => u.body.lane === 7));
+    assert.equal(env.store.next_n, 3);
+  } finally {
+    env.close();
+  }
+});
+
+test("straight to the collector: a refused upload is sent again, same numbers, nothing lost", async () => {
+  let down = true;
+  const collector = fakeCollector((body) => {
+    if (body.lane === 0) return { status: 200, reply: { lane: 1, acked: [], rejected: [] } };
+    if (down && body.visits.length > 0) return { status: 503, reply: { error: "storage error" } };
+    return acceptAll(body);
+  });
+  const env = loadDirect(collector);
+  try {
+    await waitFor(() => env.store.lane === 1, "the lane");
+    env.visit(1, "https://example.org/a");
+    await waitFor(() => collector.uploads.filter((u) => u.body.visits.length).length >= 2, "retries");
+    assert.equal(env.pending().length, 1, "kept while the collector refuses");
+    assert.ok(env.warnings.some((w) => w.includes("storage error")), env.warnings.join("\n"));
+    down = false;
+    await waitFor(() => env.pending().length === 0, "the ack after the collector is back");
+    const numbers = collector.uploads.flatMap((u) => u.body.visits.map((v) => v.n));
+    assert.ok(numbers.length >= 3 && numbers.every((n) => n === 1), String(numbers));
+  } finally {
+    env.close();
+  }
+});
+
+test("straight to the collector: a lane the collector does not know is replaced, numbers kept", async () => {
+  const collector = fakeCollector((body) => {
+    if (body.lane === 0) return { status: 200, reply: { lane: 9, acked: [], rejected: [] } };
+    if (body.lane === 4) {
+      return { status: 409, reply: { error: "lane 4 was not given to this device; ask for one (lane 0)" } };
+    }
+    return acceptAll(body);
+  });
+  const env = loadDirect(collector);
+  env.store.lane = 4; // e.g. a collector restored from an older backup
+  env.store.next_n = 12;
+  try {
+    env.visit(1, "https://example.org/a");
+    await waitFor(() => env.pending().length === 0 && env.store.lane === 9, "a new lane and the ack");
+    const last = collector.uploads.at(-1).body;
+    assert.equal(last.lane, 9);
+    assert.deepEqual(last.visits.map((v) => v.n), [12]);
+  } finally {
+    env.close();
+  }
+});
+
+test("a collector_url that is not https://host[:port] is ignored: the agent's host is used", async () => {
+  const collector = fakeCollector(acceptAll);
+  const env = loadDirect(collector, "http://collector.school.test/upload");
+  try {
+    await connected(env);
+    assert.equal(collector.uploads.length, 0);
+    assert.ok(env.warnings.some((w) => w.includes("collector_url must be")), env.warnings.join("\n"));
   } finally {
     env.close();
   }

@@ -36,6 +36,7 @@ pub struct CollectorConfig {
     pub grpc: GrpcConfig,
     pub store: crate::store::StoreConfig,
     pub http: HttpConfig,
+    pub extension: ExtensionConfig,
     pub agents: AgentsConfig,
     pub ingest: IngestConfig,
     pub quotas: QuotaConfig,
@@ -109,6 +110,14 @@ pub struct GrpcConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
     pub listen: SocketAddr,
+}
+
+/// The browser extension's own endpoint, for devices without an agent (Chromebooks): HTTPS
+/// with a client certificate from `device-cert create`. Off unless a listener is set.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExtensionConfig {
+    pub listen: Option<SocketAddr>,
 }
 
 /// Prometheus metrics (`/metrics`). Off unless a listener or a token is set.

@@ -26,6 +26,7 @@ pub mod db;
 pub mod delivery;
 pub mod enrol_guard;
 pub mod events;
+pub mod extension;
 pub mod incidents;
 pub mod leader;
 pub mod migrate;

@@ -17,6 +17,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("postgres/0001_schema.sql"),
     include_str!("postgres/0002_alert_wakeups.sql"),
     include_str!("postgres/0003_fleet.sql"),
+    include_str!("postgres/0004_extension.sql"),
 ];
 
 /// Any number, the same in every collector: the lock that makes one of several collectors

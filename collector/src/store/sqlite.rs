@@ -180,6 +180,9 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("staff", "sso_issuer", "TEXT"),
     ("staff", "sso_subject", "TEXT"),
     ("staff", "role_from_sso", "INTEGER NOT NULL DEFAULT 0"),
+    // Numbering lanes handed to the browser extension's instances on a device without an
+    // agent (store::extension): each browser profile numbers its visits in its own lane.
+    ("agents", "extension_lanes", "INTEGER NOT NULL DEFAULT 0"),
 ];
 
 /// Statements kept prepared per connection: the store has a few hundred texts.

@@ -22,10 +22,10 @@ pub mod cursor;
 pub mod firefox;
 pub mod history;
 pub mod profiles;
-pub mod search;
+pub use invigilator_visits::search;
 pub mod snapshot;
 pub mod tracker;
-pub mod url_clean;
+pub use invigilator_visits::url_clean;
 pub mod watch;
 /// Where browsers keep profiles on Windows: built and tested everywhere.
 pub mod windows_paths;

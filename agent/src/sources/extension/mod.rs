@@ -14,7 +14,7 @@
 mod limits;
 #[cfg(target_os = "linux")]
 mod listener;
-pub mod message;
+pub use invigilator_visits::extension as message;
 #[cfg(target_os = "linux")]
 mod peer;
 

@@ -5,7 +5,7 @@
 //! percent-decoding as UTF-8). Google is matched under any country domain (google.co.uk,
 //! google.com.au, ...) because schools' pupils use them all.
 
-use super::url_clean::{MAX_SEARCH, truncate};
+use crate::url_clean::{MAX_SEARCH, truncate};
 
 /// A search found in a URL.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,8 +4,8 @@
 //!
 //! One JSON object per line; the protocol is in `agent/browser-extension/README.md`.
 
-use crate::sources::browsing::search;
-use crate::sources::browsing::url_clean::{MAX_TITLE, clean_url, truncate};
+use crate::search;
+use crate::url_clean::{MAX_TITLE, clean_url, truncate};
 use invigilator_proto::v1::BrowsingVisit;
 use serde::Deserialize;
 
@@ -223,7 +223,7 @@ mod tests {
         ))
         .unwrap();
         assert!(!v.url.contains("secret"));
-        assert!(v.url.len() <= crate::sources::browsing::url_clean::MAX_URL);
+        assert!(v.url.len() <= crate::url_clean::MAX_URL);
         assert_eq!(v.title.len(), MAX_TITLE);
         assert_eq!(v.transition, "other");
         assert_eq!(v.browser, "unknown");

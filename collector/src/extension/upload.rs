@@ -1,0 +1,434 @@
+//! One upload from the extension on a device without an agent: its visits, checked exactly as
+//! the agent's native-messaging listener checks them (`invigilator_visits`), become the
+//! device's events and go through the agents' admission and committer. The reply names the
+//! visits stored (or already stored): the extension forgets those and keeps the rest.
+//!
+//! The protocol is in `agent/browser-extension/README.md` ("Straight to the collector").
+
+use crate::admission::Limit;
+use crate::committer::{Job, NotStored};
+use crate::event_time::TimeWindow;
+use crate::identity::PeerCert;
+use crate::ingest::{credentials, held_back};
+use crate::metrics::Refusal;
+use crate::state::Shared;
+use crate::store::{self, delivery, extension};
+use invigilator_proto::v1::{Event, event::Kind};
+use invigilator_visits::extension::{Incoming, RawVisit, valid_id};
+use invigilator_visits::url_clean::truncate;
+use prost::Message;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use tokio::sync::oneshot;
+use tonic::Status;
+
+/// Most visits one upload may carry; the extension sends at most this many at a time.
+pub const MAX_VISITS: usize = 200;
+/// Largest upload body: MAX_VISITS visits of the longest URL and title the extension sends.
+pub const MAX_BODY: usize = 4 * 1024 * 1024;
+/// Longest user name kept from the extension's claim.
+const MAX_USER: usize = 128;
+
+/// An upload as the extension sends it. Unknown fields are ignored, so a newer extension keeps
+/// working with this collector.
+#[derive(Debug, Deserialize)]
+pub struct Upload {
+    /// The instance's numbering lane; 0 (or absent) asks for one, and nothing is stored.
+    #[serde(default)]
+    pub lane: u64,
+    /// Who the browser says is signed in: the device's claim, shown as such.
+    #[serde(default)]
+    pub user: String,
+    #[serde(default)]
+    pub hello: Option<serde_json::Value>,
+    #[serde(default)]
+    pub visits: Vec<Numbered>,
+}
+
+/// A visit with its number in the instance's lane.
+#[derive(Debug, Deserialize)]
+pub struct Numbered {
+    #[serde(default)]
+    pub n: f64,
+    #[serde(flatten)]
+    pub visit: RawVisit,
+}
+
+#[derive(Debug, Default, Serialize, PartialEq)]
+pub struct Reply {
+    pub lane: u64,
+    /// Ids stored by this upload or an earlier one: the extension forgets them.
+    pub acked: Vec<String>,
+    /// Ids refused for good, with why: the extension forgets them too.
+    pub rejected: Vec<Rejected>,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+pub struct Rejected {
+    pub id: String,
+    pub why: String,
+}
+
+/// Why an upload was not taken: an HTTP status and a message naming the problem.
+#[derive(Debug)]
+pub struct Refused(pub u16, pub String, pub Option<u64>);
+
+impl Refused {
+    fn from_status(s: Status) -> Self {
+        let code = match s.code() {
+            tonic::Code::Unauthenticated => 401,
+            tonic::Code::PermissionDenied => 403,
+            tonic::Code::InvalidArgument => 400,
+            tonic::Code::ResourceExhausted => 429,
+            tonic::Code::Aborted => 409,
+            _ => 503,
+        };
+        Self(code, s.message().to_owned(), None)
+    }
+}
+
+/// The visits of one upload, checked and numbered, as events of the device.
+pub struct Checked {
+    pub events: Vec<Event>,
+    pub ids: Vec<String>,
+    pub rejected: Vec<Rejected>,
+}
+
+/// Checks and numbers an upload's visits: each refused one is named, and what is left is in
+/// sequence order, each sequence once.
+pub fn check(lane: u32, visits: Vec<Numbered>, hostname: &str, user: &str, now_us: i64) -> Checked {
+    let mut numbered: Vec<(u64, String, Event)> = Vec::with_capacity(visits.len());
+    let mut rejected = Vec::new();
+    for Numbered { n, visit } in visits {
+        let id = visit.id.clone();
+        let reject = |rejected: &mut Vec<Rejected>, why: String| {
+            if valid_id(&id) {
+                rejected.push(Rejected {
+                    id: id.clone(),
+                    why,
+                });
+            }
+        };
+        if !(n.fract() == 0.0 && (1.0..=f64::from(u32::MAX)).contains(&n)) {
+            reject(
+                &mut rejected,
+                format!("visit number {n} is not 1 to {}", u32::MAX),
+            );
+            continue;
+        }
+        let seq = (u64::from(lane) << 32) | n as u64;
+        match visit.check(now_us) {
+            Ok(v) => {
+                let observed_at_us = v.visit_time_us;
+                numbered.push((
+                    seq,
+                    id,
+                    Event {
+                        seq,
+                        observed_at_us,
+                        hostname: hostname.to_owned(),
+                        user: user.to_owned(),
+                        kind: Some(Kind::Browsing(v)),
+                        ..Default::default()
+                    },
+                ));
+            }
+            Err(why) => reject(&mut rejected, why.to_string()),
+        }
+    }
+    numbered.sort_by_key(|(seq, _, _)| *seq);
+    let mut events = Vec::with_capacity(numbered.len());
+    let mut ids = Vec::with_capacity(numbered.len());
+    let mut last = 0;
+    for (seq, id, event) in numbered {
+        if seq == last {
+            rejected.push(Rejected {
+                id,
+                why: "another visit of this upload has the same number".into(),
+            });
+            continue;
+        }
+        last = seq;
+        events.push(event);
+        ids.push(id);
+    }
+    Checked {
+        events,
+        ids,
+        rejected,
+    }
+}
+
+/// Takes one upload from the device `peer` presented: stored, then answered.
+pub async fn take(shared: &Arc<Shared>, peer: PeerCert, upload: Upload) -> Result<Reply, Refused> {
+    let (peer, group) = credentials(shared, peer, false).await.map_err(|s| {
+        if s.code() == tonic::Code::PermissionDenied {
+            shared.metrics.refused(Refusal::not_authorised);
+        }
+        Refused::from_status(s)
+    })?;
+    let agent: Arc<str> = peer.agent_id.into();
+    if upload.visits.len() > MAX_VISITS {
+        shared.metrics.refused(Refusal::malformed);
+        return Err(Refused(
+            413,
+            format!(
+                "{} visits in one upload; at most {MAX_VISITS}",
+                upload.visits.len()
+            ),
+            None,
+        ));
+    }
+    let id = agent.to_string();
+    let device = shared
+        .db(move |c| extension::device(c, &id))
+        .await
+        .map_err(Refused::from_status)?
+        .ok_or_else(|| Refused(403, format!("device {agent} is not enrolled"), None))?;
+    if let Some(hello) = upload.hello.as_ref() {
+        note_hello(shared, &agent, &device, hello);
+    } else {
+        shared.touch(&agent, |h| {
+            h.hostname = device.hostname.clone();
+            h.os = device.os.clone();
+        });
+    }
+    if upload.lane == 0 {
+        let id = agent.to_string();
+        let lane = shared
+            .db(move |c| extension::new_lane(c, &id))
+            .await
+            .map_err(Refused::from_status)?
+            .ok_or_else(|| {
+                Refused(
+                    409,
+                    "this device has used every numbering lane".into(),
+                    None,
+                )
+            })?;
+        tracing::info!(agent_id = %agent, lane, "extension: a new numbering lane");
+        return Ok(Reply {
+            lane: u64::from(lane),
+            ..Reply::default()
+        });
+    }
+    if upload.lane > u64::from(device.lanes) {
+        return Err(Refused(
+            409,
+            format!(
+                "lane {} was not given to this device; ask for one (lane 0)",
+                upload.lane
+            ),
+            None,
+        ));
+    }
+    let lane = upload.lane as u32;
+    let now = store::now_us();
+    let user = clean_user(&upload.user);
+    let checked = check(lane, upload.visits, &device.hostname, &user, now);
+    let mut reply = Reply {
+        lane: upload.lane,
+        acked: Vec::new(),
+        rejected: checked.rejected,
+    };
+    if checked.events.is_empty() {
+        return Ok(reply);
+    }
+    within_daily_quota(shared, &agent, now).await?;
+    let cfg = &shared.config.ingest;
+    let window = TimeWindow {
+        offline_allowance: cfg.offline_allowance,
+        clock_skew: cfg.clock_skew,
+    };
+    let mut events = checked.events;
+    for event in &mut events {
+        invigilator_proto::limits::enforce(event);
+        window.apply(event, now);
+    }
+    let bytes: usize = events.iter().map(|e| e.encoded_len()).sum();
+    let (wait, rate) = shared.admission.charge(&agent, bytes as u64, now);
+    if let Some(wait) = wait {
+        let per_minute = shared.config.quotas.rate_mib_per_minute;
+        held_back(
+            shared,
+            &agent,
+            Limit::Rate,
+            format!("over {per_minute} MiB a minute"),
+        )
+        .await;
+        return Err(Refused(
+            429,
+            "over this device's rate; try again later".into(),
+            Some(wait.as_secs().max(1)),
+        ));
+    }
+    // One upload at a time per device: a newer one takes the place of one still waiting.
+    let ticket = shared.admission.open(&agent);
+    let room = shared
+        .admission
+        .room(ticket.share(), bytes)
+        .await
+        .ok_or_else(|| Refused(503, "the collector is stopping".into(), None))?;
+    let (tx, rx) = oneshot::channel();
+    let job = Job {
+        agent_id: agent.clone(),
+        group: group.into(),
+        events,
+        bytes,
+        room,
+        epoch: device.epoch,
+        rate,
+        reply: tx,
+    };
+    if shared.committer.submit(job).await.is_err() {
+        return Err(Refused(503, "the collector is stopping".into(), None));
+    }
+    match rx.await {
+        Ok(Ok(stored)) => {
+            shared
+                .admission
+                .note_usage(&agent, stored.committed_at_us, stored.day_bytes);
+            reply.acked = checked.ids;
+            Ok(reply)
+        }
+        Ok(Err(e @ NotStored::Superseded)) => Err(Refused(409, e.to_string(), Some(1))),
+        Ok(Err(e)) => Err(Refused(
+            503,
+            format!("collector could not store the visits: {e}"),
+            Some(5),
+        )),
+        Err(_) => Err(Refused(503, "the collector is stopping".into(), Some(5))),
+    }
+}
+
+/// Refuses while the device is over its daily volume (the agents' quota).
+async fn within_daily_quota(
+    shared: &Arc<Shared>,
+    agent: &Arc<str>,
+    now: i64,
+) -> Result<(), Refused> {
+    if shared.admission.over_daily(agent, now).is_none() {
+        let id = agent.clone();
+        let used = shared
+            .db(move |c| delivery::used_on_day(c, &id, now))
+            .await
+            .map_err(Refused::from_status)?;
+        shared.admission.note_usage(agent, now, used);
+    }
+    if shared.admission.over_daily(agent, now) == Some(true) {
+        let limit = shared.config.quotas.daily_mib;
+        held_back(
+            shared,
+            agent,
+            Limit::Daily,
+            format!("{limit} MiB stored today"),
+        )
+        .await;
+        let until_tomorrow = (delivery::next_day_us(now) - now).max(0) as u64 / 1_000_000;
+        return Err(Refused(
+            429,
+            format!("this device has stored {limit} MiB today"),
+            Some(until_tomorrow.clamp(60, 3600)),
+        ));
+    }
+    Ok(())
+}
+
+/// The hello's browser and version, for the device list (bounded as the agent bounds them).
+fn note_hello(
+    shared: &Arc<Shared>,
+    agent: &Arc<str>,
+    device: &extension::Device,
+    hello: &serde_json::Value,
+) {
+    let text = |k: &str| {
+        hello
+            .get(k)
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_owned()
+    };
+    let incognito = hello.get("incognito_access").and_then(|v| v.as_bool()) == Some(true);
+    let hello = Incoming::hello(
+        text("version"),
+        text("browser"),
+        incognito,
+        hello.get("dropped").unwrap_or(&serde_json::Value::Null),
+    );
+    shared.touch(agent, |h| {
+        h.hostname = device.hostname.clone();
+        h.os = device.os.clone();
+        h.agent_version = format!("extension {} ({})", hello.version, hello.browser);
+    });
+}
+
+/// The signed-in account the browser reports: one line, bounded.
+fn clean_user(claim: &str) -> String {
+    let line: String = claim.chars().filter(|c| !c.is_control()).collect();
+    truncate(line.trim(), MAX_USER)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_764_780_000_000_000;
+
+    fn upload(json: &str) -> Upload {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn visits_are_numbered_in_their_lane_checked_and_ordered() {
+        let u = upload(&format!(
+            r#"{{"lane": 3, "user": "amy", "visits": [
+                {{"n": 2, "id": "b", "url": "https://www.google.com/search?q=vapes", "time": {t}}},
+                {{"n": 1, "id": "a", "url": "https://example.org/", "title": "<b>x</b>", "time": {t}}},
+                {{"n": 1, "id": "a-again", "url": "https://example.org/", "time": {t}}},
+                {{"n": 0, "id": "zero", "url": "https://example.org/", "time": {t}}},
+                {{"n": 1.5, "id": "half", "url": "https://example.org/", "time": {t}}},
+                {{"n": 4294967296, "id": "too-big", "url": "https://example.org/", "time": {t}}},
+                {{"n": 5, "id": "ftp", "url": "ftp://example.org/", "time": {t}}},
+                {{"n": 6, "id": "not an id", "url": "https://example.org/", "time": {t}}}
+            ]}}"#,
+            t = NOW / 1000
+        ));
+        let c = check(3, u.visits, "cb-07", "amy", NOW);
+        assert_eq!(c.ids, ["a", "b"]);
+        let seqs: Vec<u64> = c.events.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, [(3 << 32) | 1, (3 << 32) | 2]);
+        assert!(
+            c.events
+                .iter()
+                .all(|e| e.hostname == "cb-07" && e.user == "amy")
+        );
+        let Some(Kind::Browsing(v)) = &c.events[1].kind else {
+            panic!()
+        };
+        assert_eq!(
+            (v.search_terms.as_str(), v.reporter.as_str()),
+            ("vapes", "extension")
+        );
+        let rejected: Vec<&str> = c.rejected.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(rejected, ["zero", "half", "too-big", "ftp", "a-again"]);
+        assert!(c.rejected[4].why.contains("same number"));
+    }
+
+    #[test]
+    fn a_forged_time_is_replaced_and_the_user_is_one_bounded_line() {
+        let u = upload(
+            r#"{"lane": 1, "visits": [{"n": 1, "id": "a", "url": "https://example.org/", "time": 1e300}]}"#,
+        );
+        let c = check(1, u.visits, "cb-07", "", NOW);
+        assert_eq!(c.events[0].observed_at_us, NOW);
+        assert_eq!(clean_user("amy\n\u{1b}[31m@school"), "amy[31m@school");
+        assert_eq!(clean_user(&"x".repeat(500)).len(), MAX_USER);
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored_and_a_missing_lane_asks_for_one() {
+        let u = upload(r#"{"future": 1, "visits": []}"#);
+        assert_eq!(u.lane, 0);
+        assert!(serde_json::from_str::<Upload>(r#"{"lane": -1}"#).is_err());
+    }
+}
