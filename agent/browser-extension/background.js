@@ -169,8 +169,25 @@
       }
       const excess = overflow(pending);
       if (excess > 0) {
+        dropped += lostIn(pending.slice(0, excess));
         pending = pending.slice(excess);
-        dropped += excess;
+        changed = true;
+      }
+      if (collectorUrl === null) {
+        // Through the agent, losses are a count in the hello: no record of them is sent.
+        const gaps = pending.filter((r) => r.type === "gap");
+        if (gaps.length > 0) {
+          dropped += lostIn(gaps);
+          pending = pending.filter((r) => r.type !== "gap");
+          changed = true;
+        }
+      } else if (dropped > 0) {
+        // Straight to the collector, a loss is a numbered record, first in the queue, so the
+        // collector stores it once however often it is sent. It takes the place of one more
+        // of the oldest visits when the queue is full.
+        if (pending.length >= QUEUE_MAX) dropped += lostIn(pending.splice(0, 1));
+        pending.unshift({ type: "gap", id: crypto.randomUUID(), n: nextN++, lost: dropped });
+        dropped = 0;
         changed = true;
       }
       if (changed) await api.storage.local.set({ pending, dropped, next_n: nextN });
@@ -201,6 +218,15 @@
       changed = true;
     }
     return changed;
+  }
+
+  // How many visits the records stand for: a gap record, the visits it counts.
+  function lostIn(records) {
+    let lost = 0;
+    for (const r of records) {
+      lost += r && r.type === "gap" ? Math.max(0, Number(r.lost) || 0) : 1;
+    }
+    return lost;
   }
 
   // How many of the oldest records must go to respect both bounds.

@@ -672,6 +672,7 @@ function fakeCollector(respond) {
     const body = JSON.parse(init.body);
     uploads.push({ url, body, credentials: init.credentials });
     const { status, reply } = respond(body, uploads.length);
+    uploads.at(-1).status = status;
     return {
       ok: status >= 200 && status < 300,
       status,
@@ -683,9 +684,9 @@ function fakeCollector(respond) {
   return { uploads, fetch };
 }
 
-function loadDirect(collector, url = "https://collector.school.test:50052") {
+function loadDirect(collector, url = "https://collector.school.test:50052", globals = {}) {
   return load({
-    globals: { fetch: collector.fetch, AbortController },
+    globals: { fetch: collector.fetch, AbortController, ...globals },
     extra: {
       storage: { managed: { get: async () => ({ collector_url: url }) } },
       api: {
@@ -694,6 +695,9 @@ function loadDirect(collector, url = "https://collector.school.test:50052") {
     },
   });
 }
+
+// How many visits stored records stand for.
+const lostIn = (records) => records.reduce((sum, r) => sum + (r.type === "gap" ? r.lost : 1), 0);
 
 // Acknowledges every visit, giving lane 7 when asked.
 function acceptAll(body) {
@@ -778,6 +782,41 @@ test("a collector_url that is not https://host[:port] is ignored: the agent's ho
     await connected(env);
     assert.equal(collector.uploads.length, 0);
     assert.ok(env.warnings.some((w) => w.includes("collector_url must be")), env.warnings.join("\n"));
+  } finally {
+    env.close();
+  }
+});
+
+test("straight to the collector: visits a full queue drops become one numbered gap record", async () => {
+  let down = true;
+  const collector = fakeCollector((body) => {
+    if (body.lane === 0) return { status: 200, reply: { lane: 2, acked: [], rejected: [] } };
+    if (down && body.visits.length > 0) return { status: 503, reply: { error: "down" } };
+    return acceptAll(body);
+  });
+  const env = loadDirect(collector, undefined, { INVIGILATOR_QUEUE_MAX: 3 });
+  try {
+    await waitFor(() => env.store.lane === 2, "the lane");
+    for (let i = 1; i <= 6; i++) {
+      env.visit(i, "https://example.org/" + i);
+      await waitFor(() => env.pending().filter((r) => r.type !== "gap").length > 0 &&
+        env.pending().some((r) => r.url === "https://example.org/" + i), "visit " + i);
+    }
+    const pending = env.pending();
+    assert.ok(pending.length <= 3, JSON.stringify(pending));
+    const gaps = pending.filter((r) => r.type === "gap");
+    assert.equal(gaps.length, 1, "one record counts every loss");
+    const visits = pending.filter((r) => r.type === "visit");
+    assert.equal(gaps[0].lost + visits.length, 6, JSON.stringify(pending));
+    assert.equal(env.store.dropped, 0, "nothing left to the hello's count");
+    const numbers = pending.map((r) => r.n);
+    assert.equal(new Set(numbers).size, numbers.length, "each number once");
+    down = false;
+    await waitFor(() => env.pending().length === 0, "everything acknowledged");
+    // What the collector stored stands for every visit: those kept, and the count of the rest.
+    const stored = collector.uploads.filter((u) => u.status === 200).flatMap((u) => u.body.visits);
+    assert.equal(lostIn(stored), 6, JSON.stringify(stored));
+    assert.deepEqual(stored.filter((r) => r.type === "gap").map((r) => r.n), [gaps[0].n]);
   } finally {
     env.close();
   }

@@ -13,8 +13,10 @@ use crate::ingest::{credentials, held_back};
 use crate::metrics::Refusal;
 use crate::state::Shared;
 use crate::store::{self, delivery, extension};
-use invigilator_proto::v1::{Event, event::Kind};
-use invigilator_visits::extension::{Incoming, RawVisit, valid_id};
+use invigilator_proto::v1::{Event, Gap, event::Kind};
+use invigilator_visits::extension::{
+    Incoming, MAX_DROPPED, RawVisit, Refused as NotAVisit, valid_id,
+};
 use invigilator_visits::url_clean::truncate;
 use prost::Message;
 use serde::{Deserialize, Serialize};
@@ -41,17 +43,10 @@ pub struct Upload {
     pub user: String,
     #[serde(default)]
     pub hello: Option<serde_json::Value>,
+    /// Visits, and records of visits the extension had to drop, each numbered in the lane.
+    /// Each is read on its own: one that cannot be read is refused alone.
     #[serde(default)]
-    pub visits: Vec<Numbered>,
-}
-
-/// A visit with its number in the instance's lane.
-#[derive(Debug, Deserialize)]
-pub struct Numbered {
-    #[serde(default)]
-    pub n: f64,
-    #[serde(flatten)]
-    pub visit: RawVisit,
+    pub visits: Vec<serde_json::Value>,
 }
 
 #[derive(Debug, Default, Serialize, PartialEq)]
@@ -94,46 +89,68 @@ pub struct Checked {
     pub rejected: Vec<Rejected>,
 }
 
-/// Checks and numbers an upload's visits: each refused one is named, and what is left is in
-/// sequence order, each sequence once.
-pub fn check(lane: u32, visits: Vec<Numbered>, hostname: &str, user: &str, now_us: i64) -> Checked {
-    let mut numbered: Vec<(u64, String, Event)> = Vec::with_capacity(visits.len());
+/// Checks and numbers an upload's records: each refused one is named (when its id can be
+/// echoed), and what is left is in sequence order, each sequence once.
+pub fn check(
+    lane: u32,
+    records: Vec<serde_json::Value>,
+    hostname: &str,
+    user: &str,
+    now_us: i64,
+) -> Checked {
+    let mut numbered: Vec<(u64, String, Event)> = Vec::with_capacity(records.len());
     let mut rejected = Vec::new();
-    for Numbered { n, visit } in visits {
-        let id = visit.id.clone();
-        let reject = |rejected: &mut Vec<Rejected>, why: String| {
-            if valid_id(&id) {
-                rejected.push(Rejected {
-                    id: id.clone(),
-                    why,
-                });
-            }
+    for record in records {
+        let id = record
+            .get("id")
+            .and_then(serde_json::Value::as_str)
+            .filter(|id| valid_id(id))
+            .map(str::to_owned);
+        // One whose id cannot be echoed cannot be answered: the extension keeps it, and a
+        // record from this extension always has one.
+        let Some(id) = id else { continue };
+        let refuse = |rejected: &mut Vec<Rejected>, why: String| {
+            rejected.push(Rejected {
+                id: id.clone(),
+                why,
+            });
         };
+        let n = record
+            .get("n")
+            .and_then(serde_json::Value::as_f64)
+            .unwrap_or(0.0);
         if !(n.fract() == 0.0 && (1.0..=f64::from(u32::MAX)).contains(&n)) {
-            reject(
+            refuse(
                 &mut rejected,
-                format!("visit number {n} is not 1 to {}", u32::MAX),
+                format!("number {n} is not 1 to {}", u32::MAX),
             );
             continue;
         }
         let seq = (u64::from(lane) << 32) | n as u64;
-        match visit.check(now_us) {
-            Ok(v) => {
-                let observed_at_us = v.visit_time_us;
-                numbered.push((
+        let kind = match record.get("type").and_then(serde_json::Value::as_str) {
+            Some("gap") => Ok(dropped(&record)),
+            _ => serde_json::from_value::<RawVisit>(record)
+                .map_err(|e| NotAVisit::Malformed(truncate(&e.to_string(), 200)).to_string())
+                .and_then(|raw| raw.check(now_us).map_err(|e| e.to_string()))
+                .map(Kind::Browsing),
+        };
+        match kind {
+            Ok(kind) => {
+                let observed_at_us = match &kind {
+                    Kind::Browsing(v) => v.visit_time_us,
+                    _ => now_us,
+                };
+                let event = Event {
                     seq,
-                    id,
-                    Event {
-                        seq,
-                        observed_at_us,
-                        hostname: hostname.to_owned(),
-                        user: user.to_owned(),
-                        kind: Some(Kind::Browsing(v)),
-                        ..Default::default()
-                    },
-                ));
+                    observed_at_us,
+                    hostname: hostname.to_owned(),
+                    user: user.to_owned(),
+                    kind: Some(kind),
+                    ..Default::default()
+                };
+                numbered.push((seq, id, event));
             }
-            Err(why) => reject(&mut rejected, why.to_string()),
+            Err(why) => refuse(&mut rejected, why),
         }
     }
     numbered.sort_by_key(|(seq, _, _)| *seq);
@@ -144,7 +161,7 @@ pub fn check(lane: u32, visits: Vec<Numbered>, hostname: &str, user: &str, now_u
         if seq == last {
             rejected.push(Rejected {
                 id,
-                why: "another visit of this upload has the same number".into(),
+                why: "another record of this upload has the same number".into(),
             });
             continue;
         }
@@ -157,6 +174,25 @@ pub fn check(lane: u32, visits: Vec<Numbered>, hostname: &str, user: &str, now_u
         ids,
         rejected,
     }
+}
+
+/// A record of visits the extension's full queue dropped while the collector was out of
+/// reach: a gap of the browsing source, as the agent records one.
+fn dropped(record: &serde_json::Value) -> Kind {
+    let lost = record
+        .get("lost")
+        .and_then(serde_json::Value::as_f64)
+        .unwrap_or(0.0);
+    // `as` saturates and reads NaN as 0.
+    let lost = (lost.max(0.0).floor() as u64).min(MAX_DROPPED);
+    Kind::Gap(Gap {
+        source: "browsing".into(),
+        reason: format!(
+            "the extension's queue on this device was full while the collector was out of \
+             reach: it dropped {lost} visits, the oldest"
+        ),
+        lost,
+    })
 }
 
 /// Takes one upload from the device `peer` presented: stored, then answered.
@@ -389,14 +425,21 @@ mod tests {
                 {{"n": 1.5, "id": "half", "url": "https://example.org/", "time": {t}}},
                 {{"n": 4294967296, "id": "too-big", "url": "https://example.org/", "time": {t}}},
                 {{"n": 5, "id": "ftp", "url": "ftp://example.org/", "time": {t}}},
-                {{"n": 6, "id": "not an id", "url": "https://example.org/", "time": {t}}}
+                {{"n": 6, "id": "not an id", "url": "https://example.org/", "time": {t}}},
+                {{"n": 7, "id": "no-time", "url": "https://example.org/"}},
+                {{"n": 8, "id": "gap-1", "type": "gap", "lost": 1e12}},
+                "not even an object"
             ]}}"#,
             t = NOW / 1000
         ));
         let c = check(3, u.visits, "cb-07", "amy", NOW);
-        assert_eq!(c.ids, ["a", "b"]);
+        assert_eq!(c.ids, ["a", "b", "gap-1"]);
         let seqs: Vec<u64> = c.events.iter().map(|e| e.seq).collect();
-        assert_eq!(seqs, [(3 << 32) | 1, (3 << 32) | 2]);
+        assert_eq!(seqs, [(3 << 32) | 1, (3 << 32) | 2, (3 << 32) | 8]);
+        let Some(Kind::Gap(gap)) = &c.events[2].kind else {
+            panic!()
+        };
+        assert_eq!((gap.source.as_str(), gap.lost), ("browsing", MAX_DROPPED));
         assert!(
             c.events
                 .iter()
@@ -410,8 +453,16 @@ mod tests {
             ("vapes", "extension")
         );
         let rejected: Vec<&str> = c.rejected.iter().map(|r| r.id.as_str()).collect();
-        assert_eq!(rejected, ["zero", "half", "too-big", "ftp", "a-again"]);
-        assert!(c.rejected[4].why.contains("same number"));
+        assert_eq!(
+            rejected,
+            ["zero", "half", "too-big", "ftp", "no-time", "a-again"]
+        );
+        assert!(
+            c.rejected[4].why.contains("missing field `time`"),
+            "{:?}",
+            c.rejected[4]
+        );
+        assert!(c.rejected[5].why.contains("same number"));
     }
 
     #[test]
