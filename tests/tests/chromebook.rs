@@ -211,3 +211,240 @@ fn a_chromebooks_extension_reports_straight_to_the_collector_with_its_device_cer
     std::thread::sleep(Duration::from_secs(5));
     assert!(from_the_device(&visits(&c), &after, &device).is_empty());
 }
+
+/// A TLS client for the endpoint, as a device (or anything else on the network) would be.
+mod client {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    use serde_json::Value;
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::path::Path;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    pub fn config(ca: &Path, identity: Option<(&Path, &Path)>) -> Arc<rustls::ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_file_iter(ca).unwrap() {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+        Arc::new(match identity {
+            Some((cert, key)) => builder
+                .with_client_auth_cert(
+                    CertificateDer::pem_file_iter(cert)
+                        .unwrap()
+                        .collect::<Result<_, _>>()
+                        .unwrap(),
+                    PrivateKeyDer::from_pem_file(key).unwrap(),
+                )
+                .unwrap(),
+            None => builder.with_no_client_auth(),
+        })
+    }
+
+    /// POSTs `body` to the upload path: the status and the JSON answer, or why no answer came.
+    pub fn post(
+        port: u16,
+        tls: &Arc<rustls::ClientConfig>,
+        body: &[u8],
+    ) -> Result<(u16, Value), String> {
+        let tcp = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+        tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let conn = rustls::ClientConnection::new(
+            Arc::clone(tls),
+            ServerName::try_from("localhost").unwrap(),
+        )
+        .unwrap();
+        let mut s = rustls::StreamOwned::new(conn, tcp);
+        let head = format!(
+            "POST /extension/v1/visits HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        s.write_all(head.as_bytes()).map_err(|e| e.to_string())?;
+        // A body the server refuses part-way may not be read in full: that is its answer.
+        let _ = s.write_all(body);
+        let mut out = Vec::new();
+        match s.read_to_end(&mut out) {
+            Ok(_) => {}
+            Err(e) if !out.is_empty() => eprintln!("after the answer: {e}"),
+            Err(e) => return Err(e.to_string()),
+        }
+        let text = String::from_utf8_lossy(&out);
+        let (head, body) = text
+            .split_once("\r\n\r\n")
+            .ok_or(format!("no answer: {text:?}"))?;
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .ok_or(format!("no status: {head:?}"))?;
+        Ok((
+            status,
+            serde_json::from_str(body).unwrap_or(Value::String(body.to_owned())),
+        ))
+    }
+}
+
+#[test]
+fn the_extension_endpoint_refuses_strangers_and_bad_uploads_and_keeps_one_device_from_delaying_another()
+ {
+    let tmp = tempfile::tempdir().unwrap();
+    let endpoint = free_port();
+    let c = Collector::start(&format!(
+        "[grpc]\nhandshake_timeout = \"2s\"\n[extension]\nlisten = \"127.0.0.1:{endpoint}\"\n"
+    ));
+    let make = |name: &str| {
+        let out = tmp.path().join(name);
+        let id = run(c
+            .cli(&["device-cert", "create"])
+            .args(["--group", "chromebooks", "--name", name, "--out"])
+            .arg(&out))
+        .trim()
+        .to_owned();
+        let tls = client::config(
+            &out.join("invigilator-ca.pem"),
+            Some((
+                &out.join(format!("{name}.crt.pem")),
+                &out.join(format!("{name}.key.pem")),
+            )),
+        );
+        (id, tls, out.join("invigilator-ca.pem"))
+    };
+    let (device, tls, ca) = make("cb-01");
+    let (_other, other_tls, _) = make("cb-02");
+    let post = |tls: &_, body: &str| client::post(endpoint, tls, body.as_bytes());
+
+    // No certificate, or one from another CA: no TLS session at all.
+    let anonymous = client::config(&ca, None);
+    let err = post(&anonymous, r#"{"lane":0}"#).unwrap_err();
+    eprintln!("without a certificate: {err}");
+    let stranger_dir = tmp.path().join("stranger");
+    std::fs::create_dir_all(&stranger_dir).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, device.as_str());
+    let forged = params.self_signed(&key).unwrap();
+    std::fs::write(stranger_dir.join("c.pem"), forged.pem()).unwrap();
+    std::fs::write(stranger_dir.join("k.pem"), key.serialize_pem()).unwrap();
+    let forger = client::config(
+        &ca,
+        Some((&stranger_dir.join("c.pem"), &stranger_dir.join("k.pem"))),
+    );
+    let err = post(&forger, r#"{"lane":0}"#).unwrap_err();
+    eprintln!("a self-made certificate naming the device: {err}");
+
+    // A device that opens a connection and says nothing delays nobody, and is cut off.
+    let idle = std::net::TcpStream::connect(("127.0.0.1", endpoint)).unwrap();
+    let started = Instant::now();
+    let (status, reply) = post(&other_tls, r#"{"lane":0}"#).unwrap();
+    assert_eq!((status, reply["lane"].as_u64()), (200, Some(1)), "{reply}");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    idle.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut buf = [0u8; 1];
+    let cut = std::io::Read::read(&mut &idle, &mut buf);
+    assert!(matches!(cut, Ok(0) | Err(_)), "{cut:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // Bad uploads are refused with a reason, and nothing of them is stored.
+    let (status, reply) = post(&tls, r#"{"lane":0}"#).unwrap();
+    assert_eq!(
+        (status, reply["lane"].as_u64()),
+        (200, Some(1)),
+        "each device its own lanes"
+    );
+    let (status, reply) = post(&tls, "{not json").unwrap();
+    assert_eq!(status, 400, "{reply}");
+    assert!(
+        reply["error"].as_str().unwrap().contains("not an upload"),
+        "{reply}"
+    );
+    let (status, reply) = post(&tls, r#"{"lane": 7, "visits": []}"#).unwrap();
+    assert_eq!(status, 409, "{reply}");
+    assert!(
+        reply["error"].as_str().unwrap().contains("lane 7"),
+        "{reply}"
+    );
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    let visit = |n: u32, url: &str, title: &str| {
+        serde_json::json!({"type": "visit", "n": n, "id": format!("v-{n}"), "url": url,
+            "title": title, "time": now_ms as f64, "transition": "typed", "browser": "chrome"})
+    };
+    let many: Vec<Value> = (1..=201)
+        .map(|n| visit(n, "https://example.org/", ""))
+        .collect();
+    let (status, reply) = post(
+        &tls,
+        &serde_json::json!({"lane": 1, "visits": many}).to_string(),
+    )
+    .unwrap();
+    assert_eq!(status, 413, "{reply}");
+    assert!(
+        reply["error"].as_str().unwrap().contains("at most 200"),
+        "{reply}"
+    );
+    let huge = format!(
+        r#"{{"lane": 1, "user": "{}"}}"#,
+        "x".repeat(5 * 1024 * 1024)
+    );
+    let (status, _) = post(&tls, &huge).unwrap();
+    assert_eq!(status, 413);
+    assert!(visits(&c).iter().all(|e| e["agent_id"] != device.as_str()));
+
+    // Hostile fields: a script address refused alone, a title carried as data, a forged time
+    // replaced, a user name of control characters cleaned; sent twice, stored once.
+    let title = "<img src=x onerror=alert(1)>\u{1b}[31m";
+    let upload = serde_json::json!({"lane": 1, "user": "amy\n<b>", "visits": [
+        visit(1, "javascript:alert(1)", ""),
+        visit(2, "https://example.org/page?q=1", title),
+        {"type": "visit", "n": 3, "id": "v-3", "url": "https://example.org/old", "time": 1.0},
+    ]})
+    .to_string();
+    for _ in 0..2 {
+        let (status, reply) = post(&tls, &upload).unwrap();
+        assert_eq!(status, 200, "{reply}");
+        assert_eq!(reply["acked"], serde_json::json!(["v-2", "v-3"]), "{reply}");
+        assert_eq!(reply["rejected"][0]["id"], "v-1", "{reply}");
+    }
+    let stored: Vec<Value> = visits(&c)
+        .into_iter()
+        .filter(|e| e["agent_id"] == device.as_str())
+        .collect();
+    assert_eq!(stored.len(), 2, "{stored:#?}");
+    assert_eq!(stored[0]["title"], title);
+    assert_eq!(stored[0]["user"], "amy<b>");
+    assert_eq!(stored[0]["hostname"], "cb-01");
+    let old = stored[1]["observed_at"].as_str().unwrap();
+    assert!(old.starts_with("20"), "{old}");
+    assert!(!old.starts_with("1970"), "a forged time is replaced: {old}");
+
+    // Revoked: refused, with the reason.
+    run(&mut c.cli(&["agents", "revoke", &device]));
+    let refused = wait_for(Duration::from_secs(10), "the revocation", || {
+        let (status, reply) = post(&tls, r#"{"lane": 1, "visits": []}"#).unwrap();
+        (status == 403).then_some(reply)
+    });
+    assert!(
+        refused["error"].as_str().unwrap().contains("revoked"),
+        "{refused}"
+    );
+}
