@@ -76,6 +76,74 @@ fn from_the_device<'a>(events: &'a [Value], url: &str, device: &str) -> Vec<&'a 
         .collect()
 }
 
+/// A Chromebook as the school sets it up: the device certificate made on the collector,
+/// installed in the profile owner's NSS database (the collector's CA trusted for servers), the
+/// policies in place, and Chromium started with the extension. The device's agent id.
+struct Chromebook {
+    device: String,
+    browser: Chromium,
+    _policy: Policy,
+}
+
+impl Chromebook {
+    fn set_up(c: &Collector, endpoint: u16, site: u16, tmp: &Path) -> Self {
+        let certs = tmp.join("cb-07");
+        let device = run(c
+            .cli(&["device-cert", "create"])
+            .args(["--group", "chromebooks", "--name", "cb-07", "--out"])
+            .arg(&certs))
+        .trim()
+        .to_owned();
+        let p12 = tmp.join("cb-07.p12");
+        run(Command::new("openssl")
+            .args(["pkcs12", "-export", "-passout", "pass:", "-in"])
+            .arg(certs.join("cb-07.crt.pem"))
+            .arg("-inkey")
+            .arg(certs.join("cb-07.key.pem"))
+            .arg("-out")
+            .arg(&p12));
+        let home = tmp.join("home");
+        let nssdb = home.join(".pki/nssdb");
+        std::fs::create_dir_all(&nssdb).unwrap();
+        let db = format!("sql:{}", nssdb.display());
+        run(Command::new("certutil").args(["-N", "--empty-password", "-d", &db]));
+        run(Command::new("certutil")
+            .args(["-A", "-n", "invigilator-ca", "-t", "C,,", "-d", &db, "-i"])
+            .arg(certs.join("invigilator-ca.pem")));
+        run(Command::new("pk12util")
+            .args(["-W", "", "-d", &db, "-i"])
+            .arg(&p12));
+
+        let collector_url = format!("https://localhost:{endpoint}");
+        let policy = Policy::install(
+            "invigilator-chromebook-test.json",
+            &serde_json::json!({
+                "AutoSelectCertificateForUrls": [
+                    serde_json::json!({ "pattern": collector_url, "filter": {} }).to_string()
+                ],
+                "3rdparty": { "extensions": { extension_id(): { "collector_url": collector_url } } },
+            }),
+        );
+        let user_data = tmp.join("chromium-profile");
+        std::fs::create_dir_all(&user_data).unwrap();
+        let browser = Chromium::launch(
+            &user_data,
+            site,
+            &["www.google.com"],
+            &[
+                format!("--load-extension={}", extension_dir().display()),
+                "about:blank".to_owned(),
+            ],
+            &[("HOME", home.as_path())],
+        );
+        Self {
+            device,
+            browser,
+            _policy: policy,
+        }
+    }
+}
+
 #[test]
 fn a_chromebooks_extension_reports_straight_to_the_collector_with_its_device_certificate() {
     let site = start_site();
@@ -83,15 +151,11 @@ fn a_chromebooks_extension_reports_straight_to_the_collector_with_its_device_cer
     let endpoint = free_port();
     let mut c = Collector::start(&format!("[extension]\nlisten = \"127.0.0.1:{endpoint}\"\n"));
     assert_eq!(c.listening("extension="), format!("127.0.0.1:{endpoint}"));
-
-    // The administrator makes the device's certificate ...
-    let certs = tmp.path().join("cb-07");
-    let device = run(c
-        .cli(&["device-cert", "create"])
-        .args(["--group", "chromebooks", "--name", "cb-07", "--out"])
-        .arg(&certs))
-    .trim()
-    .to_owned();
+    let Chromebook {
+        device,
+        browser,
+        _policy,
+    } = Chromebook::set_up(&c, endpoint, site, tmp.path());
     let listed = c.agents();
     let row = listed
         .iter()
@@ -100,51 +164,6 @@ fn a_chromebooks_extension_reports_straight_to_the_collector_with_its_device_cer
     assert_eq!(
         (row["hostname"].as_str(), row["group"].as_str()),
         (Some("cb-07"), Some("chromebooks"))
-    );
-
-    // ... and device management installs it: here, the profile owner's NSS database, with the
-    // collector's CA trusted for servers.
-    let p12 = tmp.path().join("cb-07.p12");
-    run(Command::new("openssl")
-        .args(["pkcs12", "-export", "-passout", "pass:", "-in"])
-        .arg(certs.join("cb-07.crt.pem"))
-        .arg("-inkey")
-        .arg(certs.join("cb-07.key.pem"))
-        .arg("-out")
-        .arg(&p12));
-    let home = tmp.path().join("home");
-    let nssdb = home.join(".pki/nssdb");
-    std::fs::create_dir_all(&nssdb).unwrap();
-    let db = format!("sql:{}", nssdb.display());
-    run(Command::new("certutil").args(["-N", "--empty-password", "-d", &db]));
-    run(Command::new("certutil")
-        .args(["-A", "-n", "invigilator-ca", "-t", "C,,", "-d", &db, "-i"])
-        .arg(certs.join("invigilator-ca.pem")));
-    run(Command::new("pk12util")
-        .args(["-W", "", "-d", &db, "-i"])
-        .arg(&p12));
-
-    let collector_url = format!("https://localhost:{endpoint}");
-    let _policy = Policy::install(
-        "invigilator-chromebook-test.json",
-        &serde_json::json!({
-            "AutoSelectCertificateForUrls": [
-                serde_json::json!({ "pattern": collector_url, "filter": {} }).to_string()
-            ],
-            "3rdparty": { "extensions": { extension_id(): { "collector_url": collector_url } } },
-        }),
-    );
-    let user_data = tmp.path().join("chromium-profile");
-    std::fs::create_dir_all(&user_data).unwrap();
-    let browser = Chromium::launch(
-        &user_data,
-        site,
-        &["www.google.com"],
-        &[
-            format!("--load-extension={}", extension_dir().display()),
-            "about:blank".to_owned(),
-        ],
-        &[("HOME", home.as_path())],
     );
 
     // A search raises its keyword alert on the device, within seconds of the navigation.
@@ -446,5 +465,57 @@ fn the_extension_endpoint_refuses_strangers_and_bad_uploads_and_keeps_one_device
     assert!(
         refused["error"].as_str().unwrap().contains("revoked"),
         "{refused}"
+    );
+}
+
+/// Benchmark (tests/bench/extension.sh): how long a visit takes from a Chromebook's browser to
+/// an alert at the collector, straight to the collector's endpoint, over 50 searches. Prints
+/// percentiles; asserts nothing about them (a loaded machine is slower).
+#[test]
+#[ignore]
+fn bench_visit_to_alert_straight_to_the_collector() {
+    let site = start_site();
+    let tmp = tempfile::tempdir().unwrap();
+    let endpoint = free_port();
+    let c = Collector::start(&format!("[extension]\nlisten = \"127.0.0.1:{endpoint}\"\n"));
+    let book = Chromebook::set_up(&c, endpoint, site, tmp.path());
+    let warm = "http://school.test/warm-up".to_owned();
+    book.browser.open(&warm);
+    wait_for(Duration::from_secs(60), "the first upload", || {
+        (!from_the_device(&visits(&c), &warm, &book.device).is_empty()).then_some(())
+    });
+    let n = 50;
+    let mut took = Vec::new();
+    for i in 0..n {
+        let url = format!("http://www.google.com/search?q=how+to+kill+myself+{i}");
+        let opened = Instant::now();
+        book.browser.open(&url);
+        loop {
+            assert!(
+                opened.elapsed() < Duration::from_secs(60),
+                "{url} never arrived"
+            );
+            if !from_the_device(&visits(&c), &url, &book.device).is_empty() {
+                took.push(opened.elapsed());
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let raised: u64 = c
+        .alerts()
+        .iter()
+        .filter(|a| a["rule"] == "keywords.self_harm")
+        .map(|a| a["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(raised, n);
+    took.sort();
+    let at = |q: f64| took[((took.len() as f64 * q).ceil() as usize).saturating_sub(1)];
+    println!(
+        "chromebook, straight to the collector (visit to alert): visits {}, p50 {:.0} ms, p95 {:.0} ms, max {:.0} ms",
+        took.len(),
+        at(0.5).as_secs_f64() * 1000.0,
+        at(0.95).as_secs_f64() * 1000.0,
+        took.last().unwrap().as_secs_f64() * 1000.0
     );
 }
