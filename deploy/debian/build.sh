@@ -58,6 +58,12 @@ package() {
       *) install -m 0755 "$f" "$pkg/DEBIAN/" ;;
     esac
   done
+  # Everything under /etc is the administrator's to edit (an allowed_origins with the school's
+  # own extension id): an upgrade keeps their version, and purge removes it.
+  if [ -d "$pkg/etc" ]; then
+    (cd "$pkg" && find etc -type f | LC_ALL=C sort | sed 's|^|/|') >"$pkg/DEBIAN/conffiles"
+    chmod 0644 "$pkg/DEBIAN/conffiles"
+  fi
   cat >"$pkg/DEBIAN/control" <<CONTROL
 Package: $name
 Version: $version

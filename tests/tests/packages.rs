@@ -248,11 +248,32 @@ fn packages_install_silently_upgrade_in_place_and_purge_clean() {
     );
     kill9(&mut cleanup.0.pop().unwrap());
 
-    // An upgrade keeps the identity (the token is spent; it is not asked again).
+    // An upgrade keeps the identity (the token is spent; it is not asked again), and the
+    // administrator's edit of a host manifest (a conffile: the school's own extension id).
+    let edited = "/etc/opt/edge/native-messaging-hosts/uk.invigilator.agent.json";
+    let mut m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(edited).unwrap()).unwrap();
+    m["allowed_origins"]
+        .as_array_mut()
+        .unwrap()
+        .push("chrome-extension://abcdefghijklmnopabcdefghijklmnop/".into());
+    std::fs::write(edited, serde_json::to_vec_pretty(&m).unwrap()).unwrap();
+    let conffiles = ok(Command::new("dpkg-query").args([
+        "--showformat=${Conffiles}",
+        "--show",
+        "invigilator-agent",
+    ]));
+    assert!(conffiles.contains(edited), "{conffiles}");
     let (agent_v2, _) = build(&debs.path().join("v2"), "0.1.0+2");
     let out = dpkg(&["-i", &agent_v2]);
     assert!(out.status.success(), "{out:?}");
     assert_eq!(agent_id().as_deref(), Some(id.as_str()));
+    assert!(
+        std::fs::read_to_string(edited)
+            .unwrap()
+            .contains("abcdefghijklmnopabcdefghijklmnop"),
+        "the upgrade replaced the administrator's edit"
+    );
 
     // Purge: identity, spool and settings gone, the service no longer enabled, debconf clean.
     let out = dpkg(&["--purge", "invigilator-agent"]);
