@@ -21,6 +21,9 @@ pub struct Heartbeat {
     /// The browsers' posture and the extension's tamper check, reported with each beat.
     #[cfg(target_os = "linux")]
     pub browsers: Arc<crate::posture::BrowserWatch>,
+    /// The extension ids the posture counts as the extension.
+    #[cfg(windows)]
+    pub chromium_ids: Arc<Vec<String>>,
 }
 
 impl Heartbeat {
@@ -56,8 +59,15 @@ impl Heartbeat {
                 Err(_) => (Vec::new(), false),
             }
         };
-        // The Windows registry's browser policies are not read yet.
-        #[cfg(not(target_os = "linux"))]
+        #[cfg(windows)]
+        let (browsers, browsers_read) = {
+            let ids = Arc::clone(&self.chromium_ids);
+            match tokio::task::spawn_blocking(move || crate::posture::windows::report(&ids)).await {
+                Ok(b) => (b, true),
+                Err(_) => (Vec::new(), false),
+            }
+        };
+        #[cfg(not(any(target_os = "linux", windows)))]
         let (browsers, browsers_read) = (Vec::new(), false);
         let mut req = tonic::Request::new(HeartbeatRequest {
             agent_version: env!("CARGO_PKG_VERSION").into(),

@@ -14,7 +14,6 @@ pub mod heartbeat;
 pub mod identity;
 pub mod native_host;
 pub mod platform;
-#[cfg(target_os = "linux")]
 pub mod posture;
 pub mod run;
 /// The Windows service host: the agent under the service control manager.

@@ -71,7 +71,8 @@ pub async fn run_until(
         let mode = cfg.process.build(&cx)?;
         tracing::info!(process_source = mode.get().as_str(), "process source running");
 
-        // Only the Linux heartbeat compares it with running browsers so far.
+        // Only the Linux heartbeat compares it with running browsers so far (Windows has no
+        // native-messaging host yet).
         #[cfg(not(target_os = "linux"))]
         let _ = presence;
         let channel = tls::channel(&cfg.agent.collector, tls::mtls_config(&paths)?)?;
@@ -92,6 +93,8 @@ pub async fn run_until(
                 cfg.extension.missing_after,
                 cfg.extension.chromium_ids.clone(),
             )),
+            #[cfg(windows)]
+            chromium_ids: Arc::new(cfg.extension.chromium_ids.clone()),
         };
         tokio::spawn(heartbeat.run().in_current_span());
 

@@ -12,6 +12,8 @@
 #    tor.exe must give a circumvention.tor alert from this agent in `alerts list --json`; a
 #    Chrome history placed in the Wine user's profile (C:\users\USER\AppData\Local\Google\
 #    Chrome\User Data\Default\History) must be read and its search must raise keywords.self_harm.
+#    Chrome's machine policy in the registry must be read into the heartbeat's browser posture:
+#    open (alerted), then closed once the shipped values are written under HKLM.
 # 3. Upgrade: a newer MSI (same exe, version 0.1.1, built here) installed over it with the same,
 #    already used, token must keep the agent id, restart the service and keep events flowing.
 # 4. Uninstall: `msiexec /x` must remove the service, the exe and %ProgramData%\Invigilator.
@@ -197,6 +199,40 @@ sys.exit(0 if any(a["rule"] == "keywords.self_harm" and a["agent_id"] == sys.arg
 }
 wait_for 30 "the keywords.self_harm alert for the search" keyword_alert
 echo "wine-smoke: browsing visit of Windows user $win_user delivered while the history was held open; keywords.self_harm alert raised"
+
+# Browser posture from the registry: a Chrome installed where Chrome puts itself, with no
+# machine policy, lets a pupil browse unseen, and the technician's alert is raised; the shipped
+# policy's values written under HKLM (as Group Policy or Intune write them) close it, and the
+# next heartbeat says so. (The exe is any Windows program: it is never run.)
+chrome_exe="$WINEPREFIX/drive_c/Program Files/Google/Chrome/Application/chrome.exe"
+mkdir -p "$(dirname "$chrome_exe")"
+cp "$work/tor.exe" "$chrome_exe"
+chrome_posture() { # -> "private_unseen extension_forced" for chrome, as the collector holds it
+  agents_json | python3 -c '
+import json, sys
+a = next((a for a in json.load(sys.stdin) if a["agent_id"] == sys.argv[1]), {})
+b = next((b for b in a.get("browsers") or [] if b.get("browser") == "chrome"), None)
+print("" if b is None else "%s %s" % (b["private_unseen"], b["extension_forced"]))
+' "$id"
+}
+chrome_open() { [ "$(chrome_posture)" = "True False" ]; }
+wait_for 90 "a heartbeat with Chrome's posture (private windows open, no extension)" chrome_open
+private_alert() {
+  "$collector" alerts list --data-dir "$data" --json 2>/dev/null | python3 -c '
+import json, sys
+sys.exit(0 if any(a["rule"] == "agent.private_browsing" and a["agent_id"] == sys.argv[1] for a in json.load(sys.stdin)) else 1)
+' "$id"
+}
+wait_for 60 "the agent.private_browsing alert" private_alert
+ext_id=$(cat "$root/agent/browser-extension/EXTENSION_ID")
+key='HKLM\Software\Policies\Google\Chrome'
+wine reg add "$key" /v IncognitoModeAvailability /t REG_DWORD /d 1 /f >/dev/null 2>&1
+wine reg add "$key" /v BrowserGuestModeEnabled /t REG_DWORD /d 0 /f >/dev/null 2>&1
+wine reg add "$key\\ExtensionInstallForcelist" /v 1 /t REG_SZ \
+  /d "$ext_id;https://updates.school.example/invigilator.xml" /f >/dev/null 2>&1
+chrome_closed() { [ "$(chrome_posture)" = "False True" ]; }
+wait_for 90 "a heartbeat with Chrome's posture closed by the registry policy" chrome_closed
+echo "wine-smoke: Chrome's registry policy read: private browsing open and alerted, then closed and force-installed"
 
 # Memory: the Wine process running the agent, next to a program that does nothing under the
 # same Wine (tor.exe is asleep): the difference is what the agent itself costs.

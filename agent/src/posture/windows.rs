@@ -1,0 +1,193 @@
+//! Browser posture on Windows: each browser installed under Program Files, judged from its
+//! machine policy key under `HKLM\SOFTWARE\Policies` (where Group Policy and Intune write it;
+//! a pupil can write the user's own key, which cannot loosen a machine policy, so it is not
+//! read), and for Firefox, failing a key, `distribution\policies.json` beside `firefox.exe`.
+
+use super::registry::{RegData, policies};
+use super::{Family, chromium_posture, firefox_posture};
+use invigilator_proto::v1::BrowserPosture;
+use serde_json::{Map, Value};
+use std::path::{Path, PathBuf};
+use winreg::enums::{HKEY_LOCAL_MACHINE, KEY_READ, RegType};
+use winreg::types::FromRegValue;
+use winreg::{RegKey, RegValue};
+
+/// Values read from one key at most: a policy key holds a few dozen.
+const MAX_VALUES: usize = 512;
+/// The list policies judged here, read from subkeys.
+const LISTS: &[&str] = &["ExtensionInstallForcelist"];
+/// Largest policies.json read.
+const MAX_POLICY_BYTES: u64 = 256 * 1024;
+
+struct Known {
+    browser: &'static str,
+    /// Relative to a Program Files folder.
+    executables: &'static [&'static str],
+    key: &'static str,
+    family: Option<Family>,
+}
+
+const KNOWN: &[Known] = &[
+    Known {
+        browser: "chrome",
+        executables: &["Google\\Chrome\\Application\\chrome.exe"],
+        key: "SOFTWARE\\Policies\\Google\\Chrome",
+        family: Some(Family::Chromium),
+    },
+    Known {
+        browser: "edge",
+        executables: &["Microsoft\\Edge\\Application\\msedge.exe"],
+        key: "SOFTWARE\\Policies\\Microsoft\\Edge",
+        family: Some(Family::Edge),
+    },
+    Known {
+        browser: "brave",
+        executables: &["BraveSoftware\\Brave-Browser\\Application\\brave.exe"],
+        key: "SOFTWARE\\Policies\\BraveSoftware\\Brave",
+        family: Some(Family::Brave),
+    },
+    Known {
+        browser: "firefox",
+        executables: &["Mozilla Firefox\\firefox.exe"],
+        key: "SOFTWARE\\Policies\\Mozilla\\Firefox",
+        family: None,
+    },
+];
+
+/// The posture of every known browser installed. Blocking: for a blocking thread.
+pub fn report(ids: &[String]) -> Vec<BrowserPosture> {
+    let dirs = program_files();
+    KNOWN
+        .iter()
+        .filter_map(|k| {
+            let exe = dirs.iter().find_map(|d| {
+                k.executables
+                    .iter()
+                    .map(|e| d.join(e))
+                    .find(|p| p.is_file())
+            })?;
+            let mut problems = Vec::new();
+            let (values, lists) = read_key(k.key, &mut problems);
+            let empty = values.is_empty() && lists.is_empty();
+            let map = policies(values, lists, &mut problems);
+            let mut p = match k.family {
+                Some(family) => chromium_posture(family, &map, ids),
+                None => {
+                    // Firefox reads policies.json only where no Group Policy is set.
+                    let file = if empty {
+                        distribution_policies(&exe, &mut problems)
+                    } else {
+                        Map::from_iter([("policies".to_owned(), Value::Object(map))])
+                    };
+                    firefox_posture(&file)
+                }
+            };
+            p.browser = k.browser.into();
+            p.problems = problems;
+            Some(p)
+        })
+        .collect()
+}
+
+/// The Program Files folders (64-bit, then 32-bit), from the environment a service has.
+fn program_files() -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for var in ["ProgramW6432", "ProgramFiles", "ProgramFiles(x86)"] {
+        if let Some(d) = std::env::var_os(var).map(PathBuf::from)
+            && !dirs.contains(&d)
+        {
+            dirs.push(d);
+        }
+    }
+    if dirs.is_empty() {
+        dirs.push(PathBuf::from("C:\\Program Files"));
+    }
+    dirs
+}
+
+/// The key's values, and its list subkeys' values. A missing key is no policy, not a problem.
+#[allow(clippy::type_complexity)]
+fn read_key(
+    path: &str,
+    problems: &mut Vec<String>,
+) -> (
+    Vec<(String, RegData)>,
+    Vec<(String, Vec<(String, RegData)>)>,
+) {
+    let key = match RegKey::predef(HKEY_LOCAL_MACHINE).open_subkey_with_flags(path, KEY_READ) {
+        Ok(k) => k,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (Vec::new(), Vec::new()),
+        Err(e) => {
+            problems.push(format!("HKLM\\{path}: {e}"));
+            return (Vec::new(), Vec::new());
+        }
+    };
+    let values = values_of(&key, path, problems);
+    let lists = LISTS
+        .iter()
+        .filter_map(|name| {
+            let sub = key.open_subkey_with_flags(name, KEY_READ).ok()?;
+            Some(((*name).to_owned(), values_of(&sub, path, problems)))
+        })
+        .collect();
+    (values, lists)
+}
+
+fn values_of(key: &RegKey, path: &str, problems: &mut Vec<String>) -> Vec<(String, RegData)> {
+    let mut out = Vec::new();
+    for (i, item) in key.enum_values().enumerate() {
+        if i == MAX_VALUES {
+            problems.push(format!(
+                "HKLM\\{path}: more than {MAX_VALUES} values; the rest not read"
+            ));
+            break;
+        }
+        match item {
+            Ok((name, value)) => out.push((name, data(&value))),
+            Err(e) => problems.push(format!("HKLM\\{path}: {e}")),
+        }
+    }
+    out
+}
+
+fn data(v: &RegValue) -> RegData {
+    let read = match v.vtype {
+        RegType::REG_DWORD => u32::from_reg_value(v).map(RegData::Dword),
+        RegType::REG_SZ | RegType::REG_EXPAND_SZ => String::from_reg_value(v).map(RegData::Sz),
+        RegType::REG_MULTI_SZ => Vec::<String>::from_reg_value(v).map(RegData::MultiSz),
+        _ => Ok(RegData::Other),
+    };
+    read.unwrap_or(RegData::Other)
+}
+
+/// `distribution\policies.json` beside `firefox.exe`, as a policies file.
+fn distribution_policies(exe: &Path, problems: &mut Vec<String>) -> Map<String, Value> {
+    let Some(path) = exe
+        .parent()
+        .map(|d| d.join("distribution").join("policies.json"))
+    else {
+        return Map::new();
+    };
+    let text = match std::fs::metadata(&path) {
+        Err(_) => return Map::new(),
+        Ok(m) if m.len() > MAX_POLICY_BYTES => {
+            problems.push(format!(
+                "{}: larger than {MAX_POLICY_BYTES} bytes",
+                path.display()
+            ));
+            return Map::new();
+        }
+        Ok(_) => std::fs::read_to_string(&path),
+    };
+    match text.map(|t| serde_json::from_str::<Map<String, Value>>(&t)) {
+        Ok(Ok(map)) => map,
+        Ok(Err(e)) => {
+            problems.push(format!("{}: not a JSON object: {e}", path.display()));
+            Map::new()
+        }
+        Err(e) => {
+            problems.push(format!("{}: {e}", path.display()));
+            Map::new()
+        }
+    }
+}
