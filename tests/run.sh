@@ -26,14 +26,15 @@ cargo build --workspace --bins --locked
 cargo test --workspace --locked
 # The store on PostgreSQL: a server of the tests' own (tests/postgres.sh), the collector's unit
 # tests (the whole store suite) and the whole-system tests that touch storage (enrolment,
-# delivery under kill -9, rules and alerts, console roles and audit tampering, browsing).
+# delivery under kill -9, rules and alerts, console roles and audit tampering, browsing, the
+# Chromebook endpoint).
 pg_dir="$(mktemp -d)"
 pg_url="$("$root/tests/postgres.sh" start "$pg_dir")"
 trap '"$root/tests/postgres.sh" stop "$pg_dir" >/dev/null 2>&1 || true; rm -rf "$pg_dir"' EXIT
 INVIGILATOR_TEST_POSTGRES="$pg_url" cargo test --locked -p invigilator-collector --lib
 INVIGILATOR_TEST_POSTGRES="$pg_url" cargo test --locked -p invigilator-tests \
   --test enrolment --test delivery --test rules --test alerts --test console_access \
-  --test browsing --test extension --test web_rules --test session
+  --test browsing --test extension --test chromebook --test web_rules --test session
 "$root/tests/postgres.sh" stop "$pg_dir"
 trap - EXIT
 rm -rf "$pg_dir"

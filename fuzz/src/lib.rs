@@ -668,6 +668,47 @@ pub fn batch(data: &[u8]) {
 pub type Target = fn(&[u8]);
 
 /// Every target by name, for the replay test and the scripts.
+/// An upload to the Chromebook endpoint, as a device would post it: parsed, and its records
+/// checked and numbered as the collector does before anything is stored.
+pub fn extension_upload(data: &[u8]) {
+    use invigilator_collector::extension::upload::{self, Upload};
+    let Ok(u) = serde_json::from_slice::<Upload>(data) else {
+        return;
+    };
+    let lane = (u.lane % 4) as u32 + 1;
+    let sent = u.visits.len();
+    let checked = upload::check(lane, u.visits, "cb-07", "pupil", SCHOOL_DAY_US);
+    assert_eq!(checked.events.len(), checked.ids.len());
+    assert!(checked.events.len() + checked.rejected.len() <= sent);
+    let mut last = 0;
+    for e in &checked.events {
+        assert!(e.seq > last, "sequences increase: {} after {last}", e.seq);
+        assert_eq!(e.seq >> 32, u64::from(lane), "in the upload's lane");
+        assert!(e.seq & 0xffff_ffff > 0);
+        last = e.seq;
+        let mut e = e.clone();
+        limits::enforce(&mut e);
+        assert!(e.encoded_len() <= limits::MAX_EVENT_BYTES);
+        if let Some(Kind::Browsing(b)) = &e.kind {
+            assert!(b.url.len() <= MAX_URL && b.title.len() <= MAX_TITLE);
+            let scheme = url::Url::parse(&b.url).map(|u| u.scheme().to_owned());
+            assert!(
+                matches!(scheme.as_deref(), Ok("http" | "https")),
+                "a web address only: {}",
+                b.url
+            );
+        }
+    }
+    for r in checked.rejected.iter().map(|r| &r.id).chain(&checked.ids) {
+        assert!(
+            !r.is_empty()
+                && r.len() <= 64
+                && r.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'),
+            "an id echoed to the device: {r:?}"
+        );
+    }
+}
+
 pub const TARGETS: &[(&str, Target)] = &[
     ("uevent", uevent),
     ("proc_connector", proc_connector),
@@ -680,4 +721,5 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("search_terms", search_terms),
     ("policy_file", policy_file),
     ("batch", batch),
+    ("extension_upload", extension_upload),
 ];

@@ -163,4 +163,5 @@ replay_tests!(
     search_terms,
     policy_file,
     batch,
+    extension_upload,
 );
