@@ -196,7 +196,9 @@
       toAdd = adds.concat(toAdd);
       for (const id of removes) toRemove.add(id);
       dropsReported += reported;
-      if (pending) pump(pending); // the agent still gets them now
+      // The agent still gets them now. Straight to the collector, nothing newly numbered
+      // leaves before its number is stored: a number sent but not kept could be reused.
+      if (pending && collectorUrl === null) pump(pending);
       if (toAdd.length > 0 || toRemove.size > 0 || dropsReported > 0) {
         setTimeout(schedule, 5000);
       }
@@ -396,6 +398,8 @@
 
   const UPLOAD_PATH = "/extension/v1/visits";
   const UPLOAD_MAX = 200;
+  // An upload's JSON stays well under the collector's 4 MiB, whatever the pages' titles.
+  const UPLOAD_MAX_CHARS = 1000000;
   const UPLOAD_TIMEOUT_MS = globalThis.INVIGILATOR_UPLOAD_TIMEOUT_MS ?? 30000;
   const KEEPALIVE = "invigilator-keepalive";
 
@@ -474,7 +478,7 @@
       for (;;) {
         if (p !== port || p.closed) return;
         const current = await currentLane();
-        const batch = current > 0 ? p.outbox.slice(0, UPLOAD_MAX) : [];
+        const batch = current > 0 ? firstBatch(p.outbox) : [];
         const body = { lane: current, user: await signedInUser(), visits: batch };
         if (p.hello) body.hello = p.hello;
         const reply = await upload(body);
@@ -489,21 +493,45 @@
           continue; // now the visits, in that lane
         }
         p.outbox.splice(0, batch.length);
+        const answered = new Set();
         for (const id of Array.isArray(reply.acked) ? reply.acked : []) {
-          if (typeof id === "string") onAgentMessage(p, { ack: id });
+          if (typeof id !== "string") continue;
+          answered.add(id);
+          onAgentMessage(p, { ack: id });
         }
         for (const r of Array.isArray(reply.rejected) ? reply.rejected : []) {
-          if (r && typeof r.id === "string") onAgentMessage(p, { reject: r.id, why: r.why });
+          if (!r || typeof r.id !== "string") continue;
+          answered.add(r.id);
+          onAgentMessage(p, { reject: r.id, why: r.why });
         }
-        // A visit neither acknowledged nor rejected stays pending, sent again on reconnect.
+        // A record neither acknowledged nor rejected stays pending: the connection is closed,
+        // so that it is sent again on the next.
+        if (batch.some((r) => !answered.has(r.id))) {
+          throw new Error("the collector answered for only part of an upload");
+        }
         if (p.outbox.length === 0) return;
       }
     } catch (err) {
       if (err && err.laneRefused) await keepLane(0).catch(() => {});
+      // The collector's Retry-After, when it says to wait longer than the back-off would.
+      if (err && err.retryAfterMs > backoff) backoff = Math.min(err.retryAfterMs, 10 * BACKOFF_MAX_MS);
       closeDirect(p, String((err && err.message) || err));
     } finally {
       p.busy = false;
     }
+  }
+
+  // The oldest records that fit one upload: at most UPLOAD_MAX, and UPLOAD_MAX_CHARS of JSON
+  // (always at least one).
+  function firstBatch(outbox) {
+    let chars = 0;
+    let n = 0;
+    while (n < outbox.length && n < UPLOAD_MAX) {
+      chars += JSON.stringify(outbox[n]).length + 1;
+      if (n > 0 && chars > UPLOAD_MAX_CHARS) break;
+      n += 1;
+    }
+    return outbox.slice(0, n);
   }
 
   async function upload(body) {
@@ -528,6 +556,8 @@
       const why = (reply && typeof reply.error === "string" && reply.error) || "HTTP " + res.status;
       const err = new Error("the collector refused the upload: " + why);
       err.laneRefused = res.status === 409 && /\blane\b/.test(why);
+      const after = Number(res.headers && res.headers.get && res.headers.get("retry-after"));
+      if (Number.isFinite(after) && after > 0) err.retryAfterMs = after * 1000;
       throw err;
     } finally {
       clearTimeout(timer);

@@ -204,6 +204,15 @@ impl Admission {
         })
     }
 
+    /// Gives back what [`Self::charge`] took for a batch that was then refused, not stored.
+    pub fn refund(&self, agent: &Arc<str>, bytes: u64) {
+        let (rate, burst) = self.rate();
+        self.state(agent, |s| {
+            refill(s, rate, burst);
+            s.tokens = (s.tokens + bytes as f64).min(burst);
+        });
+    }
+
     /// The daily allowance in bytes.
     fn daily_bytes(&self) -> u64 {
         self.quotas.daily_mib.saturating_mul(MIB)

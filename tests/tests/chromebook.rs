@@ -267,10 +267,26 @@ mod client {
         })
     }
 
-    /// POSTs `body` to the upload path: the status and the JSON answer, or why no answer came.
+    /// The extension's origin, as the browser sends it with the extension's uploads.
+    pub fn extension_origin() -> String {
+        format!("chrome-extension://{}", super::extension_id())
+    }
+
+    /// POSTs `body` to the upload path as the extension would (its origin, JSON): the status
+    /// and the JSON answer, or why no answer came.
     pub fn post(
         port: u16,
         tls: &Arc<rustls::ClientConfig>,
+        body: &[u8],
+    ) -> Result<(u16, Value), String> {
+        post_from(port, tls, Some(&extension_origin()), body)
+    }
+
+    /// As `post`, from `origin` (None: no Origin header, as a program sends).
+    pub fn post_from(
+        port: u16,
+        tls: &Arc<rustls::ClientConfig>,
+        origin: Option<&str>,
         body: &[u8],
     ) -> Result<(u16, Value), String> {
         let tcp = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
@@ -282,7 +298,10 @@ mod client {
         .unwrap();
         let mut s = rustls::StreamOwned::new(conn, tcp);
         let head = format!(
-            "POST /extension/v1/visits HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            "POST /extension/v1/visits HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n{}Content-Length: {}\r\nConnection: close\r\n\r\n",
+            origin
+                .map(|o| format!("Origin: {o}\r\n"))
+                .unwrap_or_default(),
             body.len()
         );
         s.write_all(head.as_bytes()).map_err(|e| e.to_string())?;
@@ -381,6 +400,24 @@ fn the_extension_endpoint_refuses_strangers_and_bad_uploads_and_keeps_one_device
         started.elapsed()
     );
 
+    // Only the school's extension: a web page the pupil opens would present the same
+    // certificate, but its origin is its own; a program sends none.
+    for origin in [
+        Some("https://evil.example"),
+        Some("chrome-extension://abcdefghijklmnopabcdefghijklmnop"),
+        None,
+    ] {
+        let (status, reply) = client::post_from(endpoint, &tls, origin, br#"{"lane":0}"#).unwrap();
+        assert_eq!(status, 403, "{origin:?}: {reply}");
+        assert!(
+            reply["error"]
+                .as_str()
+                .unwrap()
+                .contains("school's extension"),
+            "{reply}"
+        );
+    }
+
     // Bad uploads are refused with a reason, and nothing of them is stored.
     let (status, reply) = post(&tls, r#"{"lane":0}"#).unwrap();
     assert_eq!(
@@ -418,7 +455,10 @@ fn the_extension_endpoint_refuses_strangers_and_bad_uploads_and_keeps_one_device
     .unwrap();
     assert_eq!(status, 413, "{reply}");
     assert!(
-        reply["error"].as_str().unwrap().contains("at most 200"),
+        reply["error"]
+            .as_str()
+            .unwrap()
+            .contains("more than 200 visits"),
         "{reply}"
     );
     let huge = format!(

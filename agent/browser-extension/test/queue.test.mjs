@@ -821,3 +821,35 @@ test("straight to the collector: visits a full queue drops become one numbered g
     env.close();
   }
 });
+
+test("straight to the collector: a record the reply leaves out is sent again on the next connection", async () => {
+  let stage = 0; // 0: refuse visits, 1: answer for the first of several only, 2: accept
+  const collector = fakeCollector((body) => {
+    if (body.lane === 0) return { status: 200, reply: { lane: 5, acked: [], rejected: [] } };
+    if (body.visits.length === 0) return acceptAll(body);
+    if (stage === 0) return { status: 503, reply: { error: "busy" } };
+    if (stage === 1 && body.visits.length > 1) {
+      stage = 2;
+      return { status: 200, reply: { lane: 5, acked: [body.visits[0].id], rejected: [] } };
+    }
+    return acceptAll(body);
+  });
+  const env = loadDirect(collector);
+  try {
+    await waitFor(() => env.store.lane === 5, "the lane");
+    env.visit(1, "https://example.org/a");
+    env.visit(2, "https://example.org/b");
+    await waitFor(() => env.pending().length === 2, "both queued");
+    stage = 1;
+    await waitFor(() => env.pending().length === 0, "both stored in the end");
+    assert.equal(stage, 2, "an upload was answered in part");
+    assert.ok(env.warnings.some((w) => w.includes("only part")), env.warnings.join("\n"));
+    const sentAfter = collector.uploads
+      .filter((u) => u.status === 200)
+      .flatMap((u) => u.body.visits)
+      .filter((v) => v.url === "https://example.org/b");
+    assert.ok(sentAfter.length >= 2, "sent in the partial upload, then again: " + sentAfter.length);
+  } finally {
+    env.close();
+  }
+});

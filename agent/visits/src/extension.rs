@@ -9,6 +9,15 @@ use crate::url_clean::{MAX_TITLE, clean_url, truncate};
 use invigilator_proto::v1::BrowsingVisit;
 use serde::Deserialize;
 
+/// The Chromium-family extension's id (`agent/browser-extension/EXTENSION_ID`, from its
+/// development key): the agent's and the collector's default for the ids they accept.
+pub const CHROMIUM_EXTENSION_ID: &str = "mkjmmkmajbhcpdaljidmdhfegfobbiin";
+
+/// True for a Chromium extension id: 32 letters from a to p.
+pub fn is_chromium_id(id: &str) -> bool {
+    id.len() == 32 && id.bytes().all(|b| (b'a'..=b'p').contains(&b))
+}
+
 /// Longest visit id (the extension sends a UUID, 36 characters).
 const MAX_ID: usize = 64;
 /// Longest version or browser string kept from a hello.

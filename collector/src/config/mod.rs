@@ -114,10 +114,22 @@ pub struct HttpConfig {
 
 /// The browser extension's own endpoint, for devices without an agent (Chromebooks): HTTPS
 /// with a client certificate from `device-cert create`. Off unless a listener is set.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ExtensionConfig {
     pub listen: Option<SocketAddr>,
+    /// The Chromium extension ids whose uploads are taken (the request's `Origin`, which a web
+    /// page cannot forge): this project's build by default; a school's own build adds its id.
+    pub extension_ids: Vec<String>,
+}
+
+impl Default for ExtensionConfig {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            extension_ids: vec![invigilator_visits::extension::CHROMIUM_EXTENSION_ID.to_owned()],
+        }
+    }
 }
 
 /// Prometheus metrics (`/metrics`). Off unless a listener or a token is set.
@@ -314,6 +326,19 @@ impl CollectorConfig {
 
     fn validate(&self) -> Result<(), String> {
         self.store.validate()?;
+        if self.extension.listen.is_some() && self.extension.extension_ids.is_empty() {
+            return Err("extension.extension_ids must name at least one extension id".into());
+        }
+        if let Some(id) = self
+            .extension
+            .extension_ids
+            .iter()
+            .find(|id| !invigilator_visits::extension::is_chromium_id(id))
+        {
+            return Err(format!(
+                "extension.extension_ids: {id:?} is not a Chromium extension id (32 letters a to p)"
+            ));
+        }
         if self.metrics.refresh_interval < Duration::from_secs(1) {
             return Err("metrics.refresh_interval must be at least 1s".into());
         }

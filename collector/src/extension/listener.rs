@@ -2,91 +2,35 @@
 //! required in the handshake, and the verified certificate goes with every request on the
 //! connection (`Peer`), never anything the request says.
 //!
-//! Handshakes run each in their own task, with a deadline and a bound on how many at once, so a
-//! device that stops half-way through one delays nobody else's.
+//! Every stage has a deadline and a bound, so a device that stalls, or opens many connections,
+//! delays nobody else's: handshakes run each in their own task (at most `MAX_HANDSHAKES`, and
+//! `MAX_HANDSHAKES_PER_ADDRESS` from one address), a connection's request headers must arrive
+//! within `HEADER_DEADLINE`, a connection lives at most `CONNECTION_LIFETIME`, and a device has
+//! at most `MAX_CONNECTIONS_PER_DEVICE` open.
 
 use crate::identity::{self, PeerCert};
-use axum::extract::connect_info::Connected;
-use axum::serve::IncomingStream;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
 /// Handshakes under way at once; more wait in the kernel's backlog.
 const MAX_HANDSHAKES: usize = 1024;
-
-pub struct TlsListener {
-    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
-    local: SocketAddr,
-}
-
-impl TlsListener {
-    pub async fn bind(
-        addr: SocketAddr,
-        tls: Arc<rustls::ServerConfig>,
-        handshake_timeout: Duration,
-    ) -> std::io::Result<Self> {
-        let tcp = TcpListener::bind(addr).await?;
-        let local = tcp.local_addr()?;
-        let (tx, ready) = mpsc::channel(64);
-        let acceptor = TlsAcceptor::from(tls);
-        let slots = Arc::new(Semaphore::new(MAX_HANDSHAKES));
-        tokio::spawn(async move {
-            loop {
-                let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
-                    return;
-                };
-                let (stream, from) = match tcp.accept().await {
-                    Ok(c) => c,
-                    Err(e) => {
-                        // Out of file descriptors, most likely: wait rather than spin.
-                        tracing::warn!(error = %e, "extension endpoint: accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let (acceptor, tx) = (acceptor.clone(), tx.clone());
-                tokio::spawn(async move {
-                    let _permit = permit;
-                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => {
-                            let _ = tx.send((tls, from)).await;
-                        }
-                        Ok(Err(e)) => {
-                            tracing::debug!(%from, error = %e, "extension endpoint: handshake refused")
-                        }
-                        Err(_) => {
-                            tracing::debug!(%from, "extension endpoint: handshake not finished in time")
-                        }
-                    }
-                });
-            }
-        });
-        Ok(Self { ready, local })
-    }
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.ready.recv().await {
-            Some(conn) => conn,
-            // The accepting task is gone (it never ends by itself): serve nothing more.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(self.local)
-    }
-}
+/// Handshakes under way at once from one address: one host cannot hold every slot.
+const MAX_HANDSHAKES_PER_ADDRESS: usize = 32;
+/// Connections open at once, in all and per device.
+const MAX_CONNECTIONS: usize = 4096;
+const MAX_CONNECTIONS_PER_DEVICE: usize = 4;
+/// A request's headers must arrive within this (also the idle time between requests).
+const HEADER_DEADLINE: Duration = Duration::from_secs(10);
+/// Longest a connection stays open; the extension opens another.
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(120);
 
 /// Who is on a connection: the address, and the identity in its verified certificate.
 #[derive(Debug, Clone)]
@@ -95,19 +39,134 @@ pub struct Peer {
     pub cert: Result<PeerCert, String>,
 }
 
-impl Connected<IncomingStream<'_, TlsListener>> for Peer {
-    fn connect_info(stream: IncomingStream<'_, TlsListener>) -> Self {
-        let (_, session) = stream.io().get_ref();
-        let cert = session
-            .peer_certificates()
-            .and_then(|c| c.first())
-            .ok_or_else(|| "no client certificate presented".to_owned())
-            .and_then(|leaf| identity::peer_from_der(leaf));
-        Self {
-            addr: *stream.remote_addr(),
-            cert,
+/// Counts held per key (an address, a device), released when the guard drops.
+#[derive(Clone)]
+struct PerKey<K: std::hash::Hash + Eq + Clone>(Arc<Mutex<HashMap<K, usize>>>);
+
+impl<K: std::hash::Hash + Eq + Clone> Default for PerKey<K> {
+    fn default() -> Self {
+        Self(Arc::default())
+    }
+}
+
+struct Held<K: std::hash::Hash + Eq + Clone>(PerKey<K>, K);
+
+impl<K: std::hash::Hash + Eq + Clone> PerKey<K> {
+    fn take(&self, key: K, max: usize) -> Option<Held<K>> {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let n = map.entry(key.clone()).or_default();
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(Held(self.clone(), key))
+    }
+}
+
+impl<K: std::hash::Hash + Eq + Clone> Drop for Held<K> {
+    fn drop(&mut self) {
+        let mut map = (self.0).0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.1);
+            }
         }
     }
+}
+
+/// Listens on `addr` and serves `app` on every connection that completes its handshake; the
+/// address it listens on.
+pub async fn serve(
+    addr: SocketAddr,
+    tls: Arc<rustls::ServerConfig>,
+    handshake_timeout: Duration,
+    app: axum::Router,
+) -> std::io::Result<SocketAddr> {
+    let tcp = TcpListener::bind(addr).await?;
+    let local = tcp.local_addr()?;
+    let acceptor = TlsAcceptor::from(tls);
+    let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+    let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let from_address: PerKey<IpAddr> = PerKey::default();
+    let per_device: PerKey<String> = PerKey::default();
+    tokio::spawn(async move {
+        loop {
+            let Ok(slot) = Arc::clone(&handshakes).acquire_owned().await else {
+                return;
+            };
+            let (stream, from) = match tcp.accept().await {
+                Ok(c) => c,
+                Err(e) => {
+                    // Out of file descriptors, most likely: wait rather than spin.
+                    tracing::warn!(error = %e, "extension endpoint: accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let Some(mine) = from_address.take(from.ip(), MAX_HANDSHAKES_PER_ADDRESS) else {
+                tracing::debug!(%from, "extension endpoint: too many handshakes from one address");
+                continue;
+            };
+            let Ok(open) = Arc::clone(&connections).try_acquire_owned() else {
+                tracing::warn!(%from, "extension endpoint: {MAX_CONNECTIONS} connections open; refused");
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let (acceptor, app, per_device) = (acceptor.clone(), app.clone(), per_device.clone());
+            tokio::spawn(async move {
+                let tls = tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await;
+                drop((slot, mine));
+                let tls = match tls {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => {
+                        return tracing::debug!(%from, error = %e, "extension endpoint: handshake refused");
+                    }
+                    Err(_) => {
+                        return tracing::debug!(%from, "extension endpoint: handshake not finished in time");
+                    }
+                };
+                let peer = peer_of(&tls, from);
+                let _device = match &peer.cert {
+                    Ok(cert) => {
+                        match per_device.take(cert.agent_id.clone(), MAX_CONNECTIONS_PER_DEVICE) {
+                            Some(held) => Some(held),
+                            None => {
+                                return tracing::debug!(%from, agent_id = %cert.agent_id, "extension endpoint: too many connections from one device");
+                            }
+                        }
+                    }
+                    Err(_) => None,
+                };
+                let service = TowerToHyperService::new(app.layer(axum::Extension(peer)));
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEADER_DEADLINE)
+                    .serve_connection(TokioIo::new(tls), service);
+                match tokio::time::timeout(CONNECTION_LIFETIME, conn).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::debug!(%from, error = %e, "extension endpoint: connection ended")
+                    }
+                    Err(_) => {
+                        tracing::debug!(%from, "extension endpoint: connection closed at the end of its lifetime")
+                    }
+                }
+                drop(open);
+            });
+        }
+    });
+    Ok(local)
+}
+
+fn peer_of(tls: &TlsStream<TcpStream>, addr: SocketAddr) -> Peer {
+    let (_, session) = tls.get_ref();
+    let cert = session
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .ok_or_else(|| "no client certificate presented".to_owned())
+        .and_then(|leaf| identity::peer_from_der(leaf));
+    Peer { addr, cert }
 }
 
 /// TLS for the endpoint: the collector's server certificate, and a client certificate from its

@@ -20,6 +20,7 @@ use invigilator_visits::extension::{
 use invigilator_visits::url_clean::truncate;
 use prost::Message;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use std::sync::Arc;
 use tokio::sync::oneshot;
 use tonic::Status;
@@ -31,10 +32,10 @@ pub const MAX_BODY: usize = 4 * 1024 * 1024;
 /// Longest user name kept from the extension's claim.
 const MAX_USER: usize = 128;
 
-/// An upload as the extension sends it. Unknown fields are ignored, so a newer extension keeps
-/// working with this collector.
+/// An upload as the extension sends it. Unknown fields are ignored (skipped without being
+/// kept), so a newer extension keeps working with this collector.
 #[derive(Debug, Deserialize)]
-pub struct Upload {
+pub struct Upload<'a> {
     /// The instance's numbering lane; 0 (or absent) asks for one, and nothing is stored.
     #[serde(default)]
     pub lane: u64,
@@ -42,11 +43,63 @@ pub struct Upload {
     #[serde(default)]
     pub user: String,
     #[serde(default)]
-    pub hello: Option<serde_json::Value>,
+    pub hello: Option<Hello>,
     /// Visits, and records of visits the extension had to drop, each numbered in the lane.
-    /// Each is read on its own: one that cannot be read is refused alone.
+    /// Kept as the text they were sent as, at most MAX_VISITS of them, so an upload's memory is
+    /// bounded by its size; each is read on its own, and one that cannot be read is refused
+    /// alone.
+    #[serde(default, borrow, deserialize_with = "at_most_max_visits")]
+    pub visits: Vec<&'a RawValue>,
+}
+
+/// The hello's fields this collector keeps.
+#[derive(Debug, Default, Deserialize)]
+pub struct Hello {
     #[serde(default)]
-    pub visits: Vec<serde_json::Value>,
+    pub version: String,
+    #[serde(default)]
+    pub browser: String,
+}
+
+fn at_most_max_visits<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<&'de RawValue>, D::Error> {
+    struct Bounded;
+    impl<'de> serde::de::Visitor<'de> for Bounded {
+        type Value = Vec<&'de RawValue>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            write!(f, "a list of at most {MAX_VISITS} records")
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(r) = seq.next_element::<&'de RawValue>()? {
+                if out.len() == MAX_VISITS {
+                    return Err(serde::de::Error::custom(format!(
+                        "more than {MAX_VISITS} visits in one upload"
+                    )));
+                }
+                out.push(r);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_seq(Bounded)
+}
+
+/// The fields of a record that decide what it is, read without keeping anything else.
+#[derive(Deserialize)]
+struct Head<'a> {
+    #[serde(default, rename = "type", borrow)]
+    kind: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    n: Option<serde_json::Value>,
+    #[serde(default)]
+    lost: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Default, Serialize, PartialEq)]
@@ -93,7 +146,7 @@ pub struct Checked {
 /// echoed), and what is left is in sequence order, each sequence once.
 pub fn check(
     lane: u32,
-    records: Vec<serde_json::Value>,
+    records: Vec<&RawValue>,
     hostname: &str,
     user: &str,
     now_us: i64,
@@ -101,22 +154,24 @@ pub fn check(
     let mut numbered: Vec<(u64, String, Event)> = Vec::with_capacity(records.len());
     let mut rejected = Vec::new();
     for record in records {
-        let id = record
-            .get("id")
-            .and_then(serde_json::Value::as_str)
-            .filter(|id| valid_id(id))
-            .map(str::to_owned);
+        let Ok(head) = serde_json::from_str::<Head>(record.get()) else {
+            // Not an object: nothing to answer by; the extension never sends one.
+            continue;
+        };
         // One whose id cannot be echoed cannot be answered: the extension keeps it, and a
         // record from this extension always has one.
-        let Some(id) = id else { continue };
+        let Some(id) = head.id.filter(|id| valid_id(id)) else {
+            continue;
+        };
         let refuse = |rejected: &mut Vec<Rejected>, why: String| {
             rejected.push(Rejected {
                 id: id.clone(),
                 why,
             });
         };
-        let n = record
-            .get("n")
+        let n = head
+            .n
+            .as_ref()
             .and_then(serde_json::Value::as_f64)
             .unwrap_or(0.0);
         if !(n.fract() == 0.0 && (1.0..=f64::from(u32::MAX)).contains(&n)) {
@@ -127,9 +182,9 @@ pub fn check(
             continue;
         }
         let seq = (u64::from(lane) << 32) | n as u64;
-        let kind = match record.get("type").and_then(serde_json::Value::as_str) {
-            Some("gap") => Ok(dropped(&record)),
-            _ => serde_json::from_value::<RawVisit>(record)
+        let kind = match head.kind.as_deref() {
+            Some("gap") => Ok(dropped(head.lost.as_ref())),
+            _ => serde_json::from_str::<RawVisit>(record.get())
                 .map_err(|e| NotAVisit::Malformed(truncate(&e.to_string(), 200)).to_string())
                 .and_then(|raw| raw.check(now_us).map_err(|e| e.to_string()))
                 .map(Kind::Browsing),
@@ -178,11 +233,8 @@ pub fn check(
 
 /// A record of visits the extension's full queue dropped while the collector was out of
 /// reach: a gap of the browsing source, as the agent records one.
-fn dropped(record: &serde_json::Value) -> Kind {
-    let lost = record
-        .get("lost")
-        .and_then(serde_json::Value::as_f64)
-        .unwrap_or(0.0);
+fn dropped(lost: Option<&serde_json::Value>) -> Kind {
+    let lost = lost.and_then(serde_json::Value::as_f64).unwrap_or(0.0);
     // `as` saturates and reads NaN as 0.
     let lost = (lost.max(0.0).floor() as u64).min(MAX_DROPPED);
     Kind::Gap(Gap {
@@ -195,26 +247,28 @@ fn dropped(record: &serde_json::Value) -> Kind {
     })
 }
 
-/// Takes one upload from the device `peer` presented: stored, then answered.
-pub async fn take(shared: &Arc<Shared>, peer: PeerCert, upload: Upload) -> Result<Reply, Refused> {
+/// The device the verified certificate names, if it is enrolled and not revoked, and its group:
+/// checked before its upload is read.
+pub async fn authorise(
+    shared: &Arc<Shared>,
+    peer: PeerCert,
+) -> Result<(Arc<str>, Arc<str>), Refused> {
     let (peer, group) = credentials(shared, peer, false).await.map_err(|s| {
         if s.code() == tonic::Code::PermissionDenied {
             shared.metrics.refused(Refusal::not_authorised);
         }
         Refused::from_status(s)
     })?;
-    let agent: Arc<str> = peer.agent_id.into();
-    if upload.visits.len() > MAX_VISITS {
-        shared.metrics.refused(Refusal::malformed);
-        return Err(Refused(
-            413,
-            format!(
-                "{} visits in one upload; at most {MAX_VISITS}",
-                upload.visits.len()
-            ),
-            None,
-        ));
-    }
+    Ok((peer.agent_id.into(), group.into()))
+}
+
+/// Takes one upload from `agent`: stored, then answered.
+pub async fn take(
+    shared: &Arc<Shared>,
+    agent: Arc<str>,
+    group: Arc<str>,
+    upload: Upload<'_>,
+) -> Result<Reply, Refused> {
     let id = agent.to_string();
     let device = shared
         .db(move |c| extension::device(c, &id))
@@ -230,6 +284,14 @@ pub async fn take(shared: &Arc<Shared>, peer: PeerCert, upload: Upload) -> Resul
         });
     }
     if upload.lane == 0 {
+        // A new lane is a write: rationed as new streams are.
+        if !shared.admission.admit(&agent) {
+            return Err(Refused(
+                429,
+                "this device asked for numbering lanes too often; try again later".into(),
+                Some(60),
+            ));
+        }
         let id = agent.to_string();
         let lane = shared
             .db(move |c| extension::new_lane(c, &id))
@@ -284,6 +346,8 @@ pub async fn take(shared: &Arc<Shared>, peer: PeerCert, upload: Upload) -> Resul
     let bytes: usize = events.iter().map(|e| e.encoded_len()).sum();
     let (wait, rate) = shared.admission.charge(&agent, bytes as u64, now);
     if let Some(wait) = wait {
+        // Refused, so not charged: the same upload after Retry-After fits.
+        shared.admission.refund(&agent, bytes as u64);
         let per_minute = shared.config.quotas.rate_mib_per_minute;
         held_back(
             shared,
@@ -295,10 +359,11 @@ pub async fn take(shared: &Arc<Shared>, peer: PeerCert, upload: Upload) -> Resul
         return Err(Refused(
             429,
             "over this device's rate; try again later".into(),
-            Some(wait.as_secs().max(1)),
+            Some(wait.as_secs_f64().ceil().max(1.0) as u64),
         ));
     }
-    // One upload at a time per device: a newer one takes the place of one still waiting.
+    // The endpoint lets a device have one upload under way at a time (`mod.rs`); its ticket
+    // gives the upload its room in front of the committer, as a stream's batch.
     let ticket = shared.admission.open(&agent);
     let room = shared
         .admission
@@ -308,7 +373,7 @@ pub async fn take(shared: &Arc<Shared>, peer: PeerCert, upload: Upload) -> Resul
     let (tx, rx) = oneshot::channel();
     let job = Job {
         agent_id: agent.clone(),
-        group: group.into(),
+        group,
         events,
         bytes,
         room,
@@ -371,25 +436,12 @@ async fn within_daily_quota(
 }
 
 /// The hello's browser and version, for the device list (bounded as the agent bounds them).
-fn note_hello(
-    shared: &Arc<Shared>,
-    agent: &Arc<str>,
-    device: &extension::Device,
-    hello: &serde_json::Value,
-) {
-    let text = |k: &str| {
-        hello
-            .get(k)
-            .and_then(|v| v.as_str())
-            .unwrap_or("")
-            .to_owned()
-    };
-    let incognito = hello.get("incognito_access").and_then(|v| v.as_bool()) == Some(true);
+fn note_hello(shared: &Arc<Shared>, agent: &Arc<str>, device: &extension::Device, hello: &Hello) {
     let hello = Incoming::hello(
-        text("version"),
-        text("browser"),
-        incognito,
-        hello.get("dropped").unwrap_or(&serde_json::Value::Null),
+        hello.version.clone(),
+        hello.browser.clone(),
+        false,
+        &serde_json::Value::Null,
     );
     shared.touch(agent, |h| {
         h.hostname = device.hostname.clone();
@@ -410,13 +462,13 @@ mod tests {
 
     const NOW: i64 = 1_764_780_000_000_000;
 
-    fn upload(json: &str) -> Upload {
+    fn upload(json: &str) -> Upload<'_> {
         serde_json::from_str(json).unwrap()
     }
 
     #[test]
     fn visits_are_numbered_in_their_lane_checked_and_ordered() {
-        let u = upload(&format!(
+        let text = format!(
             r#"{{"lane": 3, "user": "amy", "visits": [
                 {{"n": 2, "id": "b", "url": "https://www.google.com/search?q=vapes", "time": {t}}},
                 {{"n": 1, "id": "a", "url": "https://example.org/", "title": "<b>x</b>", "time": {t}}},
@@ -431,7 +483,8 @@ mod tests {
                 "not even an object"
             ]}}"#,
             t = NOW / 1000
-        ));
+        );
+        let u = upload(&text);
         let c = check(3, u.visits, "cb-07", "amy", NOW);
         assert_eq!(c.ids, ["a", "b", "gap-1"]);
         let seqs: Vec<u64> = c.events.iter().map(|e| e.seq).collect();
@@ -481,5 +534,15 @@ mod tests {
         let u = upload(r#"{"future": 1, "visits": []}"#);
         assert_eq!(u.lane, 0);
         assert!(serde_json::from_str::<Upload>(r#"{"lane": -1}"#).is_err());
+        // Bounded while parsing: an upload of many tiny records is refused before it is kept.
+        let many = format!(
+            r#"{{"visits": [{}]}}"#,
+            vec!["[]"; MAX_VISITS + 1].join(",")
+        );
+        let err = serde_json::from_str::<Upload>(&many).unwrap_err();
+        assert!(err.to_string().contains("more than 200 visits"), "{err}");
+        let hello =
+            upload(r#"{"hello": {"browser": "chrome", "huge": [[[[1]]]], "version": "1"}}"#);
+        assert_eq!(hello.hello.unwrap().browser, "chrome");
     }
 }

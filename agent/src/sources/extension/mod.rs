@@ -65,7 +65,7 @@ pub struct ExtensionConfig {
 
 /// The Chromium-family extension's id (`agent/browser-extension/EXTENSION_ID`): the default of
 /// `chromium_ids`, on every platform.
-pub const EXTENSION_ID: &str = "mkjmmkmajbhcpdaljidmdhfegfobbiin";
+pub const EXTENSION_ID: &str = invigilator_visits::extension::CHROMIUM_EXTENSION_ID;
 
 impl ExtensionConfig {
     /// Checked at load: a Chromium extension id is 32 letters from a to p.
@@ -74,7 +74,7 @@ impl ExtensionConfig {
             return Err("extension.chromium_ids must name at least one extension id".into());
         }
         for id in &self.chromium_ids {
-            if id.len() != 32 || !id.bytes().all(|b| (b'a'..=b'p').contains(&b)) {
+            if !invigilator_visits::extension::is_chromium_id(id) {
                 return Err(format!(
                     "extension.chromium_ids: {id:?} is not a Chromium extension id (32 letters a to p)"
                 ));
