@@ -99,7 +99,7 @@ pub fn device_cert_create(
         .serialize_request(&key)?
         .pem()?;
     let agent_id = uuid::Uuid::new_v4().hyphenated().to_string();
-    let issued = ca.issue_agent_cert(&csr, &agent_id, valid_for)?;
+    let issued = ca.issue_device_cert(&csr, &agent_id, valid_for)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let paths = DeviceCert {
         agent_id: agent_id.clone(),

@@ -4,6 +4,7 @@
 //! usage before a request reaches us; here we read the identity out of it and check it has not
 //! been revoked since.
 
+pub use crate::pki::Holder;
 use std::collections::HashSet;
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -17,6 +18,8 @@ pub struct PeerCert {
     pub serial: String,
     /// The subject public key's bits: a renewal must be for this same key.
     pub public_key: Vec<u8>,
+    /// An agent's, or a device's (`device-cert create`), by the subject's organisation.
+    pub holder: Holder,
 }
 
 /// The peer's certificate, or `Unauthenticated` when there is none.
@@ -47,7 +50,17 @@ pub fn peer_from_der(der: &[u8]) -> Result<PeerCert, String> {
         .ok_or("client certificate has no common name")?;
     let id = uuid::Uuid::parse_str(cn)
         .map_err(|_| format!("client certificate common name {cn:?} is not an agent id"))?;
+    let device = cert
+        .subject()
+        .iter_organization()
+        .filter_map(|o| o.as_str().ok())
+        .any(|o| o == Holder::Device.organisation());
     Ok(PeerCert {
+        holder: if device {
+            Holder::Device
+        } else {
+            Holder::Agent
+        },
         agent_id: id.hyphenated().to_string(),
         serial: hex::encode(cert.tbs_certificate.raw_serial()),
         public_key: cert.public_key().subject_public_key.data.to_vec(),

@@ -58,20 +58,31 @@ impl TelemetryService {
         renewing: bool,
     ) -> Result<(identity::PeerCert, String), Status> {
         let peer = identity::peer(req)?;
-        credentials(&self.shared, peer, renewing).await
+        credentials(&self.shared, peer, identity::Holder::Agent, renewing).await
     }
 }
 
-/// The verified certificate's holder and group, if it is enrolled, not revoked, and presents
-/// its current certificate. The one a renewal replaced is refused, except to renew: the agent
+/// The verified certificate's holder and group, if it is enrolled, not revoked, of the kind
+/// this service takes (`holder`), and presents its current certificate. The one a renewal replaced is refused, except to renew: the agent
 /// may have missed the answer to its last renewal.
 pub async fn credentials(
     shared: &Arc<Shared>,
     peer: identity::PeerCert,
+    holder: identity::Holder,
     renewing: bool,
 ) -> Result<(identity::PeerCert, String), Status> {
     let agent_id = peer.agent_id.clone();
     shared.revocations.check(&agent_id)?;
+    if peer.holder != holder {
+        return Err(Status::permission_denied(match peer.holder {
+            identity::Holder::Device => format!(
+                "certificate of {agent_id} is a device's (device-cert create): it is taken only by the extension endpoint"
+            ),
+            identity::Holder::Agent => format!(
+                "certificate of {agent_id} is an agent's: the extension endpoint takes only device certificates (device-cert create)"
+            ),
+        }));
+    }
     let id = agent_id.clone();
     let found = shared
         .db(move |c| store::agents::credentials(&c.admin(), &id))

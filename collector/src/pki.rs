@@ -72,6 +72,24 @@ pub struct CertificateAuthority {
     pub fingerprint: String,
 }
 
+/// Who a client certificate is for, written as its subject's organisation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Holder {
+    /// An enrolled agent (every certificate before devices existed says so).
+    Agent,
+    /// A device with no agent, whose browser extension posts to the extension endpoint.
+    Device,
+}
+
+impl Holder {
+    pub fn organisation(self) -> &'static str {
+        match self {
+            Self::Agent => "Invigilator agents",
+            Self::Device => "Invigilator devices",
+        }
+    }
+}
+
 /// A freshly issued agent certificate.
 #[derive(Debug)]
 pub struct IssuedCert {
@@ -217,7 +235,19 @@ impl CertificateAuthority {
         agent_id: &str,
         lifetime: Duration,
     ) -> Result<IssuedCert, PkiError> {
-        self.issue(csr_pem, agent_id, lifetime, None)
+        self.issue(csr_pem, agent_id, lifetime, None, Holder::Agent)
+    }
+
+    /// A certificate for a device that runs no agent (`device-cert create`): the same identity,
+    /// marked as a device's, so that it is taken only by the extension endpoint (and an agent's
+    /// only by `Telemetry`).
+    pub fn issue_device_cert(
+        &self,
+        csr_pem: &str,
+        agent_id: &str,
+        lifetime: Duration,
+    ) -> Result<IssuedCert, PkiError> {
+        self.issue(csr_pem, agent_id, lifetime, None, Holder::Device)
     }
 
     /// A renewal: as [`Self::issue_agent_cert`], but only for the key of the certificate being
@@ -230,7 +260,13 @@ impl CertificateAuthority {
         lifetime: Duration,
         current_key: &[u8],
     ) -> Result<IssuedCert, PkiError> {
-        self.issue(csr_pem, agent_id, lifetime, Some(current_key))
+        self.issue(
+            csr_pem,
+            agent_id,
+            lifetime,
+            Some(current_key),
+            Holder::Agent,
+        )
     }
 
     fn issue(
@@ -239,6 +275,7 @@ impl CertificateAuthority {
         agent_id: &str,
         lifetime: Duration,
         bound_key: Option<&[u8]>,
+        holder: Holder,
     ) -> Result<IssuedCert, PkiError> {
         if csr_pem.len() > 16 * 1024 {
             return Err(PkiError::BadCsr("the CSR is larger than 16 KiB".into()));
@@ -256,7 +293,7 @@ impl CertificateAuthority {
         params.distinguished_name = DistinguishedName::new();
         params
             .distinguished_name
-            .push(DnType::OrganizationName, "Invigilator agents");
+            .push(DnType::OrganizationName, holder.organisation());
         params.distinguished_name.push(DnType::CommonName, agent_id);
         params.subject_alt_names = vec![SanType::URI(format!("urn:uuid:{agent_id}").try_into()?)];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
@@ -377,6 +414,33 @@ mod tests {
             .unwrap();
         assert_eq!(cn, "0b5e2c1e-0000-4000-8000-000000000001");
         assert!(!issued.pem.is_empty() && issued.serial.len() == 32);
+        // An agent's and a device's certificates say which they are, and nothing in the CSR
+        // can change it.
+        let peer = crate::identity::peer_from_der(&der).unwrap();
+        assert_eq!(peer.holder, Holder::Agent);
+        req.distinguished_name
+            .push(DnType::OrganizationName, Holder::Device.organisation());
+        let csr = req.serialize_request(&key).unwrap().pem().unwrap();
+        for (issue, want) in [
+            (
+                CertificateAuthority::issue_agent_cert as fn(&_, &_, &_, _) -> _,
+                Holder::Agent,
+            ),
+            (CertificateAuthority::issue_device_cert, Holder::Device),
+        ] {
+            let issued = issue(
+                &ca,
+                &csr,
+                "0b5e2c1e-0000-4000-8000-000000000002",
+                Duration::from_secs(60),
+            )
+            .unwrap();
+            let der = x509_parser::pem::parse_x509_pem(issued.pem.as_bytes())
+                .unwrap()
+                .1
+                .contents;
+            assert_eq!(crate::identity::peer_from_der(&der).unwrap().holder, want);
+        }
         let key_mode = std::fs::metadata(paths.ca_key()).unwrap();
         assert_eq!(
             std::os::unix::fs::PermissionsExt::mode(&key_mode.permissions()) & 0o777,

@@ -379,6 +379,17 @@ fn the_extension_endpoint_refuses_strangers_and_bad_uploads_and_keeps_one_device
     let err = post(&forger, r#"{"lane":0}"#).unwrap_err();
     eprintln!("a self-made certificate naming the device: {err}");
 
+    // An enrolled agent's certificate is an agent's: taken by Telemetry, not here.
+    let agent = invigilator_tests::Agent::enroll(&c, "");
+    let paths = invigilator_agent::identity::StatePaths::new(&agent.state_dir());
+    let agent_tls = client::config(&ca, Some((&paths.cert(), &paths.key())));
+    let (status, reply) = post(&agent_tls, r#"{"lane":0}"#).unwrap();
+    assert_eq!(status, 403, "{reply}");
+    assert!(
+        reply["error"].as_str().unwrap().contains("an agent's"),
+        "{reply}"
+    );
+
     // A device that opens a connection and says nothing delays nobody, and is cut off.
     let idle = std::net::TcpStream::connect(("127.0.0.1", endpoint)).unwrap();
     let started = Instant::now();

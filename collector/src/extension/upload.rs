@@ -253,12 +253,15 @@ pub async fn authorise(
     shared: &Arc<Shared>,
     peer: PeerCert,
 ) -> Result<(Arc<str>, Arc<str>), Refused> {
-    let (peer, group) = credentials(shared, peer, false).await.map_err(|s| {
-        if s.code() == tonic::Code::PermissionDenied {
-            shared.metrics.refused(Refusal::not_authorised);
-        }
-        Refused::from_status(s)
-    })?;
+    let holder = crate::identity::Holder::Device;
+    let (peer, group) = credentials(shared, peer, holder, false)
+        .await
+        .map_err(|s| {
+            if s.code() == tonic::Code::PermissionDenied {
+                shared.metrics.refused(Refusal::not_authorised);
+            }
+            Refused::from_status(s)
+        })?;
     Ok((peer.agent_id.into(), group.into()))
 }
 
