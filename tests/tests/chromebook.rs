@@ -14,18 +14,7 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
-use support::{Chromium, start_site, visits};
-
-fn extension_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../agent/browser-extension")
-}
-
-fn extension_id() -> String {
-    std::fs::read_to_string(extension_dir().join("EXTENSION_ID"))
-        .unwrap()
-        .trim()
-        .to_owned()
-}
+use support::{Chromium, extension_dir, extension_id, start_site, visits};
 
 fn run(cmd: &mut Command) -> String {
     let out = cmd

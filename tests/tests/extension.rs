@@ -13,7 +13,7 @@ use invigilator_tests::{Agent, Collector, bin, wait_for};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use support::{Chromium, firefox_profile, start_site, visits};
+use support::{Chromium, extension_dir, extension_id, firefox_profile, start_site, visits};
 
 /// One browser test at a time: they run Chromium or Firefox as the same user, the tamper check
 /// counts every browser process of that user, and two of them change files under /etc.
@@ -21,17 +21,6 @@ static ONE_BROWSER_TEST: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     ONE_BROWSER_TEST.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn extension_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../agent/browser-extension")
-}
-
-fn extension_id() -> String {
-    std::fs::read_to_string(extension_dir().join("EXTENSION_ID"))
-        .unwrap()
-        .trim()
-        .to_owned()
 }
 
 /// The host manifest as `deploy/` ships it, pointing at this build's agent, in the profile's

@@ -347,3 +347,18 @@ pub fn wait_delivered(
         .max()
         .unwrap()
 }
+
+/// The browser extension's source tree (`agent/browser-extension`), loadable unpacked.
+#[allow(dead_code)] // the extension's and the Chromebook's tests, not the history's
+pub fn extension_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../agent/browser-extension")
+}
+
+/// The Chromium extension id its development key gives.
+#[allow(dead_code)] // the extension's and the Chromebook's tests, not the history's
+pub fn extension_id() -> String {
+    std::fs::read_to_string(extension_dir().join("EXTENSION_ID"))
+        .unwrap()
+        .trim()
+        .to_owned()
+}
