@@ -18,6 +18,8 @@ pub struct Heartbeat {
     /// Read at each beat: the process source may fall back while running.
     pub process_source: crate::sources::process::RunningMode,
     pub channel: watch::Sender<Channel>,
+    /// Told from each answer whether the collector links the reports of one visit.
+    pub once: Arc<crate::one_report::OneReport>,
     /// The browsers' posture and the extension's tamper check, reported with each beat.
     #[cfg(target_os = "linux")]
     pub browsers: Arc<crate::posture::BrowserWatch>,
@@ -84,7 +86,8 @@ impl Heartbeat {
             browsers_read,
         });
         req.set_timeout(Duration::from_secs(15));
-        self.client().heartbeat(req).await?;
+        let answer = self.client().heartbeat(req).await?.into_inner();
+        self.once.collector_links(answer.links_visits);
         Ok(())
     }
 

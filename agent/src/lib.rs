@@ -13,6 +13,7 @@ pub mod enroll;
 pub mod heartbeat;
 pub mod identity;
 pub mod native_host;
+pub mod one_report;
 pub mod platform;
 pub mod posture;
 pub mod run;

@@ -40,9 +40,11 @@ pub async fn run_until(
         let (events_tx, events_rx) = crate::sources::channel(SOURCE_QUEUE);
         let (seq_tx, seq_rx) = watch::channel(stats.last_seq);
         let writer_spool = Arc::clone(&spool);
+        let once = Arc::new(crate::one_report::OneReport::default());
+        let writer_once = Arc::clone(&once);
         std::thread::Builder::new()
             .name("spool-writer".into())
-            .spawn(move || spool::run_writer(events_rx, writer_spool, seq_tx))
+            .spawn(move || spool::run_writer(events_rx, writer_spool, seq_tx, writer_once))
             .context("starting the spool writer")?;
 
         let cx = SourceContext {
@@ -86,6 +88,7 @@ pub async fn run_until(
             collector: cfg.agent.collector.clone(),
             process_source: mode,
             channel: channel_tx,
+            once,
             #[cfg(target_os = "linux")]
             browsers: Arc::new(crate::posture::BrowserWatch::new(
                 "/".into(),

@@ -302,6 +302,7 @@ pub fn run_writer(
     mut rx: EventRx,
     spool: std::sync::Arc<Spool>,
     last_seq: tokio::sync::watch::Sender<u64>,
+    once: std::sync::Arc<crate::one_report::OneReport>,
 ) {
     const MAX_PER_COMMIT: usize = 1000;
     let mut batch = Vec::with_capacity(MAX_PER_COMMIT);
@@ -310,7 +311,9 @@ pub fn run_writer(
     while let Some(first) = rx.blocking_recv() {
         let mut next = Some(first);
         while let Some(obs) = next.take() {
-            batch.extend(obs.event);
+            // A second report of a visit, for a collector that would count it twice, is not
+            // kept; its sender is still told it is done.
+            batch.extend(obs.event.filter(|e| !once.is_repeat(e)));
             checkpoints.extend(obs.checkpoint);
             waiting.extend(obs.committed);
             if batch.len() < MAX_PER_COMMIT {
@@ -371,6 +374,45 @@ mod tests {
         assert_eq!(s.append(&mut [ev("d")], &[]).unwrap(), 4);
         let got = s.read_after(0, 10, usize::MAX).unwrap();
         assert_eq!(got.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![4]);
+    }
+
+    /// For a collector that cannot link them, the writer keeps one report of a visit; the
+    /// extension's sender of the second is still told it is done (or it would resend forever).
+    #[test]
+    fn the_writer_keeps_one_report_of_a_visit_for_an_old_collector() {
+        use invigilator_proto::v1::BrowsingVisit;
+        let dir = tempfile::tempdir().unwrap();
+        let spool = std::sync::Arc::new(Spool::open(&dir.path().join("s.db"), 1 << 20).unwrap());
+        let (tx, rx) = crate::sources::channel(8);
+        let (seq_tx, _seq_rx) = tokio::sync::watch::channel(0);
+        let once = std::sync::Arc::new(crate::one_report::OneReport::default());
+        let writer = {
+            let spool = std::sync::Arc::clone(&spool);
+            std::thread::spawn(move || run_writer(rx, spool, seq_tx, once))
+        };
+        let visit = |reporter: &str| Event {
+            observed_at_us: 1,
+            user: "amy".into(),
+            kind: Some(Kind::Browsing(BrowsingVisit {
+                action: "visit".into(),
+                url: "https://example.org/".into(),
+                visit_time_us: 1_764_780_000_000_000,
+                reporter: reporter.into(),
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            tx.send_committed(visit("extension")).await.unwrap();
+            tx.send_committed(visit("history")).await.unwrap();
+        });
+        drop(tx);
+        writer.join().unwrap();
+        let kept = spool.read_after(0, 10, usize::MAX).unwrap();
+        assert_eq!(kept.len(), 1, "{kept:?}");
     }
 
     #[test]

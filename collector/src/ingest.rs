@@ -486,6 +486,8 @@ impl Telemetry for TelemetryService {
         });
         Ok(Response::new(HeartbeatResponse {
             server_time_us: store::now_us(),
+            // store::visits links the two reports of a visit.
+            links_visits: true,
         }))
     }
 
