@@ -37,16 +37,16 @@ command -v npm >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractiv
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 [ -f "$root/tests/oidc/node_modules/oidc-provider/package.json" ] \
   || (cd "$root/tests/oidc" && npm ci --no-audit --no-fund --loglevel=error)
-# The category-list differential test and benchmark compare `lists classify` with squidGuard
-# (not squid itself, which it recommends).
-# The leadership test cuts one collector off from the database (tests/tests/several_collectors.rs)
-# with a firewall rule on loopback.
 # The Chromebook test: the device certificate as PKCS#12 (openssl) into the profile's NSS
 # database (certutil, pk12util).
 for cmd in openssl certutil pk12util; do
   command -v "$cmd" >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssl libnss3-tools; break; }
 done
+# The leadership test cuts one collector off from the database (tests/tests/several_collectors.rs)
+# with a firewall rule on loopback.
 command -v iptables >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iptables; }
+# The category-list differential test and benchmark compare `lists classify` with squidGuard
+# (not squid itself, which it recommends).
 command -v squidGuard >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends squidguard; }
 # The Windows agent's smoke test runs it under Wine (64-bit is enough); deploy/windows/*.sh
 # install their own build tools.
