@@ -289,6 +289,10 @@
     } catch (_) {
       incognitoAccess = false;
     }
+    if (collectorUrl !== null) {
+      connectDirect({ version: VERSION, browser: BROWSER, incognito_access: incognitoAccess });
+      return;
+    }
     // Visits the full queue had to drop: the agent records the loss (a gap the school
     // sees), and says how many, which then leave the count.
     let dropped = 0;
@@ -297,10 +301,6 @@
       dropped = Number.isFinite(got.dropped) ? got.dropped : 0;
     } catch (_) {
       dropped = 0;
-    }
-    if (collectorUrl !== null) {
-      connectDirect({ version: VERSION, browser: BROWSER, incognito_access: incognitoAccess });
-      return;
     }
     let p;
     try {

@@ -17,6 +17,14 @@ pub struct TimeWindow {
 }
 
 impl TimeWindow {
+    /// The window `[ingest]` sets, for every way events come in.
+    pub fn of(ingest: &crate::config::IngestConfig) -> Self {
+        Self {
+            offline_allowance: ingest.offline_allowance,
+            clock_skew: ingest.clock_skew,
+        }
+    }
+
     /// Clamps the event's time into the window around `received_us`; true if it had to move.
     /// Whatever the device put in `device_time_us` is replaced: only the collector sets it.
     pub fn apply(&self, event: &mut Event, received_us: i64) -> bool {

@@ -406,10 +406,7 @@ impl Telemetry for TelemetryService {
             group: group.into(),
             ticket,
             epoch,
-            window: TimeWindow {
-                offline_allowance: cfg.offline_allowance,
-                clock_skew: cfg.clock_skew,
-            },
+            window: TimeWindow::of(cfg),
             errors: out_tx.clone(),
             pending: pending_tx,
         };

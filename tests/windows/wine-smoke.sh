@@ -90,6 +90,14 @@ service_running() { [ "$(service_state)" = RUNNING ] && agent_pid >/dev/null; }
 agent_pid() { pgrep -f 'invigilator-agent.exe service' | head -n1 | grep .; }
 agent_id() { sed -n 's/^agent_id = "\(.*\)"/\1/p' "$state/agent.toml" 2>/dev/null; }
 agents_json() { "$collector" agents list --data-dir "$data" 2>/dev/null; }
+alert_raised() { # rule [user] -> true once this agent has that alert (for that user)
+  "$collector" alerts list --data-dir "$data" --json 2>/dev/null | python3 -c '
+import json, sys
+agent, rule, user = sys.argv[1], sys.argv[2], sys.argv[3:]
+sys.exit(0 if any(a["rule"] == rule and a["agent_id"] == agent and (not user or a["user"] == user[0])
+                  for a in json.load(sys.stdin)) else 1)
+' "$id" "$@"
+}
 agent_field() { # field -> value for this agent in `agents list`
   agents_json | python3 -c 'import json,sys; print(next((a[sys.argv[2]] for a in json.load(sys.stdin) if a["agent_id"]==sys.argv[1]), ""))' "$id" "$1"
 }
@@ -127,23 +135,13 @@ wait_for 60 "a heartbeat from agent $id (process_source = poll)" heartbeat
 sleep 2 # past the poll source's baseline scan
 # The user: Wine lists no accounts for the process's SID, so this is the agent's fallback, the
 # user logged on to the process's session.
-tor_alert() {
-  "$collector" alerts list --data-dir "$data" --json 2>/dev/null \
-    | python3 -c '
-import json, sys
-agent, user = sys.argv[1:3]
-alerts = json.load(sys.stdin)
-sys.exit(0 if any(a["rule"] == "circumvention.tor" and a["agent_id"] == agent and a["user"] == user
-                  for a in alerts) else 1)
-' "$id" "$win_user"
-}
 # A program started while the poll source was still taking its baseline is taken as already
 # running (on a loaded machine the baseline can take longer than the sleep above): then start
 # it again, a new process, at most three times.
 for attempt in 1 2 3; do
   wine "$work/tor.exe" &
   pids+=($!)
-  if wait_for 30 "the circumvention.tor alert from agent $id, user $win_user (attempt $attempt)" tor_alert; then
+  if wait_for 30 "the circumvention.tor alert from agent $id, user $win_user (attempt $attempt)" alert_raised circumvention.tor "$win_user"; then
     break
   fi
   if [ "$attempt" = 3 ]; then
@@ -202,13 +200,7 @@ sys.exit(0 if any(e["agent_id"] == agent and url in json.dumps(e) and e["user"] 
 ' "$id" "$(python3 -c 'import json,sys; print(json.dumps(sys.argv[1])[1:-1])' "$search_url")" "$win_user"
 }
 wait_for 90 "the browsing event from $win_user's Chrome history" visit_seen
-keyword_alert() {
-  "$collector" alerts list --data-dir "$data" --json 2>/dev/null | python3 -c '
-import json, sys
-sys.exit(0 if any(a["rule"] == "keywords.self_harm" and a["agent_id"] == sys.argv[1] for a in json.load(sys.stdin)) else 1)
-' "$id"
-}
-wait_for 30 "the keywords.self_harm alert for the search" keyword_alert
+wait_for 30 "the keywords.self_harm alert for the search" alert_raised keywords.self_harm
 echo "wine-smoke: browsing visit of Windows user $win_user delivered while the history was held open; keywords.self_harm alert raised"
 
 # Browser posture from the registry: a Chrome installed where Chrome puts itself, with no
@@ -228,13 +220,7 @@ print("" if b is None else "%s %s" % (b["private_unseen"], b["extension_forced"]
 }
 chrome_open() { [ "$(chrome_posture)" = "True False" ]; }
 wait_for 90 "a heartbeat with Chrome's posture (private windows open, no extension)" chrome_open
-private_alert() {
-  "$collector" alerts list --data-dir "$data" --json 2>/dev/null | python3 -c '
-import json, sys
-sys.exit(0 if any(a["rule"] == "agent.private_browsing" and a["agent_id"] == sys.argv[1] for a in json.load(sys.stdin)) else 1)
-' "$id"
-}
-wait_for 60 "the agent.private_browsing alert" private_alert
+wait_for 60 "the agent.private_browsing alert" alert_raised agent.private_browsing
 ext_id=$(cat "$root/agent/browser-extension/EXTENSION_ID")
 key='HKLM\Software\Policies\Google\Chrome'
 wine reg add "$key" /v IncognitoModeAvailability /t REG_DWORD /d 1 /f >/dev/null 2>&1

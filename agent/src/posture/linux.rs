@@ -1,19 +1,13 @@
 //! Browser posture on Linux: the managed-policy files of each browser installed, and which
 //! browsers run without the extension connected (from /proc).
 
-use super::{Family, chromium_posture, firefox_posture};
+use super::{Family, chromium_posture, firefox_posture, read_policy_files};
 use crate::sources::extension::Presence;
 use invigilator_proto::v1::BrowserPosture;
-use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// Policy files larger than this are not read (and named as a problem).
-const MAX_POLICY_BYTES: u64 = 256 * 1024;
-/// Policy files read per directory, at most.
-const MAX_POLICY_FILES: usize = 32;
 
 struct Known {
     browser: &'static str,
@@ -114,17 +108,7 @@ fn read(root: &Path, ids: &[String]) -> Vec<BrowserPosture> {
                     .copied()
                     .collect(),
             };
-            let files: Vec<(PathBuf, String)> = sources
-                .iter()
-                .flat_map(|p| policy_files(&root.join(p), &mut problems))
-                .collect();
-            let mut policies = Map::new();
-            for (path, text) in files {
-                match serde_json::from_str::<Map<String, Value>>(&text) {
-                    Ok(map) => policies.extend(map),
-                    Err(e) => problems.push(format!("{}: not a JSON object: {e}", path.display())),
-                }
-            }
+            let policies = read_policy_files(sources.iter().map(|p| root.join(p)), &mut problems);
             let mut p = match k.family {
                 Some(family) => chromium_posture(family, &policies, ids),
                 None => firefox_posture(&policies),
@@ -241,55 +225,6 @@ fn running(proc: &Path) -> Vec<(&'static str, u32)> {
         }
     }
     found
-}
-
-/// A managed-policy directory's `*.json` files in name order (as Chromium reads them), or the
-/// one file Firefox reads; missing is no policy, not a problem.
-fn policy_files(path: &Path, problems: &mut Vec<String>) -> Vec<(PathBuf, String)> {
-    let files: Vec<PathBuf> = if path.is_dir() {
-        let mut v: Vec<PathBuf> = std::fs::read_dir(path)
-            .map(|d| {
-                d.flatten()
-                    .map(|e| e.path())
-                    .filter(|p| p.extension().is_some_and(|x| x == "json"))
-                    .collect()
-            })
-            .unwrap_or_default();
-        v.sort();
-        if v.len() > MAX_POLICY_FILES {
-            problems.push(format!(
-                "{}: more than {MAX_POLICY_FILES} policy files; the rest not read",
-                path.display()
-            ));
-            v.truncate(MAX_POLICY_FILES);
-        }
-        v
-    } else if path.is_file() {
-        vec![path.to_path_buf()]
-    } else {
-        return Vec::new();
-    };
-    files
-        .into_iter()
-        .filter_map(|f| {
-            let read = std::fs::metadata(&f).and_then(|m| {
-                if m.len() > MAX_POLICY_BYTES {
-                    Err(std::io::Error::other(format!(
-                        "larger than {MAX_POLICY_BYTES} bytes"
-                    )))
-                } else {
-                    std::fs::read_to_string(&f)
-                }
-            });
-            match read {
-                Ok(text) => Some((f, text)),
-                Err(e) => {
-                    problems.push(format!("{}: {e}", f.display()));
-                    None
-                }
-            }
-        })
-        .collect()
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@
 
 use invigilator_proto::v1::BrowserPosture;
 use serde_json::{Map, Value};
+use std::path::{Path, PathBuf};
 
 pub use crate::sources::extension::EXTENSION_ID;
 
@@ -23,6 +24,78 @@ pub use linux::{BrowserWatch, browser_of_exe};
 pub mod registry;
 #[cfg(windows)]
 pub mod windows;
+
+/// Policy files larger than this are not read (and named as a problem).
+const MAX_POLICY_BYTES: u64 = 256 * 1024;
+/// Policy files read per directory, at most.
+const MAX_POLICY_FILES: usize = 32;
+
+/// The policies in `paths` (each a managed-policy directory or one file), merged in order as
+/// the browsers merge them; what could not be read or parsed is named in `problems`.
+pub(crate) fn read_policy_files(
+    paths: impl IntoIterator<Item = PathBuf>,
+    problems: &mut Vec<String>,
+) -> Map<String, Value> {
+    let mut policies = Map::new();
+    for path in paths {
+        for (file, text) in policy_files(&path, problems) {
+            match serde_json::from_str::<Map<String, Value>>(&text) {
+                Ok(map) => policies.extend(map),
+                Err(e) => problems.push(format!("{}: not a JSON object: {e}", file.display())),
+            }
+        }
+    }
+    policies
+}
+
+/// A managed-policy directory's `*.json` files in name order (as Chromium reads them), or the
+/// one file Firefox reads; missing is no policy, not a problem.
+fn policy_files(path: &Path, problems: &mut Vec<String>) -> Vec<(PathBuf, String)> {
+    let files: Vec<PathBuf> = if path.is_dir() {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(path)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|x| x == "json"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        if v.len() > MAX_POLICY_FILES {
+            problems.push(format!(
+                "{}: more than {MAX_POLICY_FILES} policy files; the rest not read",
+                path.display()
+            ));
+            v.truncate(MAX_POLICY_FILES);
+        }
+        v
+    } else if path.is_file() {
+        vec![path.to_path_buf()]
+    } else {
+        return Vec::new();
+    };
+    files
+        .into_iter()
+        .filter_map(|f| {
+            let read = std::fs::metadata(&f).and_then(|m| {
+                if m.len() > MAX_POLICY_BYTES {
+                    Err(std::io::Error::other(format!(
+                        "larger than {MAX_POLICY_BYTES} bytes"
+                    )))
+                } else {
+                    std::fs::read_to_string(&f)
+                }
+            });
+            match read {
+                Ok(text) => Some((f, text)),
+                Err(e) => {
+                    problems.push(format!("{}: {e}", f.display()));
+                    None
+                }
+            }
+        })
+        .collect()
+}
 
 #[derive(Clone, Copy)]
 pub(crate) enum Family {

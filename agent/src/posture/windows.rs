@@ -4,7 +4,7 @@
 //! read), and for Firefox, failing a key, `distribution\policies.json` beside `firefox.exe`.
 
 use super::registry::{RegData, policies};
-use super::{Family, chromium_posture, firefox_posture};
+use super::{Family, chromium_posture, firefox_posture, read_policy_files};
 use invigilator_proto::v1::BrowserPosture;
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
@@ -16,8 +16,6 @@ use winreg::{RegKey, RegValue};
 const MAX_VALUES: usize = 512;
 /// The list policies judged here, read from subkeys.
 const LISTS: &[&str] = &["ExtensionInstallForcelist"];
-/// Largest policies.json read.
-const MAX_POLICY_BYTES: u64 = 256 * 1024;
 
 struct Known {
     browser: &'static str,
@@ -162,32 +160,8 @@ fn data(v: &RegValue) -> RegData {
 
 /// `distribution\policies.json` beside `firefox.exe`, as a policies file.
 fn distribution_policies(exe: &Path, problems: &mut Vec<String>) -> Map<String, Value> {
-    let Some(path) = exe
+    let dir = exe
         .parent()
-        .map(|d| d.join("distribution").join("policies.json"))
-    else {
-        return Map::new();
-    };
-    let text = match std::fs::metadata(&path) {
-        Err(_) => return Map::new(),
-        Ok(m) if m.len() > MAX_POLICY_BYTES => {
-            problems.push(format!(
-                "{}: larger than {MAX_POLICY_BYTES} bytes",
-                path.display()
-            ));
-            return Map::new();
-        }
-        Ok(_) => std::fs::read_to_string(&path),
-    };
-    match text.map(|t| serde_json::from_str::<Map<String, Value>>(&t)) {
-        Ok(Ok(map)) => map,
-        Ok(Err(e)) => {
-            problems.push(format!("{}: not a JSON object: {e}", path.display()));
-            Map::new()
-        }
-        Err(e) => {
-            problems.push(format!("{}: {e}", path.display()));
-            Map::new()
-        }
-    }
+        .map(|d| d.join("distribution").join("policies.json"));
+    read_policy_files(dir, problems)
 }

@@ -139,7 +139,7 @@ async fn upload_visits(
             Err(e) => {
                 shared.metrics.refused(crate::metrics::Refusal::malformed);
                 let why = format!("not an upload this collector understands: {e}");
-                let code = if e.to_string().contains("visits in one upload") { 413 } else { 400 };
+                let code = if e.to_string().contains(upload::TOO_MANY) { 413 } else { 400 };
                 return refused(upload::Refused(code, truncate(&why), None));
             }
         };

@@ -29,6 +29,10 @@ use tonic::Status;
 pub const MAX_VISITS: usize = 200;
 /// Largest upload body: MAX_VISITS visits of the longest URL and title the extension sends.
 pub const MAX_BODY: usize = 4 * 1024 * 1024;
+/// Why an upload of more than MAX_VISITS records is refused while it is parsed (`mod.rs`
+/// answers it with 413, not 400).
+pub const TOO_MANY: &str = "more than 200 visits in one upload";
+const _: () = assert!(MAX_VISITS == 200, "TOO_MANY names the limit");
 /// Longest user name kept from the extension's claim.
 const MAX_USER: usize = 128;
 
@@ -77,9 +81,7 @@ fn at_most_max_visits<'de, D: serde::Deserializer<'de>>(
             let mut out = Vec::new();
             while let Some(r) = seq.next_element::<&'de RawValue>()? {
                 if out.len() == MAX_VISITS {
-                    return Err(serde::de::Error::custom(format!(
-                        "more than {MAX_VISITS} visits in one upload"
-                    )));
+                    return Err(serde::de::Error::custom(TOO_MANY));
                 }
                 out.push(r);
             }
@@ -336,11 +338,7 @@ pub async fn take(
         return Ok(reply);
     }
     within_daily_quota(shared, &agent, now).await?;
-    let cfg = &shared.config.ingest;
-    let window = TimeWindow {
-        offline_allowance: cfg.offline_allowance,
-        clock_skew: cfg.clock_skew,
-    };
+    let window = TimeWindow::of(&shared.config.ingest);
     let mut events = checked.events;
     for event in &mut events {
         invigilator_proto::limits::enforce(event);
