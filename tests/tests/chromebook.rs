@@ -189,6 +189,22 @@ fn a_chromebooks_extension_reports_straight_to_the_collector_with_its_device_cer
             .filter(|t| !t.is_empty())
     });
     assert_eq!(title, "<b>Maths</b> <script>alert(1)</script>");
+    // The device list shows the extension's version from its hello, and keeps it through the
+    // uploads after it, which carry none (health is flushed every 5 s).
+    let version = || {
+        c.agents()
+            .into_iter()
+            .find(|a| a["agent_id"] == device.as_str())
+            .and_then(|a| a["agent_version"].as_str().map(str::to_owned))
+            .unwrap_or_default()
+    };
+    let said = wait_for(Duration::from_secs(30), "the extension's version", || {
+        Some(version()).filter(|v| v.starts_with("extension 0.1.0"))
+    });
+    assert_eq!(said, "extension 0.1.0 (chromium)");
+    browser.open("http://school.test/after-the-hello");
+    std::thread::sleep(Duration::from_secs(7));
+    assert_eq!(version(), said, "kept without a hello");
 
     // The collector is down: the extension keeps the visit and sends it once it is back, once.
     c.kill9();

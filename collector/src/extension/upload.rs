@@ -280,14 +280,18 @@ pub async fn take(
         .await
         .map_err(Refused::from_status)?
         .ok_or_else(|| Refused(403, format!("device {agent} is not enrolled"), None))?;
-    if let Some(hello) = upload.hello.as_ref() {
-        note_hello(shared, &agent, &device, hello);
-    } else {
-        shared.touch(&agent, |h| {
-            h.hostname = device.hostname.clone();
-            h.os = device.os.clone();
-        });
-    }
+    // The extension says hello once per connection: between hellos its version stays the last
+    // one said, here or, once flushed, in the store (each flush writes every field).
+    let said = upload.hello.as_ref().map(hello_version);
+    shared.touch(&agent, |h| {
+        h.hostname = device.hostname.clone();
+        h.os = device.os.clone();
+        match said {
+            Some(version) => h.agent_version = version,
+            None if h.agent_version.is_empty() => h.agent_version = device.agent_version.clone(),
+            None => {}
+        }
+    });
     if upload.lane == 0 {
         // A new lane is a write: rationed as new streams are.
         if !shared.admission.admit(&agent) {
@@ -437,18 +441,14 @@ async fn within_daily_quota(
 }
 
 /// The hello's browser and version, for the device list (bounded as the agent bounds them).
-fn note_hello(shared: &Arc<Shared>, agent: &Arc<str>, device: &extension::Device, hello: &Hello) {
+fn hello_version(hello: &Hello) -> String {
     let hello = Incoming::hello(
         hello.version.clone(),
         hello.browser.clone(),
         false,
         &serde_json::Value::Null,
     );
-    shared.touch(agent, |h| {
-        h.hostname = device.hostname.clone();
-        h.os = device.os.clone();
-        h.agent_version = format!("extension {} ({})", hello.version, hello.browser);
-    });
+    format!("extension {} ({})", hello.version, hello.browser)
 }
 
 /// The signed-in account the browser reports: one line, bounded.
