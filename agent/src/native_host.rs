@@ -9,8 +9,11 @@
 //! extension's id; [`invoked_by_browser`] recognises both, since a manifest cannot pass a
 //! subcommand.
 
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io;
 use std::path::PathBuf;
+use tokio::io::{
+    AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader,
+};
 
 /// The host's name in the browsers' manifests (`agent/browser-extension`, `deploy/`).
 pub const HOST_NAME: &str = "uk.invigilator.agent";
@@ -27,55 +30,80 @@ pub fn invoked_by_browser(args: &[std::ffi::OsString]) -> bool {
     arg(1).is_some_and(|a| a.starts_with("chrome-extension://")) || arg(2) == Some(FIREFOX_ID)
 }
 
-/// Where the agent listens.
+/// Where the agent listens: a socket path, or on Windows a pipe name.
 pub fn socket_path() -> PathBuf {
     std::env::var_os(crate::sources::extension::SOCKET_ENV)
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(crate::sources::extension::DEFAULT_SOCKET))
 }
 
-/// Relays between the browser (stdin/stdout) and the agent until the browser closes the pipe.
-#[cfg(unix)]
+/// Relays between the browser (stdin/stdout) and the agent until either side closes.
 pub fn run() -> io::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let result = runtime.block_on(relay());
+    // Reading stdin holds a blocking thread that may still wait on the browser: not waited for.
+    runtime.shutdown_background();
+    result
+}
+
+async fn relay() -> io::Result<()> {
     let path = socket_path();
-    let socket = std::os::unix::net::UnixStream::connect(&path).map_err(|e| {
+    let agent = connect(&path).await.map_err(|e| {
         io::Error::new(
             e.kind(),
             format!("cannot reach the agent at {}: {e}", path.display()),
         )
     })?;
-    let to_agent = socket.try_clone()?;
-    let uplink = std::thread::spawn(move || {
-        let result = to_agent_lines(io::stdin().lock(), &to_agent);
-        // The browser closed the port: let the agent see the end of the conversation.
-        let _ = to_agent.shutdown(std::net::Shutdown::Write);
-        result
-    });
-    let down = to_browser_frames(BufReader::new(socket), io::stdout().lock());
-    // Replies end when the agent closes; the browser's side ends when it closes the pipe.
-    let up = uplink
-        .join()
-        .unwrap_or_else(|_| Err(io::Error::other("relay thread panicked")));
-    down.and(up)
+    let (from_agent, mut to_agent) = tokio::io::split(agent);
+    // The browser closing the port ends the conversation (the agent sees the connection
+    // close); the agent closing it (it is stopping) ends this host, and the extension
+    // reconnects later.
+    tokio::select! {
+        up = to_agent_lines(tokio::io::stdin(), &mut to_agent) => up,
+        down = to_browser_frames(BufReader::new(from_agent), tokio::io::stdout()) => down,
+    }
 }
 
-#[cfg(not(unix))]
-pub fn run() -> io::Result<()> {
-    Err(io::Error::new(
-        io::ErrorKind::Unsupported,
-        "the native-messaging host is not built for this platform yet",
-    ))
+#[cfg(unix)]
+async fn connect(path: &std::path::Path) -> io::Result<tokio::net::UnixStream> {
+    tokio::net::UnixStream::connect(path).await
+}
+
+/// Every instance busy is a moment's state (the agent makes a new one after each
+/// connection): waited out for a few seconds.
+#[cfg(windows)]
+async fn connect(
+    path: &std::path::Path,
+) -> io::Result<tokio::net::windows::named_pipe::NamedPipeClient> {
+    use windows_sys::Win32::Foundation::ERROR_PIPE_BUSY;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match crate::platform::windows::pipe::open_client(path.as_os_str()) {
+            Err(e)
+                if e.raw_os_error() == Some(ERROR_PIPE_BUSY as i32)
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Browser frames in, one compact JSON line per message out. A message that is not a JSON
 /// object is dropped (said on stderr, which the browser logs); one over the bound ends the
 /// relay, since the stream cannot be trusted after it.
-pub fn to_agent_lines(mut from_browser: impl Read, mut to_agent: impl Write) -> io::Result<()> {
+pub async fn to_agent_lines(
+    mut from_browser: impl AsyncRead + Unpin,
+    mut to_agent: impl AsyncWrite + Unpin,
+) -> io::Result<()> {
     let mut len = [0u8; 4];
     let mut body = Vec::new();
     loop {
-        match from_browser.read_exact(&mut len) {
-            Ok(()) => {}
+        match from_browser.read_exact(&mut len).await {
+            Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
             Err(e) => return Err(e),
         }
@@ -87,14 +115,14 @@ pub fn to_agent_lines(mut from_browser: impl Read, mut to_agent: impl Write) -> 
             ));
         }
         body.resize(n, 0);
-        from_browser.read_exact(&mut body)?;
+        from_browser.read_exact(&mut body).await?;
         match serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&body) {
             Ok(object) => {
                 // Compact JSON escapes every newline inside strings: one message, one line.
                 let mut line = serde_json::to_vec(&object)?;
                 line.push(b'\n');
-                to_agent.write_all(&line)?;
-                to_agent.flush()?;
+                to_agent.write_all(&line).await?;
+                to_agent.flush().await?;
             }
             Err(e) => eprintln!(
                 "invigilator native host: dropped a message that is not a JSON object: {e}"
@@ -104,13 +132,16 @@ pub fn to_agent_lines(mut from_browser: impl Read, mut to_agent: impl Write) -> 
 }
 
 /// The agent's reply lines in, browser frames out.
-pub fn to_browser_frames(from_agent: impl BufRead, mut to_browser: impl Write) -> io::Result<()> {
+pub async fn to_browser_frames(
+    from_agent: impl AsyncBufRead + Unpin,
+    mut to_browser: impl AsyncWrite + Unpin,
+) -> io::Result<()> {
     let mut from_agent = from_agent.take(0);
     let mut line = Vec::new();
     loop {
         line.clear();
         from_agent.set_limit(MAX_TO_BROWSER as u64 + 1);
-        if from_agent.read_until(b'\n', &mut line)? == 0 {
+        if from_agent.read_until(b'\n', &mut line).await? == 0 {
             return Ok(());
         }
         if line.len() > MAX_TO_BROWSER {
@@ -123,9 +154,11 @@ pub fn to_browser_frames(from_agent: impl BufRead, mut to_browser: impl Write) -
         if body.is_empty() {
             continue;
         }
-        to_browser.write_all(&(body.len() as u32).to_ne_bytes())?;
-        to_browser.write_all(body)?;
-        to_browser.flush()?;
+        to_browser
+            .write_all(&(body.len() as u32).to_ne_bytes())
+            .await?;
+        to_browser.write_all(body).await?;
+        to_browser.flush().await?;
     }
 }
 
@@ -139,13 +172,13 @@ mod tests {
         v
     }
 
-    #[test]
-    fn frames_become_lines_and_lines_become_frames() {
+    #[tokio::test]
+    async fn frames_become_lines_and_lines_become_frames() {
         let mut input = frame(br#"{"type":"visit","title":"a\nb"}"#);
         input.extend(frame(b"[1,2]"));
         input.extend(frame(br#"{"type":"hello"}"#));
         let mut out = Vec::new();
-        to_agent_lines(&input[..], &mut out).unwrap();
+        to_agent_lines(&input[..], &mut out).await.unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "{\"title\":\"a\\nb\",\"type\":\"visit\"}\n{\"type\":\"hello\"}\n",
@@ -153,21 +186,23 @@ mod tests {
         );
 
         let mut out = Vec::new();
-        to_browser_frames(&b"{\"ack\":\"1\"}\n\n{\"hello\":\"ok\"}\n"[..], &mut out).unwrap();
+        to_browser_frames(&b"{\"ack\":\"1\"}\n\n{\"hello\":\"ok\"}\n"[..], &mut out)
+            .await
+            .unwrap();
         let mut want = frame(br#"{"ack":"1"}"#);
         want.extend(frame(br#"{"hello":"ok"}"#));
         assert_eq!(out, want);
     }
 
-    #[test]
-    fn an_oversized_or_cut_frame_ends_the_relay() {
+    #[tokio::test]
+    async fn an_oversized_or_cut_frame_ends_the_relay() {
         let mut out = Vec::new();
         let big = ((MAX_FROM_BROWSER + 1) as u32).to_ne_bytes();
-        let err = to_agent_lines(&big[..], &mut out).unwrap_err();
+        let err = to_agent_lines(&big[..], &mut out).await.unwrap_err();
         assert!(err.to_string().contains("bytes from the browser"), "{err}");
         let mut cut = frame(br#"{"type":"hello"}"#);
         cut.truncate(8);
-        assert!(to_agent_lines(&cut[..], &mut out).is_err());
+        assert!(to_agent_lines(&cut[..], &mut out).await.is_err());
         assert!(out.is_empty());
     }
 

@@ -26,5 +26,21 @@ exe="target/windows/x86_64-pc-windows-gnu/release/invigilator-agent.exe"
 [ -f "$exe" ] || { echo "missing $exe: run deploy/windows/build.sh first" >&2; exit 1; }
 version="${MSI_VERSION:-$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)}"
 msi="${MSI_OUT:-$root/target/windows/invigilator-agent-$version-x64.msi}"
-wixl -a x64 -D Version="$version" -D AgentExe="$exe" -o "$msi" deploy/windows/invigilator-agent.wxs
+# The host manifests the Linux package installs, naming the exe beside them (a relative path is
+# taken from the manifest's own folder on Windows).
+hosts="target/windows/native-messaging"
+mkdir -p "$hosts"
+for browser in chromium firefox; do
+  python3 - "deploy/browsers/native-messaging/$browser/uk.invigilator.agent.json" \
+    "$hosts/uk.invigilator.agent.$browser.json" <<'PY'
+import json, sys
+manifest = json.load(open(sys.argv[1]))
+manifest["path"] = "invigilator-agent.exe"
+json.dump(manifest, open(sys.argv[2], "w"), indent=2)
+PY
+done
+wixl -a x64 -D Version="$version" -D AgentExe="$exe" \
+  -D HostChromium="$hosts/uk.invigilator.agent.chromium.json" \
+  -D HostFirefox="$hosts/uk.invigilator.agent.firefox.json" \
+  -o "$msi" deploy/windows/invigilator-agent.wxs
 echo "built $msi ($(stat -c %s "$msi") bytes)"

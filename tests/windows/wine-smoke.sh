@@ -231,6 +231,57 @@ chrome_closed() { [ "$(chrome_posture)" = "False True" ]; }
 wait_for 90 "a heartbeat with Chrome's posture closed by the registry policy" chrome_closed
 echo "wine-smoke: Chrome's registry policy read: private browsing open and alerted, then closed and force-installed"
 
+echo "wine-smoke: 2c. the extension's native-messaging host, over the agent's named pipe"
+# The MSI registered the host for Chrome; Chrome would start the exe it names with the
+# extension's origin. Here a script plays Chrome: it starts that exe as the user, writes the
+# extension's hello and a visit in Chrome's framing, and reads the replies. The visit is
+# acknowledged only once the agent's spool holds it, and reaches the collector as the pipe
+# client's account, whatever the message claims.
+manifest=$(wine reg query 'HKLM\SOFTWARE\Google\Chrome\NativeMessagingHosts\uk.invigilator.agent' /ve 2>/dev/null \
+  | tr -d '\r' | sed -n 's/.*REG_SZ *//p')
+[ -n "$manifest" ] || { echo "wine-smoke: the MSI registered no native-messaging host for Chrome" >&2; exit 1; }
+host_exe="$(dirname "$(winepath -u "$manifest")")/$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["path"])' "$(winepath -u "$manifest")")"
+cmp -s "$host_exe" "$exe" || { echo "wine-smoke: the Chrome host manifest ($manifest) does not name the installed agent" >&2; exit 1; }
+pipe_url='https://www.bing.com/search?q=how+to+get+past+the+school+wifi+block&form=wine'
+python3 - "$host_exe" "chrome-extension://$ext_id/" "$pipe_url" >"$work/host.out" 2>"$work/host.err" <<'PY' || { cat "$work/host.out" "$work/host.err" >&2; exit 1; }
+import json, struct, subprocess, sys, threading, time
+exe, origin, url = sys.argv[1:4]
+host = subprocess.Popen(["wine", exe, origin], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+def send(message):
+    body = json.dumps(message).encode()
+    host.stdin.write(struct.pack("=I", len(body)) + body)
+    host.stdin.flush()
+replies = []
+def read():
+    while True:
+        head = host.stdout.read(4)
+        if len(head) < 4:
+            return
+        replies.append(json.loads(host.stdout.read(struct.unpack("=I", head)[0])))
+threading.Thread(target=read, daemon=True).start()
+send({"type": "hello", "version": "0.1.0", "browser": "chrome"})
+send({"type": "visit", "id": "wine-1", "url": url, "title": "<b>wifi</b>", "transition": "typed",
+      "incognito": False, "time": int(time.time() * 1000), "user": "someone-else"})
+deadline = time.time() + 60
+while len(replies) < 2 and time.time() < deadline and host.poll() is None:
+    time.sleep(0.1)
+print(json.dumps(replies))
+host.kill()
+sys.exit(0 if replies == [{"hello": "ok"}, {"ack": "wine-1"}] else 1)
+PY
+echo "wine-smoke: host replies: $(cat "$work/host.out")"
+pipe_visit() {
+  "$collector" events list --data-dir "$data" --kind browsing 2>/dev/null | python3 -c '
+import json, sys
+agent, url, user = sys.argv[1:4]
+sys.exit(0 if any(e["agent_id"] == agent and url in json.dumps(e) and e["user"] == user
+                  and "extension" in json.dumps(e) for e in json.load(sys.stdin)) else 1)
+' "$id" "$(python3 -c 'import json,sys; print(json.dumps(sys.argv[1])[1:-1])' "$pipe_url")" "$win_user"
+}
+wait_for 60 "the extension's visit of $win_user at the collector" pipe_visit \
+  || { "$collector" events list --data-dir "$data" --kind browsing >&2; exit 1; }
+echo "wine-smoke: a visit through the native host and the named pipe reached the collector as $win_user"
+
 # Memory: the Wine process running the agent, next to a program that does nothing under the
 # same Wine (tor.exe is asleep): the difference is what the agent itself costs.
 sleep "${SETTLE:-10}"

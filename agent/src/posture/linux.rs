@@ -152,7 +152,7 @@ impl BrowserWatch {
         let mut all = read(&self.root, &self.ids);
         if let Some(presence) = &self.presence {
             let running = running(&self.root.join("proc"));
-            let missing = self.missing(&running, |uid, b| presence.has(uid, b), Instant::now());
+            let missing = self.missing(&running, |uid, b| presence.has(&uid, b), Instant::now());
             for (browser, uid) in missing {
                 if let Some(p) = all.iter_mut().find(|p| p.browser == browser) {
                     p.extension_missing_for.push(user_name(uid));

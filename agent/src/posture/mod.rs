@@ -24,6 +24,8 @@ pub use linux::{BrowserWatch, browser_of_exe};
 pub mod registry;
 #[cfg(windows)]
 pub mod windows;
+#[cfg(windows)]
+pub use windows::browser_of_exe;
 
 /// Policy files larger than this are not read (and named as a problem).
 const MAX_POLICY_BYTES: u64 = 256 * 1024;

@@ -87,6 +87,20 @@ pub fn report(ids: &[String]) -> Vec<BrowserPosture> {
         .collect()
 }
 
+/// The known browser whose program `exe` is, wherever it is installed (Program Files, or a
+/// user's own AppData, where Chrome's per-user install goes).
+pub fn browser_of_exe(exe: &Path) -> Option<&'static str> {
+    let exe = exe.to_string_lossy().to_ascii_lowercase();
+    KNOWN
+        .iter()
+        .find(|k| {
+            k.executables
+                .iter()
+                .any(|e| exe.ends_with(&format!("\\{}", e.to_ascii_lowercase())))
+        })
+        .map(|k| k.browser)
+}
+
 /// The Program Files folders (64-bit, then 32-bit), from the environment a service has.
 fn program_files() -> Vec<PathBuf> {
     let mut dirs: Vec<PathBuf> = Vec::new();

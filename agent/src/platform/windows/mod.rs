@@ -1,12 +1,14 @@
 //! Windows: where things are, and the bindings to what only Windows has. The pure parts (path
 //! arithmetic on strings, the ETW process-start payload, device ids) compile and are
-//! unit-tested on Linux as well; `etw`, `setupapi`, `volumes` and `wts` call Windows and build
+//! unit-tested on Linux as well; `etw`, `pipe`, `setupapi`, `volumes` and `wts` call Windows and build
 //! only there. Nothing here knows the sources that use it.
 
 pub mod device_id;
 #[cfg(windows)]
 pub mod etw;
 pub mod etw_layout;
+#[cfg(windows)]
+pub mod pipe;
 pub mod profiles;
 #[cfg(windows)]
 pub mod setupapi;

@@ -11,12 +11,15 @@
 //! The history-database source stays on beside this one: it is the safety net for a browser
 //! without the extension, or with it switched off.
 
+mod conversation;
 mod limits;
-#[cfg(target_os = "linux")]
-mod listener;
 pub use invigilator_visits::extension as message;
 #[cfg(target_os = "linux")]
 mod peer;
+#[cfg(windows)]
+mod pipe;
+#[cfg(target_os = "linux")]
+mod unix;
 
 use super::{SourceConfig, SourceContext, SourceError};
 use serde::{Deserialize, Serialize};
@@ -28,7 +31,11 @@ use std::time::Duration;
 /// Where the native-messaging host finds the agent unless `INVIGILATOR_BROWSER_SOCKET` says
 /// otherwise. Under /run, which only root can write, so no user can put a socket of their own
 /// in its place.
+#[cfg(not(windows))]
 pub const DEFAULT_SOCKET: &str = "/run/invigilator/browser.sock";
+/// On Windows, a local named pipe whose instances only SYSTEM and Administrators may create.
+#[cfg(windows)]
+pub const DEFAULT_SOCKET: &str = r"\\.\pipe\invigilator-browser";
 
 /// The environment variable that overrides [`DEFAULT_SOCKET`] for the host (tests, and
 /// installations that move the agent's runtime directory).
@@ -38,10 +45,10 @@ pub const SOCKET_ENV: &str = "INVIGILATOR_BROWSER_SOCKET";
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ExtensionConfig {
-    /// Take visits from the managed browser extension. Default true (Linux; the Windows
-    /// named-pipe transport is not built yet).
+    /// Take visits from the managed browser extension. Default true.
     pub enabled: bool,
-    /// The socket the native-messaging host connects to (default /run/invigilator/browser.sock).
+    /// The socket the native-messaging host connects to (default /run/invigilator/browser.sock;
+    /// on Windows the named pipe \\.\pipe\invigilator-browser).
     pub socket: PathBuf,
     /// Longest message, in bytes; a longer one closes the connection (default 64 KiB).
     pub max_message_bytes: usize,
@@ -87,7 +94,7 @@ impl ExtensionConfig {
 impl Default for ExtensionConfig {
     fn default() -> Self {
         Self {
-            enabled: cfg!(target_os = "linux"),
+            enabled: cfg!(any(target_os = "linux", windows)),
             socket: PathBuf::from(DEFAULT_SOCKET),
             max_message_bytes: 64 * 1024,
             max_connections: 64,
@@ -99,33 +106,41 @@ impl Default for ExtensionConfig {
     }
 }
 
+/// An account, as the operating system names it to the agent: a uid on Unix, a SID
+/// (`S-1-5-21-…`) on Windows.
+#[cfg(unix)]
+pub type UserKey = u32;
+#[cfg(windows)]
+pub type UserKey = String;
+
 /// Which users have the extension connected, from which browser (by its hello): the heartbeat
 /// compares it with the browsers running, to tell a removed or disabled extension.
 #[derive(Debug, Default)]
-pub struct Presence(Mutex<HashMap<(u32, &'static str), usize>>);
+pub struct Presence(Mutex<HashMap<(UserKey, &'static str), usize>>);
 
 impl Presence {
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<(u32, &'static str), usize>> {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<(UserKey, &'static str), usize>> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn connected(&self, uid: u32, browser: &'static str) {
-        *self.map().entry((uid, browser)).or_default() += 1;
+    pub fn connected(&self, user: &UserKey, browser: &'static str) {
+        *self.map().entry((user.to_owned(), browser)).or_default() += 1;
     }
 
-    pub fn disconnected(&self, uid: u32, browser: &'static str) {
+    pub fn disconnected(&self, user: &UserKey, browser: &'static str) {
         let mut map = self.map();
-        if let Some(n) = map.get_mut(&(uid, browser)) {
+        let key = (user.to_owned(), browser);
+        if let Some(n) = map.get_mut(&key) {
             *n -= 1;
             if *n == 0 {
-                map.remove(&(uid, browser));
+                map.remove(&key);
             }
         }
     }
 
-    /// True while an extension of `browser` is connected from `uid`'s session.
-    pub fn has(&self, uid: u32, browser: &str) -> bool {
-        self.map().keys().any(|(u, b)| *u == uid && *b == browser)
+    /// True while an extension of `browser` is connected from `user`'s session.
+    pub fn has(&self, user: &UserKey, browser: &str) -> bool {
+        self.map().keys().any(|(u, b)| u == user && *b == browser)
     }
 }
 
@@ -138,15 +153,17 @@ impl SourceConfig for ExtensionConfig {
         self.enabled
     }
 
-    #[cfg(target_os = "linux")]
+    #[cfg(any(target_os = "linux", windows))]
     fn build(&self, cx: &SourceContext) -> Result<Arc<Presence>, SourceError> {
         let presence = Arc::new(Presence::default());
-        listener::start(self.clone(), cx, Arc::clone(&presence))
-            .map_err(SourceError::new::<Self>)?;
+        #[cfg(target_os = "linux")]
+        unix::start(self.clone(), cx, Arc::clone(&presence)).map_err(SourceError::new::<Self>)?;
+        #[cfg(windows)]
+        pipe::start(self.clone(), cx, Arc::clone(&presence)).map_err(SourceError::new::<Self>)?;
         Ok(presence)
     }
 
-    #[cfg(not(target_os = "linux"))]
+    #[cfg(not(any(target_os = "linux", windows)))]
     fn build(&self, _cx: &SourceContext) -> Result<Arc<Presence>, SourceError> {
         Err(SourceError::new::<Self>(std::io::Error::new(
             std::io::ErrorKind::Unsupported,

@@ -1,29 +1,14 @@
-//! The local socket the native-messaging hosts connect to, one task per connection.
-//!
-//! Every connection is a process the pupil runs, so each is bounded: message size, connections
-//! in all and per user, visits per user per minute. One connection waiting on a half-written
-//! line holds only its own task.
+//! The extension's transport on Linux: a Unix socket under /run that every user may connect
+//! to, the user being the peer's uid (`SO_PEERCRED`) and the browser the host's parent process.
 
-use super::limits::Limits;
-use super::message::{self, Incoming, Refused};
+use super::conversation::{self, Shared};
 use super::{ExtensionConfig, Presence};
-use crate::sources::{EventTx, SourceContext, now_us, observed};
-use invigilator_proto::v1::Gap;
-use invigilator_proto::v1::event::Kind;
+use crate::sources::SourceContext;
 use std::io;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{UnixListener, UnixStream};
-
-/// How long a message may take to arrive once its first byte has (a browser writes each one
-/// whole; only a stalled or hostile peer is slower).
-const LINE_DEADLINE: Duration = if cfg!(test) {
-    Duration::from_millis(300)
-} else {
-    Duration::from_secs(10)
-};
+use std::time::Duration;
+use tokio::net::UnixListener;
 
 /// Binds the socket (replacing a stale one left by a killed agent) and starts accepting.
 pub(super) fn start(
@@ -74,41 +59,16 @@ fn start_with(
     listener.set_nonblocking(true)?;
     let listener = UnixListener::from_std(listener)?;
     tracing::info!(socket = %cfg.socket.display(), "extension: listening for the browser extension's host");
-    let shared = Arc::new(Shared {
-        limits: Limits::new(
-            cfg.max_connections,
-            cfg.max_connections_per_user,
-            cfg.max_visits_per_minute,
-        ),
-        cfg,
-        hostname: cx.hostname.clone(),
-        events: cx.events.clone(),
-        presence,
-        identify,
-    });
-    tokio::spawn(accept(listener, shared));
+    let shared = Arc::new(Shared::new(cfg, cx, presence));
+    tokio::spawn(accept(listener, shared, identify));
     Ok(())
 }
 
-struct Shared {
-    cfg: ExtensionConfig,
-    hostname: String,
-    events: EventTx,
-    limits: Limits,
-    presence: Arc<Presence>,
-    /// The browser behind a peer (its pid and uid), if it is one: what the tamper check counts.
+async fn accept(
+    listener: UnixListener,
+    shared: Arc<Shared>,
     identify: fn(i32, u32) -> Option<&'static str>,
-}
-
-/// Why a visit was not taken.
-enum NotTaken {
-    /// For good: the extension drops it.
-    Refused(Refused),
-    /// The agent is stopping: no answer, so the extension keeps the visit and sends it again.
-    Closed,
-}
-
-async fn accept(listener: UnixListener, shared: Arc<Shared>) {
+) {
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -119,7 +79,7 @@ async fn accept(listener: UnixListener, shared: Arc<Shared>) {
                 continue;
             }
         };
-        if shared.events.is_closed() {
+        if shared.closed() {
             return;
         }
         let (uid, pid) = match stream.peer_cred() {
@@ -129,20 +89,20 @@ async fn accept(listener: UnixListener, shared: Arc<Shared>) {
                 continue;
             }
         };
-        if let Err(why) = shared.limits.admit(uid) {
-            tracing::warn!(uid, why, "extension: connection refused");
-            let mut stream = stream;
-            let _ = stream.write_all(&reply_error(why)).await;
-            continue;
-        }
-        let shared = Arc::clone(&shared);
-        tokio::spawn(async move {
-            let result = serve(stream, uid, pid, &shared).await;
-            shared.limits.release(uid);
-            if let Err(e) = result {
-                tracing::debug!(uid, error = %e, "extension: connection ended");
-            }
-        });
+        // The extension counts as present for the browser that started the host, found from
+        // the peer's process, never from what the hello says: anyone can connect and say
+        // anything.
+        let who = async move {
+            let browser = match pid {
+                Some(pid) => tokio::task::spawn_blocking(move || identify(pid, uid))
+                    .await
+                    .ok()
+                    .flatten(),
+                None => None,
+            };
+            (user_name(uid).await, browser)
+        };
+        conversation::admit(stream, uid, who, &shared);
     }
 }
 
@@ -161,181 +121,14 @@ async fn user_name(uid: u32) -> String {
     .unwrap_or_else(|| uid.to_string())
 }
 
-async fn serve(stream: UnixStream, uid: u32, pid: Option<i32>, shared: &Shared) -> io::Result<()> {
-    // The extension counts as present for the browser that started the host, found from the
-    // peer's process, never from what the hello says: anyone can connect and say anything.
-    let peer_browser = match pid {
-        Some(pid) => tokio::task::spawn_blocking({
-            let identify = shared.identify;
-            move || identify(pid, uid)
-        })
-        .await
-        .ok()
-        .flatten(),
-        None => None,
-    };
-    let mut counted = None;
-    let result = converse(stream, uid, peer_browser, shared, &mut counted).await;
-    if let Some(browser) = counted {
-        shared.presence.disconnected(uid, browser);
-    }
-    result
-}
-
-/// One host's conversation; `counted` is the browser whose presence it added, once it says
-/// hello.
-async fn converse(
-    stream: UnixStream,
-    uid: u32,
-    peer_browser: Option<&'static str>,
-    shared: &Shared,
-    counted: &mut Option<&'static str>,
-) -> io::Result<()> {
-    let user = user_name(uid).await;
-    let (read, mut write) = stream.into_split();
-    let mut read = BufReader::new(read);
-    let max = shared.cfg.max_message_bytes;
-    let mut line = Vec::with_capacity(1024);
-    let mut said_hello = false;
-    loop {
-        line.clear();
-        // A connection may stay quiet as long as the browser keeps it, but a message, once
-        // begun, must end soon: a host that stops half-way would otherwise keep its slot.
-        if read.fill_buf().await?.is_empty() {
-            return Ok(());
-        }
-        let mut bounded = (&mut read).take(max as u64 + 1);
-        let rest = bounded.read_until(b'\n', &mut line);
-        let Ok(n) = tokio::time::timeout(LINE_DEADLINE, rest).await else {
-            let why = format!(
-                "a message not finished within {}s; connection closed",
-                LINE_DEADLINE.as_secs_f32()
-            );
-            tracing::warn!(%user, "extension: {why}");
-            write.write_all(&reply_error(&why)).await?;
-            return Ok(());
-        };
-        if n? == 0 {
-            return Ok(());
-        }
-        if line.last() != Some(&b'\n') {
-            // Longer than allowed (or cut off by the peer): nothing after it can be framed.
-            let why = format!("a message longer than {max} bytes; connection closed");
-            tracing::warn!(%user, "extension: {why}");
-            write.write_all(&reply_error(&why)).await?;
-            return Ok(());
-        }
-        let text = line.trim_ascii();
-        if text.is_empty() {
-            continue;
-        }
-        let reply = match message::parse(text) {
-            Ok(Incoming::Hello {
-                version,
-                browser,
-                incognito_access,
-                dropped,
-            }) => {
-                let hello = Incoming::hello(version, browser, incognito_access, &dropped);
-                match peer_browser {
-                    Some(b) if counted.is_none() => {
-                        shared.presence.connected(uid, b);
-                        *counted = Some(b);
-                    }
-                    Some(_) => {}
-                    None => {
-                        tracing::warn!(%user, claimed = hello.browser, "extension: a hello from a process no browser started; its visits are taken as the user's, but it does not count as the extension running")
-                    }
-                }
-                tracing::info!(%user, browser = hello.browser, version = %hello.version, incognito_access = hello.incognito_access, "extension: connected");
-                // Drops are taken once per connection, from a host a browser started, and
-                // charged as a visit: a local process saying hello in a loop writes no gaps.
-                let first = !std::mem::replace(&mut said_hello, true);
-                if hello.dropped == 0 || !first || peer_browser.is_none() {
-                    serde_json::json!({ "hello": "ok" })
-                } else {
-                    // The loss goes to the school like any other source's; the extension
-                    // forgets the count only once this is spooled.
-                    let gap = Kind::Gap(Gap {
-                        source: "browsing".into(),
-                        reason: format!(
-                            "the {} extension's queue was full while the agent was unreachable: it dropped {} visits, the oldest",
-                            hello.browser, hello.dropped
-                        ),
-                        lost: hello.dropped,
-                    });
-                    tracing::warn!(%user, browser = hello.browser, dropped = hello.dropped, "extension: visits lost in the browser");
-                    spool_as_visit(gap, uid, &user, shared)
-                        .await
-                        .map_err(|()| io::Error::other("the agent is stopping"))?;
-                    serde_json::json!({ "hello": "ok", "dropped": hello.dropped })
-                }
-            }
-            Ok(Incoming::Visit(raw)) => {
-                let id = message::valid_id(&raw.id).then(|| raw.id.clone());
-                match visit(raw, uid, &user, shared).await {
-                    Ok(()) => serde_json::json!({ "ack": id }),
-                    Err(NotTaken::Refused(why)) => {
-                        tracing::debug!(%user, %why, "extension: visit refused");
-                        match id {
-                            Some(id) => serde_json::json!({ "reject": id, "why": why.to_string() }),
-                            None => serde_json::json!({ "error": why.to_string() }),
-                        }
-                    }
-                    Err(NotTaken::Closed) => {
-                        return Err(io::Error::other("the agent is stopping"));
-                    }
-                }
-            }
-            Err(why) => serde_json::json!({ "error": why.to_string() }),
-        };
-        let mut bytes = serde_json::to_vec(&reply).unwrap_or_default();
-        bytes.push(b'\n');
-        write.write_all(&bytes).await?;
-    }
-}
-
-/// Checks, rates and spools one visit; Ok once the spool has committed it.
-async fn visit(
-    raw: message::RawVisit,
-    uid: u32,
-    user: &str,
-    shared: &Shared,
-) -> Result<(), NotTaken> {
-    let checked = raw.check(now_us()).map_err(NotTaken::Refused)?;
-    spool_as_visit(Kind::Browsing(checked), uid, user, shared)
-        .await
-        .map_err(|()| NotTaken::Closed)
-}
-
-/// Spools what a user's host sent, counted against their visit rate: over it, waits for the
-/// next window (slowing only this user's connections). Ok once the spool has committed it;
-/// Err when the agent is stopping.
-async fn spool_as_visit(kind: Kind, uid: u32, user: &str, shared: &Shared) -> Result<(), ()> {
-    let mut warned = false;
-    while let Err(wait) = shared.limits.take_visit(uid, Instant::now()) {
-        if !warned {
-            let limit = shared.cfg.max_visits_per_minute;
-            tracing::warn!(%user, limit, "extension: over the visit rate; this user's visits wait for the next minute");
-            warned = true;
-        }
-        tokio::time::sleep(wait.max(Duration::from_millis(10))).await;
-    }
-    let event = observed(&shared.hostname, user.to_owned(), kind);
-    shared.events.send_committed(event).await.map_err(|_| ())
-}
-
-fn reply_error(why: &str) -> Vec<u8> {
-    let mut bytes = serde_json::to_vec(&serde_json::json!({ "error": why })).unwrap_or_default();
-    bytes.push(b'\n');
-    bytes
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::sources::{Observation, channel};
-    use tokio::io::AsyncBufReadExt;
+    use invigilator_proto::v1::event::Kind;
+    use std::time::Instant;
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    use tokio::net::UnixStream;
 
     async fn started(
         cfg: impl FnOnce(&mut ExtensionConfig),
@@ -449,7 +242,7 @@ mod tests {
             serde_json::json!({"hello": "ok"})
         );
         let my_uid = nix::unistd::getuid().as_raw();
-        assert!(presence.has(my_uid, "chromium") && !presence.has(my_uid, "firefox"));
+        assert!(presence.has(&my_uid, "chromium") && !presence.has(&my_uid, "firefox"));
         let started = Instant::now();
         let reply = ask(
             &mut lines,
@@ -495,7 +288,7 @@ mod tests {
         // The host goes: so does the user's presence.
         drop((lines, w));
         tokio::time::sleep(Duration::from_millis(100)).await;
-        assert!(!presence.has(my_uid, "chromium"));
+        assert!(!presence.has(&my_uid, "chromium"));
     }
 
     #[tokio::test]
