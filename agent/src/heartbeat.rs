@@ -21,11 +21,8 @@ pub struct Heartbeat {
     /// Told from each answer whether the collector links the reports of one visit.
     pub once: Arc<crate::one_report::OneReport>,
     /// The browsers' posture and the extension's tamper check, reported with each beat.
-    #[cfg(target_os = "linux")]
+    #[cfg(any(target_os = "linux", windows))]
     pub browsers: Arc<crate::posture::BrowserWatch>,
-    /// The extension ids the posture counts as the extension.
-    #[cfg(windows)]
-    pub chromium_ids: Arc<Vec<String>>,
 }
 
 impl Heartbeat {
@@ -53,18 +50,10 @@ impl Heartbeat {
 
     async fn beat(&self) -> Result<(), tonic::Status> {
         let s = self.spool.stats();
-        #[cfg(target_os = "linux")]
+        #[cfg(any(target_os = "linux", windows))]
         let (browsers, browsers_read) = {
             let watch = Arc::clone(&self.browsers);
             match tokio::task::spawn_blocking(move || watch.report()).await {
-                Ok(b) => (b, true),
-                Err(_) => (Vec::new(), false),
-            }
-        };
-        #[cfg(windows)]
-        let (browsers, browsers_read) = {
-            let ids = Arc::clone(&self.chromium_ids);
-            match tokio::task::spawn_blocking(move || crate::posture::windows::report(&ids)).await {
                 Ok(b) => (b, true),
                 Err(_) => (Vec::new(), false),
             }

@@ -73,9 +73,7 @@ pub async fn run_until(
         let mode = cfg.process.build(&cx)?;
         tracing::info!(process_source = mode.get().as_str(), "process source running");
 
-        // Only the Linux heartbeat compares it with running browsers so far (Windows has no
-        // native-messaging host yet).
-        #[cfg(not(target_os = "linux"))]
+        #[cfg(not(any(target_os = "linux", windows)))]
         let _ = presence;
         let channel = tls::channel(&cfg.agent.collector, tls::mtls_config(&paths)?)?;
         let (channel_tx, channel_rx) = watch::channel(channel);
@@ -89,15 +87,12 @@ pub async fn run_until(
             process_source: mode,
             channel: channel_tx,
             once,
-            #[cfg(target_os = "linux")]
+            #[cfg(any(target_os = "linux", windows))]
             browsers: Arc::new(crate::posture::BrowserWatch::new(
-                "/".into(),
                 presence,
                 cfg.extension.missing_after,
                 cfg.extension.chromium_ids.clone(),
             )),
-            #[cfg(windows)]
-            chromium_ids: Arc::new(cfg.extension.chromium_ids.clone()),
         };
         tokio::spawn(heartbeat.run().in_current_span());
 

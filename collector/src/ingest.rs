@@ -462,6 +462,9 @@ impl Telemetry for TelemetryService {
                 .collect::<String>()
         };
         self.shared.touch(&agent_id, |h| {
+            // Several heartbeats in one flush window: the last one's state, and the last
+            // posture reported.
+            let h = h.report.get_or_insert_default();
             h.hostname = clip(&hb.hostname);
             h.os = clip(&hb.os);
             h.agent_version = clip(&hb.agent_version);

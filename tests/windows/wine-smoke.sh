@@ -14,8 +14,11 @@
 #    Chrome\User Data\Default\History) must be read and its search must raise keywords.self_harm.
 #    Chrome's machine policy in the registry must be read into the heartbeat's browser posture:
 #    open (alerted), then closed once the shipped values are written under HKLM.
+# 2c. The native-messaging host the MSI registers, started as Chrome starts it, must have a
+#    visit acknowledged over the agent's named pipe and delivered as the Windows user.
 # 3. Upgrade: a newer MSI (same exe, version 0.1.1, built here) installed over it with the same,
-#    already used, token must keep the agent id, restart the service and keep events flowing.
+#    already used, token must keep the agent id, restart the service and keep events flowing;
+#    a Chrome that then runs with no extension connected must raise agent.extension_missing.
 # 4. Uninstall: `msiexec /x` must remove the service, the exe and %ProgramData%\Invigilator.
 # It also prints the exe's size and the resident memory of the service's Wine process.
 #
@@ -322,6 +325,11 @@ echo "wine-smoke: 3. upgrade to 0.1.1 with the same (used) token"
 seq_before=$(agent_field last_seq)
 pid_before=$(agent_pid)
 MSI_VERSION=0.1.1 MSI_OUT="$work/upgrade.msi" deploy/windows/package.sh >/dev/null 2>&1
+# For the tamper check below: the upgraded service reads a short grace for a browser running
+# without its extension, and beats often (the upgrade keeps agent.toml).
+sed -i -e 's/^missing_after = .*/missing_after = "5s"/' -e 's/^heartbeat_interval = .*/heartbeat_interval = "5s"/' "$state/agent.toml"
+[ "$(grep -c '^\(missing_after\|heartbeat_interval\) = "5s"' "$state/agent.toml")" = 2 ] \
+  || { echo "wine-smoke: no missing_after or heartbeat_interval in agent.toml" >&2; exit 1; }
 msiexec /i "$work/upgrade.msi" upgrade COLLECTOR="https://localhost:$port" TOKEN="$token"
 wait_for 30 "the upgraded service to run" service_running
 [ "$(agent_pid)" != "$pid_before" ] || { echo "wine-smoke: the service was not restarted by the upgrade" >&2; exit 1; }
@@ -333,6 +341,22 @@ pids+=($!)
 flowing() { [ "$(agent_field last_seq)" -gt "$seq_before" ]; }
 wait_for 60 "events from agent $id after the upgrade (last_seq > $seq_before)" flowing
 echo "wine-smoke: upgraded; same agent $id, service restarted (pid $(agent_pid)), last_seq $seq_before -> $(agent_field last_seq)"
+
+# Tamper: Chrome runs as the user (the stand-in chrome.exe under Program Files) and no extension
+# connects to the pipe from it: after the grace, the heartbeat names the user and the
+# technician's alert is raised.
+wine "$chrome_exe" 300 &
+pids+=($!)
+wait_for 120 "the agent.extension_missing alert for $win_user's Chrome" alert_raised agent.extension_missing \
+  || { agents_json >&2; exit 1; }
+"$collector" alerts list --data-dir "$data" --json | python3 -c '
+import json, sys
+user = sys.argv[1]
+alerts = [a for a in json.load(sys.stdin) if a["rule"] == "agent.extension_missing"]
+for a in alerts:
+    print("wine-smoke: Chrome running without its extension:", a["severity"], "|", a["summary"])
+sys.exit(0 if any("chrome" in a["summary"] and user in a["summary"] for a in alerts) else 1)
+' "$win_user" || { echo "wine-smoke: the alert does not name Chrome and $win_user" >&2; exit 1; }
 
 echo "wine-smoke: 4. msiexec /x"
 msiexec /x "$work/upgrade.msi" uninstall

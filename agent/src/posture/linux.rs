@@ -1,13 +1,9 @@
 //! Browser posture on Linux: the managed-policy files of each browser installed, and which
-//! browsers run without the extension connected (from /proc).
+//! browsers run, as whom (from /proc).
 
 use super::{Family, chromium_posture, firefox_posture, read_policy_files};
-use crate::sources::extension::Presence;
 use invigilator_proto::v1::BrowserPosture;
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::path::Path;
 
 struct Known {
     browser: &'static str,
@@ -90,7 +86,7 @@ pub fn browser_of_exe(exe: &Path) -> Option<&'static str> {
 
 /// The posture of every known browser installed under `root` ("/" on a device).
 /// `ids`: the Chromium-family extension ids that count as the extension.
-fn read(root: &Path, ids: &[String]) -> Vec<BrowserPosture> {
+pub fn read(root: &Path, ids: &[String]) -> Vec<BrowserPosture> {
     KNOWN
         .iter()
         .filter(|k| k.executables.iter().any(|e| root.join(e).exists()))
@@ -120,74 +116,9 @@ fn read(root: &Path, ids: &[String]) -> Vec<BrowserPosture> {
         .collect()
 }
 
-/// What the heartbeat says of the browsers: their posture, and, while the extension source
-/// runs, the users whose browser has run for `grace` with no extension connected.
-pub struct BrowserWatch {
-    root: PathBuf,
-    presence: Option<Arc<Presence>>,
-    grace: Duration,
-    ids: Vec<String>,
-    first_missing: Mutex<HashMap<(&'static str, u32), Instant>>,
-}
-
-impl BrowserWatch {
-    /// `presence` is None when the extension source is off: then nothing is expected of it.
-    pub fn new(
-        root: PathBuf,
-        presence: Option<Arc<Presence>>,
-        grace: Duration,
-        ids: Vec<String>,
-    ) -> Self {
-        Self {
-            root,
-            presence,
-            grace,
-            ids,
-            first_missing: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// Reads the policies and /proc: blocking, for a blocking thread.
-    pub fn report(&self) -> Vec<BrowserPosture> {
-        let mut all = read(&self.root, &self.ids);
-        if let Some(presence) = &self.presence {
-            let running = running(&self.root.join("proc"));
-            let missing = self.missing(&running, |uid, b| presence.has(&uid, b), Instant::now());
-            for (browser, uid) in missing {
-                if let Some(p) = all.iter_mut().find(|p| p.browser == browser) {
-                    p.extension_missing_for.push(user_name(uid));
-                }
-            }
-        }
-        all
-    }
-
-    /// The (browser, uid) pairs that have run without their extension for `grace` or longer.
-    fn missing(
-        &self,
-        running: &[(&'static str, u32)],
-        connected: impl Fn(u32, &str) -> bool,
-        now: Instant,
-    ) -> Vec<(&'static str, u32)> {
-        let mut first = self.first_missing.lock().unwrap_or_else(|p| p.into_inner());
-        first.retain(|key, _| running.contains(key));
-        let mut out = Vec::new();
-        for &(browser, uid) in running {
-            if connected(uid, browser) {
-                first.remove(&(browser, uid));
-                continue;
-            }
-            let since = *first.entry((browser, uid)).or_insert(now);
-            if now.duration_since(since) >= self.grace {
-                out.push((browser, uid));
-            }
-        }
-        out.sort();
-        out
-    }
-}
-
-fn user_name(uid: u32) -> String {
+/// The account name of `uid`, or its number.
+pub fn user_name(uid: &u32) -> String {
+    let uid = *uid;
     nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
         .ok()
         .flatten()
@@ -196,7 +127,7 @@ fn user_name(uid: u32) -> String {
 }
 
 /// Every (browser, uid) with a process running, from `proc` (/proc on a device).
-fn running(proc: &Path) -> Vec<(&'static str, u32)> {
+pub fn running(proc: &Path) -> Vec<(&'static str, u32)> {
     let mut found = Vec::new();
     let Ok(dir) = std::fs::read_dir(proc) else {
         return found;
@@ -255,48 +186,6 @@ mod tests {
         let p = root.join(rel);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(p, text).unwrap();
-    }
-
-    #[test]
-    fn a_browser_without_its_extension_is_missing_after_the_grace_time_only() {
-        let w = BrowserWatch::new(PathBuf::from("/"), None, Duration::from_secs(60), ids());
-        let t0 = Instant::now();
-        let running = [("chromium", 1000), ("firefox", 1000), ("chromium", 1001)];
-        let connected = |uid: u32, b: &str| uid == 1001 && b == "chromium";
-        assert!(w.missing(&running, connected, t0).is_empty());
-        assert!(
-            w.missing(&running, connected, t0 + Duration::from_secs(59))
-                .is_empty()
-        );
-        assert_eq!(
-            w.missing(&running, connected, t0 + Duration::from_secs(60)),
-            [("chromium", 1000), ("firefox", 1000)]
-        );
-        // The extension connects: no longer missing; it goes again: the grace starts again.
-        let all = |_: u32, _: &str| true;
-        assert!(
-            w.missing(&running, all, t0 + Duration::from_secs(61))
-                .is_empty()
-        );
-        let none = |_: u32, _: &str| false;
-        assert!(
-            w.missing(&running, none, t0 + Duration::from_secs(62))
-                .is_empty()
-        );
-        assert_eq!(
-            w.missing(&running, none, t0 + Duration::from_secs(122))
-                .len(),
-            3
-        );
-        // A browser that stops is forgotten.
-        assert!(
-            w.missing(&[], none, t0 + Duration::from_secs(123))
-                .is_empty()
-        );
-        assert!(
-            w.missing(&running, none, t0 + Duration::from_secs(124))
-                .is_empty()
-        );
     }
 
     #[test]

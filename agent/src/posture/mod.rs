@@ -20,8 +20,12 @@ pub use crate::sources::extension::EXTENSION_ID;
 #[cfg(target_os = "linux")]
 mod linux;
 #[cfg(target_os = "linux")]
-pub use linux::{BrowserWatch, browser_of_exe};
+pub use linux::browser_of_exe;
 pub mod registry;
+#[cfg(any(target_os = "linux", windows))]
+mod watch;
+#[cfg(any(target_os = "linux", windows))]
+pub use watch::BrowserWatch;
 #[cfg(windows)]
 pub mod windows;
 #[cfg(windows)]

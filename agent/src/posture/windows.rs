@@ -87,6 +87,36 @@ pub fn report(ids: &[String]) -> Vec<BrowserPosture> {
         .collect()
 }
 
+/// Every (browser, account SID) with a process running.
+pub fn running() -> Vec<(&'static str, String)> {
+    use sysinfo::{ProcessRefreshKind, ProcessesToUpdate, System, UpdateKind};
+    let Ok(mut sys) = System::new() else {
+        return Vec::new();
+    };
+    let kind = ProcessRefreshKind::nothing()
+        .with_exe(UpdateKind::Always)
+        .with_user(UpdateKind::Always);
+    sys.refresh_processes_specifics(ProcessesToUpdate::All, true, kind);
+    let mut found = Vec::new();
+    for p in sys.processes().values() {
+        let (Some(exe), Some(user)) = (p.exe(), p.user_id()) else {
+            continue;
+        };
+        if let Some(browser) = browser_of_exe(exe) {
+            let key = (browser, user.to_string());
+            if !found.contains(&key) {
+                found.push(key);
+            }
+        }
+    }
+    found
+}
+
+/// The name of the account `sid`, or the SID when Windows cannot name it.
+pub fn user_name(sid: &str) -> String {
+    crate::platform::windows::pipe::account_name(sid).unwrap_or_else(|| sid.to_owned())
+}
+
 /// The known browser whose program `exe` is, wherever it is installed (Program Files, or a
 /// user's own AppData, where Chrome's per-user install goes).
 pub fn browser_of_exe(exe: &Path) -> Option<&'static str> {

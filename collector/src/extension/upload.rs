@@ -281,9 +281,10 @@ pub async fn take(
         .map_err(Refused::from_status)?
         .ok_or_else(|| Refused(403, format!("device {agent} is not enrolled"), None))?;
     // The extension says hello once per connection: between hellos its version stays the last
-    // one said, here or, once flushed, in the store (each flush writes every field).
+    // one said, here or, once flushed, in the store (a flush with a report writes every field).
     let said = upload.hello.as_ref().map(hello_version);
     shared.touch(&agent, |h| {
+        let h = h.report.get_or_insert_default();
         h.hostname = device.hostname.clone();
         h.os = device.os.clone();
         match said {

@@ -15,10 +15,19 @@ pub struct NewAgent<'a> {
     pub cert_not_after_us: i64,
 }
 
-/// What a heartbeat says about an agent; written in bulk by the health flusher.
+/// That an agent was heard from, and what its heartbeat said if one came; written in bulk by
+/// the health flusher.
 #[derive(Debug, Clone, Default)]
 pub struct AgentHealth {
     pub last_seen_us: i64,
+    /// None when the agent was only heard sending events: then only `last_seen` is written,
+    /// and the state its last heartbeat reported stays as it was.
+    pub report: Option<HealthReport>,
+}
+
+/// What a heartbeat (or a Chromebook's upload) says of the device.
+#[derive(Debug, Clone, Default)]
+pub struct HealthReport {
     pub hostname: String,
     pub os: String,
     pub agent_version: String,
@@ -178,32 +187,37 @@ pub fn write_health<'a>(
         // `silent_alerted` holds when the silence was alerted on. Several collectors flush what
         // they heard on their own schedules: only contact after that time is the agent's
         // return (a heartbeat heard before it but flushed late would have it alert twice).
-        let mut stmt = tx.prepare_cached(
-            "UPDATE agents SET last_seen = greatest(COALESCE(last_seen, 0), ?2), hostname = ?3,
-                    os = ?4, agent_version = ?5, spool_depth = ?6, dropped_total = ?7,
-                    last_seq = ?8, process_source = ?9, process_fallback = ?10,
-                    process_seen = ?11, process_dropped = ?12, process_truncated = ?13,
+        let mut heard = tx.prepare_cached(
+            "UPDATE agents SET last_seen = greatest(COALESCE(last_seen, 0), ?2),
                     silent_alerted = CASE WHEN ?2 > silent_alerted THEN 0
                                           ELSE silent_alerted END
              WHERE agent_id = ?1",
         )?;
+        let mut said = tx.prepare_cached(
+            "UPDATE agents SET hostname = ?2, os = ?3, agent_version = ?4, spool_depth = ?5,
+                    dropped_total = ?6, last_seq = ?7, process_source = ?8,
+                    process_fallback = ?9, process_seen = ?10, process_dropped = ?11,
+                    process_truncated = ?12
+             WHERE agent_id = ?1",
+        )?;
         for (id, h) in health {
-            stmt.execute(params![
+            heard.execute(params![id, h.last_seen_us])?;
+            let Some(r) = &h.report else { continue };
+            said.execute(params![
                 id,
-                h.last_seen_us,
-                h.hostname,
-                h.os,
-                h.agent_version,
-                count(h.spool_depth),
-                count(h.dropped_total),
-                count(h.last_seq),
-                h.process_source,
-                h.process_fallback,
-                count(h.process_stats.seen),
-                count(h.process_stats.dropped),
-                count(h.process_stats.truncated),
+                r.hostname,
+                r.os,
+                r.agent_version,
+                count(r.spool_depth),
+                count(r.dropped_total),
+                count(r.last_seq),
+                r.process_source,
+                r.process_fallback,
+                count(r.process_stats.seen),
+                count(r.process_stats.dropped),
+                count(r.process_stats.truncated),
             ])?;
-            if let Some(b) = &h.browsers {
+            if let Some(b) = &r.browsers {
                 tx.prepare_cached(
                     "UPDATE agents SET browser_posture = ?2, browsers_unseen = ?3,
                             extension_missing = ?4 WHERE agent_id = ?1",
@@ -429,9 +443,11 @@ mod tests {
         }
         let heard = |spool| AgentHealth {
             last_seen_us: crate::store::now_us(),
-            spool_depth: spool,
-            process_source: "ebpf".into(),
-            ..AgentHealth::default()
+            report: Some(HealthReport {
+                spool_depth: spool,
+                process_source: "ebpf".into(),
+                ..HealthReport::default()
+            }),
         };
         let (a1, a2) = ("a1".to_owned(), "a2".to_owned());
         let (h1, h2) = (heard(u64::MAX), heard(u64::MAX));
@@ -460,19 +476,63 @@ mod tests {
         enrol(&conn, "a1", "staff");
         let h = AgentHealth {
             last_seen_us: crate::store::now_us(),
-            spool_depth: u64::MAX,
-            process_stats: ProcessStats {
-                seen: u64::MAX,
-                dropped: 7,
-                truncated: 0,
-            },
-            ..AgentHealth::default()
+            report: Some(HealthReport {
+                spool_depth: u64::MAX,
+                process_stats: ProcessStats {
+                    seen: u64::MAX,
+                    dropped: 7,
+                    truncated: 0,
+                },
+                ..HealthReport::default()
+            }),
         };
         write_health(&crate::store::System::test(&conn), [(&"a1".to_owned(), &h)]).unwrap();
         let row = &list(&crate::store::Audited::test(&conn)).unwrap()[0];
         assert_eq!(row.spool_depth, i64::MAX as u64);
         assert_eq!(row.process_stats.seen, i64::MAX as u64);
         assert_eq!(row.process_stats.dropped, 7);
+    }
+
+    /// Events heard between heartbeats move `last_seen` on and leave what the last heartbeat
+    /// said (it was once written blank by a flush that held no heartbeat).
+    #[test]
+    fn events_alone_keep_what_the_last_heartbeat_said() {
+        let (_d, conn) = crate::store::test_db();
+        enrol(&conn, "a1", "staff");
+        let sys = crate::store::System::test(&conn);
+        let id = "a1".to_owned();
+        let t0 = crate::store::now_us();
+        let beat = AgentHealth {
+            last_seen_us: t0,
+            report: Some(HealthReport {
+                hostname: "lab-7".into(),
+                process_source: "ebpf".into(),
+                spool_depth: 3,
+                ..HealthReport::default()
+            }),
+        };
+        write_health(&sys, [(&id, &beat)]).unwrap();
+        let first_seen = list(&crate::store::Audited::test(&conn)).unwrap()[0]
+            .last_seen
+            .clone();
+        let events_only = AgentHealth {
+            last_seen_us: t0 + 5_000_000,
+            report: None,
+        };
+        write_health(&sys, [(&id, &events_only)]).unwrap();
+        let row = &list(&crate::store::Audited::test(&conn)).unwrap()[0];
+        assert_eq!(
+            (
+                row.hostname.as_str(),
+                row.process_source.as_str(),
+                row.spool_depth
+            ),
+            ("lab-7", "ebpf", 3)
+        );
+        assert!(
+            row.last_seen.is_some() && row.last_seen != first_seen,
+            "{row:?}"
+        );
     }
 
     #[test]
@@ -485,8 +545,10 @@ mod tests {
         let t0 = crate::store::now_us();
         let heard = |at, host: &str| AgentHealth {
             last_seen_us: t0 + at,
-            hostname: host.into(),
-            ..AgentHealth::default()
+            report: Some(HealthReport {
+                hostname: host.into(),
+                ..HealthReport::default()
+            }),
         };
         write_health(&sys, [(&id, &heard(5_000_000, "new"))]).unwrap();
         assert_eq!(

@@ -255,10 +255,12 @@ mod tests {
     fn heartbeat(conn: &mut Connection, id: &str, at: i64, spool_depth: u64, last_seq: u64) {
         let h = AgentHealth {
             last_seen_us: at,
-            hostname: "pc-1".into(),
-            spool_depth,
-            last_seq,
-            ..Default::default()
+            report: Some(agents::HealthReport {
+                hostname: "pc-1".into(),
+                spool_depth,
+                last_seq,
+                ..Default::default()
+            }),
         };
         agents::write_health(&crate::store::System::test(conn), [(&id.to_owned(), &h)]).unwrap();
     }

@@ -308,9 +308,11 @@ mod tests {
         .unwrap();
         let h = crate::store::AgentHealth {
             last_seen_us: last_seen,
-            hostname: "lab-1".into(),
-            spool_depth,
-            ..Default::default()
+            report: Some(crate::store::agents::HealthReport {
+                hostname: "lab-1".into(),
+                spool_depth,
+                ..Default::default()
+            }),
         };
         crate::store::agents::write_health(&System::test(conn), [(&id.to_owned(), &h)]).unwrap();
     }
