@@ -70,9 +70,9 @@ impl BrowserWatch {
                 first.remove(&key);
                 continue;
             }
-            let since = *first.entry(key.clone()).or_insert(now);
+            let since = *first.entry(key).or_insert(now);
             if now.duration_since(since) >= self.grace {
-                out.push(key);
+                out.push((*browser, user.to_owned()));
             }
         }
         out.sort();
