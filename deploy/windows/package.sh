@@ -42,5 +42,6 @@ done
 wixl -a x64 -D Version="$version" -D AgentExe="$exe" \
   -D HostChromium="$hosts/uk.invigilator.agent.chromium.json" \
   -D HostFirefox="$hosts/uk.invigilator.agent.firefox.json" \
+  -D ExtensionId="$(tr -d '[:space:]' <agent/browser-extension/EXTENSION_ID)" \
   -o "$msi" deploy/windows/invigilator-agent.wxs
 echo "built $msi ($(stat -c %s "$msi") bytes)"

@@ -18,8 +18,11 @@
 #    visit acknowledged over the agent's named pipe and delivered as the Windows user.
 # 3. Upgrade: a newer MSI (same exe, version 0.1.1, built here) installed over it with the same,
 #    already used, token must keep the agent id, restart the service and keep events flowing;
-#    a Chrome that then runs with no extension connected must raise agent.extension_missing.
-# 4. Uninstall: `msiexec /x` must remove the service, the exe and %ProgramData%\Invigilator.
+#    with ADDLOCAL=Agent,ChromiumPolicies it must write the browsers' policies (the extension
+#    force-installed from EXTENSION_UPDATE_URL); a Chrome that then runs with no extension
+#    connected must raise agent.extension_missing.
+# 4. Uninstall: `msiexec /x` must remove the service, the exe, %ProgramData%\Invigilator and
+#    the browser policies it wrote.
 # It also prints the exe's size and the resident memory of the service's Wine process.
 #
 # Run by tests/run.sh (and so by .ci/run). Needs wine (Debian 12: 8.0; tests/setup.sh installs
@@ -330,7 +333,19 @@ MSI_VERSION=0.1.1 MSI_OUT="$work/upgrade.msi" deploy/windows/package.sh >/dev/nu
 sed -i -e 's/^missing_after = .*/missing_after = "5s"/' -e 's/^heartbeat_interval = .*/heartbeat_interval = "5s"/' "$state/agent.toml"
 [ "$(grep -c '^\(missing_after\|heartbeat_interval\) = "5s"' "$state/agent.toml")" = 2 ] \
   || { echo "wine-smoke: no missing_after or heartbeat_interval in agent.toml" >&2; exit 1; }
-msiexec /i "$work/upgrade.msi" upgrade COLLECTOR="https://localhost:$port" TOKEN="$token"
+# The upgrade also installs the browser policies' feature, with the school's update URL.
+msi_url='https://msi.school.example/invigilator/updates.xml'
+msiexec /i "$work/upgrade.msi" upgrade COLLECTOR="https://localhost:$port" TOKEN="$token" \
+  ADDLOCAL=Agent,ChromiumPolicies EXTENSION_UPDATE_URL="$msi_url"
+forcelist() { wine reg query "$1\\ExtensionInstallForcelist" /v 1 2>/dev/null | tr -d '\r' | sed -n 's/.*REG_SZ *//p'; }
+for policy_key in 'HKLM\Software\Policies\Google\Chrome' 'HKLM\Software\Policies\Microsoft\Edge' \
+                  'HKLM\Software\Policies\BraveSoftware\Brave' 'HKLM\Software\Policies\Chromium'; do
+  [ "$(forcelist "$policy_key")" = "$ext_id;$msi_url" ] \
+    || { echo "wine-smoke: the MSI did not force-install the extension under $policy_key: '$(forcelist "$policy_key")'" >&2; exit 1; }
+done
+wine reg query 'HKLM\Software\Policies\Microsoft\Edge' /v InPrivateModeAvailability 2>/dev/null | grep -q '0x1' \
+  || { echo "wine-smoke: the MSI did not turn Edge's InPrivate windows off" >&2; exit 1; }
+echo "wine-smoke: the MSI's browser-policy feature force-installs the extension from $msi_url in Chrome, Chromium, Edge and Brave"
 wait_for 30 "the upgraded service to run" service_running
 [ "$(agent_pid)" != "$pid_before" ] || { echo "wine-smoke: the service was not restarted by the upgrade" >&2; exit 1; }
 [ "$(agent_id)" = "$id" ] || { echo "wine-smoke: the upgrade changed the agent id ($id -> $(agent_id))" >&2; exit 1; }
@@ -364,5 +379,7 @@ gone() { ! wine sc query InvigilatorAgent >/dev/null 2>&1 && ! agent_pid >/dev/n
 wait_for 30 "the service to be removed" gone
 [ ! -e "$bin/invigilator-agent.exe" ] || { echo "wine-smoke: the exe is still installed" >&2; exit 1; }
 [ ! -e "$state" ] || { echo "wine-smoke: $state is still there after uninstall" >&2; exit 1; }
+[ -z "$(forcelist 'HKLM\Software\Policies\Microsoft\Edge')" ] \
+  || { echo "wine-smoke: the MSI's browser policies are still there after uninstall" >&2; exit 1; }
 echo "wine-smoke: uninstalled; service, exe and state directory removed"
 echo "wine-smoke: PASS"
