@@ -304,13 +304,25 @@ mod tests {
         );
     }
 
-    /// The held-out set, as the collector runs the default policy (its classifier included,
-    /// which was never trained on it). Floors as first measured on 2026-12-04; the set is only
-    /// a fair test while nobody writes patterns from its misses (corpus/holdout/README.md).
+    /// The first held-out set, as the collector runs the default policy. Its misses were read
+    /// to write patterns on 2026-12-04, and the classifier is trained on it since: it is a
+    /// development set now (corpus/holdout/README.md), and these floors only keep its gains.
     #[test]
-    fn the_default_policy_holds_its_floors_on_the_held_out_set() {
+    fn the_default_policy_holds_its_floors_on_the_first_held_out_set() {
         holds_floors(
             &default_policy_on_held_out("holdout.jsonl"),
+            HELD_OUT_FLOORS,
+            MAX_FALSE_POSITIVES,
+        );
+    }
+
+    /// The second English set, measured once before any change was made from it (the figures
+    /// are in corpus/holdout/README.md), then used as the first was: these floors keep what
+    /// it gives now.
+    #[test]
+    fn the_default_policy_holds_its_floors_on_the_second_held_out_set() {
+        holds_floors(
+            &default_policy_on_held_out("holdout2.jsonl"),
             HELD_OUT_FLOORS,
             MAX_FALSE_POSITIVES,
         );
@@ -365,17 +377,18 @@ mod tests {
         );
     }
 
+    /// Both English sets that were held out and have since been written from (2026-12-04).
     const HELD_OUT_FLOORS: &[(&str, f64)] = &[
-        ("bullying", 0.57),
-        ("circumvention", 0.85),
-        ("drugs", 0.60),
-        ("extremism", 0.92),
-        ("grooming", 0.67),
-        ("help_seeking", 0.85),
-        ("self_harm", 0.71),
-        ("sextortion", 0.89),
-        ("sexual_content", 0.85),
-        ("weapons", 0.85),
+        ("bullying", 0.96),
+        ("circumvention", 0.96),
+        ("drugs", 0.96),
+        ("extremism", 0.96),
+        ("grooming", 0.96),
+        ("help_seeking", 0.96),
+        ("self_harm", 0.96),
+        ("sextortion", 0.96),
+        ("sexual_content", 0.96),
+        ("weapons", 0.96),
     ];
 
     const MAX_FALSE_POSITIVES: f64 = 0.02;
