@@ -16,6 +16,7 @@ old="$(old_collector "$rev")"
 new="$root/target/release/invigilator-collector"
 corpus=collector/policy/corpus/keywords.jsonl
 holdout=collector/policy/corpus/holdout/holdout.jsonl
+holdout2=collector/policy/corpus/holdout/holdout2.jsonl
 holdout_ml=collector/policy/corpus/holdout/holdout-ml.jsonl
 dir="$(mktemp -d)"
 trap 'rm -rf "$dir"' EXIT
@@ -34,6 +35,10 @@ for which in old new; do
   "$bin" policy eval "$corpus" --policy "$dir/$which-model.toml" | sed -n '1,13p'
   echo "== $which: held-out set, terms and patterns alone"
   "$bin" policy eval "$holdout" --policy "$dir/$which-terms.toml" | sed -n '1,13p'
+  if [ -f "$holdout2" ]; then
+    echo "== $which: second English set, terms and patterns alone"
+    "$bin" policy eval "$holdout2" --policy "$dir/$which-terms.toml" | sed -n '1,13p'
+  fi
   echo "== $which: home languages' held-out set, terms and patterns alone"
   "$bin" policy eval "$holdout_ml" --policy "$dir/$which-terms.toml" | sed -n '1,7p'
 done
