@@ -40,6 +40,18 @@ enum Step {
     Gap(usize),
 }
 
+/// Words so common in pupils' searches that a pattern anchored on one is tried on most texts:
+/// a step without them anchors better even when its words are shorter.
+const COMMON: &[&str] = &[
+    "a", "about", "after", "all", "am", "an", "and", "any", "are", "as", "at", "be", "been", "but",
+    "by", "can", "could", "did", "do", "does", "dont", "for", "from", "get", "go", "got", "had",
+    "has", "have", "he", "her", "him", "his", "how", "i", "if", "im", "in", "into", "is", "it",
+    "its", "just", "like", "make", "me", "my", "no", "not", "now", "of", "off", "on", "one", "or",
+    "our", "out", "say", "said", "she", "should", "so", "some", "that", "the", "their", "them",
+    "then", "they", "this", "to", "too", "u", "up", "us", "want", "was", "we", "were", "what",
+    "when", "where", "which", "who", "why", "will", "with", "would", "you", "your", "ur",
+];
+
 #[derive(Debug, Clone)]
 pub struct Phrase {
     steps: Vec<Step>,
@@ -208,11 +220,13 @@ impl Phrase {
     }
 
     /// Words of which any occurrence contains one: one word from each alternative of the step
-    /// whose words are longest (so, mostly, rarest), or None when every step has an open word
-    /// or an alternative of open words only. A text with none of them cannot match, which
-    /// spares trying a pattern that begins with "how" or "a" at every such word.
+    /// whose words are rarest, or None when every step has an open word or an alternative of
+    /// open words only. A text with none of them cannot match, which spares trying a pattern
+    /// that begins with "how" or "a" at every such word. Rarest: a step none of whose words is
+    /// one of the commonest words of English ([`COMMON`]) first, then the step whose shortest
+    /// word is longest.
     pub fn anchor_words(&self) -> Option<Vec<&str>> {
-        let mut best: Option<(usize, Vec<&str>)> = None;
+        let mut best: Option<((bool, usize), Vec<&str>)> = None;
         for step in &self.steps {
             let Step::OneOf(alts) = step else { continue };
             let words: Option<Vec<&str>> = alts
@@ -228,8 +242,9 @@ impl Phrase {
                 .collect();
             let Some(words) = words else { continue };
             let shortest = words.iter().map(|w| w.len()).min().unwrap_or(0);
-            if best.as_ref().is_none_or(|(s, _)| shortest > *s) {
-                best = Some((shortest, words));
+            let rare = !words.iter().any(|w| COMMON.contains(w));
+            if best.as_ref().is_none_or(|(s, _)| (rare, shortest) > *s) {
+                best = Some(((rare, shortest), words));
             }
         }
         best.map(|(_, words)| words)
