@@ -328,6 +328,28 @@ mod tests {
         );
     }
 
+    /// The English set held out now (nobody has read its misses), as measured once on
+    /// 2026-12-04 (corpus/holdout/README.md): below the 95% the libraries aim at.
+    #[test]
+    fn the_default_policy_holds_its_floors_on_the_third_held_out_set() {
+        holds_floors(
+            &default_policy_on_held_out("holdout3.jsonl"),
+            &[
+                ("bullying", 0.70),
+                ("circumvention", 0.96),
+                ("drugs", 0.83),
+                ("extremism", 0.83),
+                ("grooming", 0.80),
+                ("help_seeking", 0.90),
+                ("self_harm", 0.80),
+                ("sextortion", 0.80),
+                ("sexual_content", 0.90),
+                ("weapons", 0.93),
+            ],
+            MAX_FALSE_POSITIVES,
+        );
+    }
+
     /// The home languages' held-out set (self-harm, extremism, grooming and sextortion in
     /// seven languages), as first measured on 2026-12-04: far below the English figures, and
     /// its false positives above the 2% the libraries are meant to keep to.
