@@ -351,17 +351,18 @@ mod tests {
     }
 
     /// The home languages' held-out set (self-harm, extremism, grooming and sextortion in
-    /// seven languages), as first measured on 2026-12-04: far below the English figures, and
-    /// its false positives above the 2% the libraries are meant to keep to.
+    /// seven languages), as measured on 2026-12-04 (raised after session 15's additions,
+    /// written without reading its misses): far below the English figures, and its false
+    /// positives above the 2% the libraries are meant to keep to.
     #[test]
     fn the_default_policy_holds_its_floors_on_the_home_languages_held_out_set() {
         holds_floors(
             &default_policy_on_held_out("holdout-ml.jsonl"),
             &[
                 ("extremism", 0.67),
-                ("grooming", 0.34),
+                ("grooming", 0.36),
                 ("self_harm", 0.63),
-                ("sextortion", 0.48),
+                ("sextortion", 0.59),
             ],
             0.05,
         );
