@@ -350,6 +350,28 @@ mod tests {
         );
     }
 
+    /// The English set held out last, measured once at the end of 2026-12-04 and not read
+    /// (corpus/holdout/README.md): its false positives are twice the 2% goal.
+    #[test]
+    fn the_default_policy_holds_its_floors_on_the_fourth_held_out_set() {
+        holds_floors(
+            &default_policy_on_held_out("holdout4.jsonl"),
+            &[
+                ("bullying", 0.76),
+                ("circumvention", 0.90),
+                ("drugs", 0.90),
+                ("extremism", 0.80),
+                ("grooming", 0.90),
+                ("help_seeking", 0.90),
+                ("self_harm", 0.93),
+                ("sextortion", 0.83),
+                ("sexual_content", 0.93),
+                ("weapons", 0.90),
+            ],
+            0.04,
+        );
+    }
+
     /// The home languages' held-out set (self-harm, extremism, grooming and sextortion in
     /// seven languages), as measured on 2026-12-04 (raised after session 15's additions,
     /// written without reading its misses): far below the English figures, and its false
