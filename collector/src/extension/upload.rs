@@ -280,19 +280,20 @@ pub async fn take(
         .await
         .map_err(Refused::from_status)?
         .ok_or_else(|| Refused(403, format!("device {agent} is not enrolled"), None))?;
-    // The extension says hello once per connection: between hellos its version stays the last
-    // one said, here or, once flushed, in the store (a flush with a report writes every field).
-    let said = upload.hello.as_ref().map(hello_version);
-    shared.touch(&agent, |h| {
-        let h = h.report.get_or_insert_default();
-        h.hostname = device.hostname.clone();
-        h.os = device.os.clone();
-        match said {
-            Some(version) => h.agent_version = version,
-            None if h.agent_version.is_empty() => h.agent_version = device.agent_version.clone(),
-            None => {}
-        }
-    });
+    // Only a hello reports (the version); other uploads only count as contact, and what the
+    // last hello said stays as stored. A report writes every field: the name and OS are the
+    // enrolled ones.
+    match upload.hello.as_ref().map(hello_version) {
+        Some(version) => shared.touch(&agent, |h| {
+            h.report = Some(store::agents::HealthReport {
+                hostname: device.hostname.clone(),
+                os: device.os.clone(),
+                agent_version: version,
+                ..store::agents::HealthReport::default()
+            })
+        }),
+        None => shared.touch(&agent, |_| {}),
+    }
     if upload.lane == 0 {
         // A new lane is a write: rationed as new streams are.
         if !shared.admission.admit(&agent) {

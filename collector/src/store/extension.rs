@@ -38,8 +38,6 @@ pub struct Device {
     /// As named at `device-cert create`.
     pub hostname: String,
     pub os: String,
-    /// As the extension last said in a hello.
-    pub agent_version: String,
 }
 
 /// The device's row, or None when it is not enrolled.
@@ -47,7 +45,7 @@ pub fn device(sys: &System<'_>, agent_id: &str) -> Result<Option<Device>> {
     Ok(sys
         .conn
         .prepare_cached(
-            "SELECT extension_lanes, stream_epoch, hostname, os, agent_version FROM agents
+            "SELECT extension_lanes, stream_epoch, hostname, os FROM agents
              WHERE agent_id = ?1",
         )?
         .query_row(params![agent_id], |r| {
@@ -56,7 +54,6 @@ pub fn device(sys: &System<'_>, agent_id: &str) -> Result<Option<Device>> {
                 epoch: r.get(1)?,
                 hostname: r.get(2)?,
                 os: r.get(3)?,
-                agent_version: r.get(4)?,
             })
         })
         .optional()?)
