@@ -116,16 +116,6 @@ pub fn read(root: &Path, ids: &[String]) -> Vec<BrowserPosture> {
         .collect()
 }
 
-/// The account name of `uid`, or its number.
-pub fn user_name(uid: &u32) -> String {
-    let uid = *uid;
-    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
-        .ok()
-        .flatten()
-        .map(|u| u.name)
-        .unwrap_or_else(|| uid.to_string())
-}
-
 /// Every (browser, uid) with a process running, from `proc` (/proc on a device).
 pub fn running(proc: &Path) -> Vec<(&'static str, u32)> {
     let mut found = Vec::new();

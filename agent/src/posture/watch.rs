@@ -3,7 +3,7 @@
 //! disabled, or its host unable to reach the agent). The platform says which browsers run as
 //! whom (`linux`: /proc; `windows`: the process table) and names the accounts.
 
-use crate::sources::extension::{Presence, UserKey};
+use crate::sources::extension::{Presence, UserKey, account_name};
 use invigilator_proto::v1::BrowserPosture;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -47,7 +47,7 @@ impl BrowserWatch {
             let missing = self.missing(&running, |u, b| presence.has(u, b), Instant::now());
             for (browser, user) in missing {
                 if let Some(p) = all.iter_mut().find(|p| p.browser == browser) {
-                    p.extension_missing_for.push(platform::user_name(&user));
+                    p.extension_missing_for.push(account_name(&user));
                 }
             }
         }

@@ -112,11 +112,6 @@ pub fn running() -> Vec<(&'static str, String)> {
     found
 }
 
-/// The name of the account `sid`, or the SID when Windows cannot name it.
-pub fn user_name(sid: &str) -> String {
-    crate::platform::windows::pipe::account_name(sid).unwrap_or_else(|| sid.to_owned())
-}
-
 /// The known browser whose program `exe` is, wherever it is installed (Program Files, or a
 /// user's own AppData, where Chrome's per-user install goes).
 pub fn browser_of_exe(exe: &Path) -> Option<&'static str> {

@@ -113,6 +113,22 @@ pub type UserKey = u32;
 #[cfg(windows)]
 pub type UserKey = String;
 
+/// The account's name, or its uid or SID when the system cannot name it. The lookup may go
+/// to a directory over the network: blocking, for a blocking thread.
+#[cfg(unix)]
+pub fn account_name(uid: &UserKey) -> String {
+    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(*uid))
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_else(|| uid.to_string())
+}
+
+#[cfg(windows)]
+pub fn account_name(sid: &UserKey) -> String {
+    crate::platform::windows::pipe::account_name(sid).unwrap_or_else(|| sid.clone())
+}
+
 /// Which users have the extension connected, from which browser (by its hello): the heartbeat
 /// compares it with the browsers running, to tell a removed or disabled extension.
 #[derive(Debug, Default)]

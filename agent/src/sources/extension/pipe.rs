@@ -99,13 +99,14 @@ impl Listener {
             // The extension counts as present for the browser that started the host, found
             // from the host's process, never from what the hello says.
             let who = async move {
+                let pipe::Client { pid, sid } = client;
+                let fallback = sid.clone();
                 tokio::task::spawn_blocking(move || {
-                    let name =
-                        pipe::account_name(&client.sid).unwrap_or_else(|| client.sid.clone());
-                    (name, browser_of(client.pid, &client.sid))
+                    let browser = browser_of(pid, &sid);
+                    (super::account_name(&sid), browser)
                 })
                 .await
-                .unwrap_or_default()
+                .unwrap_or_else(|_| (fallback, None))
             };
             conversation::admit(stream, sid, who, &shared);
         }

@@ -93,32 +93,15 @@ async fn accept(
         // the peer's process, never from what the hello says: anyone can connect and say
         // anything.
         let who = async move {
-            let browser = match pid {
-                Some(pid) => tokio::task::spawn_blocking(move || identify(pid, uid))
-                    .await
-                    .ok()
-                    .flatten(),
-                None => None,
-            };
-            (user_name(uid).await, browser)
+            tokio::task::spawn_blocking(move || {
+                let browser = pid.and_then(|pid| identify(pid, uid));
+                (super::account_name(&uid), browser)
+            })
+            .await
+            .unwrap_or_else(|_| (uid.to_string(), None))
         };
         conversation::admit(stream, uid, who, &shared);
     }
-}
-
-/// The account behind a uid (the lookup may go to the directory over the network, so it runs
-/// off the runtime); a uid without a name is reported as its number.
-async fn user_name(uid: u32) -> String {
-    tokio::task::spawn_blocking(move || {
-        nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
-            .ok()
-            .flatten()
-            .map(|u| u.name)
-    })
-    .await
-    .ok()
-    .flatten()
-    .unwrap_or_else(|| uid.to_string())
 }
 
 #[cfg(test)]
