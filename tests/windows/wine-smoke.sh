@@ -104,6 +104,15 @@ sys.exit(0 if any(a["rule"] == rule and a["agent_id"] == agent and (not user or 
                   for a in json.load(sys.stdin)) else 1)
 ' "$id" "$@"
 }
+browsing_event() { # url [text] -> true once this agent has a browsing event of the URL from the
+  # Wine user (with that text in it too, e.g. its reporter)
+  "$collector" events list --data-dir "$data" --kind browsing 2>/dev/null | python3 -c '
+import json, sys
+agent, url, user, also = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+sys.exit(0 if any(e["agent_id"] == agent and url in json.dumps(e) and e["user"] == user
+                  and all(t in json.dumps(e) for t in also) for e in json.load(sys.stdin)) else 1)
+' "$id" "$(python3 -c 'import json,sys; print(json.dumps(sys.argv[1])[1:-1])' "$1")" "$win_user" "${@:2}"
+}
 agent_field() { # field -> value for this agent in `agents list`
   agents_json | python3 -c 'import json,sys; print(next((a[sys.argv[2]] for a in json.load(sys.stdin) if a["agent_id"]==sys.argv[1]), ""))' "$id" "$1"
 }
@@ -197,15 +206,7 @@ pids+=($!)
 holding() { grep -qs '^holding' "$work/hold-open.log"; }
 wait_for 30 "hold-open.exe to hold the history open" holding
 mv "$work/History" "$profile/History"
-visit_seen() {
-  "$collector" events list --data-dir "$data" --kind browsing 2>/dev/null | python3 -c '
-import json, sys
-agent, url, user = sys.argv[1:4]
-sys.exit(0 if any(e["agent_id"] == agent and url in json.dumps(e) and e["user"] == user
-                  for e in json.load(sys.stdin)) else 1)
-' "$id" "$(python3 -c 'import json,sys; print(json.dumps(sys.argv[1])[1:-1])' "$search_url")" "$win_user"
-}
-wait_for 90 "the browsing event from $win_user's Chrome history" visit_seen
+wait_for 90 "the browsing event from $win_user's Chrome history" browsing_event "$search_url"
 wait_for 30 "the keywords.self_harm alert for the search" alert_raised keywords.self_harm
 echo "wine-smoke: browsing visit of Windows user $win_user delivered while the history was held open; keywords.self_harm alert raised"
 
@@ -276,15 +277,7 @@ host.kill()
 sys.exit(0 if replies == [{"hello": "ok"}, {"ack": "wine-1"}] else 1)
 PY
 echo "wine-smoke: host replies: $(cat "$work/host.out")"
-pipe_visit() {
-  "$collector" events list --data-dir "$data" --kind browsing 2>/dev/null | python3 -c '
-import json, sys
-agent, url, user = sys.argv[1:4]
-sys.exit(0 if any(e["agent_id"] == agent and url in json.dumps(e) and e["user"] == user
-                  and "extension" in json.dumps(e) for e in json.load(sys.stdin)) else 1)
-' "$id" "$(python3 -c 'import json,sys; print(json.dumps(sys.argv[1])[1:-1])' "$pipe_url")" "$win_user"
-}
-wait_for 60 "the extension's visit of $win_user at the collector" pipe_visit \
+wait_for 60 "the extension's visit of $win_user at the collector" browsing_event "$pipe_url" extension \
   || { "$collector" events list --data-dir "$data" --kind browsing >&2; exit 1; }
 echo "wine-smoke: a visit through the native host and the named pipe reached the collector as $win_user"
 

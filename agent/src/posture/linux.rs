@@ -84,9 +84,19 @@ pub fn browser_of_exe(exe: &Path) -> Option<&'static str> {
         .map(|k| k.browser)
 }
 
+/// The posture of every known browser installed. Blocking: for a blocking thread.
+pub fn report(ids: &[String]) -> Vec<BrowserPosture> {
+    read(Path::new("/"), ids)
+}
+
+/// Every (browser, uid) with a process running.
+pub fn running() -> Vec<(&'static str, u32)> {
+    running_in(Path::new("/proc"))
+}
+
 /// The posture of every known browser installed under `root` ("/" on a device).
 /// `ids`: the Chromium-family extension ids that count as the extension.
-pub fn read(root: &Path, ids: &[String]) -> Vec<BrowserPosture> {
+fn read(root: &Path, ids: &[String]) -> Vec<BrowserPosture> {
     KNOWN
         .iter()
         .filter(|k| k.executables.iter().any(|e| root.join(e).exists()))
@@ -117,7 +127,7 @@ pub fn read(root: &Path, ids: &[String]) -> Vec<BrowserPosture> {
 }
 
 /// Every (browser, uid) with a process running, from `proc` (/proc on a device).
-pub fn running(proc: &Path) -> Vec<(&'static str, u32)> {
+fn running_in(proc: &Path) -> Vec<(&'static str, u32)> {
     let mut found = Vec::new();
     let Ok(dir) = std::fs::read_dir(proc) else {
         return found;
@@ -200,7 +210,7 @@ mod tests {
             .unwrap();
         }
         std::fs::create_dir_all(proc.join("self")).unwrap();
-        let mut found = running(&proc);
+        let mut found = running_in(&proc);
         found.sort();
         assert_eq!(found, [("chromium", 1000), ("firefox", 0)]);
     }

@@ -1,7 +1,8 @@
 //! What the heartbeat says of the browsers: their posture, and, while the extension source
 //! runs, the users whose browser has run for `grace` with no extension connected (removed,
 //! disabled, or its host unable to reach the agent). The platform says which browsers run as
-//! whom (`linux`: /proc; `windows`: the process table) and names the accounts.
+//! whom (`linux`: /proc; `windows`: the process table), each with the same `report` and
+//! `running`.
 
 use crate::sources::extension::{Presence, UserKey, account_name};
 use invigilator_proto::v1::BrowserPosture;
@@ -35,14 +36,8 @@ impl BrowserWatch {
 
     /// Reads the policies and the running processes: blocking, for a blocking thread.
     pub fn report(&self) -> Vec<BrowserPosture> {
-        #[cfg(target_os = "linux")]
-        let mut all = platform::read(std::path::Path::new("/"), &self.ids);
-        #[cfg(windows)]
         let mut all = platform::report(&self.ids);
         if let Some(presence) = &self.presence {
-            #[cfg(target_os = "linux")]
-            let running = platform::running(std::path::Path::new("/proc"));
-            #[cfg(windows)]
             let running = platform::running();
             let missing = self.missing(&running, |u, b| presence.has(u, b), Instant::now());
             for (browser, user) in missing {
