@@ -17,6 +17,9 @@ if [ "$(id -u)" != 0 ]; then
   echo "tests/run.sh: the whole-system tests need root (CAP_NET_ADMIN for the proc connector)" >&2
   exit 2
 fi
+# A test run builds each crate once: incremental caches would only fill the disk (a fresh
+# clone's run once failed with "No space left on device" in the Windows cross-build).
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 "$root/tests/setup.sh"
 
 cargo fmt --all -- --check
