@@ -7,7 +7,7 @@ use crate::store::audit::{self, Actor, Audit};
 use crate::store::{self, AlertFilter, Audited, EventFilter, Store};
 use anyhow::{Context, bail};
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub const EVENT_KINDS: &[&str] = &["process", "usb", "session", "browsing", "gap"];
@@ -524,11 +524,14 @@ fn cross_validated(
     Ok(())
 }
 
-/// `policy train`: the keyword classifier trained on a labelled corpus, written as a model
+/// `policy train`: the keyword classifier trained on labelled corpora, written as a model
 /// file (the shipped one is `collector/policy/src/default_keyword_model.txt`).
-pub fn policy_train(corpus: &Path, out: &Path) -> anyhow::Result<()> {
+pub fn policy_train(corpora: &[PathBuf], out: &Path) -> anyhow::Result<()> {
     use invigilator_policy::keywords::eval;
-    let items = eval::load(corpus).map_err(anyhow::Error::msg)?;
+    let mut items = Vec::new();
+    for corpus in corpora {
+        items.extend(eval::load(corpus).map_err(anyhow::Error::msg)?);
+    }
     let model = eval::train(&items);
     let text = model.write(invigilator_policy::keywords::model::WRITTEN_MIN_WEIGHT);
     std::fs::write(out, &text).with_context(|| format!("writing {}", out.display()))?;

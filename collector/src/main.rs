@@ -446,10 +446,12 @@ enum PolicyCommand {
         #[arg(long)]
         held_out: bool,
     },
-    /// Train the keyword classifier on a labelled corpus and write it as a model file.
+    /// Train the keyword classifier on labelled corpora and write it as a model file.
     Train {
-        /// The corpus, e.g. collector/policy/corpus/keywords.jsonl.
-        corpus: PathBuf,
+        /// The corpora, read as one, e.g. collector/policy/corpus/keywords.jsonl
+        /// collector/policy/corpus/train/*.jsonl.
+        #[arg(required = true)]
+        corpus: Vec<PathBuf>,
         /// Where to write the model.
         #[arg(long)]
         out: PathBuf,

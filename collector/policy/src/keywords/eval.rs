@@ -361,7 +361,7 @@ mod tests {
                 ("circumvention", 0.90),
                 ("drugs", 0.90),
                 ("extremism", 0.80),
-                ("grooming", 0.90),
+                ("grooming", 0.83),
                 ("help_seeking", 0.90),
                 ("self_harm", 0.93),
                 ("sextortion", 0.83),

@@ -25,7 +25,8 @@ use unicode_normalization::char::decompose_canonical;
 /// - text-speak is read as the words it stands for (`u` → `you`, `wanna` → `want to`, `p*rn`
 ///   → `porn`; see [`textspeak`]), and any other `*` separates words;
 /// - in a word that mixes letters with `0 1 3 4 5 7 @ $ !`, those stand for letters (`k1ll`,
-///   `$ex`, `pr0n`); numbers on their own (`year 6`, `1488`) are left alone.
+///   `$ex`, `pr0n`); numbers on their own (`year 6`, `1488`) are left alone;
+/// - a few emoji are read as the word they stand for (`🔪` → `knife`, see [`textspeak`]).
 pub fn normalise(text: &str) -> String {
     let decoded;
     let text = if text.contains('%') {
@@ -67,7 +68,13 @@ fn push(c: char, word: &mut String, out: &mut String) {
         | '\u{0a71}' => {}
         '@' | '$' | '!' | '*' => word.push(c),
         c if c.is_alphanumeric() => word.push(c),
-        _ => flush(word, out),
+        c => {
+            flush(word, out);
+            if let Some(w) = textspeak::emoji(c) {
+                out.push_str(w);
+                out.push(' ');
+            }
+        }
     }
 }
 
@@ -201,6 +208,13 @@ fn fold(c: char) -> char {
 #[cfg(test)]
 mod tests {
     use super::normalise;
+
+    #[test]
+    fn emoji_used_for_words_are_read_as_them() {
+        assert_eq!(normalise("🔪 for sale"), " knife for sale ");
+        assert_eq!(normalise("plug🍃❄️🔌"), " plug weed snow plug ");
+        assert_eq!(normalise("so funny 😂😂"), " so funny ");
+    }
 
     #[test]
     fn words_are_lower_case_and_space_separated() {

@@ -22,6 +22,25 @@ pub(super) fn expand(word: &str) -> Option<&'static str> {
     .copied()
 }
 
+/// The word an emoji stands for where pupils and sellers use it instead of one ("🔪 for sale",
+/// "🍃❄️🔌" for weed, coke and a dealer, "🌽" for porn), or `None`: any other emoji
+/// separates words as punctuation does. Only emoji with one reading in these searches belong
+/// here; 🍆 and 🍑 are as often food.
+pub(super) fn emoji(c: char) -> Option<&'static str> {
+    Some(match c {
+        '🔪' | '🗡' => "knife",
+        '🔫' => "gun",
+        '💣' => "bomb",
+        '🍃' | '🌿' | '🍁' => "weed",
+        '❄' => "snow",
+        '🔌' => "plug",
+        '💊' => "pills",
+        '🍄' => "shrooms",
+        '🌽' => "porn",
+        _ => return None,
+    })
+}
+
 /// The spellings, each with the words it stands for.
 const SPELLINGS: &[(&[&str], &str)] = &[
     (&["yu", "ya"], "you"),
