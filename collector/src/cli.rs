@@ -463,8 +463,12 @@ pub fn policy_eval(
             for m in list {
                 writeln!(
                     out,
-                    "{what}: [{} {}] {:?} fired {:?}",
-                    m.label, m.lang, m.text, m.fired
+                    "{what}: [{} {}] {:?} fired {:?} by {}",
+                    m.label,
+                    m.lang,
+                    m.text,
+                    m.fired,
+                    m.why.join("; ")
                 )?;
             }
         }

@@ -432,10 +432,11 @@ impl Collector {
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
                 panic!("collector exited with {status}:\n{text}");
             }
+            // Only a whole line: the log is read while the collector may be writing it.
             text[start_len.min(text.len())..]
-                .lines()
-                .find(|l| l.starts_with("invigilator-collector listening:"))
-                .map(str::to_owned)
+                .split_inclusive('\n')
+                .find(|l| l.ends_with('\n') && l.starts_with("invigilator-collector listening:"))
+                .map(|l| l.trim_end().to_owned())
         });
         self.listening = line;
         self.grpc = self.listening("grpc=");
