@@ -4,8 +4,9 @@
 //! matched is reported as the library's hit), each names the features that weighed most, and
 //! the policy can switch it off (`[keyword_model] enabled = false`).
 //!
-//! The default model is trained by `invigilator-collector policy train` on the labelled corpus
-//! in `corpus/` and shipped as `default_keyword_model.txt`; nothing is downloaded. Its figures
+//! The default model is trained by `invigilator-collector policy train` on every labelled
+//! development set in `corpus/` (the command is in `corpus/train/README.md`) and shipped as
+//! `default_keyword_model.txt`; nothing is downloaded. Its figures
 //! are measured by cross-validation (`policy eval`, `--threshold` to compare), never on the items it was
 //! trained on.
 
