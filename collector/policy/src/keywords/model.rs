@@ -121,21 +121,21 @@ enum Span {
     Gram(usize, usize),
 }
 
-/// The hashed features of normalised text (` w1 w2 `): its words, neighbouring word pairs and
-/// character 4-grams, spaces included, so a misspelt or run-together word still shares most
-/// of its grams with the right one. No allocation per feature: this runs on every text.
-fn features(norm: &str) -> Vec<(u32, Span)> {
+/// Calls `f` with each hashed feature of normalised text (` w1 w2 `) and where it is: its
+/// words, neighbouring word pairs and character 4-grams, spaces included, so a misspelt or
+/// run-together word still shares most of its grams with the right one. A feature found twice
+/// is passed twice. No allocation per feature: this runs on every text.
+fn each_feature(norm: &str, mut f: impl FnMut(u32, Span)) {
     let bytes = norm.as_bytes();
-    let mut out = Vec::with_capacity(norm.len() + norm.len() / 2);
     let mut previous: Option<(usize, usize)> = None;
     let mut start = None;
     for (i, &b) in bytes.iter().enumerate() {
         match (b == b' ', start) {
             (true, Some(s)) => {
-                out.push((hash(b'w', &[&bytes[s..i]]), Span::Words(s, i)));
+                f(hash(b'w', &[&bytes[s..i]]), Span::Words(s, i));
                 if let Some((ps, pe)) = previous {
                     let h = hash(b'b', &[&bytes[ps..pe], b" ", &bytes[s..i]]);
-                    out.push((h, Span::Words(ps, i)));
+                    f(h, Span::Words(ps, i));
                 }
                 previous = Some((s, i));
                 start = None;
@@ -144,9 +144,7 @@ fn features(norm: &str) -> Vec<(u32, Span)> {
             _ => {}
         }
     }
-    let mut gram = |s: usize, e: usize| {
-        out.push((hash(b'c', &[&bytes[s..e]]), Span::Gram(s, e)));
-    };
+    let mut gram = |s: usize, e: usize| f(hash(b'c', &[&bytes[s..e]]), Span::Gram(s, e));
     if norm.is_ascii() {
         // Most text: every byte a character, no boundaries to collect.
         (0..norm.len().saturating_sub(3)).for_each(|s| gram(s, s + 4));
@@ -158,8 +156,24 @@ fn features(norm: &str) -> Vec<(u32, Span)> {
             .collect();
         bounds.windows(5).for_each(|w| gram(w[0], w[4]));
     }
+}
+
+/// Each feature of the text once, with where it is (for training and for explaining).
+fn features(norm: &str) -> Vec<(u32, Span)> {
+    let mut out = Vec::with_capacity(norm.len() + norm.len() / 2);
+    each_feature(norm, |h, span| out.push((h, span)));
     out.sort_unstable_by_key(|(h, _)| *h);
     out.dedup_by_key(|(h, _)| *h);
+    out
+}
+
+/// Each feature of the text once, without where it is: what scoring needs, and sorting bare
+/// hashes is cheaper than sorting them with their spans.
+fn feature_hashes(norm: &str) -> Vec<u32> {
+    let mut out = Vec::with_capacity(norm.len() + norm.len() / 2);
+    each_feature(norm, |h, _| out.push(h));
+    out.sort_unstable();
+    out.dedup();
     out
 }
 
@@ -285,23 +299,24 @@ impl Model {
         if self.labels.is_empty() {
             return Vec::new();
         }
-        let feats = features(norm);
         let mut z = self.bias.clone();
-        for (h, _) in &feats {
+        for h in &feature_hashes(norm) {
             if let Some(w) = self.weights.get(h) {
                 z.iter_mut().zip(w).for_each(|(z, w)| *z += w);
             }
         }
         // Most texts stop here: nothing likely enough.
         let mut out = Vec::new();
+        let mut feats = None;
         for (k, label) in self.labels.iter().enumerate() {
             let p = sigmoid(z[k]);
             if p < threshold || skip(label) {
                 continue;
             }
+            let feats = feats.get_or_insert_with(|| features(norm));
             // The three features that weighed most for it, without sorting them all.
             let mut top: [Option<(Span, f32)>; 3] = [None; 3];
-            for (h, span) in &feats {
+            for (h, span) in feats.iter() {
                 let Some(w) = self.weights.get(h).map(|w| w[k]).filter(|w| *w > 0.0) else {
                     continue;
                 };
