@@ -345,14 +345,14 @@ mod tests {
         holds_floors(
             &default_policy_on_held_out("holdout3.jsonl"),
             &[
-                ("bullying", 0.86),
+                ("bullying", 0.96),
                 ("circumvention", 1.0),
                 ("drugs", 0.96),
                 ("extremism", 0.93),
-                ("grooming", 0.93),
+                ("grooming", 0.96),
                 ("help_seeking", 0.90),
-                ("self_harm", 0.93),
-                ("sextortion", 0.93),
+                ("self_harm", 0.96),
+                ("sextortion", 0.96),
                 ("sexual_content", 0.96),
                 ("weapons", 1.0),
             ],
@@ -361,26 +361,26 @@ mod tests {
         holds_floors(
             &default_policy_on_held_out("holdout4.jsonl"),
             &[
-                ("bullying", 0.96),
+                ("bullying", 1.0),
                 ("circumvention", 0.96),
                 ("drugs", 0.96),
                 ("extremism", 1.0),
-                ("grooming", 0.90),
-                ("help_seeking", 0.96),
+                ("grooming", 0.93),
+                ("help_seeking", 1.0),
                 ("self_harm", 0.96),
-                ("sextortion", 1.0),
+                ("sextortion", 0.96),
                 ("sexual_content", 0.93),
                 ("weapons", 0.93),
             ],
-            0.024,
+            MAX_FALSE_POSITIVES,
         );
     }
 
-    /// The fifth, sixth and seventh English sets, written on 2026-12-04 by helpers who saw
-    /// neither the libraries nor the other sets, and never read; measured before and after
-    /// session 16's rounds (corpus/holdout/README.md).
+    /// The fifth to eighth English sets, written on 2026-12-04 by helpers who saw neither the
+    /// libraries nor the other sets, and never read; measured before and after session 16's
+    /// rounds (corpus/holdout/README.md).
     #[test]
-    fn the_default_policy_holds_its_floors_on_the_fifth_sixth_and_seventh_held_out_sets() {
+    fn the_default_policy_holds_its_floors_on_the_fifth_to_eighth_held_out_sets() {
         holds_floors(
             &default_policy_on_held_out("holdout5.jsonl"),
             &[
@@ -388,44 +388,60 @@ mod tests {
                 ("circumvention", 1.0),
                 ("drugs", 0.96),
                 ("extremism", 1.0),
-                ("grooming", 0.93),
+                ("grooming", 0.96),
                 ("help_seeking", 0.93),
                 ("self_harm", 0.96),
-                ("sextortion", 0.90),
+                ("sextortion", 0.96),
                 ("sexual_content", 1.0),
-                ("weapons", 0.96),
+                ("weapons", 1.0),
             ],
             0.031,
         );
         holds_floors(
             &default_policy_on_held_out("holdout6.jsonl"),
             &[
-                ("bullying", 0.86),
+                ("bullying", 0.93),
                 ("circumvention", 1.0),
-                ("drugs", 0.83),
+                ("drugs", 0.86),
                 ("extremism", 1.0),
-                ("grooming", 0.86),
+                ("grooming", 0.90),
                 ("help_seeking", 0.93),
-                ("self_harm", 0.86),
-                ("sextortion", 0.93),
+                ("self_harm", 0.90),
+                ("sextortion", 1.0),
                 ("sexual_content", 1.0),
-                ("weapons", 0.96),
+                ("weapons", 0.93),
             ],
             MAX_FALSE_POSITIVES,
         );
         holds_floors(
             &default_policy_on_held_out("holdout7.jsonl"),
             &[
-                ("bullying", 0.80),
+                ("bullying", 0.86),
                 ("circumvention", 1.0),
                 ("drugs", 0.93),
                 ("extremism", 0.96),
-                ("grooming", 0.93),
-                ("help_seeking", 0.96),
-                ("self_harm", 0.86),
-                ("sextortion", 0.93),
+                ("grooming", 1.0),
+                ("help_seeking", 0.93),
+                ("self_harm", 0.96),
+                ("sextortion", 0.90),
                 ("sexual_content", 1.0),
                 ("weapons", 0.90),
+            ],
+            MAX_FALSE_POSITIVES,
+        );
+        holds_floors(
+            &default_policy_on_held_out("holdout8.jsonl"),
+            &[
+                ("bullying", 0.93),
+                ("circumvention", 0.93),
+                ("drugs", 0.96),
+                ("extremism", 0.96),
+                ("grooming", 0.90),
+                ("help_seeking", 0.93),
+                ("self_harm", 1.0),
+                ("sextortion", 0.90),
+                ("sexual_content", 1.0),
+                ("weapons", 0.96),
             ],
             MAX_FALSE_POSITIVES,
         );
@@ -439,21 +455,21 @@ mod tests {
         holds_floors(
             &default_policy_on_held_out("holdout-ml.jsonl"),
             &[
-                ("extremism", 0.73),
+                ("extremism", 0.71),
                 ("grooming", 0.44),
-                ("self_harm", 0.75),
+                ("self_harm", 0.77),
                 ("sextortion", 0.85),
             ],
-            MAX_FALSE_POSITIVES,
+            0.025,
         );
         holds_floors(
             &default_policy_on_held_out("holdout-ml2.jsonl"),
             &[
                 ("extremism", 0.73),
-                ("grooming", 0.61),
-                ("help_seeking", 0.69),
-                ("self_harm", 0.79),
-                ("sextortion", 0.81),
+                ("grooming", 0.64),
+                ("help_seeking", 0.75),
+                ("self_harm", 0.80),
+                ("sextortion", 0.85),
             ],
             MAX_FALSE_POSITIVES,
         );
@@ -461,9 +477,9 @@ mod tests {
             &default_policy_on_held_out("holdout-ml3.jsonl"),
             &[
                 ("extremism", 0.75),
-                ("grooming", 0.55),
+                ("grooming", 0.57),
                 ("help_seeking", 0.66),
-                ("self_harm", 0.72),
+                ("self_harm", 0.73),
                 ("sextortion", 0.73),
             ],
             MAX_FALSE_POSITIVES,
@@ -480,6 +496,8 @@ mod tests {
             "train-c.jsonl",
             "train-d.jsonl",
             "train-e.jsonl",
+            "train-f.jsonl",
+            "train-g.jsonl",
         ] {
             holds_floors(
                 &default_policy_on(&corpus_dir().join("train").join(file)),
