@@ -305,9 +305,8 @@ mod tests {
     /// change lifts it; never lower one to let a change in.
     #[test]
     fn the_default_libraries_hold_their_floors_on_the_corpus() {
-        let p = Policy::parse(DEFAULT_POLICY).unwrap();
         holds_floors(
-            &evaluate(p.keywords(), &corpus()),
+            &evaluate(default_policy().keywords(), &corpus()),
             FLOORS,
             MAX_FALSE_POSITIVES,
         );
@@ -506,19 +505,9 @@ mod tests {
             );
         }
         for file in ["train-ml.jsonl", "train-ml2.jsonl", "train-ml3.jsonl"] {
-            let floors: Vec<(&str, f64)> = [
-                "extremism",
-                "grooming",
-                "help_seeking",
-                "self_harm",
-                "sextortion",
-            ]
-            .into_iter()
-            .map(|c| (c, 0.95))
-            .collect();
             holds_floors(
                 &default_policy_on(&corpus_dir().join("train").join(file)),
-                &floors,
+                HOME_LANGUAGE_TRAINING_FLOORS,
                 0.04,
             );
         }
@@ -528,10 +517,16 @@ mod tests {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus")
     }
 
+    /// The default policy, parsed once for all the tests here (its libraries and model are
+    /// built at parse time).
+    fn default_policy() -> &'static Policy {
+        static POLICY: std::sync::OnceLock<Policy> = std::sync::OnceLock::new();
+        POLICY.get_or_init(|| Policy::parse(DEFAULT_POLICY).unwrap())
+    }
+
     /// The default policy, as the collector runs it, on a labelled set.
     fn default_policy_on(path: &Path) -> Report {
-        let p = Policy::parse(DEFAULT_POLICY).unwrap();
-        evaluate_as_shipped(p.keywords(), &load(path).unwrap())
+        evaluate_as_shipped(default_policy().keywords(), &load(path).unwrap())
     }
 
     /// The default policy, as the collector runs it, on a held-out set of `corpus/holdout/`.
@@ -574,6 +569,15 @@ mod tests {
         ("sextortion", 0.96),
         ("sexual_content", 0.96),
         ("weapons", 0.96),
+    ];
+
+    /// The home-language training sets: the concerns they cover.
+    const HOME_LANGUAGE_TRAINING_FLOORS: &[(&str, f64)] = &[
+        ("extremism", 0.95),
+        ("grooming", 0.95),
+        ("help_seeking", 0.95),
+        ("self_harm", 0.95),
+        ("sextortion", 0.95),
     ];
 
     const MAX_FALSE_POSITIVES: f64 = 0.02;
